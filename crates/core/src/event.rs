@@ -1,0 +1,95 @@
+//! Any of the three clinical events, for code that handles them alike.
+
+use std::collections::BTreeSet;
+
+use lienthong_proto::v1::{AppointmentEvent, EventHeader, LabResultEvent, Patient, ReferralEvent};
+use prost::Message;
+
+use crate::province::ProvinceCode;
+use crate::routing::{self, DocumentKind};
+use crate::validation::{self, ValidationContext, Violation};
+
+/// One event of any document kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClinicalEvent {
+    /// A referral slip event.
+    Referral(ReferralEvent),
+    /// A follow-up appointment event.
+    Appointment(AppointmentEvent),
+    /// A lab report event.
+    LabResult(LabResultEvent),
+}
+
+impl ClinicalEvent {
+    /// The document kind.
+    pub fn kind(&self) -> DocumentKind {
+        match self {
+            Self::Referral(_) => DocumentKind::Referral,
+            Self::Appointment(_) => DocumentKind::Appointment,
+            Self::LabResult(_) => DocumentKind::LabResult,
+        }
+    }
+
+    /// The header, if set.
+    pub fn header(&self) -> Option<&EventHeader> {
+        match self {
+            Self::Referral(e) => e.header.as_ref(),
+            Self::Appointment(e) => e.header.as_ref(),
+            Self::LabResult(e) => e.header.as_ref(),
+        }
+    }
+
+    /// The header, created empty if absent.
+    pub fn header_mut(&mut self) -> &mut EventHeader {
+        match self {
+            Self::Referral(e) => e.header.get_or_insert_with(Default::default),
+            Self::Appointment(e) => e.header.get_or_insert_with(Default::default),
+            Self::LabResult(e) => e.header.get_or_insert_with(Default::default),
+        }
+    }
+
+    /// The patient of the document.
+    pub fn patient(&self) -> Option<&Patient> {
+        match self {
+            Self::Referral(e) => e.slip.as_ref().and_then(|s| s.patient.as_ref()),
+            Self::Appointment(e) => e.appointment.as_ref().and_then(|a| a.patient.as_ref()),
+            Self::LabResult(e) => e.report.as_ref().and_then(|r| r.patient.as_ref()),
+        }
+    }
+
+    /// Every violation of the document.
+    pub fn validate(&self, ctx: &ValidationContext) -> Vec<Violation> {
+        match self {
+            Self::Referral(e) => validation::validate_referral(e, ctx),
+            Self::Appointment(e) => validation::validate_appointment(e, ctx),
+            Self::LabResult(e) => validation::validate_lab_result(e, ctx),
+        }
+    }
+
+    /// Regions that must see the event.
+    pub fn regions(&self) -> BTreeSet<ProvinceCode> {
+        match self {
+            Self::Referral(e) => routing::referral_regions(e),
+            Self::Appointment(e) => routing::appointment_regions(e),
+            Self::LabResult(e) => routing::lab_result_regions(e),
+        }
+    }
+
+    /// Protobuf encoding of the event message.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Referral(e) => e.encode_to_vec(),
+            Self::Appointment(e) => e.encode_to_vec(),
+            Self::LabResult(e) => e.encode_to_vec(),
+        }
+    }
+
+    /// Decodes an event message of the given kind.
+    pub fn decode(kind: DocumentKind, bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Ok(match kind {
+            DocumentKind::Referral => Self::Referral(ReferralEvent::decode(bytes)?),
+            DocumentKind::Appointment => Self::Appointment(AppointmentEvent::decode(bytes)?),
+            DocumentKind::LabResult => Self::LabResult(LabResultEvent::decode(bytes)?),
+        })
+    }
+}

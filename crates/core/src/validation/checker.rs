@@ -1,0 +1,102 @@
+//! Accumulates violations while walking a document.
+
+use lienthong_proto::v1::PartialDateTime;
+
+use super::{Severity, ValidationContext, Violation};
+use crate::datetime::XmlDateTime;
+use crate::ids::IdError;
+
+/// Whether a value may be shown as is in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// Codes and numbers of facilities, services, diagnoses: not personal.
+    Plain,
+    /// Personal data: only a masked form appears.
+    Masked,
+}
+
+pub(crate) struct Checker<'a> {
+    pub ctx: &'a ValidationContext,
+    pub out: Vec<Violation>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(ctx: &'a ValidationContext) -> Self {
+        Self { ctx, out: Vec::new() }
+    }
+
+    pub fn push(&mut self, severity: Severity, code: &str, path: &str, value: Option<String>, en: String, vi: String) {
+        self.out.push(Violation { code: code.to_owned(), severity, path: path.to_owned(), value, message: en, message_vi: vi });
+    }
+
+    pub fn error(&mut self, code: &str, path: &str, value: Option<String>, en: String, vi: String) {
+        self.push(Severity::Error, code, path, value, en, vi);
+    }
+
+    /// A required text field; `xml` names the MoH field so staff can find it in their export.
+    pub fn required(&mut self, path: &str, value: &str, xml: &str) -> bool {
+        if value.trim().is_empty() {
+            self.error(
+                "required",
+                path,
+                None,
+                format!("{xml} is required and is empty; fill it in the HIS export"),
+                format!("Trường {xml} là bắt buộc nhưng đang để trống"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Parses an identifier, reporting its error with code, path and (masked) value.
+    pub fn id<T>(&mut self, path: &str, raw: &str, shown: Shown, parse: impl FnOnce(&str) -> Result<T, IdError>) -> Option<T> {
+        match parse(raw) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.report_id(path, raw, shown, &e);
+                None
+            }
+        }
+    }
+
+    pub fn report_id(&mut self, path: &str, raw: &str, shown: Shown, e: &IdError) {
+        let value = match shown {
+            Shown::Plain => raw.to_owned(),
+            Shown::Masked => mask(raw),
+        };
+        self.error(&e.code(), path, Some(value), e.to_string(), e.message_vi());
+    }
+
+    /// An optional or required XML date that records the past: it may not lie in the future.
+    pub fn date(&mut self, path: &str, value: Option<&PartialDateTime>, required: Option<&str>) -> Option<XmlDateTime> {
+        let parsed = self.date_shape(path, value, required)?;
+        if parsed.earliest() > self.ctx.now + self.ctx.future_skew {
+            self.error(
+                "date.future",
+                path,
+                Some(parsed.digits()),
+                "date lies in the future; check the HIS clock and the field".into(),
+                "Ngày tháng ở tương lai; kiểm tra đồng hồ máy chủ HIS và giá trị trường".into(),
+            );
+        }
+        Some(parsed)
+    }
+
+    /// An optional or required XML date that may lie in the future (validity ends, appointments).
+    pub fn date_shape(&mut self, path: &str, value: Option<&PartialDateTime>, required: Option<&str>) -> Option<XmlDateTime> {
+        let raw = value.map(|p| p.value.as_str()).unwrap_or("");
+        if raw.trim().is_empty() {
+            if let Some(xml) = required {
+                self.required(path, "", xml);
+            }
+            return None;
+        }
+        let Some(v) = value else { return None };
+        self.id(path, raw, Shown::Plain, |_| XmlDateTime::from_proto(v))
+    }
+}
+
+/// Masks all but the last two characters of a personal value.
+pub(crate) fn mask(raw: &str) -> String {
+    crate::ids::citizen_mask(raw.trim())
+}

@@ -1,0 +1,258 @@
+//! Kafka connection settings (bootstrap, TLS, SASL) shared by every lienthong binary.
+//!
+//! Secrets come only from env or files and never appear in Debug output or logs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::error::{Error, Result};
+
+/// How the client talks to the brokers (librdkafka `security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication: local development only.
+    Plaintext,
+    /// TLS, optionally with a client certificate.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+    fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+    fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// Connection flags common to every binary (`--kafka-*`, env `LIENTHONG_KAFKA_*`).
+#[derive(Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap servers.
+    #[arg(long = "kafka-bootstrap", env = "LIENTHONG_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    pub bootstrap: String,
+    /// Security protocol.
+    #[arg(long = "kafka-security-protocol", env = "LIENTHONG_KAFKA_SECURITY_PROTOCOL", value_enum, default_value = "plaintext", global = true)]
+    pub security_protocol: SecurityProtocol,
+    /// CA bundle (PEM) that signs the brokers' certificates.
+    #[arg(long = "kafka-tls-ca", env = "LIENTHONG_KAFKA_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "kafka-tls-cert", env = "LIENTHONG_KAFKA_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long = "kafka-tls-key", env = "LIENTHONG_KAFKA_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long = "kafka-sasl-mechanism", env = "LIENTHONG_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512", global = true)]
+    pub sasl_mechanism: String,
+    /// SASL user name.
+    #[arg(long = "kafka-sasl-username", env = "LIENTHONG_KAFKA_SASL_USERNAME", global = true)]
+    pub sasl_username: Option<String>,
+    /// SASL password (env only; prefer --kafka-sasl-password-file).
+    #[arg(long = "kafka-sasl-password", env = "LIENTHONG_KAFKA_SASL_PASSWORD", hide_env_values = true, global = true)]
+    pub sasl_password: Option<String>,
+    /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
+    #[arg(long = "kafka-sasl-password-file", env = "LIENTHONG_KAFKA_SASL_PASSWORD_FILE", global = true)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// How long a command waits for the cluster before giving up, in seconds.
+    #[arg(long = "kafka-timeout-secs", env = "LIENTHONG_KAFKA_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub timeout_secs: u64,
+}
+
+impl fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("bootstrap", &self.bootstrap)
+            .field("security_protocol", &self.security_protocol)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "<redacted>"))
+            .field("sasl_password_file", &self.sasl_password_file)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Default for KafkaArgs {
+    fn default() -> Self {
+        Self::local("127.0.0.1:9092")
+    }
+}
+
+impl KafkaArgs {
+    /// Plain-text settings for a broker on `bootstrap` (development and tests).
+    pub fn local(bootstrap: impl Into<String>) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            timeout_secs: 10,
+        }
+    }
+
+    /// How long to wait for the cluster.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// A librdkafka config with bootstrap, TLS and SASL set, after checking the settings agree.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let mut cfg = ClientConfig::new();
+        if self.bootstrap.trim().is_empty() {
+            return Err(Error::Config("--kafka-bootstrap is empty; give host:port of at least one broker".into()));
+        }
+        cfg.set("bootstrap.servers", &self.bootstrap)
+            .set("security.protocol", self.security_protocol.as_librdkafka())
+            .set("client.id", "lienthong")
+            // Fail fast instead of the 60 s default when a broker is gone.
+            .set("socket.connection.setup.timeout.ms", "5000");
+        let tls_files = [("--kafka-tls-ca", &self.tls_ca), ("--kafka-tls-cert", &self.tls_cert), ("--kafka-tls-key", &self.tls_key)];
+        if !self.security_protocol.uses_tls() {
+            if let Some((flag, _)) = tls_files.iter().find(|(_, v)| v.is_some()) {
+                return Err(Error::Config(format!(
+                    "{flag} is set but --kafka-security-protocol is {:?}; use ssl or sasl-ssl",
+                    self.security_protocol
+                )));
+            }
+        }
+        for (flag, path) in tls_files {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(Error::Config(format!("{flag} {} is not a readable file", path.display())));
+                }
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Config("mutual TLS needs both --kafka-tls-cert and --kafka-tls-key".into()));
+        }
+        if let Some(ca) = &self.tls_ca {
+            cfg.set("ssl.ca.location", ca.display().to_string());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            cfg.set("ssl.certificate.location", cert.display().to_string());
+            cfg.set("ssl.key.location", key.display().to_string());
+        }
+        if self.security_protocol.uses_sasl() {
+            let user = self.sasl_username.as_deref().ok_or_else(|| {
+                Error::Config("SASL needs --kafka-sasl-username (LIENTHONG_KAFKA_SASL_USERNAME)".into())
+            })?;
+            let password = self.sasl_password()?;
+            cfg.set("sasl.mechanism", &self.sasl_mechanism)
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        } else if self.sasl_username.is_some() {
+            return Err(Error::Config(
+                "--kafka-sasl-username is set but the security protocol has no SASL; use sasl-ssl".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    fn sasl_password(&self) -> Result<String> {
+        match (&self.sasl_password, &self.sasl_password_file) {
+            (Some(_), Some(_)) => Err(Error::Config(
+                "give the SASL password either in LIENTHONG_KAFKA_SASL_PASSWORD or in a file, not both".into(),
+            )),
+            (Some(p), None) => Ok(p.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| Error::Config(format!("cannot read SASL password file {}: {e}", path.display()))),
+            (None, None) => Err(Error::Config(
+                "SASL needs a password: set LIENTHONG_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file".into(),
+            )),
+        }
+    }
+
+    /// Checks within the timeout that the cluster answers; the error names the address.
+    pub fn probe(&self) -> Result<()> {
+        let consumer: BaseConsumer = self.client_config()?.create().map_err(Error::Client)?;
+        consumer
+            .fetch_metadata(None, self.timeout())
+            .map(|_| ())
+            .map_err(|source| Error::Unreachable { bootstrap: self.bootstrap.clone(), timeout: self.timeout(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.sasl_password = Some("hunter2-secret".into());
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn sasl_without_password_is_a_clear_error() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.security_protocol = SecurityProtocol::SaslSsl;
+        args.sasl_username = Some("facility".into());
+        let err = args.client_config().expect_err("must fail");
+        assert!(err.to_string().contains("SASL needs a password"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_on_plaintext_are_rejected() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.tls_ca = Some("/nonexistent/ca.pem".into());
+        let err = args.client_config().expect_err("must fail");
+        assert!(err.to_string().contains("--kafka-tls-ca"), "{err}");
+    }
+
+    #[test]
+    fn sasl_password_comes_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("lt-sasl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let mut args = KafkaArgs::local("b:9092");
+        args.security_protocol = SecurityProtocol::SaslPlaintext;
+        args.sasl_username = Some("u".into());
+        args.sasl_password_file = Some(file);
+        let cfg = args.client_config().expect("valid");
+        assert_eq!(cfg.get("sasl.password"), Some("from-file"));
+        assert_eq!(cfg.get("security.protocol"), Some("sasl_plaintext"));
+    }
+
+    #[test]
+    fn unreachable_broker_fails_in_bounded_time_naming_the_address() {
+        // Port 1 on loopback: nothing listens, connection refused.
+        let mut args = KafkaArgs::local("127.0.0.1:1");
+        args.timeout_secs = 2;
+        let started = std::time::Instant::now();
+        let err = args.probe().expect_err("nothing listens there");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:1") && text.contains("deploy/local/up"), "{text}");
+    }
+}

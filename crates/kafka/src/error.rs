@@ -1,0 +1,70 @@
+//! Errors of the Kafka layer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong talking to Kafka or reading the topic spec.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker did not answer in time.
+    #[error(
+        "cannot reach Kafka at {bootstrap} within {timeout:?}: {source}; is the broker running? \
+         locally run `deploy/local/up`, otherwise check --kafka-bootstrap / LIENTHONG_KAFKA_BOOTSTRAP"
+    )]
+    Unreachable {
+        /// Bootstrap servers tried.
+        bootstrap: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// Client error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A connection setting is inconsistent or unreadable.
+    #[error("invalid Kafka settings: {0}")]
+    Config(String),
+    /// The client could not be created.
+    #[error("cannot create Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The topic spec file could not be read.
+    #[error("cannot read topic spec {path}: {source}")]
+    SpecRead {
+        /// File.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The topic spec is malformed.
+    #[error("invalid topic spec {path}, line {line}, column {column}: {message}")]
+    Spec {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// An admin operation failed for a topic.
+    #[error("topic {topic}: {message}")]
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// What failed and what to do.
+        message: String,
+    },
+    /// A message could not be delivered to Kafka.
+    #[error("delivery to {topic} failed: {source}")]
+    Delivery {
+        /// Topic.
+        topic: String,
+        /// Client error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Any other client error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}

@@ -1,0 +1,11 @@
+//! Kafka for lienthong: connection settings shared by every binary, the idempotent producer,
+//! and topics as code.
+
+pub mod connection;
+pub mod error;
+pub mod producer;
+pub mod topics;
+
+pub use connection::{KafkaArgs, SecurityProtocol};
+pub use error::{Error, Result};
+pub use producer::{Delivery, EventProducer};

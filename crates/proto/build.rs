@@ -1,0 +1,22 @@
+//! Compiles proto/ with protox, so building needs no system protoc.
+
+use std::path::PathBuf;
+
+/// The .proto files that make up the contract, relative to the proto/ root.
+const PROTOS: &[&str] = &[
+    "lienthong/v1/common.proto",
+    "lienthong/v1/referral.proto",
+    "lienthong/v1/appointment.proto",
+    "lienthong/v1/lab_result.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let files = protox::compile(PROTOS, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The descriptor set is kept for reflection (gRPC server reflection, registry references).
+    std::fs::write(out.join("lienthong_descriptor.bin"), prost::Message::encode_to_vec(&files))?;
+    tonic_prost_build::configure().compile_fds(files)?;
+    Ok(())
+}

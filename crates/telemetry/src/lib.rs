@@ -1,0 +1,124 @@
+//! Logging and metrics set-up shared by every lienthong binary.
+//!
+//! Each binary flattens [`TelemetryArgs`] into its clap arguments and calls [`init`] once.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Errors while setting up telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log filter could not be parsed.
+    #[error("invalid log filter {filter:?}: {source}; use RUST_LOG syntax such as `info,lienthong=debug`")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// Parser error.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber or recorder was already installed.
+    #[error("telemetry was already initialised in this process")]
+    AlreadyInitialised,
+    /// The Prometheus listener could not start.
+    #[error("cannot serve Prometheus metrics on {addr}: {message}; pick a free port with --metrics-addr")]
+    Metrics {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Exporter error text.
+        message: String,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines for terminals.
+    Pretty,
+    /// One JSON object per line for log collectors.
+    Json,
+}
+
+/// Telemetry flags common to every binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log filter in RUST_LOG syntax.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+    /// Log format.
+    #[arg(long, env = "LIENTHONG_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+    /// Address of the Prometheus /metrics endpoint; unset means no endpoint.
+    #[arg(long, env = "LIENTHONG_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Installs the global tracing subscriber (logs go to stderr) and, when asked, the Prometheus
+/// exporter. Must be called from within a Tokio runtime when `metrics_addr` is set.
+pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
+    let filter = EnvFilter::try_new(&args.log_filter)
+        .map_err(|source| Error::Filter { filter: args.log_filter.clone(), source })?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match args.log_format {
+        LogFormat::Pretty => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(std::io::stderr))
+            .try_init(),
+    };
+    result.map_err(|_| Error::AlreadyInitialised)?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+    }
+    Ok(())
+}
+
+/// Starts the Prometheus exporter on `addr` and installs it as the global metrics recorder.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| Error::Metrics { addr, message: e.to_string() })?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_filter_is_a_clear_error() {
+        let args = TelemetryArgs {
+            log_filter: "info,[[[".into(),
+            log_format: LogFormat::Json,
+            metrics_addr: None,
+        };
+        let err = init(&args).expect_err("must reject");
+        assert!(err.to_string().contains("invalid log filter"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn prometheus_endpoint_serves_recorded_metrics() {
+        use std::io::{Read, Write};
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        serve_metrics(addr).expect("exporter starts");
+        metrics::counter!("lienthong_test_events_total", "outcome" => "accepted").increment(3);
+        let body = tokio::task::spawn_blocking(move || {
+            for _ in 0..50 {
+                if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+                    let mut body = String::new();
+                    s.read_to_string(&mut body).expect("read");
+                    return body;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            String::new()
+        })
+        .await
+        .expect("join");
+        assert!(body.contains("lienthong_test_events_total{outcome=\"accepted\"} 3"), "{body}");
+    }
+}

@@ -1,0 +1,66 @@
+# Shared helpers for the deploy/local scripts. Source it; do not run it.
+# Everything the local stack writes lives under $LIENTHONG_STATE_DIR (default: <repo>/.state),
+# which is git-ignored, so a fresh clone starts clean and `down --purge` resets it.
+set -euo pipefail
+
+LT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LT_STATE="${LIENTHONG_STATE_DIR:-$LT_ROOT/.state}"
+mkdir -p "$LT_STATE"
+
+lt_log() { printf '\033[1;34m[lienthong]\033[0m %s\n' "$*" >&2; }
+lt_die() { printf '\033[1;31m[lienthong] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# apt-get install, once per package set, only when something is missing.
+lt_apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  lt_log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# A Java 17+ for Kafka and the registry: JAVA_HOME if set, else the machine's java.
+lt_java() {
+  local java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+  command -v "$java" >/dev/null 2>&1 || lt_die "no java found; install a JDK 17+ or set JAVA_HOME"
+  local major
+  major=$("$java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}' | cut -d. -f1)
+  [ "${major:-0}" -ge 17 ] || lt_die "java $major found at $(command -v "$java"); Kafka 4 needs 17+: set JAVA_HOME"
+  echo "$java"
+}
+
+# True when the pid in the file is a live process.
+lt_pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Poll a command until it succeeds or the deadline passes; show the log tail on failure.
+lt_wait_for() {
+  local what="$1" seconds="$2" logfile="$3"; shift 3
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      [ -f "$logfile" ] && tail -n 40 "$logfile" >&2
+      lt_die "$what not ready after ${seconds}s (log: $logfile)"
+    fi
+    sleep 0.5
+  done
+}
+
+# Stop a process by pid file: TERM, wait, then KILL.
+lt_stop_pid() {
+  local name="$1" pidfile="$2" seconds="${3:-30}"
+  if ! lt_pid_alive "$pidfile"; then rm -f "$pidfile"; lt_log "$name is not running"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + seconds))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then lt_log "$name did not stop in ${seconds}s; killing"; kill -9 "$pid" 2>/dev/null || true; break; fi
+    sleep 0.3
+  done
+  rm -f "$pidfile"
+  lt_log "$name stopped"
+}

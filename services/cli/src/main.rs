@@ -1,0 +1,2 @@
+//! The `lienthong` command.
+fn main() {}
