@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The broker did not answer in time.
     #[error(
-        "cannot reach Kafka at {bootstrap} within {timeout:?}: {source}; is the broker running? \
+        "cannot reach Kafka at {bootstrap} within {timeout:?}; is the broker running? \
          locally run `deploy/local/up`, otherwise check --kafka-bootstrap / LIENTHONG_KAFKA_BOOTSTRAP"
     )]
     Unreachable {
@@ -26,10 +26,10 @@ pub enum Error {
     #[error("invalid Kafka settings: {0}")]
     Config(String),
     /// The client could not be created.
-    #[error("cannot create Kafka client: {0}")]
+    #[error("cannot create Kafka client")]
     Client(#[source] rdkafka::error::KafkaError),
     /// The topic spec file could not be read.
-    #[error("cannot read topic spec {path}: {source}")]
+    #[error("cannot read topic spec {path}")]
     SpecRead {
         /// File.
         path: PathBuf,
@@ -57,7 +57,7 @@ pub enum Error {
         message: String,
     },
     /// A message could not be delivered to Kafka.
-    #[error("delivery to {topic} failed: {source}")]
+    #[error("delivery to {topic} failed")]
     Delivery {
         /// Topic.
         topic: String,
@@ -65,6 +65,6 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
     /// Any other client error.
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
 }

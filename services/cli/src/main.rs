@@ -1,2 +1,61 @@
-//! The `lienthong` command.
-fn main() {}
+//! The `lienthong` command for operators and analysts.
+
+mod demo;
+mod keys;
+mod topics;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lienthong_kafka::KafkaArgs;
+use lienthong_telemetry::TelemetryArgs;
+
+/// lienthong: the health-event backbone's operator and analyst tool.
+#[derive(Debug, Parser)]
+#[command(name = "lienthong", version, about)]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update the Kafka topics from the topic spec.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Publish synthetic events and read them back: a first end-to-end check of a stack.
+    Demo(demo::DemoArgs),
+    /// Pseudonym keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        lienthong_telemetry::init(&cli.telemetry)?;
+        match cli.command {
+            Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,
+            Command::Demo(args) => demo::run(args, &cli.kafka).await,
+            Command::Keys(cmd) => keys::run(cmd),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -194,7 +194,7 @@ pub async fn apply(args: &KafkaArgs, spec: &TopicsSpec) -> Result<Vec<TopicChang
         }
     }
     for change in &changes {
-        tracing::info!(%change, "topic changed");
+        tracing::debug!(%change, "topic changed");
     }
     Ok(changes)
 }

@@ -119,7 +119,14 @@ impl TopicsSpec {
             let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
             Error::Spec { path: PathBuf::from(origin), line, column, message }
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_owned()))?;
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim();
+            let message = match e.span().and_then(|s| key_at(text, s.start)) {
+                Some(key) if !message.contains(&format!("`{key}`")) => format!("field `{key}`: {message}"),
+                _ => message.to_owned(),
+            };
+            at(e.span(), message)
+        })?;
         let check = |ok: bool, span: std::ops::Range<usize>, msg: String| if ok { Ok(()) } else { Err(at(Some(span), msg)) };
 
         let d = &raw.defaults;
@@ -192,6 +199,16 @@ fn valid_topic_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The `key` of the `key = value` line containing `offset`, to name the field in type errors.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -229,14 +246,14 @@ mod tests {
     fn an_unknown_field_is_rejected_with_its_line() {
         let text = format!("{HEAD}\n[[topic]]\nname = \"a\"\npartitions = 1\nretention_ms = 1\ncleanup_policy = \"delete\"\nretension = 5\n");
         let err = parse(&text).expect_err("invalid").to_string();
-        assert!(err.contains("line 9") && err.contains("retension"), "{err}");
+        assert!(err.contains("line 10") && err.contains("retension"), "{err}");
     }
 
     #[test]
     fn a_bad_cleanup_policy_is_rejected() {
         let text = format!("{HEAD}\n[[topic]]\nname = \"a\"\npartitions = 1\nretention_ms = 1\ncleanup_policy = \"shred\"\n");
         let err = parse(&text).expect_err("invalid").to_string();
-        assert!(err.contains("line 8") && err.contains("shred"), "{err}");
+        assert!(err.contains("line 9") && err.contains("shred") && err.contains("cleanup_policy"), "{err}");
     }
 
     #[test]
