@@ -24,14 +24,17 @@ lt_apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# A Java 17+ for Kafka and the registry: JAVA_HOME if set, else the machine's java.
+# A java of at least the given major version (default 17): JAVA_HOME, then the default java,
+# then any JDK under /usr/lib/jvm (the machine keeps a newer Temurin beside the default 17).
+lt_java_major() { "$1" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}' | cut -d. -f1; }
 lt_java() {
-  local java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
-  command -v "$java" >/dev/null 2>&1 || lt_die "no java found; install a JDK 17+ or set JAVA_HOME"
-  local major
-  major=$("$java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}' | cut -d. -f1)
-  [ "${major:-0}" -ge 17 ] || lt_die "java $major found at $(command -v "$java"); Kafka 4 needs 17+: set JAVA_HOME"
-  echo "$java"
+  local min="${1:-17}" candidate major
+  for candidate in ${JAVA_HOME:+"$JAVA_HOME/bin/java"} "$(command -v java 2>/dev/null)" $(ls -d /usr/lib/jvm/*/bin/java 2>/dev/null | sort -rV); do
+    [ -x "$candidate" ] || continue
+    major=$(lt_java_major "$candidate")
+    if [ "${major:-0}" -ge "$min" ]; then echo "$candidate"; return 0; fi
+  done
+  lt_die "no Java $min+ found (JAVA_HOME, PATH, /usr/lib/jvm); install a JDK $min+ or set JAVA_HOME"
 }
 
 # True when the pid in the file is a live process.

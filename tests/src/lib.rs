@@ -53,3 +53,51 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Registry settings of the local stack (LIENTHONG_REGISTRY_URL overrides the URL), after
+/// registering the contract; panics (fails the test) when the registry is not reachable.
+pub async fn require_registry() -> lienthong_registry::RegistryArgs {
+    let args = lienthong_registry::RegistryArgs::local(
+        std::env::var("LIENTHONG_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into()),
+    );
+    let client = lienthong_registry::RegistryClient::new(&args).expect("registry client");
+    if let Err(e) = lienthong_registry::SchemaSet::built_in().register(&client).await {
+        panic!("the end-to-end tests need the schema registry: {e}; start it with deploy/local/test or deploy/local/up");
+    }
+    args
+}
+
+/// Publishes events framed through the registry; returns (event, partition, offset) per event.
+pub async fn publish_framed(
+    kafka: &KafkaArgs,
+    registry: &lienthong_registry::RegistryArgs,
+    events: Vec<lienthong_core::ClinicalEvent>,
+) -> anyhow::Result<Vec<(lienthong_core::ClinicalEvent, i32, i64)>> {
+    let codec = lienthong_registry::WireCodec::new(registry)?;
+    let producer = lienthong_kafka::EventProducer::new(kafka, Duration::from_secs(30))?;
+    let mut out = Vec::new();
+    for event in events {
+        let framed = codec.encode(event.kind(), &event.encode_to_vec()).await?;
+        let key = event.header().map(|h| h.patient_key.clone()).unwrap_or_default();
+        let d = producer.send(event.kind().topic(), key.as_bytes(), &framed, &[]).await?;
+        out.push((event, d.partition, d.offset));
+    }
+    Ok(out)
+}
+
+/// Valid synthetic events of every kind with patient keys set (test key, generated here).
+pub fn keyed_events(seed: u64, count: usize) -> Vec<lienthong_core::ClinicalEvent> {
+    let keyer = lienthong_core::PatientKeyer::new("test", &seed.to_le_bytes().repeat(4)).expect("32-byte key");
+    let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
+    (0..count)
+        .map(|i| {
+            let mut e = g.any(i);
+            let person = lienthong_core::PersonId::parse(e.patient().map(|p| p.citizen_id.as_str()).unwrap_or("")).expect("valid id");
+            let key = keyer.key_for(&person);
+            let h = e.header_mut();
+            h.patient_key = key.value;
+            h.patient_key_id = key.key_id;
+            e
+        })
+        .collect()
+}

@@ -9,9 +9,10 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use lienthong_core::fixtures::Generator;
 use lienthong_core::validation::{ValidationContext, has_errors};
-use lienthong_core::{ClinicalEvent, DocumentKind, PersonId};
+use lienthong_core::{DocumentKind, PersonId};
 use lienthong_kafka::{EventProducer, KafkaArgs};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use lienthong_registry::{RegistryArgs, WireCodec};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::keys::PseudonymKeyArgs;
@@ -37,9 +38,10 @@ struct Sent {
     kind: DocumentKind,
 }
 
-pub async fn run(args: DemoArgs, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DemoArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
     let keyer = args.key.load()?;
     kafka.probe()?;
+    let codec = WireCodec::new(registry)?;
     let producer = EventProducer::new(kafka, Duration::from_secs(30))?;
     let ctx = ValidationContext::now();
     let mut generator = Generator::new(args.seed ^ rand::random::<u64>(), ctx.now);
@@ -64,14 +66,16 @@ pub async fn run(args: DemoArgs, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> 
     // Bounded concurrency: at most 64 sends waiting for their delivery report at once.
     let deliveries: Vec<_> = futures::stream::iter(events.iter().map(|event| {
         let producer = producer.clone();
+        let codec = &codec;
         async move {
             let header = event.header().cloned().unwrap_or_default();
             let kind = event.kind();
-            let message_type = format!("application/x-protobuf; messageType={}", kind.message_name());
+            // Confluent framing: any registry-aware client in any language can decode it.
+            let framed = codec.encode(kind, &event.encode_to_vec()).await?;
             let delivery = producer
-                .send(kind.topic(), header.patient_key.as_bytes(), &event.encode_to_vec(), &[
+                .send(kind.topic(), header.patient_key.as_bytes(), &framed, &[
                     ("lienthong-event-id", header.event_id.as_bytes()),
-                    ("content-type", message_type.as_bytes()),
+                    ("lienthong-message-type", kind.message_name().as_bytes()),
                 ])
                 .await?;
             anyhow::Ok((kind, delivery, header.event_id))
@@ -92,8 +96,8 @@ pub async fn run(args: DemoArgs, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> 
         sent.len(), per_kind(DocumentKind::Referral), per_kind(DocumentKind::Appointment), per_kind(DocumentKind::LabResult)
     );
 
-    let consumed = read_back(kafka, &sent, Duration::from_secs(args.wait_secs))?;
-    println!("read back {consumed}/{} events from Kafka, decoded and matched by event id and offset", sent.len());
+    let consumed = read_back(kafka, &codec, &sent, Duration::from_secs(args.wait_secs)).await?;
+    println!("read back {consumed}/{} events from Kafka, decoded through the schema registry and matched by event id", sent.len());
     if let Some(((kind, partition, offset), s)) = sent.iter().next() {
         println!("sample: topic={} partition={partition} offset={offset} event_id={}", kind.topic(), s.event_id);
     }
@@ -106,12 +110,12 @@ fn prost_types_now() -> prost_types::Timestamp {
 }
 
 /// Reads exactly the produced offsets back with a consumer assigned to them.
-fn read_back(kafka: &KafkaArgs, sent: &BTreeMap<(DocumentKind, i32, i64), Sent>, wait: Duration) -> anyhow::Result<usize> {
+async fn read_back(kafka: &KafkaArgs, codec: &WireCodec, sent: &BTreeMap<(DocumentKind, i32, i64), Sent>, wait: Duration) -> anyhow::Result<usize> {
     let mut cfg = kafka.client_config()?;
     cfg.set("group.id", format!("lienthong-demo-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create().context("cannot create the demo consumer")?;
+    let consumer: StreamConsumer = cfg.create().context("cannot create the demo consumer")?;
     let mut starts: HashMap<(DocumentKind, i32), i64> = HashMap::new();
     for (kind, partition, offset) in sent.keys() {
         let e = starts.entry((*kind, *partition)).or_insert(*offset);
@@ -128,12 +132,12 @@ fn read_back(kafka: &KafkaArgs, sent: &BTreeMap<(DocumentKind, i32, i64), Sent>,
         if Instant::now() > deadline {
             bail!("only {seen} of {} events came back within {wait:?}; check the broker log", sent.len());
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
         let msg = msg.context("consuming demo events")?;
         let Some(kind) = DocumentKind::from_topic(msg.topic()) else { continue };
         let Some(expected) = sent.get(&(kind, msg.partition(), msg.offset())) else { continue };
-        let event = ClinicalEvent::decode(kind, msg.payload().unwrap_or_default())
-            .with_context(|| format!("{}[{}]@{} does not decode", msg.topic(), msg.partition(), msg.offset()))?;
+        let origin = format!("{}[{}]@{}", msg.topic(), msg.partition(), msg.offset());
+        let event = codec.decode(msg.payload(), msg.topic(), msg.partition(), msg.offset()).await?.event(&origin)?;
         let got = event.header().map(|h| h.event_id.as_str()).unwrap_or("");
         if got != expected.event_id {
             bail!("{}[{}]@{} holds event {got}, expected {}", msg.topic(), msg.partition(), msg.offset(), expected.event_id);

@@ -2,12 +2,15 @@
 
 mod demo;
 mod keys;
+mod schemas;
+mod tail;
 mod topics;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lienthong_kafka::KafkaArgs;
+use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
 
 /// lienthong: the health-event backbone's operator and analyst tool.
@@ -16,6 +19,8 @@ use lienthong_telemetry::TelemetryArgs;
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     #[command(subcommand)]
@@ -27,11 +32,25 @@ enum Command {
     /// Create or update the Kafka topics from the topic spec.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Register and check the event schemas in the schema registry.
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCommand),
+    /// Print a topic's messages as JSON, decoded through the schema registry.
+    Tail(tail::TailArgs),
     /// Publish synthetic events and read them back: a first end-to-end check of a stack.
     Demo(demo::DemoArgs),
     /// Pseudonym keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
 
 fn main() -> ExitCode {
@@ -47,7 +66,9 @@ fn main() -> ExitCode {
         lienthong_telemetry::init(&cli.telemetry)?;
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,
-            Command::Demo(args) => demo::run(args, &cli.kafka).await,
+            Command::Schemas(cmd) => schemas::run(cmd, &cli.registry).await,
+            Command::Tail(args) => tail::run(args, &cli.kafka, &cli.registry).await,
+            Command::Demo(args) => demo::run(args, &cli.kafka, &cli.registry).await,
             Command::Keys(cmd) => keys::run(cmd),
         }
     });

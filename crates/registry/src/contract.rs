@@ -1,0 +1,197 @@
+//! The set of .proto files that make up the contract, and how they map to registry subjects.
+//!
+//! Topic files are registered under TopicNameStrategy subjects (`<topic>-value`); files they
+//! import (common.proto) under their qualified name (`lienthong.v1.common`), and referenced
+//! from the importing schema. `google/protobuf/*` imports are built into every registry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use lienthong_core::DocumentKind;
+
+use crate::client::{Compatibility, Reference, RegistryClient};
+use crate::error::{Error, Result};
+
+/// Compatibility level every lienthong subject gets (ARCHITECTURE.md, "Contracts").
+pub const COMPATIBILITY: &str = "BACKWARD";
+
+/// Which document kind (and so which topic) each file carries.
+const TOPIC_FILES: &[(&str, DocumentKind)] = &[
+    ("lienthong/v1/referral.proto", DocumentKind::Referral),
+    ("lienthong/v1/appointment.proto", DocumentKind::Appointment),
+    ("lienthong/v1/lab_result.proto", DocumentKind::LabResult),
+];
+
+/// One .proto file by import path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoFile {
+    /// Import path, e.g. `lienthong/v1/common.proto`.
+    pub path: String,
+    /// File text.
+    pub source: String,
+}
+
+impl ProtoFile {
+    /// Import paths of other lienthong files this file imports.
+    pub fn imports(&self) -> Vec<String> {
+        self.source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("import "))
+            .filter_map(|rest| rest.trim_start_matches("public ").trim().trim_end_matches(';').trim().strip_prefix('"')?.strip_suffix('"').map(str::to_owned))
+            .filter(|p| !p.starts_with("google/protobuf/"))
+            .collect()
+    }
+
+    /// The registry subject of this file.
+    pub fn subject(&self) -> String {
+        match TOPIC_FILES.iter().find(|(p, _)| *p == self.path) {
+            Some((_, kind)) => value_subject(kind.topic()),
+            None => self.path.trim_end_matches(".proto").replace('/', "."),
+        }
+    }
+}
+
+/// TopicNameStrategy subject of a topic's values.
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+/// What registration did for one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Subject.
+    pub subject: String,
+    /// Schema id.
+    pub id: u32,
+    /// Version of the subject holding the schema.
+    pub version: u32,
+    /// True when this call created the version.
+    pub created: bool,
+}
+
+/// All contract files, registrable in dependency order.
+#[derive(Debug, Clone)]
+pub struct SchemaSet {
+    files: BTreeMap<String, ProtoFile>,
+}
+
+impl SchemaSet {
+    /// The contract compiled into this build.
+    pub fn built_in() -> Self {
+        Self::from_files(lienthong_proto::PROTO_SOURCES.iter().map(|(p, s)| ProtoFile { path: (*p).into(), source: (*s).into() }))
+    }
+
+    /// Files under a proto root (e.g. `proto/`), for checking changed files before deploying.
+    pub fn from_dir(root: &Path) -> Result<Self> {
+        let mut files = Vec::new();
+        for (path, _) in lienthong_proto::PROTO_SOURCES {
+            let full = root.join(path);
+            let source = std::fs::read_to_string(&full)
+                .map_err(|e| Error::Proto { path: full.display().to_string(), message: format!("cannot read: {e}") })?;
+            files.push(ProtoFile { path: (*path).into(), source });
+        }
+        Ok(Self::from_files(files))
+    }
+
+    fn from_files(files: impl IntoIterator<Item = ProtoFile>) -> Self {
+        Self { files: files.into_iter().map(|f| (f.path.clone(), f)).collect() }
+    }
+
+    /// Files with every import before its importer.
+    pub fn in_dependency_order(&self) -> Result<Vec<&ProtoFile>> {
+        let mut order = Vec::new();
+        let mut done = BTreeSet::new();
+        for path in self.files.keys() {
+            self.visit(path, &mut done, &mut BTreeSet::new(), &mut order)?;
+        }
+        Ok(order)
+    }
+
+    fn visit<'a>(&'a self, path: &str, done: &mut BTreeSet<String>, stack: &mut BTreeSet<String>, order: &mut Vec<&'a ProtoFile>) -> Result<()> {
+        if done.contains(path) {
+            return Ok(());
+        }
+        let file = self.files.get(path).ok_or_else(|| Error::Proto { path: path.into(), message: "imported but not part of the contract".into() })?;
+        if !stack.insert(path.to_owned()) {
+            return Err(Error::Proto { path: path.into(), message: "import cycle".into() });
+        }
+        for dep in file.imports() {
+            self.visit(&dep, done, stack, order)?;
+        }
+        stack.remove(path);
+        done.insert(path.to_owned());
+        order.push(file);
+        Ok(())
+    }
+
+    /// Registers every file (imports first) with BACKWARD compatibility on every subject.
+    pub async fn register(&self, client: &RegistryClient) -> Result<Vec<Registered>> {
+        let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        let mut out = Vec::new();
+        for file in self.in_dependency_order()? {
+            let subject = file.subject();
+            let refs = references(file, &versions)?;
+            client.set_compatibility(&subject, COMPATIBILITY).await?;
+            let before = client.versions(&subject).await?;
+            let id = client.register(&subject, &file.source, &refs).await?;
+            let version = match client.lookup(&subject, &file.source, &refs).await? {
+                Some((_, v)) => v,
+                None => client.versions(&subject).await?.into_iter().max().unwrap_or(1),
+            };
+            tracing::debug!(%subject, id, version, "schema registered");
+            versions.insert(file.path.clone(), (subject.clone(), version));
+            out.push(Registered { created: !before.contains(&version), subject, id, version });
+        }
+        Ok(out)
+    }
+
+    /// Checks every file against the latest registered version of its subject.
+    pub async fn check(&self, client: &RegistryClient) -> Result<Vec<(String, Compatibility)>> {
+        let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        let mut out = Vec::new();
+        for file in self.in_dependency_order()? {
+            let subject = file.subject();
+            let refs = references(file, &versions)?;
+            out.push((subject.clone(), client.check(&subject, &file.source, &refs).await?));
+            // Importers are checked against the imported file's latest registered version.
+            if let Some(latest) = client.versions(&subject).await?.into_iter().max() {
+                versions.insert(file.path.clone(), (subject, latest));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn references(file: &ProtoFile, versions: &BTreeMap<String, (String, u32)>) -> Result<Vec<Reference>> {
+    file.imports()
+        .into_iter()
+        .map(|name| {
+            let (subject, version) = versions
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| Error::Proto { path: file.path.clone(), message: format!("import {name} is not registered") })?;
+            Ok(Reference { name, subject, version })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_topic_name_strategy_and_imports_come_first() {
+        let set = SchemaSet::built_in();
+        let order: Vec<_> = set.in_dependency_order().expect("acyclic").into_iter().map(|f| f.subject()).collect();
+        assert_eq!(order[0], "lienthong.v1.common");
+        for s in ["lienthong.referral.v1-value", "lienthong.appointment.v1-value", "lienthong.lab-result.v1-value"] {
+            assert!(order.contains(&s.to_owned()), "{s} missing from {order:?}");
+        }
+    }
+
+    #[test]
+    fn imports_skip_well_known_types() {
+        let f = ProtoFile { path: "x.proto".into(), source: "import \"google/protobuf/timestamp.proto\";\nimport \"lienthong/v1/common.proto\";\n".into() };
+        assert_eq!(f.imports(), vec!["lienthong/v1/common.proto".to_owned()]);
+    }
+}

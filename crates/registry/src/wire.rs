@@ -1,0 +1,109 @@
+//! The Confluent protobuf wire format: `0x00`, 4-byte big-endian schema id, message indexes
+//! (zig-zag varints; `[0]` is written as a single 0 byte), then the protobuf payload.
+//! Framing and unframing go through `schema_registry_converter`, which looks the schema up in
+//! the registry once per subject (encode) or schema id (decode) and caches it.
+
+use lienthong_core::{ClinicalEvent, DocumentKind};
+use schema_registry_converter::async_impl::proto_raw::{ProtoRawDecoder, ProtoRawEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+
+use crate::error::{DecodeError, Error, Result};
+use crate::settings::RegistryArgs;
+
+/// A message with its frame removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Schema id from the frame.
+    pub schema_id: u32,
+    /// Fully-qualified protobuf message name the frame points at.
+    pub full_name: String,
+    /// The protobuf payload.
+    pub payload: Vec<u8>,
+}
+
+impl Decoded {
+    /// The lienthong event the payload holds.
+    pub fn event(&self, origin: &str) -> Result<ClinicalEvent, DecodeError> {
+        let kind = DocumentKind::ALL.into_iter().find(|k| k.message_name() == self.full_name).ok_or_else(|| DecodeError::UnknownMessage {
+            origin: origin.to_owned(),
+            schema_id: self.schema_id,
+            full_name: self.full_name.clone(),
+        })?;
+        ClinicalEvent::decode(kind, &self.payload).map_err(|e| DecodeError::Payload {
+            origin: origin.to_owned(),
+            full_name: self.full_name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Frames and unframes lienthong events against one registry.
+pub struct WireCodec {
+    encoder: ProtoRawEncoder,
+    decoder: ProtoRawDecoder,
+}
+
+impl WireCodec {
+    /// A codec for the configured registry.
+    pub fn new(args: &RegistryArgs) -> Result<Self> {
+        let mut builder = SrSettings::new_builder(args.base()?);
+        builder.set_timeout(args.timeout());
+        if let Some((user, password)) = args.credentials()? {
+            builder.set_basic_authorization(&user, Some(&password));
+        }
+        let settings = builder.build().map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
+        Ok(Self { encoder: ProtoRawEncoder::new(settings.clone()), decoder: ProtoRawDecoder::new(settings) })
+    }
+
+    /// Frames an encoded event for its topic (subject `<topic>-value`, TopicNameStrategy).
+    pub async fn encode(&self, kind: DocumentKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let strategy = SubjectNameStrategy::TopicNameStrategy(kind.topic().to_owned(), false);
+        let framed = self.encoder.encode(payload, kind.message_name(), strategy).await.map_err(|e| {
+            // Failures are cached by the converter; clear them so a later call can succeed
+            // once the schema is registered.
+            self.encoder.remove_errors_from_cache();
+            Error::Encode {
+                topic: kind.topic().to_owned(),
+                message_name: kind.message_name().to_owned(),
+                message: format!("{}; register the schemas with `lienthong schemas register`", e.error),
+            }
+        })?;
+        Ok(framed)
+    }
+
+    /// Removes the frame of a message read from `topic[partition]@offset`.
+    pub async fn decode(&self, bytes: Option<&[u8]>, topic: &str, partition: i32, offset: i64) -> Result<Decoded, DecodeError> {
+        let origin = format!("{topic}[{partition}]@{offset}");
+        let bytes = match bytes {
+            Some(b) if !b.is_empty() => b,
+            _ => return Err(DecodeError::Empty { origin }),
+        };
+        if bytes[0] != 0 {
+            return Err(DecodeError::NoMagicByte { origin, found: bytes[0] });
+        }
+        if bytes.len() < 6 {
+            return Err(DecodeError::Truncated { origin, len: bytes.len() });
+        }
+        let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        match self.decoder.decode(Some(bytes)).await {
+            Ok(Some(r)) => Ok(Decoded { schema_id, full_name: r.full_name.to_string(), payload: r.bytes }),
+            Ok(None) => Err(DecodeError::Empty { origin }),
+            Err(e) => {
+                let text = e.error.clone();
+                let cause = e.cause.clone().unwrap_or_default();
+                let unknown = [&text, &cause].iter().any(|t| t.contains("404") || t.contains("not found") || t.contains("40403"));
+                if e.retriable {
+                    self.decoder.remove_errors_from_cache();
+                }
+                if unknown {
+                    Err(DecodeError::UnknownSchema { origin, schema_id })
+                } else if text.contains("index") || cause.contains("index") {
+                    Err(DecodeError::Truncated { origin, len: bytes.len() })
+                } else {
+                    Err(DecodeError::Registry { origin, message: if cause.is_empty() { text } else { format!("{text}: {cause}") } })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `lienthong schemas register|check|list`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet};
+
+/// Schema commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemasCommand {
+    /// Register every .proto of the contract (imports as references), BACKWARD compatibility.
+    Register(ProtoDirArgs),
+    /// Check that the .proto files are compatible with what is registered; exit 1 if not.
+    Check(ProtoDirArgs),
+    /// List subjects with their versions and compatibility level.
+    List,
+}
+
+/// Where the .proto files come from.
+#[derive(Debug, clap::Args)]
+pub struct ProtoDirArgs {
+    /// Proto root holding lienthong/v1/*.proto; the contract built into this binary when omitted.
+    #[arg(long, env = "LIENTHONG_PROTO_DIR")]
+    proto_dir: Option<PathBuf>,
+}
+
+impl ProtoDirArgs {
+    fn load(&self) -> anyhow::Result<SchemaSet> {
+        Ok(match &self.proto_dir {
+            Some(dir) => SchemaSet::from_dir(dir)?,
+            None => SchemaSet::built_in(),
+        })
+    }
+}
+
+pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
+    let client = RegistryClient::new(registry)?;
+    match cmd {
+        SchemasCommand::Register(args) => {
+            let registered = args.load()?.register(&client).await?;
+            println!("{:<34} {:>7} {:>6}  {}", "SUBJECT", "VERSION", "ID", "");
+            for r in &registered {
+                println!("{:<34} {:>7} {:>6}  {}", r.subject, r.version, r.id, if r.created { "registered" } else { "unchanged" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SchemasCommand::Check(args) => {
+            let mut ok = true;
+            for (subject, result) in args.load()?.check(&client).await? {
+                if result.compatible {
+                    println!("{subject}: compatible");
+                } else {
+                    ok = false;
+                    println!("{subject}: INCOMPATIBLE");
+                    for m in &result.messages {
+                        println!("  - {m}");
+                    }
+                }
+            }
+            if !ok {
+                eprintln!("error: incompatible schema change; keep field numbers and types, add new fields instead");
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        SchemasCommand::List => {
+            println!("{:<34} {:<14} {}", "SUBJECT", "COMPATIBILITY", "VERSIONS (schema ids)");
+            for subject in client.subjects().await? {
+                let compat = client.compatibility(&subject).await?.unwrap_or_else(|| "(global)".into());
+                let mut versions = Vec::new();
+                for v in client.versions(&subject).await? {
+                    versions.push(format!("{v} (id {})", client.version_id(&subject, v).await?));
+                }
+                println!("{:<34} {:<14} {}", subject, compat, versions.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
