@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-/// The .proto files that make up the contract, relative to the proto/ root.
+/// The .proto files compiled here (event contracts and service APIs), relative to proto/.
 const PROTOS: &[&str] = &[
     "lienthong/v1/common.proto",
     "lienthong/v1/referral.proto",
     "lienthong/v1/appointment.proto",
     "lienthong/v1/lab_result.proto",
+    "lienthong/v1/ingest.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

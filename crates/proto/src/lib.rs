@@ -12,7 +12,8 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/lienthong_descriptor.bin"));
 
-/// The .proto sources, by import path, as checked in (what the schema registry stores).
+/// The event-contract .proto sources, by import path, as checked in (what the schema registry
+/// stores). Service APIs (ingest.proto) are not topic schemas and are not listed.
 pub const PROTO_SOURCES: &[(&str, &str)] = &[
     ("lienthong/v1/common.proto", include_str!("../../../proto/lienthong/v1/common.proto")),
     ("lienthong/v1/referral.proto", include_str!("../../../proto/lienthong/v1/referral.proto")),

@@ -42,10 +42,15 @@ impl ProtoFile {
             .collect()
     }
 
-    /// The registry subject of this file.
+    /// The registry subject of this file, with the standard topics.
     pub fn subject(&self) -> String {
+        self.subject_with(&BTreeMap::new())
+    }
+
+    /// The registry subject of this file when kinds are routed to other topics.
+    pub fn subject_with(&self, topics: &BTreeMap<DocumentKind, String>) -> String {
         match TOPIC_FILES.iter().find(|(p, _)| *p == self.path) {
-            Some((_, kind)) => value_subject(kind.topic()),
+            Some((_, kind)) => value_subject(topics.get(kind).map_or(kind.topic(), String::as_str)),
             None => self.path.trim_end_matches(".proto").replace('/', "."),
         }
     }
@@ -73,6 +78,7 @@ pub struct Registered {
 #[derive(Debug, Clone)]
 pub struct SchemaSet {
     files: BTreeMap<String, ProtoFile>,
+    topics: BTreeMap<DocumentKind, String>,
 }
 
 impl SchemaSet {
@@ -94,7 +100,13 @@ impl SchemaSet {
     }
 
     fn from_files(files: impl IntoIterator<Item = ProtoFile>) -> Self {
-        Self { files: files.into_iter().map(|f| (f.path.clone(), f)).collect() }
+        Self { files: files.into_iter().map(|f| (f.path.clone(), f)).collect(), topics: BTreeMap::new() }
+    }
+
+    /// Registers a kind's schema for another topic (e.g. per-test or per-environment topics).
+    pub fn with_topic(mut self, kind: DocumentKind, topic: &str) -> Self {
+        self.topics.insert(kind, topic.to_owned());
+        self
     }
 
     /// Files with every import before its importer.
@@ -129,7 +141,7 @@ impl SchemaSet {
         let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
         let mut out = Vec::new();
         for file in self.in_dependency_order()? {
-            let subject = file.subject();
+            let subject = file.subject_with(&self.topics);
             let refs = references(file, &versions)?;
             client.set_compatibility(&subject, COMPATIBILITY).await?;
             let before = client.versions(&subject).await?;
@@ -150,7 +162,7 @@ impl SchemaSet {
         let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
         let mut out = Vec::new();
         for file in self.in_dependency_order()? {
-            let subject = file.subject();
+            let subject = file.subject_with(&self.topics);
             let refs = references(file, &versions)?;
             out.push((subject.clone(), client.check(&subject, &file.source, &refs).await?));
             // Importers are checked against the imported file's latest registered version.

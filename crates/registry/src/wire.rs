@@ -56,15 +56,20 @@ impl WireCodec {
         Ok(Self { encoder: ProtoRawEncoder::new(settings.clone()), decoder: ProtoRawDecoder::new(settings) })
     }
 
-    /// Frames an encoded event for its topic (subject `<topic>-value`, TopicNameStrategy).
+    /// Frames an encoded event for its standard topic (subject `<topic>-value`).
     pub async fn encode(&self, kind: DocumentKind, payload: &[u8]) -> Result<Vec<u8>> {
-        let strategy = SubjectNameStrategy::TopicNameStrategy(kind.topic().to_owned(), false);
+        self.encode_for(kind, kind.topic(), payload).await
+    }
+
+    /// Frames an encoded event for `topic` (TopicNameStrategy: subject `<topic>-value`).
+    pub async fn encode_for(&self, kind: DocumentKind, topic: &str, payload: &[u8]) -> Result<Vec<u8>> {
+        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
         let framed = self.encoder.encode(payload, kind.message_name(), strategy).await.map_err(|e| {
             // Failures are cached by the converter; clear them so a later call can succeed
             // once the schema is registered.
             self.encoder.remove_errors_from_cache();
             Error::Encode {
-                topic: kind.topic().to_owned(),
+                topic: topic.to_owned(),
                 message_name: kind.message_name().to_owned(),
                 message: format!("{}; register the schemas with `lienthong schemas register`", e.error),
             }

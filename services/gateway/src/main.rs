@@ -1,0 +1,97 @@
+//! `lienthong-gateway`: the ingest gateway binary.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lienthong_gateway::GatewayConfig;
+use lienthong_gateway::keys::PseudonymKeyArgs;
+use lienthong_kafka::KafkaArgs;
+use lienthong_registry::RegistryArgs;
+use lienthong_telemetry::TelemetryArgs;
+use tokio_util::sync::CancellationToken;
+
+/// The lienthong ingest gateway.
+#[derive(Debug, Parser)]
+#[command(name = "lienthong-gateway", version, about)]
+struct Cli {
+    #[command(flatten)]
+    gateway: GatewayConfig,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    key: PseudonymKeyArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    lienthong_telemetry::init(&cli.telemetry)?;
+    let keyer = cli.key.load()?;
+    let listener = tokio::net::TcpListener::bind(cli.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.gateway.listen))?;
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(cli.gateway.shutdown_grace_secs);
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal: draining");
+        signal.cancel();
+    });
+    let server = lienthong_gateway::run(cli.gateway, cli.kafka, cli.registry, keyer, listener, shutdown.clone());
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        // After the signal, give the drain its deadline, then stop regardless.
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace + Duration::from_secs(5)).await } => {
+            anyhow::bail!("drain did not finish within {grace:?}; stopping");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,86 @@
+//! The tonic service: identity per call, then the pipeline.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use lienthong_proto::v1 as pb;
+use pb::ingest_service_server::IngestService;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pipeline::{Gateway, RequestError};
+
+/// How many requests of one stream are processed at once; responses still keep request order.
+const STREAM_PIPELINE_DEPTH: usize = 8;
+
+pub(crate) struct IngestApi {
+    pub gateway: Arc<Gateway>,
+}
+
+fn observe(method: &'static str, started: Instant, code: tonic::Code) {
+    metrics::counter!("lienthong_gateway_requests_total", "method" => method, "code" => format!("{code:?}")).increment(1);
+    metrics::histogram!("lienthong_gateway_request_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        let started = Instant::now();
+        let caller = match self.gateway.auth().identify(&request) {
+            Ok(c) => c,
+            Err(s) => {
+                observe("Publish", started, s.code());
+                return Err(s);
+            }
+        };
+        let result = self.gateway.publish(caller.as_ref(), request.into_inner()).await.map_err(RequestError::into_status);
+        observe("Publish", started, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result.map(Response::new)
+    }
+
+    type PublishStreamStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
+
+    async fn publish_stream(&self, request: Request<Streaming<pb::PublishRequest>>) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let started = Instant::now();
+        let caller = self.gateway.auth().identify(&request).inspect_err(|s| observe("PublishStream", started, s.code()))?;
+        let gateway = Arc::clone(&self.gateway);
+        let inbound = request.into_inner();
+        // `buffered` runs a bounded number of requests concurrently and yields in input order.
+        let responses = inbound
+            .map(move |item| {
+                let gateway = Arc::clone(&gateway);
+                let caller = caller.clone();
+                async move {
+                    let req = item?;
+                    let request_id = req.request_id.clone();
+                    let ids: Vec<String> = req
+                        .events
+                        .iter()
+                        .map(|e| crate::pipeline::event_id_of(e).unwrap_or_default())
+                        .collect();
+                    match gateway.publish(caller.as_ref(), req).await {
+                        Ok(r) => Ok(r),
+                        // A stream keeps going: capacity problems are answered per event.
+                        Err(RequestError::Exhausted(message, after)) => Ok(pb::PublishResponse {
+                            request_id,
+                            results: ids
+                                .into_iter()
+                                .map(|event_id| pb::EventResult {
+                                    event_id,
+                                    outcome: pb::Outcome::ResourceExhausted as i32,
+                                    message: message.clone(),
+                                    retry_after_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        }),
+                        Err(other) => Err(other.into_status()),
+                    }
+                }
+            })
+            .buffered(STREAM_PIPELINE_DEPTH);
+        observe("PublishStream", started, tonic::Code::Ok);
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
