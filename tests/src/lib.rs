@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests in `tests/tests/`, which run against the real local stack
 //! started by `deploy/local/test`. A test that cannot reach a component fails; none is skipped.
 
+pub mod gateway;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -52,13 +52,13 @@ pub struct KafkaArgs {
     pub security_protocol: SecurityProtocol,
     /// CA bundle (PEM) that signs the brokers' certificates.
     #[arg(long = "kafka-tls-ca", env = "LIENTHONG_KAFKA_TLS_CA", global = true)]
-    pub tls_ca: Option<PathBuf>,
+    pub kafka_tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
     #[arg(long = "kafka-tls-cert", env = "LIENTHONG_KAFKA_TLS_CERT", global = true)]
-    pub tls_cert: Option<PathBuf>,
+    pub kafka_tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS.
     #[arg(long = "kafka-tls-key", env = "LIENTHONG_KAFKA_TLS_KEY", global = true)]
-    pub tls_key: Option<PathBuf>,
+    pub kafka_tls_key: Option<PathBuf>,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     #[arg(long = "kafka-sasl-mechanism", env = "LIENTHONG_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512", global = true)]
     pub sasl_mechanism: String,
@@ -81,9 +81,9 @@ impl fmt::Debug for KafkaArgs {
         f.debug_struct("KafkaArgs")
             .field("bootstrap", &self.bootstrap)
             .field("security_protocol", &self.security_protocol)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
+            .field("kafka_tls_ca", &self.kafka_tls_ca)
+            .field("kafka_tls_cert", &self.kafka_tls_cert)
+            .field("kafka_tls_key", &self.kafka_tls_key)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &self.sasl_password.as_ref().map(|_| "<redacted>"))
@@ -105,9 +105,9 @@ impl KafkaArgs {
         Self {
             bootstrap: bootstrap.into(),
             security_protocol: SecurityProtocol::Plaintext,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
+            kafka_tls_ca: None,
+            kafka_tls_cert: None,
+            kafka_tls_key: None,
             sasl_mechanism: "SCRAM-SHA-512".into(),
             sasl_username: None,
             sasl_password: None,
@@ -132,7 +132,7 @@ impl KafkaArgs {
             .set("client.id", "lienthong")
             // Fail fast instead of the 60 s default when a broker is gone.
             .set("socket.connection.setup.timeout.ms", "5000");
-        let tls_files = [("--kafka-tls-ca", &self.tls_ca), ("--kafka-tls-cert", &self.tls_cert), ("--kafka-tls-key", &self.tls_key)];
+        let tls_files = [("--kafka-tls-ca", &self.kafka_tls_ca), ("--kafka-tls-cert", &self.kafka_tls_cert), ("--kafka-tls-key", &self.kafka_tls_key)];
         if !self.security_protocol.uses_tls() {
             if let Some((flag, _)) = tls_files.iter().find(|(_, v)| v.is_some()) {
                 return Err(Error::Config(format!(
@@ -148,13 +148,13 @@ impl KafkaArgs {
                 }
             }
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
+        if self.kafka_tls_cert.is_some() != self.kafka_tls_key.is_some() {
             return Err(Error::Config("mutual TLS needs both --kafka-tls-cert and --kafka-tls-key".into()));
         }
-        if let Some(ca) = &self.tls_ca {
+        if let Some(ca) = &self.kafka_tls_ca {
             cfg.set("ssl.ca.location", ca.display().to_string());
         }
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+        if let (Some(cert), Some(key)) = (&self.kafka_tls_cert, &self.kafka_tls_key) {
             cfg.set("ssl.certificate.location", cert.display().to_string());
             cfg.set("ssl.key.location", key.display().to_string());
         }
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn tls_files_on_plaintext_are_rejected() {
         let mut args = KafkaArgs::local("b:9092");
-        args.tls_ca = Some("/nonexistent/ca.pem".into());
+        args.kafka_tls_ca = Some("/nonexistent/ca.pem".into());
         let err = args.client_config().expect_err("must fail");
         assert!(err.to_string().contains("--kafka-tls-ca"), "{err}");
     }

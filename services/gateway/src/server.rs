@@ -88,6 +88,7 @@ pub async fn run(
     health_reporter.set_serving::<IngestServiceServer<IngestApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| GatewayError::Config(format!("reflection: {e}")))?;
     let ingest = IngestServiceServer::new(IngestApi { gateway: Arc::clone(&gateway) })

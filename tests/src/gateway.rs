@@ -1,0 +1,238 @@
+//! An in-process gateway on port 0 with real TLS material generated at test time, writing to
+//! unique topics, and clients that call it with a certificate, a token or nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer};
+use lienthong_gateway::GatewayConfig;
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::ingest_service_client::IngestServiceClient;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::{create_topic, kafka, unique_topic};
+
+/// A test CA that signs the server certificate and facility client certificates.
+pub struct TestPki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestPki {
+    /// A fresh CA.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "lienthong test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let ca_pem = params.self_signed(&key)?.pem();
+        Ok(Self { ca_pem, issuer: Issuer::new(params, key) })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// (certificate PEM, key PEM) for `common_name`, valid for localhost.
+    pub fn leaf(&self, common_name: &str, client: bool) -> anyhow::Result<(String, String)> {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// The PKI its TLS uses.
+    pub pki: TestPki,
+    /// HS256 token secret.
+    pub token_secret: Vec<u8>,
+    /// Topic per document kind (unique to this gateway).
+    pub topics: BTreeMap<DocumentKind, String>,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<Result<(), lienthong_gateway::GatewayError>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a gateway with mutual TLS and tokens enabled, writing to fresh unique topics.
+pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<TestGateway> {
+    let kafka = crate::require_kafka();
+    let registry = crate::require_registry().await;
+    let pki = TestPki::new()?;
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = pki.leaf("localhost", false)?;
+    let write = |name: &str, text: &[u8]| -> anyhow::Result<std::path::PathBuf> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    let token_secret: Vec<u8> = (0..48).map(|_| rand_byte()).collect();
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse()?);
+    config.tls_cert = Some(write("server.pem", cert.as_bytes())?);
+    config.tls_key = Some(write("server.key", key.as_bytes())?);
+    config.client_ca = Some(write("ca.pem", pki.ca_pem().as_bytes())?);
+    config.token_key_file = Some(write("token.key", &token_secret)?);
+    let mut topics = BTreeMap::new();
+    for kind in DocumentKind::ALL {
+        let topic = unique_topic(&format!("gw.{}", kind.as_str()));
+        create_topic(&kafka, &topic, 3).await?;
+        topics.insert(kind, topic);
+    }
+    config.topic_referral = topics.get(&DocumentKind::Referral).cloned();
+    config.topic_appointment = topics.get(&DocumentKind::Appointment).cloned();
+    config.topic_lab_result = topics.get(&DocumentKind::LabResult).cloned();
+    adjust(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let keyer = PatientKeyer::new("test", &token_secret[..32])?;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(lienthong_gateway::run(config, kafka, registry, keyer, listener, shutdown.clone()));
+    let gw = TestGateway { addr, pki, token_secret, topics, shutdown, handle: Some(handle), _dir: dir };
+    gw.wait_ready().await?;
+    Ok(gw)
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.finish() as u8
+}
+
+impl TestGateway {
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                anyhow::bail!("gateway exited during start-up");
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("gateway did not start listening")
+    }
+
+    fn tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.pki.ca_pem())).domain_name("localhost")
+    }
+
+    /// A client authenticated by a client certificate naming `facility`.
+    pub async fn client_with_cert(&self, facility: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
+        let (cert, key) = self.pki.leaf(facility, true)?;
+        let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
+            .tls_config(self.tls().identity(Identity::from_pem(cert, key)))?
+            .connect()
+            .await?;
+        Ok(IngestServiceClient::new(channel))
+    }
+
+    /// A TLS client without a certificate (use with a bearer token, or to test refusal).
+    pub async fn client_without_cert(&self) -> anyhow::Result<IngestServiceClient<Channel>> {
+        let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?.tls_config(self.tls())?.connect().await?;
+        Ok(IngestServiceClient::new(channel))
+    }
+
+    /// A token for `facility`.
+    pub fn token(&self, facility: &str, ttl_secs: u64) -> String {
+        lienthong_gateway::identity::issue_token(&self.token_secret, "lienthong-gateway", facility, ttl_secs).expect("token")
+    }
+
+    /// Stops the gateway (graceful drain) and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Wraps events in a request.
+pub fn request(events: Vec<ClinicalEvent>) -> pb::PublishRequest {
+    pb::PublishRequest { events: events.into_iter().map(envelope).collect(), request_id: String::new() }
+}
+
+/// One event in an envelope.
+pub fn envelope(event: ClinicalEvent) -> pb::EventEnvelope {
+    use pb::event_envelope::Event;
+    pb::EventEnvelope {
+        event: Some(match event {
+            ClinicalEvent::Referral(e) => Event::Referral(e),
+            ClinicalEvent::Appointment(e) => Event::Appointment(e),
+            ClinicalEvent::LabResult(e) => Event::LabResult(e),
+        }),
+    }
+}
+
+/// Valid events whose source facility is `facility` (facility and ids rewritten consistently).
+pub fn events_from(facility: &str, seed: u64, count: usize) -> Vec<ClinicalEvent> {
+    let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
+    (0..count).map(|i| reassign(g.any(i), facility)).collect()
+}
+
+/// Moves a generated event to `facility`, recomputing document and event ids.
+pub fn reassign(mut event: ClinicalEvent, facility: &str) -> ClinicalEvent {
+    use lienthong_core::document_id as ids;
+    let doc = match &mut event {
+        ClinicalEvent::Referral(e) => {
+            let s = e.slip.get_or_insert_with(Default::default);
+            let f = pb::FacilityRef { code: facility.into(), name: String::new() };
+            s.issuer = Some(f.clone());
+            s.sending = vec![f];
+            if s.receiving.as_ref().is_some_and(|r| r.code == facility) {
+                s.receiving = Some(pb::FacilityRef { code: "01001".into(), name: String::new() });
+            }
+            ids::referral(facility, &s.slip_number)
+        }
+        ClinicalEvent::Appointment(e) => {
+            let a = e.appointment.get_or_insert_with(Default::default);
+            a.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
+            ids::appointment(facility, &a.slip_number)
+        }
+        ClinicalEvent::LabResult(e) => {
+            let r = e.report.get_or_insert_with(Default::default);
+            r.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
+            ids::lab_report(facility, &r.episode_id, &r.service_code)
+        }
+    };
+    let kind = event.kind();
+    let h = event.header_mut();
+    h.source_facility_code = facility.into();
+    h.event_id = ids::event_id(kind, &doc, h.document_version);
+    h.document_id = doc;
+    event
+}
+
+/// The high watermark of every partition of `topic`, summed: how many records it holds.
+pub fn record_count(topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let args = kafka();
+    let consumer: BaseConsumer = args.client_config()?.create()?;
+    let md = consumer.fetch_metadata(Some(topic), args.timeout())?;
+    let mut total = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), args.timeout())?;
+            total += high - low;
+        }
+    }
+    Ok(total)
+}
