@@ -185,40 +185,7 @@ pub fn envelope(event: ClinicalEvent) -> pb::EventEnvelope {
 /// Valid events whose source facility is `facility` (facility and ids rewritten consistently).
 pub fn events_from(facility: &str, seed: u64, count: usize) -> Vec<ClinicalEvent> {
     let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
-    (0..count).map(|i| reassign(g.any(i), facility)).collect()
-}
-
-/// Moves a generated event to `facility`, recomputing document and event ids.
-pub fn reassign(mut event: ClinicalEvent, facility: &str) -> ClinicalEvent {
-    use lienthong_core::document_id as ids;
-    let doc = match &mut event {
-        ClinicalEvent::Referral(e) => {
-            let s = e.slip.get_or_insert_with(Default::default);
-            let f = pb::FacilityRef { code: facility.into(), name: String::new() };
-            s.issuer = Some(f.clone());
-            s.sending = vec![f];
-            if s.receiving.as_ref().is_some_and(|r| r.code == facility) {
-                s.receiving = Some(pb::FacilityRef { code: "01001".into(), name: String::new() });
-            }
-            ids::referral(facility, &s.slip_number)
-        }
-        ClinicalEvent::Appointment(e) => {
-            let a = e.appointment.get_or_insert_with(Default::default);
-            a.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
-            ids::appointment(facility, &a.slip_number)
-        }
-        ClinicalEvent::LabResult(e) => {
-            let r = e.report.get_or_insert_with(Default::default);
-            r.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
-            ids::lab_report(facility, &r.episode_id, &r.service_code)
-        }
-    };
-    let kind = event.kind();
-    let h = event.header_mut();
-    h.source_facility_code = facility.into();
-    h.event_id = ids::event_id(kind, &doc, h.document_version);
-    h.document_id = doc;
-    event
+    (0..count).map(|i| lienthong_core::fixtures::reassign(g.any(i), facility)).collect()
 }
 
 /// The high watermark of every partition of `topic`, summed: how many records it holds.

@@ -22,6 +22,18 @@ pub fn to_json(full_name: &str, payload: &[u8]) -> Result<serde_json::Value, Str
     serde_json::from_slice(&ser.into_inner()).map_err(|e| e.to_string())
 }
 
+/// Parses canonical protobuf JSON of message `full_name` into its binary encoding.
+pub fn from_json(full_name: &str, json: &str) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let desc = pool()
+        .and_then(|p| p.get_message_by_name(full_name))
+        .ok_or_else(|| format!("message type {full_name} is unknown to this build"))?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let msg = DynamicMessage::deserialize(desc, &mut de).map_err(|e| format!("not a valid {full_name} in JSON: {e}"))?;
+    de.end().map_err(|e| format!("trailing characters after the {full_name}: {e}"))?;
+    Ok(msg.encode_to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +47,8 @@ mod tests {
         assert_eq!(v["header"]["eventId"], "e1");
         assert_eq!(v["header"]["documentVersion"], "2");
         assert!(to_json("x.Y", &[]).is_err());
+        let back = from_json("lienthong.v1.ReferralEvent", &v.to_string()).expect("parses");
+        assert_eq!(ReferralEvent::decode(back.as_slice()).expect("decodes"), e);
+        assert!(from_json("lienthong.v1.ReferralEvent", "{\"nope\": 1}").is_err());
     }
 }

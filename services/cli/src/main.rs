@@ -2,8 +2,10 @@
 
 mod demo;
 mod keys;
+mod publish;
 mod schemas;
 mod tail;
+mod tokens;
 mod topics;
 
 use std::process::ExitCode;
@@ -37,6 +39,11 @@ enum Command {
     Schemas(schemas::SchemasCommand),
     /// Print a topic's messages as JSON, decoded through the schema registry.
     Tail(tail::TailArgs),
+    /// Publish events to the gateway (from a JSON Lines file, or synthetic ones).
+    Publish(publish::PublishArgs),
+    /// Bearer tokens for facilities.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Publish synthetic events and read them back: a first end-to-end check of a stack.
     Demo(demo::DemoArgs),
     /// Pseudonym keys.
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(args, &cli.kafka, &cli.registry).await,
             Command::Demo(args) => demo::run(args, &cli.kafka, &cli.registry).await,
             Command::Keys(cmd) => keys::run(cmd),
+            Command::Publish(args) => publish::run(args).await,
+            Command::Tokens(cmd) => tokens::run(cmd),
         }
     });
     match result {
