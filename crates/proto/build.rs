@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = protox::compile(PROTOS, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // The descriptor set is kept for reflection (gRPC server reflection, registry references).
-    std::fs::write(out.join("lienthong_descriptor.bin"), prost::Message::encode_to_vec(&files))?;
+    std::fs::write(
+        out.join("lienthong_descriptor.bin"),
+        prost::Message::encode_to_vec(&files),
+    )?;
     tonic_prost_build::configure().compile_fds(files)?;
     Ok(())
 }

@@ -8,7 +8,10 @@ use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer};
 use lienthong_gateway::GatewayConfig;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::ingest_service_client::IngestServiceClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -25,11 +28,20 @@ impl TestPki {
     pub fn new() -> anyhow::Result<Self> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "lienthong test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "lienthong test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate()?;
         let ca_pem = params.self_signed(&key)?.pem();
-        Ok(Self { ca_pem, issuer: Issuer::new(params, key) })
+        Ok(Self {
+            ca_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// The CA certificate (PEM).
@@ -40,10 +52,16 @@ impl TestPki {
     /// (certificate PEM, key PEM) for `common_name`, valid for localhost.
     pub fn leaf(&self, common_name: &str, client: bool) -> anyhow::Result<(String, String)> {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        params.extended_key_usages = vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
@@ -97,8 +115,23 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
     let addr = listener.local_addr()?;
     let keyer = PatientKeyer::new("test", &token_secret[..32])?;
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(lienthong_gateway::run(config, kafka, registry, keyer, listener, shutdown.clone()));
-    let gw = TestGateway { addr, pki, token_secret, topics, shutdown, handle: Some(handle), _dir: dir };
+    let handle = tokio::spawn(lienthong_gateway::run(
+        config,
+        kafka,
+        registry,
+        keyer,
+        listener,
+        shutdown.clone(),
+    ));
+    let gw = TestGateway {
+        addr,
+        pki,
+        token_secret,
+        topics,
+        shutdown,
+        handle: Some(handle),
+        _dir: dir,
+    };
     gw.wait_ready().await?;
     Ok(gw)
 }
@@ -106,7 +139,12 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
 fn rand_byte() -> u8 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
     h.finish() as u8
 }
 
@@ -125,11 +163,16 @@ impl TestGateway {
     }
 
     fn tls(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.pki.ca_pem())).domain_name("localhost")
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.pki.ca_pem()))
+            .domain_name("localhost")
     }
 
     /// A client authenticated by a client certificate naming `facility`.
-    pub async fn client_with_cert(&self, facility: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
+    pub async fn client_with_cert(
+        &self,
+        facility: &str,
+    ) -> anyhow::Result<IngestServiceClient<Channel>> {
         let (cert, key) = self.pki.leaf(facility, true)?;
         let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
             .tls_config(self.tls().identity(Identity::from_pem(cert, key)))?
@@ -140,13 +183,22 @@ impl TestGateway {
 
     /// A TLS client without a certificate (use with a bearer token, or to test refusal).
     pub async fn client_without_cert(&self) -> anyhow::Result<IngestServiceClient<Channel>> {
-        let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?.tls_config(self.tls())?.connect().await?;
+        let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
+            .tls_config(self.tls())?
+            .connect()
+            .await?;
         Ok(IngestServiceClient::new(channel))
     }
 
     /// A token for `facility`.
     pub fn token(&self, facility: &str, ttl_secs: u64) -> String {
-        lienthong_gateway::identity::issue_token(&self.token_secret, "lienthong-gateway", facility, ttl_secs).expect("token")
+        lienthong_gateway::identity::issue_token(
+            &self.token_secret,
+            "lienthong-gateway",
+            facility,
+            ttl_secs,
+        )
+        .expect("token")
     }
 
     /// Stops the gateway (graceful drain) and waits for it.
@@ -167,7 +219,10 @@ impl Drop for TestGateway {
 
 /// Wraps events in a request.
 pub fn request(events: Vec<ClinicalEvent>) -> pb::PublishRequest {
-    pb::PublishRequest { events: events.into_iter().map(envelope).collect(), request_id: String::new() }
+    pb::PublishRequest {
+        events: events.into_iter().map(envelope).collect(),
+        request_id: String::new(),
+    }
 }
 
 /// One event in an envelope.
@@ -185,7 +240,9 @@ pub fn envelope(event: ClinicalEvent) -> pb::EventEnvelope {
 /// Valid events whose source facility is `facility` (facility and ids rewritten consistently).
 pub fn events_from(facility: &str, seed: u64, count: usize) -> Vec<ClinicalEvent> {
     let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
-    (0..count).map(|i| lienthong_core::fixtures::reassign(g.any(i), facility)).collect()
+    (0..count)
+        .map(|i| lienthong_core::fixtures::reassign(g.any(i), facility))
+        .collect()
 }
 
 /// The high watermark of every partition of `topic`, summed: how many records it holds.

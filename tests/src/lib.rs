@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests in `tests/tests/`, which run against the real local stack
 //! started by `deploy/local/test`. A test that cannot reach a component fails; none is skipped.
 
+// Test support: stopping the test with a clear message is exactly what these helpers are for.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
 pub mod gateway;
 
 use std::path::PathBuf;
@@ -12,7 +15,9 @@ use rdkafka::client::DefaultClientContext;
 
 /// Kafka settings of the local stack (LIENTHONG_KAFKA_BOOTSTRAP overrides the address).
 pub fn kafka() -> KafkaArgs {
-    let mut args = KafkaArgs::local(std::env::var("LIENTHONG_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()));
+    let mut args = KafkaArgs::local(
+        std::env::var("LIENTHONG_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+    );
     args.timeout_secs = 15;
     args
 }
@@ -21,7 +26,9 @@ pub fn kafka() -> KafkaArgs {
 pub fn require_kafka() -> KafkaArgs {
     let args = kafka();
     if let Err(e) = args.probe() {
-        panic!("the end-to-end tests need the local stack: {e}; start it with deploy/local/test or deploy/local/up");
+        panic!(
+            "the end-to-end tests need the local stack: {e}; start it with deploy/local/test or deploy/local/up"
+        );
     }
     args
 }
@@ -35,7 +42,13 @@ pub fn unique_topic(prefix: &str) -> String {
 pub async fn create_topic(args: &KafkaArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &opts).await? {
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &opts,
+        )
+        .await?
+    {
         r.map_err(|(t, code)| anyhow::anyhow!("cannot create {t}: {code}"))?;
     }
     Ok(())
@@ -45,9 +58,17 @@ pub async fn create_topic(args: &KafkaArgs, name: &str, partitions: i32) -> anyh
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let bin = dir.join(name);
-    assert!(bin.is_file(), "{} not built; run the tests with `cargo test --workspace`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
@@ -60,11 +81,17 @@ pub fn repo_root() -> PathBuf {
 /// registering the contract; panics (fails the test) when the registry is not reachable.
 pub async fn require_registry() -> lienthong_registry::RegistryArgs {
     let args = lienthong_registry::RegistryArgs::local(
-        std::env::var("LIENTHONG_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into()),
+        std::env::var("LIENTHONG_REGISTRY_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into()),
     );
     let client = lienthong_registry::RegistryClient::new(&args).expect("registry client");
-    if let Err(e) = lienthong_registry::SchemaSet::built_in().register(&client).await {
-        panic!("the end-to-end tests need the schema registry: {e}; start it with deploy/local/test or deploy/local/up");
+    if let Err(e) = lienthong_registry::SchemaSet::built_in()
+        .register(&client)
+        .await
+    {
+        panic!(
+            "the end-to-end tests need the schema registry: {e}; start it with deploy/local/test or deploy/local/up"
+        );
     }
     args
 }
@@ -80,8 +107,13 @@ pub async fn publish_framed(
     let mut out = Vec::new();
     for event in events {
         let framed = codec.encode(event.kind(), &event.encode_to_vec()).await?;
-        let key = event.header().map(|h| h.patient_key.clone()).unwrap_or_default();
-        let d = producer.send(event.kind().topic(), key.as_bytes(), &framed, &[]).await?;
+        let key = event
+            .header()
+            .map(|h| h.patient_key.clone())
+            .unwrap_or_default();
+        let d = producer
+            .send(event.kind().topic(), key.as_bytes(), &framed, &[])
+            .await?;
         out.push((event, d.partition, d.offset));
     }
     Ok(out)
@@ -89,12 +121,16 @@ pub async fn publish_framed(
 
 /// Valid synthetic events of every kind with patient keys set (test key, generated here).
 pub fn keyed_events(seed: u64, count: usize) -> Vec<lienthong_core::ClinicalEvent> {
-    let keyer = lienthong_core::PatientKeyer::new("test", &seed.to_le_bytes().repeat(4)).expect("32-byte key");
+    let keyer = lienthong_core::PatientKeyer::new("test", &seed.to_le_bytes().repeat(4))
+        .expect("32-byte key");
     let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
     (0..count)
         .map(|i| {
             let mut e = g.any(i);
-            let person = lienthong_core::PersonId::parse(e.patient().map(|p| p.citizen_id.as_str()).unwrap_or("")).expect("valid id");
+            let person = lienthong_core::PersonId::parse(
+                e.patient().map(|p| p.citizen_id.as_str()).unwrap_or(""),
+            )
+            .expect("valid id");
             let key = keyer.key_for(&person);
             let h = e.header_mut();
             h.patient_key = key.value;
@@ -102,4 +138,25 @@ pub fn keyed_events(seed: u64, count: usize) -> Vec<lienthong_core::ClinicalEven
             e
         })
         .collect()
+}
+
+/// Reads the one message at `topic[partition]@offset` from the local broker.
+pub async fn read_at(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let mut cfg = kafka().client_config()?;
+    cfg.set("group.id", "lienthong-test-reader")
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = cfg.create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    Ok(
+        tokio::time::timeout(Duration::from_secs(15), consumer.recv())
+            .await??
+            .detach(),
+    )
 }

@@ -9,20 +9,51 @@ use lienthong_tests::{require_kafka, workspace_bin};
 fn demo_publishes_and_reads_back_every_event() -> anyhow::Result<()> {
     let kafka = require_kafka();
     let bin = workspace_bin("lienthong");
-    let key = Command::new(&bin).args(["keys", "generate", "--key-id", "test"]).output()?;
+    let key = Command::new(&bin)
+        .args(["keys", "generate", "--key-id", "test"])
+        .output()?;
     assert!(key.status.success());
     let topics = Command::new(&bin)
-        .args(["--kafka-bootstrap", &kafka.bootstrap, "topics", "apply", "--replication-factor", "1", "--min-insync-replicas", "1"])
+        .args([
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "topics",
+            "apply",
+            "--replication-factor",
+            "1",
+            "--min-insync-replicas",
+            "1",
+        ])
         .output()?;
-    assert!(topics.status.success(), "{}", String::from_utf8_lossy(&topics.stderr));
+    assert!(
+        topics.status.success(),
+        "{}",
+        String::from_utf8_lossy(&topics.stderr)
+    );
     let out = Command::new(&bin)
-        .args(["--kafka-bootstrap", &kafka.bootstrap, "demo", "--count", "90"])
-        .env("LIENTHONG_PSEUDONYM_KEY", String::from_utf8(key.stdout)?.trim())
+        .args([
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "demo",
+            "--count",
+            "90",
+        ])
+        .env(
+            "LIENTHONG_PSEUDONYM_KEY",
+            String::from_utf8(key.stdout)?.trim(),
+        )
         .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("published 90 events (30 referral, 30 appointment, 30 lab-result)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("published 90 events (30 referral, 30 appointment, 30 lab-result)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("read back 90/90"), "{stdout}");
     Ok(())
 }

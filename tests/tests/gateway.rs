@@ -5,26 +5,16 @@ use lienthong_core::ClinicalEvent;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::WireCodec;
 use lienthong_tests::gateway::{events_from, record_count, request, start_gateway};
-use lienthong_tests::require_registry;
+use lienthong_tests::{read_at, require_registry};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use rdkafka::{Offset, TopicPartitionList};
 use tonic::Code;
 
 fn outcomes(resp: &pb::PublishResponse) -> Vec<pb::Outcome> {
-    resp.results.iter().map(|r| pb::Outcome::try_from(r.outcome).unwrap_or_default()).collect()
-}
-
-async fn read_at(topic: &str, partition: i32, offset: i64) -> anyhow::Result<rdkafka::message::OwnedMessage> {
-    let args = lienthong_tests::kafka();
-    let mut cfg = args.client_config()?;
-    cfg.set("group.id", "lienthong-test-reader").set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = cfg.create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&tpl)?;
-    Ok(tokio::time::timeout(std::time::Duration::from_secs(15), consumer.recv()).await??.detach())
+    resp.results
+        .iter()
+        .map(|r| pb::Outcome::try_from(r.outcome).unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test]
@@ -40,12 +30,27 @@ async fn accepted_events_are_in_kafka_framed_keyed_and_decodable() -> anyhow::Re
         let msg = read_at(&result.topic, result.partition, result.offset).await?;
         let key = std::str::from_utf8(msg.key().unwrap_or_default())?.to_owned();
         assert_eq!(key.len(), 64, "key is the hex HMAC patient key");
-        let headers: Vec<(String, Vec<u8>)> =
-            msg.headers().map(|h| h.iter().map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default();
-        let event_id = sent.header().map(|h| h.event_id.clone()).unwrap_or_default();
-        assert!(headers.contains(&("lienthong-event-id".into(), event_id.clone().into_bytes())), "{headers:?}");
+        let headers: Vec<(String, Vec<u8>)> = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let event_id = sent
+            .header()
+            .map(|h| h.event_id.clone())
+            .unwrap_or_default();
+        assert!(
+            headers.contains(&("lienthong-event-id".into(), event_id.clone().into_bytes())),
+            "{headers:?}"
+        );
         assert!(headers.contains(&("lienthong-source-facility".into(), b"79025".to_vec())));
-        let decoded = codec.decode(msg.payload(), msg.topic(), msg.partition(), msg.offset()).await?.event("test")?;
+        let decoded = codec
+            .decode(msg.payload(), msg.topic(), msg.partition(), msg.offset())
+            .await?
+            .event("test")?;
         let h = decoded.header().cloned().unwrap_or_default();
         assert_eq!(h.event_id, event_id);
         assert_eq!(h.patient_key, key);
@@ -69,59 +74,107 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
 
     // Invalid document: REJECTED with the validation codes, paths and messages.
     let mut bad = events_from("79025", 32, 1).remove(0);
-    if let ClinicalEvent::Referral(e) = &mut bad {
-        if let Some(p) = e.slip.as_mut().and_then(|s| s.patient.as_mut()) {
-            p.citizen_id = "07920300123".into();
-        }
+    if let ClinicalEvent::Referral(e) = &mut bad
+        && let Some(p) = e.slip.as_mut().and_then(|s| s.patient.as_mut())
+    {
+        p.citizen_id = "07920300123".into();
     }
     let resp = client.publish(request(vec![bad])).await?.into_inner();
     assert_eq!(outcomes(&resp), vec![pb::Outcome::Rejected]);
     let err = &resp.results[0].errors[0];
-    assert_eq!((err.code.as_str(), err.path.as_str()), ("citizen_id.length", "slip.patient.citizen_id"));
+    assert_eq!(
+        (err.code.as_str(), err.path.as_str()),
+        ("citizen_id.length", "slip.patient.citizen_id")
+    );
     assert!(!err.message.is_empty() && !err.message_vi.is_empty());
-    assert!(!err.value.contains("0792030012"), "personal value must be masked: {}", err.value);
+    assert!(
+        !err.value.contains("0792030012"),
+        "personal value must be masked: {}",
+        err.value
+    );
 
     // Unknown document kind (an empty envelope, as a newer client's kind would decode).
-    let resp = client.publish(pb::PublishRequest { events: vec![pb::EventEnvelope { event: None }], request_id: "r".into() }).await?.into_inner();
+    let resp = client
+        .publish(pb::PublishRequest {
+            events: vec![pb::EventEnvelope { event: None }],
+            request_id: "r".into(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(outcomes(&resp), vec![pb::Outcome::Rejected]);
     assert_eq!(resp.results[0].errors[0].code, "event.unknown_kind");
 
     // Wrong facility for the identity: the whole request is refused.
     let other = events_from("01001", 33, 1);
-    let status = client.publish(request(other)).await.expect_err("must be refused");
+    let status = client
+        .publish(request(other))
+        .await
+        .expect_err("must be refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("01001"), "{}", status.message());
 
     // No identity at all.
     let mut anonymous = gw.client_without_cert().await?;
-    let status = anonymous.publish(request(events_from("79025", 34, 1))).await.expect_err("must be refused");
+    let status = anonymous
+        .publish(request(events_from("79025", 34, 1)))
+        .await
+        .expect_err("must be refused");
     assert_eq!(status.code(), Code::Unauthenticated);
 
     // Expired (beyond the validator's 30 s leeway) and forged tokens.
-    let claims = lienthong_gateway::identity::Claims { sub: "79025".into(), aud: "lienthong-gateway".into(), exp: 1, iat: 0 };
-    let expired = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(&gw.token_secret))?;
-    let forged = lienthong_gateway::identity::issue_token(b"not-the-gateway-key-not-the-gateway-key", "lienthong-gateway", "79025", 60)
-        .map_err(anyhow::Error::msg)?;
+    let claims = lienthong_gateway::identity::Claims {
+        sub: "79025".into(),
+        aud: "lienthong-gateway".into(),
+        exp: 1,
+        iat: 0,
+    };
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&gw.token_secret),
+    )?;
+    let forged = lienthong_gateway::identity::issue_token(
+        b"not-the-gateway-key-not-the-gateway-key",
+        "lienthong-gateway",
+        "79025",
+        60,
+    )
+    .map_err(anyhow::Error::msg)?;
     for (token, why) in [(expired, "expired"), (forged, "signature")] {
         let mut req = tonic::Request::new(request(events_from("79025", 35, 1)));
-        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         let status = anonymous.publish(req).await.expect_err("must be refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{why}: {status:?}");
-        assert!(status.message().contains(why), "{why}: {}", status.message());
+        assert!(
+            status.message().contains(why),
+            "{why}: {}",
+            status.message()
+        );
     }
 
     // Oversize message.
     let mut big = events_from("79025", 36, 1).remove(0);
-    if let ClinicalEvent::Referral(e) = &mut big {
-        if let Some(s) = e.slip.as_mut() {
-            s.course_of_illness = "x".repeat(100 * 1024);
-        }
+    if let ClinicalEvent::Referral(e) = &mut big
+        && let Some(s) = e.slip.as_mut()
+    {
+        s.course_of_illness = "x".repeat(100 * 1024);
     }
-    let status = client.publish(request(vec![big])).await.expect_err("too large");
-    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+    let status = client
+        .publish(request(vec![big]))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
 
     for topic in gw.topics.values() {
-        assert_eq!(record_count(topic)?, 0, "{topic} must be empty after rejections");
+        assert_eq!(
+            record_count(topic)?,
+            0,
+            "{topic} must be empty after rejections"
+        );
     }
     gw.stop().await
 }
@@ -132,13 +185,30 @@ async fn tokens_and_hubs_authorize_publishing() -> anyhow::Result<()> {
     let mut client = gw.client_without_cert().await?;
     for (caller, source) in [("79025", "79025"), ("79000", "79026")] {
         let mut req = tonic::Request::new(request(events_from(source, 37, 2)));
-        req.metadata_mut().insert("authorization", format!("Bearer {}", gw.token(caller, 300)).parse()?);
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", gw.token(caller, 300)).parse()?,
+        );
         let resp = client.publish(req).await?.into_inner();
-        assert_eq!(outcomes(&resp), vec![pb::Outcome::Accepted; 2], "{caller} for {source}");
+        assert_eq!(
+            outcomes(&resp),
+            vec![pb::Outcome::Accepted; 2],
+            "{caller} for {source}"
+        );
     }
     let mut req = tonic::Request::new(request(events_from("01001", 38, 1)));
-    req.metadata_mut().insert("authorization", format!("Bearer {}", gw.token("79000", 300)).parse()?);
-    assert_eq!(client.publish(req).await.expect_err("not its facility").code(), Code::PermissionDenied);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", gw.token("79000", 300)).parse()?,
+    );
+    assert_eq!(
+        client
+            .publish(req)
+            .await
+            .expect_err("not its facility")
+            .code(),
+        Code::PermissionDenied
+    );
     gw.stop().await
 }
 
@@ -152,7 +222,10 @@ async fn a_retried_event_is_answered_duplicate_and_stored_once() -> anyhow::Resu
     let second = client.publish(request(event)).await?.into_inner();
     assert_eq!(outcomes(&first), vec![pb::Outcome::Accepted]);
     assert_eq!(outcomes(&second), vec![pb::Outcome::Duplicate]);
-    assert_eq!((second.results[0].partition, second.results[0].offset), (first.results[0].partition, first.results[0].offset));
+    assert_eq!(
+        (second.results[0].partition, second.results[0].offset),
+        (first.results[0].partition, first.results[0].offset)
+    );
     assert_eq!(record_count(&topic)?, 1);
     gw.stop().await
 }
@@ -168,7 +241,10 @@ async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
             r
         })
         .collect();
-    let mut responses = client.publish_stream(futures::stream::iter(requests)).await?.into_inner();
+    let mut responses = client
+        .publish_stream(futures::stream::iter(requests))
+        .await?
+        .into_inner();
     let mut i = 0;
     while let Some(resp) = responses.message().await? {
         assert_eq!(resp.request_id, format!("req-{i}"));
@@ -176,7 +252,11 @@ async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
         i += 1;
     }
     assert_eq!(i, 20);
-    let total: i64 = gw.topics.values().map(|t| record_count(t).unwrap_or(-1)).sum();
+    let total: i64 = gw
+        .topics
+        .values()
+        .map(|t| record_count(t).unwrap_or(-1))
+        .sum();
     assert_eq!(total, 100);
     gw.stop().await
 }
@@ -184,7 +264,11 @@ async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -200,14 +284,21 @@ async fn overload_gets_resource_exhausted_and_memory_stays_bounded() -> anyhow::
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..60u64 {
         let mut client = client.clone();
-        tasks.spawn(async move { client.publish(request(events_from("79025", 1000 + i, 20))).await });
+        tasks.spawn(async move {
+            client
+                .publish(request(events_from("79025", 1000 + i, 20)))
+                .await
+        });
     }
     let (mut ok, mut exhausted) = (0, 0);
     while let Some(r) = tasks.join_next().await {
         match r? {
             Ok(_) => ok += 1,
             Err(s) if s.code() == Code::ResourceExhausted => {
-                assert!(s.metadata().get("retry-after-ms").is_some(), "retry hint missing");
+                assert!(
+                    s.metadata().get("retry-after-ms").is_some(),
+                    "retry hint missing"
+                );
                 exhausted += 1;
             }
             Err(s) => panic!("unexpected status {s:?}"),
@@ -215,14 +306,23 @@ async fn overload_gets_resource_exhausted_and_memory_stays_bounded() -> anyhow::
     }
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
     assert!(ok > 0 && exhausted > 0, "ok {ok}, exhausted {exhausted}");
-    assert!(grown_mib < 200, "memory grew by {grown_mib} MiB under overload");
+    assert!(
+        grown_mib < 200,
+        "memory grew by {grown_mib} MiB under overload"
+    );
     gw.stop().await
 }
 
 #[tokio::test]
 async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> anyhow::Result<()> {
-    let grpcurl = std::env::var("LIENTHONG_GRPCURL").map(std::path::PathBuf::from).unwrap_or_else(|_| lienthong_tests::repo_root().join(".state/bin/grpcurl"));
-    assert!(grpcurl.is_file(), "{} missing: deploy/local/test builds grpcurl from the Go module proxy", grpcurl.display());
+    let grpcurl = std::env::var("LIENTHONG_GRPCURL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| lienthong_tests::repo_root().join(".state/bin/grpcurl"));
+    assert!(
+        grpcurl.is_file(),
+        "{} missing: deploy/local/test builds grpcurl from the Go module proxy",
+        grpcurl.display()
+    );
     let gw = start_gateway(|_| {}).await?;
     let dir = tempfile::tempdir()?;
     let (cert, key) = gw.pki.leaf("79025", true)?;
@@ -233,21 +333,44 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
     let base = |args: &[&str]| {
         // tokio's Command: the gateway runs on this test's runtime and must keep serving.
         let mut c = tokio::process::Command::new(&grpcurl);
-        c.arg("-cacert").arg(&ca).arg("-cert").arg(dir.path().join("c.pem")).arg("-key").arg(dir.path().join("c.key"));
+        c.arg("-cacert")
+            .arg(&ca)
+            .arg("-cert")
+            .arg(dir.path().join("c.pem"))
+            .arg("-key")
+            .arg(dir.path().join("c.key"));
         c.args(["-servername", "localhost"]).args(args);
         c
     };
     let addr = gw.addr.to_string();
     let list = base(&[&addr, "list"]).output().await?;
     let services = String::from_utf8_lossy(&list.stdout);
-    assert!(services.contains("lienthong.v1.IngestService") && services.contains("grpc.health.v1.Health"), "{services}{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        services.contains("lienthong.v1.IngestService")
+            && services.contains("grpc.health.v1.Health"),
+        "{services}{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
 
     use prost::Message as _;
     let req = request(events_from("79025", 40, 1));
-    let json = lienthong_registry::json::to_json("lienthong.v1.PublishRequest", &req.encode_to_vec()).map_err(anyhow::Error::msg)?;
-    let out = base(&["-d", &json.to_string(), &addr, "lienthong.v1.IngestService/Publish"]).output().await?;
+    let json =
+        lienthong_registry::json::to_json("lienthong.v1.PublishRequest", &req.encode_to_vec())
+            .map_err(anyhow::Error::msg)?;
+    let out = base(&[
+        "-d",
+        &json.to_string(),
+        &addr,
+        "lienthong.v1.IngestService/Publish",
+    ])
+    .output()
+    .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OUTCOME_ACCEPTED"), "{stdout}");
     gw.stop().await
 }

@@ -28,7 +28,14 @@ async fn ten_thousand_keyed_messages_come_back_in_per_key_order() -> anyhow::Res
             let key = format!("patient-{}", i % KEYS);
             // Sequence per key in the payload, so order can be checked on the way back.
             let payload = format!("{}:{}", key, i / KEYS);
-            producer.send(&topic, key.as_bytes(), payload.as_bytes(), &[("lienthong-test", b"1")]).await
+            producer
+                .send(
+                    &topic,
+                    key.as_bytes(),
+                    payload.as_bytes(),
+                    &[("lienthong-test", b"1")],
+                )
+                .await
         }
     }))
     // Ordered issue (buffered, not unordered) keeps each key's sends in sequence.
@@ -40,12 +47,18 @@ async fn ten_thousand_keyed_messages_come_back_in_per_key_order() -> anyhow::Res
         *per_partition.entry(d?.partition).or_default() += 1;
     }
     assert_eq!(per_partition.values().sum::<usize>(), MESSAGES);
-    assert!(per_partition.len() > 1, "keys should spread over partitions: {per_partition:?}");
+    assert!(
+        per_partition.len() > 1,
+        "keys should spread over partitions: {per_partition:?}"
+    );
 
     let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", format!("lienthong-test-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
+    cfg.set(
+        "group.id",
+        format!("lienthong-test-{}", uuid::Uuid::new_v4()),
+    )
+    .set("auto.offset.reset", "earliest")
+    .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg.create()?;
     consumer.subscribe(&[&topic])?;
     let mut next_seq: HashMap<String, usize> = HashMap::new();
@@ -55,10 +68,14 @@ async fn ten_thousand_keyed_messages_come_back_in_per_key_order() -> anyhow::Res
         let remaining = deadline.saturating_duration_since(Instant::now());
         let msg = tokio::time::timeout(remaining, consumer.recv())
             .await
-            .map_err(|_| anyhow::anyhow!("only {received} of {MESSAGES} messages arrived within 90 s"))??;
+            .map_err(|_| {
+                anyhow::anyhow!("only {received} of {MESSAGES} messages arrived within 90 s")
+            })??;
         let key = String::from_utf8(msg.key().unwrap_or_default().to_vec())?;
         let payload = std::str::from_utf8(msg.payload().unwrap_or_default())?;
-        let (pkey, seq) = payload.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("bad payload {payload}"))?;
+        let (pkey, seq) = payload
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("bad payload {payload}"))?;
         assert_eq!(pkey, key);
         let expected = next_seq.entry(key.clone()).or_default();
         assert_eq!(seq.parse::<usize>()?, *expected, "key {key} out of order");
@@ -70,10 +87,26 @@ async fn ten_thousand_keyed_messages_come_back_in_per_key_order() -> anyhow::Res
 
     // kcat speaks the Kafka protocol itself (librdkafka build of Debian): an independent reader.
     let out = Command::new("kcat")
-        .args(["-C", "-b", &kafka.bootstrap, "-t", &topic, "-o", "beginning", "-e", "-q", "-f", "%k\n"])
+        .args([
+            "-C",
+            "-b",
+            &kafka.bootstrap,
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\n",
+        ])
         .output()
         .map_err(|e| anyhow::anyhow!("kcat not runnable ({e}); deploy/local/test installs it"))?;
-    assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = String::from_utf8(out.stdout)?.lines().count();
     assert_eq!(lines, MESSAGES, "kcat saw a different count");
     Ok(())

@@ -44,10 +44,21 @@ async fn python_reads_rust_events() -> anyhow::Result<()> {
         .collect();
     let dir = tempfile::tempdir()?;
     let manifest = dir.path().join("manifest.json");
-    std::fs::write(&manifest, serde_json::to_vec(&json!({ "bootstrap": kafka.bootstrap, "registry_url": registry.registry_url, "events": events }))?)?;
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(
+            &json!({ "bootstrap": kafka.bootstrap, "registry_url": registry.registry_url, "events": events }),
+        )?,
+    )?;
 
-    let python = std::env::var("LIENTHONG_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
-    assert!(python.is_file(), "{} missing: deploy/local/test installs the Python subscriber environment", python.display());
+    let python = std::env::var("LIENTHONG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} missing: deploy/local/test installs the Python subscriber environment",
+        python.display()
+    );
     let out = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(repo_root().join("tests/python"))

@@ -3,21 +3,11 @@
 use std::process::Command;
 
 use lienthong_registry::{DecodeError, RegistryClient, SchemaSet, WireCodec};
-use lienthong_tests::{create_topic, keyed_events, publish_framed, repo_root, require_kafka, require_registry, unique_topic, workspace_bin};
+use lienthong_tests::{
+    create_topic, keyed_events, publish_framed, read_at, repo_root, require_kafka,
+    require_registry, unique_topic, workspace_bin,
+};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
-
-async fn read_at(kafka: &lienthong_kafka::KafkaArgs, topic: &str, partition: i32, offset: i64) -> anyhow::Result<rdkafka::message::OwnedMessage> {
-    let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", "lienthong-test-reader").set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = cfg.create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&tpl)?;
-    let msg = tokio::time::timeout(std::time::Duration::from_secs(15), consumer.recv()).await??;
-    Ok(msg.detach())
-}
 
 #[tokio::test]
 async fn framed_events_round_trip_field_by_field() -> anyhow::Result<()> {
@@ -27,14 +17,17 @@ async fn framed_events_round_trip_field_by_field() -> anyhow::Result<()> {
     let codec = WireCodec::new(&registry)?;
     for (event, partition, offset) in published {
         let topic = event.kind().topic();
-        let msg = read_at(&kafka, topic, partition, offset).await?;
+        let msg = read_at(topic, partition, offset).await?;
         let bytes = msg.payload().unwrap_or_default();
         assert_eq!(bytes[0], 0, "magic byte");
         assert_eq!(bytes[5], 0, "message index [0] is written as a single 0");
         let decoded = codec.decode(Some(bytes), topic, partition, offset).await?;
         assert_eq!(decoded.full_name, event.kind().message_name());
         let back = decoded.event("test")?;
-        assert_eq!(back, event, "{topic}[{partition}]@{offset} differs after the round trip");
+        assert_eq!(
+            back, event,
+            "{topic}[{partition}]@{offset} differs after the round trip"
+        );
     }
     Ok(())
 }
@@ -46,30 +39,73 @@ async fn bad_frames_give_specific_errors_naming_where_they_came_from() -> anyhow
     let topic = unique_topic("badframes");
     create_topic(&kafka, &topic, 1).await?;
     let producer = lienthong_kafka::EventProducer::new(&kafka, std::time::Duration::from_secs(10))?;
-    let cases: [&[u8]; 3] = [b"\x0a\x03abc", &[0, 0, 0], &[0, 0x7f, 0xff, 0xff, 0x00, 0, 0x0a, 0x01, 0x41]];
+    let cases: [&[u8]; 3] = [
+        b"\x0a\x03abc",
+        &[0, 0, 0],
+        &[0, 0x7f, 0xff, 0xff, 0x00, 0, 0x0a, 0x01, 0x41],
+    ];
     for payload in cases {
         producer.send(&topic, b"k", payload, &[]).await?;
     }
     let codec = WireCodec::new(&registry)?;
     let mut errors = Vec::new();
     for offset in 0..3 {
-        let msg = read_at(&kafka, &topic, 0, offset).await?;
-        errors.push(codec.decode(msg.payload(), &topic, 0, offset).await.expect_err("must not decode"));
+        let msg = read_at(&topic, 0, offset).await?;
+        errors.push(
+            codec
+                .decode(msg.payload(), &topic, 0, offset)
+                .await
+                .expect_err("must not decode"),
+        );
     }
-    assert!(matches!(&errors[0], DecodeError::NoMagicByte { found: 0x0a, .. }), "{:?}", errors[0]);
-    assert!(matches!(&errors[1], DecodeError::Truncated { len: 3, .. }), "{:?}", errors[1]);
-    assert!(matches!(&errors[2], DecodeError::UnknownSchema { schema_id: 0x7fff_ff00, .. }), "{:?}", errors[2]);
+    assert!(
+        matches!(&errors[0], DecodeError::NoMagicByte { found: 0x0a, .. }),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(&errors[1], DecodeError::Truncated { len: 3, .. }),
+        "{:?}",
+        errors[1]
+    );
+    assert!(
+        matches!(
+            &errors[2],
+            DecodeError::UnknownSchema {
+                schema_id: 0x7fff_ff00,
+                ..
+            }
+        ),
+        "{:?}",
+        errors[2]
+    );
     for (i, e) in errors.iter().enumerate() {
         assert!(e.to_string().starts_with(&format!("{topic}[0]@{i}")), "{e}");
     }
 
     // The analyst's tool reports the same and exits non-zero, without panicking.
     let out = Command::new(workspace_bin("lienthong"))
-        .args(["--kafka-bootstrap", &kafka.bootstrap, "--registry-url", &registry.registry_url, "tail", "--topic", &topic, "--from-beginning", "--max", "3"])
+        .args([
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--registry-url",
+            &registry.registry_url,
+            "tail",
+            "--topic",
+            &topic,
+            "--from-beginning",
+            "--max",
+            "3",
+        ])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("not Confluent-framed") && stderr.contains("truncated frame") && stderr.contains("unknown to the registry"), "{stderr}");
+    assert!(
+        stderr.contains("not Confluent-framed")
+            && stderr.contains("truncated frame")
+            && stderr.contains("unknown to the registry"),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -82,14 +118,27 @@ async fn tail_prints_decoded_json_with_partition_offset_key_and_headers() -> any
     // Tail from the beginning of a busy shared topic would be slow: tail everything and pick
     // ours out by partition and offset.
     let out = Command::new(workspace_bin("lienthong"))
-        .args(["--kafka-bootstrap", &kafka.bootstrap, "--registry-url", &registry.registry_url, "tail", "--topic", event.kind().topic(), "--from-beginning", "--idle-exit-secs", "3"])
+        .args([
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--registry-url",
+            &registry.registry_url,
+            "tail",
+            "--topic",
+            event.kind().topic(),
+            "--from-beginning",
+            "--idle-exit-secs",
+            "3",
+        ])
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["partition"] == *partition && v["offset"] == *offset)
-        .ok_or_else(|| anyhow::anyhow!("message {partition}@{offset} not in tail output:\n{stdout}"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("message {partition}@{offset} not in tail output:\n{stdout}")
+        })?;
     let header = event.header().expect("header");
     assert_eq!(line["key"], header.patient_key.as_str());
     assert_eq!(line["message_type"], event.kind().message_name());
@@ -102,7 +151,9 @@ async fn tail_prints_decoded_json_with_partition_offset_key_and_headers() -> any
 fn copy_protos(dir: &std::path::Path) -> anyhow::Result<()> {
     for (path, _) in lienthong_proto::PROTO_SOURCES {
         let to = dir.join(path);
-        std::fs::create_dir_all(to.parent().expect("parent"))?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::copy(repo_root().join("proto").join(path), to)?;
     }
     Ok(())
@@ -118,31 +169,62 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     let original = std::fs::read_to_string(&referral)?;
     let check = || {
         Command::new(workspace_bin("lienthong"))
-            .args(["--registry-url", &registry.registry_url, "schemas", "check", "--proto-dir"])
+            .args([
+                "--registry-url",
+                &registry.registry_url,
+                "schemas",
+                "check",
+                "--proto-dir",
+            ])
             .arg(dir.path())
             .output()
     };
 
     // A field's type changed: refused by `schemas check`, with the registry's reason.
-    std::fs::write(&referral, original.replace("string slip_number = 4;", "int64 slip_number = 4;"))?;
+    std::fs::write(
+        &referral,
+        original.replace("string slip_number = 4;", "int64 slip_number = 4;"),
+    )?;
     let out = check()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("lienthong.referral.v1-value: INCOMPATIBLE") && stdout.contains("Field type changed"), "{stdout}");
+    assert!(
+        stdout.contains("lienthong.referral.v1-value: INCOMPATIBLE")
+            && stdout.contains("Field type changed"),
+        "{stdout}"
+    );
 
     // ...and by the registry itself when someone tries to register it.
     let set = SchemaSet::from_dir(dir.path())?;
-    let err = set.register(&client).await.expect_err("registry must refuse");
-    assert!(err.to_string().contains("409") || err.to_string().contains("Incompatible"), "{err}");
+    let err = set
+        .register(&client)
+        .await
+        .expect_err("registry must refuse");
+    assert!(
+        err.to_string().contains("409") || err.to_string().contains("Incompatible"),
+        "{err}"
+    );
 
     // A field renumbered: refused too.
-    std::fs::write(&referral, original.replace("string clinical_signs = 11;", "string clinical_signs = 31;"))?;
+    std::fs::write(
+        &referral,
+        original.replace("string clinical_signs = 11;", "string clinical_signs = 31;"),
+    )?;
     let out = check()?;
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // A new optional field is a compatible change.
     std::fs::write(&referral, original.replace("  PartialDateTime issued_at = 28;\n", "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n"))?;
     let out = check()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Ok(())
 }

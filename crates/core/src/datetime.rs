@@ -46,35 +46,75 @@ impl XmlDateTime {
             return Err(IdError::Empty { kind });
         }
         if let Some((position, found)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
-            return Err(IdError::Charset { kind, allowed: "digits 0-9", found, position: position + 1 });
+            return Err(IdError::Charset {
+                kind,
+                allowed: "digits 0-9",
+                found,
+                position: position + 1,
+            });
         }
         if s.len() != 8 && s.len() != 12 {
-            return Err(IdError::Length { kind, expected: &[8, 12], actual: s.len() });
+            return Err(IdError::Length {
+                kind,
+                expected: &[8, 12],
+                actual: s.len(),
+            });
         }
         let num = |r: std::ops::Range<usize>| s[r].parse::<u16>().unwrap_or(0);
         let (year, month, day) = (i32::from(num(0..4)), num(4..6) as u8, num(6..8) as u8);
-        let (hour, minute) = if s.len() == 12 { (num(8..10) as u8, num(10..12) as u8) } else { (0, 0) };
+        let (hour, minute) = if s.len() == 12 {
+            (num(8..10) as u8, num(10..12) as u8)
+        } else {
+            (0, 0)
+        };
         let precision = match (month, day, s.len()) {
             (0, 0, _) => Precision::Year,
-            (0, _, _) => return Err(IdError::Calendar { kind, reason: "a day is given but the month is 00" }),
+            (0, _, _) => {
+                return Err(IdError::Calendar {
+                    kind,
+                    reason: "a day is given but the month is 00",
+                });
+            }
             (_, 0, _) => Precision::Month,
             (_, _, 12) => Precision::Minute,
             _ => Precision::Day,
         };
         if !(1900..=2199).contains(&year) {
-            return Err(IdError::Calendar { kind, reason: "year must be between 1900 and 2199" });
+            return Err(IdError::Calendar {
+                kind,
+                reason: "year must be between 1900 and 2199",
+            });
         }
         if precision >= Precision::Month && Month::try_from(month).is_err() {
-            return Err(IdError::Calendar { kind, reason: "month must be 01-12" });
+            return Err(IdError::Calendar {
+                kind,
+                reason: "month must be 01-12",
+            });
         }
         if precision >= Precision::Day {
-            let m = Month::try_from(month).map_err(|_| IdError::Calendar { kind, reason: "month must be 01-12" })?;
-            Date::from_calendar_date(year, m, day).map_err(|_| IdError::Calendar { kind, reason: "no such day in that month" })?;
+            let m = Month::try_from(month).map_err(|_| IdError::Calendar {
+                kind,
+                reason: "month must be 01-12",
+            })?;
+            Date::from_calendar_date(year, m, day).map_err(|_| IdError::Calendar {
+                kind,
+                reason: "no such day in that month",
+            })?;
         }
         if hour > 23 || minute > 59 {
-            return Err(IdError::Calendar { kind, reason: "time must be 0000-2359" });
+            return Err(IdError::Calendar {
+                kind,
+                reason: "time must be 0000-2359",
+            });
         }
-        Ok(Self { year, month, day, hour, minute, precision })
+        Ok(Self {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            precision,
+        })
     }
 
     /// How much is known.
@@ -106,7 +146,10 @@ impl XmlDateTime {
             Precision::Year => format!("{:04}", self.year),
             Precision::Month => format!("{:04}{:02}", self.year, self.month),
             Precision::Day => format!("{:04}{:02}{:02}", self.year, self.month, self.day),
-            Precision::Minute => format!("{:04}{:02}{:02}{:02}{:02}", self.year, self.month, self.day, self.hour, self.minute),
+            Precision::Minute => format!(
+                "{:04}{:02}{:02}{:02}{:02}",
+                self.year, self.month, self.day, self.hour, self.minute
+            ),
         }
     }
 
@@ -119,7 +162,10 @@ impl XmlDateTime {
             Precision::Day => P::Day,
             Precision::Minute => P::Minute,
         };
-        lienthong_proto::v1::PartialDateTime { value: self.digits(), precision: precision as i32 }
+        lienthong_proto::v1::PartialDateTime {
+            value: self.digits(),
+            precision: precision as i32,
+        }
     }
 
     /// Reads the protobuf form (its `value` digits carry everything).
@@ -135,7 +181,10 @@ impl XmlDateTime {
     /// A `google.protobuf.Timestamp` of the earliest instant.
     pub fn to_timestamp(&self) -> prost_types::Timestamp {
         let t = self.earliest();
-        prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: 0 }
+        prost_types::Timestamp {
+            seconds: t.unix_timestamp(),
+            nanos: 0,
+        }
     }
 }
 
@@ -155,18 +204,42 @@ mod tests {
         let d = XmlDateTime::parse("202511031430").expect("valid");
         assert_eq!(d.precision(), Precision::Minute);
         assert_eq!(d.earliest().offset(), VIETNAM);
-        assert_eq!(XmlDateTime::parse(" 20251103 ").expect("valid").precision(), Precision::Day);
-        assert_eq!(XmlDateTime::parse("19800000").expect("valid").precision(), Precision::Year);
-        assert_eq!(XmlDateTime::parse("19800300").expect("valid").digits(), "198003");
+        assert_eq!(
+            XmlDateTime::parse(" 20251103 ").expect("valid").precision(),
+            Precision::Day
+        );
+        assert_eq!(
+            XmlDateTime::parse("19800000").expect("valid").precision(),
+            Precision::Year
+        );
+        assert_eq!(
+            XmlDateTime::parse("19800300").expect("valid").digits(),
+            "198003"
+        );
     }
 
     #[test]
     fn rejects_impossible_dates() {
-        assert_eq!(XmlDateTime::parse("20250230").unwrap_err().code(), "xml_date.calendar");
-        assert_eq!(XmlDateTime::parse("202501011260").unwrap_err().code(), "xml_date.calendar");
-        assert_eq!(XmlDateTime::parse("2025010").unwrap_err().code(), "xml_date.length");
-        assert_eq!(XmlDateTime::parse("2025-01-01").unwrap_err().code(), "xml_date.charset");
-        assert_eq!(XmlDateTime::parse("20251301").unwrap_err().code(), "xml_date.calendar");
+        assert_eq!(
+            XmlDateTime::parse("20250230").unwrap_err().code(),
+            "xml_date.calendar"
+        );
+        assert_eq!(
+            XmlDateTime::parse("202501011260").unwrap_err().code(),
+            "xml_date.calendar"
+        );
+        assert_eq!(
+            XmlDateTime::parse("2025010").unwrap_err().code(),
+            "xml_date.length"
+        );
+        assert_eq!(
+            XmlDateTime::parse("2025-01-01").unwrap_err().code(),
+            "xml_date.charset"
+        );
+        assert_eq!(
+            XmlDateTime::parse("20251301").unwrap_err().code(),
+            "xml_date.calendar"
+        );
     }
 
     proptest! {

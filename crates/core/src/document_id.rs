@@ -21,19 +21,33 @@ pub fn appointment(facility: &str, slip_number: &str) -> String {
 
 /// Document id of a lab report: `<facility>/<episode MA_LK>/<service code>`.
 pub fn lab_report(facility: &str, episode_id: &str, service_code: &str) -> String {
-    format!("lab-report/{}/{}/{}", facility.trim(), episode_id.trim(), service_code.trim())
+    format!(
+        "lab-report/{}/{}/{}",
+        facility.trim(),
+        episode_id.trim(),
+        service_code.trim()
+    )
 }
 
 /// The deterministic event id of one version of a document: a UUID-shaped SHA-256 prefix
 /// (version nibble 8, "custom", RFC 9562) so any UUID column can hold it.
 pub fn event_id(kind: DocumentKind, document_id: &str, version: u64) -> String {
-    let digest = Sha256::digest(format!("lienthong.v1\n{}\n{document_id}\n{version}", kind.as_str()).as_bytes());
+    let digest = Sha256::digest(
+        format!("lienthong.v1\n{}\n{document_id}\n{version}", kind.as_str()).as_bytes(),
+    );
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0f) | 0x80;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use crate::routing::{self, DocumentKind};
 use crate::validation::{self, ValidationContext, Violation};
 
 /// One event of any document kind.
+// Events are built once and moved a few times; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClinicalEvent {
     /// A referral slip event.

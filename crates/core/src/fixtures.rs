@@ -10,14 +10,36 @@ use crate::event::ClinicalEvent;
 use crate::province;
 use crate::routing::DocumentKind;
 
-const FAMILY: &[&str] = &["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô", "Dương", "Lý"];
-const MIDDLE: &[&str] = &["Văn", "Thị", "Hữu", "Đức", "Minh", "Thanh", "Ngọc", "Quốc", "Thu", "Gia"];
-const GIVEN: &[&str] = &["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hương", "Khánh", "Linh", "Mai", "Nam", "Phúc", "Quân", "Sơn", "Thảo", "Trang", "Tuấn", "Việt", "Yến"];
-const ICD: &[&str] = &["J18.9", "I10", "E11.9", "K35.8", "I21.0", "N18.5", "C34.9", "A09", "S06.0", "O80"];
-const SERVICES: &[(&str, &[(&str, &str, &str)])] = &[
-    ("22.0121.1369", &[("HGB", "Huyết sắc tố", "g/L"), ("WBC", "Số lượng bạch cầu", "G/L"), ("PLT", "Số lượng tiểu cầu", "G/L")]),
+const FAMILY: &[&str] = &[
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ",
+    "Hồ", "Ngô", "Dương", "Lý",
+];
+const MIDDLE: &[&str] = &[
+    "Văn", "Thị", "Hữu", "Đức", "Minh", "Thanh", "Ngọc", "Quốc", "Thu", "Gia",
+];
+const GIVEN: &[&str] = &[
+    "An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hương", "Khánh", "Linh", "Mai", "Nam",
+    "Phúc", "Quân", "Sơn", "Thảo", "Trang", "Tuấn", "Việt", "Yến",
+];
+const ICD: &[&str] = &[
+    "J18.9", "I10", "E11.9", "K35.8", "I21.0", "N18.5", "C34.9", "A09", "S06.0", "O80",
+];
+/// (indicator code, name, unit).
+type Indicator = (&'static str, &'static str, &'static str);
+const SERVICES: &[(&str, &[Indicator])] = &[
+    (
+        "22.0121.1369",
+        &[
+            ("HGB", "Huyết sắc tố", "g/L"),
+            ("WBC", "Số lượng bạch cầu", "G/L"),
+            ("PLT", "Số lượng tiểu cầu", "G/L"),
+        ],
+    ),
     ("23.0075.1494", &[("GLU", "Glucose", "mmol/L")]),
-    ("23.0051.1494", &[("CRE", "Creatinin", "µmol/L"), ("URE", "Urê", "mmol/L")]),
+    (
+        "23.0051.1494",
+        &[("CRE", "Creatinin", "µmol/L"), ("URE", "Urê", "mmol/L")],
+    ),
 ];
 
 /// A small deterministic generator (SplitMix64): fixtures must not change between runs.
@@ -30,7 +52,10 @@ pub struct Generator {
 impl Generator {
     /// A generator for `seed`, with dates placed shortly before `now`.
     pub fn new(seed: u64, now: OffsetDateTime) -> Self {
-        Self { state: seed ^ 0x9e37_79b9_7f4a_7c15, now: now.to_offset(VIETNAM) }
+        Self {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+            now: now.to_offset(VIETNAM),
+        }
     }
 
     fn next(&mut self) -> u64 {
@@ -62,9 +87,15 @@ impl Generator {
     fn stamp(&self, t: OffsetDateTime, minutes: bool) -> pb::PartialDateTime {
         let (y, m, d) = (t.year(), u8::from(t.month()), t.day());
         if minutes {
-            pb::PartialDateTime { value: format!("{y:04}{m:02}{d:02}{:02}{:02}", t.hour(), t.minute()), precision: pb::DatePrecision::Minute as i32 }
+            pb::PartialDateTime {
+                value: format!("{y:04}{m:02}{d:02}{:02}{:02}", t.hour(), t.minute()),
+                precision: pb::DatePrecision::Minute as i32,
+            }
         } else {
-            pb::PartialDateTime { value: format!("{y:04}{m:02}{d:02}"), precision: pb::DatePrecision::Day as i32 }
+            pb::PartialDateTime {
+                value: format!("{y:04}{m:02}{d:02}"),
+                precision: pb::DatePrecision::Day as i32,
+            }
         }
     }
 
@@ -74,17 +105,28 @@ impl Generator {
         let male = self.below(2) == 0;
         let century_digit = ((birth_year - 1900) / 100) * 2 + i32::from(!male);
         let prov = self.province();
-        let citizen_id = format!("0{prov}{century_digit}{:02}{:06}", birth_year % 100, self.below(1_000_000));
+        let citizen_id = format!(
+            "0{prov}{century_digit}{:02}{:06}",
+            birth_year % 100,
+            self.below(1_000_000)
+        );
         let month = 1 + self.below(12);
         let day = 1 + self.below(28);
-        let middle = if male { *self.pick(&MIDDLE[..3]) } else { "Thị" };
+        let middle = if male {
+            *self.pick(&MIDDLE[..3])
+        } else {
+            "Thị"
+        };
         let full_name = format!("{} {middle} {}", self.pick(FAMILY), self.pick(GIVEN));
         let card_prov = self.province();
         pb::Patient {
             citizen_id,
             id_kind: pb::PersonIdKind::CitizenId as i32,
             full_name,
-            birth_date: Some(pb::PartialDateTime { value: format!("{birth_year:04}{month:02}{day:02}"), precision: pb::DatePrecision::Day as i32 }),
+            birth_date: Some(pb::PartialDateTime {
+                value: format!("{birth_year:04}{month:02}{day:02}"),
+                precision: pb::DatePrecision::Day as i32,
+            }),
             sex: if male { pb::Sex::Male } else { pb::Sex::Female } as i32,
             ethnicity_code: "01".into(),
             nationality_code: "000".into(),
@@ -104,28 +146,56 @@ impl Generator {
         let admitted = self.now - Duration::hours(48 + self.below(200) as i64);
         let discharged = admitted + Duration::hours(2 + self.below(40) as i64);
         (
-            pb::EpisodeDates { admitted_at: Some(self.stamp(admitted, true)), inpatient_admitted_at: None, discharged_at: Some(self.stamp(discharged, true)) },
+            pb::EpisodeDates {
+                admitted_at: Some(self.stamp(admitted, true)),
+                inpatient_admitted_at: None,
+                discharged_at: Some(self.stamp(discharged, true)),
+            },
             admitted,
             discharged,
         )
     }
 
     fn doctor(&mut self, role: pb::PractitionerRole) -> pb::Practitioner {
-        let licence = format!("{:06}/{}-CCHN", self.below(1_000_000), self.pick(&["HNO", "HCM", "BYT", "DNA"]));
-        pb::Practitioner { licence_number: licence.clone(), role: role as i32, raw: licence, name: String::new(), title: String::new() }
+        let licence = format!(
+            "{:06}/{}-CCHN",
+            self.below(1_000_000),
+            self.pick(&["HNO", "HCM", "BYT", "DNA"])
+        );
+        pb::Practitioner {
+            licence_number: licence.clone(),
+            role: role as i32,
+            raw: licence,
+            name: String::new(),
+            title: String::new(),
+        }
     }
 
     fn diagnosis(&mut self) -> pb::Diagnosis {
-        pb::Diagnosis { main_icd10: (*self.pick(ICD)).into(), secondary_icd10: vec![(*self.pick(ICD)).into()], traditional_codes: vec![], text: "Viêm phổi, tăng huyết áp".into() }
+        pb::Diagnosis {
+            main_icd10: (*self.pick(ICD)).into(),
+            secondary_icd10: vec![(*self.pick(ICD)).into()],
+            traditional_codes: vec![],
+            text: "Viêm phổi, tăng huyết áp".into(),
+        }
     }
 
-    fn header(&self, kind: DocumentKind, document_id: String, facility: &str, occurred: OffsetDateTime) -> pb::EventHeader {
+    fn header(
+        &self,
+        kind: DocumentKind,
+        document_id: String,
+        facility: &str,
+        occurred: OffsetDateTime,
+    ) -> pb::EventHeader {
         pb::EventHeader {
             event_id: document_id::event_id(kind, &document_id, 1),
             document_id,
             document_version: 1,
             action: pb::Action::Created as i32,
-            occurred_at: Some(prost_types::Timestamp { seconds: occurred.unix_timestamp(), nanos: 0 }),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: occurred.unix_timestamp(),
+                nanos: 0,
+            }),
             recorded_at: None,
             source_facility_code: facility.into(),
             source_system: "lienthong-fixtures".into(),
@@ -150,15 +220,25 @@ impl Generator {
             record_number: format!("HS{:06}", self.below(1_000_000)),
             book_number: format!("{:04}", self.below(10_000)),
             slip_number: slip_number.clone(),
-            issuer: Some(pb::FacilityRef { code: from.clone(), name: String::new() }),
-            sending: vec![pb::FacilityRef { code: from.clone(), name: String::new() }],
-            receiving: Some(pb::FacilityRef { code: to, name: String::new() }),
+            issuer: Some(pb::FacilityRef {
+                code: from.clone(),
+                name: String::new(),
+            }),
+            sending: vec![pb::FacilityRef {
+                code: from.clone(),
+                name: String::new(),
+            }],
+            receiving: Some(pb::FacilityRef {
+                code: to,
+                name: String::new(),
+            }),
             patient: Some(self.patient()),
             occupation_code: String::new(),
             episode: Some(episode),
             clinical_signs: "Sốt 39°C, ho có đờm, khó thở nhẹ".into(),
             diagnosis: Some(self.diagnosis()),
-            course_of_illness: "Vào viện ngày thứ 3 của bệnh, điều trị kháng sinh không đáp ứng".into(),
+            course_of_illness: "Vào viện ngày thứ 3 của bệnh, điều trị kháng sinh không đáp ứng"
+                .into(),
             test_summary: "X-quang: đám mờ đáy phổi phải; CRP 85 mg/L".into(),
             treatment: "Ceftriaxone 2g/ngày".into(),
             condition_at_transfer: "Tỉnh, SpO2 93% khí trời".into(),
@@ -166,7 +246,12 @@ impl Generator {
             reason: pb::ReferralReason::BeyondCapability as i32,
             planned_treatment: "Chuyển tuyến trên điều trị tiếp".into(),
             transport: "Xe cứu thương".into(),
-            escort: Some(pb::Practitioner { role: pb::PractitionerRole::Escort as i32, name: "Lê Thị Hoa".into(), title: "Điều dưỡng".into(), ..Default::default() }),
+            escort: Some(pb::Practitioner {
+                role: pb::PractitionerRole::Escort as i32,
+                name: "Lê Thị Hoa".into(),
+                title: "Điều dưỡng".into(),
+                ..Default::default()
+            }),
             physician: Some(self.doctor(pb::PractitionerRole::Physician)),
             head_of_facility: Some(self.doctor(pb::PractitionerRole::HeadOfFacility)),
             valid_until: Some(self.stamp(discharged + Duration::days(14), false)),
@@ -175,8 +260,16 @@ impl Generator {
             layout: pb::XmlLayout::Qd3176 as i32,
             issued_at: Some(self.stamp(discharged, false)),
         };
-        let header = self.header(DocumentKind::Referral, document_id::referral(&from, &slip_number), &from, discharged);
-        pb::ReferralEvent { header: Some(header), slip: Some(slip) }
+        let header = self.header(
+            DocumentKind::Referral,
+            document_id::referral(&from, &slip_number),
+            &from,
+            discharged,
+        );
+        pb::ReferralEvent {
+            header: Some(header),
+            slip: Some(slip),
+        }
     }
 
     /// A valid follow-up appointment event.
@@ -188,7 +281,10 @@ impl Generator {
         let appointment = pb::FollowUpAppointment {
             episode_id: format!("{fac}.{:010}", self.below(10_000_000_000)),
             slip_number: slip_number.clone(),
-            facility: Some(pb::FacilityRef { code: fac.clone(), name: String::new() }),
+            facility: Some(pb::FacilityRef {
+                code: fac.clone(),
+                name: String::new(),
+            }),
             patient: Some(self.patient()),
             episode: Some(episode),
             appointment_at: Some(self.stamp(discharged + Duration::days(7 + next_days), true)),
@@ -198,8 +294,16 @@ impl Generator {
             head_of_facility: Some(self.doctor(pb::PractitionerRole::HeadOfFacility)),
             issued_at: Some(self.stamp(discharged, false)),
         };
-        let header = self.header(DocumentKind::Appointment, document_id::appointment(&fac, &slip_number), &fac, discharged);
-        pb::AppointmentEvent { header: Some(header), appointment: Some(appointment) }
+        let header = self.header(
+            DocumentKind::Appointment,
+            document_id::appointment(&fac, &slip_number),
+            &fac,
+            discharged,
+        );
+        pb::AppointmentEvent {
+            header: Some(header),
+            appointment: Some(appointment),
+        }
     }
 
     /// A valid lab-result event.
@@ -227,21 +331,35 @@ impl Generator {
                     result_at: Some(self.stamp(at, true)),
                     readers: vec![reader.clone()],
                     loinc_code: String::new(),
-                    result_instant: Some(prost_types::Timestamp { seconds: at.unix_timestamp() - i64::from(at.second()), nanos: 0 }),
+                    result_instant: Some(prost_types::Timestamp {
+                        seconds: at.unix_timestamp() - i64::from(at.second()),
+                        nanos: 0,
+                    }),
                 }
             })
             .collect();
         let episode_id = format!("{fac}.{:010}", self.below(10_000_000_000));
         let report = pb::LabReport {
             episode_id: episode_id.clone(),
-            facility: Some(pb::FacilityRef { code: fac.clone(), name: String::new() }),
+            facility: Some(pb::FacilityRef {
+                code: fac.clone(),
+                name: String::new(),
+            }),
             patient: Some(self.patient()),
             service_code: service.into(),
             episode: Some(episode),
             lines,
         };
-        let header = self.header(DocumentKind::LabResult, document_id::lab_report(&fac, &episode_id, service), &fac, at);
-        pb::LabResultEvent { header: Some(header), report: Some(report) }
+        let header = self.header(
+            DocumentKind::LabResult,
+            document_id::lab_report(&fac, &episode_id, service),
+            &fac,
+            at,
+        );
+        pb::LabResultEvent {
+            header: Some(header),
+            report: Some(report),
+        }
     }
 
     /// A valid event of any kind, rotating through the kinds.
@@ -260,22 +378,34 @@ pub fn reassign(mut event: ClinicalEvent, facility: &str) -> ClinicalEvent {
     let doc = match &mut event {
         ClinicalEvent::Referral(e) => {
             let s = e.slip.get_or_insert_with(Default::default);
-            let f = pb::FacilityRef { code: facility.into(), name: String::new() };
+            let f = pb::FacilityRef {
+                code: facility.into(),
+                name: String::new(),
+            };
             s.issuer = Some(f.clone());
             s.sending = vec![f];
             if s.receiving.as_ref().is_some_and(|r| r.code == facility) {
-                s.receiving = Some(pb::FacilityRef { code: "01001".into(), name: String::new() });
+                s.receiving = Some(pb::FacilityRef {
+                    code: "01001".into(),
+                    name: String::new(),
+                });
             }
             ids::referral(facility, &s.slip_number)
         }
         ClinicalEvent::Appointment(e) => {
             let a = e.appointment.get_or_insert_with(Default::default);
-            a.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
+            a.facility = Some(pb::FacilityRef {
+                code: facility.into(),
+                name: String::new(),
+            });
             ids::appointment(facility, &a.slip_number)
         }
         ClinicalEvent::LabResult(e) => {
             let r = e.report.get_or_insert_with(Default::default);
-            r.facility = Some(pb::FacilityRef { code: facility.into(), name: String::new() });
+            r.facility = Some(pb::FacilityRef {
+                code: facility.into(),
+                name: String::new(),
+            });
             ids::lab_report(facility, &r.episode_id, &r.service_code)
         }
     };
@@ -306,7 +436,11 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
     let mut referral = |name, expected: &[&'static str], edit: &dyn Fn(&mut pb::ReferralEvent)| {
         let mut e = g.referral();
         edit(&mut e);
-        cases.push(InvalidCase { name, event: ClinicalEvent::Referral(e), expected: sorted(expected) });
+        cases.push(InvalidCase {
+            name,
+            event: ClinicalEvent::Referral(e),
+            expected: sorted(expected),
+        });
     };
     fn slip(e: &mut pb::ReferralEvent) -> &mut pb::ReferralSlip {
         e.slip.get_or_insert_with(Default::default)
@@ -314,77 +448,205 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
     fn pat(e: &mut pb::ReferralEvent) -> &mut pb::Patient {
         slip(e).patient.get_or_insert_with(Default::default)
     }
-    referral("citizen ID too short", &["citizen_id.length"], &|e| pat(e).citizen_id = "07920300123".into());
-    referral("citizen ID with unknown province", &["citizen_id.province"], &|e| pat(e).citizen_id = "003203001234".into());
-    referral("citizen ID birth year disagrees", &["citizen_id.birth_year_mismatch"], &|e| {
-        let p = pat(e);
-        let year: i32 = p.birth_date.as_ref().map(|d| d.value[..4].parse().unwrap_or(1980)).unwrap_or(1980);
-        p.birth_date = Some(pb::PartialDateTime { value: format!("{:04}0101", if year > 1950 { year - 10 } else { year + 10 }), precision: pb::DatePrecision::Day as i32 });
+    referral("citizen ID too short", &["citizen_id.length"], &|e| {
+        pat(e).citizen_id = "07920300123".into()
     });
-    referral("citizen ID sex digit disagrees", &["citizen_id.sex_mismatch"], &|e| {
-        let p = pat(e);
-        p.sex = if p.sex == pb::Sex::Male as i32 { pb::Sex::Female } else { pb::Sex::Male } as i32;
+    referral(
+        "citizen ID with unknown province",
+        &["citizen_id.province"],
+        &|e| pat(e).citizen_id = "003203001234".into(),
+    );
+    referral(
+        "citizen ID birth year disagrees",
+        &["citizen_id.birth_year_mismatch"],
+        &|e| {
+            let p = pat(e);
+            let year: i32 = p
+                .birth_date
+                .as_ref()
+                .map(|d| d.value[..4].parse().unwrap_or(1980))
+                .unwrap_or(1980);
+            p.birth_date = Some(pb::PartialDateTime {
+                value: format!("{:04}0101", if year > 1950 { year - 10 } else { year + 10 }),
+                precision: pb::DatePrecision::Day as i32,
+            });
+        },
+    );
+    referral(
+        "citizen ID sex digit disagrees",
+        &["citizen_id.sex_mismatch"],
+        &|e| {
+            let p = pat(e);
+            p.sex = if p.sex == pb::Sex::Male as i32 {
+                pb::Sex::Female
+            } else {
+                pb::Sex::Male
+            } as i32;
+        },
+    );
+    referral("missing patient name", &["required"], &|e| {
+        pat(e).full_name = " ".into()
     });
-    referral("missing patient name", &["required"], &|e| pat(e).full_name = " ".into());
-    referral("receiving equals sending", &["referral.same_facility"], &|e| {
-        let from = slip(e).issuer.clone();
-        slip(e).receiving = from;
+    referral(
+        "receiving equals sending",
+        &["referral.same_facility"],
+        &|e| {
+            let from = slip(e).issuer.clone();
+            slip(e).receiving = from;
+        },
+    );
+    referral(
+        "discharge before admission",
+        &["episode.discharge_before_admission"],
+        &|e| {
+            let ep = slip(e).episode.get_or_insert_with(Default::default);
+            std::mem::swap(&mut ep.admitted_at, &mut ep.discharged_at);
+        },
+    );
+    referral("bad reason code", &["referral.reason"], &|e| {
+        slip(e).reason = 0
     });
-    referral("discharge before admission", &["episode.discharge_before_admission"], &|e| {
-        let ep = slip(e).episode.get_or_insert_with(Default::default);
-        std::mem::swap(&mut ep.admitted_at, &mut ep.discharged_at);
+    referral(
+        "discharge type 1 has no referral",
+        &["referral.discharge_type"],
+        &|e| slip(e).discharge_type = 1,
+    );
+    referral("bad ICD-10", &["icd10.format"], &|e| {
+        slip(e)
+            .diagnosis
+            .get_or_insert_with(Default::default)
+            .main_icd10 = "J1".into()
     });
-    referral("bad reason code", &["referral.reason"], &|e| slip(e).reason = 0);
-    referral("discharge type 1 has no referral", &["referral.discharge_type"], &|e| slip(e).discharge_type = 1);
-    referral("bad ICD-10", &["icd10.format"], &|e| slip(e).diagnosis.get_or_insert_with(Default::default).main_icd10 = "J1".into());
-    referral("bad insurance card level", &["insurance_card.benefit_level"], &|e| pat(e).insurance_cards[0].number = "DN6790123456789".into());
-    referral("episode dates in the future", &["date.future", "date.future"], &|e| {
-        slip(e).episode.get_or_insert_with(Default::default).admitted_at = Some(pb::PartialDateTime { value: "21000101".into(), precision: 3 });
-        slip(e).episode.get_or_insert_with(Default::default).discharged_at = Some(pb::PartialDateTime { value: "21000102".into(), precision: 3 });
+    referral(
+        "bad insurance card level",
+        &["insurance_card.benefit_level"],
+        &|e| pat(e).insurance_cards[0].number = "DN6790123456789".into(),
+    );
+    referral(
+        "episode dates in the future",
+        &["date.future", "date.future"],
+        &|e| {
+            slip(e)
+                .episode
+                .get_or_insert_with(Default::default)
+                .admitted_at = Some(pb::PartialDateTime {
+                value: "21000101".into(),
+                precision: 3,
+            });
+            slip(e)
+                .episode
+                .get_or_insert_with(Default::default)
+                .discharged_at = Some(pb::PartialDateTime {
+                value: "21000102".into(),
+                precision: 3,
+            });
+        },
+    );
+    referral("impossible date", &["xml_date.calendar"], &|e| {
+        slip(e).issued_at = Some(pb::PartialDateTime {
+            value: "20250231".into(),
+            precision: 3,
+        })
     });
-    referral("impossible date", &["xml_date.calendar"], &|e| slip(e).issued_at = Some(pb::PartialDateTime { value: "20250231".into(), precision: 3 }));
-    referral("unknown facility province", &["facility_code.province"], &|e| slip(e).receiving = Some(pb::FacilityRef { code: "03001".into(), name: String::new() }));
-    referral("published as another facility", &["header.source_mismatch"], &|e| e.header.get_or_insert_with(Default::default).source_facility_code = "01929".into());
-    referral("non-deterministic event id", &["header.event_id_mismatch"], &|e| e.header.get_or_insert_with(Default::default).event_id = "random-id".into());
-    referral("version zero and no action", &["header.action", "header.version"], &|e| {
-        let h = e.header.get_or_insert_with(Default::default);
-        h.document_version = 0;
-        h.action = 0;
+    referral(
+        "unknown facility province",
+        &["facility_code.province"],
+        &|e| {
+            slip(e).receiving = Some(pb::FacilityRef {
+                code: "03001".into(),
+                name: String::new(),
+            })
+        },
+    );
+    referral(
+        "published as another facility",
+        &["header.source_mismatch"],
+        &|e| {
+            e.header
+                .get_or_insert_with(Default::default)
+                .source_facility_code = "01929".into()
+        },
+    );
+    referral(
+        "non-deterministic event id",
+        &["header.event_id_mismatch"],
+        &|e| e.header.get_or_insert_with(Default::default).event_id = "random-id".into(),
+    );
+    referral(
+        "version zero and no action",
+        &["header.action", "header.version"],
+        &|e| {
+            let h = e.header.get_or_insert_with(Default::default);
+            h.document_version = 0;
+            h.action = 0;
+        },
+    );
+    referral(
+        "several required fields missing at once",
+        &["required", "required", "required"],
+        &|e| {
+            let s = slip(e);
+            s.clinical_signs.clear();
+            s.course_of_illness.clear();
+            s.transport.clear();
+        },
+    );
+    referral("missing signing doctor", &["required"], &|e| {
+        slip(e).physician = None
     });
-    referral("several required fields missing at once", &["required", "required", "required"], &|e| {
-        let s = slip(e);
-        s.clinical_signs.clear();
-        s.course_of_illness.clear();
-        s.transport.clear();
-    });
-    referral("missing signing doctor", &["required"], &|e| slip(e).physician = None);
 
     let mut a = g.appointment();
     if let Some(ap) = a.appointment.as_mut() {
-        ap.appointment_at = Some(pb::PartialDateTime { value: "20000101".into(), precision: 3 });
+        ap.appointment_at = Some(pb::PartialDateTime {
+            value: "20000101".into(),
+            precision: 3,
+        });
     }
-    cases.push(InvalidCase { name: "appointment before its issue date", event: ClinicalEvent::Appointment(a), expected: vec!["appointment.before_issue"] });
+    cases.push(InvalidCase {
+        name: "appointment before its issue date",
+        event: ClinicalEvent::Appointment(a),
+        expected: vec!["appointment.before_issue"],
+    });
     let mut a = g.appointment();
     if let Some(ap) = a.appointment.as_mut() {
         ap.issued_at = None;
     }
-    cases.push(InvalidCase { name: "appointment without issue date", event: ClinicalEvent::Appointment(a), expected: vec!["required"] });
+    cases.push(InvalidCase {
+        name: "appointment without issue date",
+        event: ClinicalEvent::Appointment(a),
+        expected: vec!["required"],
+    });
 
     let mut l = g.lab_result();
     if let Some(r) = l.report.as_mut() {
-        r.lines[0].result_at = Some(pb::PartialDateTime { value: "200001010000".into(), precision: 4 });
+        r.lines[0].result_at = Some(pb::PartialDateTime {
+            value: "200001010000".into(),
+            precision: 4,
+        });
     }
-    cases.push(InvalidCase { name: "lab result before admission", event: ClinicalEvent::LabResult(l), expected: vec!["lab.result_before_admission"] });
+    cases.push(InvalidCase {
+        name: "lab result before admission",
+        event: ClinicalEvent::LabResult(l),
+        expected: vec!["lab.result_before_admission"],
+    });
     let mut l = g.lab_result();
     if let Some(r) = l.report.as_mut() {
         r.lines.clear();
     }
-    cases.push(InvalidCase { name: "lab report without lines", event: ClinicalEvent::LabResult(l), expected: vec!["lab.no_lines"] });
+    cases.push(InvalidCase {
+        name: "lab report without lines",
+        event: ClinicalEvent::LabResult(l),
+        expected: vec!["lab.no_lines"],
+    });
     let mut l = g.lab_result();
     if let Some(r) = l.report.as_mut() {
         r.lines[0].readers.clear();
     }
-    cases.push(InvalidCase { name: "lab line without reader", event: ClinicalEvent::LabResult(l), expected: vec!["required"] });
+    cases.push(InvalidCase {
+        name: "lab line without reader",
+        event: ClinicalEvent::LabResult(l),
+        expected: vec!["required"],
+    });
     cases
 }
 
@@ -401,7 +663,13 @@ mod tests {
 
     fn ctx() -> (ValidationContext, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
-        (ValidationContext { now, future_skew: std::time::Duration::from_secs(600) }, now)
+        (
+            ValidationContext {
+                now,
+                future_skew: std::time::Duration::from_secs(600),
+            },
+            now,
+        )
     }
 
     #[test]
@@ -410,23 +678,39 @@ mod tests {
         let mut g = Generator::new(7, now);
         for i in 0..300 {
             let e = g.any(i);
-            let errors: Vec<_> = e.validate(&ctx).into_iter().filter(|v| v.severity == Severity::Error).collect();
-            assert!(errors.is_empty(), "fixture {i} ({:?}) invalid: {errors:#?}", e.kind());
+            let errors: Vec<_> = e
+                .validate(&ctx)
+                .into_iter()
+                .filter(|v| v.severity == Severity::Error)
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "fixture {i} ({:?}) invalid: {errors:#?}",
+                e.kind()
+            );
         }
     }
 
     #[test]
     fn generation_is_deterministic() {
         let now = OffsetDateTime::now_utc();
-        assert_eq!(Generator::new(1, now).referral(), Generator::new(1, now).referral());
+        assert_eq!(
+            Generator::new(1, now).referral(),
+            Generator::new(1, now).referral()
+        );
     }
 
     #[test]
     fn each_invalid_document_yields_exactly_its_codes() {
         let (ctx, now) = ctx();
         for case in invalid_catalogue(now) {
-            let mut got: Vec<String> =
-                case.event.validate(&ctx).into_iter().filter(|v| v.severity == Severity::Error).map(|v| v.code).collect();
+            let mut got: Vec<String> = case
+                .event
+                .validate(&ctx)
+                .into_iter()
+                .filter(|v| v.severity == Severity::Error)
+                .map(|v| v.code)
+                .collect();
             got.sort_unstable();
             assert_eq!(got, case.expected, "case {:?}", case.name);
         }
@@ -435,8 +719,16 @@ mod tests {
     #[test]
     fn personal_values_are_masked_in_reports() {
         let (ctx, now) = ctx();
-        let case = invalid_catalogue(now).into_iter().find(|c| c.name == "citizen ID too short").expect("case");
-        let v = case.event.validate(&ctx).into_iter().find(|v| v.code == "citizen_id.length").expect("violation");
+        let case = invalid_catalogue(now)
+            .into_iter()
+            .find(|c| c.name == "citizen ID too short")
+            .expect("case");
+        let v = case
+            .event
+            .validate(&ctx)
+            .into_iter()
+            .find(|v| v.code == "citizen_id.length")
+            .expect("violation");
         assert_eq!(v.value.as_deref(), Some("*********23"));
         assert!(!v.message_vi.is_empty() && !v.message.contains("07920300123"));
     }
@@ -446,10 +738,16 @@ mod tests {
         let (ctx, now) = ctx();
         let mut e = Generator::new(3, now).referral();
         if let Some(p) = e.slip.as_mut().and_then(|s| s.patient.as_mut()) {
-            p.insurance_cards[0].valid_to = Some(pb::PartialDateTime { value: "20000101".into(), precision: 3 });
+            p.insurance_cards[0].valid_to = Some(pb::PartialDateTime {
+                value: "20000101".into(),
+                precision: 3,
+            });
         }
         let v = ClinicalEvent::Referral(e).validate(&ctx);
         assert_eq!(v.len(), 1, "{v:#?}");
-        assert_eq!((v[0].code.as_str(), v[0].severity), ("insurance_card.validity", Severity::Warning));
+        assert_eq!(
+            (v[0].code.as_str(), v[0].severity),
+            ("insurance_card.validity", Severity::Warning)
+        );
     }
 }

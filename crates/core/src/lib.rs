@@ -13,7 +13,9 @@ pub mod validation;
 
 pub use datetime::{Precision, XmlDateTime};
 pub use event::ClinicalEvent;
-pub use ids::{CitizenId, FacilityCode, Icd10Code, IdError, InsuranceCardNo, PersonId, PractitionerLicence};
+pub use ids::{
+    CitizenId, FacilityCode, Icd10Code, IdError, InsuranceCardNo, PersonId, PractitionerLicence,
+};
 pub use province::{Province, ProvinceCode};
 pub use pseudonym::{PatientKey, PatientKeyer, PseudonymError};
 pub use routing::DocumentKind;

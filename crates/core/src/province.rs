@@ -55,7 +55,9 @@ impl fmt::Display for ProvinceCode {
 }
 
 fn rows(tsv: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
-    tsv.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| l.split('\t').collect())
+    tsv.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split('\t').collect())
 }
 
 struct Tables {
@@ -71,11 +73,23 @@ fn tables() -> &'static Tables {
             .map(|r| Province {
                 code: r[0],
                 name: r.get(1).copied().unwrap_or(""),
-                merged: r.get(2).map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+                merged: r
+                    .get(2)
+                    .map(|m| {
+                        m.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
-        old: rows(OLD_TSV).map(|r| (r[0], r.get(1).copied().unwrap_or(""))).collect(),
-        mapping: rows(MAPPING_TSV).map(|r| (r[0], r.get(1).copied().unwrap_or(""))).collect(),
+        old: rows(OLD_TSV)
+            .map(|r| (r[0], r.get(1).copied().unwrap_or("")))
+            .collect(),
+        mapping: rows(MAPPING_TSV)
+            .map(|r| (r[0], r.get(1).copied().unwrap_or("")))
+            .collect(),
     })
 }
 
@@ -93,7 +107,11 @@ impl Province {
 
 /// Name of a pre-2025 province, if `code` is one of the 63.
 pub fn old_province_name(code: &str) -> Option<&'static str> {
-    tables().old.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+    tables()
+        .old
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, n)| *n)
 }
 
 /// The 63 pre-2025 codes.
@@ -117,21 +135,32 @@ mod tests {
     fn there_are_63_old_and_34_current_units_each_named() {
         assert_eq!(old_codes().count(), 63);
         assert_eq!(Province::all_current().len(), 34);
-        assert!(Province::all_current().iter().all(|p| !p.name.is_empty() && p.code.len() == 2));
+        assert!(
+            Province::all_current()
+                .iter()
+                .all(|p| !p.name.is_empty() && p.code.len() == 2)
+        );
     }
 
     #[test]
     fn every_old_code_maps_to_one_current_unit() {
         for old in old_codes() {
             let new = to_current(old).unwrap_or_else(|| panic!("{old} unmapped"));
-            assert!(Province::current(new.as_str()).is_some(), "{old} -> {new} is not a current unit");
+            assert!(
+                Province::current(new.as_str()).is_some(),
+                "{old} -> {new} is not a current unit"
+            );
         }
     }
 
     #[test]
     fn every_current_unit_kept_a_predecessor_code() {
         for p in Province::all_current() {
-            assert!(old_province_name(p.code).is_some(), "{} is not an old code", p.code);
+            assert!(
+                old_province_name(p.code).is_some(),
+                "{} is not an old code",
+                p.code
+            );
             assert_eq!(to_current(p.code).map(|c| c.0), Some(p.code.to_owned()));
         }
     }

@@ -42,20 +42,34 @@ pub struct PatientKeyer {
 
 impl fmt::Debug for PatientKeyer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PatientKeyer").field("key_id", &self.key_id).field("secret", &"<redacted>").finish()
+        f.debug_struct("PatientKeyer")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
 impl PatientKeyer {
     /// Builds a keyer from a key id and at least 32 secret bytes.
     pub fn new(key_id: &str, secret: &[u8]) -> Result<Self, PseudonymError> {
-        if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            return Err(PseudonymError::Invalid("key id must be non-empty letters, digits, '-', '_' or '.'"));
+        if key_id.is_empty()
+            || !key_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(PseudonymError::Invalid(
+                "key id must be non-empty letters, digits, '-', '_' or '.'",
+            ));
         }
         if secret.len() < 32 {
-            return Err(PseudonymError::Invalid("secret must be at least 32 bytes (64 hex characters)"));
+            return Err(PseudonymError::Invalid(
+                "secret must be at least 32 bytes (64 hex characters)",
+            ));
         }
-        Ok(Self { key_id: key_id.to_owned(), secret: secret.to_vec() })
+        Ok(Self {
+            key_id: key_id.to_owned(),
+            secret: secret.to_vec(),
+        })
     }
 
     /// Parses `<key-id>:<hex secret>` as found in the env var or key file.
@@ -64,8 +78,11 @@ impl PatientKeyer {
         if text.is_empty() {
             return Err(PseudonymError::Missing);
         }
-        let (id, hex_secret) = text.split_once(':').ok_or(PseudonymError::Invalid("expected `<key-id>:<hex secret>`"))?;
-        let secret = hex::decode(hex_secret.trim()).map_err(|_| PseudonymError::Invalid("secret is not hexadecimal"))?;
+        let (id, hex_secret) = text
+            .split_once(':')
+            .ok_or(PseudonymError::Invalid("expected `<key-id>:<hex secret>`"))?;
+        let secret = hex::decode(hex_secret.trim())
+            .map_err(|_| PseudonymError::Invalid("secret is not hexadecimal"))?;
         Self::new(id.trim(), &secret)
     }
 
@@ -78,9 +95,13 @@ impl PatientKeyer {
     pub fn key_for(&self, person: &PersonId) -> PatientKey {
         // HMAC is defined for keys of every length (RFC 2104), so this cannot fail.
         #[allow(clippy::expect_used)]
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(person.normalized().as_bytes());
-        PatientKey { value: hex::encode(mac.finalize().into_bytes()), key_id: self.key_id.clone() }
+        PatientKey {
+            value: hex::encode(mac.finalize().into_bytes()),
+            key_id: self.key_id.clone(),
+        }
     }
 }
 
@@ -111,9 +132,22 @@ mod tests {
 
     #[test]
     fn parse_errors_are_clear() {
-        assert_eq!(PatientKeyer::parse("").unwrap_err(), PseudonymError::Missing);
-        assert!(PatientKeyer::parse("nocolon").unwrap_err().to_string().contains("<key-id>"));
-        assert!(PatientKeyer::parse("k1:abcd").unwrap_err().to_string().contains("32 bytes"));
+        assert_eq!(
+            PatientKeyer::parse("").unwrap_err(),
+            PseudonymError::Missing
+        );
+        assert!(
+            PatientKeyer::parse("nocolon")
+                .unwrap_err()
+                .to_string()
+                .contains("<key-id>")
+        );
+        assert!(
+            PatientKeyer::parse("k1:abcd")
+                .unwrap_err()
+                .to_string()
+                .contains("32 bytes")
+        );
         assert!(PatientKeyer::parse("k1:zz").is_err());
         let ok = PatientKeyer::parse(&format!("k2026:{}", "ab".repeat(32))).expect("valid");
         assert!(!format!("{ok:?}").contains("abab"));

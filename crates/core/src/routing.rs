@@ -72,8 +72,11 @@ fn region_of_patient(patient: Option<&Patient>) -> Option<ProvinceCode> {
 pub fn referral_regions(e: &ReferralEvent) -> BTreeSet<ProvinceCode> {
     let slip = e.slip.as_ref();
     [
-        e.header.as_ref().and_then(|h| region_of_facility(&h.source_facility_code)),
-        slip.and_then(|s| s.receiving.as_ref()).and_then(|f| region_of_facility(&f.code)),
+        e.header
+            .as_ref()
+            .and_then(|h| region_of_facility(&h.source_facility_code)),
+        slip.and_then(|s| s.receiving.as_ref())
+            .and_then(|f| region_of_facility(&f.code)),
         region_of_patient(slip.and_then(|s| s.patient.as_ref())),
     ]
     .into_iter()
@@ -84,7 +87,9 @@ pub fn referral_regions(e: &ReferralEvent) -> BTreeSet<ProvinceCode> {
 /// Regions of an appointment: the source facility's and the patient's.
 pub fn appointment_regions(e: &AppointmentEvent) -> BTreeSet<ProvinceCode> {
     [
-        e.header.as_ref().and_then(|h| region_of_facility(&h.source_facility_code)),
+        e.header
+            .as_ref()
+            .and_then(|h| region_of_facility(&h.source_facility_code)),
         region_of_patient(e.appointment.as_ref().and_then(|a| a.patient.as_ref())),
     ]
     .into_iter()
@@ -95,7 +100,9 @@ pub fn appointment_regions(e: &AppointmentEvent) -> BTreeSet<ProvinceCode> {
 /// Regions of a lab report: the source facility's and the patient's.
 pub fn lab_result_regions(e: &LabResultEvent) -> BTreeSet<ProvinceCode> {
     [
-        e.header.as_ref().and_then(|h| region_of_facility(&h.source_facility_code)),
+        e.header
+            .as_ref()
+            .and_then(|h| region_of_facility(&h.source_facility_code)),
         region_of_patient(e.report.as_ref().and_then(|r| r.patient.as_ref())),
     ]
     .into_iter()
@@ -111,14 +118,26 @@ mod tests {
     #[test]
     fn a_referral_interests_sender_receiver_and_residence_regions() {
         let e = ReferralEvent {
-            header: Some(EventHeader { source_facility_code: "74001".into(), ..Default::default() }),
+            header: Some(EventHeader {
+                source_facility_code: "74001".into(),
+                ..Default::default()
+            }),
             slip: Some(ReferralSlip {
-                receiving: Some(FacilityRef { code: "01001".into(), name: String::new() }),
-                patient: Some(Patient { residence_province_code: "95".into(), ..Default::default() }),
+                receiving: Some(FacilityRef {
+                    code: "01001".into(),
+                    name: String::new(),
+                }),
+                patient: Some(Patient {
+                    residence_province_code: "95".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         };
-        let regions: Vec<_> = referral_regions(&e).into_iter().map(|r| r.to_string()).collect();
+        let regions: Vec<_> = referral_regions(&e)
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
         assert_eq!(regions, ["01", "79", "96"]);
     }
 

@@ -45,34 +45,72 @@ impl SecurityProtocol {
 #[derive(Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Comma-separated bootstrap servers.
-    #[arg(long = "kafka-bootstrap", env = "LIENTHONG_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    #[arg(
+        long = "kafka-bootstrap",
+        env = "LIENTHONG_KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
     pub bootstrap: String,
     /// Security protocol.
-    #[arg(long = "kafka-security-protocol", env = "LIENTHONG_KAFKA_SECURITY_PROTOCOL", value_enum, default_value = "plaintext", global = true)]
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "LIENTHONG_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext",
+        global = true
+    )]
     pub security_protocol: SecurityProtocol,
     /// CA bundle (PEM) that signs the brokers' certificates.
     #[arg(long = "kafka-tls-ca", env = "LIENTHONG_KAFKA_TLS_CA", global = true)]
     pub kafka_tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(long = "kafka-tls-cert", env = "LIENTHONG_KAFKA_TLS_CERT", global = true)]
+    #[arg(
+        long = "kafka-tls-cert",
+        env = "LIENTHONG_KAFKA_TLS_CERT",
+        global = true
+    )]
     pub kafka_tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS.
     #[arg(long = "kafka-tls-key", env = "LIENTHONG_KAFKA_TLS_KEY", global = true)]
     pub kafka_tls_key: Option<PathBuf>,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-    #[arg(long = "kafka-sasl-mechanism", env = "LIENTHONG_KAFKA_SASL_MECHANISM", default_value = "SCRAM-SHA-512", global = true)]
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "LIENTHONG_KAFKA_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        global = true
+    )]
     pub sasl_mechanism: String,
     /// SASL user name.
-    #[arg(long = "kafka-sasl-username", env = "LIENTHONG_KAFKA_SASL_USERNAME", global = true)]
+    #[arg(
+        long = "kafka-sasl-username",
+        env = "LIENTHONG_KAFKA_SASL_USERNAME",
+        global = true
+    )]
     pub sasl_username: Option<String>,
     /// SASL password (env only; prefer --kafka-sasl-password-file).
-    #[arg(long = "kafka-sasl-password", env = "LIENTHONG_KAFKA_SASL_PASSWORD", hide_env_values = true, global = true)]
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "LIENTHONG_KAFKA_SASL_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
     pub sasl_password: Option<String>,
     /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
-    #[arg(long = "kafka-sasl-password-file", env = "LIENTHONG_KAFKA_SASL_PASSWORD_FILE", global = true)]
+    #[arg(
+        long = "kafka-sasl-password-file",
+        env = "LIENTHONG_KAFKA_SASL_PASSWORD_FILE",
+        global = true
+    )]
     pub sasl_password_file: Option<PathBuf>,
     /// How long a command waits for the cluster before giving up, in seconds.
-    #[arg(long = "kafka-timeout-secs", env = "LIENTHONG_KAFKA_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long = "kafka-timeout-secs",
+        env = "LIENTHONG_KAFKA_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub timeout_secs: u64,
 }
 
@@ -86,7 +124,10 @@ impl fmt::Debug for KafkaArgs {
             .field("kafka_tls_key", &self.kafka_tls_key)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
-            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("sasl_password_file", &self.sasl_password_file)
             .field("timeout_secs", &self.timeout_secs)
             .finish()
@@ -125,31 +166,42 @@ impl KafkaArgs {
     pub fn client_config(&self) -> Result<ClientConfig> {
         let mut cfg = ClientConfig::new();
         if self.bootstrap.trim().is_empty() {
-            return Err(Error::Config("--kafka-bootstrap is empty; give host:port of at least one broker".into()));
+            return Err(Error::Config(
+                "--kafka-bootstrap is empty; give host:port of at least one broker".into(),
+            ));
         }
         cfg.set("bootstrap.servers", &self.bootstrap)
             .set("security.protocol", self.security_protocol.as_librdkafka())
             .set("client.id", "lienthong")
             // Fail fast instead of the 60 s default when a broker is gone.
             .set("socket.connection.setup.timeout.ms", "5000");
-        let tls_files = [("--kafka-tls-ca", &self.kafka_tls_ca), ("--kafka-tls-cert", &self.kafka_tls_cert), ("--kafka-tls-key", &self.kafka_tls_key)];
-        if !self.security_protocol.uses_tls() {
-            if let Some((flag, _)) = tls_files.iter().find(|(_, v)| v.is_some()) {
+        let tls_files = [
+            ("--kafka-tls-ca", &self.kafka_tls_ca),
+            ("--kafka-tls-cert", &self.kafka_tls_cert),
+            ("--kafka-tls-key", &self.kafka_tls_key),
+        ];
+        if !self.security_protocol.uses_tls()
+            && let Some((flag, _)) = tls_files.iter().find(|(_, v)| v.is_some())
+        {
+            return Err(Error::Config(format!(
+                "{flag} is set but --kafka-security-protocol is {:?}; use ssl or sasl-ssl",
+                self.security_protocol
+            )));
+        }
+        for (flag, path) in tls_files {
+            if let Some(path) = path
+                && !path.is_file()
+            {
                 return Err(Error::Config(format!(
-                    "{flag} is set but --kafka-security-protocol is {:?}; use ssl or sasl-ssl",
-                    self.security_protocol
+                    "{flag} {} is not a readable file",
+                    path.display()
                 )));
             }
         }
-        for (flag, path) in tls_files {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    return Err(Error::Config(format!("{flag} {} is not a readable file", path.display())));
-                }
-            }
-        }
         if self.kafka_tls_cert.is_some() != self.kafka_tls_key.is_some() {
-            return Err(Error::Config("mutual TLS needs both --kafka-tls-cert and --kafka-tls-key".into()));
+            return Err(Error::Config(
+                "mutual TLS needs both --kafka-tls-cert and --kafka-tls-key".into(),
+            ));
         }
         if let Some(ca) = &self.kafka_tls_ca {
             cfg.set("ssl.ca.location", ca.display().to_string());
@@ -160,7 +212,9 @@ impl KafkaArgs {
         }
         if self.security_protocol.uses_sasl() {
             let user = self.sasl_username.as_deref().ok_or_else(|| {
-                Error::Config("SASL needs --kafka-sasl-username (LIENTHONG_KAFKA_SASL_USERNAME)".into())
+                Error::Config(
+                    "SASL needs --kafka-sasl-username (LIENTHONG_KAFKA_SASL_USERNAME)".into(),
+                )
             })?;
             let password = self.sasl_password()?;
             cfg.set("sasl.mechanism", &self.sasl_mechanism)
@@ -168,7 +222,8 @@ impl KafkaArgs {
                 .set("sasl.password", password);
         } else if self.sasl_username.is_some() {
             return Err(Error::Config(
-                "--kafka-sasl-username is set but the security protocol has no SASL; use sasl-ssl".into(),
+                "--kafka-sasl-username is set but the security protocol has no SASL; use sasl-ssl"
+                    .into(),
             ));
         }
         Ok(cfg)
@@ -195,7 +250,11 @@ impl KafkaArgs {
         consumer
             .fetch_metadata(None, self.timeout())
             .map(|_| ())
-            .map_err(|source| Error::Unreachable { bootstrap: self.bootstrap.clone(), timeout: self.timeout(), source })
+            .map_err(|source| Error::Unreachable {
+                bootstrap: self.bootstrap.clone(),
+                timeout: self.timeout(),
+                source,
+            })
     }
 }
 
@@ -253,6 +312,9 @@ mod tests {
         let err = args.probe().expect_err("nothing listens there");
         assert!(started.elapsed() < Duration::from_secs(10));
         let text = err.to_string();
-        assert!(text.contains("127.0.0.1:1") && text.contains("deploy/local/up"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:1") && text.contains("deploy/local/up"),
+            "{text}"
+        );
     }
 }

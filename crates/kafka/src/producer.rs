@@ -38,18 +38,33 @@ impl EventProducer {
             .set("max.in.flight.requests.per.connection", "5")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", delivery_timeout.as_millis().to_string());
+            .set(
+                "message.timeout.ms",
+                delivery_timeout.as_millis().to_string(),
+            );
         let inner: FutureProducer = cfg.create().map_err(Error::Client)?;
         Ok(Self { inner })
     }
 
     /// Sends one keyed message and waits for the broker's acknowledgement.
-    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8], headers: &[(&str, &[u8])]) -> Result<Delivery> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<Delivery> {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (name, value) in headers {
-            owned = owned.insert(Header { key: name, value: Some(*value) });
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(*value),
+            });
         }
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(owned);
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(owned);
         let started = Instant::now();
         // Timeout::Never: a full local queue waits for room (backpressure) rather than failing;
         // message.timeout.ms still bounds the wait for the broker.
@@ -59,11 +74,17 @@ impl EventProducer {
         match result {
             Ok(d) => {
                 metrics::counter!("lienthong_kafka_produced_total", "topic" => topic.to_owned(), "outcome" => "ok").increment(1);
-                Ok(Delivery { partition: d.partition, offset: d.offset })
+                Ok(Delivery {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
             }
             Err((source, _)) => {
                 metrics::counter!("lienthong_kafka_produced_total", "topic" => topic.to_owned(), "outcome" => "error").increment(1);
-                Err(Error::Delivery { topic: topic.to_owned(), source })
+                Err(Error::Delivery {
+                    topic: topic.to_owned(),
+                    source,
+                })
             }
         }
     }
@@ -87,7 +108,10 @@ mod tests {
     async fn a_message_that_cannot_reach_a_broker_fails_instead_of_being_acknowledged() {
         let args = KafkaArgs::local("127.0.0.1:1");
         let producer = EventProducer::new(&args, Duration::from_secs(2)).expect("producer");
-        let err = producer.send("t", b"k", b"v", &[]).await.expect_err("must not be delivered");
+        let err = producer
+            .send("t", b"k", b"v", &[])
+            .await
+            .expect_err("must not be delivered");
         assert!(matches!(err, Error::Delivery { .. }), "{err}");
     }
 }

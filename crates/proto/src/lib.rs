@@ -15,13 +15,22 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// The event-contract .proto sources, by import path, as checked in (what the schema registry
 /// stores). Service APIs (ingest.proto) are not topic schemas and are not listed.
 pub const PROTO_SOURCES: &[(&str, &str)] = &[
-    ("lienthong/v1/common.proto", include_str!("../../../proto/lienthong/v1/common.proto")),
-    ("lienthong/v1/referral.proto", include_str!("../../../proto/lienthong/v1/referral.proto")),
+    (
+        "lienthong/v1/common.proto",
+        include_str!("../../../proto/lienthong/v1/common.proto"),
+    ),
+    (
+        "lienthong/v1/referral.proto",
+        include_str!("../../../proto/lienthong/v1/referral.proto"),
+    ),
     (
         "lienthong/v1/appointment.proto",
         include_str!("../../../proto/lienthong/v1/appointment.proto"),
     ),
-    ("lienthong/v1/lab_result.proto", include_str!("../../../proto/lienthong/v1/lab_result.proto")),
+    (
+        "lienthong/v1/lab_result.proto",
+        include_str!("../../../proto/lienthong/v1/lab_result.proto"),
+    ),
 ];
 
 #[cfg(test)]
@@ -56,10 +65,14 @@ mod tests {
 
     #[test]
     fn descriptor_set_lists_every_contract_file() {
-        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).expect("valid");
+        let set =
+            prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).expect("valid");
         let names: Vec<_> = set.file.iter().filter_map(|f| f.name.clone()).collect();
         for (path, _) in super::PROTO_SOURCES {
-            assert!(names.iter().any(|n| n == path), "{path} missing from {names:?}");
+            assert!(
+                names.iter().any(|n| n == path),
+                "{path} missing from {names:?}"
+            );
         }
     }
 }

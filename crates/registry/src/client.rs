@@ -49,7 +49,11 @@ impl RegistryClient {
             .timeout(args.timeout())
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { http, base: args.base()?, credentials: args.credentials()? })
+        Ok(Self {
+            http,
+            base: args.base()?,
+            credentials: args.credentials()?,
+        })
     }
 
     /// Base URL of the Confluent API.
@@ -57,55 +61,119 @@ impl RegistryClient {
         &self.base
     }
 
-    async fn call(&self, method: reqwest::Method, url: String, body: Option<Value>, what: &str) -> Result<(u16, Value)> {
-        let mut req = self.http.request(method, &url).header("Accept", CONTENT_TYPE);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("Accept", CONTENT_TYPE);
         if let Some((user, password)) = &self.credentials {
             req = req.basic_auth(user, Some(password));
         }
         if let Some(body) = body {
-            req = req.header("Content-Type", CONTENT_TYPE).body(body.to_string());
+            req = req
+                .header("Content-Type", CONTENT_TYPE)
+                .body(body.to_string());
         }
-        let resp = req.send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        let resp = req.send().await.map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|source| Error::Unreachable { url, source })?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|source| Error::Unreachable { url, source })?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
             Ok((status, value))
         } else {
-            Err(Error::Refused { what: what.to_owned(), status, message: registry_message(&value) })
+            Err(Error::Refused {
+                what: what.to_owned(),
+                status,
+                message: registry_message(&value),
+            })
         }
     }
 
     /// Sets the subject's compatibility level (e.g. `BACKWARD`).
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<()> {
         let url = format!("{}/config/{}", self.base, subject_path(subject));
-        self.call(reqwest::Method::PUT, url, Some(json!({ "compatibility": level })), &format!("setting compatibility of {subject}")).await?;
+        self.call(
+            reqwest::Method::PUT,
+            url,
+            Some(json!({ "compatibility": level })),
+            &format!("setting compatibility of {subject}"),
+        )
+        .await?;
         Ok(())
     }
 
     /// The subject's compatibility level, if one is set.
     pub async fn compatibility(&self, subject: &str) -> Result<Option<String>> {
         let url = format!("{}/config/{}", self.base, subject_path(subject));
-        match self.call(reqwest::Method::GET, url, None, &format!("reading compatibility of {subject}")).await {
-            Ok((_, v)) => Ok(v.get("compatibilityLevel").or_else(|| v.get("compatibility")).and_then(Value::as_str).map(str::to_owned)),
+        match self
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                &format!("reading compatibility of {subject}"),
+            )
+            .await
+        {
+            Ok((_, v)) => Ok(v
+                .get("compatibilityLevel")
+                .or_else(|| v.get("compatibility"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)),
             Err(Error::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Registers a protobuf schema (no-op if identical to an existing version); returns its id.
-    pub async fn register(&self, subject: &str, schema: &str, references: &[Reference]) -> Result<u32> {
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<u32> {
         let url = format!("{}/subjects/{}/versions", self.base, subject_path(subject));
         let body = json!({ "schemaType": "PROTOBUF", "schema": schema, "references": references });
-        let (_, v) = self.call(reqwest::Method::POST, url, Some(body), &format!("registering {subject}")).await?;
+        let (_, v) = self
+            .call(
+                reqwest::Method::POST,
+                url,
+                Some(body),
+                &format!("registering {subject}"),
+            )
+            .await?;
         id_of(&v, subject)
     }
 
     /// Finds the version of `subject` holding exactly this schema: (id, version).
-    pub async fn lookup(&self, subject: &str, schema: &str, references: &[Reference]) -> Result<Option<(u32, u32)>> {
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<Option<(u32, u32)>> {
         let url = format!("{}/subjects/{}", self.base, subject_path(subject));
         let body = json!({ "schemaType": "PROTOBUF", "schema": schema, "references": references });
-        match self.call(reqwest::Method::POST, url, Some(body), &format!("looking up {subject}")).await {
+        match self
+            .call(
+                reqwest::Method::POST,
+                url,
+                Some(body),
+                &format!("looking up {subject}"),
+            )
+            .await
+        {
             Ok((_, v)) => {
                 let version = v.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
                 Ok(Some((id_of(&v, subject)?, version)))
@@ -117,14 +185,29 @@ impl RegistryClient {
 
     /// All subjects.
     pub async fn subjects(&self) -> Result<Vec<String>> {
-        let (_, v) = self.call(reqwest::Method::GET, format!("{}/subjects", self.base), None, "listing subjects").await?;
+        let (_, v) = self
+            .call(
+                reqwest::Method::GET,
+                format!("{}/subjects", self.base),
+                None,
+                "listing subjects",
+            )
+            .await?;
         Ok(serde_json::from_value(v).unwrap_or_default())
     }
 
     /// Versions of a subject (empty if it does not exist).
     pub async fn versions(&self, subject: &str) -> Result<Vec<u32>> {
         let url = format!("{}/subjects/{}/versions", self.base, subject_path(subject));
-        match self.call(reqwest::Method::GET, url, None, &format!("listing versions of {subject}")).await {
+        match self
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                &format!("listing versions of {subject}"),
+            )
+            .await
+        {
             Ok((_, v)) => Ok(serde_json::from_value(v).unwrap_or_default()),
             Err(Error::Refused { status: 404, .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -133,8 +216,19 @@ impl RegistryClient {
 
     /// The schema id of a subject's version.
     pub async fn version_id(&self, subject: &str, version: u32) -> Result<u32> {
-        let url = format!("{}/subjects/{}/versions/{version}", self.base, subject_path(subject));
-        let (_, v) = self.call(reqwest::Method::GET, url, None, &format!("reading {subject} version {version}")).await?;
+        let url = format!(
+            "{}/subjects/{}/versions/{version}",
+            self.base,
+            subject_path(subject)
+        );
+        let (_, v) = self
+            .call(
+                reqwest::Method::GET,
+                url,
+                None,
+                &format!("reading {subject} version {version}"),
+            )
+            .await?;
         id_of(&v, subject)
     }
 
@@ -144,16 +238,44 @@ impl RegistryClient {
     /// schema references in compatibility checks (it answers 422 "Syntax violation"), so for an
     /// Apicurio URL the check falls back to Apicurio's own API with `dryRun=true`, which runs
     /// the same compatibility rule that registration would, without creating anything.
-    pub async fn check(&self, subject: &str, schema: &str, references: &[Reference]) -> Result<Compatibility> {
+    pub async fn check(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<Compatibility> {
         if self.versions(subject).await?.is_empty() {
-            return Ok(Compatibility { compatible: true, messages: vec![format!("{subject} does not exist yet; the first version is always accepted")] });
+            return Ok(Compatibility {
+                compatible: true,
+                messages: vec![format!(
+                    "{subject} does not exist yet; the first version is always accepted"
+                )],
+            });
         }
-        let url = format!("{}/compatibility/subjects/{}/versions/latest?verbose=true", self.base, subject_path(subject));
+        let url = format!(
+            "{}/compatibility/subjects/{}/versions/latest?verbose=true",
+            self.base,
+            subject_path(subject)
+        );
         let body = json!({ "schemaType": "PROTOBUF", "schema": schema, "references": references });
-        match self.call(reqwest::Method::POST, url, Some(body), &format!("checking {subject}")).await {
+        match self
+            .call(
+                reqwest::Method::POST,
+                url,
+                Some(body),
+                &format!("checking {subject}"),
+            )
+            .await
+        {
             Ok((_, v)) => Ok(Compatibility {
-                compatible: v.get("is_compatible").and_then(Value::as_bool).unwrap_or(false),
-                messages: v.get("messages").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default(),
+                compatible: v
+                    .get("is_compatible")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                messages: v
+                    .get("messages")
+                    .and_then(|m| serde_json::from_value(m.clone()).ok())
+                    .unwrap_or_default(),
             }),
             Err(Error::Refused { status: 422, .. }) if self.base.ends_with("/apis/ccompat/v7") => {
                 self.apicurio_dry_run(subject, schema, references).await
@@ -162,47 +284,85 @@ impl RegistryClient {
         }
     }
 
-    async fn apicurio_dry_run(&self, subject: &str, schema: &str, references: &[Reference]) -> Result<Compatibility> {
+    async fn apicurio_dry_run(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<Compatibility> {
         let root = self.base.trim_end_matches("/ccompat/v7");
-        let url = format!("{root}/registry/v3/groups/default/artifacts/{}/versions?dryRun=true", subject_path(subject));
+        let url = format!(
+            "{root}/registry/v3/groups/default/artifacts/{}/versions?dryRun=true",
+            subject_path(subject)
+        );
         let refs: Vec<Value> = references
             .iter()
             .map(|r| json!({ "groupId": "default", "artifactId": r.subject, "version": r.version.to_string(), "name": r.name }))
             .collect();
         let body = json!({ "content": { "content": schema, "contentType": "application/x-protobuf", "references": refs } });
-        let mut req = self.http.post(&url).header("Content-Type", "application/json").body(body.to_string());
+        let mut req = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
         if let Some((user, password)) = &self.credentials {
             req = req.basic_auth(user, Some(password));
         }
-        let resp = req.send().await.map_err(|source| Error::Unreachable { url: url.clone(), source })?;
+        let resp = req.send().await.map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
         let status = resp.status().as_u16();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         match status {
-            200..=299 => Ok(Compatibility { compatible: true, messages: Vec::new() }),
+            200..=299 => Ok(Compatibility {
+                compatible: true,
+                messages: Vec::new(),
+            }),
             400 | 409 => {
                 let causes: Vec<String> = value
                     .get("causes")
                     .and_then(Value::as_array)
                     .map(|c| {
                         c.iter()
-                            .map(|c| format!("{} at {}", c.get("description").and_then(Value::as_str).unwrap_or("?"), c.get("context").and_then(Value::as_str).unwrap_or("?")))
+                            .map(|c| {
+                                format!(
+                                    "{} at {}",
+                                    c.get("description").and_then(Value::as_str).unwrap_or("?"),
+                                    c.get("context").and_then(Value::as_str).unwrap_or("?")
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                let messages = if causes.is_empty() { vec![registry_message(&value)] } else { causes };
-                Ok(Compatibility { compatible: false, messages })
+                let messages = if causes.is_empty() {
+                    vec![registry_message(&value)]
+                } else {
+                    causes
+                };
+                Ok(Compatibility {
+                    compatible: false,
+                    messages,
+                })
             }
-            _ => Err(Error::Refused { what: format!("dry-run registration of {subject}"), status, message: registry_message(&value) }),
+            _ => Err(Error::Refused {
+                what: format!("dry-run registration of {subject}"),
+                status,
+                message: registry_message(&value),
+            }),
         }
     }
 }
 
 fn id_of(v: &Value, subject: &str) -> Result<u32> {
-    v.get("id").and_then(Value::as_u64).map(|id| id as u32).ok_or_else(|| Error::Refused {
-        what: format!("answer for {subject}"),
-        status: 200,
-        message: format!("no schema id in {v}"),
-    })
+    v.get("id")
+        .and_then(Value::as_u64)
+        .map(|id| id as u32)
+        .ok_or_else(|| Error::Refused {
+            what: format!("answer for {subject}"),
+            status: 200,
+            message: format!("no schema id in {v}"),
+        })
 }
 
 fn registry_message(v: &Value) -> String {

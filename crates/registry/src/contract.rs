@@ -37,7 +37,15 @@ impl ProtoFile {
         self.source
             .lines()
             .filter_map(|l| l.trim().strip_prefix("import "))
-            .filter_map(|rest| rest.trim_start_matches("public ").trim().trim_end_matches(';').trim().strip_prefix('"')?.strip_suffix('"').map(str::to_owned))
+            .filter_map(|rest| {
+                rest.trim_start_matches("public ")
+                    .trim()
+                    .trim_end_matches(';')
+                    .trim()
+                    .strip_prefix('"')?
+                    .strip_suffix('"')
+                    .map(str::to_owned)
+            })
             .filter(|p| !p.starts_with("google/protobuf/"))
             .collect()
     }
@@ -84,7 +92,14 @@ pub struct SchemaSet {
 impl SchemaSet {
     /// The contract compiled into this build.
     pub fn built_in() -> Self {
-        Self::from_files(lienthong_proto::PROTO_SOURCES.iter().map(|(p, s)| ProtoFile { path: (*p).into(), source: (*s).into() }))
+        Self::from_files(
+            lienthong_proto::PROTO_SOURCES
+                .iter()
+                .map(|(p, s)| ProtoFile {
+                    path: (*p).into(),
+                    source: (*s).into(),
+                }),
+        )
     }
 
     /// Files under a proto root (e.g. `proto/`), for checking changed files before deploying.
@@ -92,15 +107,23 @@ impl SchemaSet {
         let mut files = Vec::new();
         for (path, _) in lienthong_proto::PROTO_SOURCES {
             let full = root.join(path);
-            let source = std::fs::read_to_string(&full)
-                .map_err(|e| Error::Proto { path: full.display().to_string(), message: format!("cannot read: {e}") })?;
-            files.push(ProtoFile { path: (*path).into(), source });
+            let source = std::fs::read_to_string(&full).map_err(|e| Error::Proto {
+                path: full.display().to_string(),
+                message: format!("cannot read: {e}"),
+            })?;
+            files.push(ProtoFile {
+                path: (*path).into(),
+                source,
+            });
         }
         Ok(Self::from_files(files))
     }
 
     fn from_files(files: impl IntoIterator<Item = ProtoFile>) -> Self {
-        Self { files: files.into_iter().map(|f| (f.path.clone(), f)).collect(), topics: BTreeMap::new() }
+        Self {
+            files: files.into_iter().map(|f| (f.path.clone(), f)).collect(),
+            topics: BTreeMap::new(),
+        }
     }
 
     /// Registers a kind's schema for another topic (e.g. per-test or per-environment topics).
@@ -119,13 +142,25 @@ impl SchemaSet {
         Ok(order)
     }
 
-    fn visit<'a>(&'a self, path: &str, done: &mut BTreeSet<String>, stack: &mut BTreeSet<String>, order: &mut Vec<&'a ProtoFile>) -> Result<()> {
+    fn visit<'a>(
+        &'a self,
+        path: &str,
+        done: &mut BTreeSet<String>,
+        stack: &mut BTreeSet<String>,
+        order: &mut Vec<&'a ProtoFile>,
+    ) -> Result<()> {
         if done.contains(path) {
             return Ok(());
         }
-        let file = self.files.get(path).ok_or_else(|| Error::Proto { path: path.into(), message: "imported but not part of the contract".into() })?;
+        let file = self.files.get(path).ok_or_else(|| Error::Proto {
+            path: path.into(),
+            message: "imported but not part of the contract".into(),
+        })?;
         if !stack.insert(path.to_owned()) {
-            return Err(Error::Proto { path: path.into(), message: "import cycle".into() });
+            return Err(Error::Proto {
+                path: path.into(),
+                message: "import cycle".into(),
+            });
         }
         for dep in file.imports() {
             self.visit(&dep, done, stack, order)?;
@@ -148,11 +183,21 @@ impl SchemaSet {
             let id = client.register(&subject, &file.source, &refs).await?;
             let version = match client.lookup(&subject, &file.source, &refs).await? {
                 Some((_, v)) => v,
-                None => client.versions(&subject).await?.into_iter().max().unwrap_or(1),
+                None => client
+                    .versions(&subject)
+                    .await?
+                    .into_iter()
+                    .max()
+                    .unwrap_or(1),
             };
             tracing::debug!(%subject, id, version, "schema registered");
             versions.insert(file.path.clone(), (subject.clone(), version));
-            out.push(Registered { created: !before.contains(&version), subject, id, version });
+            out.push(Registered {
+                created: !before.contains(&version),
+                subject,
+                id,
+                version,
+            });
         }
         Ok(out)
     }
@@ -164,7 +209,10 @@ impl SchemaSet {
         for file in self.in_dependency_order()? {
             let subject = file.subject_with(&self.topics);
             let refs = references(file, &versions)?;
-            out.push((subject.clone(), client.check(&subject, &file.source, &refs).await?));
+            out.push((
+                subject.clone(),
+                client.check(&subject, &file.source, &refs).await?,
+            ));
             // Importers are checked against the imported file's latest registered version.
             if let Some(latest) = client.versions(&subject).await?.into_iter().max() {
                 versions.insert(file.path.clone(), (subject, latest));
@@ -174,15 +222,22 @@ impl SchemaSet {
     }
 }
 
-fn references(file: &ProtoFile, versions: &BTreeMap<String, (String, u32)>) -> Result<Vec<Reference>> {
+fn references(
+    file: &ProtoFile,
+    versions: &BTreeMap<String, (String, u32)>,
+) -> Result<Vec<Reference>> {
     file.imports()
         .into_iter()
         .map(|name| {
-            let (subject, version) = versions
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| Error::Proto { path: file.path.clone(), message: format!("import {name} is not registered") })?;
-            Ok(Reference { name, subject, version })
+            let (subject, version) = versions.get(&name).cloned().ok_or_else(|| Error::Proto {
+                path: file.path.clone(),
+                message: format!("import {name} is not registered"),
+            })?;
+            Ok(Reference {
+                name,
+                subject,
+                version,
+            })
         })
         .collect()
 }
@@ -194,9 +249,18 @@ mod tests {
     #[test]
     fn subjects_follow_topic_name_strategy_and_imports_come_first() {
         let set = SchemaSet::built_in();
-        let order: Vec<_> = set.in_dependency_order().expect("acyclic").into_iter().map(|f| f.subject()).collect();
+        let order: Vec<_> = set
+            .in_dependency_order()
+            .expect("acyclic")
+            .into_iter()
+            .map(|f| f.subject())
+            .collect();
         assert_eq!(order[0], "lienthong.v1.common");
-        for s in ["lienthong.referral.v1-value", "lienthong.appointment.v1-value", "lienthong.lab-result.v1-value"] {
+        for s in [
+            "lienthong.referral.v1-value",
+            "lienthong.appointment.v1-value",
+            "lienthong.lab-result.v1-value",
+        ] {
             assert!(order.contains(&s.to_owned()), "{s} missing from {order:?}");
         }
     }

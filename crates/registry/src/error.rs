@@ -7,7 +7,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Network failure reaching the registry.
-    #[error("cannot reach the schema registry at {url}; is it running? locally run `deploy/local/up`, otherwise check --registry-url / LIENTHONG_REGISTRY_URL")]
+    #[error(
+        "cannot reach the schema registry at {url}; is it running? locally run `deploy/local/up`, otherwise check --registry-url / LIENTHONG_REGISTRY_URL"
+    )]
     Unreachable {
         /// URL called.
         url: String,
@@ -57,7 +59,9 @@ pub enum DecodeError {
         origin: String,
     },
     /// First byte is not the Confluent magic byte 0.
-    #[error("{origin}: not Confluent-framed (first byte {found:#04x}, expected 0x00); was it produced without the schema registry?")]
+    #[error(
+        "{origin}: not Confluent-framed (first byte {found:#04x}, expected 0x00); was it produced without the schema registry?"
+    )]
     NoMagicByte {
         /// topic[partition]@offset
         origin: String,
@@ -65,7 +69,9 @@ pub enum DecodeError {
         found: u8,
     },
     /// Shorter than the frame header.
-    #[error("{origin}: truncated frame ({len} bytes; at least 6 needed for magic byte, schema id and message index)")]
+    #[error(
+        "{origin}: truncated frame ({len} bytes; at least 6 needed for magic byte, schema id and message index)"
+    )]
     Truncated {
         /// topic[partition]@offset
         origin: String,
@@ -73,7 +79,9 @@ pub enum DecodeError {
         len: usize,
     },
     /// The registry does not know the schema id.
-    #[error("{origin}: schema id {schema_id} is unknown to the registry; was the message produced against another registry?")]
+    #[error(
+        "{origin}: schema id {schema_id} is unknown to the registry; was the message produced against another registry?"
+    )]
     UnknownSchema {
         /// topic[partition]@offset
         origin: String,
@@ -81,7 +89,9 @@ pub enum DecodeError {
         schema_id: u32,
     },
     /// The schema names a message this build does not know.
-    #[error("{origin}: message type {full_name} (schema id {schema_id}) is not a lienthong event this build can read")]
+    #[error(
+        "{origin}: message type {full_name} (schema id {schema_id}) is not a lienthong event this build can read"
+    )]
     UnknownMessage {
         /// topic[partition]@offset
         origin: String,

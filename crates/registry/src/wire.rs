@@ -25,11 +25,14 @@ pub struct Decoded {
 impl Decoded {
     /// The lienthong event the payload holds.
     pub fn event(&self, origin: &str) -> Result<ClinicalEvent, DecodeError> {
-        let kind = DocumentKind::ALL.into_iter().find(|k| k.message_name() == self.full_name).ok_or_else(|| DecodeError::UnknownMessage {
-            origin: origin.to_owned(),
-            schema_id: self.schema_id,
-            full_name: self.full_name.clone(),
-        })?;
+        let kind = DocumentKind::ALL
+            .into_iter()
+            .find(|k| k.message_name() == self.full_name)
+            .ok_or_else(|| DecodeError::UnknownMessage {
+                origin: origin.to_owned(),
+                schema_id: self.schema_id,
+                full_name: self.full_name.clone(),
+            })?;
         ClinicalEvent::decode(kind, &self.payload).map_err(|e| DecodeError::Payload {
             origin: origin.to_owned(),
             full_name: self.full_name.clone(),
@@ -52,8 +55,13 @@ impl WireCodec {
         if let Some((user, password)) = args.credentials()? {
             builder.set_basic_authorization(&user, Some(&password));
         }
-        let settings = builder.build().map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
-        Ok(Self { encoder: ProtoRawEncoder::new(settings.clone()), decoder: ProtoRawDecoder::new(settings) })
+        let settings = builder
+            .build()
+            .map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
+        Ok(Self {
+            encoder: ProtoRawEncoder::new(settings.clone()),
+            decoder: ProtoRawDecoder::new(settings),
+        })
     }
 
     /// Frames an encoded event for its standard topic (subject `<topic>-value`).
@@ -62,51 +70,91 @@ impl WireCodec {
     }
 
     /// Frames an encoded event for `topic` (TopicNameStrategy: subject `<topic>-value`).
-    pub async fn encode_for(&self, kind: DocumentKind, topic: &str, payload: &[u8]) -> Result<Vec<u8>> {
+    pub async fn encode_for(
+        &self,
+        kind: DocumentKind,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        let framed = self.encoder.encode(payload, kind.message_name(), strategy).await.map_err(|e| {
-            // Failures are cached by the converter; clear them so a later call can succeed
-            // once the schema is registered.
-            self.encoder.remove_errors_from_cache();
-            Error::Encode {
-                topic: topic.to_owned(),
-                message_name: kind.message_name().to_owned(),
-                message: format!("{}; register the schemas with `lienthong schemas register`", e.error),
-            }
-        })?;
+        let framed = self
+            .encoder
+            .encode(payload, kind.message_name(), strategy)
+            .await
+            .map_err(|e| {
+                // Failures are cached by the converter; clear them so a later call can succeed
+                // once the schema is registered.
+                self.encoder.remove_errors_from_cache();
+                Error::Encode {
+                    topic: topic.to_owned(),
+                    message_name: kind.message_name().to_owned(),
+                    message: format!(
+                        "{}; register the schemas with `lienthong schemas register`",
+                        e.error
+                    ),
+                }
+            })?;
         Ok(framed)
     }
 
     /// Removes the frame of a message read from `topic[partition]@offset`.
-    pub async fn decode(&self, bytes: Option<&[u8]>, topic: &str, partition: i32, offset: i64) -> Result<Decoded, DecodeError> {
+    pub async fn decode(
+        &self,
+        bytes: Option<&[u8]>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
         let origin = format!("{topic}[{partition}]@{offset}");
         let bytes = match bytes {
             Some(b) if !b.is_empty() => b,
             _ => return Err(DecodeError::Empty { origin }),
         };
         if bytes[0] != 0 {
-            return Err(DecodeError::NoMagicByte { origin, found: bytes[0] });
+            return Err(DecodeError::NoMagicByte {
+                origin,
+                found: bytes[0],
+            });
         }
         if bytes.len() < 6 {
-            return Err(DecodeError::Truncated { origin, len: bytes.len() });
+            return Err(DecodeError::Truncated {
+                origin,
+                len: bytes.len(),
+            });
         }
         let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         match self.decoder.decode(Some(bytes)).await {
-            Ok(Some(r)) => Ok(Decoded { schema_id, full_name: r.full_name.to_string(), payload: r.bytes }),
+            Ok(Some(r)) => Ok(Decoded {
+                schema_id,
+                full_name: r.full_name.to_string(),
+                payload: r.bytes,
+            }),
             Ok(None) => Err(DecodeError::Empty { origin }),
             Err(e) => {
                 let text = e.error.clone();
                 let cause = e.cause.clone().unwrap_or_default();
-                let unknown = [&text, &cause].iter().any(|t| t.contains("404") || t.contains("not found") || t.contains("40403"));
+                let unknown = [&text, &cause]
+                    .iter()
+                    .any(|t| t.contains("404") || t.contains("not found") || t.contains("40403"));
                 if e.retriable {
                     self.decoder.remove_errors_from_cache();
                 }
                 if unknown {
                     Err(DecodeError::UnknownSchema { origin, schema_id })
                 } else if text.contains("index") || cause.contains("index") {
-                    Err(DecodeError::Truncated { origin, len: bytes.len() })
+                    Err(DecodeError::Truncated {
+                        origin,
+                        len: bytes.len(),
+                    })
                 } else {
-                    Err(DecodeError::Registry { origin, message: if cause.is_empty() { text } else { format!("{text}: {cause}") } })
+                    Err(DecodeError::Registry {
+                        origin,
+                        message: if cause.is_empty() {
+                            text
+                        } else {
+                            format!("{text}: {cause}")
+                        },
+                    })
                 }
             }
         }

@@ -11,7 +11,9 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The log filter could not be parsed.
-    #[error("invalid log filter {filter:?}: {source}; use RUST_LOG syntax such as `info,lienthong=debug`")]
+    #[error(
+        "invalid log filter {filter:?}: {source}; use RUST_LOG syntax such as `info,lienthong=debug`"
+    )]
     Filter {
         /// The filter as given.
         filter: String,
@@ -22,7 +24,9 @@ pub enum Error {
     #[error("telemetry was already initialised in this process")]
     AlreadyInitialised,
     /// The Prometheus listener could not start.
-    #[error("cannot serve Prometheus metrics on {addr}: {message}; pick a free port with --metrics-addr")]
+    #[error(
+        "cannot serve Prometheus metrics on {addr}: {message}; pick a free port with --metrics-addr"
+    )]
     Metrics {
         /// Address asked for.
         addr: SocketAddr,
@@ -47,7 +51,13 @@ pub struct TelemetryArgs {
     #[arg(long = "log", env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,
     /// Log format.
-    #[arg(long, env = "LIENTHONG_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "LIENTHONG_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Address of the Prometheus /metrics endpoint; unset means no endpoint.
     #[arg(long, env = "LIENTHONG_METRICS_ADDR", global = true)]
@@ -57,13 +67,23 @@ pub struct TelemetryArgs {
 /// Installs the global tracing subscriber (logs go to stderr) and, when asked, the Prometheus
 /// exporter. Must be called from within a Tokio runtime when `metrics_addr` is set.
 pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
-    let filter = EnvFilter::try_new(&args.log_filter)
-        .map_err(|source| Error::Filter { filter: args.log_filter.clone(), source })?;
+    let filter = EnvFilter::try_new(&args.log_filter).map_err(|source| Error::Filter {
+        filter: args.log_filter.clone(),
+        source,
+    })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match args.log_format {
-        LogFormat::Pretty => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     result.map_err(|_| Error::AlreadyInitialised)?;
@@ -78,9 +98,38 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| Error::Metrics { addr, message: e.to_string() })?;
+        .map_err(|e| Error::Metrics {
+            addr,
+            message: e.to_string(),
+        })?;
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     Ok(())
+}
+
+/// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
+/// with its causes (`{:#}`), and turns into a failing exit code.
+pub fn run_main<F, E>(main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<std::process::ExitCode, E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,14 +150,19 @@ mod tests {
     #[tokio::test]
     async fn prometheus_endpoint_serves_recorded_metrics() {
         use std::io::{Read, Write};
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         serve_metrics(addr).expect("exporter starts");
         metrics::counter!("lienthong_test_events_total", "outcome" => "accepted").increment(3);
         let body = tokio::task::spawn_blocking(move || {
             for _ in 0..50 {
                 if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-                    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+                    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                        .expect("write");
                     let mut body = String::new();
                     s.read_to_string(&mut body).expect("read");
                     return body;
@@ -119,6 +173,9 @@ mod tests {
         })
         .await
         .expect("join");
-        assert!(body.contains("lienthong_test_events_total{outcome=\"accepted\"} 3"), "{body}");
+        assert!(
+            body.contains("lienthong_test_events_total{outcome=\"accepted\"} 3"),
+            "{body}"
+        );
     }
 }

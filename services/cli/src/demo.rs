@@ -38,7 +38,11 @@ struct Sent {
     kind: DocumentKind,
 }
 
-pub async fn run(args: DemoArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: DemoArgs,
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+) -> anyhow::Result<ExitCode> {
     let keyer = args.key.load()?;
     kafka.probe()?;
     let codec = WireCodec::new(registry)?;
@@ -51,7 +55,14 @@ pub async fn run(args: DemoArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
         let mut event = generator.any(i);
         let violations = event.validate(&ctx);
         if has_errors(&violations) {
-            bail!("generated event {i} is invalid: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+            bail!(
+                "generated event {i} is invalid: {}",
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
         let person = PersonId::parse(event.patient().map(|p| p.citizen_id.as_str()).unwrap_or(""))?;
         let key = keyer.key_for(&person);
@@ -73,10 +84,15 @@ pub async fn run(args: DemoArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
             // Confluent framing: any registry-aware client in any language can decode it.
             let framed = codec.encode(kind, &event.encode_to_vec()).await?;
             let delivery = producer
-                .send(kind.topic(), header.patient_key.as_bytes(), &framed, &[
-                    ("lienthong-event-id", header.event_id.as_bytes()),
-                    ("lienthong-message-type", kind.message_name().as_bytes()),
-                ])
+                .send(
+                    kind.topic(),
+                    header.patient_key.as_bytes(),
+                    &framed,
+                    &[
+                        ("lienthong-event-id", header.event_id.as_bytes()),
+                        ("lienthong-message-type", kind.message_name().as_bytes()),
+                    ],
+                )
                 .await?;
             anyhow::Ok((kind, delivery, header.event_id))
         }
@@ -87,34 +103,58 @@ pub async fn run(args: DemoArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
     let mut sent: BTreeMap<(DocumentKind, i32, i64), Sent> = BTreeMap::new();
     for d in deliveries {
         let (kind, delivery, event_id) = d?;
-        sent.insert((kind, delivery.partition, delivery.offset), Sent { event_id, kind });
+        sent.insert(
+            (kind, delivery.partition, delivery.offset),
+            Sent { event_id, kind },
+        );
     }
     let produce_ms = started.elapsed().as_millis();
     let per_kind = |k: DocumentKind| sent.values().filter(|s| s.kind == k).count();
     println!(
         "published {} events ({} referral, {} appointment, {} lab-result) with acks=all in {produce_ms} ms",
-        sent.len(), per_kind(DocumentKind::Referral), per_kind(DocumentKind::Appointment), per_kind(DocumentKind::LabResult)
+        sent.len(),
+        per_kind(DocumentKind::Referral),
+        per_kind(DocumentKind::Appointment),
+        per_kind(DocumentKind::LabResult)
     );
 
     let consumed = read_back(kafka, &codec, &sent, Duration::from_secs(args.wait_secs)).await?;
-    println!("read back {consumed}/{} events from Kafka, decoded through the schema registry and matched by event id", sent.len());
+    println!(
+        "read back {consumed}/{} events from Kafka, decoded through the schema registry and matched by event id",
+        sent.len()
+    );
     if let Some(((kind, partition, offset), s)) = sent.iter().next() {
-        println!("sample: topic={} partition={partition} offset={offset} event_id={}", kind.topic(), s.event_id);
+        println!(
+            "sample: topic={} partition={partition} offset={offset} event_id={}",
+            kind.topic(),
+            s.event_id
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn prost_types_now() -> prost_types::Timestamp {
     let now = time::OffsetDateTime::now_utc();
-    prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: now.nanosecond() as i32 }
+    prost_types::Timestamp {
+        seconds: now.unix_timestamp(),
+        nanos: now.nanosecond() as i32,
+    }
 }
 
 /// Reads exactly the produced offsets back with a consumer assigned to them.
-async fn read_back(kafka: &KafkaArgs, codec: &WireCodec, sent: &BTreeMap<(DocumentKind, i32, i64), Sent>, wait: Duration) -> anyhow::Result<usize> {
+async fn read_back(
+    kafka: &KafkaArgs,
+    codec: &WireCodec,
+    sent: &BTreeMap<(DocumentKind, i32, i64), Sent>,
+    wait: Duration,
+) -> anyhow::Result<usize> {
     let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", format!("lienthong-demo-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+    cfg.set(
+        "group.id",
+        format!("lienthong-demo-{}", uuid::Uuid::new_v4()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.partition.eof", "false");
     let consumer: StreamConsumer = cfg.create().context("cannot create the demo consumer")?;
     let mut starts: HashMap<(DocumentKind, i32), i64> = HashMap::new();
     for (kind, partition, offset) in sent.keys() {
@@ -130,17 +170,36 @@ async fn read_back(kafka: &KafkaArgs, codec: &WireCodec, sent: &BTreeMap<(Docume
     let mut seen = 0usize;
     while seen < sent.len() {
         if Instant::now() > deadline {
-            bail!("only {seen} of {} events came back within {wait:?}; check the broker log", sent.len());
+            bail!(
+                "only {seen} of {} events came back within {wait:?}; check the broker log",
+                sent.len()
+            );
         }
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
+        let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        else {
+            continue;
+        };
         let msg = msg.context("consuming demo events")?;
-        let Some(kind) = DocumentKind::from_topic(msg.topic()) else { continue };
-        let Some(expected) = sent.get(&(kind, msg.partition(), msg.offset())) else { continue };
+        let Some(kind) = DocumentKind::from_topic(msg.topic()) else {
+            continue;
+        };
+        let Some(expected) = sent.get(&(kind, msg.partition(), msg.offset())) else {
+            continue;
+        };
         let origin = format!("{}[{}]@{}", msg.topic(), msg.partition(), msg.offset());
-        let event = codec.decode(msg.payload(), msg.topic(), msg.partition(), msg.offset()).await?.event(&origin)?;
+        let event = codec
+            .decode(msg.payload(), msg.topic(), msg.partition(), msg.offset())
+            .await?
+            .event(&origin)?;
         let got = event.header().map(|h| h.event_id.as_str()).unwrap_or("");
         if got != expected.event_id {
-            bail!("{}[{}]@{} holds event {got}, expected {}", msg.topic(), msg.partition(), msg.offset(), expected.event_id);
+            bail!(
+                "{}[{}]@{} holds event {got}, expected {}",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                expected.event_id
+            );
         }
         seen += 1;
     }

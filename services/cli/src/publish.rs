@@ -27,7 +27,11 @@ pub struct PublishArgs {
     #[arg(long, default_value = "01001")]
     facility: String,
     /// Gateway URL: https://host:port, or http://host:port for a --insecure-dev gateway.
-    #[arg(long, env = "LIENTHONG_GATEWAY_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     gateway: String,
     /// CA (PEM) that signs the gateway's certificate.
     #[arg(long, env = "LIENTHONG_GATEWAY_CA")]
@@ -59,11 +63,14 @@ struct Summary {
 }
 
 async fn connect(args: &PublishArgs) -> anyhow::Result<IngestServiceClient<Channel>> {
-    let mut endpoint = Channel::from_shared(args.gateway.clone()).with_context(|| format!("bad gateway URL {}", args.gateway))?;
+    let mut endpoint = Channel::from_shared(args.gateway.clone())
+        .with_context(|| format!("bad gateway URL {}", args.gateway))?;
     if args.gateway.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(ca) = &args.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?));
+            tls = tls.ca_certificate(Certificate::from_pem(
+                std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+            ));
         }
         if let (Some(c), Some(k)) = (&args.cert, &args.key) {
             tls = tls.identity(Identity::from_pem(std::fs::read(c)?, std::fs::read(k)?));
@@ -74,7 +81,12 @@ async fn connect(args: &PublishArgs) -> anyhow::Result<IngestServiceClient<Chann
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the gateway at {}; is it running? (`deploy/local/up` starts one)", args.gateway))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the gateway at {}; is it running? (`deploy/local/up` starts one)",
+                args.gateway
+            )
+        })?;
     Ok(IngestServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
@@ -95,7 +107,8 @@ fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
             .collect());
     }
     let path = args.file.as_ref().context("give --file or --sample")?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -113,13 +126,23 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         bail!("no events to publish");
     }
     let token = match &args.token_file {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?.trim().to_owned()),
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
         None => None,
     };
     let mut client = connect(&args).await?;
-    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(events.len() as u64) };
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(events.len() as u64)
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -127,26 +150,43 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         let mut pending: Vec<pb::EventEnvelope> = chunk.to_vec();
         let mut attempt = 0;
         while !pending.is_empty() {
-            let mut req = tonic::Request::new(pb::PublishRequest { events: pending.clone(), request_id: String::new() });
+            let mut req = tonic::Request::new(pb::PublishRequest {
+                events: pending.clone(),
+                request_id: String::new(),
+            });
             if let Some(t) = &token {
-                req.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse()?);
             }
             let resp = match client.publish(req).await {
                 Ok(r) => r.into_inner(),
-                Err(s) if s.code() == tonic::Code::ResourceExhausted && attempt < args.max_retries => {
-                    let wait = s.metadata().get("retry-after-ms").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(500);
+                Err(s)
+                    if s.code() == tonic::Code::ResourceExhausted && attempt < args.max_retries =>
+                {
+                    let wait = s
+                        .metadata()
+                        .get("retry-after-ms")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(500);
                     bar.set_message(format!("gateway busy, retrying in {wait} ms"));
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                     attempt += 1;
                     continue;
                 }
-                Err(s) => bail!("gateway refused the request: {:?}: {}", s.code(), s.message()),
+                Err(s) => bail!(
+                    "gateway refused the request: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ),
             };
             let mut retry = Vec::new();
             let mut wait_ms = 0;
             for (env, r) in pending.iter().zip(resp.results) {
                 let outcome = pb::Outcome::try_from(r.outcome).unwrap_or_default();
-                let retryable = matches!(outcome, pb::Outcome::Unavailable | pb::Outcome::ResourceExhausted);
+                let retryable = matches!(
+                    outcome,
+                    pb::Outcome::Unavailable | pb::Outcome::ResourceExhausted
+                );
                 if retryable && attempt < args.max_retries {
                     wait_ms = wait_ms.max(r.retry_after_ms);
                     retry.push(env.clone());
@@ -162,8 +202,21 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                 };
                 *summary.outcomes.entry(name).or_default() += 1;
                 if outcome == pb::Outcome::Rejected && summary.reasons.len() < 10 {
-                    let detail: Vec<String> = r.errors.iter().filter(|e| e.severity == pb::ErrorSeverity::Error as i32).map(|e| format!("{} at {}", e.code, e.path)).collect();
-                    summary.reasons.push(format!("{}: {}", r.event_id, if detail.is_empty() { r.message.clone() } else { detail.join(", ") }));
+                    let detail: Vec<String> = r
+                        .errors
+                        .iter()
+                        .filter(|e| e.severity == pb::ErrorSeverity::Error as i32)
+                        .map(|e| format!("{} at {}", e.code, e.path))
+                        .collect();
+                    summary.reasons.push(format!(
+                        "{}: {}",
+                        r.event_id,
+                        if detail.is_empty() {
+                            r.message.clone()
+                        } else {
+                            detail.join(", ")
+                        }
+                    ));
                 }
                 bar.inc(1);
             }
@@ -176,11 +229,29 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let parts: Vec<String> = summary.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!("published {} events in {secs:.1} s ({:.0}/s): {}", events.len(), events.len() as f64 / secs.max(1e-9), parts.join(", "));
+    let parts: Vec<String> = summary
+        .outcomes
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!(
+        "published {} events in {secs:.1} s ({:.0}/s): {}",
+        events.len(),
+        events.len() as f64 / secs.max(1e-9),
+        parts.join(", ")
+    );
     for r in &summary.reasons {
         println!("  rejected {r}");
     }
-    let failed = summary.outcomes.iter().filter(|(k, _)| !matches!(**k, "accepted" | "duplicate")).map(|(_, v)| v).sum::<usize>();
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let failed = summary
+        .outcomes
+        .iter()
+        .filter(|(k, _)| !matches!(**k, "accepted" | "duplicate"))
+        .map(|(_, v)| v)
+        .sum::<usize>();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -38,9 +38,15 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
     match cmd {
         SchemasCommand::Register(args) => {
             let registered = args.load()?.register(&client).await?;
-            println!("{:<34} {:>7} {:>6}  {}", "SUBJECT", "VERSION", "ID", "");
+            println!("{:<34} {:>7} {:>6}  ", "SUBJECT", "VERSION", "ID");
             for r in &registered {
-                println!("{:<34} {:>7} {:>6}  {}", r.subject, r.version, r.id, if r.created { "registered" } else { "unchanged" });
+                println!(
+                    "{:<34} {:>7} {:>6}  {}",
+                    r.subject,
+                    r.version,
+                    r.id,
+                    if r.created { "registered" } else { "unchanged" }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -58,17 +64,32 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
                 }
             }
             if !ok {
-                eprintln!("error: incompatible schema change; keep field numbers and types, add new fields instead");
+                eprintln!(
+                    "error: incompatible schema change; keep field numbers and types, add new fields instead"
+                );
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         SchemasCommand::List => {
-            println!("{:<34} {:<14} {}", "SUBJECT", "COMPATIBILITY", "VERSIONS (schema ids)");
+            println!(
+                "{:<34} {:<14} VERSIONS (schema ids)",
+                "SUBJECT", "COMPATIBILITY"
+            );
             for subject in client.subjects().await? {
-                let compat = client.compatibility(&subject).await?.unwrap_or_else(|| "(global)".into());
+                let compat = client
+                    .compatibility(&subject)
+                    .await?
+                    .unwrap_or_else(|| "(global)".into());
                 let mut versions = Vec::new();
                 for v in client.versions(&subject).await? {
-                    versions.push(format!("{v} (id {})", client.version_id(&subject, v).await?));
+                    versions.push(format!(
+                        "{v} (id {})",
+                        client.version_id(&subject, v).await?
+                    ));
                 }
                 println!("{:<34} {:<14} {}", subject, compat, versions.join(", "));
             }

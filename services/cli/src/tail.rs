@@ -42,22 +42,41 @@ pub struct TailArgs {
     format: Format,
 }
 
-pub async fn run(args: TailArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: TailArgs,
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+) -> anyhow::Result<ExitCode> {
     kafka.probe()?;
     let codec = WireCodec::new(registry)?;
     let mut cfg = kafka.client_config()?;
     // Reading only: no group membership, no commits (tail must never move anyone's offsets).
-    cfg.set("group.id", "lienthong-tail").set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    cfg.set("group.id", "lienthong-tail")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
     let consumer: StreamConsumer = cfg.create().context("cannot create the tail consumer")?;
     let metadata = consumer.fetch_metadata(Some(&args.topic), kafka.timeout())?;
     let topic = metadata
         .topics()
         .iter()
         .find(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| anyhow::anyhow!("topic {} does not exist; `lienthong topics list` shows the topics", args.topic))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "topic {} does not exist; `lienthong topics list` shows the topics",
+                args.topic
+            )
+        })?;
     let mut tpl = TopicPartitionList::new();
     for p in topic.partitions() {
-        tpl.add_partition_offset(&args.topic, p.id(), if args.from_beginning { Offset::Beginning } else { Offset::End })?;
+        tpl.add_partition_offset(
+            &args.topic,
+            p.id(),
+            if args.from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            },
+        )?;
     }
     consumer.assign(&tpl)?;
 
@@ -68,7 +87,9 @@ pub async fn run(args: TailArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
     tokio::pin!(shutdown);
     while args.max.is_none_or(|m| shown + failed < m) {
         let idle = args.idle_exit_secs.map(Duration::from_secs);
-        let wait = idle.map_or(Duration::from_secs(3600), |i| i.saturating_sub(last.elapsed()));
+        let wait = idle.map_or(Duration::from_secs(3600), |i| {
+            i.saturating_sub(last.elapsed())
+        });
         let msg = tokio::select! {
             _ = &mut shutdown => break,
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
@@ -77,9 +98,14 @@ pub async fn run(args: TailArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
             },
         };
         last = Instant::now();
-        match codec.decode(msg.payload(), msg.topic(), msg.partition(), msg.offset()).await {
+        match codec
+            .decode(msg.payload(), msg.topic(), msg.partition(), msg.offset())
+            .await
+        {
             Ok(decoded) => {
-                let value = json::to_json(&decoded.full_name, &decoded.payload).map_err(|e| anyhow::anyhow!("{}[{}]@{}: {e}", msg.topic(), msg.partition(), msg.offset()))?;
+                let value = json::to_json(&decoded.full_name, &decoded.payload).map_err(|e| {
+                    anyhow::anyhow!("{}[{}]@{}: {e}", msg.topic(), msg.partition(), msg.offset())
+                })?;
                 let out = json!({
                     "topic": msg.topic(),
                     "partition": msg.partition(),
@@ -106,7 +132,11 @@ pub async fn run(args: TailArgs, kafka: &KafkaArgs, registry: &RegistryArgs) -> 
     }
     stdout.flush()?;
     eprintln!("{shown} message(s) shown, {failed} could not be decoded");
-    Ok(if failed > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn text_or_hex(bytes: &[u8]) -> Value {
@@ -120,7 +150,10 @@ fn headers<M: Message>(msg: &M) -> Value {
     let mut map = serde_json::Map::new();
     if let Some(h) = msg.headers() {
         for header in h.iter() {
-            map.insert(header.key.to_owned(), header.value.map_or(Value::Null, text_or_hex));
+            map.insert(
+                header.key.to_owned(),
+                header.value.map_or(Value::Null, text_or_hex),
+            );
         }
     }
     Value::Object(map)

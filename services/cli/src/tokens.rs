@@ -27,9 +27,21 @@ pub enum TokensCommand {
 
 pub fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokensCommand::Issue { facility, key_file, audience, ttl_secs } => {
-            let secret = std::fs::read(&key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
-            let token = lienthong_gateway::identity::issue_token(secret.trim_ascii(), &audience, &facility, ttl_secs).map_err(anyhow::Error::msg)?;
+        TokensCommand::Issue {
+            facility,
+            key_file,
+            audience,
+            ttl_secs,
+        } => {
+            let secret = std::fs::read(&key_file)
+                .with_context(|| format!("cannot read {}", key_file.display()))?;
+            let token = lienthong_gateway::identity::issue_token(
+                secret.trim_ascii(),
+                &audience,
+                &facility,
+                ttl_secs,
+            )
+            .map_err(anyhow::Error::msg)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

@@ -33,7 +33,10 @@ impl SpecArgs {
     fn load(&self) -> anyhow::Result<TopicsSpec> {
         let spec = match &self.spec {
             Some(path) => TopicsSpec::load(path)?,
-            None => TopicsSpec::parse(topics::DEFAULT_SPEC, Path::new("deploy/topics.toml (built in)"))?,
+            None => TopicsSpec::parse(
+                topics::DEFAULT_SPEC,
+                Path::new("deploy/topics.toml (built in)"),
+            )?,
         };
         Ok(spec.with_override(ReplicationOverride {
             replication_factor: self.replication_factor,
@@ -61,13 +64,19 @@ pub async fn run(cmd: TopicsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCo
             let spec = args.load()?;
             let names: Vec<String> = spec.topics.iter().map(|t| t.name.clone()).collect();
             let found = topics::describe(kafka, &names).await?;
-            println!("{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  {}", "TOPIC", "PARTITIONS", "RF", "RETENTION.MS", "CLEANUP", "ISR", "STATUS");
+            println!(
+                "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  STATUS",
+                "TOPIC", "PARTITIONS", "RF", "RETENTION.MS", "CLEANUP", "ISR"
+            );
             let mut drift = false;
             for t in &spec.topics {
                 match found.iter().find(|f| f.name == t.name) {
                     None => {
                         drift = true;
-                        println!("{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  missing (run `lienthong topics apply`)", t.name, "-", "-", "-", "-", "-");
+                        println!(
+                            "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  missing (run `lienthong topics apply`)",
+                            t.name, "-", "-", "-", "-", "-"
+                        );
                     }
                     Some(f) => {
                         let get = |k: &str| f.configs.get(k).map(String::as_str).unwrap_or("?");
@@ -77,13 +86,22 @@ pub async fn run(cmd: TopicsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCo
                         drift |= !matches;
                         println!(
                             "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  {}",
-                            f.name, f.partitions, f.replication_factor, get("retention.ms"), get("cleanup.policy"),
-                            get("min.insync.replicas"), if matches { "ok" } else { "differs from spec" }
+                            f.name,
+                            f.partitions,
+                            f.replication_factor,
+                            get("retention.ms"),
+                            get("cleanup.policy"),
+                            get("min.insync.replicas"),
+                            if matches { "ok" } else { "differs from spec" }
                         );
                     }
                 }
             }
-            Ok(if drift { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if drift {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

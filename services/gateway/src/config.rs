@@ -11,7 +11,11 @@ use lienthong_core::DocumentKind;
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
     /// Address of the gRPC listener.
-    #[arg(long, env = "LIENTHONG_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
     /// Development only: plain-text gRPC, no caller authentication, any facility may publish.
     #[arg(long, env = "LIENTHONG_GATEWAY_INSECURE_DEV")]
@@ -30,43 +34,83 @@ pub struct GatewayConfig {
     #[arg(long, env = "LIENTHONG_GATEWAY_TOKEN_KEY_FILE")]
     pub token_key_file: Option<PathBuf>,
     /// Audience bearer tokens must name.
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOKEN_AUDIENCE", default_value = "lienthong-gateway")]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_TOKEN_AUDIENCE",
+        default_value = "lienthong-gateway"
+    )]
     pub token_audience: String,
     /// Regional hubs that may publish for other facilities: `HUB=F1,F2;HUB2=F3`.
     #[arg(long = "hub", env = "LIENTHONG_GATEWAY_HUBS", value_delimiter = ';')]
     pub hubs: Vec<String>,
     /// Most events in one PublishRequest.
-    #[arg(long, env = "LIENTHONG_GATEWAY_MAX_BATCH_EVENTS", default_value_t = 500)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_MAX_BATCH_EVENTS",
+        default_value_t = 500
+    )]
     pub max_batch_events: usize,
     /// Largest accepted gRPC message, in bytes.
     #[arg(long, env = "LIENTHONG_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Events being produced at once, across all callers; beyond it callers get RESOURCE_EXHAUSTED.
-    #[arg(long, env = "LIENTHONG_GATEWAY_MAX_IN_FLIGHT_EVENTS", default_value_t = 20_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_MAX_IN_FLIGHT_EVENTS",
+        default_value_t = 20_000
+    )]
     pub max_in_flight_events: usize,
     /// Encoded bytes being produced at once.
     #[arg(long, env = "LIENTHONG_GATEWAY_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
     /// Sustained events per second per facility (0: unlimited).
-    #[arg(long, env = "LIENTHONG_GATEWAY_FACILITY_RATE", default_value_t = 5_000.0)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_FACILITY_RATE",
+        default_value_t = 5_000.0
+    )]
     pub facility_rate: f64,
     /// Burst of events a facility may send above its rate.
-    #[arg(long, env = "LIENTHONG_GATEWAY_FACILITY_BURST", default_value_t = 10_000.0)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_FACILITY_BURST",
+        default_value_t = 10_000.0
+    )]
     pub facility_burst: f64,
     /// How long an accepted event_id is remembered to answer retries DUPLICATE, in seconds.
-    #[arg(long, env = "LIENTHONG_GATEWAY_DUPLICATE_WINDOW_SECS", default_value_t = 3600)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_DUPLICATE_WINDOW_SECS",
+        default_value_t = 3600
+    )]
     pub duplicate_window_secs: u64,
     /// Most event_ids remembered.
-    #[arg(long, env = "LIENTHONG_GATEWAY_DUPLICATE_CACHE_ENTRIES", default_value_t = 500_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_DUPLICATE_CACHE_ENTRIES",
+        default_value_t = 500_000
+    )]
     pub duplicate_cache_entries: usize,
     /// How long to wait for Kafka's acknowledgement before answering UNAVAILABLE, in ms.
-    #[arg(long, env = "LIENTHONG_GATEWAY_PRODUCE_TIMEOUT_MS", default_value_t = 15_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_PRODUCE_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
     pub produce_timeout_ms: u64,
     /// How far in the future a document date may lie (clock skew), in seconds.
-    #[arg(long, env = "LIENTHONG_GATEWAY_FUTURE_SKEW_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_FUTURE_SKEW_SECS",
+        default_value_t = 600
+    )]
     pub future_skew_secs: u64,
     /// On SIGTERM, how long to drain in-flight events and flush the producer, in seconds.
-    #[arg(long, env = "LIENTHONG_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "LIENTHONG_GATEWAY_SHUTDOWN_GRACE_SECS",
+        default_value_t = 20
+    )]
     pub shutdown_grace_secs: u64,
     /// Topic for referral events (default lienthong.referral.v1).
     #[arg(long, env = "LIENTHONG_GATEWAY_TOPIC_REFERRAL")]
@@ -134,8 +178,14 @@ impl GatewayConfig {
     pub fn hub_map(&self) -> Result<HashMap<String, HashSet<String>>, String> {
         let mut map = HashMap::new();
         for entry in self.hubs.iter().filter(|h| !h.trim().is_empty()) {
-            let (hub, list) = entry.split_once('=').ok_or_else(|| format!("--hub {entry:?} must look like HUB=F1,F2"))?;
-            let facilities: HashSet<String> = list.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect();
+            let (hub, list) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("--hub {entry:?} must look like HUB=F1,F2"))?;
+            let facilities: HashSet<String> = list
+                .split(',')
+                .map(|f| f.trim().to_owned())
+                .filter(|f| !f.is_empty())
+                .collect();
             map.insert(hub.trim().to_owned(), facilities);
         }
         Ok(map)

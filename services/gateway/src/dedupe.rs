@@ -31,13 +31,24 @@ pub struct DuplicateCache {
 impl DuplicateCache {
     /// A cache remembering up to `capacity` ids for `window`.
     pub fn new(window: Duration, capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { map: HashMap::new(), order: VecDeque::new() }), window, capacity: capacity.max(1) }
+        Self {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            window,
+            capacity: capacity.max(1),
+        }
     }
 
     /// Where `event_id` was stored, if it was accepted within the window.
     pub fn get(&self, event_id: &str) -> Option<Location> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.get(event_id).filter(|(at, _)| at.elapsed() < self.window).map(|(_, l)| l.clone())
+        inner
+            .map
+            .get(event_id)
+            .filter(|(at, _)| at.elapsed() < self.window)
+            .map(|(_, l)| l.clone())
     }
 
     /// Remembers an accepted event.
@@ -61,7 +72,11 @@ impl DuplicateCache {
 
     /// Number of remembered ids.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// True when nothing is remembered.
@@ -75,7 +90,11 @@ mod tests {
     use super::*;
 
     fn loc(o: i64) -> Location {
-        Location { topic: "t".into(), partition: 0, offset: o }
+        Location {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+        }
     }
 
     #[test]

@@ -34,11 +34,18 @@ pub enum KeyError {
 impl PseudonymKeyArgs {
     /// Loads the key from LIENTHONG_PSEUDONYM_KEY or the key file; a clear error if neither.
     pub fn load(&self) -> Result<PatientKeyer, KeyError> {
-        let env = std::env::var("LIENTHONG_PSEUDONYM_KEY").ok().filter(|v| !v.trim().is_empty());
+        let env = std::env::var("LIENTHONG_PSEUDONYM_KEY")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         let text = match (env, &self.file) {
             (Some(_), Some(_)) => return Err(KeyError::Ambiguous),
             (Some(v), None) => v,
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.clone(), source })?,
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             (None, None) => String::new(),
         };
         Ok(PatientKeyer::parse(&text)?)

@@ -23,14 +23,25 @@ pub struct InFlight {
 impl InFlight {
     /// At most `events` events and `bytes` bytes at once.
     pub fn new(events: usize, bytes: usize) -> Self {
-        Self { events: Arc::new(Semaphore::new(events)), bytes: Arc::new(Semaphore::new(bytes)), max_events: events }
+        Self {
+            events: Arc::new(Semaphore::new(events)),
+            bytes: Arc::new(Semaphore::new(bytes)),
+            max_events: events,
+        }
     }
 
     /// Takes room for a request, or None when the gateway is full.
     pub fn try_acquire(&self, events: usize, bytes: usize) -> Option<InFlightPermit> {
-        let e = Arc::clone(&self.events).try_acquire_many_owned(u32::try_from(events).ok()?).ok()?;
-        let b = Arc::clone(&self.bytes).try_acquire_many_owned(u32::try_from(bytes).ok()?).ok()?;
-        Some(InFlightPermit { _events: e, _bytes: b })
+        let e = Arc::clone(&self.events)
+            .try_acquire_many_owned(u32::try_from(events).ok()?)
+            .ok()?;
+        let b = Arc::clone(&self.bytes)
+            .try_acquire_many_owned(u32::try_from(bytes).ok()?)
+            .ok()?;
+        Some(InFlightPermit {
+            _events: e,
+            _bytes: b,
+        })
     }
 
     /// Events in flight now.
@@ -54,7 +65,11 @@ pub struct FacilityRateLimit {
 impl FacilityRateLimit {
     /// `rate` events/s (0 disables), `burst` events.
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate,
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes `n` tokens for `facility`, or says how long until they would be available.
@@ -65,15 +80,21 @@ impl FacilityRateLimit {
         let n = n as f64;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         // ~13,000 facilities: one small entry each is a bounded map.
-        let b = buckets.entry(facility.to_owned()).or_insert(Bucket { tokens: self.burst, last: Instant::now() });
+        let b = buckets.entry(facility.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            last: Instant::now(),
+        });
         let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
         b.last = now;
         if b.tokens >= n {
             b.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(((n - b.tokens) / self.rate).min(60.0)))
+            Err(Duration::from_secs_f64(
+                ((n - b.tokens) / self.rate).min(60.0),
+            ))
         }
     }
 }
@@ -98,8 +119,15 @@ mod tests {
         let r = FacilityRateLimit::new(10.0, 20.0);
         assert!(r.try_take("01001", 20).is_ok());
         let wait = r.try_take("01001", 5).expect_err("over the limit");
-        assert!(wait > Duration::from_millis(300) && wait < Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(300) && wait < Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(r.try_take("01002", 5).is_ok(), "buckets are per facility");
-        assert!(FacilityRateLimit::new(0.0, 1.0).try_take("x", 1_000_000).is_ok());
+        assert!(
+            FacilityRateLimit::new(0.0, 1.0)
+                .try_take("x", 1_000_000)
+                .is_ok()
+        );
     }
 }

@@ -42,7 +42,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("shutdown signal: draining");
         signal.cancel();
     });
-    let server = lienthong_gateway::run(cli.gateway, cli.kafka, cli.registry, keyer, listener, shutdown.clone());
+    let server = lienthong_gateway::run(
+        cli.gateway,
+        cli.kafka,
+        cli.registry,
+        keyer,
+        listener,
+        shutdown.clone(),
+    );
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r?,
@@ -70,21 +77,7 @@ async fn wait_for_signal() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lienthong_telemetry::run_main(async { serve(Cli::parse()).await.map(|()| ExitCode::SUCCESS) })
 }
 
 #[cfg(test)]

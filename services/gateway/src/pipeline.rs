@@ -36,7 +36,10 @@ impl RequestError {
             Self::TooLarge(m) => Status::invalid_argument(m),
             Self::Forbidden(m) => Status::permission_denied(m),
             Self::Exhausted(m, after) => {
-                let mut s = Status::resource_exhausted(format!("{m}; retry after {} ms", after.as_millis()));
+                let mut s = Status::resource_exhausted(format!(
+                    "{m}; retry after {} ms",
+                    after.as_millis()
+                ));
                 if let Ok(v) = after.as_millis().to_string().parse() {
                     s.metadata_mut().insert("retry-after-ms", v);
                 }
@@ -85,23 +88,40 @@ fn to_proto(v: &Violation) -> pb::ValidationError {
 }
 
 fn result(event_id: &str, outcome: pb::Outcome, message: impl Into<String>) -> pb::EventResult {
-    pb::EventResult { event_id: event_id.to_owned(), outcome: outcome as i32, message: message.into(), ..Default::default() }
+    pb::EventResult {
+        event_id: event_id.to_owned(),
+        outcome: outcome as i32,
+        message: message.into(),
+        ..Default::default()
+    }
 }
 
 fn now_timestamp() -> prost_types::Timestamp {
     let now = time::OffsetDateTime::now_utc();
-    prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: now.nanosecond() as i32 }
+    prost_types::Timestamp {
+        seconds: now.unix_timestamp(),
+        nanos: now.nanosecond() as i32,
+    }
 }
 
 impl Gateway {
     /// Builds the gateway from its parts.
-    pub fn new(config: &GatewayConfig, producer: EventProducer, codec: WireCodec, keyer: PatientKeyer, auth: Authenticator) -> Self {
+    pub fn new(
+        config: &GatewayConfig,
+        producer: EventProducer,
+        codec: WireCodec,
+        keyer: PatientKeyer,
+        auth: Authenticator,
+    ) -> Self {
         Self {
             producer,
             codec,
             keyer,
             auth,
-            dupes: DuplicateCache::new(Duration::from_secs(config.duplicate_window_secs), config.duplicate_cache_entries),
+            dupes: DuplicateCache::new(
+                Duration::from_secs(config.duplicate_window_secs),
+                config.duplicate_cache_entries,
+            ),
             in_flight: InFlight::new(config.max_in_flight_events, config.max_in_flight_bytes),
             rate: FacilityRateLimit::new(config.facility_rate, config.facility_burst),
             topics: config.topics(),
@@ -122,50 +142,90 @@ impl Gateway {
     }
 
     /// Publishes one request's events; one result per event in request order.
-    pub async fn publish(&self, caller: Option<&Identity>, req: pb::PublishRequest) -> Result<pb::PublishResponse, RequestError> {
+    pub async fn publish(
+        &self,
+        caller: Option<&Identity>,
+        req: pb::PublishRequest,
+    ) -> Result<pb::PublishResponse, RequestError> {
         let n = req.events.len();
         if n > self.max_batch {
-            return Err(RequestError::TooLarge(format!("{n} events in one request; the limit is {}: split the batch", self.max_batch)));
+            return Err(RequestError::TooLarge(format!(
+                "{n} events in one request; the limit is {}: split the batch",
+                self.max_batch
+            )));
         }
         // A caller publishing for a facility it does not speak for is refused as a whole:
         // it is a configuration error or an attack, never a data problem.
         for (i, env) in req.events.iter().enumerate() {
-            if let Some(source) = source_facility(env) {
-                if !self.auth.may_publish(caller, &source) {
-                    let who = caller.map_or("this caller".to_owned(), |c| format!("facility {}", c.facility));
-                    return Err(RequestError::Forbidden(format!(
-                        "event {i} has source facility {source:?}, which {who} may not publish for"
-                    )));
-                }
+            if let Some(source) = source_facility(env)
+                && !self.auth.may_publish(caller, &source)
+            {
+                let who = caller.map_or("this caller".to_owned(), |c| {
+                    format!("facility {}", c.facility)
+                });
+                return Err(RequestError::Forbidden(format!(
+                    "event {i} has source facility {source:?}, which {who} may not publish for"
+                )));
             }
         }
         let rate_key = caller.map_or("insecure-dev", |c| c.facility.as_str());
         if let Err(after) = self.rate.try_take(rate_key, n) {
-            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "rate").increment(n as u64);
-            return Err(RequestError::Exhausted(format!("facility {rate_key} is over its rate limit"), after));
+            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "rate")
+                .increment(n as u64);
+            return Err(RequestError::Exhausted(
+                format!("facility {rate_key} is over its rate limit"),
+                after,
+            ));
         }
         let bytes = req.encoded_len();
         let Some(_permit) = self.in_flight.try_acquire(n, bytes) else {
-            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "capacity").increment(n as u64);
-            return Err(RequestError::Exhausted("the gateway is at capacity".into(), Duration::from_millis(200)));
+            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "capacity")
+                .increment(n as u64);
+            return Err(RequestError::Exhausted(
+                "the gateway is at capacity".into(),
+                Duration::from_millis(200),
+            ));
         };
-        metrics::gauge!("lienthong_gateway_in_flight_events").set(self.in_flight.in_flight() as f64);
-        let ctx = ValidationContext { now: time::OffsetDateTime::now_utc(), future_skew: self.future_skew };
-        let results = futures::future::join_all(req.events.into_iter().map(|env| self.publish_event(env, &ctx))).await;
-        metrics::gauge!("lienthong_gateway_in_flight_events").set(self.in_flight.in_flight().saturating_sub(n) as f64);
-        Ok(pb::PublishResponse { request_id: req.request_id, results })
+        metrics::gauge!("lienthong_gateway_in_flight_events")
+            .set(self.in_flight.in_flight() as f64);
+        let ctx = ValidationContext {
+            now: time::OffsetDateTime::now_utc(),
+            future_skew: self.future_skew,
+        };
+        let results = futures::future::join_all(
+            req.events
+                .into_iter()
+                .map(|env| self.publish_event(env, &ctx)),
+        )
+        .await;
+        metrics::gauge!("lienthong_gateway_in_flight_events")
+            .set(self.in_flight.in_flight().saturating_sub(n) as f64);
+        Ok(pb::PublishResponse {
+            request_id: req.request_id,
+            results,
+        })
     }
 
-    async fn publish_event(&self, env: pb::EventEnvelope, ctx: &ValidationContext) -> pb::EventResult {
+    async fn publish_event(
+        &self,
+        env: pb::EventEnvelope,
+        ctx: &ValidationContext,
+    ) -> pb::EventResult {
         let Some(mut event) = event_of(env) else {
             record("unknown", "rejected");
-            metrics::counter!("lienthong_gateway_rejects_total", "code" => "event.unknown_kind").increment(1);
-            let mut r = result("", pb::Outcome::Rejected, "the envelope holds no event this gateway knows (referral, appointment, lab_result)");
+            metrics::counter!("lienthong_gateway_rejects_total", "code" => "event.unknown_kind")
+                .increment(1);
+            let mut r = result(
+                "",
+                pb::Outcome::Rejected,
+                "the envelope holds no event this gateway knows (referral, appointment, lab_result)",
+            );
             r.errors.push(pb::ValidationError {
                 code: "event.unknown_kind".into(),
                 severity: pb::ErrorSeverity::Error as i32,
                 path: "event".into(),
-                message: "unknown or missing document kind; upgrade the publisher or the gateway".into(),
+                message: "unknown or missing document kind; upgrade the publisher or the gateway"
+                    .into(),
                 message_vi: "Loại chứng từ không được hỗ trợ".into(),
                 ..Default::default()
             });
@@ -179,11 +239,16 @@ impl Gateway {
             let mut errors: Vec<pb::ValidationError> = violations.iter().map(to_proto).collect();
             if has_errors(&violations) {
                 for v in violations.iter().filter(|v| v.severity == Severity::Error) {
-                    metrics::counter!("lienthong_gateway_rejects_total", "code" => v.code.clone()).increment(1);
+                    metrics::counter!("lienthong_gateway_rejects_total", "code" => v.code.clone())
+                        .increment(1);
                 }
                 record(kind.as_str(), "rejected");
                 tracing::info!(errors = errors.len(), "event rejected");
-                let mut r = result(&header.event_id, pb::Outcome::Rejected, "the document is invalid; see errors");
+                let mut r = result(
+                    &header.event_id,
+                    pb::Outcome::Rejected,
+                    "the document is invalid; see errors",
+                );
                 r.errors = errors;
                 return r;
             }
@@ -200,10 +265,17 @@ impl Gateway {
                 };
             }
             // Validation guarantees a parseable identity number.
-            let citizen_id = event.patient().map(|p| p.citizen_id.clone()).unwrap_or_default();
+            let citizen_id = event
+                .patient()
+                .map(|p| p.citizen_id.clone())
+                .unwrap_or_default();
             let Ok(person) = PersonId::parse(&citizen_id) else {
                 record(kind.as_str(), "rejected");
-                return result(&header.event_id, pb::Outcome::Rejected, "patient identity number is invalid");
+                return result(
+                    &header.event_id,
+                    pb::Outcome::Rejected,
+                    "patient identity number is invalid",
+                );
             };
             let key = self.keyer.key_for(&person);
             {
@@ -212,13 +284,25 @@ impl Gateway {
                 h.patient_key_id = key.key_id;
                 h.recorded_at = Some(now_timestamp());
             }
-            let topic = self.topics.get(&kind).cloned().unwrap_or_else(|| kind.topic().to_owned());
-            let framed = match self.codec.encode_for(kind, &topic, &event.encode_to_vec()).await {
+            let topic = self
+                .topics
+                .get(&kind)
+                .cloned()
+                .unwrap_or_else(|| kind.topic().to_owned());
+            let framed = match self
+                .codec
+                .encode_for(kind, &topic, &event.encode_to_vec())
+                .await
+            {
                 Ok(f) => f,
                 Err(e) => {
                     record(kind.as_str(), "unavailable");
                     tracing::warn!(error = %e, "cannot frame event");
-                    let mut r = result(&header.event_id, pb::Outcome::Unavailable, format!("schema registry unavailable: {e}"));
+                    let mut r = result(
+                        &header.event_id,
+                        pb::Outcome::Unavailable,
+                        format!("schema registry unavailable: {e}"),
+                    );
                     r.retry_after_ms = 1000;
                     return r;
                 }
@@ -226,14 +310,30 @@ impl Gateway {
             let headers: [(&str, &[u8]); 3] = [
                 ("lienthong-event-id", header.event_id.as_bytes()),
                 ("lienthong-message-type", kind.message_name().as_bytes()),
-                ("lienthong-source-facility", header.source_facility_code.as_bytes()),
+                (
+                    "lienthong-source-facility",
+                    header.source_facility_code.as_bytes(),
+                ),
             ];
             let started = Instant::now();
-            let sent = tokio::time::timeout(self.produce_timeout, self.producer.send(&topic, key.value.as_bytes(), &framed, &headers)).await;
-            metrics::histogram!("lienthong_gateway_ack_seconds", "kind" => kind.as_str()).record(started.elapsed().as_secs_f64());
+            let sent = tokio::time::timeout(
+                self.produce_timeout,
+                self.producer
+                    .send(&topic, key.value.as_bytes(), &framed, &headers),
+            )
+            .await;
+            metrics::histogram!("lienthong_gateway_ack_seconds", "kind" => kind.as_str())
+                .record(started.elapsed().as_secs_f64());
             match sent {
                 Ok(Ok(d)) => {
-                    self.dupes.insert(header.event_id.clone(), Location { topic: topic.clone(), partition: d.partition, offset: d.offset });
+                    self.dupes.insert(
+                        header.event_id.clone(),
+                        Location {
+                            topic: topic.clone(),
+                            partition: d.partition,
+                            offset: d.offset,
+                        },
+                    );
                     record(kind.as_str(), "accepted");
                     errors.retain(|e| e.severity == pb::ErrorSeverity::Warning as i32);
                     pb::EventResult {
@@ -249,14 +349,25 @@ impl Gateway {
                 Ok(Err(e)) => {
                     record(kind.as_str(), "unavailable");
                     tracing::warn!(error = %e, "Kafka did not take the event");
-                    let mut r = result(&header.event_id, pb::Outcome::Unavailable, format!("Kafka did not acknowledge the event: {e}; retry it"));
+                    let mut r = result(
+                        &header.event_id,
+                        pb::Outcome::Unavailable,
+                        format!("Kafka did not acknowledge the event: {e}; retry it"),
+                    );
                     r.retry_after_ms = 1000;
                     r
                 }
                 Err(_) => {
                     record(kind.as_str(), "unavailable");
                     tracing::warn!("Kafka acknowledgement timed out");
-                    let mut r = result(&header.event_id, pb::Outcome::Unavailable, format!("Kafka did not acknowledge within {:?}; retry it", self.produce_timeout));
+                    let mut r = result(
+                        &header.event_id,
+                        pb::Outcome::Unavailable,
+                        format!(
+                            "Kafka did not acknowledge within {:?}; retry it",
+                            self.produce_timeout
+                        ),
+                    );
                     r.retry_after_ms = 1000;
                     r
                 }
@@ -268,26 +379,24 @@ impl Gateway {
 }
 
 fn record(kind: &'static str, outcome: &'static str) {
-    metrics::counter!("lienthong_gateway_events_total", "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::counter!("lienthong_gateway_events_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
 }
 
-fn source_facility(env: &pb::EventEnvelope) -> Option<String> {
+fn envelope_header(env: &pb::EventEnvelope) -> Option<&pb::EventHeader> {
     use pb::event_envelope::Event;
-    let header = match env.event.as_ref()? {
+    match env.event.as_ref()? {
         Event::Referral(e) => e.header.as_ref(),
         Event::Appointment(e) => e.header.as_ref(),
         Event::LabResult(e) => e.header.as_ref(),
-    };
-    header.map(|h| h.source_facility_code.clone())
+    }
+}
+
+fn source_facility(env: &pb::EventEnvelope) -> Option<String> {
+    envelope_header(env).map(|h| h.source_facility_code.clone())
 }
 
 /// The event_id of an envelope's event, if any.
 pub fn event_id_of(env: &pb::EventEnvelope) -> Option<String> {
-    use pb::event_envelope::Event;
-    let header = match env.event.as_ref()? {
-        Event::Referral(e) => e.header.as_ref(),
-        Event::Appointment(e) => e.header.as_ref(),
-        Event::LabResult(e) => e.header.as_ref(),
-    };
-    header.map(|h| h.event_id.clone())
+    envelope_header(env).map(|h| h.event_id.clone())
 }

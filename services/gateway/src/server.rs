@@ -46,7 +46,11 @@ pub enum GatewayError {
 }
 
 fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, GatewayError> {
-    std::fs::read(path).map_err(|source| GatewayError::Read { what, path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| GatewayError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains.
@@ -60,7 +64,9 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     config.check().map_err(GatewayError::Config)?;
     if config.insecure_dev {
-        tracing::warn!("INSECURE DEVELOPMENT MODE: plain-text gRPC, callers are NOT authenticated, any facility may publish. Never use this with real data.");
+        tracing::warn!(
+            "INSECURE DEVELOPMENT MODE: plain-text gRPC, callers are NOT authenticated, any facility may publish. Never use this with real data."
+        );
     }
     kafka.probe()?;
 
@@ -77,33 +83,59 @@ pub async fn run(
         None => None,
     };
     if token_secret.as_ref().is_some_and(|s| s.len() < 32) {
-        return Err(GatewayError::Config("the token key must be at least 32 bytes".into()));
+        return Err(GatewayError::Config(
+            "the token key must be at least 32 bytes".into(),
+        ));
     }
     let hubs = config.hub_map().map_err(GatewayError::Config)?;
-    let auth = Authenticator::new(token_secret.as_deref(), &config.token_audience, hubs, config.insecure_dev);
+    let auth = Authenticator::new(
+        token_secret.as_deref(),
+        &config.token_audience,
+        hubs,
+        config.insecure_dev,
+    );
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
-    let gateway = Arc::new(Gateway::new(&config, producer, WireCodec::new(&registry)?, keyer, auth));
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        producer,
+        WireCodec::new(&registry)?,
+        keyer,
+        auth,
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<IngestServiceServer<IngestApi>>().await;
+    health_reporter
+        .set_serving::<IngestServiceServer<IngestApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| GatewayError::Config(format!("reflection: {e}")))?;
-    let ingest = IngestServiceServer::new(IngestApi { gateway: Arc::clone(&gateway) })
-        .max_decoding_message_size(config.max_message_bytes);
+    let ingest = IngestServiceServer::new(IngestApi {
+        gateway: Arc::clone(&gateway),
+    })
+    .max_decoding_message_size(config.max_message_bytes);
 
-    let mut builder = Server::builder().concurrency_limit_per_connection(256).timeout(Duration::from_secs(120));
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(256)
+        .timeout(Duration::from_secs(120));
     if !config.insecure_dev {
         let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            return Err(GatewayError::Config("TLS certificate and key are required".into()));
+            return Err(GatewayError::Config(
+                "TLS certificate and key are required".into(),
+            ));
         };
-        let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(read("TLS certificate", cert)?, read("TLS key", key)?));
+        let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+            read("TLS certificate", cert)?,
+            read("TLS key", key)?,
+        ));
         if let Some(ca) = &config.client_ca {
             // Optional so that token-authenticated callers can connect without a certificate;
             // a caller with neither is refused by the authenticator.
-            tls = tls.client_ca_root(Certificate::from_pem(read("client CA", ca)?)).client_auth_optional(true);
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+                .client_auth_optional(true);
         }
         builder = builder.tls_config(tls)?;
     }

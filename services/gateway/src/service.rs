@@ -20,12 +20,16 @@ pub(crate) struct IngestApi {
 
 fn observe(method: &'static str, started: Instant, code: tonic::Code) {
     metrics::counter!("lienthong_gateway_requests_total", "method" => method, "code" => format!("{code:?}")).increment(1);
-    metrics::histogram!("lienthong_gateway_request_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("lienthong_gateway_request_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
 }
 
 #[tonic::async_trait]
 impl IngestService for IngestApi {
-    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
         let started = Instant::now();
         let caller = match self.gateway.auth().identify(&request) {
             Ok(c) => c,
@@ -34,16 +38,34 @@ impl IngestService for IngestApi {
                 return Err(s);
             }
         };
-        let result = self.gateway.publish(caller.as_ref(), request.into_inner()).await.map_err(RequestError::into_status);
-        observe("Publish", started, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        let result = self
+            .gateway
+            .publish(caller.as_ref(), request.into_inner())
+            .await
+            .map_err(RequestError::into_status);
+        observe(
+            "Publish",
+            started,
+            result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
         result.map(Response::new)
     }
 
-    type PublishStreamStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
+    type PublishStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
 
-    async fn publish_stream(&self, request: Request<Streaming<pb::PublishRequest>>) -> Result<Response<Self::PublishStreamStream>, Status> {
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let started = Instant::now();
-        let caller = self.gateway.auth().identify(&request).inspect_err(|s| observe("PublishStream", started, s.code()))?;
+        let caller = self
+            .gateway
+            .auth()
+            .identify(&request)
+            .inspect_err(|s| observe("PublishStream", started, s.code()))?;
         let gateway = Arc::clone(&self.gateway);
         let inbound = request.into_inner();
         // `buffered` runs a bounded number of requests concurrently and yields in input order.
@@ -70,7 +92,8 @@ impl IngestService for IngestApi {
                                     event_id,
                                     outcome: pb::Outcome::ResourceExhausted as i32,
                                     message: message.clone(),
-                                    retry_after_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
+                                    retry_after_ms: u32::try_from(after.as_millis())
+                                        .unwrap_or(u32::MAX),
                                     ..Default::default()
                                 })
                                 .collect(),

@@ -17,9 +17,18 @@ impl InsuranceCardNo {
         let s = raw.trim().to_ascii_uppercase();
         check_len(IdKind::InsuranceCard, &s, &[15])?;
         for (i, c) in s.chars().enumerate() {
-            let (ok, allowed) = if i < 2 { (c.is_ascii_uppercase(), "letters A-Z (beneficiary group)") } else { (c.is_ascii_digit(), "digits 0-9") };
+            let (ok, allowed) = if i < 2 {
+                (c.is_ascii_uppercase(), "letters A-Z (beneficiary group)")
+            } else {
+                (c.is_ascii_digit(), "digits 0-9")
+            };
             if !ok {
-                return Err(IdError::Charset { kind: IdKind::InsuranceCard, allowed, found: c, position: i + 1 });
+                return Err(IdError::Charset {
+                    kind: IdKind::InsuranceCard,
+                    allowed,
+                    found: c,
+                    position: i + 1,
+                });
             }
         }
         let level = s.as_bytes()[2] as char;
@@ -27,8 +36,13 @@ impl InsuranceCardNo {
             return Err(IdError::BenefitLevel { found: level });
         }
         let prov = &s[3..5];
-        if province::old_province_name(prov).is_none() && province::Province::current(prov).is_none() {
-            return Err(IdError::UnknownProvince { kind: IdKind::InsuranceCard, province: prov.to_owned() });
+        if province::old_province_name(prov).is_none()
+            && province::Province::current(prov).is_none()
+        {
+            return Err(IdError::UnknownProvince {
+                kind: IdKind::InsuranceCard,
+                province: prov.to_owned(),
+            });
         }
         Ok(Self(s))
     }
@@ -72,7 +86,8 @@ mod tests {
 
     #[test]
     fn parses_lists_and_parts() {
-        let cards = InsuranceCardNo::parse_list(" dn4790123456789 ; HT3010000000001;").expect("valid");
+        let cards =
+            InsuranceCardNo::parse_list(" dn4790123456789 ; HT3010000000001;").expect("valid");
         assert_eq!(cards.len(), 2);
         assert_eq!(cards[0].group(), "DN");
         assert_eq!(cards[0].benefit_level(), 4);
@@ -80,10 +95,28 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_mistake() {
-        assert_eq!(InsuranceCardNo::parse("DN479012345678").unwrap_err().code(), "insurance_card.length");
-        assert_eq!(InsuranceCardNo::parse("D14790123456789").unwrap_err().code(), "insurance_card.charset");
-        assert_eq!(InsuranceCardNo::parse("DN6790123456789").unwrap_err().code(), "insurance_card.benefit_level");
-        assert_eq!(InsuranceCardNo::parse("DN4030123456789").unwrap_err().code(), "insurance_card.province");
+        assert_eq!(
+            InsuranceCardNo::parse("DN479012345678").unwrap_err().code(),
+            "insurance_card.length"
+        );
+        assert_eq!(
+            InsuranceCardNo::parse("D14790123456789")
+                .unwrap_err()
+                .code(),
+            "insurance_card.charset"
+        );
+        assert_eq!(
+            InsuranceCardNo::parse("DN6790123456789")
+                .unwrap_err()
+                .code(),
+            "insurance_card.benefit_level"
+        );
+        assert_eq!(
+            InsuranceCardNo::parse("DN4030123456789")
+                .unwrap_err()
+                .code(),
+            "insurance_card.province"
+        );
     }
 
     proptest! {

@@ -23,7 +23,10 @@ impl CitizenId {
         check_digits(IdKind::CitizenId, s, 0)?;
         let prov = &s[1..3];
         if &s[..1] != "0" || province::old_province_name(prov).is_none() {
-            return Err(IdError::UnknownProvince { kind: IdKind::CitizenId, province: s[..3].to_owned() });
+            return Err(IdError::UnknownProvince {
+                kind: IdKind::CitizenId,
+                province: s[..3].to_owned(),
+            });
         }
         Ok(Self(s.to_owned()))
     }
@@ -43,7 +46,7 @@ impl CitizenId {
 
     /// True when the gender digit is even (male), false when odd (female).
     pub fn is_male(&self) -> bool {
-        (self.0.as_bytes()[3] - b'0') % 2 == 0
+        (self.0.as_bytes()[3] - b'0').is_multiple_of(2)
     }
 
     /// The 2004 province code of birth registration (e.g. "01", "79").
@@ -54,7 +57,14 @@ impl CitizenId {
     /// Checks the encoded birth year against a known birth year.
     pub fn check_birth_year(&self, birth_year: i32) -> Result<(), IdError> {
         let id_year = self.birth_year();
-        if id_year == birth_year { Ok(()) } else { Err(IdError::BirthYearMismatch { id_year, birth_year }) }
+        if id_year == birth_year {
+            Ok(())
+        } else {
+            Err(IdError::BirthYearMismatch {
+                id_year,
+                birth_year,
+            })
+        }
     }
 
     /// A masked form for logs and error reports: province prefix and last two digits only.
@@ -85,22 +95,34 @@ impl PersonId {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let s = raw.trim();
         if s.is_empty() {
-            return Err(IdError::Empty { kind: IdKind::CitizenId });
+            return Err(IdError::Empty {
+                kind: IdKind::CitizenId,
+            });
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return match s.len() {
                 12 => CitizenId::parse(s).map(Self::Citizen),
                 9 => Ok(Self::OldIdCard(s.to_owned())),
-                n => Err(IdError::Length { kind: IdKind::CitizenId, expected: &[12, 9], actual: n }),
+                n => Err(IdError::Length {
+                    kind: IdKind::CitizenId,
+                    expected: &[12, 9],
+                    actual: n,
+                }),
             };
         }
         let upper = s.to_ascii_uppercase();
         let letters = upper.bytes().take_while(u8::is_ascii_uppercase).count();
         let digits = &upper[letters..];
-        if (1..=2).contains(&letters) && (6..=8).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if (1..=2).contains(&letters)
+            && (6..=8).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return Ok(Self::Passport(upper));
         }
-        Err(IdError::Format { kind: IdKind::Passport, expected: "12-digit CCCD, 9-digit CMND, or passport (1-2 letters + 6-8 digits)" })
+        Err(IdError::Format {
+            kind: IdKind::Passport,
+            expected: "12-digit CCCD, 9-digit CMND, or passport (1-2 letters + 6-8 digits)",
+        })
     }
 
     /// Normalized text used for pseudonymization: kind prefix + canonical value, so equal
@@ -125,7 +147,10 @@ impl PersonId {
 /// Masks all but the last two characters.
 pub(crate) fn mask_tail(s: &str) -> String {
     let n = s.chars().count();
-    s.chars().enumerate().map(|(i, c)| if i + 2 < n { '*' } else { c }).collect()
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| if i + 2 < n { '*' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -141,15 +166,32 @@ mod tests {
         assert_eq!(id.province_code(), "79");
         assert_eq!(id.masked(), "079*******34");
         assert!(!format!("{id:?}").contains("001234"));
-        assert_eq!(CitizenId::parse("001080000001").expect("valid").birth_year(), 1980);
+        assert_eq!(
+            CitizenId::parse("001080000001")
+                .expect("valid")
+                .birth_year(),
+            1980
+        );
     }
 
     #[test]
     fn rejects_wrong_length_letters_and_unknown_province() {
-        assert_eq!(CitizenId::parse("07920300123").unwrap_err().code(), "citizen_id.length");
-        assert_eq!(CitizenId::parse("07920300123x").unwrap_err().code(), "citizen_id.charset");
-        assert_eq!(CitizenId::parse("003203001234").unwrap_err().code(), "citizen_id.province");
-        assert_eq!(CitizenId::parse("197203001234").unwrap_err().code(), "citizen_id.province");
+        assert_eq!(
+            CitizenId::parse("07920300123").unwrap_err().code(),
+            "citizen_id.length"
+        );
+        assert_eq!(
+            CitizenId::parse("07920300123x").unwrap_err().code(),
+            "citizen_id.charset"
+        );
+        assert_eq!(
+            CitizenId::parse("003203001234").unwrap_err().code(),
+            "citizen_id.province"
+        );
+        assert_eq!(
+            CitizenId::parse("197203001234").unwrap_err().code(),
+            "citizen_id.province"
+        );
         assert_eq!(CitizenId::parse("").unwrap_err().code(), "citizen_id.empty");
     }
 
@@ -157,19 +199,34 @@ mod tests {
     fn birth_year_must_agree() {
         let id = CitizenId::parse("079203001234").expect("valid");
         assert!(id.check_birth_year(2003).is_ok());
-        assert_eq!(id.check_birth_year(1903).unwrap_err().code(), "citizen_id.birth_year_mismatch");
+        assert_eq!(
+            id.check_birth_year(1903).unwrap_err().code(),
+            "citizen_id.birth_year_mismatch"
+        );
     }
 
     #[test]
     fn classifies_old_ids_and_passports() {
-        assert!(matches!(PersonId::parse("123456789"), Ok(PersonId::OldIdCard(_))));
-        assert!(matches!(PersonId::parse("c1234567"), Ok(PersonId::Passport(p)) if p == "C1234567"));
-        assert_eq!(PersonId::parse("12345").unwrap_err().code(), "citizen_id.length");
-        assert_eq!(PersonId::parse("ABC-12").unwrap_err().code(), "passport.format");
+        assert!(matches!(
+            PersonId::parse("123456789"),
+            Ok(PersonId::OldIdCard(_))
+        ));
+        assert!(
+            matches!(PersonId::parse("c1234567"), Ok(PersonId::Passport(p)) if p == "C1234567")
+        );
+        assert_eq!(
+            PersonId::parse("12345").unwrap_err().code(),
+            "citizen_id.length"
+        );
+        assert_eq!(
+            PersonId::parse("ABC-12").unwrap_err().code(),
+            "passport.format"
+        );
     }
 
     fn province_prefix() -> impl Strategy<Value = String> {
-        prop::sample::select(crate::province::old_codes().collect::<Vec<_>>()).prop_map(|c| format!("0{c}"))
+        prop::sample::select(crate::province::old_codes().collect::<Vec<_>>())
+            .prop_map(|c| format!("0{c}"))
     }
 
     proptest! {

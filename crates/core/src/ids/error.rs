@@ -94,7 +94,9 @@ pub enum IdError {
         province: String,
     },
     /// CCCD gender/century digit disagrees with the birth year.
-    #[error("citizen ID says born in {id_year} but the birth date says {birth_year}; check SO_CCCD and NGAY_SINH")]
+    #[error(
+        "citizen ID says born in {id_year} but the birth date says {birth_year}; check SO_CCCD and NGAY_SINH"
+    )]
     BirthYearMismatch {
         /// Year encoded in the ID.
         id_year: i32,
@@ -145,15 +147,34 @@ impl IdError {
     pub fn message_vi(&self) -> String {
         match self {
             Self::Empty { kind } => format!("{} bị bỏ trống", kind_vi(*kind)),
-            Self::Length { kind, expected, actual } => format!("{} phải có {expected:?} ký tự, hiện có {actual}", kind_vi(*kind)),
-            Self::Charset { kind, position, .. } => format!("{} có ký tự không hợp lệ ở vị trí {position}", kind_vi(*kind)),
-            Self::UnknownProvince { kind, province } => format!("{} mang mã tỉnh {province} không tồn tại", kind_vi(*kind)),
-            Self::BirthYearMismatch { id_year, birth_year } => {
+            Self::Length {
+                kind,
+                expected,
+                actual,
+            } => format!(
+                "{} phải có {expected:?} ký tự, hiện có {actual}",
+                kind_vi(*kind)
+            ),
+            Self::Charset { kind, position, .. } => format!(
+                "{} có ký tự không hợp lệ ở vị trí {position}",
+                kind_vi(*kind)
+            ),
+            Self::UnknownProvince { kind, province } => {
+                format!("{} mang mã tỉnh {province} không tồn tại", kind_vi(*kind))
+            }
+            Self::BirthYearMismatch {
+                id_year,
+                birth_year,
+            } => {
                 format!("số CCCD cho năm sinh {id_year} nhưng NGAY_SINH là {birth_year}")
             }
             Self::BenefitLevel { .. } => "mức hưởng trên thẻ BHYT phải từ 1 đến 5".into(),
-            Self::Format { kind, expected } => format!("{} phải có dạng {expected}", kind_vi(*kind)),
-            Self::Calendar { kind, .. } => format!("{} không phải ngày giờ có thật", kind_vi(*kind)),
+            Self::Format { kind, expected } => {
+                format!("{} phải có dạng {expected}", kind_vi(*kind))
+            }
+            Self::Calendar { kind, .. } => {
+                format!("{} không phải ngày giờ có thật", kind_vi(*kind))
+            }
         }
     }
 }

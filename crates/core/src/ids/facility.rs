@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::error::{IdError, IdKind};
 use super::check_len;
+use super::error::{IdError, IdKind};
 use crate::province::{self, ProvinceCode};
 
 /// A 5-character facility code whose first two characters are a pre-2025 province code
@@ -17,12 +17,26 @@ impl FacilityCode {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let s = raw.trim();
         check_len(IdKind::FacilityCode, s, &[5])?;
-        if let Some((position, found)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_alphanumeric()) {
-            return Err(IdError::Charset { kind: IdKind::FacilityCode, allowed: "letters and digits", found, position: position + 1 });
+        if let Some((position, found)) = s
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_alphanumeric())
+        {
+            return Err(IdError::Charset {
+                kind: IdKind::FacilityCode,
+                allowed: "letters and digits",
+                found,
+                position: position + 1,
+            });
         }
         let prefix = &s[..2];
-        if province::old_province_name(prefix).is_none() && province::Province::current(prefix).is_none() {
-            return Err(IdError::UnknownProvince { kind: IdKind::FacilityCode, province: prefix.to_owned() });
+        if province::old_province_name(prefix).is_none()
+            && province::Province::current(prefix).is_none()
+        {
+            return Err(IdError::UnknownProvince {
+                kind: IdKind::FacilityCode,
+                province: prefix.to_owned(),
+            });
         }
         Ok(Self(s.to_ascii_uppercase()))
     }
@@ -39,7 +53,8 @@ impl FacilityCode {
 
     /// The current (2025) province-level unit the facility lies in: its region in lienthong.
     pub fn region(&self) -> ProvinceCode {
-        province::to_current(self.province_prefix()).unwrap_or_else(|| ProvinceCode::new_unchecked(self.province_prefix()))
+        province::to_current(self.province_prefix())
+            .unwrap_or_else(|| ProvinceCode::new_unchecked(self.province_prefix()))
     }
 
     /// True for a temporary card registration code (province + "000").
@@ -69,15 +84,32 @@ mod tests {
     fn maps_an_old_province_prefix_to_its_region() {
         let f = FacilityCode::parse(" 74001 ").expect("valid");
         assert_eq!(f.province_prefix(), "74");
-        assert_eq!(f.region().as_str(), "79", "Bình Dương merged into TP Hồ Chí Minh");
-        assert!(FacilityCode::parse("01000").expect("valid").is_temporary_registration());
+        assert_eq!(
+            f.region().as_str(),
+            "79",
+            "Bình Dương merged into TP Hồ Chí Minh"
+        );
+        assert!(
+            FacilityCode::parse("01000")
+                .expect("valid")
+                .is_temporary_registration()
+        );
     }
 
     #[test]
     fn rejects_bad_codes_with_specific_codes() {
-        assert_eq!(FacilityCode::parse("0100").unwrap_err().code(), "facility_code.length");
-        assert_eq!(FacilityCode::parse("03001").unwrap_err().code(), "facility_code.province");
-        assert_eq!(FacilityCode::parse("01-01").unwrap_err().code(), "facility_code.charset");
+        assert_eq!(
+            FacilityCode::parse("0100").unwrap_err().code(),
+            "facility_code.length"
+        );
+        assert_eq!(
+            FacilityCode::parse("03001").unwrap_err().code(),
+            "facility_code.province"
+        );
+        assert_eq!(
+            FacilityCode::parse("01-01").unwrap_err().code(),
+            "facility_code.charset"
+        );
     }
 
     proptest! {

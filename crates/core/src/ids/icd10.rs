@@ -17,19 +17,36 @@ impl Icd10Code {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let s = raw.trim().to_ascii_uppercase();
         if s.is_empty() {
-            return Err(IdError::Empty { kind: IdKind::Icd10 });
+            return Err(IdError::Empty {
+                kind: IdKind::Icd10,
+            });
         }
         let b = s.as_bytes();
-        let head_ok = b.len() >= 3 && b[0].is_ascii_uppercase() && b[1].is_ascii_digit() && b[2].is_ascii_digit();
+        let head_ok = b.len() >= 3
+            && b[0].is_ascii_uppercase()
+            && b[1].is_ascii_digit()
+            && b[2].is_ascii_digit();
         if !head_ok || !s.is_ascii() {
-            return Err(IdError::Format { kind: IdKind::Icd10, expected: SHAPE });
+            return Err(IdError::Format {
+                kind: IdKind::Icd10,
+                expected: SHAPE,
+            });
         }
         let rest = s[3..].strip_prefix('.').unwrap_or(&s[3..]);
-        let rest_ok = rest.len() <= 2 && rest.bytes().all(|c| c.is_ascii_alphanumeric()) && !(s.len() > 3 && rest.is_empty());
+        let rest_ok = rest.len() <= 2
+            && rest.bytes().all(|c| c.is_ascii_alphanumeric())
+            && !(s.len() > 3 && rest.is_empty());
         if !rest_ok {
-            return Err(IdError::Format { kind: IdKind::Icd10, expected: SHAPE });
+            return Err(IdError::Format {
+                kind: IdKind::Icd10,
+                expected: SHAPE,
+            });
         }
-        Ok(Self(if rest.is_empty() { s[..3].to_owned() } else { format!("{}.{rest}", &s[..3]) }))
+        Ok(Self(if rest.is_empty() {
+            s[..3].to_owned()
+        } else {
+            format!("{}.{rest}", &s[..3])
+        }))
     }
 
     /// Parses a `;`-separated list (MA_BENH_KT holds up to 12).
@@ -59,13 +76,20 @@ mod tests {
         assert_eq!(Icd10Code::parse("j18.9").expect("valid").as_str(), "J18.9");
         assert_eq!(Icd10Code::parse("E1165").expect("valid").as_str(), "E11.65");
         assert_eq!(Icd10Code::parse("I10").expect("valid").as_str(), "I10");
-        assert_eq!(Icd10Code::parse_list("I10;E11.9; ").expect("valid").len(), 2);
+        assert_eq!(
+            Icd10Code::parse_list("I10;E11.9; ").expect("valid").len(),
+            2
+        );
     }
 
     #[test]
     fn rejects_malformed_codes() {
         for bad in ["1J8", "J1", "J18.", "J18.123", "J18-9", "Ĵ18"] {
-            assert_eq!(Icd10Code::parse(bad).unwrap_err().code(), "icd10.format", "{bad}");
+            assert_eq!(
+                Icd10Code::parse(bad).unwrap_err().code(),
+                "icd10.format",
+                "{bad}"
+            );
         }
     }
 

@@ -18,18 +18,34 @@ impl PractitionerLicence {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err(IdError::Empty { kind: IdKind::PractitionerLicence });
+            return Err(IdError::Empty {
+                kind: IdKind::PractitionerLicence,
+            });
         }
         let licence = raw.split('.').next().unwrap_or(raw);
         if licence.is_empty() || licence.chars().count() > 30 {
-            return Err(IdError::Length { kind: IdKind::PractitionerLicence, expected: &[1, 30], actual: licence.chars().count() });
+            return Err(IdError::Length {
+                kind: IdKind::PractitionerLicence,
+                expected: &[1, 30],
+                actual: licence.chars().count(),
+            });
         }
-        if let Some((position, found)) =
-            licence.chars().enumerate().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_')))
+        if let Some((position, found)) = licence
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_')))
         {
-            return Err(IdError::Charset { kind: IdKind::PractitionerLicence, allowed: "letters, digits, '/', '-', '_'", found, position: position + 1 });
+            return Err(IdError::Charset {
+                kind: IdKind::PractitionerLicence,
+                allowed: "letters, digits, '/', '-', '_'",
+                found,
+                position: position + 1,
+            });
         }
-        Ok(Self { licence: licence.to_ascii_uppercase(), raw: raw.to_owned() })
+        Ok(Self {
+            licence: licence.to_ascii_uppercase(),
+            raw: raw.to_owned(),
+        })
     }
 
     /// Parses a `;`-separated list (MA_BS_DOC_KQ).
@@ -64,14 +80,28 @@ mod tests {
         let l = PractitionerLicence::parse("001234/HNO-CCHN.TX.79025").expect("valid");
         assert_eq!(l.licence(), "001234/HNO-CCHN");
         assert_eq!(l.raw(), "001234/HNO-CCHN.TX.79025");
-        assert_eq!(PractitionerLicence::parse_list("A1;B2").expect("valid").len(), 2);
+        assert_eq!(
+            PractitionerLicence::parse_list("A1;B2")
+                .expect("valid")
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn rejects_empty_and_odd_characters() {
-        assert_eq!(PractitionerLicence::parse(" ").unwrap_err().code(), "practitioner_licence.empty");
-        assert_eq!(PractitionerLicence::parse("12 34").unwrap_err().code(), "practitioner_licence.charset");
-        assert_eq!(PractitionerLicence::parse(".TX").unwrap_err().code(), "practitioner_licence.length");
+        assert_eq!(
+            PractitionerLicence::parse(" ").unwrap_err().code(),
+            "practitioner_licence.empty"
+        );
+        assert_eq!(
+            PractitionerLicence::parse("12 34").unwrap_err().code(),
+            "practitioner_licence.charset"
+        );
+        assert_eq!(
+            PractitionerLicence::parse(".TX").unwrap_err().code(),
+            "practitioner_licence.length"
+        );
     }
 
     proptest! {

@@ -11,8 +11,8 @@ mod icd10;
 mod licence;
 
 pub use card::InsuranceCardNo;
-pub use citizen::{CitizenId, PersonId};
 pub(crate) use citizen::mask_tail as citizen_mask;
+pub use citizen::{CitizenId, PersonId};
 pub use error::{IdError, IdKind};
 pub use facility::FacilityCode;
 pub use icd10::Icd10Code;
@@ -28,12 +28,30 @@ fn check_len(kind: IdKind, s: &str, expected: &'static [usize]) -> Result<(), Id
         return Err(IdError::Empty { kind });
     }
     let n = s.chars().count();
-    if expected.contains(&n) { Ok(()) } else { Err(IdError::Length { kind, expected, actual: n }) }
+    if expected.contains(&n) {
+        Ok(())
+    } else {
+        Err(IdError::Length {
+            kind,
+            expected,
+            actual: n,
+        })
+    }
 }
 
 fn check_digits(kind: IdKind, s: &str, from: usize) -> Result<(), IdError> {
-    match s.chars().enumerate().skip(from).find(|(_, c)| !c.is_ascii_digit()) {
-        Some((position, found)) => Err(IdError::Charset { kind, allowed: "digits 0-9", found, position: position + 1 }),
+    match s
+        .chars()
+        .enumerate()
+        .skip(from)
+        .find(|(_, c)| !c.is_ascii_digit())
+    {
+        Some((position, found)) => Err(IdError::Charset {
+            kind,
+            allowed: "digits 0-9",
+            found,
+            position: position + 1,
+        }),
         None => Ok(()),
     }
 }

@@ -22,11 +22,29 @@ pub(crate) struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     pub fn new(ctx: &'a ValidationContext) -> Self {
-        Self { ctx, out: Vec::new() }
+        Self {
+            ctx,
+            out: Vec::new(),
+        }
     }
 
-    pub fn push(&mut self, severity: Severity, code: &str, path: &str, value: Option<String>, en: String, vi: String) {
-        self.out.push(Violation { code: code.to_owned(), severity, path: path.to_owned(), value, message: en, message_vi: vi });
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        code: &str,
+        path: &str,
+        value: Option<String>,
+        en: String,
+        vi: String,
+    ) {
+        self.out.push(Violation {
+            code: code.to_owned(),
+            severity,
+            path: path.to_owned(),
+            value,
+            message: en,
+            message_vi: vi,
+        });
     }
 
     pub fn error(&mut self, code: &str, path: &str, value: Option<String>, en: String, vi: String) {
@@ -49,7 +67,13 @@ impl<'a> Checker<'a> {
     }
 
     /// Parses an identifier, reporting its error with code, path and (masked) value.
-    pub fn id<T>(&mut self, path: &str, raw: &str, shown: Shown, parse: impl FnOnce(&str) -> Result<T, IdError>) -> Option<T> {
+    pub fn id<T>(
+        &mut self,
+        path: &str,
+        raw: &str,
+        shown: Shown,
+        parse: impl FnOnce(&str) -> Result<T, IdError>,
+    ) -> Option<T> {
         match parse(raw) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -68,7 +92,12 @@ impl<'a> Checker<'a> {
     }
 
     /// An optional or required XML date that records the past: it may not lie in the future.
-    pub fn date(&mut self, path: &str, value: Option<&PartialDateTime>, required: Option<&str>) -> Option<XmlDateTime> {
+    pub fn date(
+        &mut self,
+        path: &str,
+        value: Option<&PartialDateTime>,
+        required: Option<&str>,
+    ) -> Option<XmlDateTime> {
         let parsed = self.date_shape(path, value, required)?;
         if parsed.earliest() > self.ctx.now + self.ctx.future_skew {
             self.error(
@@ -83,7 +112,12 @@ impl<'a> Checker<'a> {
     }
 
     /// An optional or required XML date that may lie in the future (validity ends, appointments).
-    pub fn date_shape(&mut self, path: &str, value: Option<&PartialDateTime>, required: Option<&str>) -> Option<XmlDateTime> {
+    pub fn date_shape(
+        &mut self,
+        path: &str,
+        value: Option<&PartialDateTime>,
+        required: Option<&str>,
+    ) -> Option<XmlDateTime> {
         let raw = value.map(|p| p.value.as_str()).unwrap_or("");
         if raw.trim().is_empty() {
             if let Some(xml) = required {
@@ -91,7 +125,7 @@ impl<'a> Checker<'a> {
             }
             return None;
         }
-        let Some(v) = value else { return None };
+        let v = value?;
         self.id(path, raw, Shown::Plain, |_| XmlDateTime::from_proto(v))
     }
 }

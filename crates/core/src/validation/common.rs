@@ -1,6 +1,9 @@
 //! Checks shared by the three documents: header, patient, diagnosis, episode dates, practitioners.
 
-use lienthong_proto::v1::{Action, Diagnosis, EpisodeDates, EventHeader, InsuranceCard, Patient, PersonIdKind, Practitioner, Sex};
+use lienthong_proto::v1::{
+    Action, Diagnosis, EpisodeDates, EventHeader, InsuranceCard, Patient, PersonIdKind,
+    Practitioner, Sex,
+};
 
 use super::Severity;
 use super::checker::{Checker, Shown};
@@ -12,7 +15,13 @@ use crate::routing::DocumentKind;
 
 /// Header checks. `document_facility` is the facility the document belongs to; the publisher
 /// must be that facility, and ids must be the deterministic ones for the document.
-pub(crate) fn header(c: &mut Checker<'_>, h: Option<&EventHeader>, kind: DocumentKind, expected_doc_id: &str, document_facility: &str) {
+pub(crate) fn header(
+    c: &mut Checker<'_>,
+    h: Option<&EventHeader>,
+    kind: DocumentKind,
+    expected_doc_id: &str,
+    document_facility: &str,
+) {
     let Some(h) = h else {
         c.required("header", "", "header");
         return;
@@ -20,16 +29,30 @@ pub(crate) fn header(c: &mut Checker<'_>, h: Option<&EventHeader>, kind: Documen
     c.required("header.document_id", &h.document_id, "header.document_id");
     c.required("header.event_id", &h.event_id, "header.event_id");
     if h.document_version == 0 {
-        c.error("header.version", "header.document_version", Some("0".into()),
+        c.error(
+            "header.version",
+            "header.document_version",
+            Some("0".into()),
             "document_version must be 1 or more and grow with every change of the document".into(),
-            "document_version phải từ 1 trở lên và tăng sau mỗi lần sửa chứng từ".into());
+            "document_version phải từ 1 trở lên và tăng sau mỗi lần sửa chứng từ".into(),
+        );
     }
     if h.action == Action::Unspecified as i32 || Action::try_from(h.action).is_err() {
-        c.error("header.action", "header.action", Some(h.action.to_string()),
+        c.error(
+            "header.action",
+            "header.action",
+            Some(h.action.to_string()),
             "action must be CREATED, UPDATED or CANCELLED".into(),
-            "action phải là CREATED, UPDATED hoặc CANCELLED".into());
+            "action phải là CREATED, UPDATED hoặc CANCELLED".into(),
+        );
     }
-    if c.id("header.source_facility_code", &h.source_facility_code, Shown::Plain, FacilityCode::parse).is_some()
+    if c.id(
+        "header.source_facility_code",
+        &h.source_facility_code,
+        Shown::Plain,
+        FacilityCode::parse,
+    )
+    .is_some()
         && !document_facility.trim().is_empty()
         && h.source_facility_code.trim() != document_facility.trim()
     {
@@ -37,7 +60,8 @@ pub(crate) fn header(c: &mut Checker<'_>, h: Option<&EventHeader>, kind: Documen
             format!("the event is published as facility {} but the document belongs to {}; publish it as the issuing facility", h.source_facility_code, document_facility),
             format!("Sự kiện gửi dưới mã cơ sở {} nhưng chứng từ thuộc cơ sở {}", h.source_facility_code, document_facility));
     }
-    if !h.document_id.is_empty() && !expected_doc_id.is_empty() && h.document_id != expected_doc_id {
+    if !h.document_id.is_empty() && !expected_doc_id.is_empty() && h.document_id != expected_doc_id
+    {
         c.error("header.document_id_mismatch", "header.document_id", Some(h.document_id.clone()),
             format!("document_id must be {expected_doc_id:?} for this document so that versions and retries stay linked"),
             format!("document_id phải là {expected_doc_id:?} cho chứng từ này"));
@@ -53,7 +77,12 @@ pub(crate) fn header(c: &mut Checker<'_>, h: Option<&EventHeader>, kind: Documen
 }
 
 /// Patient checks; returns the parsed birth date for cross-field rules.
-pub(crate) fn patient(c: &mut Checker<'_>, path: &str, p: Option<&Patient>, episode: Option<(XmlDateTime, XmlDateTime)>) {
+pub(crate) fn patient(
+    c: &mut Checker<'_>,
+    path: &str,
+    p: Option<&Patient>,
+    episode: Option<(XmlDateTime, XmlDateTime)>,
+) {
     let Some(p) = p else {
         c.required(path, "", "HO_TEN / SO_CCCD");
         return;
@@ -61,47 +90,82 @@ pub(crate) fn patient(c: &mut Checker<'_>, path: &str, p: Option<&Patient>, epis
     c.required(&format!("{path}.full_name"), &p.full_name, "HO_TEN");
     let birth = c.date(&format!("{path}.birth_date"), p.birth_date.as_ref(), None);
     let id_path = format!("{path}.citizen_id");
-    if c.required(&id_path, &p.citizen_id, "SO_CCCD") {
-        if let Some(person) = c.id(&id_path, &p.citizen_id, Shown::Masked, PersonId::parse) {
-            let kind = match person {
-                PersonId::Citizen(_) => PersonIdKind::CitizenId,
-                PersonId::OldIdCard(_) => PersonIdKind::OldIdCard,
-                PersonId::Passport(_) => PersonIdKind::Passport,
-            };
-            if p.id_kind != PersonIdKind::Unspecified as i32 && p.id_kind != kind as i32 {
-                c.error("patient.id_kind_mismatch", &format!("{path}.id_kind"), Some(p.id_kind.to_string()),
-                    format!("id_kind says {:?} but SO_CCCD looks like {kind:?}", PersonIdKind::try_from(p.id_kind).unwrap_or_default()),
-                    "Loại giấy tờ không khớp với SO_CCCD".into());
+    if c.required(&id_path, &p.citizen_id, "SO_CCCD")
+        && let Some(person) = c.id(&id_path, &p.citizen_id, Shown::Masked, PersonId::parse)
+    {
+        let kind = match person {
+            PersonId::Citizen(_) => PersonIdKind::CitizenId,
+            PersonId::OldIdCard(_) => PersonIdKind::OldIdCard,
+            PersonId::Passport(_) => PersonIdKind::Passport,
+        };
+        if p.id_kind != PersonIdKind::Unspecified as i32 && p.id_kind != kind as i32 {
+            c.error(
+                "patient.id_kind_mismatch",
+                &format!("{path}.id_kind"),
+                Some(p.id_kind.to_string()),
+                format!(
+                    "id_kind says {:?} but SO_CCCD looks like {kind:?}",
+                    PersonIdKind::try_from(p.id_kind).unwrap_or_default()
+                ),
+                "Loại giấy tờ không khớp với SO_CCCD".into(),
+            );
+        }
+        if let PersonId::Citizen(cccd) = &person {
+            if let Some(b) = birth
+                && let Err(e) = cccd.check_birth_year(b.year())
+            {
+                c.report_id(&id_path, &p.citizen_id, Shown::Masked, &e);
             }
-            if let PersonId::Citizen(cccd) = &person {
-                if let Some(b) = birth {
-                    if let Err(e) = cccd.check_birth_year(b.year()) {
-                        c.report_id(&id_path, &p.citizen_id, Shown::Masked, &e);
-                    }
-                }
-                let sex = Sex::try_from(p.sex).unwrap_or_default();
-                let mismatch = matches!((sex, cccd.is_male()), (Sex::Male, false) | (Sex::Female, true));
-                if mismatch {
-                    c.error("citizen_id.sex_mismatch", &id_path, Some(cccd.masked()),
-                        "the citizen ID's gender digit disagrees with GIOI_TINH; check both fields".into(),
-                        "Chữ số giới tính trong số CCCD không khớp với GIOI_TINH".into());
-                }
+            let sex = Sex::try_from(p.sex).unwrap_or_default();
+            let mismatch = matches!(
+                (sex, cccd.is_male()),
+                (Sex::Male, false) | (Sex::Female, true)
+            );
+            if mismatch {
+                c.error(
+                    "citizen_id.sex_mismatch",
+                    &id_path,
+                    Some(cccd.masked()),
+                    "the citizen ID's gender digit disagrees with GIOI_TINH; check both fields"
+                        .into(),
+                    "Chữ số giới tính trong số CCCD không khớp với GIOI_TINH".into(),
+                );
             }
         }
     }
-    if !p.residence_province_code.trim().is_empty() && ProvinceCode::region_of(&p.residence_province_code).is_none() {
-        c.error("patient.residence_province", &format!("{path}.residence_province_code"), Some(p.residence_province_code.clone()),
+    if !p.residence_province_code.trim().is_empty()
+        && ProvinceCode::region_of(&p.residence_province_code).is_none()
+    {
+        c.error(
+            "patient.residence_province",
+            &format!("{path}.residence_province_code"),
+            Some(p.residence_province_code.clone()),
             "MATINH_CU_TRU is not one of the 63 (2004) or 34 (2025) province codes".into(),
-            "MATINH_CU_TRU không phải mã tỉnh hợp lệ".into());
+            "MATINH_CU_TRU không phải mã tỉnh hợp lệ".into(),
+        );
     }
     for (i, card) in p.insurance_cards.iter().enumerate() {
         insurance_card(c, &format!("{path}.insurance_cards[{i}]"), card, episode);
     }
 }
 
-fn insurance_card(c: &mut Checker<'_>, path: &str, card: &InsuranceCard, episode: Option<(XmlDateTime, XmlDateTime)>) {
-    c.id(&format!("{path}.number"), &card.number, Shown::Masked, InsuranceCardNo::parse);
-    let from = c.date(&format!("{path}.valid_from"), card.valid_from.as_ref(), None);
+fn insurance_card(
+    c: &mut Checker<'_>,
+    path: &str,
+    card: &InsuranceCard,
+    episode: Option<(XmlDateTime, XmlDateTime)>,
+) {
+    c.id(
+        &format!("{path}.number"),
+        &card.number,
+        Shown::Masked,
+        InsuranceCardNo::parse,
+    );
+    let from = c.date(
+        &format!("{path}.valid_from"),
+        card.valid_from.as_ref(),
+        None,
+    );
     let to = c.date_shape(&format!("{path}.valid_to"), card.valid_to.as_ref(), None);
     if let Some((admitted, discharged)) = episode {
         let starts_late = from.is_some_and(|f| f.earliest() > admitted.earliest());
@@ -119,43 +183,96 @@ fn insurance_card(c: &mut Checker<'_>, path: &str, card: &InsuranceCard, episode
 pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &str, d: Option<&Diagnosis>) {
     let Some(d) = d else { return };
     if !d.main_icd10.trim().is_empty() {
-        c.id(&format!("{path}.main_icd10"), &d.main_icd10, Shown::Plain, Icd10Code::parse);
+        c.id(
+            &format!("{path}.main_icd10"),
+            &d.main_icd10,
+            Shown::Plain,
+            Icd10Code::parse,
+        );
     }
     if d.secondary_icd10.len() > 12 {
-        c.error("diagnosis.too_many_secondary", &format!("{path}.secondary_icd10"), Some(d.secondary_icd10.len().to_string()),
-            "MA_BENH_KT holds at most 12 codes".into(), "MA_BENH_KT chỉ chứa tối đa 12 mã".into());
+        c.error(
+            "diagnosis.too_many_secondary",
+            &format!("{path}.secondary_icd10"),
+            Some(d.secondary_icd10.len().to_string()),
+            "MA_BENH_KT holds at most 12 codes".into(),
+            "MA_BENH_KT chỉ chứa tối đa 12 mã".into(),
+        );
     }
     for (i, code) in d.secondary_icd10.iter().enumerate() {
-        c.id(&format!("{path}.secondary_icd10[{i}]"), code, Shown::Plain, Icd10Code::parse);
+        c.id(
+            &format!("{path}.secondary_icd10[{i}]"),
+            code,
+            Shown::Plain,
+            Icd10Code::parse,
+        );
     }
 }
 
 /// Episode dates; returns (admitted, discharged) when both parse.
-pub(crate) fn episode(c: &mut Checker<'_>, path: &str, e: Option<&EpisodeDates>) -> Option<(XmlDateTime, XmlDateTime)> {
+pub(crate) fn episode(
+    c: &mut Checker<'_>,
+    path: &str,
+    e: Option<&EpisodeDates>,
+) -> Option<(XmlDateTime, XmlDateTime)> {
     let e = e?;
     let admitted = c.date(&format!("{path}.admitted_at"), e.admitted_at.as_ref(), None);
-    c.date(&format!("{path}.inpatient_admitted_at"), e.inpatient_admitted_at.as_ref(), None);
-    let discharged = c.date(&format!("{path}.discharged_at"), e.discharged_at.as_ref(), None);
+    c.date(
+        &format!("{path}.inpatient_admitted_at"),
+        e.inpatient_admitted_at.as_ref(),
+        None,
+    );
+    let discharged = c.date(
+        &format!("{path}.discharged_at"),
+        e.discharged_at.as_ref(),
+        None,
+    );
     let (a, d) = (admitted?, discharged?);
     if d.earliest() < a.earliest() {
-        c.error("episode.discharge_before_admission", &format!("{path}.discharged_at"), Some(d.digits()),
+        c.error(
+            "episode.discharge_before_admission",
+            &format!("{path}.discharged_at"),
+            Some(d.digits()),
             format!("NGAY_RA {} is before NGAY_VAO {}", d.digits(), a.digits()),
-            format!("NGAY_RA {} trước NGAY_VAO {}", d.digits(), a.digits()));
+            format!("NGAY_RA {} trước NGAY_VAO {}", d.digits(), a.digits()),
+        );
     }
     Some((a, d))
 }
 
 /// A required practitioner with a licence number.
 pub(crate) fn practitioner(c: &mut Checker<'_>, path: &str, p: Option<&Practitioner>, xml: &str) {
-    let raw = p.map(|p| if p.raw.is_empty() { p.licence_number.as_str() } else { p.raw.as_str() }).unwrap_or("");
+    let raw = p
+        .map(|p| {
+            if p.raw.is_empty() {
+                p.licence_number.as_str()
+            } else {
+                p.raw.as_str()
+            }
+        })
+        .unwrap_or("");
     if c.required(&format!("{path}.licence_number"), raw, xml) {
-        c.id(&format!("{path}.licence_number"), raw, Shown::Plain, PractitionerLicence::parse);
+        c.id(
+            &format!("{path}.licence_number"),
+            raw,
+            Shown::Plain,
+            PractitionerLicence::parse,
+        );
     }
 }
 
 /// A facility reference; `xml` names the field when required.
-pub(crate) fn facility(c: &mut Checker<'_>, path: &str, code: &str, xml: &str) -> Option<FacilityCode> {
-    if c.required(path, code, xml) { c.id(path, code, Shown::Plain, FacilityCode::parse) } else { None }
+pub(crate) fn facility(
+    c: &mut Checker<'_>,
+    path: &str,
+    code: &str,
+    xml: &str,
+) -> Option<FacilityCode> {
+    if c.required(path, code, xml) {
+        c.id(path, code, Shown::Plain, FacilityCode::parse)
+    } else {
+        None
+    }
 }
 
 /// True when the precision is at least a day.

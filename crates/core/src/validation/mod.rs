@@ -65,7 +65,10 @@ pub struct ValidationContext {
 impl ValidationContext {
     /// Context at the current time with a 10-minute skew allowance.
     pub fn now() -> Self {
-        Self { now: OffsetDateTime::now_utc(), future_skew: Duration::from_secs(600) }
+        Self {
+            now: OffsetDateTime::now_utc(),
+            future_skew: Duration::from_secs(600),
+        }
     }
 }
 
