@@ -1,0 +1,44 @@
+//! Loader settings (`--*` flags with `LIENTHONG_WAREHOUSE_*` / `LIENTHONG_PG_DSN` env vars).
+
+use std::time::Duration;
+
+/// Everything the loader needs besides Kafka, registry and telemetry settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoaderConfig {
+    /// PostgreSQL connection string (key=value or URL form). Put the password in PGPASSWORD or
+    /// a .pgpass file, not here.
+    #[arg(long, env = "LIENTHONG_PG_DSN", default_value = "postgres://lienthong@127.0.0.1:5432/lienthong")]
+    pub pg_dsn: String,
+    /// Consumer group; replicas of one warehouse share it (scale up to the partition count).
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_GROUP", default_value = "lienthong-warehouse")]
+    pub group: String,
+    /// Topics to load (comma-separated).
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_TOPICS",
+        value_delimiter = ',',
+        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1"
+    )]
+    pub topics: Vec<String>,
+    /// Dead-letter topic.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_DLQ_TOPIC", default_value = "lienthong.dlq.v1")]
+    pub dlq_topic: String,
+    /// Most messages in one transaction.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 2000)]
+    pub batch_events: usize,
+    /// Longest a batch waits to fill, in milliseconds.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
+    pub batch_ms: u64,
+}
+
+impl LoaderConfig {
+    /// Defaults with the given DSN and topics (tests and embedding).
+    pub fn new(pg_dsn: &str, group: &str, topics: Vec<String>) -> Self {
+        Self { pg_dsn: pg_dsn.into(), group: group.into(), topics, dlq_topic: "lienthong.dlq.v1".into(), batch_events: 2000, batch_ms: 500 }
+    }
+
+    /// Batch fill deadline.
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_ms.max(10))
+    }
+}

@@ -1,0 +1,11 @@
+//! The national warehouse loader: consumes the document topics and writes pseudonymized rows
+//! to PostgreSQL, one transaction per batch holding both the rows and the consumed offsets.
+
+pub mod config;
+pub mod loader;
+pub mod migrations;
+pub mod rows;
+pub mod store;
+
+pub use config::LoaderConfig;
+pub use loader::{LoaderError, run};

@@ -1,0 +1,233 @@
+//! The consume → transform → one-transaction-per-batch loop, with dead letters and retries.
+
+use std::time::{Duration, Instant};
+
+use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_kafka::{EventProducer, KafkaArgs};
+use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LoaderConfig;
+use crate::rows::{EventRows, rows_of};
+use crate::store::{Position, write_batch};
+
+/// Why the loader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// Kafka.
+    #[error(transparent)]
+    Kafka(#[from] lienthong_kafka::Error),
+    /// Kafka client.
+    #[error("kafka consumer: {0}")]
+    Consumer(#[from] rdkafka::error::KafkaError),
+    /// Registry settings.
+    #[error(transparent)]
+    Registry(#[from] lienthong_registry::Error),
+    /// PostgreSQL could not be reached or migrated at start-up.
+    #[error("PostgreSQL at {dsn}: {source}; is it running? locally run `deploy/local/up`, otherwise check --pg-dsn / LIENTHONG_PG_DSN")]
+    Postgres {
+        /// DSN without password.
+        dsn: String,
+        /// Client error.
+        source: tokio_postgres::Error,
+    },
+}
+
+/// What to do with one consumed message.
+enum Item {
+    Rows(EventRows),
+    Dead(String),
+}
+
+/// Connects and returns the client; the connection task ends when the client is dropped.
+pub async fn connect(dsn: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn redact(dsn: &str) -> String {
+    // postgres://user:secret@host → postgres://user:***@host
+    match (dsn.find("://"), dsn.find('@')) {
+        (Some(s), Some(at)) if dsn[s + 3..at].contains(':') => {
+            let colon = s + 3 + dsn[s + 3..at].find(':').unwrap_or(0);
+            format!("{}:***{}", &dsn[..colon], &dsn[at..])
+        }
+        _ => dsn.to_owned(),
+    }
+}
+
+/// Runs until `shutdown`; finishes the open batch before returning.
+pub async fn run(config: LoaderConfig, kafka: KafkaArgs, registry: RegistryArgs, shutdown: CancellationToken) -> Result<(), LoaderError> {
+    kafka.probe()?;
+    let mut client = connect(&config.pg_dsn).await.map_err(|source| LoaderError::Postgres { dsn: redact(&config.pg_dsn), source })?;
+    crate::migrations::migrate(&mut client).await.map_err(|source| LoaderError::Postgres { dsn: redact(&config.pg_dsn), source })?;
+
+    let codec = WireCodec::new(&registry)?;
+    let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
+    let mut cfg = kafka.client_config()?;
+    // Offsets live in PostgreSQL with the rows; Kafka commits are advisory, made after the
+    // transaction, so the committed offset never runs ahead of the warehouse.
+    cfg.set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    let consumer: StreamConsumer = cfg.create()?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
+
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
+    loop {
+        let deadline = Instant::now() + config.batch_wait();
+        while batch.len() < config.batch_events {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(remaining, consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => { tracing::warn!(error = %e, "consume error"); break; }
+                },
+            }
+        }
+        if !batch.is_empty() {
+            client = apply_with_retry(client, &config, &codec, &dlq, &batch, &shutdown).await?;
+            commit_advisory(&consumer, &batch);
+            batch.clear();
+        }
+        if shutdown.is_cancelled() {
+            tracing::info!("warehouse loader stopped after its last batch");
+            return Ok(());
+        }
+    }
+}
+
+/// Decodes, dead-letters and writes a batch; on a database or registry failure waits and
+/// retries the same batch without advancing anything, reconnecting as needed.
+async fn apply_with_retry(
+    mut client: Client,
+    config: &LoaderConfig,
+    codec: &WireCodec,
+    dlq: &EventProducer,
+    batch: &[OwnedMessage],
+    shutdown: &CancellationToken,
+) -> Result<Client, LoaderError> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match apply_once(&mut client, config, codec, dlq, batch).await {
+            Ok(()) => return Ok(client),
+            Err(e) => {
+                metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "batch not written; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {},
+                    // Even when stopping, an unwritten batch is simply left for the next start.
+                    _ = shutdown.cancelled() => return Ok(client),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if client.is_closed() {
+                    match connect(&config.pg_dsn).await {
+                        Ok(c) => client = c,
+                        Err(e) => tracing::warn!(error = %e, "PostgreSQL still unreachable"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn apply_once(client: &mut Client, config: &LoaderConfig, codec: &WireCodec, dlq: &EventProducer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ctx = ValidationContext::now();
+    let mut items: Vec<(Position, Option<EventRows>)> = Vec::with_capacity(batch.len());
+    for m in batch {
+        let position = Position { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
+        match classify(codec, m, &ctx).await? {
+            Item::Rows(rows) => items.push((position, Some(rows))),
+            Item::Dead(error) => {
+                // The dead letter must be durable before the offset moves past the message.
+                dead_letter(dlq, config, m, &error).await?;
+                items.push((position, None));
+            }
+        }
+    }
+    let tx = client.transaction().await?;
+    let written = write_batch(&tx, &config.group, &items).await?;
+    tx.commit().await?;
+    metrics::histogram!("lienthong_warehouse_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("lienthong_warehouse_batch_size").record(batch.len() as f64);
+    metrics::counter!("lienthong_warehouse_rows_total", "table" => "event_history").increment(written.history);
+    metrics::counter!("lienthong_warehouse_rows_total", "table" => "current").increment(written.current);
+    metrics::counter!("lienthong_warehouse_skipped_total").increment(written.already_applied);
+    tracing::debug!(messages = batch.len(), ?written, "batch committed");
+    Ok(())
+}
+
+/// Rows, a dead letter, or (Err) a transient failure that must be retried.
+async fn classify(codec: &WireCodec, m: &OwnedMessage, ctx: &ValidationContext) -> anyhow::Result<Item> {
+    let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
+    let decoded = match codec.decode(m.payload(), m.topic(), m.partition(), m.offset()).await {
+        Ok(d) => d,
+        // The registry being unreachable says nothing about the message: retry, never DLQ.
+        Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
+        Err(e) => return Ok(Item::Dead(e.to_string())),
+    };
+    let event = match decoded.event(&origin) {
+        Ok(e) => e,
+        Err(e) => return Ok(Item::Dead(e.to_string())),
+    };
+    let errors: Vec<String> = event.validate(ctx).into_iter().filter(|v| v.severity == Severity::Error).map(|v| v.to_string()).collect();
+    if !errors.is_empty() {
+        return Ok(Item::Dead(format!("{origin}: invalid document: {}", errors.join("; "))));
+    }
+    Ok(match rows_of(&event) {
+        Ok(rows) => Item::Rows(rows),
+        Err(e) => Item::Dead(format!("{origin}: {e}")),
+    })
+}
+
+async fn dead_letter(dlq: &EventProducer, config: &LoaderConfig, m: &OwnedMessage, error: &str) -> anyhow::Result<()> {
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let headers: [(&str, &[u8]); 5] = [
+        ("lienthong-origin-topic", m.topic().as_bytes()),
+        ("lienthong-origin-partition", partition.as_bytes()),
+        ("lienthong-origin-offset", offset.as_bytes()),
+        ("lienthong-consumer-group", config.group.as_bytes()),
+        ("lienthong-error", error.as_bytes()),
+    ];
+    dlq.send(&config.dlq_topic, m.key().unwrap_or_default(), m.payload().unwrap_or_default(), &headers).await?;
+    metrics::counter!("lienthong_warehouse_dead_letters_total", "topic" => m.topic().to_owned()).increment(1);
+    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, "message dead-lettered");
+    Ok(())
+}
+
+/// Tells Kafka how far the warehouse is, for lag monitoring. Best effort: the truth is in
+/// PostgreSQL, and a failed commit (e.g. during a rebalance) only makes the lag look larger.
+fn commit_advisory(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
+    for m in batch {
+        let e = ends.entry((m.topic(), m.partition())).or_insert(m.offset() + 1);
+        *e = (*e).max(m.offset() + 1);
+    }
+    for ((topic, partition), end) in ends {
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(end)).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "advisory commit failed");
+    }
+}

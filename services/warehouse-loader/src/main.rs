@@ -1,0 +1,54 @@
+//! `lienthong-warehouse-loader`: Kafka → PostgreSQL national warehouse.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lienthong_kafka::KafkaArgs;
+use lienthong_registry::RegistryArgs;
+use lienthong_telemetry::TelemetryArgs;
+use lienthong_warehouse_loader::LoaderConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The lienthong warehouse loader.
+#[derive(Debug, Parser)]
+#[command(name = "lienthong-warehouse-loader", version, about)]
+struct Cli {
+    #[command(flatten)]
+    loader: LoaderConfig,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lienthong_telemetry::run_main(async move {
+        lienthong_telemetry::init(&cli.telemetry)?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+                signal.cancel();
+                return;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            signal.cancel();
+        });
+        lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
