@@ -26,6 +26,9 @@ pub struct LoaderConfig {
     /// Most messages in one transaction.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 2000)]
     pub batch_events: usize,
+    /// Kafka group session timeout, in ms: how soon a crashed replica's partitions move on.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Longest a batch waits to fill, in milliseconds.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
     pub batch_ms: u64,
@@ -34,7 +37,7 @@ pub struct LoaderConfig {
 impl LoaderConfig {
     /// Defaults with the given DSN and topics (tests and embedding).
     pub fn new(pg_dsn: &str, group: &str, topics: Vec<String>) -> Self {
-        Self { pg_dsn: pg_dsn.into(), group: group.into(), topics, dlq_topic: "lienthong.dlq.v1".into(), batch_events: 2000, batch_ms: 500 }
+        Self { pg_dsn: pg_dsn.into(), group: group.into(), topics, dlq_topic: "lienthong.dlq.v1".into(), batch_events: 2000, batch_ms: 500, session_timeout_ms: 10_000 }
     }
 
     /// Batch fill deadline.

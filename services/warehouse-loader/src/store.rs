@@ -90,8 +90,8 @@ pub async fn write_batch(tx: &Transaction<'_>, group: &str, items: &[(Position, 
             }
         }
     }
-    for r in latest.values() {
-        written.current += upsert_current(tx, r).await?;
+    for n in futures::future::try_join_all(latest.values().map(|r| upsert_current(tx, r))).await? {
+        written.current += n;
     }
 
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
