@@ -8,7 +8,9 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/referral.proto",
     "lienthong/v1/appointment.proto",
     "lienthong/v1/lab_result.proto",
+    "lienthong/v1/receipt.proto",
     "lienthong/v1/ingest.proto",
+    "lienthong/v1/query.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -55,6 +55,8 @@ impl DocumentKind {
     }
 }
 
+/// Receipts of referred patients (AcknowledgeReferral).
+pub const RECEIPT_TOPIC: &str = "lienthong.referral-receipt.v1";
 /// Dead-letter topic.
 pub const DLQ_TOPIC: &str = "lienthong.dlq.v1";
 /// Access-audit topic.

@@ -2,6 +2,7 @@
 //! and topics as code.
 
 pub mod connection;
+pub mod dlq;
 pub mod error;
 pub mod producer;
 pub mod topics;

@@ -13,7 +13,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/lienthong_descriptor.bin"));
 
 /// The event-contract .proto sources, by import path, as checked in (what the schema registry
-/// stores). Service APIs (ingest.proto) are not topic schemas and are not listed.
+/// stores). Service APIs (ingest.proto, query.proto) are not topic schemas and are not listed.
 pub const PROTO_SOURCES: &[(&str, &str)] = &[
     (
         "lienthong/v1/common.proto",
@@ -30,6 +30,10 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[
     (
         "lienthong/v1/lab_result.proto",
         include_str!("../../../proto/lienthong/v1/lab_result.proto"),
+    ),
+    (
+        "lienthong/v1/receipt.proto",
+        include_str!("../../../proto/lienthong/v1/receipt.proto"),
     ),
 ];
 

@@ -15,11 +15,12 @@ use crate::error::{Error, Result};
 /// Compatibility level every lienthong subject gets (ARCHITECTURE.md, "Contracts").
 pub const COMPATIBILITY: &str = "BACKWARD";
 
-/// Which document kind (and so which topic) each file carries.
-const TOPIC_FILES: &[(&str, DocumentKind)] = &[
-    ("lienthong/v1/referral.proto", DocumentKind::Referral),
-    ("lienthong/v1/appointment.proto", DocumentKind::Appointment),
-    ("lienthong/v1/lab_result.proto", DocumentKind::LabResult),
+/// The topic whose values each file's first message is.
+const TOPIC_FILES: &[(&str, &str)] = &[
+    ("lienthong/v1/referral.proto", "lienthong.referral.v1"),
+    ("lienthong/v1/appointment.proto", "lienthong.appointment.v1"),
+    ("lienthong/v1/lab_result.proto", "lienthong.lab-result.v1"),
+    ("lienthong/v1/receipt.proto", lienthong_core::routing::RECEIPT_TOPIC),
 ];
 
 /// One .proto file by import path.
@@ -56,9 +57,9 @@ impl ProtoFile {
     }
 
     /// The registry subject of this file when kinds are routed to other topics.
-    pub fn subject_with(&self, topics: &BTreeMap<DocumentKind, String>) -> String {
+    pub fn subject_with(&self, topics: &BTreeMap<String, String>) -> String {
         match TOPIC_FILES.iter().find(|(p, _)| *p == self.path) {
-            Some((_, kind)) => value_subject(topics.get(kind).map_or(kind.topic(), String::as_str)),
+            Some((_, topic)) => value_subject(topics.get(*topic).map_or(topic, String::as_str)),
             None => self.path.trim_end_matches(".proto").replace('/', "."),
         }
     }
@@ -86,7 +87,8 @@ pub struct Registered {
 #[derive(Debug, Clone)]
 pub struct SchemaSet {
     files: BTreeMap<String, ProtoFile>,
-    topics: BTreeMap<DocumentKind, String>,
+    /// Standard topic → topic actually used.
+    topics: BTreeMap<String, String>,
 }
 
 impl SchemaSet {
@@ -128,7 +130,13 @@ impl SchemaSet {
 
     /// Registers a kind's schema for another topic (e.g. per-test or per-environment topics).
     pub fn with_topic(mut self, kind: DocumentKind, topic: &str) -> Self {
-        self.topics.insert(kind, topic.to_owned());
+        self.topics.insert(kind.topic().to_owned(), topic.to_owned());
+        self
+    }
+
+    /// Registers the receipt schema for another topic.
+    pub fn with_receipt_topic(mut self, topic: &str) -> Self {
+        self.topics.insert(lienthong_core::routing::RECEIPT_TOPIC.to_owned(), topic.to_owned());
         self
     }
 

@@ -76,10 +76,15 @@ impl WireCodec {
         topic: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>> {
+        self.encode_message(topic, kind.message_name(), payload).await
+    }
+
+    /// Frames an encoded message named `full_name` for `topic` (subject `<topic>-value`).
+    pub async fn encode_message(&self, topic: &str, full_name: &str, payload: &[u8]) -> Result<Vec<u8>> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
         let framed = self
             .encoder
-            .encode(payload, kind.message_name(), strategy)
+            .encode(payload, full_name, strategy)
             .await
             .map_err(|e| {
                 // Failures are cached by the converter; clear them so a later call can succeed
@@ -87,7 +92,7 @@ impl WireCodec {
                 self.encoder.remove_errors_from_cache();
                 Error::Encode {
                     topic: topic.to_owned(),
-                    message_name: kind.message_name().to_owned(),
+                    message_name: full_name.to_owned(),
                     message: format!(
                         "{}; register the schemas with `lienthong schemas register`",
                         e.error

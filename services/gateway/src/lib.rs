@@ -14,4 +14,4 @@ mod service;
 pub use config::GatewayConfig;
 pub use identity::{Authenticator, Identity};
 pub use pipeline::Gateway;
-pub use server::{GatewayError, run};
+pub use server::{GatewayError, run, server_tls, token_secret};

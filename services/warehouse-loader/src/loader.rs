@@ -158,7 +158,7 @@ async fn apply_once(client: &mut Client, config: &LoaderConfig, codec: &WireCode
             Item::Rows(rows) => items.push((position, Some(rows))),
             Item::Dead(error) => {
                 // The dead letter must be durable before the offset moves past the message.
-                dead_letter(dlq, config, m, &error).await?;
+                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, &config.group, m, &error).await?;
                 items.push((position, None));
             }
         }
@@ -196,22 +196,6 @@ async fn classify(codec: &WireCodec, m: &OwnedMessage, ctx: &ValidationContext) 
         Ok(rows) => Item::Rows(rows),
         Err(e) => Item::Dead(format!("{origin}: {e}")),
     })
-}
-
-async fn dead_letter(dlq: &EventProducer, config: &LoaderConfig, m: &OwnedMessage, error: &str) -> anyhow::Result<()> {
-    let partition = m.partition().to_string();
-    let offset = m.offset().to_string();
-    let headers: [(&str, &[u8]); 5] = [
-        ("lienthong-origin-topic", m.topic().as_bytes()),
-        ("lienthong-origin-partition", partition.as_bytes()),
-        ("lienthong-origin-offset", offset.as_bytes()),
-        ("lienthong-consumer-group", config.group.as_bytes()),
-        ("lienthong-error", error.as_bytes()),
-    ];
-    dlq.send(&config.dlq_topic, m.key().unwrap_or_default(), m.payload().unwrap_or_default(), &headers).await?;
-    metrics::counter!("lienthong_warehouse_dead_letters_total", "topic" => m.topic().to_owned()).increment(1);
-    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, "message dead-lettered");
-    Ok(())
 }
 
 /// Tells Kafka how far the warehouse is, for lag monitoring. Best effort: the truth is in

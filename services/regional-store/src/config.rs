@@ -1,0 +1,89 @@
+//! Regional store settings (`LIENTHONG_REGIONAL_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lienthong_core::DocumentKind;
+use lienthong_core::routing::{AUDIT_TOPIC, DLQ_TOPIC, RECEIPT_TOPIC};
+
+/// Everything a regional store needs besides Kafka, registry, key and telemetry settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegionalConfig {
+    /// Regions served (current 2-digit province codes, comma-separated), e.g. 79,01.
+    #[arg(long, env = "LIENTHONG_REGIONAL_REGIONS", value_delimiter = ',', required = true)]
+    pub regions: Vec<String>,
+    /// Folder holding one sled store per region.
+    #[arg(long, env = "LIENTHONG_REGIONAL_DATA_DIR", default_value = "regional-data")]
+    pub data_dir: PathBuf,
+    /// Address of the query API.
+    #[arg(long, env = "LIENTHONG_REGIONAL_LISTEN", default_value = "127.0.0.1:50061")]
+    pub listen: SocketAddr,
+    /// Development only: plain-text, unauthenticated query API.
+    #[arg(long, env = "LIENTHONG_REGIONAL_INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "LIENTHONG_REGIONAL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long, env = "LIENTHONG_REGIONAL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA of facility client certificates (mutual TLS; common name = facility code).
+    #[arg(long, env = "LIENTHONG_REGIONAL_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// HS256 key file of bearer tokens (the same tokens as the gateway's).
+    #[arg(long, env = "LIENTHONG_REGIONAL_TOKEN_KEY_FILE")]
+    pub token_key_file: Option<PathBuf>,
+    /// Topic of referral events.
+    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_REFERRAL", default_value = "lienthong.referral.v1")]
+    pub topic_referral: String,
+    /// Topic of appointment events.
+    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_APPOINTMENT", default_value = "lienthong.appointment.v1")]
+    pub topic_appointment: String,
+    /// Topic of lab-result events.
+    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_LAB_RESULT", default_value = "lienthong.lab-result.v1")]
+    pub topic_lab_result: String,
+    /// Topic of referral receipts.
+    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_RECEIPT", default_value = RECEIPT_TOPIC)]
+    pub topic_receipt: String,
+    /// Dead-letter topic.
+    #[arg(long, env = "LIENTHONG_REGIONAL_DLQ_TOPIC", default_value = DLQ_TOPIC)]
+    pub dlq_topic: String,
+    /// Access-audit topic.
+    #[arg(long, env = "LIENTHONG_REGIONAL_AUDIT_TOPIC", default_value = AUDIT_TOPIC)]
+    pub audit_topic: String,
+    /// Most messages applied in one sled transaction.
+    #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 1000)]
+    pub batch_events: usize,
+    /// Kafka session timeout in ms (how soon a crashed instance's partitions move on).
+    #[arg(long, env = "LIENTHONG_REGIONAL_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+}
+
+impl RegionalConfig {
+    /// The topic of a document kind.
+    pub fn topic(&self, kind: DocumentKind) -> &str {
+        match kind {
+            DocumentKind::Referral => &self.topic_referral,
+            DocumentKind::Appointment => &self.topic_appointment,
+            DocumentKind::LabResult => &self.topic_lab_result,
+        }
+    }
+
+    /// Consumer group of a region.
+    pub fn group(region: &str) -> String {
+        format!("lienthong-regional-{region}")
+    }
+
+    /// Checks the settings together.
+    pub fn check(&self) -> Result<(), String> {
+        for r in &self.regions {
+            if lienthong_core::ProvinceCode::current(r).is_none() {
+                return Err(format!("--regions: {r:?} is not one of the 34 current province codes"));
+            }
+        }
+        if !self.insecure_dev && (self.tls_cert.is_none() || self.tls_key.is_none() || (self.client_ca.is_none() && self.token_key_file.is_none())) {
+            return Err("the query API needs --tls-cert, --tls-key and --client-ca and/or --token-key-file (or --insecure-dev for development)".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! Consumption of one region: its own consumer group, seek to the store's offsets on every
+//! assignment, one sled transaction per batch (offsets inside), dead letters for poison.
+
+use std::time::{Duration, Instant};
+
+use lienthong_core::ProvinceCode;
+use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_kafka::{EventProducer, KafkaArgs};
+use lienthong_proto::v1 as pb;
+use lienthong_registry::{DecodeError, WireCodec};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegionalConfig;
+use crate::store::{Change, RegionStore};
+
+/// Sets every assigned partition's start to the store's own offset (or the beginning when the
+/// store never had it), so a partition taken over in a rebalance is neither skipped nor doubled.
+pub struct SeekToStore {
+    store: RegionStore,
+}
+
+impl ClientContext for SeekToStore {}
+
+impl ConsumerContext for SeekToStore {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let result: KafkaResult<()> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                for (topic, partition) in parts {
+                    let start = match self.store.next_offset(&topic, partition) {
+                        Ok(Some(n)) => Offset::Offset(n),
+                        _ => Offset::Beginning,
+                    };
+                    if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
+                        tracing::error!(%err, topic, partition, "cannot set start offset");
+                    }
+                }
+                tracing::info!(partitions = tpl.count(), "partitions assigned; starting from the store's offsets");
+                consumer.assign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                consumer.unassign()
+            }
+            other => {
+                tracing::error!(?other, "rebalance error");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "rebalance assignment failed");
+        }
+    }
+}
+
+/// Consumes for `region` into `store` until `shutdown`; finishes the open batch first.
+pub async fn run_region(
+    region: String,
+    config: RegionalConfig,
+    kafka: KafkaArgs,
+    codec: std::sync::Arc<WireCodec>,
+    dlq: EventProducer,
+    store: RegionStore,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let group = RegionalConfig::group(&region);
+    let region_code = ProvinceCode::current(&region).ok_or_else(|| anyhow::anyhow!("unknown region {region}"))?;
+    let mut cfg = kafka.client_config()?;
+    cfg.set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string());
+    let consumer: StreamConsumer<SeekToStore> = cfg.create_with_context(SeekToStore { store: store.clone() })?;
+    let topics = [config.topic_referral.as_str(), config.topic_appointment.as_str(), config.topic_lab_result.as_str(), config.topic_receipt.as_str()];
+    consumer.subscribe(&topics)?;
+    tracing::info!(%region, %group, "regional consumer started");
+
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
+    loop {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while batch.len() < config.batch_events {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(remaining, consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => { tracing::warn!(error = %e, "consume error"); break; }
+                },
+            }
+        }
+        if !batch.is_empty() {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                match apply(&config, &region_code, &group, &codec, &dlq, &store, &batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "batch not applied; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {},
+                            _ = shutdown.cancelled() => return Ok(()),
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            commit_advisory(&consumer, &batch);
+            batch.clear();
+        }
+        if shutdown.is_cancelled() {
+            store.flush().await?;
+            tracing::info!(%region, "regional consumer stopped after its last batch");
+            return Ok(());
+        }
+    }
+}
+
+async fn apply(
+    config: &RegionalConfig,
+    region: &ProvinceCode,
+    group: &str,
+    codec: &WireCodec,
+    dlq: &EventProducer,
+    store: &RegionStore,
+    batch: &[OwnedMessage],
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ctx = ValidationContext::now();
+    let mut changes = Vec::with_capacity(batch.len());
+    for m in batch {
+        let change = match classify(config, region, codec, &ctx, m).await? {
+            Ok(change) => change,
+            Err(error) => {
+                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, group, m, &error).await?;
+                Change::Skip
+            }
+        };
+        changes.push((m.topic().to_owned(), m.partition(), m.offset(), change));
+    }
+    let store2 = store.clone();
+    let applied = tokio::task::spawn_blocking(move || store2.apply_batch(&changes)).await??;
+    // Durable before Kafka hears about it (the commit is advisory anyway).
+    store.flush().await?;
+    metrics::counter!("lienthong_regional_applied_total", "region" => region.to_string()).increment(applied.applied);
+    metrics::counter!("lienthong_regional_stale_total", "region" => region.to_string()).increment(applied.stale + applied.replayed);
+    metrics::histogram!("lienthong_regional_apply_seconds").record(started.elapsed().as_secs_f64());
+    metrics::gauge!("lienthong_regional_store_bytes", "region" => region.to_string()).set(store.size_on_disk() as f64);
+    Ok(())
+}
+
+/// Ok(Ok(change)), Ok(Err(reason to dead-letter)), or Err(transient: retry the batch).
+async fn classify(
+    config: &RegionalConfig,
+    region: &ProvinceCode,
+    codec: &WireCodec,
+    ctx: &ValidationContext,
+    m: &OwnedMessage,
+) -> anyhow::Result<Result<Change, String>> {
+    let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
+    let decoded = match codec.decode(m.payload(), m.topic(), m.partition(), m.offset()).await {
+        Ok(d) => d,
+        Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if m.topic() == config.topic_receipt {
+        return Ok(match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
+            Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => Ok(Change::Receipt(r)),
+            Ok(_) => Err(format!("{origin}: {} is not a referral receipt", decoded.full_name)),
+            Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
+        });
+    }
+    let event = match decoded.event(&origin) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let errors: Vec<String> = event.validate(ctx).into_iter().filter(|v| v.severity == Severity::Error).map(|v| v.to_string()).collect();
+    if !errors.is_empty() {
+        return Ok(Err(format!("{origin}: invalid document: {}", errors.join("; "))));
+    }
+    Ok(Ok(if event.regions().contains(region) { Change::Event(event) } else { Change::Skip }))
+}
+
+fn commit_advisory(consumer: &StreamConsumer<SeekToStore>, batch: &[OwnedMessage]) {
+    let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
+    for m in batch {
+        let e = ends.entry((m.topic(), m.partition())).or_insert(m.offset() + 1);
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in ends {
+        if tpl.add_partition_offset(t, p, Offset::Offset(o)).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "advisory commit failed");
+    }
+}

@@ -1,0 +1,8 @@
+//! The regional store: per-province materialized views of the clinical documents in sled,
+//! exactly once under crashes and rebalances, with a clinician query API.
+
+pub mod config;
+pub mod consumer;
+pub mod query;
+pub mod server;
+pub mod store;

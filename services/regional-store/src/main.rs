@@ -1,0 +1,60 @@
+//! `lienthong-regional-store`: per-province materialized views and the clinician query API.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use lienthong_gateway::keys::PseudonymKeyArgs;
+use lienthong_kafka::KafkaArgs;
+use lienthong_regional_store::config::RegionalConfig;
+use lienthong_registry::RegistryArgs;
+use lienthong_telemetry::TelemetryArgs;
+use tokio_util::sync::CancellationToken;
+
+/// The lienthong regional store.
+#[derive(Debug, Parser)]
+#[command(name = "lienthong-regional-store", version, about)]
+struct Cli {
+    #[command(flatten)]
+    regional: RegionalConfig,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    key: PseudonymKeyArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lienthong_telemetry::run_main(async move {
+        lienthong_telemetry::init(&cli.telemetry)?;
+        let keyer = cli.key.load()?;
+        let listener = tokio::net::TcpListener::bind(cli.regional.listen).await.with_context(|| format!("cannot listen on {}", cli.regional.listen))?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+                signal.cancel();
+                return;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            signal.cancel();
+        });
+        lienthong_regional_store::server::run(cli.regional, cli.kafka, cli.registry, keyer, listener, shutdown).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
