@@ -1,0 +1,265 @@
+//! The regional store end to end: real broker, registry and TLS; stores in temporary folders.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lienthong_core::fixtures::{Generator, reassign};
+use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer, PersonId, document_id};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::regional_query_service_client::RegionalQueryServiceClient;
+use lienthong_regional_store::config::RegionalConfig;
+use lienthong_tests::gateway::TestPki;
+use lienthong_tests::warehouse::publish_to;
+use lienthong_tests::{create_topic, read_at, require_kafka, require_registry, unique_topic};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+const SECRET: &[u8] = b"regional-test-token-secret-0123456789";
+
+fn keyer() -> PatientKeyer {
+    PatientKeyer::new("test", &[7u8; 32]).expect("key")
+}
+
+struct Topics {
+    docs: BTreeMap<DocumentKind, String>,
+    receipt: String,
+    audit: String,
+    dlq: String,
+}
+
+async fn topics() -> anyhow::Result<Topics> {
+    let kafka = require_kafka();
+    let mut docs = BTreeMap::new();
+    for k in DocumentKind::ALL {
+        let t = unique_topic(&format!("rs.{}", k.as_str()));
+        create_topic(&kafka, &t, 3).await?;
+        docs.insert(k, t);
+    }
+    let mk = |p: &str| unique_topic(p);
+    let (receipt, audit, dlq) = (mk("rs.receipt"), mk("rs.audit"), mk("rs.dlq"));
+    for t in [&receipt, &audit, &dlq] {
+        create_topic(&kafka, t, 1).await?;
+    }
+    Ok(Topics { docs, receipt, audit, dlq })
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    pki: TestPki,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(regions: &[&str], t: &Topics) -> anyhow::Result<Running> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let pki = TestPki::new()?;
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = pki.leaf("localhost", false)?;
+    std::fs::write(dir.path().join("s.pem"), cert)?;
+    std::fs::write(dir.path().join("s.key"), key)?;
+    std::fs::write(dir.path().join("token.key"), SECRET)?;
+    let config = RegionalConfig {
+        regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse()?,
+        insecure_dev: false,
+        tls_cert: Some(dir.path().join("s.pem")),
+        tls_key: Some(dir.path().join("s.key")),
+        client_ca: None,
+        token_key_file: Some(dir.path().join("token.key")),
+        topic_referral: t.docs[&DocumentKind::Referral].clone(),
+        topic_appointment: t.docs[&DocumentKind::Appointment].clone(),
+        topic_lab_result: t.docs[&DocumentKind::LabResult].clone(),
+        topic_receipt: t.receipt.clone(),
+        dlq_topic: t.dlq.clone(),
+        audit_topic: t.audit.clone(),
+        batch_events: 500,
+        session_timeout_ms: 6000,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(lienthong_regional_store::server::run(config, kafka, registry, keyer(), listener, shutdown.clone()));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Running { addr, pki, shutdown, handle, _dir: dir })
+}
+
+impl Running {
+    async fn client(&self) -> anyhow::Result<RegionalQueryServiceClient<Channel>> {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.pki.ca_pem())).domain_name("localhost");
+        let ch = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?.tls_config(tls)?.connect().await?;
+        Ok(RegionalQueryServiceClient::new(ch))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+}
+
+fn authed<T>(msg: T, facility: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let token = lienthong_gateway::identity::issue_token(SECRET, "lienthong-gateway", facility, 600).expect("token");
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    r
+}
+
+/// A referral from `from` to `to` for a patient living in `residence`, keyed with the test key.
+fn referral(g: &mut Generator, from: &str, to: &str, residence: &str) -> ClinicalEvent {
+    let mut e = reassign(ClinicalEvent::Referral(g.referral()), from);
+    if let ClinicalEvent::Referral(r) = &mut e {
+        let s = r.slip.get_or_insert_with(Default::default);
+        s.receiving = Some(pb::FacilityRef { code: to.into(), name: String::new() });
+        s.patient.get_or_insert_with(Default::default).residence_province_code = residence.into();
+    }
+    key(e)
+}
+
+fn key(mut e: ClinicalEvent) -> ClinicalEvent {
+    let person = PersonId::parse(e.patient().map(|p| p.citizen_id.as_str()).unwrap_or("")).expect("id");
+    let k = keyer().key_for(&person);
+    e.header_mut().patient_key = k.value;
+    e.header_mut().patient_key_id = k.key_id;
+    e
+}
+
+fn version(e: &ClinicalEvent, v: u64, action: pb::Action) -> ClinicalEvent {
+    let mut n = e.clone();
+    let kind = n.kind();
+    let h = n.header_mut();
+    h.document_version = v;
+    h.action = action as i32;
+    h.event_id = document_id::event_id(kind, &h.document_id, v);
+    n
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    for _ in 0..120 {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("{what} did not happen within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyhow::Result<()> {
+    let registry = require_registry().await;
+    let t = topics().await?;
+    // Instance A serves Hồ Chí Minh (79) and Hà Nội (01); instance B serves Huế (46).
+    let a = start(&["79", "01"], &t).await?;
+    let b = start(&["46"], &t).await?;
+    let mut g = Generator::new(555, time::OffsetDateTime::now_utc());
+
+    // From Bình Dương (old 74 → 79) to Hà Nội, patient living in Thanh Hóa (38).
+    let r1 = referral(&mut g, "74001", "01001", "38");
+    let citizen = r1.patient().map(|p| p.citizen_id.clone()).unwrap_or_default();
+    let r1_v3 = version(&r1, 3, pb::Action::Cancelled);
+    let r1_v2 = version(&r1, 2, pb::Action::Updated);
+    // Five more referrals to 01001 for the worklist, and one lab report of the same patient.
+    let more: Vec<ClinicalEvent> = (0..5).map(|_| referral(&mut g, "79025", "01001", "79")).collect();
+    let mut lab = reassign(ClinicalEvent::LabResult(g.lab_result()), "79025");
+    if let ClinicalEvent::LabResult(l) = &mut lab {
+        let report = l.report.get_or_insert_with(Default::default);
+        let p = report.patient.get_or_insert_with(Default::default);
+        *p = r1.patient().cloned().unwrap_or_default();
+    }
+    let lab = key(lab);
+    let service = if let ClinicalEvent::LabResult(l) = &lab { l.report.clone().unwrap_or_default().service_code } else { String::new() };
+
+    let mut events = vec![r1.clone(), r1_v3, r1_v2.clone(), r1.clone(), lab.clone()];
+    events.extend(more.clone());
+    publish_to(&registry, &t.docs, &events).await?;
+
+    let mut ca = a.client().await?;
+    let rec = eventually("the patient record in region 79/01", || {
+        let mut c = ca.clone();
+        let citizen = citizen.clone();
+        async move {
+            let r = c.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen, purpose: pb::PurposeOfUse::Treatment as i32 }, "01001")).await?.into_inner();
+            Ok((r.referrals.len() == 1 && r.lab_results.len() == 1 && r.referrals[0].referral.as_ref().and_then(|e| e.header.as_ref()).is_some_and(|h| h.document_version == 3)).then_some(r))
+        }
+    })
+    .await?;
+    assert_eq!(rec.referrals[0].status, pb::ReferralStatus::Cancelled as i32, "latest version (cancelled) wins over duplicates and older versions");
+
+    // Region 46 (Huế) is not concerned: nothing there.
+    let mut cb = b.client().await?;
+    let none = cb.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: pb::PurposeOfUse::Treatment as i32 }, "46001")).await?.into_inner();
+    assert!(none.referrals.is_empty() && none.lab_results.is_empty());
+
+    // Worklist of Hà Nội 01001, pending only, two per page.
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let req = pb::ListIncomingReferralsRequest {
+            facility_code: "01001".into(),
+            status: pb::ReferralStatus::Pending as i32,
+            since: String::new(),
+            page: Some(pb::PageRequest { page_size: 2, page_token: token.clone() }),
+            purpose: pb::PurposeOfUse::ContinuityOfCare as i32,
+        };
+        let page = ca.list_incoming_referrals(authed(req, "01001")).await?.into_inner();
+        ids.extend(page.referrals.iter().filter_map(|r| r.referral.as_ref().and_then(|e| e.header.as_ref()).map(|h| h.document_id.clone())));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(ids.len(), 5, "{ids:?}");
+
+    // Reusable lab results of the patient.
+    let labs = ca
+        .find_reusable_lab_results(authed(pb::FindReusableLabResultsRequest { citizen_id: citizen.clone(), service_codes: vec![service], max_age_days: 30, page: None, purpose: pb::PurposeOfUse::Treatment as i32 }, "01001"))
+        .await?
+        .into_inner();
+    assert_eq!(labs.lab_results.len(), 1);
+
+    // The receiving facility acknowledges one referral: it becomes RECEIVED.
+    let target = more[0].header().map(|h| h.document_id.clone()).unwrap_or_default();
+    ca.acknowledge_referral(authed(pb::AcknowledgeReferralRequest { referral_document_id: target.clone() }, "01001")).await?;
+    eventually("the referral to be received", || {
+        let mut c = ca.clone();
+        async move {
+            let req = pb::ListIncomingReferralsRequest { facility_code: "01001".into(), status: pb::ReferralStatus::Received as i32, since: String::new(), page: None, purpose: pb::PurposeOfUse::ContinuityOfCare as i32 };
+            let page = c.list_incoming_referrals(authed(req, "01001")).await?.into_inner();
+            Ok((page.referrals.len() == 1).then_some(()))
+        }
+    })
+    .await?;
+
+    // Refusals: no identity, another facility's worklist, no purpose, another facility acknowledging.
+    let anon = ca.get_patient_record(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: 1 }).await.expect_err("anonymous");
+    assert_eq!(anon.code(), Code::Unauthenticated);
+    let other = ca
+        .list_incoming_referrals(authed(pb::ListIncomingReferralsRequest { facility_code: "01001".into(), purpose: 1, ..Default::default() }, "79025"))
+        .await
+        .expect_err("not its worklist");
+    assert_eq!(other.code(), Code::PermissionDenied);
+    let no_purpose = ca.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: 0 }, "01001")).await.expect_err("no purpose");
+    assert_eq!(no_purpose.code(), Code::InvalidArgument);
+    let ack = ca.acknowledge_referral(authed(pb::AcknowledgeReferralRequest { referral_document_id: target }, "79025")).await.expect_err("not the receiver");
+    assert_eq!(ack.code(), Code::PermissionDenied);
+
+    // Every patient-level read was audited before it was answered.
+    let first = read_at(&t.audit, 0, 0).await?;
+    let text = String::from_utf8_lossy(rdkafka::Message::payload(&first).unwrap_or_default()).into_owned();
+    assert!(text.contains("\"caller_facility\":\"01001\"") && text.contains("PURPOSE_OF_USE_TREATMENT") && text.contains("GetPatientRecord"), "{text}");
+    assert!(!text.contains(&citizen), "the audit holds the pseudonym, not the citizen ID");
+
+    a.stop().await?;
+    b.stop().await
+}
