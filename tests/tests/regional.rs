@@ -41,6 +41,12 @@ async fn topics() -> anyhow::Result<Topics> {
     for t in [&receipt, &audit, &dlq] {
         create_topic(&kafka, t, 1).await?;
     }
+    // Schemas first: tests publish before (or while) the store registers them itself.
+    let mut set = lienthong_registry::SchemaSet::built_in().with_receipt_topic(&receipt);
+    for (k, topic) in &docs {
+        set = set.with_topic(*k, topic);
+    }
+    set.register(&lienthong_registry::RegistryClient::new(&require_registry().await)?).await?;
     Ok(Topics { docs, receipt, audit, dlq })
 }
 
@@ -262,4 +268,56 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
 
     a.stop().await?;
     b.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_replays_it() -> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let referral_topic = t.docs[&DocumentKind::Referral].clone();
+    let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?;
+    let bad = producer.send(&referral_topic, b"poison-key", b"\x0a\x02not framed", &[]).await?;
+    let mut g = Generator::new(556, time::OffsetDateTime::now_utc());
+    let good = referral(&mut g, "79025", "79001", "79");
+    let citizen = good.patient().map(|p| p.citizen_id.clone()).unwrap_or_default();
+    publish_to(&registry, &t.docs, std::slice::from_ref(&good)).await?;
+    let a = start(&["79"], &t).await?;
+    let mut c = a.client().await?;
+    eventually("the good referral after the poison", || {
+        let mut c = c.clone();
+        let citizen = citizen.clone();
+        async move {
+            let r = c.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen, purpose: 1 }, "79001")).await?.into_inner();
+            Ok((r.referrals.len() == 1).then_some(()))
+        }
+    })
+    .await?;
+    let _ = &mut c;
+
+    let bin = lienthong_tests::workspace_bin("lienthong");
+    let args = ["--kafka-bootstrap", &kafka.bootstrap, "--registry-url", &registry.registry_url, "dlq"];
+    let list = tokio::process::Command::new(&bin).args(args).args(["list", "--topic", &t.dlq]).output().await?;
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{stdout}{}", String::from_utf8_lossy(&list.stderr));
+    let origin = format!("{referral_topic}[{}]@{}", bad.partition, bad.offset);
+    assert!(stdout.contains(&origin) && stdout.contains("lienthong-regional-79") && stdout.contains("not Confluent-framed"), "{stdout}");
+
+    let show = tokio::process::Command::new(&bin).args(args).args(["show", "--topic", &t.dlq, "--partition", "0", "--offset", "0"]).output().await?;
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(shown.contains("\"undecodable\"") && shown.contains("poison-key"), "{shown}");
+
+    let replay = tokio::process::Command::new(&bin).args(args).args(["replay", "--topic", &t.dlq, "--partition", "0", "--offset", "0"]).output().await?;
+    let replayed = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success() && replayed.contains(&format!("to {referral_topic}")), "{replayed}");
+    // The replayed copy is on the origin topic, same key and bytes.
+    let (p, o) = {
+        let tail = replayed.trim().rsplit_once('[').map(|(_, r)| r.to_owned()).unwrap_or_default();
+        let (p, o) = tail.split_once("]@").unwrap_or(("0", "0"));
+        (p.parse::<i32>()?, o.parse::<i64>()?)
+    };
+    let copy = read_at(&referral_topic, p, o).await?;
+    assert_eq!(rdkafka::Message::payload(&copy), Some(&b"\x0a\x02not framed"[..]));
+    assert_eq!(rdkafka::Message::key(&copy), Some(&b"poison-key"[..]));
+    a.stop().await
 }

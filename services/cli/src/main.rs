@@ -1,6 +1,7 @@
 //! The `lienthong` command for operators and analysts.
 
 mod demo;
+mod dlq;
 mod keys;
 mod publish;
 mod schemas;
@@ -46,6 +47,9 @@ enum Command {
     Tokens(tokens::TokensCommand),
     /// Publish synthetic events and read them back: a first end-to-end check of a stack.
     Demo(demo::DemoArgs),
+    /// Dead letters: list, show, replay.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Pseudonym keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(args, &cli.kafka, &cli.registry).await,
             Command::Demo(args) => demo::run(args, &cli.kafka, &cli.registry).await,
             Command::Keys(cmd) => keys::run(cmd),
+            Command::Dlq(cmd) => dlq::run(cmd, &cli.kafka, &cli.registry).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Tokens(cmd) => tokens::run(cmd),
         }
