@@ -314,6 +314,11 @@ impl RegionStore {
         Ok(out)
     }
 
+    /// (document_id, version) of every stored document, for checks and rebuild comparisons.
+    pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.docs.iter().map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), stored_version(&v))).map_err(StoreError::from)).collect()
+    }
+
     /// Number of stored documents.
     pub fn len(&self) -> usize {
         self.docs.len()

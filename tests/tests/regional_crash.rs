@@ -1,0 +1,129 @@
+//! Crash test of a regional store: while 100,000 events flow, the store process is killed with
+//! SIGKILL several times at random moments; after a final clean run it holds exactly the
+//! latest version of every document of its region, computed independently from what was sent.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lienthong_core::{DocumentKind, ProvinceCode, document_id};
+use lienthong_proto::v1 as pb;
+use lienthong_regional_store::store::RegionStore;
+use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
+use lienthong_tests::{keyed_events, kafka, require_kafka, require_registry, unique_topic, workspace_bin};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+const EVENTS: usize = 100_000;
+const REGION: &str = "79";
+
+/// Messages the region's group has not committed yet (advisory commits follow each flush).
+fn lag(topics: &[String]) -> anyhow::Result<i64> {
+    let args = kafka();
+    let mut cfg = args.client_config()?;
+    cfg.set("group.id", format!("lienthong-regional-{REGION}"));
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut total = 0;
+    let md = consumer.fetch_metadata(None, args.timeout())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| topics.iter().any(|x| x == t.name())) {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, args.timeout())?;
+    for e in committed.elements() {
+        let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), args.timeout())?;
+        let done = match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        };
+        total += high - done;
+    }
+    drop(committed);
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> anyhow::Result<()> {
+    let kafka_args = require_kafka();
+    let registry = require_registry().await;
+    let topics = topics_with_schemas(&registry).await?;
+    let receipt = unique_topic("rc.receipt");
+    lienthong_tests::create_topic(&kafka_args, &receipt, 1).await?;
+    let mut events = keyed_events(8080, EVENTS - EVENTS / 10);
+    let updates: Vec<_> = events
+        .iter()
+        .step_by(10)
+        .map(|e| {
+            let mut n = e.clone();
+            let kind = n.kind();
+            let h = n.header_mut();
+            h.document_version = 2;
+            h.action = pb::Action::Cancelled as i32;
+            h.event_id = document_id::event_id(kind, &h.document_id, 2);
+            n
+        })
+        .collect();
+    events.extend(updates);
+    let region = ProvinceCode::current(REGION).expect("region");
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.regions().contains(&region)) {
+        let h = e.header().cloned().unwrap_or_default();
+        let v = expected.entry(h.document_id).or_insert(0);
+        *v = (*v).max(h.document_version);
+    }
+    publish_to(&registry, &topics, &events).await?;
+
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let args: Vec<String> = vec![
+        "--regions".into(), REGION.into(), "--insecure-dev".into(), "--listen".into(), "127.0.0.1:0".into(),
+        "--data-dir".into(), data.display().to_string(),
+        "--topic-referral".into(), topics[&DocumentKind::Referral].clone(),
+        "--topic-appointment".into(), topics[&DocumentKind::Appointment].clone(),
+        "--topic-lab-result".into(), topics[&DocumentKind::LabResult].clone(),
+        "--topic-receipt".into(), receipt.clone(),
+        "--session-timeout-ms".into(), "6000".into(),
+        "--kafka-bootstrap".into(), kafka_args.bootstrap.clone(), "--registry-url".into(), registry.registry_url.clone(), "--log".into(), "warn".into(),
+    ];
+    let spawn = || {
+        tokio::process::Command::new(workspace_bin("lienthong-regional-store"))
+            .args(&args)
+            .env("LIENTHONG_PSEUDONYM_KEY", format!("test:{}", "07".repeat(32)))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    };
+    let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
+    let total = events.len() as i64;
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() as u64;
+    for kill in 1..=4 {
+        let before = lag(&all_topics)?;
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let progress = 5_000 + ((seed >> 33) % 15_000) as i64;
+        let mut child = spawn()?;
+        let until = Instant::now() + Duration::from_secs(90);
+        while lag(&all_topics)? > (before - progress).max(0) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().await?; // SIGKILL
+        eprintln!("kill {kill}: lag {} of {total}", lag(&all_topics)?);
+    }
+    let mut child = spawn()?;
+    let until = Instant::now() + Duration::from_secs(300);
+    while lag(&all_topics)? > 0 {
+        anyhow::ensure!(Instant::now() < until, "the store did not catch up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A clean stop (SIGTERM) finishes the batch and flushes sled.
+    if let Some(pid) = child.id() {
+        std::process::Command::new("kill").arg(pid.to_string()).status()?;
+    }
+    child.wait().await?;
+
+    let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
+    let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
+    assert_eq!(got.len(), expected.len(), "document count of region {REGION}");
+    assert!(got == expected, "stored versions differ from the latest version of each document");
+    eprintln!("region {REGION}: {} documents exact after 4 kills", got.len());
+    Ok(())
+}
