@@ -12,7 +12,8 @@ use crate::{create_topic, kafka, unique_topic};
 
 /// DSN of the local stack's `lienthong` database (LIENTHONG_PG_DSN overrides it).
 pub fn base_dsn() -> String {
-    std::env::var("LIENTHONG_PG_DSN").unwrap_or_else(|_| "postgres://lienthong@127.0.0.1:5432/lienthong".into())
+    std::env::var("LIENTHONG_PG_DSN")
+        .unwrap_or_else(|_| "postgres://lienthong@127.0.0.1:5432/lienthong".into())
 }
 
 /// Creates an empty database for one test; returns its DSN. Fails when PostgreSQL is down.
@@ -23,7 +24,9 @@ pub async fn fresh_database() -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("the warehouse tests need the local PostgreSQL at {base}: {e}; run deploy/local/test"))?;
     tokio::spawn(conn);
     let name = format!("lt_test_{}", uuid::Uuid::new_v4().simple());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
     let cut = base.rfind('/').unwrap_or(base.len());
     Ok(format!("{}/{name}", &base[..cut]))
 }
@@ -36,7 +39,9 @@ pub async fn connect(dsn: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 /// Unique topics for the three kinds, created, with their schemas registered.
-pub async fn topics_with_schemas(registry: &RegistryArgs) -> anyhow::Result<BTreeMap<DocumentKind, String>> {
+pub async fn topics_with_schemas(
+    registry: &RegistryArgs,
+) -> anyhow::Result<BTreeMap<DocumentKind, String>> {
     let mut topics = BTreeMap::new();
     let mut set = SchemaSet::built_in();
     for kind in DocumentKind::ALL {
@@ -50,16 +55,29 @@ pub async fn topics_with_schemas(registry: &RegistryArgs) -> anyhow::Result<BTre
 }
 
 /// Publishes framed events to the given topics (keyed by patient key), 256 in flight at once.
-pub async fn publish_to(registry: &RegistryArgs, topics: &BTreeMap<DocumentKind, String>, events: &[ClinicalEvent]) -> anyhow::Result<()> {
+pub async fn publish_to(
+    registry: &RegistryArgs,
+    topics: &BTreeMap<DocumentKind, String>,
+    events: &[ClinicalEvent],
+) -> anyhow::Result<()> {
     let codec = WireCodec::new(registry)?;
     let producer = lienthong_kafka::EventProducer::new(&kafka(), Duration::from_secs(30))?;
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(events.iter().map(|e| {
         let (codec, producer) = (&codec, &producer);
         async move {
             let topic = &topics[&e.kind()];
-            let framed = codec.encode_for(e.kind(), topic, &e.encode_to_vec()).await?;
+            let framed = codec
+                .encode_for(e.kind(), topic, &e.encode_to_vec())
+                .await?;
             let h = e.header().cloned().unwrap_or_default();
-            producer.send(topic, h.patient_key.as_bytes(), &framed, &[("lienthong-event-id", h.event_id.as_bytes())]).await?;
+            producer
+                .send(
+                    topic,
+                    h.patient_key.as_bytes(),
+                    &framed,
+                    &[("lienthong-event-id", h.event_id.as_bytes())],
+                )
+                .await?;
             Ok(())
         }
     }))
@@ -70,7 +88,12 @@ pub async fn publish_to(registry: &RegistryArgs, topics: &BTreeMap<DocumentKind,
 }
 
 /// Polls `sql` (returning one bigint) until it equals `expected` or `timeout` passes.
-pub async fn wait_for_count(client: &tokio_postgres::Client, sql: &str, expected: i64, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_for_count(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    expected: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = -1;
     while Instant::now() < deadline {

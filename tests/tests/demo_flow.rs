@@ -1,6 +1,9 @@
 //! The README's first flow: `lienthong demo` publishes synthetic clinical events and reads
 //! every one back from the real broker.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::process::Command;
 
 use lienthong_tests::{require_kafka, workspace_bin};

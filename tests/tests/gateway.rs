@@ -1,6 +1,9 @@
 //! The ingest gateway end to end: real TLS (certificates generated here), real broker, real
 //! registry. Every rejection class has a precise status and produces nothing.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use lienthong_core::ClinicalEvent;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::WireCodec;

@@ -5,6 +5,9 @@
 //! runs test binaries one at a time, and this binary holds a single test, so nothing else is
 //! talking to the broker meanwhile.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! A real Kafka on the wire: the idempotent producer writes 10,000 keyed messages, a consumer
 //! group reads all of them back in per-key order, and kcat independently counts the same topic.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! `lienthong publish` against a real gateway (TLS + bearer token): synthetic events and a JSON
 //! Lines file with one invalid event.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use lienthong_core::ClinicalEvent;
 use lienthong_tests::gateway::{envelope, events_from, record_count, start_gateway};
 use lienthong_tests::workspace_bin;

@@ -2,6 +2,9 @@
 //! ProtobufDeserializer, classes generated from proto/ by grpcio-tools) decodes what Rust
 //! published and finds the same field values. This is what analytics teams will do.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::process::Command;
 
 use lienthong_core::ClinicalEvent;

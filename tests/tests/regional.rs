@@ -1,5 +1,8 @@
 //! The regional store end to end: real broker, registry and TLS; stores in temporary folders.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -46,8 +49,16 @@ async fn topics() -> anyhow::Result<Topics> {
     for (k, topic) in &docs {
         set = set.with_topic(*k, topic);
     }
-    set.register(&lienthong_registry::RegistryClient::new(&require_registry().await)?).await?;
-    Ok(Topics { docs, receipt, audit, dlq })
+    set.register(&lienthong_registry::RegistryClient::new(
+        &require_registry().await,
+    )?)
+    .await?;
+    Ok(Topics {
+        docs,
+        receipt,
+        audit,
+        dlq,
+    })
 }
 
 struct Running {
@@ -88,20 +99,38 @@ async fn start(regions: &[&str], t: &Topics) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(lienthong_regional_store::server::run(config, kafka, registry, keyer(), listener, shutdown.clone()));
+    let handle = tokio::spawn(lienthong_regional_store::server::run(
+        config,
+        kafka,
+        registry,
+        keyer(),
+        listener,
+        shutdown.clone(),
+    ));
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Running { addr, pki, shutdown, handle, _dir: dir })
+    Ok(Running {
+        addr,
+        pki,
+        shutdown,
+        handle,
+        _dir: dir,
+    })
 }
 
 impl Running {
     async fn client(&self) -> anyhow::Result<RegionalQueryServiceClient<Channel>> {
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.pki.ca_pem())).domain_name("localhost");
-        let ch = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?.tls_config(tls)?.connect().await?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.pki.ca_pem()))
+            .domain_name("localhost");
+        let ch = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
+            .tls_config(tls)?
+            .connect()
+            .await?;
         Ok(RegionalQueryServiceClient::new(ch))
     }
 
@@ -113,8 +142,13 @@ impl Running {
 
 fn authed<T>(msg: T, facility: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    let token = lienthong_gateway::identity::issue_token(SECRET, "lienthong-gateway", facility, 600).expect("token");
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    let token =
+        lienthong_gateway::identity::issue_token(SECRET, "lienthong-gateway", facility, 600)
+            .expect("token");
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
     r
 }
 
@@ -123,14 +157,20 @@ fn referral(g: &mut Generator, from: &str, to: &str, residence: &str) -> Clinica
     let mut e = reassign(ClinicalEvent::Referral(g.referral()), from);
     if let ClinicalEvent::Referral(r) = &mut e {
         let s = r.slip.get_or_insert_with(Default::default);
-        s.receiving = Some(pb::FacilityRef { code: to.into(), name: String::new() });
-        s.patient.get_or_insert_with(Default::default).residence_province_code = residence.into();
+        s.receiving = Some(pb::FacilityRef {
+            code: to.into(),
+            name: String::new(),
+        });
+        s.patient
+            .get_or_insert_with(Default::default)
+            .residence_province_code = residence.into();
     }
     key(e)
 }
 
 fn key(mut e: ClinicalEvent) -> ClinicalEvent {
-    let person = PersonId::parse(e.patient().map(|p| p.citizen_id.as_str()).unwrap_or("")).expect("id");
+    let person =
+        PersonId::parse(e.patient().map(|p| p.citizen_id.as_str()).unwrap_or("")).expect("id");
     let k = keyer().key_for(&person);
     e.header_mut().patient_key = k.value;
     e.header_mut().patient_key_id = k.key_id;
@@ -172,11 +212,16 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
 
     // From Bình Dương (old 74 → 79) to Hà Nội, patient living in Thanh Hóa (38).
     let r1 = referral(&mut g, "74001", "01001", "38");
-    let citizen = r1.patient().map(|p| p.citizen_id.clone()).unwrap_or_default();
+    let citizen = r1
+        .patient()
+        .map(|p| p.citizen_id.clone())
+        .unwrap_or_default();
     let r1_v3 = version(&r1, 3, pb::Action::Cancelled);
     let r1_v2 = version(&r1, 2, pb::Action::Updated);
     // Five more referrals to 01001 for the worklist, and one lab report of the same patient.
-    let more: Vec<ClinicalEvent> = (0..5).map(|_| referral(&mut g, "79025", "01001", "79")).collect();
+    let more: Vec<ClinicalEvent> = (0..5)
+        .map(|_| referral(&mut g, "79025", "01001", "79"))
+        .collect();
     let mut lab = reassign(ClinicalEvent::LabResult(g.lab_result()), "79025");
     if let ClinicalEvent::LabResult(l) = &mut lab {
         let report = l.report.get_or_insert_with(Default::default);
@@ -184,7 +229,11 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
         *p = r1.patient().cloned().unwrap_or_default();
     }
     let lab = key(lab);
-    let service = if let ClinicalEvent::LabResult(l) = &lab { l.report.clone().unwrap_or_default().service_code } else { String::new() };
+    let service = if let ClinicalEvent::LabResult(l) = &lab {
+        l.report.clone().unwrap_or_default().service_code
+    } else {
+        String::new()
+    };
 
     let mut events = vec![r1.clone(), r1_v3, r1_v2.clone(), r1.clone(), lab.clone()];
     events.extend(more.clone());
@@ -195,16 +244,45 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
         let mut c = ca.clone();
         let citizen = citizen.clone();
         async move {
-            let r = c.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen, purpose: pb::PurposeOfUse::Treatment as i32 }, "01001")).await?.into_inner();
-            Ok((r.referrals.len() == 1 && r.lab_results.len() == 1 && r.referrals[0].referral.as_ref().and_then(|e| e.header.as_ref()).is_some_and(|h| h.document_version == 3)).then_some(r))
+            let r = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: pb::PurposeOfUse::Treatment as i32,
+                    },
+                    "01001",
+                ))
+                .await?
+                .into_inner();
+            Ok((r.referrals.len() == 1
+                && r.lab_results.len() == 1
+                && r.referrals[0]
+                    .referral
+                    .as_ref()
+                    .and_then(|e| e.header.as_ref())
+                    .is_some_and(|h| h.document_version == 3))
+            .then_some(r))
         }
     })
     .await?;
-    assert_eq!(rec.referrals[0].status, pb::ReferralStatus::Cancelled as i32, "latest version (cancelled) wins over duplicates and older versions");
+    assert_eq!(
+        rec.referrals[0].status,
+        pb::ReferralStatus::Cancelled as i32,
+        "latest version (cancelled) wins over duplicates and older versions"
+    );
 
     // Region 46 (Huế) is not concerned: nothing there.
     let mut cb = b.client().await?;
-    let none = cb.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: pb::PurposeOfUse::Treatment as i32 }, "46001")).await?.into_inner();
+    let none = cb
+        .get_patient_record(authed(
+            pb::GetPatientRecordRequest {
+                citizen_id: citizen.clone(),
+                purpose: pb::PurposeOfUse::Treatment as i32,
+            },
+            "46001",
+        ))
+        .await?
+        .into_inner();
     assert!(none.referrals.is_empty() && none.lab_results.is_empty());
 
     // Worklist of Hà Nội 01001, pending only, two per page.
@@ -215,11 +293,22 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
             facility_code: "01001".into(),
             status: pb::ReferralStatus::Pending as i32,
             since: String::new(),
-            page: Some(pb::PageRequest { page_size: 2, page_token: token.clone() }),
+            page: Some(pb::PageRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            }),
             purpose: pb::PurposeOfUse::ContinuityOfCare as i32,
         };
-        let page = ca.list_incoming_referrals(authed(req, "01001")).await?.into_inner();
-        ids.extend(page.referrals.iter().filter_map(|r| r.referral.as_ref().and_then(|e| e.header.as_ref()).map(|h| h.document_id.clone())));
+        let page = ca
+            .list_incoming_referrals(authed(req, "01001"))
+            .await?
+            .into_inner();
+        ids.extend(page.referrals.iter().filter_map(|r| {
+            r.referral
+                .as_ref()
+                .and_then(|e| e.header.as_ref())
+                .map(|h| h.document_id.clone())
+        }));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -229,58 +318,130 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
 
     // Reusable lab results of the patient.
     let labs = ca
-        .find_reusable_lab_results(authed(pb::FindReusableLabResultsRequest { citizen_id: citizen.clone(), service_codes: vec![service], max_age_days: 30, page: None, purpose: pb::PurposeOfUse::Treatment as i32 }, "01001"))
+        .find_reusable_lab_results(authed(
+            pb::FindReusableLabResultsRequest {
+                citizen_id: citizen.clone(),
+                service_codes: vec![service],
+                max_age_days: 30,
+                page: None,
+                purpose: pb::PurposeOfUse::Treatment as i32,
+            },
+            "01001",
+        ))
         .await?
         .into_inner();
     assert_eq!(labs.lab_results.len(), 1);
 
     // The receiving facility acknowledges one referral: it becomes RECEIVED.
-    let target = more[0].header().map(|h| h.document_id.clone()).unwrap_or_default();
-    ca.acknowledge_referral(authed(pb::AcknowledgeReferralRequest { referral_document_id: target.clone() }, "01001")).await?;
+    let target = more[0]
+        .header()
+        .map(|h| h.document_id.clone())
+        .unwrap_or_default();
+    ca.acknowledge_referral(authed(
+        pb::AcknowledgeReferralRequest {
+            referral_document_id: target.clone(),
+        },
+        "01001",
+    ))
+    .await?;
     eventually("the referral to be received", || {
         let mut c = ca.clone();
         async move {
-            let req = pb::ListIncomingReferralsRequest { facility_code: "01001".into(), status: pb::ReferralStatus::Received as i32, since: String::new(), page: None, purpose: pb::PurposeOfUse::ContinuityOfCare as i32 };
-            let page = c.list_incoming_referrals(authed(req, "01001")).await?.into_inner();
+            let req = pb::ListIncomingReferralsRequest {
+                facility_code: "01001".into(),
+                status: pb::ReferralStatus::Received as i32,
+                since: String::new(),
+                page: None,
+                purpose: pb::PurposeOfUse::ContinuityOfCare as i32,
+            };
+            let page = c
+                .list_incoming_referrals(authed(req, "01001"))
+                .await?
+                .into_inner();
             Ok((page.referrals.len() == 1).then_some(()))
         }
     })
     .await?;
 
     // Refusals: no identity, another facility's worklist, no purpose, another facility acknowledging.
-    let anon = ca.get_patient_record(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: 1 }).await.expect_err("anonymous");
+    let anon = ca
+        .get_patient_record(pb::GetPatientRecordRequest {
+            citizen_id: citizen.clone(),
+            purpose: 1,
+        })
+        .await
+        .expect_err("anonymous");
     assert_eq!(anon.code(), Code::Unauthenticated);
     let other = ca
-        .list_incoming_referrals(authed(pb::ListIncomingReferralsRequest { facility_code: "01001".into(), purpose: 1, ..Default::default() }, "79025"))
+        .list_incoming_referrals(authed(
+            pb::ListIncomingReferralsRequest {
+                facility_code: "01001".into(),
+                purpose: 1,
+                ..Default::default()
+            },
+            "79025",
+        ))
         .await
         .expect_err("not its worklist");
     assert_eq!(other.code(), Code::PermissionDenied);
-    let no_purpose = ca.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen.clone(), purpose: 0 }, "01001")).await.expect_err("no purpose");
+    let no_purpose = ca
+        .get_patient_record(authed(
+            pb::GetPatientRecordRequest {
+                citizen_id: citizen.clone(),
+                purpose: 0,
+            },
+            "01001",
+        ))
+        .await
+        .expect_err("no purpose");
     assert_eq!(no_purpose.code(), Code::InvalidArgument);
-    let ack = ca.acknowledge_referral(authed(pb::AcknowledgeReferralRequest { referral_document_id: target }, "79025")).await.expect_err("not the receiver");
+    let ack = ca
+        .acknowledge_referral(authed(
+            pb::AcknowledgeReferralRequest {
+                referral_document_id: target,
+            },
+            "79025",
+        ))
+        .await
+        .expect_err("not the receiver");
     assert_eq!(ack.code(), Code::PermissionDenied);
 
     // Every patient-level read was audited before it was answered.
     let first = read_at(&t.audit, 0, 0).await?;
-    let text = String::from_utf8_lossy(rdkafka::Message::payload(&first).unwrap_or_default()).into_owned();
-    assert!(text.contains("\"caller_facility\":\"01001\"") && text.contains("PURPOSE_OF_USE_TREATMENT") && text.contains("GetPatientRecord"), "{text}");
-    assert!(!text.contains(&citizen), "the audit holds the pseudonym, not the citizen ID");
+    let text =
+        String::from_utf8_lossy(rdkafka::Message::payload(&first).unwrap_or_default()).into_owned();
+    assert!(
+        text.contains("\"caller_facility\":\"01001\"")
+            && text.contains("PURPOSE_OF_USE_TREATMENT")
+            && text.contains("GetPatientRecord"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&citizen),
+        "the audit holds the pseudonym, not the citizen ID"
+    );
 
     a.stop().await?;
     b.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_replays_it() -> anyhow::Result<()> {
+async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_replays_it()
+-> anyhow::Result<()> {
     let kafka = require_kafka();
     let registry = require_registry().await;
     let t = topics().await?;
     let referral_topic = t.docs[&DocumentKind::Referral].clone();
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?;
-    let bad = producer.send(&referral_topic, b"poison-key", b"\x0a\x02not framed", &[]).await?;
+    let bad = producer
+        .send(&referral_topic, b"poison-key", b"\x0a\x02not framed", &[])
+        .await?;
     let mut g = Generator::new(556, time::OffsetDateTime::now_utc());
     let good = referral(&mut g, "79025", "79001", "79");
-    let citizen = good.patient().map(|p| p.citizen_id.clone()).unwrap_or_default();
+    let citizen = good
+        .patient()
+        .map(|p| p.citizen_id.clone())
+        .unwrap_or_default();
     publish_to(&registry, &t.docs, std::slice::from_ref(&good)).await?;
     let a = start(&["79"], &t).await?;
     let mut c = a.client().await?;
@@ -288,7 +449,16 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
         let mut c = c.clone();
         let citizen = citizen.clone();
         async move {
-            let r = c.get_patient_record(authed(pb::GetPatientRecordRequest { citizen_id: citizen, purpose: 1 }, "79001")).await?.into_inner();
+            let r = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: 1,
+                    },
+                    "79001",
+                ))
+                .await?
+                .into_inner();
             Ok((r.referrals.len() == 1).then_some(()))
         }
     })
@@ -296,28 +466,84 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
     let _ = &mut c;
 
     let bin = lienthong_tests::workspace_bin("lienthong");
-    let args = ["--kafka-bootstrap", &kafka.bootstrap, "--registry-url", &registry.registry_url, "dlq"];
-    let list = tokio::process::Command::new(&bin).args(args).args(["list", "--topic", &t.dlq]).output().await?;
+    let args = [
+        "--kafka-bootstrap",
+        &kafka.bootstrap,
+        "--registry-url",
+        &registry.registry_url,
+        "dlq",
+    ];
+    let list = tokio::process::Command::new(&bin)
+        .args(args)
+        .args(["list", "--topic", &t.dlq])
+        .output()
+        .await?;
     let stdout = String::from_utf8_lossy(&list.stdout);
-    assert!(list.status.success(), "{stdout}{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let origin = format!("{referral_topic}[{}]@{}", bad.partition, bad.offset);
-    assert!(stdout.contains(&origin) && stdout.contains("lienthong-regional-79") && stdout.contains("not Confluent-framed"), "{stdout}");
+    assert!(
+        stdout.contains(&origin)
+            && stdout.contains("lienthong-regional-79")
+            && stdout.contains("not Confluent-framed"),
+        "{stdout}"
+    );
 
-    let show = tokio::process::Command::new(&bin).args(args).args(["show", "--topic", &t.dlq, "--partition", "0", "--offset", "0"]).output().await?;
+    let show = tokio::process::Command::new(&bin)
+        .args(args)
+        .args([
+            "show",
+            "--topic",
+            &t.dlq,
+            "--partition",
+            "0",
+            "--offset",
+            "0",
+        ])
+        .output()
+        .await?;
     let shown = String::from_utf8_lossy(&show.stdout);
-    assert!(shown.contains("\"undecodable\"") && shown.contains("poison-key"), "{shown}");
+    assert!(
+        shown.contains("\"undecodable\"") && shown.contains("poison-key"),
+        "{shown}"
+    );
 
-    let replay = tokio::process::Command::new(&bin).args(args).args(["replay", "--topic", &t.dlq, "--partition", "0", "--offset", "0"]).output().await?;
+    let replay = tokio::process::Command::new(&bin)
+        .args(args)
+        .args([
+            "replay",
+            "--topic",
+            &t.dlq,
+            "--partition",
+            "0",
+            "--offset",
+            "0",
+        ])
+        .output()
+        .await?;
     let replayed = String::from_utf8_lossy(&replay.stdout);
-    assert!(replay.status.success() && replayed.contains(&format!("to {referral_topic}")), "{replayed}");
+    assert!(
+        replay.status.success() && replayed.contains(&format!("to {referral_topic}")),
+        "{replayed}"
+    );
     // The replayed copy is on the origin topic, same key and bytes.
     let (p, o) = {
-        let tail = replayed.trim().rsplit_once('[').map(|(_, r)| r.to_owned()).unwrap_or_default();
+        let tail = replayed
+            .trim()
+            .rsplit_once('[')
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_default();
         let (p, o) = tail.split_once("]@").unwrap_or(("0", "0"));
         (p.parse::<i32>()?, o.parse::<i64>()?)
     };
     let copy = read_at(&referral_topic, p, o).await?;
-    assert_eq!(rdkafka::Message::payload(&copy), Some(&b"\x0a\x02not framed"[..]));
+    assert_eq!(
+        rdkafka::Message::payload(&copy),
+        Some(&b"\x0a\x02not framed"[..])
+    );
     assert_eq!(rdkafka::Message::key(&copy), Some(&b"poison-key"[..]));
     a.stop().await
 }

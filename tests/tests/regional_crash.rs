@@ -2,6 +2,9 @@
 //! SIGKILL several times at random moments; after a final clean run it holds exactly the
 //! latest version of every document of its region, computed independently from what was sent.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -9,7 +12,9 @@ use lienthong_core::{DocumentKind, ProvinceCode, document_id};
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{keyed_events, kafka, require_kafka, require_registry, unique_topic, workspace_bin};
+use lienthong_tests::{
+    kafka, keyed_events, require_kafka, require_registry, unique_topic, workspace_bin,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const EVENTS: usize = 100_000;
@@ -24,7 +29,11 @@ fn lag(topics: &[String]) -> anyhow::Result<i64> {
     let mut total = 0;
     let md = consumer.fetch_metadata(None, args.timeout())?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics().iter().filter(|t| topics.iter().any(|x| x == t.name())) {
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|x| x == t.name()))
+    {
         for p in t.partitions() {
             tpl.add_partition(t.name(), p.id());
         }
@@ -76,29 +85,51 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let args: Vec<String> = vec![
-        "--regions".into(), REGION.into(), "--insecure-dev".into(), "--listen".into(), "127.0.0.1:0".into(),
-        "--data-dir".into(), data.display().to_string(),
-        "--topic-referral".into(), topics[&DocumentKind::Referral].clone(),
-        "--topic-appointment".into(), topics[&DocumentKind::Appointment].clone(),
-        "--topic-lab-result".into(), topics[&DocumentKind::LabResult].clone(),
-        "--topic-receipt".into(), receipt.clone(),
-        "--session-timeout-ms".into(), "6000".into(),
-        "--kafka-bootstrap".into(), kafka_args.bootstrap.clone(), "--registry-url".into(), registry.registry_url.clone(), "--log".into(), "warn".into(),
+        "--regions".into(),
+        REGION.into(),
+        "--insecure-dev".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--topic-referral".into(),
+        topics[&DocumentKind::Referral].clone(),
+        "--topic-appointment".into(),
+        topics[&DocumentKind::Appointment].clone(),
+        "--topic-lab-result".into(),
+        topics[&DocumentKind::LabResult].clone(),
+        "--topic-receipt".into(),
+        receipt.clone(),
+        "--session-timeout-ms".into(),
+        "6000".into(),
+        "--kafka-bootstrap".into(),
+        kafka_args.bootstrap.clone(),
+        "--registry-url".into(),
+        registry.registry_url.clone(),
+        "--log".into(),
+        "warn".into(),
     ];
     let spawn = || {
         tokio::process::Command::new(workspace_bin("lienthong-regional-store"))
             .args(&args)
-            .env("LIENTHONG_PSEUDONYM_KEY", format!("test:{}", "07".repeat(32)))
+            .env(
+                "LIENTHONG_PSEUDONYM_KEY",
+                format!("test:{}", "07".repeat(32)),
+            )
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
     };
     let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
     let total = events.len() as i64;
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() as u64;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos() as u64;
     for kill in 1..=4 {
         let before = lag(&all_topics)?;
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let progress = 5_000 + ((seed >> 33) % 15_000) as i64;
         let mut child = spawn()?;
         let until = Instant::now() + Duration::from_secs(90);
@@ -116,14 +147,26 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
     }
     // A clean stop (SIGTERM) finishes the batch and flushes sled.
     if let Some(pid) = child.id() {
-        std::process::Command::new("kill").arg(pid.to_string()).status()?;
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()?;
     }
     child.wait().await?;
 
     let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
     let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
-    assert_eq!(got.len(), expected.len(), "document count of region {REGION}");
-    assert!(got == expected, "stored versions differ from the latest version of each document");
-    eprintln!("region {REGION}: {} documents exact after 4 kills", got.len());
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "document count of region {REGION}"
+    );
+    assert!(
+        got == expected,
+        "stored versions differ from the latest version of each document"
+    );
+    eprintln!(
+        "region {REGION}: {} documents exact after 4 kills",
+        got.len()
+    );
     Ok(())
 }

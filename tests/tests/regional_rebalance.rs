@@ -1,6 +1,9 @@
 //! Rebalance: two instances of one region's group share its partitions; one stops; the other
 //! takes over its partitions without skipping or applying anything twice.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,8 @@ use lienthong_tests::{keyed_events, require_kafka, require_registry, unique_topi
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_surviving_instance_takes_over_without_loss_or_double_application() -> anyhow::Result<()> {
+async fn the_surviving_instance_takes_over_without_loss_or_double_application() -> anyhow::Result<()>
+{
     let kafka = require_kafka();
     let registry = require_registry().await;
     let topics = topics_with_schemas(&registry).await?;
@@ -55,7 +59,14 @@ async fn the_surviving_instance_takes_over_without_loss_or_double_application() 
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let shutdown = CancellationToken::new();
             let keyer = lienthong_core::PatientKeyer::new("test", &[7u8; 32])?;
-            let handle = tokio::spawn(lienthong_regional_store::server::run(config, kafka, registry, keyer, listener, shutdown.clone()));
+            let handle = tokio::spawn(lienthong_regional_store::server::run(
+                config,
+                kafka,
+                registry,
+                keyer,
+                listener,
+                shutdown.clone(),
+            ));
             anyhow::Ok((shutdown, handle))
         }
     };
@@ -79,8 +90,17 @@ async fn the_surviving_instance_takes_over_without_loss_or_double_application() 
         if got == expected {
             return Ok(());
         }
-        assert!(got.iter().all(|(d, v)| expected.get(d).is_some_and(|e| v <= e)), "the survivor holds a document or version that is not the region's");
-        anyhow::ensure!(Instant::now() < until, "the survivor holds {} of {} documents after 120 s", got.len(), expected.len());
+        assert!(
+            got.iter()
+                .all(|(d, v)| expected.get(d).is_some_and(|e| v <= e)),
+            "the survivor holds a document or version that is not the region's"
+        );
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the survivor holds {} of {} documents after 120 s",
+            got.len(),
+            expected.len()
+        );
         second = start(config_for(dirs[1].path())).await?;
     }
 }

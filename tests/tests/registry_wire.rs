@@ -1,5 +1,8 @@
 //! The Confluent wire format against the real Apicurio registry and Kafka broker.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::process::Command;
 
 use lienthong_registry::{DecodeError, RegistryClient, SchemaSet, WireCodec};

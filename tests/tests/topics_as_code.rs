@@ -1,6 +1,9 @@
 //! `topics apply` against the real broker: creates, is idempotent, reconciles drift, and the
 //! `lienthong` binary reports malformed specs and unreachable brokers clearly.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::process::Command;
 
 use lienthong_kafka::topics::{self, TopicChange, TopicsSpec};

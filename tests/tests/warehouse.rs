@@ -1,12 +1,17 @@
 //! The warehouse loader end to end: real broker, registry and PostgreSQL.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use lienthong_core::fixtures::Generator;
 use lienthong_core::{ClinicalEvent, document_id};
 use lienthong_proto::v1 as pb;
-use lienthong_tests::warehouse::{connect, fresh_database, publish_to, topics_with_schemas, wait_for_count};
+use lienthong_tests::warehouse::{
+    connect, fresh_database, publish_to, topics_with_schemas, wait_for_count,
+};
 use lienthong_tests::{keyed_events, require_kafka, require_registry};
 use lienthong_warehouse_loader::LoaderConfig;
 use rdkafka::Message;
@@ -31,7 +36,11 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
     let dsn = fresh_database().await?;
     let topics = topics_with_schemas(&registry).await?;
     let mut events = keyed_events(900, 30);
-    let first_referral = events.iter().find(|e| matches!(e, ClinicalEvent::Referral(_))).cloned().expect("a referral");
+    let first_referral = events
+        .iter()
+        .find(|e| matches!(e, ClinicalEvent::Referral(_)))
+        .cloned()
+        .expect("a referral");
     let v2 = next_version(&first_referral, pb::Action::Updated);
     let v3 = next_version(&v2, pb::Action::Cancelled);
     // Out of order and duplicated: v3 before v2, the original twice.
@@ -39,31 +48,85 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
     publish_to(&registry, &topics, &events).await?;
 
     let shutdown = CancellationToken::new();
-    let config = LoaderConfig::new(&dsn, &format!("wh-test-{}", uuid::Uuid::new_v4().simple()), topics.values().cloned().collect());
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(config, kafka, registry, shutdown.clone()));
+    let config = LoaderConfig::new(
+        &dsn,
+        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+        topics.values().cloned().collect(),
+    );
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        config,
+        kafka,
+        registry,
+        shutdown.clone(),
+    ));
     let db = connect(&dsn).await?;
-    wait_for_count(&db, "SELECT count(*) FROM event_history", 32, Duration::from_secs(60)).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        32,
+        Duration::from_secs(60),
+    )
+    .await?;
 
-    let doc = first_referral.header().map(|h| h.document_id.clone()).unwrap_or_default();
-    let row = db.query_one("SELECT document_version, cancelled FROM referrals WHERE document_id = $1", &[&doc]).await?;
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (3, true), "latest version wins, cancelled kept as cancelled");
-    let n: i64 = db.query_one("SELECT count(*) FROM event_history WHERE document_id = $1", &[&doc]).await?.get(0);
+    let doc = first_referral
+        .header()
+        .map(|h| h.document_id.clone())
+        .unwrap_or_default();
+    let row = db
+        .query_one(
+            "SELECT document_version, cancelled FROM referrals WHERE document_id = $1",
+            &[&doc],
+        )
+        .await?;
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, bool>(1)),
+        (3, true),
+        "latest version wins, cancelled kept as cancelled"
+    );
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM event_history WHERE document_id = $1",
+            &[&doc],
+        )
+        .await?
+        .get(0);
     assert_eq!(n, 3, "history keeps every version once");
     let current: i64 = db
         .query_one("SELECT (SELECT count(*) FROM referrals) + (SELECT count(*) FROM appointments) + (SELECT count(*) FROM lab_reports)", &[])
         .await?
         .get(0);
     assert_eq!(current, 30);
-    let lines: i64 = db.query_one("SELECT count(*) FROM lab_result_lines", &[]).await?.get(0);
+    let lines: i64 = db
+        .query_one("SELECT count(*) FROM lab_result_lines", &[])
+        .await?
+        .get(0);
     assert!(lines >= 10, "lab lines loaded: {lines}");
 
     // Views on this known data set.
-    let active_referrals: i64 = db.query_one("SELECT count(*) FROM referrals WHERE NOT cancelled", &[]).await?.get(0);
-    let in_view: i64 = db.query_one("SELECT coalesce(sum(referrals), 0)::bigint FROM v_referrals_by_province_month_reason", &[]).await?.get(0);
+    let active_referrals: i64 = db
+        .query_one("SELECT count(*) FROM referrals WHERE NOT cancelled", &[])
+        .await?
+        .get(0);
+    let in_view: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(referrals), 0)::bigint FROM v_referrals_by_province_month_reason",
+            &[],
+        )
+        .await?
+        .get(0);
     assert_eq!(in_view, active_referrals);
-    let reports: i64 = db.query_one("SELECT coalesce(sum(reports), 0)::bigint FROM v_lab_tests_per_service_month", &[]).await?.get(0);
+    let reports: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(reports), 0)::bigint FROM v_lab_tests_per_service_month",
+            &[],
+        )
+        .await?
+        .get(0);
     assert_eq!(reports, 10);
-    let provinces: i64 = db.query_one("SELECT count(*) FROM provinces", &[]).await?.get(0);
+    let provinces: i64 = db
+        .query_one("SELECT count(*) FROM provinces", &[])
+        .await?
+        .get(0);
     assert_eq!(provinces, 34);
 
     // Privacy scan: no citizen ID, name or card number anywhere in any table.
@@ -83,10 +146,16 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
         .collect();
     assert!(tables.len() >= 8, "{tables:?}");
     for table in &tables {
-        for row in db.query(&format!("SELECT t::text FROM {table} t"), &[]).await? {
+        for row in db
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await?
+        {
             let text: String = row.get(0);
             for s in &secrets {
-                assert!(!text.contains(s.as_str()), "{table} holds personal data {s:?}");
+                assert!(
+                    !text.contains(s.as_str()),
+                    "{table} holds personal data {s:?}"
+                );
             }
         }
     }
@@ -105,7 +174,9 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     lienthong_tests::create_topic(&kafka, &dlq, 1).await?;
     let referral_topic = topics[&lienthong_core::DocumentKind::Referral].clone();
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?;
-    let bad = producer.send(&referral_topic, b"k", b"\x0a\x02not framed", &[]).await?;
+    let bad = producer
+        .send(&referral_topic, b"k", b"\x0a\x02not framed", &[])
+        .await?;
     let mut g = Generator::new(901, time::OffsetDateTime::now_utc());
     let mut good = ClinicalEvent::Referral(g.referral());
     good.header_mut().patient_key = "a".repeat(64);
@@ -116,20 +187,51 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     let mut config = LoaderConfig::new(&dsn, &group, topics.values().cloned().collect());
     config.dlq_topic = dlq.clone();
     let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(config, kafka.clone(), registry, shutdown.clone()));
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        config,
+        kafka.clone(),
+        registry,
+        shutdown.clone(),
+    ));
     let db = connect(&dsn).await?;
-    wait_for_count(&db, "SELECT count(*) FROM event_history", 1, Duration::from_secs(60)).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
 
     let msg = lienthong_tests::read_at(&dlq, 0, 0).await?;
     let headers: std::collections::HashMap<String, String> = msg
         .headers()
-        .map(|h| h.iter().map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())).collect())
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(headers.get("lienthong-origin-topic"), Some(&referral_topic));
-    assert_eq!(headers.get("lienthong-origin-partition"), Some(&bad.partition.to_string()));
-    assert_eq!(headers.get("lienthong-origin-offset"), Some(&bad.offset.to_string()));
+    assert_eq!(
+        headers.get("lienthong-origin-partition"),
+        Some(&bad.partition.to_string())
+    );
+    assert_eq!(
+        headers.get("lienthong-origin-offset"),
+        Some(&bad.offset.to_string())
+    );
     assert_eq!(headers.get("lienthong-consumer-group"), Some(&group));
-    assert!(headers.get("lienthong-error").is_some_and(|e| e.contains("not Confluent-framed")), "{headers:?}");
+    assert!(
+        headers
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains("not Confluent-framed")),
+        "{headers:?}"
+    );
     assert_eq!(msg.payload(), Some(&b"\x0a\x02not framed"[..]));
     shutdown.cancel();
     loader.await??;

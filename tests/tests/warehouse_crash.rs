@@ -2,6 +2,9 @@
 //! times at random moments and restarted. Afterwards every event_id is present exactly once and
 //! the current-state tables equal the state computed independently from what was published.
 
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,14 +16,40 @@ use lienthong_tests::{keyed_events, require_kafka, require_registry, workspace_b
 
 const EVENTS: usize = 100_000;
 
-fn loader(dsn: &str, group: &str, topics: &str, kafka: &str, registry: &str) -> anyhow::Result<tokio::process::Child> {
-    Ok(tokio::process::Command::new(workspace_bin("lienthong-warehouse-loader"))
-        .args(["--pg-dsn", dsn, "--group", group, "--topics", topics, "--kafka-bootstrap", kafka, "--registry-url", registry])
-        .args(["--log", "warn", "--batch-events", "2000", "--session-timeout-ms", "6000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?)
+fn loader(
+    dsn: &str,
+    group: &str,
+    topics: &str,
+    kafka: &str,
+    registry: &str,
+) -> anyhow::Result<tokio::process::Child> {
+    Ok(
+        tokio::process::Command::new(workspace_bin("lienthong-warehouse-loader"))
+            .args([
+                "--pg-dsn",
+                dsn,
+                "--group",
+                group,
+                "--topics",
+                topics,
+                "--kafka-bootstrap",
+                kafka,
+                "--registry-url",
+                registry,
+            ])
+            .args([
+                "--log",
+                "warn",
+                "--batch-events",
+                "2000",
+                "--session-timeout-ms",
+                "6000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,17 +88,32 @@ async fn killing_the_loader_repeatedly_loses_nothing_and_doubles_nothing() -> an
     let group = format!("wh-crash-{}", uuid::Uuid::new_v4().simple());
     let topic_list = topics.values().cloned().collect::<Vec<_>>().join(",");
     let db = connect(&dsn).await?;
-    let count = || async { db.query_one("SELECT count(*) FROM event_history", &[]).await.map(|r| r.get::<_, i64>(0)).unwrap_or(0) };
+    let count = || async {
+        db.query_one("SELECT count(*) FROM event_history", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
 
     // Kill while it loads, each time after a pseudo-random amount of progress (seeded by the
     // clock, so every run kills at other moments).
     let mut kills = 0;
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() as u64;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos() as u64;
     while kills < 4 {
         let before = count().await;
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let progress = 3_000 + ((seed >> 33) % 12_000) as i64;
-        let mut child = loader(&dsn, &group, &topic_list, &kafka.bootstrap, &registry.registry_url)?;
+        let mut child = loader(
+            &dsn,
+            &group,
+            &topic_list,
+            &kafka.bootstrap,
+            &registry.registry_url,
+        )?;
         let until = Instant::now() + Duration::from_secs(90);
         while count().await < before + progress && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -77,25 +121,47 @@ async fn killing_the_loader_repeatedly_loses_nothing_and_doubles_nothing() -> an
         child.kill().await?; // SIGKILL: no shutdown path runs
         kills += 1;
         let loaded = count().await;
-        eprintln!("kill {kills}: {loaded} events loaded (+{})", loaded - before);
+        eprintln!(
+            "kill {kills}: {loaded} events loaded (+{})",
+            loaded - before
+        );
         anyhow::ensure!(loaded > before, "the loader made no progress between kills");
         if loaded as usize >= expected_ids.len() {
             break;
         }
     }
 
-    let mut child = loader(&dsn, &group, &topic_list, &kafka.bootstrap, &registry.registry_url)?;
+    let mut child = loader(
+        &dsn,
+        &group,
+        &topic_list,
+        &kafka.bootstrap,
+        &registry.registry_url,
+    )?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while (count().await as usize) < expected_ids.len() {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {} events loaded", count().await, expected_ids.len());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} events loaded",
+            count().await,
+            expected_ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Let it run a little longer: nothing may be applied twice after catching up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     child.kill().await?;
 
-    let ids: BTreeSet<String> = db.query("SELECT event_id FROM event_history", &[]).await?.iter().map(|r| r.get(0)).collect();
-    let rows: i64 = db.query_one("SELECT count(*) FROM event_history", &[]).await?.get(0);
+    let ids: BTreeSet<String> = db
+        .query("SELECT event_id FROM event_history", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM event_history", &[])
+        .await?
+        .get(0);
     assert_eq!(rows as usize, ids.len(), "an event_id is stored twice");
     assert_eq!(ids, expected_ids, "history differs from what was published");
     let state: BTreeMap<String, i64> = db
@@ -109,7 +175,14 @@ async fn killing_the_loader_repeatedly_loses_nothing_and_doubles_nothing() -> an
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(state.len(), expected_state.len(), "document count");
-    assert!(state == expected_state, "current state differs from the latest version of each document");
-    eprintln!("{kills} kills; {} events, {} documents: exact", ids.len(), state.len());
+    assert!(
+        state == expected_state,
+        "current state differs from the latest version of each document"
+    );
+    eprintln!(
+        "{kills} kills; {} events, {} documents: exact",
+        ids.len(),
+        state.len()
+    );
     Ok(())
 }

@@ -19,7 +19,13 @@ pub const ERROR: &str = "lienthong-error";
 
 /// Sends `message` (key and payload unchanged) to `dlq_topic` with origin headers and waits for
 /// the broker: the caller may move its offset past the message only after this succeeds.
-pub async fn send(producer: &EventProducer, dlq_topic: &str, group: &str, message: &OwnedMessage, error: &str) -> Result<Delivery> {
+pub async fn send(
+    producer: &EventProducer,
+    dlq_topic: &str,
+    group: &str,
+    message: &OwnedMessage,
+    error: &str,
+) -> Result<Delivery> {
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let headers: [(&str, &[u8]); 5] = [
@@ -29,8 +35,22 @@ pub async fn send(producer: &EventProducer, dlq_topic: &str, group: &str, messag
         (CONSUMER_GROUP, group.as_bytes()),
         (ERROR, error.as_bytes()),
     ];
-    let d = producer.send(dlq_topic, message.key().unwrap_or_default(), message.payload().unwrap_or_default(), &headers).await?;
+    let d = producer
+        .send(
+            dlq_topic,
+            message.key().unwrap_or_default(),
+            message.payload().unwrap_or_default(),
+            &headers,
+        )
+        .await?;
     metrics::counter!("lienthong_dead_letters_total", "topic" => message.topic().to_owned(), "group" => group.to_owned()).increment(1);
-    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), group, error, "message dead-lettered");
+    tracing::warn!(
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        group,
+        error,
+        "message dead-lettered"
+    );
     Ok(d)
 }

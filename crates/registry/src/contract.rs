@@ -20,7 +20,10 @@ const TOPIC_FILES: &[(&str, &str)] = &[
     ("lienthong/v1/referral.proto", "lienthong.referral.v1"),
     ("lienthong/v1/appointment.proto", "lienthong.appointment.v1"),
     ("lienthong/v1/lab_result.proto", "lienthong.lab-result.v1"),
-    ("lienthong/v1/receipt.proto", lienthong_core::routing::RECEIPT_TOPIC),
+    (
+        "lienthong/v1/receipt.proto",
+        lienthong_core::routing::RECEIPT_TOPIC,
+    ),
 ];
 
 /// One .proto file by import path.
@@ -130,13 +133,17 @@ impl SchemaSet {
 
     /// Registers a kind's schema for another topic (e.g. per-test or per-environment topics).
     pub fn with_topic(mut self, kind: DocumentKind, topic: &str) -> Self {
-        self.topics.insert(kind.topic().to_owned(), topic.to_owned());
+        self.topics
+            .insert(kind.topic().to_owned(), topic.to_owned());
         self
     }
 
     /// Registers the receipt schema for another topic.
     pub fn with_receipt_topic(mut self, topic: &str) -> Self {
-        self.topics.insert(lienthong_core::routing::RECEIPT_TOPIC.to_owned(), topic.to_owned());
+        self.topics.insert(
+            lienthong_core::routing::RECEIPT_TOPIC.to_owned(),
+            topic.to_owned(),
+        );
         self
     }
 

@@ -76,11 +76,17 @@ impl WireCodec {
         topic: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>> {
-        self.encode_message(topic, kind.message_name(), payload).await
+        self.encode_message(topic, kind.message_name(), payload)
+            .await
     }
 
     /// Frames an encoded message named `full_name` for `topic` (subject `<topic>-value`).
-    pub async fn encode_message(&self, topic: &str, full_name: &str, payload: &[u8]) -> Result<Vec<u8>> {
+    pub async fn encode_message(
+        &self,
+        topic: &str,
+        full_name: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
         let framed = self
             .encoder

@@ -44,24 +44,45 @@ pub struct Selection {
 
 fn header(m: &OwnedMessage, name: &str) -> String {
     m.headers()
-        .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned()))
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
         .unwrap_or_default()
 }
 
 /// Reads the selected dead letters (up to the topic's end at the time of the call).
 async fn read(kafka: &KafkaArgs, sel: &Selection) -> anyhow::Result<Vec<OwnedMessage>> {
     let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", "lienthong-dlq-tool").set("enable.auto.commit", "false");
+    cfg.set("group.id", "lienthong-dlq-tool")
+        .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg.create()?;
     let md = consumer.fetch_metadata(Some(&sel.topic), kafka.timeout())?;
-    let topic = md.topics().iter().find(|t| t.name() == sel.topic && !t.partitions().is_empty()).ok_or_else(|| anyhow::anyhow!("topic {} does not exist", sel.topic))?;
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == sel.topic && !t.partitions().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("topic {} does not exist", sel.topic))?;
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    for p in topic.partitions().iter().filter(|p| sel.partition.is_none_or(|x| x == p.id())) {
+    for p in topic
+        .partitions()
+        .iter()
+        .filter(|p| sel.partition.is_none_or(|x| x == p.id()))
+    {
         let (low, high) = consumer.fetch_watermarks(&sel.topic, p.id(), kafka.timeout())?;
         let start = sel.offset.unwrap_or(low).max(low);
         if start < high {
-            ends.insert(p.id(), if sel.offset.is_some() { start + 1 } else { high });
+            ends.insert(
+                p.id(),
+                if sel.offset.is_some() {
+                    start + 1
+                } else {
+                    high
+                },
+            );
             tpl.add_partition_offset(&sel.topic, p.id(), Offset::Offset(start))?;
         }
     }
@@ -72,13 +93,20 @@ async fn read(kafka: &KafkaArgs, sel: &Selection) -> anyhow::Result<Vec<OwnedMes
     consumer.assign(&tpl)?;
     let mut remaining = ends.clone();
     while !remaining.is_empty() && out.len() < sel.max {
-        let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await.context("dead-letter topic did not answer in 10 s")??;
+        let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .context("dead-letter topic did not answer in 10 s")??;
         let (p, o) = (m.partition(), m.offset());
         if let Some(end) = remaining.get(&p).copied() {
             if o + 1 >= end {
                 remaining.remove(&p);
             }
-            if o < end && sel.group.as_deref().is_none_or(|g| header(&m.detach(), dlq::CONSUMER_GROUP) == g) {
+            if o < end
+                && sel
+                    .group
+                    .as_deref()
+                    .is_none_or(|g| header(&m.detach(), dlq::CONSUMER_GROUP) == g)
+            {
                 out.push(m.detach());
             }
         }
@@ -86,16 +114,33 @@ async fn read(kafka: &KafkaArgs, sel: &Selection) -> anyhow::Result<Vec<OwnedMes
     Ok(out)
 }
 
-pub async fn run(cmd: DlqCommand, kafka: &KafkaArgs, registry: &RegistryArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    cmd: DlqCommand,
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+) -> anyhow::Result<ExitCode> {
     kafka.probe()?;
     match cmd {
         DlqCommand::List(sel) => {
             let letters = read(kafka, &sel).await?;
-            println!("{:<14} {:<48} {:<28} ERROR", "DLQ P@OFFSET", "ORIGIN", "GROUP");
+            println!(
+                "{:<14} {:<48} {:<28} ERROR",
+                "DLQ P@OFFSET", "ORIGIN", "GROUP"
+            );
             for m in &letters {
-                let origin = format!("{}[{}]@{}", header(m, dlq::ORIGIN_TOPIC), header(m, dlq::ORIGIN_PARTITION), header(m, dlq::ORIGIN_OFFSET));
+                let origin = format!(
+                    "{}[{}]@{}",
+                    header(m, dlq::ORIGIN_TOPIC),
+                    header(m, dlq::ORIGIN_PARTITION),
+                    header(m, dlq::ORIGIN_OFFSET)
+                );
                 let error: String = header(m, dlq::ERROR).chars().take(120).collect();
-                println!("{:<14} {:<48} {:<28} {error}", format!("{}@{}", m.partition(), m.offset()), origin, header(m, dlq::CONSUMER_GROUP));
+                println!(
+                    "{:<14} {:<48} {:<28} {error}",
+                    format!("{}@{}", m.partition(), m.offset()),
+                    origin,
+                    header(m, dlq::CONSUMER_GROUP)
+                );
             }
             eprintln!("{} dead letter(s)", letters.len());
             Ok(ExitCode::SUCCESS)
@@ -105,8 +150,11 @@ pub async fn run(cmd: DlqCommand, kafka: &KafkaArgs, registry: &RegistryArgs) ->
             for m in read(kafka, &sel).await? {
                 let origin_topic = header(&m, dlq::ORIGIN_TOPIC);
                 let value = match codec.decode(m.payload(), &origin_topic, 0, 0).await {
-                    Ok(d) => json::to_json(&d.full_name, &d.payload).unwrap_or_else(serde_json::Value::String),
-                    Err(e) => serde_json::json!({ "undecodable": e.to_string(), "hex": m.payload().map(hex::encode) }),
+                    Ok(d) => json::to_json(&d.full_name, &d.payload)
+                        .unwrap_or_else(serde_json::Value::String),
+                    Err(e) => {
+                        serde_json::json!({ "undecodable": e.to_string(), "hex": m.payload().map(hex::encode) })
+                    }
                 };
                 let out = serde_json::json!({
                     "dlq": { "partition": m.partition(), "offset": m.offset() },
@@ -125,12 +173,25 @@ pub async fn run(cmd: DlqCommand, kafka: &KafkaArgs, registry: &RegistryArgs) ->
             let letters = read(kafka, &sel).await?;
             for m in &letters {
                 let origin = header(m, dlq::ORIGIN_TOPIC);
-                anyhow::ensure!(!origin.is_empty(), "dead letter {}@{} has no origin topic header", m.partition(), m.offset());
+                anyhow::ensure!(
+                    !origin.is_empty(),
+                    "dead letter {}@{} has no origin topic header",
+                    m.partition(),
+                    m.offset()
+                );
                 let from = format!("{}@{}", m.partition(), m.offset());
                 let d = producer
-                    .send(&origin, m.key().unwrap_or_default(), m.payload().unwrap_or_default(), &[("lienthong-replayed-from", from.as_bytes())])
+                    .send(
+                        &origin,
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                        &[("lienthong-replayed-from", from.as_bytes())],
+                    )
                     .await?;
-                println!("replayed dlq {from} to {origin}[{}]@{}", d.partition, d.offset);
+                println!(
+                    "replayed dlq {from} to {origin}[{}]@{}",
+                    d.partition, d.offset
+                );
             }
             eprintln!("{} dead letter(s) replayed", letters.len());
             Ok(ExitCode::SUCCESS)

@@ -56,10 +56,19 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, GatewayEr
 /// Server TLS from PEM files; with a client CA, client certificates are verified when
 /// presented. Optional, so that token-authenticated callers can connect without one; a caller
 /// with neither is refused by the authenticator.
-pub fn server_tls(cert: &std::path::Path, key: &std::path::Path, client_ca: Option<&std::path::Path>) -> Result<ServerTlsConfig, GatewayError> {
-    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(read("TLS certificate", cert)?, read("TLS key", key)?));
+pub fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<ServerTlsConfig, GatewayError> {
+    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+        read("TLS certificate", cert)?,
+        read("TLS key", key)?,
+    ));
     if let Some(ca) = client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("client CA", ca)?)).client_auth_optional(true);
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+            .client_auth_optional(true);
     }
     Ok(tls)
 }
@@ -68,7 +77,9 @@ pub fn server_tls(cert: &std::path::Path, key: &std::path::Path, client_ca: Opti
 pub fn token_secret(path: &std::path::Path) -> Result<Vec<u8>, GatewayError> {
     let secret = read("token key file", path)?.trim_ascii().to_vec();
     if secret.len() < 32 {
-        return Err(GatewayError::Config("the token key must be at least 32 bytes".into()));
+        return Err(GatewayError::Config(
+            "the token key must be at least 32 bytes".into(),
+        ));
     }
     Ok(secret)
 }
@@ -142,7 +153,9 @@ pub async fn run(
         .timeout(Duration::from_secs(120));
     if !config.insecure_dev {
         let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            return Err(GatewayError::Config("TLS certificate and key are required".into()));
+            return Err(GatewayError::Config(
+                "TLS certificate and key are required".into(),
+            ));
         };
         builder = builder.tls_config(server_tls(cert, key, config.client_ca.as_deref())?)?;
     }

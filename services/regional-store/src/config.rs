@@ -10,13 +10,26 @@ use lienthong_core::routing::{AUDIT_TOPIC, DLQ_TOPIC, RECEIPT_TOPIC};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegionalConfig {
     /// Regions served (current 2-digit province codes, comma-separated), e.g. 79,01.
-    #[arg(long, env = "LIENTHONG_REGIONAL_REGIONS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_REGIONS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub regions: Vec<String>,
     /// Folder holding one sled store per region.
-    #[arg(long, env = "LIENTHONG_REGIONAL_DATA_DIR", default_value = "regional-data")]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_DATA_DIR",
+        default_value = "regional-data"
+    )]
     pub data_dir: PathBuf,
     /// Address of the query API.
-    #[arg(long, env = "LIENTHONG_REGIONAL_LISTEN", default_value = "127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_LISTEN",
+        default_value = "127.0.0.1:50061"
+    )]
     pub listen: SocketAddr,
     /// Development only: plain-text, unauthenticated query API.
     #[arg(long, env = "LIENTHONG_REGIONAL_INSECURE_DEV")]
@@ -34,13 +47,25 @@ pub struct RegionalConfig {
     #[arg(long, env = "LIENTHONG_REGIONAL_TOKEN_KEY_FILE")]
     pub token_key_file: Option<PathBuf>,
     /// Topic of referral events.
-    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_REFERRAL", default_value = "lienthong.referral.v1")]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_TOPIC_REFERRAL",
+        default_value = "lienthong.referral.v1"
+    )]
     pub topic_referral: String,
     /// Topic of appointment events.
-    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_APPOINTMENT", default_value = "lienthong.appointment.v1")]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_TOPIC_APPOINTMENT",
+        default_value = "lienthong.appointment.v1"
+    )]
     pub topic_appointment: String,
     /// Topic of lab-result events.
-    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_LAB_RESULT", default_value = "lienthong.lab-result.v1")]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_TOPIC_LAB_RESULT",
+        default_value = "lienthong.lab-result.v1"
+    )]
     pub topic_lab_result: String,
     /// Topic of referral receipts.
     #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_RECEIPT", default_value = RECEIPT_TOPIC)]
@@ -55,7 +80,11 @@ pub struct RegionalConfig {
     #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 1000)]
     pub batch_events: usize,
     /// Kafka session timeout in ms (how soon a crashed instance's partitions move on).
-    #[arg(long, env = "LIENTHONG_REGIONAL_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub session_timeout_ms: u64,
 }
 
@@ -78,10 +107,16 @@ impl RegionalConfig {
     pub fn check(&self) -> Result<(), String> {
         for r in &self.regions {
             if lienthong_core::ProvinceCode::current(r).is_none() {
-                return Err(format!("--regions: {r:?} is not one of the 34 current province codes"));
+                return Err(format!(
+                    "--regions: {r:?} is not one of the 34 current province codes"
+                ));
             }
         }
-        if !self.insecure_dev && (self.tls_cert.is_none() || self.tls_key.is_none() || (self.client_ca.is_none() && self.token_key_file.is_none())) {
+        if !self.insecure_dev
+            && (self.tls_cert.is_none()
+                || self.tls_key.is_none()
+                || (self.client_ca.is_none() && self.token_key_file.is_none()))
+        {
             return Err("the query API needs --tls-cert, --tls-key and --client-ca and/or --token-key-file (or --insecure-dev for development)".into());
         }
         Ok(())

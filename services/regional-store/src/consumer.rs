@@ -29,10 +29,19 @@ pub struct SeekToStore {
 impl ClientContext for SeekToStore {}
 
 impl ConsumerContext for SeekToStore {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let result: KafkaResult<()> = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
                 for (topic, partition) in parts {
                     let start = match self.store.next_offset(&topic, partition) {
                         Ok(Some(n)) => Offset::Offset(n),
@@ -42,7 +51,10 @@ impl ConsumerContext for SeekToStore {
                         tracing::error!(%err, topic, partition, "cannot set start offset");
                     }
                 }
-                tracing::info!(partitions = tpl.count(), "partitions assigned; starting from the store's offsets");
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions assigned; starting from the store's offsets"
+                );
                 consumer.assign(tpl)
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -71,15 +83,23 @@ pub async fn run_region(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let group = RegionalConfig::group(&region);
-    let region_code = ProvinceCode::current(&region).ok_or_else(|| anyhow::anyhow!("unknown region {region}"))?;
+    let region_code =
+        ProvinceCode::current(&region).ok_or_else(|| anyhow::anyhow!("unknown region {region}"))?;
     let mut cfg = kafka.client_config()?;
     cfg.set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string());
-    let consumer: StreamConsumer<SeekToStore> = cfg.create_with_context(SeekToStore { store: store.clone() })?;
-    let topics = [config.topic_referral.as_str(), config.topic_appointment.as_str(), config.topic_lab_result.as_str(), config.topic_receipt.as_str()];
+    let consumer: StreamConsumer<SeekToStore> = cfg.create_with_context(SeekToStore {
+        store: store.clone(),
+    })?;
+    let topics = [
+        config.topic_referral.as_str(),
+        config.topic_appointment.as_str(),
+        config.topic_lab_result.as_str(),
+        config.topic_receipt.as_str(),
+    ];
     consumer.subscribe(&topics)?;
     tracing::info!(%region, %group, "regional consumer started");
 
@@ -150,10 +170,13 @@ async fn apply(
     let applied = tokio::task::spawn_blocking(move || store2.apply_batch(&changes)).await??;
     // Durable before Kafka hears about it (the commit is advisory anyway).
     store.flush().await?;
-    metrics::counter!("lienthong_regional_applied_total", "region" => region.to_string()).increment(applied.applied);
-    metrics::counter!("lienthong_regional_stale_total", "region" => region.to_string()).increment(applied.stale + applied.replayed);
+    metrics::counter!("lienthong_regional_applied_total", "region" => region.to_string())
+        .increment(applied.applied);
+    metrics::counter!("lienthong_regional_stale_total", "region" => region.to_string())
+        .increment(applied.stale + applied.replayed);
     metrics::histogram!("lienthong_regional_apply_seconds").record(started.elapsed().as_secs_f64());
-    metrics::gauge!("lienthong_regional_store_bytes", "region" => region.to_string()).set(store.size_on_disk() as f64);
+    metrics::gauge!("lienthong_regional_store_bytes", "region" => region.to_string())
+        .set(store.size_on_disk() as f64);
     Ok(())
 }
 
@@ -166,33 +189,57 @@ async fn classify(
     m: &OwnedMessage,
 ) -> anyhow::Result<Result<Change, String>> {
     let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
-    let decoded = match codec.decode(m.payload(), m.topic(), m.partition(), m.offset()).await {
+    let decoded = match codec
+        .decode(m.payload(), m.topic(), m.partition(), m.offset())
+        .await
+    {
         Ok(d) => d,
         Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
         Err(e) => return Ok(Err(e.to_string())),
     };
     if m.topic() == config.topic_receipt {
-        return Ok(match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
-            Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => Ok(Change::Receipt(r)),
-            Ok(_) => Err(format!("{origin}: {} is not a referral receipt", decoded.full_name)),
-            Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
-        });
+        return Ok(
+            match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
+                Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
+                    Ok(Change::Receipt(r))
+                }
+                Ok(_) => Err(format!(
+                    "{origin}: {} is not a referral receipt",
+                    decoded.full_name
+                )),
+                Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
+            },
+        );
     }
     let event = match decoded.event(&origin) {
         Ok(e) => e,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let errors: Vec<String> = event.validate(ctx).into_iter().filter(|v| v.severity == Severity::Error).map(|v| v.to_string()).collect();
+    let errors: Vec<String> = event
+        .validate(ctx)
+        .into_iter()
+        .filter(|v| v.severity == Severity::Error)
+        .map(|v| v.to_string())
+        .collect();
     if !errors.is_empty() {
-        return Ok(Err(format!("{origin}: invalid document: {}", errors.join("; "))));
+        return Ok(Err(format!(
+            "{origin}: invalid document: {}",
+            errors.join("; ")
+        )));
     }
-    Ok(Ok(if event.regions().contains(region) { Change::Event(event) } else { Change::Skip }))
+    Ok(Ok(if event.regions().contains(region) {
+        Change::Event(event)
+    } else {
+        Change::Skip
+    }))
 }
 
 fn commit_advisory(consumer: &StreamConsumer<SeekToStore>, batch: &[OwnedMessage]) {
     let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
     for m in batch {
-        let e = ends.entry((m.topic(), m.partition())).or_insert(m.offset() + 1);
+        let e = ends
+            .entry((m.topic(), m.partition()))
+            .or_insert(m.offset() + 1);
         *e = (*e).max(m.offset() + 1);
     }
     let mut tpl = TopicPartitionList::new();

@@ -32,12 +32,16 @@ fn main() -> ExitCode {
     lienthong_telemetry::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         let keyer = cli.key.load()?;
-        let listener = tokio::net::TcpListener::bind(cli.regional.listen).await.with_context(|| format!("cannot listen on {}", cli.regional.listen))?;
+        let listener = tokio::net::TcpListener::bind(cli.regional.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cli.regional.listen))?;
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
             #[cfg(unix)]
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
                 signal.cancel();
                 return;
@@ -45,7 +49,15 @@ fn main() -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
             signal.cancel();
         });
-        lienthong_regional_store::server::run(cli.regional, cli.kafka, cli.registry, keyer, listener, shutdown).await?;
+        lienthong_regional_store::server::run(
+            cli.regional,
+            cli.kafka,
+            cli.registry,
+            keyer,
+            listener,
+            shutdown,
+        )
+        .await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

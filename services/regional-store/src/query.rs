@@ -47,22 +47,18 @@ fn page_size(p: Option<&pb::PageRequest>) -> usize {
 fn token_of(p: Option<&pb::PageRequest>) -> Result<Option<Vec<u8>>, Status> {
     match p.map(|p| p.page_token.as_str()).filter(|t| !t.is_empty()) {
         None => Ok(None),
-        Some(t) => hex_decode(t).map(Some).ok_or_else(|| Status::invalid_argument("page_token is not one this service issued")),
+        Some(t) => hex::decode(t)
+            .ok()
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued")),
     }
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0).then_some(())?;
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn require_purpose(p: i32) -> Result<pb::PurposeOfUse, Status> {
     match pb::PurposeOfUse::try_from(p).unwrap_or_default() {
-        pb::PurposeOfUse::Unspecified => Err(Status::invalid_argument("purpose of use is required for patient data (treatment, emergency or continuity of care)")),
+        pb::PurposeOfUse::Unspecified => Err(Status::invalid_argument(
+            "purpose of use is required for patient data (treatment, emergency or continuity of care)",
+        )),
         other => Ok(other),
     }
 }
@@ -76,7 +72,8 @@ fn status_proto(s: DocStatus) -> pb::ReferralStatus {
 }
 
 fn observe(method: &'static str, started: Instant, ok: bool) {
-    metrics::histogram!("lienthong_regional_query_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("lienthong_regional_query_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
     metrics::counter!("lienthong_regional_queries_total", "method" => method, "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }
 
@@ -89,17 +86,27 @@ impl QueryApi {
         if self.auth.may_publish(caller, facility) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!("the caller may not read facility {facility:?}'s lists")))
+            Err(Status::permission_denied(format!(
+                "the caller may not read facility {facility:?}'s lists"
+            )))
         }
     }
 
     fn patient_key(&self, citizen_id: &str) -> Result<String, Status> {
-        let person = PersonId::parse(citizen_id).map_err(|e| Status::invalid_argument(format!("citizen_id: {e}")))?;
+        let person = PersonId::parse(citizen_id)
+            .map_err(|e| Status::invalid_argument(format!("citizen_id: {e}")))?;
         Ok(self.keyer.key_for(&person).value)
     }
 
     /// Writes the access record before the answer is returned.
-    async fn audit(&self, caller: Option<&Identity>, method: &str, patient_key: &str, purpose: pb::PurposeOfUse, results: usize) -> Result<(), Status> {
+    async fn audit(
+        &self,
+        caller: Option<&Identity>,
+        method: &str,
+        patient_key: &str,
+        purpose: pb::PurposeOfUse,
+        results: usize,
+    ) -> Result<(), Status> {
         let facility = caller.map_or("insecure-dev", |c| c.facility.as_str());
         let now = time::OffsetDateTime::now_utc();
         let record = format!(
@@ -108,15 +115,27 @@ impl QueryApi {
             purpose.as_str_name()
         );
         self.producer
-            .send(&self.audit_topic, facility.as_bytes(), record.as_bytes(), &[("content-type", b"application/json")])
+            .send(
+                &self.audit_topic,
+                facility.as_bytes(),
+                record.as_bytes(),
+                &[("content-type", b"application/json")],
+            )
             .await
-            .map_err(|e| Status::unavailable(format!("the access could not be audited, so it is refused: {e}")))?;
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the access could not be audited, so it is refused: {e}"
+                ))
+            })?;
         Ok(())
     }
 
     fn doc(&self, document_id: &str) -> Result<Option<StoredDoc>, Status> {
         for (_, s) in &self.stores {
-            if let Some(d) = s.get(document_id).map_err(|e| Status::internal(e.to_string()))? {
+            if let Some(d) = s
+                .get(document_id)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
                 return Ok(Some(d));
             }
         }
@@ -124,12 +143,22 @@ impl QueryApi {
     }
 
     /// Scans an index in every store, merges by key, pages.
-    fn scan(&self, index: Index, prefix: &[u8], page: Option<&pb::PageRequest>, reverse: bool, keep: impl Fn(&[u8]) -> bool) -> Result<(Vec<StoredDoc>, String), Status> {
+    fn scan(
+        &self,
+        index: Index,
+        prefix: &[u8],
+        page: Option<&pb::PageRequest>,
+        reverse: bool,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<StoredDoc>, String), Status> {
         let after = token_of(page)?;
         let size = page_size(page);
         let mut keys: Vec<(Vec<u8>, String)> = Vec::new();
         for (_, s) in &self.stores {
-            keys.extend(s.index_scan(index, prefix, after.as_deref(), reverse).map_err(|e| Status::internal(e.to_string()))?);
+            keys.extend(
+                s.index_scan(index, prefix, after.as_deref(), reverse)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            );
         }
         keys.sort();
         keys.dedup();
@@ -147,21 +176,31 @@ impl QueryApi {
                 last = Some(k);
             }
         }
-        let next = if docs.len() == size { last.map(|k| hex_encode(&k)).unwrap_or_default() } else { String::new() };
+        let next = if docs.len() == size {
+            last.map(hex::encode).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok((docs, next))
     }
 }
 
 fn referral_view(d: StoredDoc) -> Option<pb::ReferralView> {
     match d.event {
-        ClinicalEvent::Referral(e) => Some(pb::ReferralView { referral: Some(e), status: status_proto(d.status) as i32 }),
+        ClinicalEvent::Referral(e) => Some(pb::ReferralView {
+            referral: Some(e),
+            status: status_proto(d.status) as i32,
+        }),
         _ => None,
     }
 }
 
 #[tonic::async_trait]
 impl RegionalQueryService for QueryApi {
-    async fn get_patient_record(&self, request: Request<pb::GetPatientRecordRequest>) -> Result<Response<pb::PatientRecord>, Status> {
+    async fn get_patient_record(
+        &self,
+        request: Request<pb::GetPatientRecordRequest>,
+    ) -> Result<Response<pb::PatientRecord>, Status> {
         let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
@@ -170,8 +209,15 @@ impl RegionalQueryService for QueryApi {
         let mut record = pb::PatientRecord::default();
         let mut seen = std::collections::HashSet::new();
         for (_, s) in &self.stores {
-            for d in s.patient_documents(&pk).map_err(|e| Status::internal(e.to_string()))? {
-                let id = d.event.header().map(|h| h.document_id.clone()).unwrap_or_default();
+            for d in s
+                .patient_documents(&pk)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
+                let id = d
+                    .event
+                    .header()
+                    .map(|h| h.document_id.clone())
+                    .unwrap_or_default();
                 if !seen.insert(id) {
                     continue;
                 }
@@ -183,12 +229,16 @@ impl RegionalQueryService for QueryApi {
             }
         }
         let n = record.referrals.len() + record.appointments.len() + record.lab_results.len();
-        self.audit(caller.as_ref(), "GetPatientRecord", &pk, purpose, n).await?;
+        self.audit(caller.as_ref(), "GetPatientRecord", &pk, purpose, n)
+            .await?;
         observe("GetPatientRecord", started, true);
         Ok(Response::new(record))
     }
 
-    async fn list_incoming_referrals(&self, request: Request<pb::ListIncomingReferralsRequest>) -> Result<Response<pb::ReferralPage>, Status> {
+    async fn list_incoming_referrals(
+        &self,
+        request: Request<pb::ListIncomingReferralsRequest>,
+    ) -> Result<Response<pb::ReferralPage>, Status> {
         let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
@@ -202,15 +252,30 @@ impl RegionalQueryService for QueryApi {
         let since = req.since.clone();
         let fac_len = req.facility_code.len() + 3; // facility \0 status \0
         let (docs, next) = self.scan(Index::Worklist, &prefix, req.page.as_ref(), true, |k| {
-            since.is_empty() || k.get(fac_len..fac_len + 8).is_some_and(|d| d >= since.as_bytes())
+            since.is_empty()
+                || k.get(fac_len..fac_len + 8)
+                    .is_some_and(|d| d >= since.as_bytes())
         })?;
         let referrals: Vec<_> = docs.into_iter().filter_map(referral_view).collect();
-        self.audit(caller.as_ref(), "ListIncomingReferrals", "*", purpose, referrals.len()).await?;
+        self.audit(
+            caller.as_ref(),
+            "ListIncomingReferrals",
+            "*",
+            purpose,
+            referrals.len(),
+        )
+        .await?;
         observe("ListIncomingReferrals", started, true);
-        Ok(Response::new(pb::ReferralPage { referrals, next_page_token: next }))
+        Ok(Response::new(pb::ReferralPage {
+            referrals,
+            next_page_token: next,
+        }))
     }
 
-    async fn list_appointments(&self, request: Request<pb::ListAppointmentsRequest>) -> Result<Response<pb::AppointmentPage>, Status> {
+    async fn list_appointments(
+        &self,
+        request: Request<pb::ListAppointmentsRequest>,
+    ) -> Result<Response<pb::AppointmentPage>, Status> {
         let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
@@ -219,25 +284,64 @@ impl RegionalQueryService for QueryApi {
         let prefix = key(&[req.facility_code.as_bytes(), b""]);
         let (from, to) = (req.from.clone(), req.to.clone());
         let at = prefix.len();
-        let (docs, next) = self.scan(Index::Appointments, &prefix, req.page.as_ref(), false, |k| {
-            let day = k.get(at..at + 8).unwrap_or_default();
-            (from.is_empty() || day >= from.as_bytes()) && (to.is_empty() || day <= to.as_bytes())
-        })?;
-        let appointments: Vec<_> = docs.into_iter().filter_map(|d| if let ClinicalEvent::Appointment(e) = d.event { Some(e) } else { None }).collect();
-        self.audit(caller.as_ref(), "ListAppointments", "*", purpose, appointments.len()).await?;
+        let (docs, next) = self.scan(
+            Index::Appointments,
+            &prefix,
+            req.page.as_ref(),
+            false,
+            |k| {
+                let day = k.get(at..at + 8).unwrap_or_default();
+                (from.is_empty() || day >= from.as_bytes())
+                    && (to.is_empty() || day <= to.as_bytes())
+            },
+        )?;
+        let appointments: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| {
+                if let ClinicalEvent::Appointment(e) = d.event {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        self.audit(
+            caller.as_ref(),
+            "ListAppointments",
+            "*",
+            purpose,
+            appointments.len(),
+        )
+        .await?;
         observe("ListAppointments", started, true);
-        Ok(Response::new(pb::AppointmentPage { appointments, next_page_token: next }))
+        Ok(Response::new(pb::AppointmentPage {
+            appointments,
+            next_page_token: next,
+        }))
     }
 
-    async fn find_reusable_lab_results(&self, request: Request<pb::FindReusableLabResultsRequest>) -> Result<Response<pb::LabReportPage>, Status> {
+    async fn find_reusable_lab_results(
+        &self,
+        request: Request<pb::FindReusableLabResultsRequest>,
+    ) -> Result<Response<pb::LabReportPage>, Status> {
         let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         let pk = self.patient_key(&req.citizen_id)?;
-        let days = if req.max_age_days == 0 { 30 } else { req.max_age_days };
-        let cutoff = time::OffsetDateTime::now_utc().to_offset(lienthong_core::datetime::VIETNAM) - time::Duration::days(i64::from(days));
-        let cutoff = format!("{:04}{:02}{:02}", cutoff.year(), u8::from(cutoff.month()), cutoff.day());
+        let days = if req.max_age_days == 0 {
+            30
+        } else {
+            req.max_age_days
+        };
+        let cutoff = time::OffsetDateTime::now_utc().to_offset(lienthong_core::datetime::VIETNAM)
+            - time::Duration::days(i64::from(days));
+        let cutoff = format!(
+            "{:04}{:02}{:02}",
+            cutoff.year(),
+            u8::from(cutoff.month()),
+            cutoff.day()
+        );
         let prefix = key(&[pk.as_bytes(), b""]);
         let services = req.service_codes.clone();
         let (docs, next) = self.scan(Index::Labs, &prefix, req.page.as_ref(), true, |k| {
@@ -245,41 +349,86 @@ impl RegionalQueryService for QueryApi {
             let mut parts = rest.split(|b| *b == 0);
             let service = parts.next().unwrap_or_default();
             let when = parts.next().unwrap_or_default();
-            (services.is_empty() || services.iter().any(|s| s.as_bytes() == service)) && when.get(..8).is_some_and(|d| d >= cutoff.as_bytes())
+            (services.is_empty() || services.iter().any(|s| s.as_bytes() == service))
+                && when.get(..8).is_some_and(|d| d >= cutoff.as_bytes())
         })?;
         let lab_results: Vec<_> = docs
             .into_iter()
             .filter(|d| d.status != DocStatus::Cancelled)
-            .filter_map(|d| if let ClinicalEvent::LabResult(e) = d.event { Some(e) } else { None })
+            .filter_map(|d| {
+                if let ClinicalEvent::LabResult(e) = d.event {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
             .collect();
-        self.audit(caller.as_ref(), "FindReusableLabResults", &pk, purpose, lab_results.len()).await?;
+        self.audit(
+            caller.as_ref(),
+            "FindReusableLabResults",
+            &pk,
+            purpose,
+            lab_results.len(),
+        )
+        .await?;
         observe("FindReusableLabResults", started, true);
-        Ok(Response::new(pb::LabReportPage { lab_results, next_page_token: next }))
+        Ok(Response::new(pb::LabReportPage {
+            lab_results,
+            next_page_token: next,
+        }))
     }
 
-    async fn acknowledge_referral(&self, request: Request<pb::AcknowledgeReferralRequest>) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
+    async fn acknowledge_referral(
+        &self,
+        request: Request<pb::AcknowledgeReferralRequest>,
+    ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
         let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let doc = self.doc(&req.referral_document_id)?.ok_or_else(|| Status::not_found(format!("no referral {:?} in this region", req.referral_document_id)))?;
+        let doc = self.doc(&req.referral_document_id)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no referral {:?} in this region",
+                req.referral_document_id
+            ))
+        })?;
         let ClinicalEvent::Referral(referral) = &doc.event else {
-            return Err(Status::invalid_argument(format!("{:?} is not a referral", req.referral_document_id)));
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a referral",
+                req.referral_document_id
+            )));
         };
-        let receiving = referral.slip.as_ref().and_then(|s| s.receiving.as_ref()).map(|f| f.code.clone()).unwrap_or_default();
+        let receiving = referral
+            .slip
+            .as_ref()
+            .and_then(|s| s.receiving.as_ref())
+            .map(|f| f.code.clone())
+            .unwrap_or_default();
         self.check_facility(caller.as_ref(), &receiving)?;
         if doc.status == DocStatus::Cancelled {
-            return Err(Status::failed_precondition("the referral was cancelled by its issuer"));
+            return Err(Status::failed_precondition(
+                "the referral was cancelled by its issuer",
+            ));
         }
         let h = doc.event.header().cloned().unwrap_or_default();
         let now = time::OffsetDateTime::now_utc();
         let receipt = pb::ReferralReceiptEvent {
             header: Some(pb::EventHeader {
-                event_id: lienthong_core::document_id::event_id(DocumentKind::Referral, &format!("receipt/{}", h.document_id), 1),
+                event_id: lienthong_core::document_id::event_id(
+                    DocumentKind::Referral,
+                    &format!("receipt/{}", h.document_id),
+                    1,
+                ),
                 document_id: format!("receipt/{}", h.document_id),
                 document_version: 1,
                 action: pb::Action::Created as i32,
-                occurred_at: Some(prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: 0 }),
-                recorded_at: Some(prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: 0 }),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: now.unix_timestamp(),
+                    nanos: 0,
+                }),
+                recorded_at: Some(prost_types::Timestamp {
+                    seconds: now.unix_timestamp(),
+                    nanos: 0,
+                }),
                 source_facility_code: receiving.clone(),
                 source_system: "lienthong-regional-store".into(),
                 source_system_version: env!("CARGO_PKG_VERSION").into(),
@@ -288,20 +437,46 @@ impl RegionalQueryService for QueryApi {
                 patient_key_id: h.patient_key_id.clone(),
             }),
             referral_document_id: h.document_id.clone(),
-            received_by: Some(pb::FacilityRef { code: receiving, name: String::new() }),
-            received_at: Some(prost_types::Timestamp { seconds: now.unix_timestamp(), nanos: 0 }),
+            received_by: Some(pb::FacilityRef {
+                code: receiving,
+                name: String::new(),
+            }),
+            received_at: Some(prost_types::Timestamp {
+                seconds: now.unix_timestamp(),
+                nanos: 0,
+            }),
         };
         let framed = self
             .codec
-            .encode_message(&self.receipt_topic, "lienthong.v1.ReferralReceiptEvent", &receipt.encode_to_vec())
+            .encode_message(
+                &self.receipt_topic,
+                "lienthong.v1.ReferralReceiptEvent",
+                &receipt.encode_to_vec(),
+            )
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let d = self
             .producer
-            .send(&self.receipt_topic, h.patient_key.as_bytes(), &framed, &[("lienthong-event-id", receipt.header.as_ref().map(|h| h.event_id.as_bytes()).unwrap_or_default())])
+            .send(
+                &self.receipt_topic,
+                h.patient_key.as_bytes(),
+                &framed,
+                &[(
+                    "lienthong-event-id",
+                    receipt
+                        .header
+                        .as_ref()
+                        .map(|h| h.event_id.as_bytes())
+                        .unwrap_or_default(),
+                )],
+            )
             .await
             .map_err(|e| Status::unavailable(format!("receipt not stored, retry: {e}")))?;
         observe("AcknowledgeReferral", started, true);
-        Ok(Response::new(pb::AcknowledgeReferralResponse { topic: self.receipt_topic.clone(), partition: d.partition, offset: d.offset }))
+        Ok(Response::new(pb::AcknowledgeReferralResponse {
+            topic: self.receipt_topic.clone(),
+            partition: d.partition,
+            offset: d.offset,
+        }))
     }
 }

@@ -24,7 +24,12 @@ use crate::store::RegionStore;
 pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<RegionStore> {
     let path = config.data_dir.join(format!("region-{region}"));
     std::fs::create_dir_all(&path)?;
-    RegionStore::open(&path).map_err(|e| anyhow::anyhow!("cannot open the store of region {region} in {}: {e}", path.display()))
+    RegionStore::open(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the store of region {region} in {}: {e}",
+            path.display()
+        )
+    })
 }
 
 /// Runs the store until `shutdown`.
@@ -38,7 +43,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
     if config.insecure_dev {
-        tracing::warn!("INSECURE DEVELOPMENT MODE: the query API is plain-text and unauthenticated. Never use this with real data.");
+        tracing::warn!(
+            "INSECURE DEVELOPMENT MODE: the query API is plain-text and unauthenticated. Never use this with real data."
+        );
     }
     kafka.probe()?;
     let mut schemas = SchemaSet::built_in().with_receipt_topic(&config.topic_receipt);
@@ -54,29 +61,65 @@ pub async fn run(
     for region in &config.regions {
         let store = open_store(&config, region)?;
         stores.push((region.clone(), store.clone()));
-        tasks.spawn(run_region(region.clone(), config.clone(), kafka.clone(), Arc::clone(&codec), producer.clone(), store, shutdown.clone()));
+        tasks.spawn(run_region(
+            region.clone(),
+            config.clone(),
+            kafka.clone(),
+            Arc::clone(&codec),
+            producer.clone(),
+            store,
+            shutdown.clone(),
+        ));
     }
 
-    let token = config.token_key_file.as_deref().map(lienthong_gateway::token_secret).transpose()?;
-    let auth = Authenticator::new(token.as_deref(), "lienthong-gateway", Default::default(), config.insecure_dev);
-    let api = QueryApi { stores, auth, keyer, producer: producer.clone(), codec, audit_topic: config.audit_topic.clone(), receipt_topic: config.topic_receipt.clone() };
+    let token = config
+        .token_key_file
+        .as_deref()
+        .map(lienthong_gateway::token_secret)
+        .transpose()?;
+    let auth = Authenticator::new(
+        token.as_deref(),
+        "lienthong-gateway",
+        Default::default(),
+        config.insecure_dev,
+    );
+    let api = QueryApi {
+        stores,
+        auth,
+        keyer,
+        producer: producer.clone(),
+        codec,
+        audit_topic: config.audit_topic.clone(),
+        receipt_topic: config.topic_receipt.clone(),
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<RegionalQueryServiceServer<QueryApi>>().await;
+    health_reporter
+        .set_serving::<RegionalQueryServiceServer<QueryApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let mut builder = Server::builder().timeout(Duration::from_secs(30));
     if !config.insecure_dev {
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { anyhow::bail!("TLS certificate and key are required") };
-        builder = builder.tls_config(lienthong_gateway::server_tls(cert, key, config.client_ca.as_deref())?)?;
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            anyhow::bail!("TLS certificate and key are required")
+        };
+        builder = builder.tls_config(lienthong_gateway::server_tls(
+            cert,
+            key,
+            config.client_ca.as_deref(),
+        )?)?;
     }
     tracing::info!(addr = ?listener.local_addr().ok(), regions = ?config.regions, "regional store serving");
     let serve = builder
         .add_service(health)
         .add_service(reflection)
         .add_service(RegionalQueryServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
     let served = serve.await;
     shutdown.cancel();
     while let Some(r) = tasks.join_next().await {

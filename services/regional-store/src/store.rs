@@ -13,8 +13,8 @@
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ impl Status {
 }
 
 /// One thing to apply, at its Kafka position.
+// Built once per message and moved into the batch; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A document event of this region.
@@ -131,7 +133,15 @@ pub fn key(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn digits(d: Option<&pb::PartialDateTime>, width: usize) -> Vec<u8> {
-    let mut v: String = d.map(|d| d.value.chars().filter(char::is_ascii_digit).take(width).collect()).unwrap_or_default();
+    let mut v: String = d
+        .map(|d| {
+            d.value
+                .chars()
+                .filter(char::is_ascii_digit)
+                .take(width)
+                .collect()
+        })
+        .unwrap_or_default();
     while v.len() < width {
         v.push('0');
     }
@@ -151,20 +161,32 @@ fn encode_doc(event: &ClinicalEvent, status: Status) -> Vec<u8> {
 /// Decodes a `docs` value.
 pub fn decode_doc(bytes: &[u8]) -> Result<StoredDoc, StoreError> {
     if bytes.len() < 10 {
-        return Err(StoreError::Corrupt("document value shorter than its header".into()));
+        return Err(StoreError::Corrupt(
+            "document value shorter than its header".into(),
+        ));
     }
-    let kind = kind_of(bytes[0]).ok_or_else(|| StoreError::Corrupt(format!("unknown kind byte {}", bytes[0])))?;
-    let event = ClinicalEvent::decode(kind, &bytes[10..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(StoredDoc { event, status: Status::from_byte(bytes[9]) })
+    let kind = kind_of(bytes[0])
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown kind byte {}", bytes[0])))?;
+    let event = ClinicalEvent::decode(kind, &bytes[10..])
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(StoredDoc {
+        event,
+        status: Status::from_byte(bytes[9]),
+    })
 }
 
 fn stored_version(bytes: &[u8]) -> u64 {
-    bytes.get(1..9).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
+    bytes
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Index keys of a document in each index tree: (tree index, key).
 fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<(usize, Vec<u8>)> {
-    let Some(h) = event.header() else { return Vec::new() };
+    let Some(h) = event.header() else {
+        return Vec::new();
+    };
     let doc = h.document_id.as_bytes();
     let pk = h.patient_key.as_bytes();
     let mut keys = vec![(0, key(&[pk, doc]))];
@@ -172,24 +194,50 @@ fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<(usize, Vec<u8>)> {
         ClinicalEvent::Referral(e) => {
             let s = e.slip.clone().unwrap_or_default();
             let to = s.receiving.map(|f| f.code).unwrap_or_default();
-            keys.push((1, key(&[to.as_bytes(), &[status as u8], &digits(s.issued_at.as_ref(), 8), doc])));
+            keys.push((
+                1,
+                key(&[
+                    to.as_bytes(),
+                    &[status as u8],
+                    &digits(s.issued_at.as_ref(), 8),
+                    doc,
+                ]),
+            ));
         }
         ClinicalEvent::Appointment(e) => {
             let a = e.appointment.clone().unwrap_or_default();
             let at = a.facility.map(|f| f.code).unwrap_or_default();
-            keys.push((2, key(&[at.as_bytes(), &digits(a.appointment_at.as_ref(), 12), doc])));
+            keys.push((
+                2,
+                key(&[at.as_bytes(), &digits(a.appointment_at.as_ref(), 12), doc]),
+            ));
         }
         ClinicalEvent::LabResult(e) => {
             let r = e.report.clone().unwrap_or_default();
-            let first = r.lines.iter().filter_map(|l| l.result_at.as_ref()).min_by(|a, b| a.value.cmp(&b.value)).cloned();
-            keys.push((3, key(&[pk, r.service_code.as_bytes(), &digits(first.as_ref(), 12), doc])));
+            let first = r
+                .lines
+                .iter()
+                .filter_map(|l| l.result_at.as_ref())
+                .min_by(|a, b| a.value.cmp(&b.value))
+                .cloned();
+            keys.push((
+                3,
+                key(&[
+                    pk,
+                    r.service_code.as_bytes(),
+                    &digits(first.as_ref(), 12),
+                    doc,
+                ]),
+            ));
         }
     }
     keys
 }
 
 fn status_of(event: &ClinicalEvent, received: bool) -> Status {
-    let cancelled = event.header().is_some_and(|h| h.action == pb::Action::Cancelled as i32);
+    let cancelled = event
+        .header()
+        .is_some_and(|h| h.action == pb::Action::Cancelled as i32);
     if cancelled {
         Status::Cancelled
     } else if received && event.kind() == DocumentKind::Referral {
@@ -239,13 +287,24 @@ impl RegionStore {
 
     /// Applies a batch of (topic, partition, offset, change) atomically, with the offsets.
     pub fn apply_batch(&self, batch: &[(String, i32, i64, Change)]) -> Result<Applied, StoreError> {
-        let trees = (&self.docs, &self.by_patient, &self.worklist, &self.appts, &self.labs, &self.receipts, &self.offsets);
+        let trees = (
+            &self.docs,
+            &self.by_patient,
+            &self.worklist,
+            &self.appts,
+            &self.labs,
+            &self.receipts,
+            &self.offsets,
+        );
         let applied = trees.transaction(|t| {
             let t: Trees<'_> = (&t.0, &t.1, &t.2, &t.3, &t.4, &t.5, &t.6);
             let mut out = Applied::default();
             for (topic, partition, offset, change) in batch {
                 let okey = key(&[topic.as_bytes(), &partition.to_be_bytes()]);
-                let next = t.6.get(&okey)?.and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)).unwrap_or(0);
+                let next =
+                    t.6.get(&okey)?
+                        .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes))
+                        .unwrap_or(0);
                 if *offset < next {
                     out.replayed += 1;
                     continue;
@@ -276,7 +335,10 @@ impl RegionStore {
 
     /// A document by id.
     pub fn get(&self, document_id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        self.docs.get(document_id.as_bytes())?.map(|v| decode_doc(&v)).transpose()
+        self.docs
+            .get(document_id.as_bytes())?
+            .map(|v| decode_doc(&v))
+            .transpose()
     }
 
     /// All documents of a patient.
@@ -293,22 +355,36 @@ impl RegionStore {
     }
 
     /// Document ids of an index tree under a key prefix, in key order, from `start` (exclusive).
-    pub fn index_scan(&self, index: Index, prefix: &[u8], after: Option<&[u8]>, reverse: bool) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+    pub fn index_scan(
+        &self,
+        index: Index,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
         let tree = match index {
             Index::Worklist => &self.worklist,
             Index::Appointments => &self.appts,
             Index::Labs => &self.labs,
         };
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse { Box::new(tree.scan_prefix(prefix).rev()) } else { Box::new(tree.scan_prefix(prefix)) };
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
+            Box::new(tree.scan_prefix(prefix).rev())
+        } else {
+            Box::new(tree.scan_prefix(prefix))
+        };
         let mut out = Vec::new();
         for item in iter {
             let (k, _) = item?;
-            if let Some(a) = after {
-                if (!reverse && k.as_ref() <= a) || (reverse && k.as_ref() >= a) {
-                    continue;
-                }
+            if let Some(a) = after
+                && ((!reverse && k.as_ref() <= a) || (reverse && k.as_ref() >= a))
+            {
+                continue;
             }
-            let doc = k.rsplit(|b| *b == 0).next().map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default();
+            let doc = k
+                .rsplit(|b| *b == 0)
+                .next()
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+                .unwrap_or_default();
             out.push((k.to_vec(), doc));
         }
         Ok(out)
@@ -316,7 +392,13 @@ impl RegionStore {
 
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
     pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.docs.iter().map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), stored_version(&v))).map_err(StoreError::from)).collect()
+        self.docs
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), stored_version(&v)))
+                    .map_err(StoreError::from)
+            })
+            .collect()
     }
 
     /// Number of stored documents.
@@ -356,8 +438,13 @@ fn index_tree<'a>(t: Trees<'a>, i: usize) -> &'a TransactionalTree {
 }
 
 /// Applies one event; false when it is a duplicate or older than what is stored.
-fn apply_event(t: Trees<'_>, event: &ClinicalEvent) -> Result<bool, ConflictableTransactionError<StoreError>> {
-    let Some(h) = event.header() else { return Ok(false) };
+fn apply_event(
+    t: Trees<'_>,
+    event: &ClinicalEvent,
+) -> Result<bool, ConflictableTransactionError<StoreError>> {
+    let Some(h) = event.header() else {
+        return Ok(false);
+    };
     let doc_key = h.document_id.as_bytes();
     if let Some(old) = t.0.get(doc_key)? {
         if stored_version(&old) >= h.document_version {
@@ -377,7 +464,10 @@ fn apply_event(t: Trees<'_>, event: &ClinicalEvent) -> Result<bool, Conflictable
     Ok(true)
 }
 
-fn apply_receipt(t: Trees<'_>, r: &pb::ReferralReceiptEvent) -> Result<(), ConflictableTransactionError<StoreError>> {
+fn apply_receipt(
+    t: Trees<'_>,
+    r: &pb::ReferralReceiptEvent,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
     let doc_key = r.referral_document_id.as_bytes();
     let at = r.received_at.as_ref().map_or(0, |t| t.seconds);
     t.5.insert(doc_key, &at.to_be_bytes())?;
@@ -435,8 +525,12 @@ mod tests {
         assert_eq!((a.applied, a.stale), (1, 2));
         let again = s.apply_batch(&batch).expect("replay");
         assert_eq!(again.replayed, 3, "a replayed batch applies nothing");
-        s.apply_batch(&[("t".to_owned(), 0, 3, Change::Event(v3))]).expect("apply");
-        let doc = s.get(&v1.header().expect("h").document_id).expect("get").expect("stored");
+        s.apply_batch(&[("t".to_owned(), 0, 3, Change::Event(v3))])
+            .expect("apply");
+        let doc = s
+            .get(&v1.header().expect("h").document_id)
+            .expect("get")
+            .expect("stored");
         assert_eq!(doc.status, Status::Cancelled);
         assert_eq!(doc.event.header().expect("h").document_version, 3);
         assert_eq!(s.patient_documents("p1").expect("scan").len(), 1);
@@ -449,15 +543,36 @@ mod tests {
         let mut g = Generator::new(2, time::OffsetDateTime::now_utc());
         let r = keyed(ClinicalEvent::Referral(g.referral()), "p");
         let doc = r.header().expect("h").document_id.clone();
-        let receipt = pb::ReferralReceiptEvent { referral_document_id: doc.clone(), ..Default::default() };
-        s.apply_batch(&[("r".into(), 0, 0, Change::Receipt(receipt.clone())), ("t".into(), 0, 0, Change::Event(r.clone()))]).expect("apply");
-        assert_eq!(s.get(&doc).expect("get").expect("doc").status, Status::Received);
+        let receipt = pb::ReferralReceiptEvent {
+            referral_document_id: doc.clone(),
+            ..Default::default()
+        };
+        s.apply_batch(&[
+            ("r".into(), 0, 0, Change::Receipt(receipt.clone())),
+            ("t".into(), 0, 0, Change::Event(r.clone())),
+        ])
+        .expect("apply");
+        assert_eq!(
+            s.get(&doc).expect("get").expect("doc").status,
+            Status::Received
+        );
         let r2 = keyed(ClinicalEvent::Referral(g.referral()), "q");
         let doc2 = r2.header().expect("h").document_id.clone();
-        s.apply_batch(&[("t".into(), 0, 1, Change::Event(r2))]).expect("apply");
-        assert_eq!(s.get(&doc2).expect("get").expect("doc").status, Status::Pending);
-        let receipt2 = pb::ReferralReceiptEvent { referral_document_id: doc2.clone(), ..Default::default() };
-        s.apply_batch(&[("r".into(), 0, 1, Change::Receipt(receipt2))]).expect("apply");
-        assert_eq!(s.get(&doc2).expect("get").expect("doc").status, Status::Received);
+        s.apply_batch(&[("t".into(), 0, 1, Change::Event(r2))])
+            .expect("apply");
+        assert_eq!(
+            s.get(&doc2).expect("get").expect("doc").status,
+            Status::Pending
+        );
+        let receipt2 = pb::ReferralReceiptEvent {
+            referral_document_id: doc2.clone(),
+            ..Default::default()
+        };
+        s.apply_batch(&[("r".into(), 0, 1, Change::Receipt(receipt2))])
+            .expect("apply");
+        assert_eq!(
+            s.get(&doc2).expect("get").expect("doc").status,
+            Status::Received
+        );
     }
 }

@@ -7,10 +7,18 @@ use std::time::Duration;
 pub struct LoaderConfig {
     /// PostgreSQL connection string (key=value or URL form). Put the password in PGPASSWORD or
     /// a .pgpass file, not here.
-    #[arg(long, env = "LIENTHONG_PG_DSN", default_value = "postgres://lienthong@127.0.0.1:5432/lienthong")]
+    #[arg(
+        long,
+        env = "LIENTHONG_PG_DSN",
+        default_value = "postgres://lienthong@127.0.0.1:5432/lienthong"
+    )]
     pub pg_dsn: String,
     /// Consumer group; replicas of one warehouse share it (scale up to the partition count).
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_GROUP", default_value = "lienthong-warehouse")]
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_GROUP",
+        default_value = "lienthong-warehouse"
+    )]
     pub group: String,
     /// Topics to load (comma-separated).
     #[arg(
@@ -21,13 +29,21 @@ pub struct LoaderConfig {
     )]
     pub topics: Vec<String>,
     /// Dead-letter topic.
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_DLQ_TOPIC", default_value = "lienthong.dlq.v1")]
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_DLQ_TOPIC",
+        default_value = "lienthong.dlq.v1"
+    )]
     pub dlq_topic: String,
     /// Most messages in one transaction.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 2000)]
     pub batch_events: usize,
     /// Kafka group session timeout, in ms: how soon a crashed replica's partitions move on.
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub session_timeout_ms: u64,
     /// Longest a batch waits to fill, in milliseconds.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
@@ -37,7 +53,15 @@ pub struct LoaderConfig {
 impl LoaderConfig {
     /// Defaults with the given DSN and topics (tests and embedding).
     pub fn new(pg_dsn: &str, group: &str, topics: Vec<String>) -> Self {
-        Self { pg_dsn: pg_dsn.into(), group: group.into(), topics, dlq_topic: "lienthong.dlq.v1".into(), batch_events: 2000, batch_ms: 500, session_timeout_ms: 10_000 }
+        Self {
+            pg_dsn: pg_dsn.into(),
+            group: group.into(),
+            topics,
+            dlq_topic: "lienthong.dlq.v1".into(),
+            batch_events: 2000,
+            batch_ms: 500,
+            session_timeout_ms: 10_000,
+        }
     }
 
     /// Batch fill deadline.

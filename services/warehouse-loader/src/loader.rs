@@ -28,7 +28,9 @@ pub enum LoaderError {
     #[error(transparent)]
     Registry(#[from] lienthong_registry::Error),
     /// PostgreSQL could not be reached or migrated at start-up.
-    #[error("PostgreSQL at {dsn}: {source}; is it running? locally run `deploy/local/up`, otherwise check --pg-dsn / LIENTHONG_PG_DSN")]
+    #[error(
+        "PostgreSQL at {dsn}: {source}; is it running? locally run `deploy/local/up`, otherwise check --pg-dsn / LIENTHONG_PG_DSN"
+    )]
     Postgres {
         /// DSN without password.
         dsn: String,
@@ -38,6 +40,7 @@ pub enum LoaderError {
 }
 
 /// What to do with one consumed message.
+#[allow(clippy::large_enum_variant)] // short-lived, one per message
 enum Item {
     Rows(EventRows),
     Dead(String),
@@ -66,10 +69,25 @@ fn redact(dsn: &str) -> String {
 }
 
 /// Runs until `shutdown`; finishes the open batch before returning.
-pub async fn run(config: LoaderConfig, kafka: KafkaArgs, registry: RegistryArgs, shutdown: CancellationToken) -> Result<(), LoaderError> {
+pub async fn run(
+    config: LoaderConfig,
+    kafka: KafkaArgs,
+    registry: RegistryArgs,
+    shutdown: CancellationToken,
+) -> Result<(), LoaderError> {
     kafka.probe()?;
-    let mut client = connect(&config.pg_dsn).await.map_err(|source| LoaderError::Postgres { dsn: redact(&config.pg_dsn), source })?;
-    crate::migrations::migrate(&mut client).await.map_err(|source| LoaderError::Postgres { dsn: redact(&config.pg_dsn), source })?;
+    let mut client = connect(&config.pg_dsn)
+        .await
+        .map_err(|source| LoaderError::Postgres {
+            dsn: redact(&config.pg_dsn),
+            source,
+        })?;
+    crate::migrations::migrate(&mut client)
+        .await
+        .map_err(|source| LoaderError::Postgres {
+            dsn: redact(&config.pg_dsn),
+            source,
+        })?;
 
     let codec = WireCodec::new(&registry)?;
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
@@ -148,17 +166,28 @@ async fn apply_with_retry(
     }
 }
 
-async fn apply_once(client: &mut Client, config: &LoaderConfig, codec: &WireCodec, dlq: &EventProducer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+async fn apply_once(
+    client: &mut Client,
+    config: &LoaderConfig,
+    codec: &WireCodec,
+    dlq: &EventProducer,
+    batch: &[OwnedMessage],
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let ctx = ValidationContext::now();
     let mut items: Vec<(Position, Option<EventRows>)> = Vec::with_capacity(batch.len());
     for m in batch {
-        let position = Position { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
+        let position = Position {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
         match classify(codec, m, &ctx).await? {
             Item::Rows(rows) => items.push((position, Some(rows))),
             Item::Dead(error) => {
                 // The dead letter must be durable before the offset moves past the message.
-                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, &config.group, m, &error).await?;
+                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, &config.group, m, &error)
+                    .await?;
                 items.push((position, None));
             }
         }
@@ -166,19 +195,29 @@ async fn apply_once(client: &mut Client, config: &LoaderConfig, codec: &WireCode
     let tx = client.transaction().await?;
     let written = write_batch(&tx, &config.group, &items).await?;
     tx.commit().await?;
-    metrics::histogram!("lienthong_warehouse_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("lienthong_warehouse_commit_seconds")
+        .record(started.elapsed().as_secs_f64());
     metrics::histogram!("lienthong_warehouse_batch_size").record(batch.len() as f64);
-    metrics::counter!("lienthong_warehouse_rows_total", "table" => "event_history").increment(written.history);
-    metrics::counter!("lienthong_warehouse_rows_total", "table" => "current").increment(written.current);
+    metrics::counter!("lienthong_warehouse_rows_total", "table" => "event_history")
+        .increment(written.history);
+    metrics::counter!("lienthong_warehouse_rows_total", "table" => "current")
+        .increment(written.current);
     metrics::counter!("lienthong_warehouse_skipped_total").increment(written.already_applied);
     tracing::debug!(messages = batch.len(), ?written, "batch committed");
     Ok(())
 }
 
 /// Rows, a dead letter, or (Err) a transient failure that must be retried.
-async fn classify(codec: &WireCodec, m: &OwnedMessage, ctx: &ValidationContext) -> anyhow::Result<Item> {
+async fn classify(
+    codec: &WireCodec,
+    m: &OwnedMessage,
+    ctx: &ValidationContext,
+) -> anyhow::Result<Item> {
     let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
-    let decoded = match codec.decode(m.payload(), m.topic(), m.partition(), m.offset()).await {
+    let decoded = match codec
+        .decode(m.payload(), m.topic(), m.partition(), m.offset())
+        .await
+    {
         Ok(d) => d,
         // The registry being unreachable says nothing about the message: retry, never DLQ.
         Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
@@ -188,9 +227,17 @@ async fn classify(codec: &WireCodec, m: &OwnedMessage, ctx: &ValidationContext) 
         Ok(e) => e,
         Err(e) => return Ok(Item::Dead(e.to_string())),
     };
-    let errors: Vec<String> = event.validate(ctx).into_iter().filter(|v| v.severity == Severity::Error).map(|v| v.to_string()).collect();
+    let errors: Vec<String> = event
+        .validate(ctx)
+        .into_iter()
+        .filter(|v| v.severity == Severity::Error)
+        .map(|v| v.to_string())
+        .collect();
     if !errors.is_empty() {
-        return Ok(Item::Dead(format!("{origin}: invalid document: {}", errors.join("; "))));
+        return Ok(Item::Dead(format!(
+            "{origin}: invalid document: {}",
+            errors.join("; ")
+        )));
     }
     Ok(match rows_of(&event) {
         Ok(rows) => Item::Rows(rows),
@@ -204,11 +251,16 @@ fn commit_advisory(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
     let mut tpl = TopicPartitionList::new();
     let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
     for m in batch {
-        let e = ends.entry((m.topic(), m.partition())).or_insert(m.offset() + 1);
+        let e = ends
+            .entry((m.topic(), m.partition()))
+            .or_insert(m.offset() + 1);
         *e = (*e).max(m.offset() + 1);
     }
     for ((topic, partition), end) in ends {
-        if tpl.add_partition_offset(topic, partition, Offset::Offset(end)).is_err() {
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(end))
+            .is_err()
+        {
             return;
         }
     }

@@ -31,7 +31,9 @@ fn main() -> ExitCode {
         let signal = shutdown.clone();
         tokio::spawn(async move {
             #[cfg(unix)]
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
                 signal.cancel();
                 return;

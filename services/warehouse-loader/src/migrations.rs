@@ -4,17 +4,25 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL) in order. Append only: a released migration never changes.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "warehouse", include_str!("../migrations/0001_warehouse.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "warehouse",
+    include_str!("../migrations/0001_warehouse.sql"),
+)];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.
 const LOCK_KEY: i64 = 0x6c69_656e_7468_6f6e; // "lienthon"
 
 /// Applies every migration not yet applied; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
     let result = apply(client).await;
     // Unlock even when a migration failed, so the next start can retry.
-    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
     result
 }
 
@@ -24,13 +32,23 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
         .await?;
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
-        let done = client.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
+        let done = client
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
         if done {
             continue;
         }
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
         if *version == 1 {
             seed_provinces(&tx).await?;
         }
@@ -44,7 +62,11 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
 /// Provinces and the old→new mapping, from the data compiled into crates/core.
 async fn seed_provinces(tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     for p in lienthong_core::Province::all_current() {
-        tx.execute("INSERT INTO provinces (code, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[&p.code, &p.name]).await?;
+        tx.execute(
+            "INSERT INTO provinces (code, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&p.code, &p.name],
+        )
+        .await?;
     }
     for old in lienthong_core::province::old_codes() {
         let name = lienthong_core::province::old_province_name(old).unwrap_or_default();

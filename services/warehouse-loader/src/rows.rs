@@ -153,15 +153,21 @@ fn ts(t: Option<&prost_types::Timestamp>) -> Option<OffsetDateTime> {
 }
 
 fn xml_instant(d: Option<&pb::PartialDateTime>) -> Option<OffsetDateTime> {
-    d.filter(|d| !d.value.is_empty()).and_then(|d| XmlDateTime::from_proto(d).ok()).map(|d| d.earliest())
+    d.filter(|d| !d.value.is_empty())
+        .and_then(|d| XmlDateTime::from_proto(d).ok())
+        .map(|d| d.earliest())
 }
 
 fn xml_date(d: Option<&pb::PartialDateTime>) -> Option<Date> {
-    d.filter(|d| !d.value.is_empty()).and_then(|d| XmlDateTime::from_proto(d).ok()).and_then(|d| d.date())
+    d.filter(|d| !d.value.is_empty())
+        .and_then(|d| XmlDateTime::from_proto(d).ok())
+        .and_then(|d| d.date())
 }
 
 fn region_of_facility(code: &str) -> Option<String> {
-    FacilityCode::parse(code).ok().map(|f| f.region().to_string())
+    FacilityCode::parse(code)
+        .ok()
+        .map(|f| f.region().to_string())
 }
 
 /// Age band at `at` for a birth date; None when unknown.
@@ -186,7 +192,11 @@ pub fn age_band(birth: Option<&pb::PartialDateTime>, at: Option<OffsetDateTime>)
     )
 }
 
-fn patient_facts(h: &pb::EventHeader, p: Option<&pb::Patient>, at: Option<OffsetDateTime>) -> PatientFacts {
+fn patient_facts(
+    h: &pb::EventHeader,
+    p: Option<&pb::Patient>,
+    at: Option<OffsetDateTime>,
+) -> PatientFacts {
     PatientFacts {
         patient_key: h.patient_key.clone(),
         patient_key_id: h.patient_key_id.clone(),
@@ -197,7 +207,9 @@ fn patient_facts(h: &pb::EventHeader, p: Option<&pb::Patient>, at: Option<Offset
             pb::Sex::Undetermined => Some("undetermined"),
             pb::Sex::Unspecified => None,
         }),
-        residence_region: p.and_then(|p| ProvinceCode::region_of(&p.residence_province_code)).map(|r| r.to_string()),
+        residence_region: p
+            .and_then(|p| ProvinceCode::region_of(&p.residence_province_code))
+            .map(|r| r.to_string()),
     }
 }
 
@@ -212,9 +224,13 @@ pub struct RowError(pub String);
 
 /// Maps an event to its rows.
 pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
-    let h = event.header().ok_or_else(|| RowError("event has no header".into()))?;
+    let h = event
+        .header()
+        .ok_or_else(|| RowError("event has no header".into()))?;
     if h.event_id.is_empty() || h.document_id.is_empty() || h.patient_key.is_empty() {
-        return Err(RowError("event header lacks event_id, document_id or patient_key".into()));
+        return Err(RowError(
+            "event header lacks event_id, document_id or patient_key".into(),
+        ));
     }
     let occurred_at = ts(h.occurred_at.as_ref());
     let action = match pb::Action::try_from(h.action).unwrap_or_default() {
@@ -226,11 +242,18 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
     let patient = patient_facts(h, event.patient(), occurred_at);
     let document = match event {
         ClinicalEvent::Referral(e) => {
-            let s = e.slip.as_ref().ok_or_else(|| RowError("referral event without slip".into()))?;
+            let s = e
+                .slip
+                .as_ref()
+                .ok_or_else(|| RowError("referral event without slip".into()))?;
             let d = s.diagnosis.clone().unwrap_or_default();
             let ep = s.episode.clone().unwrap_or_default();
             DocumentRow::Referral(ReferralRow {
-                issuer_facility: s.issuer.as_ref().map(|f| f.code.clone()).unwrap_or_default(),
+                issuer_facility: s
+                    .issuer
+                    .as_ref()
+                    .map(|f| f.code.clone())
+                    .unwrap_or_default(),
                 receiving_facility: s.receiving.as_ref().and_then(|f| non_empty(&f.code)),
                 reason: match pb::ReferralReason::try_from(s.reason).unwrap_or_default() {
                     pb::ReferralReason::MeetsRules => Some("meets_rules"),
@@ -238,7 +261,9 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
                     pb::ReferralReason::PatientRequest => Some("patient_request"),
                     pb::ReferralReason::Unspecified => None,
                 },
-                discharge_type: match pb::DischargeType::try_from(s.discharge_type).unwrap_or_default() {
+                discharge_type: match pb::DischargeType::try_from(s.discharge_type)
+                    .unwrap_or_default()
+                {
                     pb::DischargeType::TransferredProfessional => Some("transferred_professional"),
                     pb::DischargeType::TransferredOnRequest => Some("transferred_on_request"),
                     pb::DischargeType::Unspecified => None,
@@ -254,16 +279,26 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
             })
         }
         ClinicalEvent::Appointment(e) => {
-            let a = e.appointment.as_ref().ok_or_else(|| RowError("appointment event without appointment".into()))?;
+            let a = e
+                .appointment
+                .as_ref()
+                .ok_or_else(|| RowError("appointment event without appointment".into()))?;
             DocumentRow::Appointment(AppointmentRow {
-                facility: a.facility.as_ref().map(|f| f.code.clone()).unwrap_or_default(),
+                facility: a
+                    .facility
+                    .as_ref()
+                    .map(|f| f.code.clone())
+                    .unwrap_or_default(),
                 appointment_at: xml_instant(a.appointment_at.as_ref()),
                 issued_on: xml_date(a.issued_at.as_ref()),
                 main_icd10: a.diagnosis.as_ref().and_then(|d| non_empty(&d.main_icd10)),
             })
         }
         ClinicalEvent::LabResult(e) => {
-            let r = e.report.as_ref().ok_or_else(|| RowError("lab-result event without report".into()))?;
+            let r = e
+                .report
+                .as_ref()
+                .ok_or_else(|| RowError("lab-result event without report".into()))?;
             let lines: Vec<LabLineRow> = r
                 .lines
                 .iter()
@@ -279,7 +314,11 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
                 })
                 .collect();
             DocumentRow::LabReport(LabReportRow {
-                facility: r.facility.as_ref().map(|f| f.code.clone()).unwrap_or_default(),
+                facility: r
+                    .facility
+                    .as_ref()
+                    .map(|f| f.code.clone())
+                    .unwrap_or_default(),
                 service_code: r.service_code.clone(),
                 first_result_at: lines.iter().filter_map(|l| l.result_at).min(),
                 lines,
@@ -322,7 +361,12 @@ mod tests {
         let patient = e.patient().cloned().unwrap_or_default();
         let rows = rows_of(&e).expect("rows");
         let text = format!("{rows:?}");
-        for secret in [&patient.citizen_id, &patient.full_name, &patient.address, &patient.insurance_cards[0].number] {
+        for secret in [
+            &patient.citizen_id,
+            &patient.full_name,
+            &patient.address,
+            &patient.insurance_cards[0].number,
+        ] {
             assert!(!text.contains(secret.as_str()), "{secret} leaked into rows");
         }
         assert!(rows.history.patient.age_band.is_some());
@@ -333,7 +377,15 @@ mod tests {
     #[test]
     fn age_bands() {
         let at = OffsetDateTime::from_unix_timestamp(1_750_000_000).ok();
-        let b = |y: &str| age_band(Some(&pb::PartialDateTime { value: y.into(), precision: 3 }), at);
+        let b = |y: &str| {
+            age_band(
+                Some(&pb::PartialDateTime {
+                    value: y.into(),
+                    precision: 3,
+                }),
+                at,
+            )
+        };
         assert_eq!(b("20240101").as_deref(), Some("0-4"));
         assert_eq!(b("19900101").as_deref(), Some("35-44"));
         assert_eq!(b("19200101").as_deref(), Some("75+"));

@@ -30,11 +30,19 @@ pub struct Written {
 }
 
 /// Writes a batch: `items` are (position, rows or None for a dead-lettered message).
-pub async fn write_batch(tx: &Transaction<'_>, group: &str, items: &[(Position, Option<EventRows>)]) -> Result<Written, tokio_postgres::Error> {
+pub async fn write_batch(
+    tx: &Transaction<'_>,
+    group: &str,
+    items: &[(Position, Option<EventRows>)],
+) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
     // Lock this group's rows for the batch's partitions and read where each stands.
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
-    for p in items.iter().map(|(p, _)| (p.topic.clone(), p.partition)).collect::<std::collections::BTreeSet<_>>() {
+    for p in items
+        .iter()
+        .map(|(p, _)| (p.topic.clone(), p.partition))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         tx.execute(
             "INSERT INTO loader_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
             &[&group, &p.0, &p.1],
@@ -47,7 +55,13 @@ pub async fn write_batch(tx: &Transaction<'_>, group: &str, items: &[(Position, 
     }
     let fresh: Vec<&(Position, Option<EventRows>)> = items
         .iter()
-        .filter(|(p, _)| p.offset >= next.get(&(p.topic.clone(), p.partition)).copied().unwrap_or(0))
+        .filter(|(p, _)| {
+            p.offset
+                >= next
+                    .get(&(p.topic.clone(), p.partition))
+                    .copied()
+                    .unwrap_or(0)
+        })
         .collect();
     written.already_applied = (items.len() - fresh.len()) as u64;
 
@@ -58,22 +72,39 @@ pub async fn write_batch(tx: &Transaction<'_>, group: &str, items: &[(Position, 
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (event_id) DO NOTHING",
         )
         .await?;
-    let inserts = fresh.iter().filter_map(|(p, rows)| rows.as_ref().map(|r| (p, r))).map(|(p, r)| {
-        let h = &r.history;
-        let pt = &h.patient;
-        let history = &history;
-        async move {
-            tx.execute(
-                history,
-                &[
-                    &h.event_id, &h.kind, &h.document_id, &h.document_version, &h.action, &h.occurred_at, &h.recorded_at,
-                    &h.source_facility, &h.source_region, &pt.patient_key, &pt.patient_key_id, &pt.age_band, &pt.sex,
-                    &pt.residence_region, &p.topic, &p.partition, &p.offset,
-                ],
-            )
-            .await
-        }
-    });
+    let inserts = fresh
+        .iter()
+        .filter_map(|(p, rows)| rows.as_ref().map(|r| (p, r)))
+        .map(|(p, r)| {
+            let h = &r.history;
+            let pt = &h.patient;
+            let history = &history;
+            async move {
+                tx.execute(
+                    history,
+                    &[
+                        &h.event_id,
+                        &h.kind,
+                        &h.document_id,
+                        &h.document_version,
+                        &h.action,
+                        &h.occurred_at,
+                        &h.recorded_at,
+                        &h.source_facility,
+                        &h.source_region,
+                        &pt.patient_key,
+                        &pt.patient_key_id,
+                        &pt.age_band,
+                        &pt.sex,
+                        &pt.residence_region,
+                        &p.topic,
+                        &p.partition,
+                        &p.offset,
+                    ],
+                )
+                .await
+            }
+        });
     // try_join_all keeps every insert in flight at once on the one connection (pipelining).
     for n in futures::future::try_join_all(inserts).await? {
         written.history += n;
@@ -96,7 +127,9 @@ pub async fn write_batch(tx: &Transaction<'_>, group: &str, items: &[(Position, 
 
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (p, _) in items {
-        let e = ends.entry((p.topic.clone(), p.partition)).or_insert(p.offset + 1);
+        let e = ends
+            .entry((p.topic.clone(), p.partition))
+            .or_insert(p.offset + 1);
         *e = (*e).max(p.offset + 1);
     }
     for ((topic, partition), end) in ends {
