@@ -116,6 +116,8 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
                 "LIENTHONG_PSEUDONYM_KEY",
                 format!("test:{}", "07".repeat(32)),
             )
+            // The stack's env file names a key file; this process gets its key from the env.
+            .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()

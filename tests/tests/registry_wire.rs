@@ -231,3 +231,33 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_receipt_round_trips_through_the_registry() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let registry = require_registry().await;
+    let topic = unique_topic("receipt");
+    SchemaSet::built_in()
+        .with_receipt_topic(&topic)
+        .register(&RegistryClient::new(&registry)?)
+        .await?;
+    let codec = WireCodec::new(&registry)?;
+    let receipt = lienthong_proto::v1::ReferralReceiptEvent {
+        referral_document_id: "referral/79025/CT1".into(),
+        ..Default::default()
+    };
+    let framed = codec
+        .encode_message(
+            &topic,
+            "lienthong.v1.ReferralReceiptEvent",
+            &receipt.encode_to_vec(),
+        )
+        .await?;
+    let decoded = codec.decode(Some(&framed), &topic, 0, 0).await?;
+    assert_eq!(decoded.full_name, "lienthong.v1.ReferralReceiptEvent");
+    assert_eq!(
+        lienthong_proto::v1::ReferralReceiptEvent::decode(decoded.payload.as_slice())?,
+        receipt
+    );
+    Ok(())
+}

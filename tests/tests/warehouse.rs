@@ -237,3 +237,106 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     loader.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let dsn = fresh_database().await?;
+    let topics = topics_with_schemas(&registry).await?;
+    let receipt_topic = lienthong_tests::unique_topic("wh.receipt");
+    lienthong_tests::create_topic(&kafka, &receipt_topic, 1).await?;
+    lienthong_registry::SchemaSet::built_in()
+        .with_receipt_topic(&receipt_topic)
+        .register(&lienthong_registry::RegistryClient::new(&registry)?)
+        .await?;
+    let referrals: Vec<ClinicalEvent> = keyed_events(950, 9)
+        .into_iter()
+        .filter(|e| matches!(e, ClinicalEvent::Referral(_)))
+        .collect();
+    assert_eq!(referrals.len(), 3);
+    publish_to(&registry, &topics, &referrals).await?;
+    let h = referrals[0].header().cloned().unwrap_or_default();
+    let receiving = if let ClinicalEvent::Referral(r) = &referrals[0] {
+        r.slip
+            .clone()
+            .unwrap_or_default()
+            .receiving
+            .unwrap_or_default()
+            .code
+    } else {
+        String::new()
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let receipt = pb::ReferralReceiptEvent {
+        header: Some(pb::EventHeader {
+            event_id: document_id::event_id(
+                lienthong_core::DocumentKind::Referral,
+                &format!("receipt/{}", h.document_id),
+                1,
+            ),
+            document_id: format!("receipt/{}", h.document_id),
+            document_version: 1,
+            action: pb::Action::Created as i32,
+            source_facility_code: receiving.clone(),
+            patient_key: h.patient_key.clone(),
+            patient_key_id: h.patient_key_id.clone(),
+            ..Default::default()
+        }),
+        referral_document_id: h.document_id.clone(),
+        received_by: Some(pb::FacilityRef {
+            code: receiving,
+            name: String::new(),
+        }),
+        received_at: Some(prost_types::Timestamp {
+            seconds: now,
+            nanos: 0,
+        }),
+    };
+    let codec = lienthong_registry::WireCodec::new(&registry)?;
+    let framed = codec
+        .encode_message(
+            &receipt_topic,
+            "lienthong.v1.ReferralReceiptEvent",
+            &receipt.encode_to_vec(),
+        )
+        .await?;
+    lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?
+        .send(&receipt_topic, h.patient_key.as_bytes(), &framed, &[])
+        .await?;
+
+    let mut all_topics: Vec<String> = topics.values().cloned().collect();
+    all_topics.push(receipt_topic.clone());
+    let mut config = LoaderConfig::new(
+        &dsn,
+        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+        all_topics,
+    );
+    config.receipt_topic = receipt_topic;
+    let shutdown = CancellationToken::new();
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        config,
+        kafka,
+        registry,
+        shutdown.clone(),
+    ));
+    let db = connect(&dsn).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        4,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let row = db
+        .query_one(
+            "SELECT sum(referrals)::bigint, sum(received)::bigint FROM v_referral_completion",
+            &[],
+        )
+        .await?;
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 1));
+    shutdown.cancel();
+    loader.await??;
+    Ok(())
+}

@@ -110,7 +110,15 @@ pub enum DecodeError {
         /// Parser message.
         message: String,
     },
-    /// Any other failure talking to the registry while decoding.
+    /// The schema of the frame could not be used (unparseable, message index out of range).
+    #[error("{origin}: the frame's schema cannot be used: {message}")]
+    Schema {
+        /// topic[partition]@offset
+        origin: String,
+        /// Cause.
+        message: String,
+    },
+    /// The registry could not be reached while decoding (transient: retry later).
     #[error("{origin}: {message}")]
     Registry {
         /// topic[partition]@offset

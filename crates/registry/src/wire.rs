@@ -158,14 +158,18 @@ impl WireCodec {
                         len: bytes.len(),
                     })
                 } else {
-                    Err(DecodeError::Registry {
-                        origin,
-                        message: if cause.is_empty() {
-                            text
-                        } else {
-                            format!("{text}: {cause}")
-                        },
-                    })
+                    let message = if cause.is_empty() {
+                        text
+                    } else {
+                        format!("{text}: {cause}")
+                    };
+                    // Only a failure to reach the registry is worth retrying; a schema that
+                    // cannot be used will not get better and must not block the partition.
+                    if e.retriable {
+                        Err(DecodeError::Registry { origin, message })
+                    } else {
+                        Err(DecodeError::Schema { origin, message })
+                    }
                 }
             }
         }

@@ -25,9 +25,16 @@ pub struct LoaderConfig {
         long,
         env = "LIENTHONG_WAREHOUSE_TOPICS",
         value_delimiter = ',',
-        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1"
+        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1,lienthong.referral-receipt.v1"
     )]
     pub topics: Vec<String>,
+    /// Which of the topics carries referral receipts.
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_RECEIPT_TOPIC",
+        default_value = "lienthong.referral-receipt.v1"
+    )]
+    pub receipt_topic: String,
     /// Dead-letter topic.
     #[arg(
         long,
@@ -57,6 +64,7 @@ impl LoaderConfig {
             pg_dsn: pg_dsn.into(),
             group: group.into(),
             topics,
+            receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),
             dlq_topic: "lienthong.dlq.v1".into(),
             batch_events: 2000,
             batch_ms: 500,

@@ -148,7 +148,7 @@ async fn apply_with_retry(
             Ok(()) => return Ok(client),
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
-                tracing::warn!(error = %e, retry_in = ?backoff, "batch not written; retrying");
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not written; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
                     // Even when stopping, an unwritten batch is simply left for the next start.
@@ -182,7 +182,7 @@ async fn apply_once(
             partition: m.partition(),
             offset: m.offset(),
         };
-        match classify(codec, m, &ctx).await? {
+        match classify(config, codec, m, &ctx).await? {
             Item::Rows(rows) => items.push((position, Some(rows))),
             Item::Dead(error) => {
                 // The dead letter must be durable before the offset moves past the message.
@@ -209,6 +209,7 @@ async fn apply_once(
 
 /// Rows, a dead letter, or (Err) a transient failure that must be retried.
 async fn classify(
+    config: &LoaderConfig,
     codec: &WireCodec,
     m: &OwnedMessage,
     ctx: &ValidationContext,
@@ -223,6 +224,24 @@ async fn classify(
         Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
         Err(e) => return Ok(Item::Dead(e.to_string())),
     };
+    if m.topic() == config.receipt_topic {
+        use prost::Message as _;
+        return Ok(
+            match lienthong_proto::v1::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
+                Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
+                    match crate::rows::receipt_rows(&r) {
+                        Ok(rows) => Item::Rows(rows),
+                        Err(e) => Item::Dead(format!("{origin}: {e}")),
+                    }
+                }
+                Ok(_) => Item::Dead(format!(
+                    "{origin}: {} is not a referral receipt",
+                    decoded.full_name
+                )),
+                Err(e) => Item::Dead(format!("{origin}: receipt does not decode: {e}")),
+            },
+        );
+    }
     let event = match decoded.event(&origin) {
         Ok(e) => e,
         Err(e) => return Ok(Item::Dead(e.to_string())),

@@ -4,11 +4,18 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL) in order. Append only: a released migration never changes.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "warehouse",
-    include_str!("../migrations/0001_warehouse.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "warehouse",
+        include_str!("../migrations/0001_warehouse.sql"),
+    ),
+    (
+        2,
+        "receipts",
+        include_str!("../migrations/0002_receipts.sql"),
+    ),
+];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.
 const LOCK_KEY: i64 = 0x6c69_656e_7468_6f6e; // "lienthon"

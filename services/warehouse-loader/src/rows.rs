@@ -56,6 +56,19 @@ pub enum DocumentRow {
     Appointment(AppointmentRow),
     /// A lab report with its lines.
     LabReport(LabReportRow),
+    /// A receipt of a referred patient.
+    Receipt(ReceiptRow),
+}
+
+/// `referral_receipts` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptRow {
+    /// The referral received.
+    pub referral_document_id: String,
+    /// Receiving facility.
+    pub received_by: String,
+    /// When.
+    pub received_at: Option<OffsetDateTime>,
 }
 
 /// `referrals` row.
@@ -339,6 +352,47 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
             patient,
         },
         document,
+    })
+}
+
+/// Maps a referral receipt to its rows.
+pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError> {
+    let h = r
+        .header
+        .as_ref()
+        .ok_or_else(|| RowError("receipt has no header".into()))?;
+    if h.event_id.is_empty() || r.referral_document_id.is_empty() {
+        return Err(RowError(
+            "receipt lacks event_id or referral_document_id".into(),
+        ));
+    }
+    let received_by = r
+        .received_by
+        .as_ref()
+        .map(|f| f.code.clone())
+        .unwrap_or_default();
+    Ok(EventRows {
+        history: HistoryRow {
+            event_id: h.event_id.clone(),
+            kind: "referral-receipt",
+            document_id: h.document_id.clone(),
+            document_version: i64::try_from(h.document_version).unwrap_or(i64::MAX),
+            action: "created",
+            occurred_at: ts(h.occurred_at.as_ref()),
+            recorded_at: ts(h.recorded_at.as_ref()),
+            source_facility: h.source_facility_code.clone(),
+            source_region: region_of_facility(&h.source_facility_code),
+            patient: PatientFacts {
+                patient_key: h.patient_key.clone(),
+                patient_key_id: h.patient_key_id.clone(),
+                ..Default::default()
+            },
+        },
+        document: DocumentRow::Receipt(ReceiptRow {
+            referral_document_id: r.referral_document_id.clone(),
+            received_by,
+            received_at: ts(r.received_at.as_ref()),
+        }),
     })
 }
 

@@ -148,6 +148,14 @@ async fn upsert_current(tx: &Transaction<'_>, r: &EventRows) -> Result<u64, toki
     let p = &h.patient;
     let cancelled = r.cancelled();
     match &r.document {
+        DocumentRow::Receipt(d) => {
+            tx.execute(
+                "INSERT INTO referral_receipts (referral_document_id, event_id, received_by_facility, received_by_region, received_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (referral_document_id) DO NOTHING",
+                &[&d.referral_document_id, &h.event_id, &d.received_by, &facility_region(&d.received_by), &d.received_at],
+            )
+            .await
+        }
         DocumentRow::Referral(d) => {
             tx.execute(
                 "INSERT INTO referrals (document_id, document_version, event_id, cancelled, patient_key, age_band, sex, residence_region, \
