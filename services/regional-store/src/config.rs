@@ -13,8 +13,7 @@ pub struct RegionalConfig {
     #[arg(
         long,
         env = "LIENTHONG_REGIONAL_REGIONS",
-        value_delimiter = ',',
-        required = true
+        value_delimiter = ','
     )]
     pub regions: Vec<String>,
     /// Folder holding one sled store per region.
@@ -105,6 +104,9 @@ impl RegionalConfig {
 
     /// Checks the settings together.
     pub fn check(&self) -> Result<(), String> {
+        if self.regions.is_empty() {
+            return Err("--regions is required: the current province codes this store serves, e.g. 79,01".into());
+        }
         for r in &self.regions {
             if lienthong_core::ProvinceCode::current(r).is_none() {
                 return Err(format!(

@@ -181,7 +181,7 @@ async fn apply(
 }
 
 /// Ok(Ok(change)), Ok(Err(reason to dead-letter)), or Err(transient: retry the batch).
-async fn classify(
+pub(crate) async fn classify(
     config: &RegionalConfig,
     region: &ProvinceCode,
     codec: &WireCodec,

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod consumer;
 pub mod query;
+pub mod rebuild;
 pub mod server;
 pub mod store;

@@ -25,12 +25,23 @@ struct Cli {
     key: PseudonymKeyArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+    /// Instead of serving: rebuild this region's store from the topics (swapped in at the
+    /// next start; the live store keeps serving meanwhile).
+    #[arg(long, value_name = "REGION")]
+    rebuild: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     lienthong_telemetry::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
+        if let Some(region) = &cli.rebuild {
+            let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&cli.registry)?);
+            cli.kafka.probe()?;
+            let docs = lienthong_regional_store::rebuild::rebuild(&cli.regional, region, &cli.kafka, codec).await?;
+            println!("region {region} rebuilt: {docs} documents; restart the store to swap it in");
+            return anyhow::Ok(ExitCode::SUCCESS);
+        }
         let keyer = cli.key.load()?;
         let listener = tokio::net::TcpListener::bind(cli.regional.listen)
             .await

@@ -22,6 +22,7 @@ use crate::store::RegionStore;
 
 /// Opens the store of `region` under the data folder.
 pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<RegionStore> {
+    crate::rebuild::swap_in_if_ready(config, region)?;
     let path = config.data_dir.join(format!("region-{region}"));
     std::fs::create_dir_all(&path)?;
     RegionStore::open(&path).map_err(|e| {
