@@ -106,7 +106,8 @@ async fn the_surviving_instance_takes_over_without_loss_or_double_application() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_start() -> anyhow::Result<()> {
+async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_start()
+-> anyhow::Result<()> {
     let kafka = require_kafka();
     let registry = require_registry().await;
     let topics = topics_with_schemas(&registry).await?;
@@ -142,13 +143,20 @@ async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_sta
         session_timeout_ms: 6000,
     };
     // An outdated live store exists (empty here): the rebuild does not touch it.
-    drop(lienthong_regional_store::server::open_store(&config, region)?);
+    drop(lienthong_regional_store::server::open_store(
+        &config, region,
+    )?);
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let docs = lienthong_regional_store::rebuild::rebuild(&config, region, &kafka, codec).await?;
     assert_eq!(docs, expected.len());
     let live = lienthong_regional_store::server::open_store(&config, region)?; // swaps the rebuild in
     let got: BTreeMap<String, u64> = live.versions()?.into_iter().collect();
     assert!(got == expected, "rebuilt store differs");
-    assert!(std::fs::read_dir(dir.path())?.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().contains(".replaced-")), "the old store is kept");
+    assert!(
+        std::fs::read_dir(dir.path())?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains(".replaced-")),
+        "the old store is kept"
+    );
     Ok(())
 }

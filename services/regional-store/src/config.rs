@@ -10,11 +10,7 @@ use lienthong_core::routing::{AUDIT_TOPIC, DLQ_TOPIC, RECEIPT_TOPIC};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegionalConfig {
     /// Regions served (current 2-digit province codes, comma-separated), e.g. 79,01.
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_REGIONS",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "LIENTHONG_REGIONAL_REGIONS", value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Folder holding one sled store per region.
     #[arg(
@@ -105,7 +101,10 @@ impl RegionalConfig {
     /// Checks the settings together.
     pub fn check(&self) -> Result<(), String> {
         if self.regions.is_empty() {
-            return Err("--regions is required: the current province codes this store serves, e.g. 79,01".into());
+            return Err(
+                "--regions is required: the current province codes this store serves, e.g. 79,01"
+                    .into(),
+            );
         }
         for r in &self.regions {
             if lienthong_core::ProvinceCode::current(r).is_none() {

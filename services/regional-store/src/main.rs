@@ -38,7 +38,13 @@ fn main() -> ExitCode {
         if let Some(region) = &cli.rebuild {
             let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&cli.registry)?);
             cli.kafka.probe()?;
-            let docs = lienthong_regional_store::rebuild::rebuild(&cli.regional, region, &cli.kafka, codec).await?;
+            let docs = lienthong_regional_store::rebuild::rebuild(
+                &cli.regional,
+                region,
+                &cli.kafka,
+                codec,
+            )
+            .await?;
             println!("region {region} rebuilt: {docs} documents; restart the store to swap it in");
             return anyhow::Ok(ExitCode::SUCCESS);
         }

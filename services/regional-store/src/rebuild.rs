@@ -32,17 +32,29 @@ fn rebuild_dir(config: &RegionalConfig, region: &str) -> PathBuf {
 
 /// Replays every topic from the beginning up to its current end into a fresh store.
 /// Returns the number of documents of the rebuilt store.
-pub async fn rebuild(config: &RegionalConfig, region: &str, kafka: &KafkaArgs, codec: Arc<WireCodec>) -> anyhow::Result<usize> {
-    let code = ProvinceCode::current(region).ok_or_else(|| anyhow::anyhow!("{region:?} is not a current province code"))?;
+pub async fn rebuild(
+    config: &RegionalConfig,
+    region: &str,
+    kafka: &KafkaArgs,
+    codec: Arc<WireCodec>,
+) -> anyhow::Result<usize> {
+    let code = ProvinceCode::current(region)
+        .ok_or_else(|| anyhow::anyhow!("{region:?} is not a current province code"))?;
     let dir = rebuild_dir(config, region);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     let store = RegionStore::open(&dir)?;
     let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", format!("lienthong-regional-rebuild-{region}")).set("enable.auto.commit", "false");
+    cfg.set("group.id", format!("lienthong-regional-rebuild-{region}"))
+        .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg.create()?;
-    let topics = [config.topic_referral.as_str(), config.topic_appointment.as_str(), config.topic_lab_result.as_str(), config.topic_receipt.as_str()];
+    let topics = [
+        config.topic_referral.as_str(),
+        config.topic_appointment.as_str(),
+        config.topic_lab_result.as_str(),
+        config.topic_receipt.as_str(),
+    ];
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
@@ -63,7 +75,9 @@ pub async fn rebuild(config: &RegionalConfig, region: &str, kafka: &KafkaArgs, c
     while !ends.is_empty() {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
         let part = (m.topic().to_owned(), m.partition());
-        let Some(end) = ends.get(&part).copied() else { continue };
+        let Some(end) = ends.get(&part).copied() else {
+            continue;
+        };
         if m.offset() + 1 >= end {
             ends.remove(&part);
         }
@@ -72,8 +86,15 @@ pub async fn rebuild(config: &RegionalConfig, region: &str, kafka: &KafkaArgs, c
         }
         let owned = m.detach();
         // Dead letters were sent when the live store met them: here they are only skipped.
-        let change = classify(config, &code, &codec, &ctx, &owned).await?.unwrap_or(Change::Skip);
-        batch.push((owned.topic().to_owned(), owned.partition(), owned.offset(), change));
+        let change = classify(config, &code, &codec, &ctx, &owned)
+            .await?
+            .unwrap_or(Change::Skip);
+        batch.push((
+            owned.topic().to_owned(),
+            owned.partition(),
+            owned.offset(),
+            change,
+        ));
         if batch.len() >= config.batch_events || ends.is_empty() {
             let (s, b) = (store.clone(), std::mem::take(&mut batch));
             tokio::task::spawn_blocking(move || s.apply_batch(&b)).await??;
@@ -86,7 +107,11 @@ pub async fn rebuild(config: &RegionalConfig, region: &str, kafka: &KafkaArgs, c
     let docs = store.len();
     drop(store);
     std::fs::write(dir.join(READY), format!("{docs}\n"))?;
-    tracing::info!(region, docs, "rebuild complete; restart the store to swap it in");
+    tracing::info!(
+        region,
+        docs,
+        "rebuild complete; restart the store to swap it in"
+    );
     Ok(docs)
 }
 
@@ -97,8 +122,16 @@ pub fn swap_in_if_ready(config: &RegionalConfig, region: &str) -> anyhow::Result
         return Ok(false);
     }
     if live.exists() {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        std::fs::rename(&live, config.data_dir.join(format!("region-{region}.replaced-{stamp}")))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        std::fs::rename(
+            &live,
+            config
+                .data_dir
+                .join(format!("region-{region}.replaced-{stamp}")),
+        )?;
     }
     std::fs::remove_file(next.join(READY))?;
     std::fs::rename(&next, &live)?;
