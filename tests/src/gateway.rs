@@ -95,7 +95,11 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
         std::fs::write(&p, text)?;
         Ok(p)
     };
-    let token_secret: Vec<u8> = (0..48).map(|_| rand_byte()).collect();
+    // Printable, like the key files operators write: the gateway trims whitespace around the key.
+    let token_secret: Vec<u8> = (0..48)
+        .map(|_| format!("{:02x}", rand_byte()))
+        .collect::<String>()
+        .into_bytes();
     let mut config = GatewayConfig::new("127.0.0.1:0".parse()?);
     config.tls_cert = Some(write("server.pem", cert.as_bytes())?);
     config.tls_key = Some(write("server.key", key.as_bytes())?);
