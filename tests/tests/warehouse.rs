@@ -129,6 +129,29 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
         .get(0);
     assert_eq!(provinces, 34);
 
+    // History is partitioned by month; every row sits in the partition of its month.
+    let partitions: Vec<String> = db
+        .query("SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'event_history'::regclass", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !partitions.is_empty() && partitions.iter().all(|p| p.starts_with("event_history_")),
+        "{partitions:?}"
+    );
+    let misplaced: i64 = db
+        .query_one("SELECT count(*) FROM event_history WHERE event_month <> date_trunc('month', (coalesce(occurred_at, 'epoch') AT TIME ZONE 'UTC') + interval '7 hours')::date", &[])
+        .await?
+        .get(0);
+    assert_eq!(misplaced, 0);
+    // Free text stays out unless the loader is told otherwise.
+    let notes: i64 = db
+        .query_one("SELECT count(*) FROM restricted.referral_notes", &[])
+        .await?
+        .get(0);
+    assert_eq!(notes, 0, "free text is excluded by default");
+
     // Privacy scan: no citizen ID, name or card number anywhere in any table.
     let mut secrets: HashSet<String> = HashSet::new();
     for e in &events {
@@ -139,7 +162,7 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
         }
     }
     let tables: Vec<String> = db
-        .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'", &[])
+        .query("SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema NOT LIKE 'pg_temp%' AND table_type = 'BASE TABLE'", &[])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -336,6 +359,78 @@ async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<
         )
         .await?;
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 1));
+    shutdown.cancel();
+    loader.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_goes_to_the_restricted_schema_only_when_switched_on() -> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let dsn = fresh_database().await?;
+    let topics = topics_with_schemas(&registry).await?;
+    let events = keyed_events(910, 12);
+    publish_to(&registry, &topics, &events).await?;
+    let mut config = LoaderConfig::new(
+        &dsn,
+        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+        topics.values().cloned().collect(),
+    );
+    config.free_text = true;
+    let shutdown = CancellationToken::new();
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        config,
+        kafka,
+        registry,
+        shutdown.clone(),
+    ));
+    let db = connect(&dsn).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        12,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let mut referrals = 0;
+    for e in &events {
+        let ClinicalEvent::Referral(r) = e else {
+            continue;
+        };
+        referrals += 1;
+        let slip = r.slip.as_ref().expect("slip");
+        let doc = e
+            .header()
+            .map(|h| h.document_id.clone())
+            .unwrap_or_default();
+        let row = db
+            .query_one(
+                "SELECT course_of_illness, clinical_signs FROM restricted.referral_notes WHERE document_id = $1",
+                &[&doc],
+            )
+            .await?;
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        assert_eq!(
+            row.get::<_, Option<String>>(0),
+            non_empty(&slip.course_of_illness)
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(1),
+            non_empty(&slip.clinical_signs)
+        );
+    }
+    assert!(referrals > 0);
+    // The analytic tables still hold no narrative.
+    let leaked: i64 = db
+        .query_one(
+            "SELECT count(*) FROM referrals r JOIN restricted.referral_notes n USING (document_id) \
+             WHERE n.course_of_illness IS NOT NULL AND r::text LIKE '%' || n.course_of_illness || '%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(leaked, 0);
     shutdown.cancel();
     loader.await??;
     Ok(())

@@ -52,6 +52,11 @@ pub struct LoaderConfig {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u64,
+    /// Also load referral free text (clinical signs, course of illness, ...) into the
+    /// `restricted` schema. Off by default: free text can name people, so only turn it on for
+    /// a warehouse whose `restricted` schema is granted to approved roles alone.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_FREE_TEXT")]
+    pub free_text: bool,
     /// Longest a batch waits to fill, in milliseconds.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
     pub batch_ms: u64,
@@ -69,6 +74,7 @@ impl LoaderConfig {
             batch_events: 2000,
             batch_ms: 500,
             session_timeout_ms: 10_000,
+            free_text: false,
         }
     }
 

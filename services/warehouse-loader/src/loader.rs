@@ -1,5 +1,6 @@
 //! The consume → transform → one-transaction-per-batch loop, with dead letters and retries.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
 use crate::rows::{EventRows, rows_of};
-use crate::store::{Position, write_batch};
+use crate::store::{Position, WriteOptions, ensure_history_months, write_batch};
 
 /// Why the loader stopped.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,7 @@ pub async fn run(
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
 
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
+    let mut months = HashSet::new();
     loop {
         let deadline = Instant::now() + config.batch_wait();
         while batch.len() < config.batch_events {
@@ -121,7 +123,16 @@ pub async fn run(
             }
         }
         if !batch.is_empty() {
-            client = apply_with_retry(client, &config, &codec, &dlq, &batch, &shutdown).await?;
+            client = apply_with_retry(
+                client,
+                &mut months,
+                &config,
+                &codec,
+                &dlq,
+                &batch,
+                &shutdown,
+            )
+            .await?;
             commit_advisory(&consumer, &batch);
             batch.clear();
         }
@@ -136,6 +147,7 @@ pub async fn run(
 /// retries the same batch without advancing anything, reconnecting as needed.
 async fn apply_with_retry(
     mut client: Client,
+    months: &mut HashSet<time::Date>,
     config: &LoaderConfig,
     codec: &WireCodec,
     dlq: &EventProducer,
@@ -144,7 +156,7 @@ async fn apply_with_retry(
 ) -> Result<Client, LoaderError> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match apply_once(&mut client, config, codec, dlq, batch).await {
+        match apply_once(&mut client, months, config, codec, dlq, batch).await {
             Ok(()) => return Ok(client),
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
@@ -168,6 +180,7 @@ async fn apply_with_retry(
 
 async fn apply_once(
     client: &mut Client,
+    months: &mut HashSet<time::Date>,
     config: &LoaderConfig,
     codec: &WireCodec,
     dlq: &EventProducer,
@@ -192,8 +205,12 @@ async fn apply_once(
             }
         }
     }
+    ensure_history_months(client, months, &items).await?;
+    let options = WriteOptions {
+        free_text: config.free_text,
+    };
     let tx = client.transaction().await?;
-    let written = write_batch(&tx, &config.group, &items).await?;
+    let written = write_batch(&tx, &config.group, &items, options).await?;
     tx.commit().await?;
     metrics::histogram!("lienthong_warehouse_commit_seconds")
         .record(started.elapsed().as_secs_f64());

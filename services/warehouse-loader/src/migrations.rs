@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "receipts",
         include_str!("../migrations/0002_receipts.sql"),
     ),
+    (
+        3,
+        "monthly_history",
+        include_str!("../migrations/0003_monthly_history.sql"),
+    ),
 ];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.

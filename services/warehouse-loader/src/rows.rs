@@ -96,6 +96,28 @@ pub struct ReferralRow {
     pub admitted_at: Option<OffsetDateTime>,
     /// Discharge.
     pub discharged_at: Option<OffsetDateTime>,
+    /// Free-text clinical narrative; written only to the restricted schema, and only when
+    /// the loader runs with `--free-text`.
+    pub notes: ReferralNotes,
+}
+
+/// The free-text fields of a referral slip (`restricted.referral_notes`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReferralNotes {
+    /// DAU_HIEU_LS.
+    pub clinical_signs: Option<String>,
+    /// CHAN_DOAN_RV.
+    pub diagnosis_text: Option<String>,
+    /// QT_BENHLY.
+    pub course_of_illness: Option<String>,
+    /// TOMTAT_KQ.
+    pub test_summary: Option<String>,
+    /// PP_DIEUTRI.
+    pub treatment: Option<String>,
+    /// TINH_TRANG_CT.
+    pub condition_at_transfer: Option<String>,
+    /// HUONG_DIEU_TRI.
+    pub planned_treatment: Option<String>,
 }
 
 /// `appointments` row.
@@ -289,6 +311,15 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
                 chronic_validity: s.chronic_validity,
                 admitted_at: xml_instant(ep.admitted_at.as_ref()),
                 discharged_at: xml_instant(ep.discharged_at.as_ref()),
+                notes: ReferralNotes {
+                    clinical_signs: non_empty(&s.clinical_signs),
+                    diagnosis_text: non_empty(&d.text),
+                    course_of_illness: non_empty(&s.course_of_illness),
+                    test_summary: non_empty(&s.test_summary),
+                    treatment: non_empty(&s.treatment),
+                    condition_at_transfer: non_empty(&s.condition_at_transfer),
+                    planned_treatment: non_empty(&s.planned_treatment),
+                },
             })
         }
         ClinicalEvent::Appointment(e) => {
@@ -396,6 +427,18 @@ pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError>
     })
 }
 
+/// The `event_history` partition month of an event: the first day of the month of
+/// `occurred_at` in Vietnam time (UTC+7), or 1970-01-01 when unknown. Must agree with the
+/// formula in migration 0003.
+pub fn history_month(occurred_at: Option<OffsetDateTime>) -> Date {
+    let vietnam = time::UtcOffset::from_hms(7, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    let day = occurred_at
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(vietnam)
+        .date();
+    day.replace_day(1).unwrap_or(day)
+}
+
 /// Region of a facility code, for the current-state tables.
 pub fn facility_region(code: &str) -> Option<String> {
     region_of_facility(code)
@@ -426,6 +469,31 @@ mod tests {
         assert!(rows.history.patient.age_band.is_some());
         assert!(rows.history.source_region.is_some());
         assert_eq!(rows.history.action, "created");
+    }
+
+    #[test]
+    fn history_month_is_the_vietnam_calendar_month() {
+        // 2025-06-30 18:00 UTC is 2025-07-01 01:00 in Vietnam.
+        let t = OffsetDateTime::from_unix_timestamp(1_751_306_400).ok();
+        assert_eq!(history_month(t).to_string(), "2025-07-01");
+        assert_eq!(history_month(None).to_string(), "1970-01-01");
+    }
+
+    #[test]
+    fn referral_free_text_is_kept_apart_from_the_analytic_columns() {
+        let mut g = Generator::new(7, OffsetDateTime::now_utc());
+        let mut e = ClinicalEvent::Referral(g.referral());
+        e.header_mut().patient_key = "k".repeat(64);
+        if let ClinicalEvent::Referral(r) = &mut e
+            && let Some(s) = r.slip.as_mut()
+        {
+            s.course_of_illness = "  sốt cao 3 ngày ".into();
+        }
+        let rows = rows_of(&e).expect("rows");
+        let DocumentRow::Referral(r) = rows.document else {
+            panic!("referral row expected")
+        };
+        assert_eq!(r.notes.course_of_illness.as_deref(), Some("sốt cao 3 ngày"));
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! One batch, one transaction: the consumed positions and every row they produce commit
 //! together, so a crash at any instant neither loses nor doubles anything.
+//!
+//! Rows travel by binary `COPY` into session-local staging tables; set-based statements then
+//! move them: insert-if-absent into the history, highest-version-wins into current state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use tokio_postgres::Transaction;
+use time::Date;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
 
-use crate::rows::{DocumentRow, EventRows, facility_region};
+use crate::rows::{DocumentRow, EventRows, facility_region, history_month};
 
 /// A consumed message's position.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,19 +35,365 @@ pub struct Written {
     pub already_applied: u64,
 }
 
+/// How rows are written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Also keep referral free text in `restricted.referral_notes`.
+    pub free_text: bool,
+}
+
+/// A table filled through a staging copy of itself: target, staging table, conflict key and
+/// the typed columns COPY fills (in `write` order).
+struct Staged {
+    table: &'static str,
+    stage: &'static str,
+    key: &'static str,
+    columns: &'static [(&'static str, Type)],
+}
+
+const HISTORY: Staged = Staged {
+    table: "event_history",
+    stage: "stage_event_history",
+    key: "event_id, event_month",
+    columns: &[
+        ("event_id", Type::TEXT),
+        ("event_month", Type::DATE),
+        ("kind", Type::TEXT),
+        ("document_id", Type::TEXT),
+        ("document_version", Type::INT8),
+        ("action", Type::TEXT),
+        ("occurred_at", Type::TIMESTAMPTZ),
+        ("recorded_at", Type::TIMESTAMPTZ),
+        ("source_facility", Type::TEXT),
+        ("source_region", Type::TEXT),
+        ("patient_key", Type::TEXT),
+        ("patient_key_id", Type::TEXT),
+        ("age_band", Type::TEXT),
+        ("sex", Type::TEXT),
+        ("residence_region", Type::TEXT),
+        ("kafka_topic", Type::TEXT),
+        ("kafka_partition", Type::INT4),
+        ("kafka_offset", Type::INT8),
+    ],
+};
+
+/// The columns every current-state document table starts with, in this order.
+macro_rules! document_columns {
+    ($($rest:tt)*) => {
+        &[
+            ("document_id", Type::TEXT),
+            ("document_version", Type::INT8),
+            ("event_id", Type::TEXT),
+            ("cancelled", Type::BOOL),
+            ("patient_key", Type::TEXT),
+            ("age_band", Type::TEXT),
+            ("sex", Type::TEXT),
+            ("residence_region", Type::TEXT),
+            $($rest)*
+        ]
+    };
+}
+
+const REFERRALS: Staged = Staged {
+    table: "referrals",
+    stage: "stage_referrals",
+    key: "document_id",
+    columns: document_columns!(
+        ("issuer_facility", Type::TEXT),
+        ("issuer_region", Type::TEXT),
+        ("receiving_facility", Type::TEXT),
+        ("receiving_region", Type::TEXT),
+        ("reason", Type::TEXT),
+        ("discharge_type", Type::TEXT),
+        ("main_icd10", Type::TEXT),
+        ("secondary_icd10", Type::TEXT_ARRAY),
+        ("issued_on", Type::DATE),
+        ("valid_until", Type::DATE),
+        ("chronic_validity", Type::BOOL),
+        ("admitted_at", Type::TIMESTAMPTZ),
+        ("discharged_at", Type::TIMESTAMPTZ),
+        ("occurred_at", Type::TIMESTAMPTZ),
+    ),
+};
+
+const APPOINTMENTS: Staged = Staged {
+    table: "appointments",
+    stage: "stage_appointments",
+    key: "document_id",
+    columns: document_columns!(
+        ("facility", Type::TEXT),
+        ("facility_region", Type::TEXT),
+        ("appointment_at", Type::TIMESTAMPTZ),
+        ("issued_on", Type::DATE),
+        ("main_icd10", Type::TEXT),
+        ("occurred_at", Type::TIMESTAMPTZ),
+    ),
+};
+
+const LAB_REPORTS: Staged = Staged {
+    table: "lab_reports",
+    stage: "stage_lab_reports",
+    key: "document_id",
+    columns: document_columns!(
+        ("facility", Type::TEXT),
+        ("facility_region", Type::TEXT),
+        ("service_code", Type::TEXT),
+        ("first_result_at", Type::TIMESTAMPTZ),
+        ("line_count", Type::INT4),
+        ("occurred_at", Type::TIMESTAMPTZ),
+    ),
+};
+
+const LAB_LINES: Staged = Staged {
+    table: "lab_result_lines",
+    stage: "stage_lab_result_lines",
+    key: "document_id, line_number",
+    columns: &[
+        ("document_id", Type::TEXT),
+        ("line_number", Type::INT4),
+        ("indicator_code", Type::TEXT),
+        ("indicator_name", Type::TEXT),
+        ("value_numeric", Type::FLOAT8),
+        ("value_text", Type::TEXT),
+        ("unit", Type::TEXT),
+        ("result_at", Type::TIMESTAMPTZ),
+        ("loinc_code", Type::TEXT),
+    ],
+};
+
+const RECEIPTS: Staged = Staged {
+    table: "referral_receipts",
+    stage: "stage_referral_receipts",
+    key: "referral_document_id",
+    columns: &[
+        ("referral_document_id", Type::TEXT),
+        ("event_id", Type::TEXT),
+        ("received_by_facility", Type::TEXT),
+        ("received_by_region", Type::TEXT),
+        ("received_at", Type::TIMESTAMPTZ),
+    ],
+};
+
+const NOTES: Staged = Staged {
+    table: "restricted.referral_notes",
+    stage: "stage_referral_notes",
+    key: "document_id",
+    columns: &[
+        ("document_id", Type::TEXT),
+        ("document_version", Type::INT8),
+        ("clinical_signs", Type::TEXT),
+        ("diagnosis_text", Type::TEXT),
+        ("course_of_illness", Type::TEXT),
+        ("test_summary", Type::TEXT),
+        ("treatment", Type::TEXT),
+        ("condition_at_transfer", Type::TEXT),
+        ("planned_treatment", Type::TEXT),
+    ],
+};
+
+impl Staged {
+    fn names(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn create_stage(&self) -> String {
+        // Temporary: private to the session, never WAL-logged, emptied at every commit.
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;",
+            self.stage, self.table
+        )
+    }
+
+    /// Insert-if-absent from the staging table.
+    fn insert_absent(&self) -> String {
+        let names = self.names();
+        format!(
+            "INSERT INTO {} ({names}) SELECT {names} FROM {} ON CONFLICT ({}) DO NOTHING",
+            self.table, self.stage, self.key
+        )
+    }
+
+    /// Upsert from the staging table where the staged version is newer.
+    fn upsert_newer(&self) -> String {
+        let names = self.names();
+        let set = self
+            .columns
+            .iter()
+            .filter(|(c, _)| !self.key.split(", ").any(|k| k == *c))
+            .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} AS t ({names}) SELECT {names} FROM {} ON CONFLICT ({}) DO UPDATE SET {set} \
+             WHERE t.document_version < EXCLUDED.document_version",
+            self.table, self.stage, self.key
+        )
+    }
+
+    async fn copy(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<std::pin::Pin<Box<BinaryCopyInWriter>>, tokio_postgres::Error> {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                self.stage,
+                self.names()
+            ))
+            .await?;
+        let types: Vec<Type> = self.columns.iter().map(|(_, t)| t.clone()).collect();
+        Ok(Box::pin(BinaryCopyInWriter::new(sink, &types)))
+    }
+}
+
+/// Creates the monthly `event_history` partitions a batch needs, outside its transaction
+/// (the DDL must not hold locks for a whole batch). `known` remembers months already made.
+pub async fn ensure_history_months(
+    client: &Client,
+    known: &mut HashSet<Date>,
+    items: &[(Position, Option<EventRows>)],
+) -> Result<(), tokio_postgres::Error> {
+    let months: BTreeSet<Date> = items
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .map(|r| history_month(r.history.occurred_at))
+        .filter(|m| !known.contains(m))
+        .collect();
+    for m in months {
+        client
+            .execute("SELECT lienthong_ensure_history_month($1)", &[&m])
+            .await?;
+        known.insert(m);
+    }
+    Ok(())
+}
+
 /// Writes a batch: `items` are (position, rows or None for a dead-lettered message).
 pub async fn write_batch(
     tx: &Transaction<'_>,
     group: &str,
     items: &[(Position, Option<EventRows>)],
+    options: WriteOptions,
 ) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
-    // Lock this group's rows for the batch's partitions and read where each stands.
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let next = lock_positions(tx, group, items).await?;
+    let fresh: Vec<(&Position, &EventRows)> = items
+        .iter()
+        .filter(|(p, _)| {
+            p.offset
+                >= next
+                    .get(&(p.topic.clone(), p.partition))
+                    .copied()
+                    .unwrap_or(0)
+        })
+        .filter_map(|(p, r)| r.as_ref().map(|r| (p, r)))
+        .collect();
+    written.already_applied = items
+        .iter()
+        .filter(|(p, _)| {
+            p.offset
+                < next
+                    .get(&(p.topic.clone(), p.partition))
+                    .copied()
+                    .unwrap_or(0)
+        })
+        .count() as u64;
+
+    let mut stages = String::new();
+    for s in [
+        &HISTORY,
+        &REFERRALS,
+        &APPOINTMENTS,
+        &LAB_REPORTS,
+        &LAB_LINES,
+        &RECEIPTS,
+    ] {
+        stages.push_str(&s.create_stage());
+    }
+    if options.free_text {
+        stages.push_str(&NOTES.create_stage());
+    }
+    stages.push_str(
+        "CREATE TEMP TABLE IF NOT EXISTS stage_changed_labs (document_id text) ON COMMIT DELETE ROWS;",
+    );
+    tx.batch_execute(&stages).await?;
+
+    if !fresh.is_empty() {
+        stage_history(tx, &fresh).await?;
+        written.history = tx.execute(&HISTORY.insert_absent(), &[]).await?;
+    }
+
+    // Current state: per document only the highest version of this batch is staged; the
+    // upsert then replaces what is stored only when it is newer (duplicates and older
+    // versions are no-ops).
+    let mut latest: BTreeMap<&str, &EventRows> = BTreeMap::new();
+    for (_, r) in &fresh {
+        let e = latest.entry(r.history.document_id.as_str()).or_insert(r);
+        if r.history.document_version > e.history.document_version {
+            *e = r;
+        }
+    }
+    let staged = stage_current(tx, latest.values().copied(), options).await?;
+    if staged.referrals {
+        written.current += tx.execute(&REFERRALS.upsert_newer(), &[]).await?;
+    }
+    if staged.appointments {
+        written.current += tx.execute(&APPOINTMENTS.upsert_newer(), &[]).await?;
+    }
+    if staged.receipts {
+        written.current += tx.execute(&RECEIPTS.insert_absent(), &[]).await?;
+    }
+    if staged.notes {
+        tx.execute(&NOTES.upsert_newer(), &[]).await?;
+    }
+    if staged.lab_reports {
+        let changed = tx
+            .execute(
+                &format!(
+                    "WITH up AS ({} RETURNING t.document_id) INSERT INTO stage_changed_labs SELECT document_id FROM up",
+                    LAB_REPORTS.upsert_newer()
+                ),
+                &[],
+            )
+            .await?;
+        written.current += changed;
+        if changed > 0 {
+            tx.batch_execute(&format!(
+                "DELETE FROM lab_result_lines l USING stage_changed_labs c WHERE l.document_id = c.document_id; \
+                 INSERT INTO lab_result_lines ({names}) SELECT {s_names} FROM {stage} s \
+                 JOIN stage_changed_labs c ON c.document_id = s.document_id ON CONFLICT DO NOTHING;",
+                names = LAB_LINES.names(),
+                s_names = LAB_LINES
+                    .columns
+                    .iter()
+                    .map(|(c, _)| format!("s.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stage = LAB_LINES.stage,
+            ))
+            .await?;
+        }
+    }
+
+    advance_positions(tx, group, items).await?;
+    Ok(written)
+}
+
+/// Locks this group's rows for the batch's partitions and reads where each stands.
+async fn lock_positions(
+    tx: &Transaction<'_>,
+    group: &str,
+    items: &[(Position, Option<EventRows>)],
+) -> Result<HashMap<(String, i32), i64>, tokio_postgres::Error> {
+    let mut next = HashMap::new();
     for p in items
         .iter()
         .map(|(p, _)| (p.topic.clone(), p.partition))
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
     {
         tx.execute(
             "INSERT INTO loader_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
@@ -53,82 +405,18 @@ pub async fn write_batch(
             .await?;
         next.insert(p, row.get(0));
     }
-    let fresh: Vec<&(Position, Option<EventRows>)> = items
-        .iter()
-        .filter(|(p, _)| {
-            p.offset
-                >= next
-                    .get(&(p.topic.clone(), p.partition))
-                    .copied()
-                    .unwrap_or(0)
-        })
-        .collect();
-    written.already_applied = (items.len() - fresh.len()) as u64;
+    Ok(next)
+}
 
-    let history = tx
-        .prepare(
-            "INSERT INTO event_history (event_id, kind, document_id, document_version, action, occurred_at, recorded_at, source_facility, \
-             source_region, patient_key, patient_key_id, age_band, sex, residence_region, kafka_topic, kafka_partition, kafka_offset) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .await?;
-    let inserts = fresh
-        .iter()
-        .filter_map(|(p, rows)| rows.as_ref().map(|r| (p, r)))
-        .map(|(p, r)| {
-            let h = &r.history;
-            let pt = &h.patient;
-            let history = &history;
-            async move {
-                tx.execute(
-                    history,
-                    &[
-                        &h.event_id,
-                        &h.kind,
-                        &h.document_id,
-                        &h.document_version,
-                        &h.action,
-                        &h.occurred_at,
-                        &h.recorded_at,
-                        &h.source_facility,
-                        &h.source_region,
-                        &pt.patient_key,
-                        &pt.patient_key_id,
-                        &pt.age_band,
-                        &pt.sex,
-                        &pt.residence_region,
-                        &p.topic,
-                        &p.partition,
-                        &p.offset,
-                    ],
-                )
-                .await
-            }
-        });
-    // try_join_all keeps every insert in flight at once on the one connection (pipelining).
-    for n in futures::future::try_join_all(inserts).await? {
-        written.history += n;
-    }
-
-    // Current state: per document keep only the highest version of this batch, then upsert
-    // where it is newer than what is stored (duplicates and older versions are no-ops).
-    let mut latest: BTreeMap<&str, &EventRows> = BTreeMap::new();
-    for (_, rows) in &fresh {
-        if let Some(r) = rows {
-            let e = latest.entry(r.history.document_id.as_str()).or_insert(r);
-            if r.history.document_version > e.history.document_version {
-                *e = r;
-            }
-        }
-    }
-    for n in futures::future::try_join_all(latest.values().map(|r| upsert_current(tx, r))).await? {
-        written.current += n;
-    }
-
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+async fn advance_positions(
+    tx: &Transaction<'_>,
+    group: &str,
+    items: &[(Position, Option<EventRows>)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for (p, _) in items {
         let e = ends
-            .entry((p.topic.clone(), p.partition))
+            .entry((p.topic.as_str(), p.partition))
             .or_insert(p.offset + 1);
         *e = (*e).max(p.offset + 1);
     }
@@ -140,93 +428,272 @@ pub async fn write_batch(
         )
         .await?;
     }
-    Ok(written)
+    Ok(())
 }
 
-async fn upsert_current(tx: &Transaction<'_>, r: &EventRows) -> Result<u64, tokio_postgres::Error> {
-    let h = &r.history;
-    let p = &h.patient;
-    let cancelled = r.cancelled();
-    match &r.document {
-        DocumentRow::Receipt(d) => {
-            tx.execute(
-                "INSERT INTO referral_receipts (referral_document_id, event_id, received_by_facility, received_by_region, received_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (referral_document_id) DO NOTHING",
-                &[&d.referral_document_id, &h.event_id, &d.received_by, &facility_region(&d.received_by), &d.received_at],
-            )
-            .await
+async fn stage_history(
+    tx: &Transaction<'_>,
+    fresh: &[(&Position, &EventRows)],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut w = HISTORY.copy(tx).await?;
+    for (p, r) in fresh {
+        let h = &r.history;
+        let pt = &h.patient;
+        let month = history_month(h.occurred_at);
+        let row: [&(dyn ToSql + Sync); 18] = [
+            &h.event_id,
+            &month,
+            &h.kind,
+            &h.document_id,
+            &h.document_version,
+            &h.action,
+            &h.occurred_at,
+            &h.recorded_at,
+            &h.source_facility,
+            &h.source_region,
+            &pt.patient_key,
+            &pt.patient_key_id,
+            &pt.age_band,
+            &pt.sex,
+            &pt.residence_region,
+            &p.topic,
+            &p.partition,
+            &p.offset,
+        ];
+        w.as_mut().write(&row).await?;
+    }
+    w.as_mut().finish().await
+}
+
+/// Which staging tables received rows.
+#[derive(Default)]
+struct StagedKinds {
+    referrals: bool,
+    appointments: bool,
+    lab_reports: bool,
+    receipts: bool,
+    notes: bool,
+}
+
+async fn stage_current<'r>(
+    tx: &Transaction<'_>,
+    latest: impl Iterator<Item = &'r EventRows>,
+    options: WriteOptions,
+) -> Result<StagedKinds, tokio_postgres::Error> {
+    let mut referrals = Vec::new();
+    let mut appointments = Vec::new();
+    let mut labs = Vec::new();
+    let mut receipts = Vec::new();
+    for r in latest {
+        match &r.document {
+            DocumentRow::Referral(_) => referrals.push(r),
+            DocumentRow::Appointment(_) => appointments.push(r),
+            DocumentRow::LabReport(_) => labs.push(r),
+            DocumentRow::Receipt(_) => receipts.push(r),
         }
-        DocumentRow::Referral(d) => {
-            tx.execute(
-                "INSERT INTO referrals (document_id, document_version, event_id, cancelled, patient_key, age_band, sex, residence_region, \
-                 issuer_facility, issuer_region, receiving_facility, receiving_region, reason, discharge_type, main_icd10, secondary_icd10, \
-                 issued_on, valid_until, chronic_validity, admitted_at, discharged_at, occurred_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22) \
-                 ON CONFLICT (document_id) DO UPDATE SET document_version = EXCLUDED.document_version, event_id = EXCLUDED.event_id, \
-                 cancelled = EXCLUDED.cancelled, patient_key = EXCLUDED.patient_key, age_band = EXCLUDED.age_band, sex = EXCLUDED.sex, \
-                 residence_region = EXCLUDED.residence_region, issuer_facility = EXCLUDED.issuer_facility, issuer_region = EXCLUDED.issuer_region, \
-                 receiving_facility = EXCLUDED.receiving_facility, receiving_region = EXCLUDED.receiving_region, reason = EXCLUDED.reason, \
-                 discharge_type = EXCLUDED.discharge_type, main_icd10 = EXCLUDED.main_icd10, secondary_icd10 = EXCLUDED.secondary_icd10, \
-                 issued_on = EXCLUDED.issued_on, valid_until = EXCLUDED.valid_until, chronic_validity = EXCLUDED.chronic_validity, \
-                 admitted_at = EXCLUDED.admitted_at, discharged_at = EXCLUDED.discharged_at, occurred_at = EXCLUDED.occurred_at \
-                 WHERE referrals.document_version < EXCLUDED.document_version",
-                &[
-                    &h.document_id, &h.document_version, &h.event_id, &cancelled, &p.patient_key, &p.age_band, &p.sex, &p.residence_region,
-                    &d.issuer_facility, &facility_region(&d.issuer_facility), &d.receiving_facility,
-                    &d.receiving_facility.as_deref().and_then(facility_region), &d.reason, &d.discharge_type, &d.main_icd10,
-                    &d.secondary_icd10, &d.issued_on, &d.valid_until, &d.chronic_validity, &d.admitted_at, &d.discharged_at, &h.occurred_at,
-                ],
-            )
-            .await
+    }
+    let kinds = StagedKinds {
+        referrals: !referrals.is_empty(),
+        appointments: !appointments.is_empty(),
+        lab_reports: !labs.is_empty(),
+        receipts: !receipts.is_empty(),
+        notes: options.free_text && !referrals.is_empty(),
+    };
+    if kinds.referrals {
+        let mut w = REFERRALS.copy(tx).await?;
+        for r in &referrals {
+            let DocumentRow::Referral(d) = &r.document else {
+                continue;
+            };
+            let (h, p) = (&r.history, &r.history.patient);
+            let cancelled = r.cancelled();
+            let issuer_region = facility_region(&d.issuer_facility);
+            let receiving_region = d.receiving_facility.as_deref().and_then(facility_region);
+            let row: [&(dyn ToSql + Sync); 22] = [
+                &h.document_id,
+                &h.document_version,
+                &h.event_id,
+                &cancelled,
+                &p.patient_key,
+                &p.age_band,
+                &p.sex,
+                &p.residence_region,
+                &d.issuer_facility,
+                &issuer_region,
+                &d.receiving_facility,
+                &receiving_region,
+                &d.reason,
+                &d.discharge_type,
+                &d.main_icd10,
+                &d.secondary_icd10,
+                &d.issued_on,
+                &d.valid_until,
+                &d.chronic_validity,
+                &d.admitted_at,
+                &d.discharged_at,
+                &h.occurred_at,
+            ];
+            w.as_mut().write(&row).await?;
         }
-        DocumentRow::Appointment(d) => {
-            tx.execute(
-                "INSERT INTO appointments (document_id, document_version, event_id, cancelled, patient_key, age_band, sex, residence_region, \
-                 facility, facility_region, appointment_at, issued_on, main_icd10, occurred_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
-                 ON CONFLICT (document_id) DO UPDATE SET document_version = EXCLUDED.document_version, event_id = EXCLUDED.event_id, \
-                 cancelled = EXCLUDED.cancelled, patient_key = EXCLUDED.patient_key, age_band = EXCLUDED.age_band, sex = EXCLUDED.sex, \
-                 residence_region = EXCLUDED.residence_region, facility = EXCLUDED.facility, facility_region = EXCLUDED.facility_region, \
-                 appointment_at = EXCLUDED.appointment_at, issued_on = EXCLUDED.issued_on, main_icd10 = EXCLUDED.main_icd10, \
-                 occurred_at = EXCLUDED.occurred_at \
-                 WHERE appointments.document_version < EXCLUDED.document_version",
-                &[
-                    &h.document_id, &h.document_version, &h.event_id, &cancelled, &p.patient_key, &p.age_band, &p.sex, &p.residence_region,
-                    &d.facility, &facility_region(&d.facility), &d.appointment_at, &d.issued_on, &d.main_icd10, &h.occurred_at,
-                ],
-            )
-            .await
+        w.as_mut().finish().await?;
+    }
+    if kinds.notes {
+        let mut w = NOTES.copy(tx).await?;
+        for r in &referrals {
+            let DocumentRow::Referral(d) = &r.document else {
+                continue;
+            };
+            let n = &d.notes;
+            let row: [&(dyn ToSql + Sync); 9] = [
+                &r.history.document_id,
+                &r.history.document_version,
+                &n.clinical_signs,
+                &n.diagnosis_text,
+                &n.course_of_illness,
+                &n.test_summary,
+                &n.treatment,
+                &n.condition_at_transfer,
+                &n.planned_treatment,
+            ];
+            w.as_mut().write(&row).await?;
         }
-        DocumentRow::LabReport(d) => {
-            let changed = tx
-                .execute(
-                    "INSERT INTO lab_reports (document_id, document_version, event_id, cancelled, patient_key, age_band, sex, residence_region, \
-                     facility, facility_region, service_code, first_result_at, line_count, occurred_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
-                     ON CONFLICT (document_id) DO UPDATE SET document_version = EXCLUDED.document_version, event_id = EXCLUDED.event_id, \
-                     cancelled = EXCLUDED.cancelled, patient_key = EXCLUDED.patient_key, age_band = EXCLUDED.age_band, sex = EXCLUDED.sex, \
-                     residence_region = EXCLUDED.residence_region, facility = EXCLUDED.facility, facility_region = EXCLUDED.facility_region, \
-                     service_code = EXCLUDED.service_code, first_result_at = EXCLUDED.first_result_at, line_count = EXCLUDED.line_count, \
-                     occurred_at = EXCLUDED.occurred_at \
-                     WHERE lab_reports.document_version < EXCLUDED.document_version",
-                    &[
-                        &h.document_id, &h.document_version, &h.event_id, &cancelled, &p.patient_key, &p.age_band, &p.sex, &p.residence_region,
-                        &d.facility, &facility_region(&d.facility), &d.service_code, &d.first_result_at, &(d.lines.len() as i32), &h.occurred_at,
-                    ],
-                )
-                .await?;
-            if changed > 0 {
-                tx.execute("DELETE FROM lab_result_lines WHERE document_id = $1", &[&h.document_id]).await?;
-                for l in &d.lines {
-                    tx.execute(
-                        "INSERT INTO lab_result_lines (document_id, line_number, indicator_code, indicator_name, value_numeric, value_text, unit, result_at, loinc_code) \
-                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
-                        &[&h.document_id, &l.line_number, &l.indicator_code, &l.indicator_name, &l.value_numeric, &l.value_text, &l.unit, &l.result_at, &l.loinc_code],
-                    )
-                    .await?;
-                }
+        w.as_mut().finish().await?;
+    }
+    if kinds.appointments {
+        let mut w = APPOINTMENTS.copy(tx).await?;
+        for r in &appointments {
+            let DocumentRow::Appointment(d) = &r.document else {
+                continue;
+            };
+            let (h, p) = (&r.history, &r.history.patient);
+            let cancelled = r.cancelled();
+            let region = facility_region(&d.facility);
+            let row: [&(dyn ToSql + Sync); 14] = [
+                &h.document_id,
+                &h.document_version,
+                &h.event_id,
+                &cancelled,
+                &p.patient_key,
+                &p.age_band,
+                &p.sex,
+                &p.residence_region,
+                &d.facility,
+                &region,
+                &d.appointment_at,
+                &d.issued_on,
+                &d.main_icd10,
+                &h.occurred_at,
+            ];
+            w.as_mut().write(&row).await?;
+        }
+        w.as_mut().finish().await?;
+    }
+    if kinds.lab_reports {
+        let mut w = LAB_REPORTS.copy(tx).await?;
+        for r in &labs {
+            let DocumentRow::LabReport(d) = &r.document else {
+                continue;
+            };
+            let (h, p) = (&r.history, &r.history.patient);
+            let cancelled = r.cancelled();
+            let region = facility_region(&d.facility);
+            let line_count = i32::try_from(d.lines.len()).unwrap_or(i32::MAX);
+            let row: [&(dyn ToSql + Sync); 14] = [
+                &h.document_id,
+                &h.document_version,
+                &h.event_id,
+                &cancelled,
+                &p.patient_key,
+                &p.age_band,
+                &p.sex,
+                &p.residence_region,
+                &d.facility,
+                &region,
+                &d.service_code,
+                &d.first_result_at,
+                &line_count,
+                &h.occurred_at,
+            ];
+            w.as_mut().write(&row).await?;
+        }
+        w.as_mut().finish().await?;
+        let mut w = LAB_LINES.copy(tx).await?;
+        for r in &labs {
+            let DocumentRow::LabReport(d) = &r.document else {
+                continue;
+            };
+            for l in &d.lines {
+                let row: [&(dyn ToSql + Sync); 9] = [
+                    &r.history.document_id,
+                    &l.line_number,
+                    &l.indicator_code,
+                    &l.indicator_name,
+                    &l.value_numeric,
+                    &l.value_text,
+                    &l.unit,
+                    &l.result_at,
+                    &l.loinc_code,
+                ];
+                w.as_mut().write(&row).await?;
             }
-            Ok(changed)
+        }
+        w.as_mut().finish().await?;
+    }
+    if kinds.receipts {
+        let mut w = RECEIPTS.copy(tx).await?;
+        for r in &receipts {
+            let DocumentRow::Receipt(d) = &r.document else {
+                continue;
+            };
+            let region = facility_region(&d.received_by);
+            let row: [&(dyn ToSql + Sync); 5] = [
+                &d.referral_document_id,
+                &r.history.event_id,
+                &d.received_by,
+                &region,
+                &d.received_at,
+            ];
+            w.as_mut().write(&row).await?;
+        }
+        w.as_mut().finish().await?;
+    }
+    Ok(kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upserts_replace_only_with_newer_versions_and_never_touch_the_key() {
+        let sql = REFERRALS.upsert_newer();
+        assert!(sql.contains("ON CONFLICT (document_id) DO UPDATE"));
+        assert!(sql.ends_with("WHERE t.document_version < EXCLUDED.document_version"));
+        assert!(!sql.contains("document_id = EXCLUDED.document_id"));
+        assert!(
+            HISTORY
+                .insert_absent()
+                .ends_with("ON CONFLICT (event_id, event_month) DO NOTHING")
+        );
+    }
+
+    #[test]
+    fn staging_tables_are_temporary_and_emptied_at_commit() {
+        for s in [
+            &HISTORY,
+            &REFERRALS,
+            &APPOINTMENTS,
+            &LAB_REPORTS,
+            &LAB_LINES,
+            &RECEIPTS,
+            &NOTES,
+        ] {
+            let sql = s.create_stage();
+            assert!(
+                sql.starts_with("CREATE TEMP TABLE IF NOT EXISTS stage_"),
+                "{sql}"
+            );
+            assert!(sql.contains("ON COMMIT DELETE ROWS"), "{sql}");
         }
     }
 }
