@@ -237,17 +237,47 @@ impl Staged {
     async fn copy(
         &self,
         tx: &Transaction<'_>,
+        into: CopyTarget,
     ) -> Result<std::pin::Pin<Box<BinaryCopyInWriter>>, tokio_postgres::Error> {
+        let target = match into {
+            CopyTarget::Stage => self.stage,
+            CopyTarget::Table => self.table,
+        };
         let sink = tx
             .copy_in(&format!(
-                "COPY {} ({}) FROM STDIN (FORMAT binary)",
-                self.stage,
+                "COPY {target} ({}) FROM STDIN (FORMAT binary)",
                 self.names()
             ))
             .await?;
         let types: Vec<Type> = self.columns.iter().map(|(_, t)| t.clone()).collect();
         Ok(Box::pin(BinaryCopyInWriter::new(sink, &types)))
     }
+}
+
+/// Where COPY writes: the staging tables (the loader), or the tables themselves (backfill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyTarget {
+    Stage,
+    Table,
+}
+
+/// Bulk-loads rows straight into the tables with binary COPY: no offsets, no comparison with
+/// stored rows. Only for an empty warehouse (a backfill, or the benchmark's raw-COPY baseline);
+/// `rows` must hold each event once and each document at its latest version once.
+pub async fn copy_direct(
+    tx: &Transaction<'_>,
+    rows: &[(Position, EventRows)],
+) -> Result<(), tokio_postgres::Error> {
+    let fresh: Vec<(&Position, &EventRows)> = rows.iter().map(|(p, r)| (p, r)).collect();
+    stage_history(tx, &fresh, CopyTarget::Table).await?;
+    stage_current(
+        tx,
+        rows.iter().map(|(_, r)| r),
+        WriteOptions::default(),
+        CopyTarget::Table,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Creates the monthly `event_history` partitions a batch needs, outside its transaction
@@ -318,12 +348,12 @@ pub async fn write_batch(
         stages.push_str(&NOTES.create_stage());
     }
     stages.push_str(
-        "CREATE TEMP TABLE IF NOT EXISTS stage_changed_labs (document_id text) ON COMMIT DELETE ROWS;",
+        "CREATE TEMP TABLE IF NOT EXISTS stage_changed_labs (document_id text, inserted boolean) ON COMMIT DELETE ROWS;",
     );
     tx.batch_execute(&stages).await?;
 
     if !fresh.is_empty() {
-        stage_history(tx, &fresh).await?;
+        stage_history(tx, &fresh, CopyTarget::Stage).await?;
         written.history = tx.execute(&HISTORY.insert_absent(), &[]).await?;
     }
 
@@ -337,7 +367,7 @@ pub async fn write_batch(
             *e = r;
         }
     }
-    let staged = stage_current(tx, latest.values().copied(), options).await?;
+    let staged = stage_current(tx, latest.values().copied(), options, CopyTarget::Stage).await?;
     if staged.referrals {
         written.current += tx.execute(&REFERRALS.upsert_newer(), &[]).await?;
     }
@@ -354,7 +384,7 @@ pub async fn write_batch(
         let changed = tx
             .execute(
                 &format!(
-                    "WITH up AS ({} RETURNING t.document_id) INSERT INTO stage_changed_labs SELECT document_id FROM up",
+                    "WITH up AS ({} RETURNING t.document_id, t.xmax = 0) INSERT INTO stage_changed_labs SELECT * FROM up",
                     LAB_REPORTS.upsert_newer()
                 ),
                 &[],
@@ -362,9 +392,26 @@ pub async fn write_batch(
             .await?;
         written.current += changed;
         if changed > 0 {
+            // Only replaced reports have old lines; deleting by key list keeps to the index
+            // (a join with the unanalyzed staging table would scan every line).
+            let replaced: Vec<String> = tx
+                .query(
+                    "SELECT document_id FROM stage_changed_labs WHERE NOT inserted",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !replaced.is_empty() {
+                tx.execute(
+                    "DELETE FROM lab_result_lines WHERE document_id = ANY($1)",
+                    &[&replaced],
+                )
+                .await?;
+            }
             tx.batch_execute(&format!(
-                "DELETE FROM lab_result_lines l USING stage_changed_labs c WHERE l.document_id = c.document_id; \
-                 INSERT INTO lab_result_lines ({names}) SELECT {s_names} FROM {stage} s \
+                "INSERT INTO lab_result_lines ({names}) SELECT {s_names} FROM {stage} s \
                  JOIN stage_changed_labs c ON c.document_id = s.document_id ON CONFLICT DO NOTHING;",
                 names = LAB_LINES.names(),
                 s_names = LAB_LINES
@@ -434,8 +481,9 @@ async fn advance_positions(
 async fn stage_history(
     tx: &Transaction<'_>,
     fresh: &[(&Position, &EventRows)],
+    into: CopyTarget,
 ) -> Result<u64, tokio_postgres::Error> {
-    let mut w = HISTORY.copy(tx).await?;
+    let mut w = HISTORY.copy(tx, into).await?;
     for (p, r) in fresh {
         let h = &r.history;
         let pt = &h.patient;
@@ -479,6 +527,7 @@ async fn stage_current<'r>(
     tx: &Transaction<'_>,
     latest: impl Iterator<Item = &'r EventRows>,
     options: WriteOptions,
+    into: CopyTarget,
 ) -> Result<StagedKinds, tokio_postgres::Error> {
     let mut referrals = Vec::new();
     let mut appointments = Vec::new();
@@ -500,7 +549,7 @@ async fn stage_current<'r>(
         notes: options.free_text && !referrals.is_empty(),
     };
     if kinds.referrals {
-        let mut w = REFERRALS.copy(tx).await?;
+        let mut w = REFERRALS.copy(tx, into).await?;
         for r in &referrals {
             let DocumentRow::Referral(d) = &r.document else {
                 continue;
@@ -538,7 +587,7 @@ async fn stage_current<'r>(
         w.as_mut().finish().await?;
     }
     if kinds.notes {
-        let mut w = NOTES.copy(tx).await?;
+        let mut w = NOTES.copy(tx, into).await?;
         for r in &referrals {
             let DocumentRow::Referral(d) = &r.document else {
                 continue;
@@ -560,7 +609,7 @@ async fn stage_current<'r>(
         w.as_mut().finish().await?;
     }
     if kinds.appointments {
-        let mut w = APPOINTMENTS.copy(tx).await?;
+        let mut w = APPOINTMENTS.copy(tx, into).await?;
         for r in &appointments {
             let DocumentRow::Appointment(d) = &r.document else {
                 continue;
@@ -589,7 +638,7 @@ async fn stage_current<'r>(
         w.as_mut().finish().await?;
     }
     if kinds.lab_reports {
-        let mut w = LAB_REPORTS.copy(tx).await?;
+        let mut w = LAB_REPORTS.copy(tx, into).await?;
         for r in &labs {
             let DocumentRow::LabReport(d) = &r.document else {
                 continue;
@@ -617,7 +666,7 @@ async fn stage_current<'r>(
             w.as_mut().write(&row).await?;
         }
         w.as_mut().finish().await?;
-        let mut w = LAB_LINES.copy(tx).await?;
+        let mut w = LAB_LINES.copy(tx, into).await?;
         for r in &labs {
             let DocumentRow::LabReport(d) = &r.document else {
                 continue;
@@ -640,7 +689,7 @@ async fn stage_current<'r>(
         w.as_mut().finish().await?;
     }
     if kinds.receipts {
-        let mut w = RECEIPTS.copy(tx).await?;
+        let mut w = RECEIPTS.copy(tx, into).await?;
         for r in &receipts {
             let DocumentRow::Receipt(d) = &r.document else {
                 continue;
