@@ -2,6 +2,7 @@
 //! and topics as code.
 
 pub mod connection;
+pub mod consumption;
 pub mod dlq;
 pub mod error;
 pub mod producer;

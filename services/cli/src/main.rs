@@ -4,6 +4,7 @@ mod demo;
 mod dlq;
 mod keys;
 mod publish;
+mod regional;
 mod schemas;
 mod tail;
 mod tokens;
@@ -53,6 +54,9 @@ enum Command {
     /// Pseudonym keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Regional stores: rebuild from the topics.
+    #[command(subcommand)]
+    Regional(regional::RegionalCommand),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             Command::Dlq(cmd) => dlq::run(cmd, &cli.kafka, &cli.registry).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Tokens(cmd) => tokens::run(cmd),
+            Command::Regional(cmd) => regional::run(cmd, &cli.kafka, &cli.registry).await,
         }
     })
 }

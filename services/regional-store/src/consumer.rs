@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::ProvinceCode;
 use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_kafka::consumption::{STATISTICS_INTERVAL_MS, commit_advisory};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1 as pb;
 use lienthong_registry::{DecodeError, WireCodec};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -24,9 +25,14 @@ use crate::store::{Change, RegionStore};
 /// store never had it), so a partition taken over in a rebalance is neither skipped nor doubled.
 pub struct SeekToStore {
     store: RegionStore,
+    group: String,
 }
 
-impl ClientContext for SeekToStore {}
+impl ClientContext for SeekToStore {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        lienthong_kafka::consumption::record_lag(&self.group, &statistics);
+    }
+}
 
 impl ConsumerContext for SeekToStore {
     fn rebalance(
@@ -90,9 +96,11 @@ pub async fn run_region(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string());
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     let consumer: StreamConsumer<SeekToStore> = cfg.create_with_context(SeekToStore {
         store: store.clone(),
+        group: group.clone(),
     })?;
     let topics = [
         config.topic_referral.as_str(),
@@ -232,23 +240,4 @@ pub(crate) async fn classify(
     } else {
         Change::Skip
     }))
-}
-
-fn commit_advisory(consumer: &StreamConsumer<SeekToStore>, batch: &[OwnedMessage]) {
-    let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
-    for m in batch {
-        let e = ends
-            .entry((m.topic(), m.partition()))
-            .or_insert(m.offset() + 1);
-        *e = (*e).max(m.offset() + 1);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in ends {
-        if tpl.add_partition_offset(t, p, Offset::Offset(o)).is_err() {
-            return;
-        }
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(error = %e, "advisory commit failed");
-    }
 }

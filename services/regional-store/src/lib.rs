@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod live;
 pub mod query;
 pub mod rebuild;
 pub mod server;

@@ -14,12 +14,13 @@ use pb::regional_query_service_server::RegionalQueryService;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
-use crate::store::{Index, RegionStore, Status as DocStatus, StoredDoc, key};
+use crate::live::LiveStores;
+use crate::store::{Index, Status as DocStatus, StoredDoc, key};
 
 /// Shared state of the query API.
 pub struct QueryApi {
     /// Stores of the regions this instance serves.
-    pub stores: Vec<(String, RegionStore)>,
+    pub stores: LiveStores,
     /// Caller authentication (same rules as the gateway).
     pub auth: Authenticator,
     /// Pseudonym key: citizen ID → patient key.
@@ -131,7 +132,11 @@ impl QueryApi {
     }
 
     fn doc(&self, document_id: &str) -> Result<Option<StoredDoc>, Status> {
-        for (_, s) in &self.stores {
+        for (_, s) in &self
+            .stores
+            .snapshot()
+            .map_err(|e| Status::unavailable(e.to_string()))?
+        {
             if let Some(d) = s
                 .get(document_id)
                 .map_err(|e| Status::internal(e.to_string()))?
@@ -154,7 +159,11 @@ impl QueryApi {
         let after = token_of(page)?;
         let size = page_size(page);
         let mut keys: Vec<(Vec<u8>, String)> = Vec::new();
-        for (_, s) in &self.stores {
+        for (_, s) in &self
+            .stores
+            .snapshot()
+            .map_err(|e| Status::unavailable(e.to_string()))?
+        {
             keys.extend(
                 s.index_scan(index, prefix, after.as_deref(), reverse)
                     .map_err(|e| Status::internal(e.to_string()))?,
@@ -208,7 +217,11 @@ impl RegionalQueryService for QueryApi {
         let pk = self.patient_key(&req.citizen_id)?;
         let mut record = pb::PatientRecord::default();
         let mut seen = std::collections::HashSet::new();
-        for (_, s) in &self.stores {
+        for (_, s) in &self
+            .stores
+            .snapshot()
+            .map_err(|e| Status::unavailable(e.to_string()))?
+        {
             for d in s
                 .patient_documents(&pk)
                 .map_err(|e| Status::internal(e.to_string()))?

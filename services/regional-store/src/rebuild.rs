@@ -1,7 +1,8 @@
 //! Rebuilding a region's store from the topics: everything is replayed from the beginning into
 //! a fresh store beside the live one (`region-<code>.rebuild`), marked complete with a READY
-//! file. The live store keeps serving meanwhile; the next start of the service swaps the
-//! rebuilt store in (the old one is kept as `region-<code>.replaced-<unix time>`).
+//! file. The live store keeps serving meanwhile; a running service swaps the rebuilt store in
+//! within seconds (see `live`), otherwise its next start does (the old one is kept as
+//! `region-<code>.replaced-<unix time>`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,7 +111,7 @@ pub async fn rebuild(
     tracing::info!(
         region,
         docs,
-        "rebuild complete; restart the store to swap it in"
+        "rebuild complete; a running store swaps it in within seconds, otherwise at its next start"
     );
     Ok(docs)
 }
@@ -137,6 +138,11 @@ pub fn swap_in_if_ready(config: &RegionalConfig, region: &str) -> anyhow::Result
     std::fs::rename(&next, &live)?;
     tracing::info!(region, "rebuilt store swapped in");
     Ok(true)
+}
+
+/// True when a complete rebuild of `region` waits to be swapped in.
+pub fn rebuild_ready(config: &RegionalConfig, region: &str) -> bool {
+    is_ready(&rebuild_dir(config, region))
 }
 
 /// True when `dir` holds a complete rebuild.

@@ -1,5 +1,6 @@
-//! Running a regional store: one consumer task per region and the query API, owned by one
-//! JoinSet and stopped by one CancellationToken (consumers finish their batch and flush sled).
+//! Running a regional store: one supervised consumer task per region and the query API, owned
+//! by one JoinSet and stopped by one CancellationToken (consumers finish their batch and flush
+//! sled).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::config::RegionalConfig;
-use crate::consumer::run_region;
+use crate::live::{LiveStores, supervise_region};
 use crate::query::QueryApi;
 use crate::store::RegionStore;
 
@@ -58,17 +59,19 @@ pub async fn run(
     let producer = EventProducer::new(&kafka, Duration::from_secs(15))?;
 
     let mut tasks = JoinSet::new();
-    let mut stores = Vec::new();
+    let mut opened = Vec::new();
     for region in &config.regions {
-        let store = open_store(&config, region)?;
-        stores.push((region.clone(), store.clone()));
-        tasks.spawn(run_region(
+        opened.push((region.clone(), open_store(&config, region)?));
+    }
+    let stores = LiveStores::new(opened);
+    for region in &config.regions {
+        tasks.spawn(supervise_region(
             region.clone(),
             config.clone(),
             kafka.clone(),
             Arc::clone(&codec),
             producer.clone(),
-            store,
+            stores.clone(),
             shutdown.clone(),
         ));
     }

@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_kafka::consumption::{LagReporting, STATISTICS_INTERVAL_MS, commit_advisory};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -100,8 +100,11 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string());
-    let consumer: StreamConsumer = cfg.create()?;
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    let consumer: StreamConsumer<LagReporting> = cfg.create_with_context(LagReporting {
+        group: config.group.clone(),
+    })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
@@ -279,28 +282,4 @@ async fn classify(
         Ok(rows) => Item::Rows(rows),
         Err(e) => Item::Dead(format!("{origin}: {e}")),
     })
-}
-
-/// Tells Kafka how far the warehouse is, for lag monitoring. Best effort: the truth is in
-/// PostgreSQL, and a failed commit (e.g. during a rebalance) only makes the lag look larger.
-fn commit_advisory(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: std::collections::BTreeMap<(&str, i32), i64> = std::collections::BTreeMap::new();
-    for m in batch {
-        let e = ends
-            .entry((m.topic(), m.partition()))
-            .or_insert(m.offset() + 1);
-        *e = (*e).max(m.offset() + 1);
-    }
-    for ((topic, partition), end) in ends {
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(end))
-            .is_err()
-        {
-            return;
-        }
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(error = %e, "advisory commit failed");
-    }
 }

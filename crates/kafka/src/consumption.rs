@@ -1,0 +1,110 @@
+//! What every lienthong consumer shares: advisory offset commits (the truth lives with the
+//! consumer's writes) and consumer lag as a metric, from librdkafka's statistics.
+
+use std::collections::BTreeMap;
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+/// How often librdkafka reports statistics (and so how fresh the lag gauge is), in ms.
+pub const STATISTICS_INTERVAL_MS: &str = "10000";
+
+/// Sets `lienthong_consumer_lag{group,topic,partition}` from a statistics report.
+pub fn record_lag(group: &str, statistics: &Statistics) {
+    for (topic, t) in &statistics.topics {
+        for (partition, p) in &t.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; a negative lag is unknown.
+            if *partition < 0 || p.consumer_lag < 0 {
+                continue;
+            }
+            metrics::gauge!(
+                "lienthong_consumer_lag",
+                "group" => group.to_owned(),
+                "topic" => topic.clone(),
+                "partition" => partition.to_string()
+            )
+            .set(p.consumer_lag as f64);
+        }
+    }
+}
+
+/// Consumer context that only reports lag (consumers without their own rebalance logic).
+#[derive(Debug, Clone)]
+pub struct LagReporting {
+    /// Consumer group, the metric's label.
+    pub group: String,
+}
+
+impl ClientContext for LagReporting {
+    fn stats(&self, statistics: Statistics) {
+        record_lag(&self.group, &statistics);
+    }
+}
+
+impl ConsumerContext for LagReporting {}
+
+/// The end offset (last + 1) of each partition in `batch`.
+pub fn batch_ends(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
+    let mut ends = BTreeMap::new();
+    for m in batch {
+        let e = ends
+            .entry((m.topic(), m.partition()))
+            .or_insert(m.offset() + 1);
+        *e = (*e).max(m.offset() + 1);
+    }
+    ends
+}
+
+/// Tells Kafka how far a consumer is, for lag monitoring. Best effort: the truth is stored
+/// with the consumer's writes, and a failed commit (e.g. during a rebalance) only makes the
+/// lag look larger.
+pub fn commit_advisory<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    batch: &[OwnedMessage],
+) {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), end) in batch_ends(batch) {
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(end))
+            .is_err()
+        {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "advisory commit failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn message(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            topic.into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn batch_ends_are_one_past_the_highest_offset_per_partition() {
+        let batch = [
+            message("a", 0, 5),
+            message("a", 0, 3),
+            message("a", 1, 9),
+            message("b", 0, 0),
+        ];
+        let ends = batch_ends(&batch);
+        assert_eq!(ends[&("a", 0)], 6);
+        assert_eq!(ends[&("a", 1)], 10);
+        assert_eq!(ends[&("b", 0)], 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! The stores a running instance serves, swappable while it serves: a completed rebuild
+//! (`lienthong regional rebuild`) replaces a region's store without a restart.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lienthong_kafka::{EventProducer, KafkaArgs};
+use lienthong_registry::WireCodec;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegionalConfig;
+use crate::consumer::run_region;
+use crate::store::RegionStore;
+
+/// How often a serving instance looks for a completed rebuild.
+pub const REBUILD_POLL: Duration = Duration::from_secs(2);
+
+/// A region's store, or None for the few milliseconds of a swap.
+type Slot = (String, Option<Arc<RegionStore>>);
+
+/// The stores of the regions an instance serves, shared by the query API and the consumers.
+#[derive(Clone, Default)]
+pub struct LiveStores {
+    slots: Arc<RwLock<Vec<Slot>>>,
+}
+
+/// A region's store is being swapped for its rebuild; retry in a moment.
+#[derive(Debug, thiserror::Error)]
+#[error("the store of region {0} is being swapped for its rebuilt copy; retry in a moment")]
+pub struct Swapping(pub String);
+
+impl LiveStores {
+    /// Stores serving the given regions.
+    pub fn new(stores: Vec<(String, RegionStore)>) -> Self {
+        Self {
+            slots: Arc::new(RwLock::new(
+                stores
+                    .into_iter()
+                    .map(|(r, s)| (r, Some(Arc::new(s))))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Every region's current store (cheap handles, safe to hold for one request).
+    pub fn snapshot(&self) -> Result<Vec<(String, Arc<RegionStore>)>, Swapping> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .map(|(r, s)| {
+                s.clone()
+                    .map(|s| (r.clone(), s))
+                    .ok_or_else(|| Swapping(r.clone()))
+            })
+            .collect()
+    }
+
+    /// The current store of `region`.
+    pub fn get(&self, region: &str) -> Option<Arc<RegionStore>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .find(|(r, _)| r == region)
+            .and_then(|(_, s)| s.clone())
+    }
+
+    fn set(&self, region: &str, store: Option<Arc<RegionStore>>) -> Option<Arc<RegionStore>> {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter_mut()
+            .find(|(r, _)| r == region)
+            .and_then(|(_, s)| std::mem::replace(s, store))
+    }
+
+    /// Swaps `region`'s store for a completed rebuild: takes the store out of service, waits
+    /// until no request holds it (sled must be closed before its folder moves), moves the
+    /// folders and opens the rebuilt store.
+    pub async fn swap_in_rebuild(
+        &self,
+        config: &RegionalConfig,
+        region: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(mut old) = self.set(region, None) {
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(store) => {
+                        tokio::task::spawn_blocking(move || drop(store)).await?;
+                        break;
+                    }
+                    Err(still_shared) => {
+                        old = still_shared;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        let opened = crate::server::open_store(config, region);
+        // On failure the region stays out of service (queries say so) rather than serving a
+        // half-swapped store; the error goes to the supervisor's log and the next start.
+        let store = opened?;
+        self.set(region, Some(Arc::new(store)));
+        Ok(())
+    }
+}
+
+/// Runs a region's consumer and, whenever a completed rebuild appears, stops the consumer
+/// (it finishes its batch and flushes), swaps the rebuilt store in and starts again from the
+/// rebuilt store's own offsets. Returns at `shutdown`, or with the consumer's error.
+pub async fn supervise_region(
+    region: String,
+    config: RegionalConfig,
+    kafka: KafkaArgs,
+    codec: Arc<WireCodec>,
+    producer: EventProducer,
+    stores: LiveStores,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let store = stores
+            .get(&region)
+            .ok_or_else(|| anyhow::anyhow!("region {region} has no open store"))?;
+        let stop = shutdown.child_token();
+        let mut consumer = tokio::spawn(run_region(
+            region.clone(),
+            config.clone(),
+            kafka.clone(),
+            Arc::clone(&codec),
+            producer.clone(),
+            RegionStore::clone(&store),
+            stop.clone(),
+        ));
+        drop(store);
+        let swap = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break false,
+                ended = &mut consumer => {
+                    // The consumer stopped by itself: report it as the region's end.
+                    return ended?;
+                }
+                _ = tokio::time::sleep(REBUILD_POLL) => {
+                    if crate::rebuild::rebuild_ready(&config, &region) {
+                        break true;
+                    }
+                }
+            }
+        };
+        stop.cancel();
+        consumer.await??;
+        if !swap {
+            return Ok(());
+        }
+        tracing::info!(region, "a completed rebuild is waiting: swapping it in");
+        stores.swap_in_rebuild(&config, &region).await?;
+        metrics::counter!("lienthong_regional_swaps_total", "region" => region.clone())
+            .increment(1);
+        tracing::info!(region, "rebuilt store swapped in while serving");
+    }
+}
