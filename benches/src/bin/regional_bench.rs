@@ -1,39 +1,73 @@
-//! Regional store: apply throughput into sled and patient-record read latency, at scale.
+//! Regional store: apply throughput into sled and read latency of each query method, at scale.
 //!
-//! Store level (no Kafka in the loop, so it measures the store): generates realistic events
-//! for one region, applies them in batches of 1,000 (one sled transaction each, offsets
-//! included, as the consumer does), flushes, then reads the records of random patients.
+//! Part 1, store level (no Kafka in the loop, so it measures the store): generates realistic
+//! events, applies them in batches of 1,000 (one atomic sled batch each, offsets included, as
+//! the consumer does), flushes, then times the store work of each query method.
+//! Part 2, from a pre-filled topic (needs the local stack): the real consumer of one region
+//! reads fresh topics from the beginning into a fresh store; timed until every partition's
+//! end offset is stored.
 //! Targets: apply >= 50,000 events/s on this 2-core machine; GetPatientRecord p99 <= 2 ms.
 //!
 //!     cargo run --release -p lienthong-benches --bin regional-bench -- --events 1000000
 //!
-//! At 10M events: `--events 10000000` (about 10x the disk, ~4 GB; generation dominates).
+//! At 10M events: `--events 10000000` (about 25 GB of disk; generation dominates).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lienthong_benches::percentiles;
 use lienthong_core::fixtures::Generator;
-use lienthong_regional_store::store::{Change, RegionStore};
+use lienthong_core::{ClinicalEvent, DocumentKind};
+use lienthong_regional_store::config::RegionalConfig;
+use lienthong_regional_store::store::{Change, Index, RegionStore, key};
+use tokio_util::sync::CancellationToken;
+
+// The allocator the service runs with (sled allocates per node update).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Events to store.
+    /// Events to store (part 1).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
-    /// Patient-record reads to time.
+    /// Reads to time per method.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
+    /// Events to pre-fill for part 2 (0 skips it).
+    #[arg(long, default_value_t = 200_000)]
+    topic_events: usize,
+}
+
+/// What the queries of part 1 ask for.
+#[derive(Default)]
+struct Targets {
+    patients: Vec<String>,
+    receiving: Vec<String>,
+    appointment_facilities: Vec<String>,
+    labs: Vec<(String, String)>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    store_level(&args)?;
+    if args.topic_events > 0 {
+        tokio::runtime::Runtime::new()?.block_on(from_topic(args.topic_events))?;
+    }
+    Ok(())
+}
+
+fn store_level(args: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = RegionStore::open(dir.path())?;
     let mut g = Generator::new(1, time::OffsetDateTime::now_utc());
     let patients: Vec<String> = (0..args.events / 4)
         .map(|i| format!("{:064x}", i * 2_654_435_761usize))
         .collect();
+    let mut targets = Targets {
+        patients: patients.clone(),
+        ..Targets::default()
+    };
     let mut applied = 0usize;
     let mut apply_secs = 0.0;
     let mut offset = 0i64;
@@ -43,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             .map(|i| {
                 let mut e = g.any(applied + i);
                 e.header_mut().patient_key = patients[(applied + i) % patients.len()].clone();
+                remember(&mut targets, &e);
                 offset += 1;
                 (
                     "bench".to_owned(),
@@ -61,15 +96,6 @@ fn main() -> anyhow::Result<()> {
     futures::executor::block_on(store.flush())?;
     let flush = t.elapsed().as_secs_f64();
 
-    let mut lat = Vec::with_capacity(args.reads);
-    let mut found = 0usize;
-    for i in 0..args.reads {
-        let pk = &patients[(i * 7919) % patients.len()];
-        let t = Instant::now();
-        found += store.patient_documents(pk)?.len();
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let p = percentiles(lat, &[50.0, 99.0]);
     println!(
         "regional store benchmark: {} events, {} documents, {:.0} MiB on disk",
         args.events,
@@ -79,18 +105,177 @@ fn main() -> anyhow::Result<()> {
     println!("| measure | figure | target |");
     println!("|---|---|---|");
     println!(
-        "| apply (sled transactions of 1,000 with offsets) | {:.0} events/s | >= 50,000 |",
+        "| apply (atomic sled batches of 1,000 with offsets) | {:.0} events/s | >= 50,000 |",
         args.events as f64 / apply_secs
     );
     println!(
         "| apply incl. final flush | {:.0} events/s | |",
         args.events as f64 / (apply_secs + flush)
     );
-    println!("| GetPatientRecord store read p50 | {:.3} ms | |", p[0]);
+    let page = 50;
+    let all = |_: &[u8]| true;
+    let time_reads = |name: &str, target: &str, read: &dyn Fn(usize) -> anyhow::Result<usize>| {
+        let mut lat = Vec::with_capacity(args.reads);
+        let mut found = 0usize;
+        for i in 0..args.reads {
+            let t = Instant::now();
+            found += read(i)?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let p = percentiles(lat, &[50.0, 99.0]);
+        println!(
+            "| {name} p50 / p99 ({:.1} documents per call) | {:.3} / {:.3} ms | {target} |",
+            found as f64 / args.reads as f64,
+            p[0],
+            p[1]
+        );
+        anyhow::Ok(())
+    };
+    let docs_of = |keys: Vec<(Vec<u8>, String)>| -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (_, d) in keys.into_iter().take(page) {
+            n += usize::from(store.get(&d)?.is_some());
+        }
+        Ok(n)
+    };
+    time_reads("GetPatientRecord", "p99 <= 2 ms", &|i| {
+        let pk = &targets.patients[(i * 7919) % targets.patients.len()];
+        Ok(store.patient_documents(pk)?.len())
+    })?;
+    time_reads("ListIncomingReferrals, first page of 50", "", &|i| {
+        let f = &targets.receiving[i % targets.receiving.len()];
+        let prefix = key(&[f.as_bytes(), b""]);
+        docs_of(store.index_scan(Index::Worklist, &prefix, None, true, &all, page + 1)?)
+    })?;
+    time_reads("ListAppointments, first page of 50", "", &|i| {
+        let f = &targets.appointment_facilities[i % targets.appointment_facilities.len()];
+        let prefix = key(&[f.as_bytes(), b""]);
+        docs_of(store.index_scan(Index::Appointments, &prefix, None, false, &all, page + 1)?)
+    })?;
+    time_reads("FindReusableLabResults", "", &|i| {
+        let (pk, service) = &targets.labs[(i * 7919) % targets.labs.len()];
+        let prefix = key(&[pk.as_bytes(), b""]);
+        let keep = |k: &[u8]| {
+            k[prefix.len()..]
+                .split(|b| *b == 0)
+                .next()
+                .is_some_and(|s| s == service.as_bytes())
+        };
+        docs_of(store.index_scan(Index::Labs, &prefix, None, true, &keep, page + 1)?)
+    })?;
     println!(
-        "| GetPatientRecord store read p99 | {:.3} ms | <= 2 ms |",
-        p[1]
+        "(store work only: the API adds TLS, authentication and the audit record, which must be \
+         acknowledged by Kafka before the answer)"
     );
-    println!("({} documents read over {} lookups)", found, args.reads);
+    Ok(())
+}
+
+fn remember(t: &mut Targets, e: &ClinicalEvent) {
+    let pk = e
+        .header()
+        .map(|h| h.patient_key.clone())
+        .unwrap_or_default();
+    match e {
+        ClinicalEvent::Referral(r) => {
+            if let Some(f) = r.slip.as_ref().and_then(|s| s.receiving.as_ref())
+                && t.receiving.len() < 10_000
+            {
+                t.receiving.push(f.code.clone());
+            }
+        }
+        ClinicalEvent::Appointment(a) => {
+            if let Some(f) = a.appointment.as_ref().and_then(|a| a.facility.as_ref())
+                && t.appointment_facilities.len() < 10_000
+            {
+                t.appointment_facilities.push(f.code.clone());
+            }
+        }
+        ClinicalEvent::LabResult(l) => {
+            if let Some(r) = l.report.as_ref()
+                && t.labs.len() < 100_000
+            {
+                t.labs.push((pk, r.service_code.clone()));
+            }
+        }
+    }
+}
+
+async fn from_topic(count: usize) -> anyhow::Result<()> {
+    let kafka = lienthong_tests::require_kafka();
+    let registry = lienthong_tests::require_registry().await;
+    let topics = lienthong_tests::warehouse::topics_with_schemas(&registry).await?;
+    let receipt = lienthong_tests::unique_topic("bench.receipt");
+    lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
+    // Every event published by a facility of Hồ Chí Minh City, so every one is applied.
+    let region = "79";
+    let events: Vec<ClinicalEvent> = lienthong_tests::keyed_events(5151, count)
+        .into_iter()
+        .map(|e| lienthong_core::fixtures::reassign(e, "79025"))
+        .collect();
+    lienthong_tests::warehouse::publish_to(&registry, &topics, &events).await?;
+    let dir = tempfile::tempdir()?;
+    let config = RegionalConfig {
+        regions: vec![region.into()],
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        insecure_dev: true,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        token_key_file: None,
+        topic_referral: topics[&DocumentKind::Referral].clone(),
+        topic_appointment: topics[&DocumentKind::Appointment].clone(),
+        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
+        topic_receipt: receipt,
+        dlq_topic: lienthong_tests::unique_topic("bench.dlq"),
+        audit_topic: lienthong_tests::unique_topic("bench.audit"),
+        batch_events: 1000,
+        session_timeout_ms: 6000,
+    };
+    let store = RegionStore::open(&dir.path().join("store"))?;
+    let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
+    let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let consumer = tokio::spawn(lienthong_regional_store::consumer::run_region(
+        region.into(),
+        config,
+        kafka,
+        codec,
+        producer,
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let mut first: Option<(Instant, i64)> = None;
+    let done_at = loop {
+        let mut done = 0i64;
+        for topic in topics.values() {
+            for p in 0..3 {
+                done += store.next_offset(topic, p)?.unwrap_or(0);
+            }
+        }
+        if done > 0 && first.is_none() {
+            first = Some((Instant::now(), done));
+        }
+        if done >= count as i64 {
+            break Instant::now();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "consumer stalled at {done}/{count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    shutdown.cancel();
+    consumer.await??;
+    let (first_at, first_done) = first.unwrap_or((started, 0));
+    println!(
+        "| from a pre-filled topic (3 partitions per kind), region {region}: consumed and applied | {:.0} events/s | >= 50,000 |",
+        (count as i64 - first_done) as f64 / (done_at - first_at).as_secs_f64()
+    );
+    println!(
+        "| … of which stored in region {region} | {} of {count} documents | |",
+        store.len()
+    );
     Ok(())
 }

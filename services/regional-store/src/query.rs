@@ -165,7 +165,7 @@ impl QueryApi {
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
             keys.extend(
-                s.index_scan(index, prefix, after.as_deref(), reverse)
+                s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
                     .map_err(|e| Status::internal(e.to_string()))?,
             );
         }
@@ -176,7 +176,7 @@ impl QueryApi {
         }
         let mut docs = Vec::new();
         let mut last = None;
-        for (k, doc) in keys.into_iter().filter(|(k, _)| keep(k)) {
+        for (k, doc) in keys {
             if docs.len() == size {
                 break;
             }

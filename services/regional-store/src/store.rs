@@ -1,20 +1,26 @@
-//! One region's materialized documents in sled. A batch of messages is applied in one sled
-//! transaction together with the consumed offsets, so a crash leaves either all of a batch or
+//! One region's materialized documents in sled. A batch of messages is applied as one atomic
+//! sled batch together with the consumed offsets, so a crash leaves either all of a batch or
 //! none of it; the latest version of each document wins and everything older is a no-op.
 //!
-//! Trees (keys are components joined by 0x00; dates as digits so keys sort by time):
-//! - `docs`:       document_id → [kind][version u64][status][event protobuf]
-//! - `by_patient`: patient_key, document_id
-//! - `worklist`:   receiving facility, status, issued yyyymmdd, document_id
-//! - `appts`:      facility, appointment yyyymmddHHMM, document_id
-//! - `labs`:       patient_key, service code, result yyyymmddHHMM, document_id
-//! - `receipts`:   referral document_id → received-at seconds (receipts may arrive first)
-//! - `offsets`:    topic, partition → next offset
+//! Everything lives in one sled tree (`region`), because only a single tree's batch is atomic
+//! without sled's much slower cross-tree transactions. The first key byte names the space
+//! (other key components are joined by 0x00; dates as digits so keys sort by time):
+//! - `d` docs:       document_id → [kind][version u64][status][event protobuf]
+//! - `p` by patient: patient_key, document_id
+//! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id
+//! - `a` appts:      facility, appointment yyyymmddHHMM, document_id
+//! - `l` labs:       patient_key, service code, result yyyymmddHHMM, document_id
+//! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
+//! - `o` offsets:    topic, partition → next offset
+//!
+//! One writer at a time (a lock in the store): a batch reads what it is about to change, so
+//! two interleaved writers could lose an update.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +33,20 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(e: TransactionError<StoreError>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
+const DOCS: u8 = b'd';
+const BY_PATIENT: u8 = b'p';
+const WORKLIST: u8 = b'w';
+const APPTS: u8 = b'a';
+const LABS: u8 = b'l';
+const RECEIPTS: u8 = b'r';
+const OFFSETS: u8 = b'o';
+
+/// A key in a space.
+fn spaced(space: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(space);
+    k.extend_from_slice(key);
+    k
 }
 
 /// Status byte of a stored document.
@@ -94,13 +107,8 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct RegionStore {
     db: sled::Db,
-    docs: sled::Tree,
-    by_patient: sled::Tree,
-    worklist: sled::Tree,
-    appts: sled::Tree,
-    labs: sled::Tree,
-    receipts: sled::Tree,
-    offsets: sled::Tree,
+    tree: sled::Tree,
+    writer: Arc<Mutex<()>>,
 }
 
 fn kind_byte(k: DocumentKind) -> u8 {
@@ -150,11 +158,12 @@ fn digits(d: Option<&pb::PartialDateTime>, width: usize) -> Vec<u8> {
 
 fn encode_doc(event: &ClinicalEvent, status: Status) -> Vec<u8> {
     let version = event.header().map_or(0, |h| h.document_version);
-    let mut v = Vec::with_capacity(10 + event.encode_to_vec().len());
+    let body = event.encode_to_vec();
+    let mut v = Vec::with_capacity(10 + body.len());
     v.push(kind_byte(event.kind()));
     v.extend_from_slice(&version.to_be_bytes());
     v.push(status as u8);
-    v.extend_from_slice(&event.encode_to_vec());
+    v.extend_from_slice(&body);
     v
 }
 
@@ -182,52 +191,56 @@ fn stored_version(bytes: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// Index keys of a document in each index tree: (tree index, key).
-fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<(usize, Vec<u8>)> {
+/// Index keys of a document, each in its space.
+fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<Vec<u8>> {
     let Some(h) = event.header() else {
         return Vec::new();
     };
     let doc = h.document_id.as_bytes();
     let pk = h.patient_key.as_bytes();
-    let mut keys = vec![(0, key(&[pk, doc]))];
+    let mut keys = vec![spaced(BY_PATIENT, &key(&[pk, doc]))];
     match event {
         ClinicalEvent::Referral(e) => {
-            let s = e.slip.clone().unwrap_or_default();
-            let to = s.receiving.map(|f| f.code).unwrap_or_default();
-            keys.push((
-                1,
-                key(&[
+            let s = e.slip.as_ref();
+            let to = s
+                .and_then(|s| s.receiving.as_ref())
+                .map_or("", |f| f.code.as_str());
+            keys.push(spaced(
+                WORKLIST,
+                &key(&[
                     to.as_bytes(),
                     &[status as u8],
-                    &digits(s.issued_at.as_ref(), 8),
+                    &digits(s.and_then(|s| s.issued_at.as_ref()), 8),
                     doc,
                 ]),
             ));
         }
         ClinicalEvent::Appointment(e) => {
-            let a = e.appointment.clone().unwrap_or_default();
-            let at = a.facility.map(|f| f.code).unwrap_or_default();
-            keys.push((
-                2,
-                key(&[at.as_bytes(), &digits(a.appointment_at.as_ref(), 12), doc]),
+            let a = e.appointment.as_ref();
+            let at = a
+                .and_then(|a| a.facility.as_ref())
+                .map_or("", |f| f.code.as_str());
+            keys.push(spaced(
+                APPTS,
+                &key(&[
+                    at.as_bytes(),
+                    &digits(a.and_then(|a| a.appointment_at.as_ref()), 12),
+                    doc,
+                ]),
             ));
         }
         ClinicalEvent::LabResult(e) => {
-            let r = e.report.clone().unwrap_or_default();
-            let first = r
-                .lines
-                .iter()
-                .filter_map(|l| l.result_at.as_ref())
-                .min_by(|a, b| a.value.cmp(&b.value))
-                .cloned();
-            keys.push((
-                3,
-                key(&[
-                    pk,
-                    r.service_code.as_bytes(),
-                    &digits(first.as_ref(), 12),
-                    doc,
-                ]),
+            let r = e.report.as_ref();
+            let first = r.and_then(|r| {
+                r.lines
+                    .iter()
+                    .filter_map(|l| l.result_at.as_ref())
+                    .min_by(|a, b| a.value.cmp(&b.value))
+            });
+            let service = r.map_or("", |r| r.service_code.as_str());
+            keys.push(spaced(
+                LABS,
+                &key(&[pk, service.as_bytes(), &digits(first, 12), doc]),
             ));
         }
     }
@@ -247,18 +260,39 @@ fn status_of(event: &ClinicalEvent, received: bool) -> Status {
     }
 }
 
-type Trees<'a> = (
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-);
+/// The writes of one batch: a sled batch plus what it will have written, so later messages
+/// of the batch read the effects of earlier ones.
+struct PendingBatch<'a> {
+    tree: &'a sled::Tree,
+    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: sled::Batch,
+}
 
-fn abort<E: std::fmt::Display>(e: E) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(StoreError::Corrupt(e.to_string()))
+impl<'a> PendingBatch<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            written: HashMap::new(),
+            batch: sled::Batch::default(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.written.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.insert(key.as_slice(), value.as_slice());
+        self.written.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key.as_slice());
+        self.written.insert(key, None);
+    }
 }
 
 impl RegionStore {
@@ -266,65 +300,50 @@ impl RegionStore {
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         let db = sled::open(path)?;
         Ok(Self {
-            docs: db.open_tree("docs")?,
-            by_patient: db.open_tree("by_patient")?,
-            worklist: db.open_tree("worklist")?,
-            appts: db.open_tree("appts")?,
-            labs: db.open_tree("labs")?,
-            receipts: db.open_tree("receipts")?,
-            offsets: db.open_tree("offsets")?,
+            tree: db.open_tree("region")?,
             db,
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
     /// The next offset to read of a partition, if this store has consumed it before.
     pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .offsets
-            .get(key(&[topic.as_bytes(), &partition.to_be_bytes()]))?
+            .tree
+            .get(offset_key(topic, partition))?
             .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
     }
 
     /// Applies a batch of (topic, partition, offset, change) atomically, with the offsets.
     pub fn apply_batch(&self, batch: &[(String, i32, i64, Change)]) -> Result<Applied, StoreError> {
-        let trees = (
-            &self.docs,
-            &self.by_patient,
-            &self.worklist,
-            &self.appts,
-            &self.labs,
-            &self.receipts,
-            &self.offsets,
-        );
-        let applied = trees.transaction(|t| {
-            let t: Trees<'_> = (&t.0, &t.1, &t.2, &t.3, &t.4, &t.5, &t.6);
-            let mut out = Applied::default();
-            for (topic, partition, offset, change) in batch {
-                let okey = key(&[topic.as_bytes(), &partition.to_be_bytes()]);
-                let next =
-                    t.6.get(&okey)?
-                        .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes))
-                        .unwrap_or(0);
-                if *offset < next {
-                    out.replayed += 1;
-                    continue;
-                }
-                match change {
-                    Change::Event(event) => {
-                        if apply_event(t, event)? {
-                            out.applied += 1;
-                        } else {
-                            out.stale += 1;
-                        }
-                    }
-                    Change::Receipt(r) => apply_receipt(t, r)?,
-                    Change::Skip => {}
-                }
-                t.6.insert(okey, &(offset + 1).to_be_bytes())?;
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = PendingBatch::new(&self.tree);
+        let mut out = Applied::default();
+        for (topic, partition, offset, change) in batch {
+            let okey = offset_key(topic, *partition);
+            let next = w
+                .get(&okey)?
+                .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
+                .unwrap_or(0);
+            if *offset < next {
+                out.replayed += 1;
+                continue;
             }
-            Ok(out)
-        })?;
-        Ok(applied)
+            match change {
+                Change::Event(event) => {
+                    if apply_event(&mut w, event)? {
+                        out.applied += 1;
+                    } else {
+                        out.stale += 1;
+                    }
+                }
+                Change::Receipt(r) => apply_receipt(&mut w, r)?,
+                Change::Skip => {}
+            }
+            w.insert(okey, (offset + 1).to_be_bytes().to_vec());
+        }
+        self.tree.apply_batch(w.batch)?;
+        Ok(out)
     }
 
     /// Makes everything applied so far durable (called before Kafka's advisory commit).
@@ -335,18 +354,18 @@ impl RegionStore {
 
     /// A document by id.
     pub fn get(&self, document_id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        self.docs
-            .get(document_id.as_bytes())?
+        self.tree
+            .get(spaced(DOCS, document_id.as_bytes()))?
             .map(|v| decode_doc(&v))
             .transpose()
     }
 
     /// All documents of a patient.
     pub fn patient_documents(&self, patient_key: &str) -> Result<Vec<StoredDoc>, StoreError> {
-        let prefix = key(&[patient_key.as_bytes(), b""]);
+        let prefix = spaced(BY_PATIENT, &key(&[patient_key.as_bytes(), b""]));
         let mut out = Vec::new();
-        for item in self.by_patient.scan_prefix(&prefix) {
-            let (k, _) = item?;
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            let k = k?;
             if let Some(doc) = self.get(&String::from_utf8_lossy(&k[prefix.len()..]))? {
                 out.push(doc);
             }
@@ -354,30 +373,43 @@ impl RegionStore {
         Ok(out)
     }
 
-    /// Document ids of an index tree under a key prefix, in key order, from `start` (exclusive).
+    /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
+    /// passes `keep`, in key order (or reverse), after `after` (exclusive). Stops at `limit`,
+    /// so a page costs its own size, not the size of the facility's whole list.
     pub fn index_scan(
         &self,
         index: Index,
         prefix: &[u8],
         after: Option<&[u8]>,
         reverse: bool,
+        keep: &dyn Fn(&[u8]) -> bool,
+        limit: usize,
     ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
-        let tree = match index {
-            Index::Worklist => &self.worklist,
-            Index::Appointments => &self.appts,
-            Index::Labs => &self.labs,
+        let space = match index {
+            Index::Worklist => WORKLIST,
+            Index::Appointments => APPTS,
+            Index::Labs => LABS,
         };
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
-            Box::new(tree.scan_prefix(prefix).rev())
+        let prefix = spaced(space, prefix);
+        let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
+            Box::new(self.tree.scan_prefix(&prefix).keys().rev())
         } else {
-            Box::new(tree.scan_prefix(prefix))
+            Box::new(self.tree.scan_prefix(&prefix).keys())
         };
         let mut out = Vec::new();
-        for item in iter {
-            let (k, _) = item?;
+        for k in iter {
+            let k = k?;
+            // Page tokens carry the key without its space byte.
+            let k = &k[1..];
+            if out.len() >= limit {
+                break;
+            }
             if let Some(a) = after
-                && ((!reverse && k.as_ref() <= a) || (reverse && k.as_ref() >= a))
+                && ((!reverse && k <= a) || (reverse && k >= a))
             {
+                continue;
+            }
+            if !keep(k) {
                 continue;
             }
             let doc = k
@@ -392,23 +424,28 @@ impl RegionStore {
 
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
     pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.docs
-            .iter()
+        self.tree
+            .scan_prefix([DOCS])
             .map(|r| {
-                r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), stored_version(&v)))
-                    .map_err(StoreError::from)
+                r.map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(&k[1..]).into_owned(),
+                        stored_version(&v),
+                    )
+                })
+                .map_err(StoreError::from)
             })
             .collect()
     }
 
-    /// Number of stored documents.
+    /// Number of stored documents (counts them: for checks and reports, not hot paths).
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.tree.scan_prefix([DOCS]).keys().count()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.tree.scan_prefix([DOCS]).keys().next().is_none()
     }
 
     /// Bytes on disk.
@@ -428,58 +465,50 @@ pub enum Index {
     Labs,
 }
 
-fn index_tree<'a>(t: Trees<'a>, i: usize) -> &'a TransactionalTree {
-    match i {
-        0 => t.1,
-        1 => t.2,
-        2 => t.3,
-        _ => t.4,
-    }
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    spaced(OFFSETS, &key(&[topic.as_bytes(), &partition.to_be_bytes()]))
 }
 
 /// Applies one event; false when it is a duplicate or older than what is stored.
-fn apply_event(
-    t: Trees<'_>,
-    event: &ClinicalEvent,
-) -> Result<bool, ConflictableTransactionError<StoreError>> {
+fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, StoreError> {
     let Some(h) = event.header() else {
         return Ok(false);
     };
-    let doc_key = h.document_id.as_bytes();
-    if let Some(old) = t.0.get(doc_key)? {
+    let doc_key = spaced(DOCS, h.document_id.as_bytes());
+    if let Some(old) = w.get(&doc_key)? {
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
-        let old = decode_doc(&old).map_err(abort)?;
-        for (i, k) in index_keys(&old.event, old.status) {
-            index_tree(t, i).remove(k)?;
+        let old = decode_doc(&old)?;
+        for k in index_keys(&old.event, old.status) {
+            w.remove(k);
         }
     }
-    let received = t.5.get(doc_key)?.is_some();
+    let received = w
+        .get(&spaced(RECEIPTS, h.document_id.as_bytes()))?
+        .is_some();
     let status = status_of(event, received);
-    t.0.insert(doc_key, encode_doc(event, status))?;
-    for (i, k) in index_keys(event, status) {
-        index_tree(t, i).insert(k, &[])?;
+    w.insert(doc_key, encode_doc(event, status));
+    for k in index_keys(event, status) {
+        w.insert(k, Vec::new());
     }
     Ok(true)
 }
 
-fn apply_receipt(
-    t: Trees<'_>,
-    r: &pb::ReferralReceiptEvent,
-) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let doc_key = r.referral_document_id.as_bytes();
+fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Result<(), StoreError> {
+    let doc = r.referral_document_id.as_bytes();
     let at = r.received_at.as_ref().map_or(0, |t| t.seconds);
-    t.5.insert(doc_key, &at.to_be_bytes())?;
-    if let Some(old) = t.0.get(doc_key)? {
-        let old = decode_doc(&old).map_err(abort)?;
+    w.insert(spaced(RECEIPTS, doc), at.to_be_bytes().to_vec());
+    let doc_key = spaced(DOCS, doc);
+    if let Some(old) = w.get(&doc_key)? {
+        let old = decode_doc(&old)?;
         if old.status == Status::Pending {
-            for (i, k) in index_keys(&old.event, old.status) {
-                index_tree(t, i).remove(k)?;
+            for k in index_keys(&old.event, old.status) {
+                w.remove(k);
             }
-            t.0.insert(doc_key, encode_doc(&old.event, Status::Received))?;
-            for (i, k) in index_keys(&old.event, Status::Received) {
-                index_tree(t, i).insert(k, &[])?;
+            w.insert(doc_key, encode_doc(&old.event, Status::Received));
+            for k in index_keys(&old.event, Status::Received) {
+                w.insert(k, Vec::new());
             }
         }
     }
