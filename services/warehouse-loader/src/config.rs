@@ -5,14 +5,17 @@ use std::time::Duration;
 /// Everything the loader needs besides Kafka, registry and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoaderConfig {
-    /// PostgreSQL connection string (key=value or URL form). Put the password in PGPASSWORD or
-    /// a .pgpass file, not here.
+    /// PostgreSQL connection string (key=value or URL form). Keep the password out of it: use
+    /// --pg-password-file or PGPASSWORD.
     #[arg(
         long,
         env = "LIENTHONG_PG_DSN",
         default_value = "postgres://lienthong@127.0.0.1:5432/lienthong"
     )]
     pub pg_dsn: String,
+    /// File holding the PostgreSQL password (a mounted Secret), used when the DSN has none.
+    #[arg(long, env = "LIENTHONG_PG_PASSWORD_FILE")]
+    pub pg_password_file: Option<std::path::PathBuf>,
     /// Consumer group; replicas of one warehouse share it (scale up to the partition count).
     #[arg(
         long,
@@ -67,6 +70,7 @@ impl LoaderConfig {
     pub fn new(pg_dsn: &str, group: &str, topics: Vec<String>) -> Self {
         Self {
             pg_dsn: pg_dsn.into(),
+            pg_password_file: None,
             group: group.into(),
             topics,
             receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),

@@ -48,8 +48,24 @@ enum Item {
 }
 
 /// Connects and returns the client; the connection task ends when the client is dropped.
-pub async fn connect(dsn: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+/// A password absent from the DSN comes from `--pg-password-file`, else `PGPASSWORD`.
+pub async fn connect(config: &LoaderConfig) -> Result<Client, tokio_postgres::Error> {
+    let mut pg: tokio_postgres::Config = config.pg_dsn.parse()?;
+    if pg.get_password().is_none() {
+        let password = match &config.pg_password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read the PostgreSQL password file");
+                })
+                .ok(),
+            None => std::env::var("PGPASSWORD").ok(),
+        };
+        if let Some(p) = password.filter(|p| !p.is_empty()) {
+            pg.password(p);
+        }
+    }
+    let (client, connection) = pg.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection closed");
@@ -77,7 +93,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LoaderError> {
     kafka.probe()?;
-    let mut client = connect(&config.pg_dsn)
+    let mut client = connect(&config)
         .await
         .map_err(|source| LoaderError::Postgres {
             dsn: redact(&config.pg_dsn),
@@ -171,7 +187,7 @@ async fn apply_with_retry(
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 if client.is_closed() {
-                    match connect(&config.pg_dsn).await {
+                    match connect(config).await {
                         Ok(c) => client = c,
                         Err(e) => tracing::warn!(error = %e, "PostgreSQL still unreachable"),
                     }
