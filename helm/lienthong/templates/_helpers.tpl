@@ -1,0 +1,203 @@
+{{/* Names and labels. */}}
+{{- define "lienthong.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lienthong.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "gateway") */}}
+{{- define "lienthong.selector" -}}
+app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "lienthong.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Settings every binary shares: Kafka, registry, pseudonym key, logs, metrics. */}}
+{{- define "lienthong.commonEnv" -}}
+- name: LIENTHONG_KAFKA_BOOTSTRAP
+  value: {{ .Values.kafka.bootstrap | quote }}
+- name: LIENTHONG_KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: LIENTHONG_KAFKA_TLS_CA
+  value: /etc/lienthong/kafka-ca/ca.crt
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: LIENTHONG_KAFKA_TLS_CERT
+  value: /etc/lienthong/kafka-client/tls.crt
+- name: LIENTHONG_KAFKA_TLS_KEY
+  value: /etc/lienthong/kafka-client/tls.key
+{{- end }}
+{{- if hasPrefix "sasl" .Values.kafka.securityProtocol }}
+- name: LIENTHONG_KAFKA_SASL_MECHANISM
+  value: {{ .Values.kafka.sasl.mechanism | quote }}
+- name: LIENTHONG_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafka.sasl.secret is required with a sasl-* securityProtocol" .Values.kafka.sasl.secret }}
+      key: username
+- name: LIENTHONG_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/lienthong/kafka-sasl/password
+{{- end }}
+- name: LIENTHONG_REGISTRY_URL
+  value: {{ .Values.registry.url | quote }}
+{{- if .Values.registry.credentialsSecret }}
+- name: LIENTHONG_REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.registry.credentialsSecret }}
+      key: username
+- name: LIENTHONG_REGISTRY_PASSWORD_FILE
+  value: /etc/lienthong/registry/password
+{{- end }}
+- name: LIENTHONG_PSEUDONYM_KEY_FILE
+  value: /etc/lienthong/pseudonym/pseudonym.key
+- name: LIENTHONG_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: LIENTHONG_METRICS_ADDR
+  value: {{ printf "0.0.0.0:%v" .Values.metricsPort | quote }}
+{{- end -}}
+
+{{- define "lienthong.commonVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: pseudonym-key
+  mountPath: /etc/lienthong/pseudonym
+  readOnly: true
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/lienthong/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  mountPath: /etc/lienthong/kafka-client
+  readOnly: true
+{{- end }}
+{{- if hasPrefix "sasl" .Values.kafka.securityProtocol }}
+- name: kafka-sasl
+  mountPath: /etc/lienthong/kafka-sasl
+  readOnly: true
+{{- end }}
+{{- if .Values.registry.credentialsSecret }}
+- name: registry-credentials
+  mountPath: /etc/lienthong/registry
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "lienthong.commonVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: pseudonym-key
+  secret:
+    secretName: {{ .Values.pseudonymKey.secret }}
+    defaultMode: 0400
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientCertSecret }}
+    defaultMode: 0400
+{{- end }}
+{{- if hasPrefix "sasl" .Values.kafka.securityProtocol }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ .Values.kafka.sasl.secret }}
+    defaultMode: 0400
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- if .Values.registry.credentialsSecret }}
+- name: registry-credentials
+  secret:
+    secretName: {{ .Values.registry.credentialsSecret }}
+    defaultMode: 0400
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by every workload. */}}
+{{- define "lienthong.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+automountServiceAccountToken: false
+{{- end -}}
+
+{{/* TLS and caller-authentication volumes of a gRPC server: (dict "tls" .tlsSecret "ca" .clientCaSecret "token" .tokenKeySecret) */}}
+{{- define "lienthong.serverVolumes" -}}
+- name: server-tls
+  secret:
+    secretName: {{ .tls }}
+    defaultMode: 0400
+{{- if .ca }}
+- name: client-ca
+  secret:
+    secretName: {{ .ca }}
+{{- end }}
+{{- if .token }}
+- name: token-key
+  secret:
+    secretName: {{ .token }}
+    defaultMode: 0400
+{{- end }}
+{{- end -}}
+
+{{- define "lienthong.serverVolumeMounts" -}}
+- name: server-tls
+  mountPath: /etc/lienthong/tls
+  readOnly: true
+{{- if .ca }}
+- name: client-ca
+  mountPath: /etc/lienthong/client-ca
+  readOnly: true
+{{- end }}
+{{- if .token }}
+- name: token-key
+  mountPath: /etc/lienthong/token
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Server flags for TLS and caller authentication. */}}
+{{- define "lienthong.serverArgs" -}}
+- --tls-cert=/etc/lienthong/tls/tls.crt
+- --tls-key=/etc/lienthong/tls/tls.key
+{{- if .ca }}
+- --client-ca=/etc/lienthong/client-ca/ca.crt
+{{- end }}
+{{- if .token }}
+- --token-key-file=/etc/lienthong/token/token.key
+{{- end }}
+{{- end -}}
+
+{{- define "lienthong.metricsPort" -}}
+- name: metrics
+  containerPort: {{ .Values.metricsPort }}
+  protocol: TCP
+{{- end -}}

@@ -1,0 +1,323 @@
+//! The Helm chart, checked without a cluster: `helm lint` and `helm template` for the default
+//! and a production-like values file, every manifest validated by kubeconform against the
+//! Kubernetes 1.33 schemas, the values schema refusing bad values, and the rendered manifests
+//! holding what docs/operations.md promises. helm, kubeconform and the schemas come from
+//! deploy/local/k8s-tools (run by deploy/local/test); a missing tool fails the test.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use lienthong_tests::repo_root;
+use serde::Deserialize as _;
+use serde_yaml::Value;
+
+const KUBE_VERSION: &str = "1.33.0";
+
+fn tool(name: &str, env: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".state/bin").join(name));
+    assert!(
+        path.is_file(),
+        "{} not found: run deploy/local/k8s-tools (deploy/local/test does) or set {env}",
+        path.display()
+    );
+    path
+}
+
+fn chart() -> PathBuf {
+    repo_root().join("helm/lienthong")
+}
+
+/// Runs helm; Ok(stdout) on success, Err(stderr) on failure.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(tool("helm", "LIENTHONG_HELM"))
+        .args(args)
+        .output()
+        .expect("helm runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn render(extra: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "lt",
+        chart.to_str().expect("utf-8 path"),
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    args.extend_from_slice(extra);
+    helm(&args).unwrap_or_else(|e| panic!("helm template {extra:?} failed: {e}"))
+}
+
+fn production() -> String {
+    chart()
+        .join("ci/production-values.yaml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn manifests(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    all.iter().filter(|m| m["kind"] == kind).collect()
+}
+
+fn name(m: &Value) -> &str {
+    m["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn containers(m: &Value) -> Vec<&Value> {
+    let spec = &m["spec"]["template"]["spec"];
+    let mut all: Vec<&Value> = Vec::new();
+    for key in ["initContainers", "containers"] {
+        if let Some(list) = spec[key].as_sequence() {
+            all.extend(list.iter());
+        }
+    }
+    all
+}
+
+#[test]
+fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
+    let chart = chart();
+    let chart = chart.to_str().expect("utf-8 path");
+    let production = production();
+    for values in [vec![], vec!["-f", production.as_str()]] {
+        let mut args = vec!["lint", chart, "--strict"];
+        args.extend(values.iter().copied());
+        helm(&args).unwrap_or_else(|e| panic!("helm lint {values:?}: {e}"));
+
+        let rendered = render(&values);
+        // kubeconform reads only files named .yaml or .json.
+        let file = tempfile::Builder::new()
+            .suffix(".yaml")
+            .tempfile()
+            .expect("temp file");
+        std::fs::write(file.path(), &rendered).expect("write");
+        let schemas = repo_root().join(".state/k8s-schemas");
+        assert!(
+            schemas.is_dir(),
+            "no Kubernetes schemas in {}: run deploy/local/k8s-tools",
+            schemas.display()
+        );
+        let out = Command::new(tool("kubeconform", "LIENTHONG_KUBECONFORM"))
+            .args(["-strict", "-summary", "-kubernetes-version", KUBE_VERSION])
+            .arg("-schema-location")
+            .arg(format!(
+                "{}/{{{{ .NormalizedKubernetesVersion }}}}-standalone{{{{ .StrictSuffix }}}}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+                schemas.display()
+            ))
+            // The Prometheus Operator's CRD has no schema among Kubernetes' own.
+            .args(["-skip", "ServiceMonitor"])
+            .arg(file.path())
+            .output()
+            .expect("kubeconform runs");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "kubeconform {values:?}:\n{report}");
+        let all = manifests(&rendered);
+        let checked = all.iter().filter(|m| m["kind"] != "ServiceMonitor").count();
+        assert!(
+            report.contains(&format!("Valid: {checked}, Invalid: 0, Errors: 0")),
+            "every manifest validated: {report}"
+        );
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
+    let chart = chart();
+    let chart = chart.to_str().expect("utf-8 path");
+    for (set, path) in [
+        ("warehouseLoader.replicas=two", "/warehouseLoader/replicas"),
+        ("warehouseLoader.replicas=40", "/warehouseLoader/replicas"),
+        ("kafka.securityProtocol=tls", "/kafka/securityProtocol"),
+        (
+            "regionalStore.regions[0].code=HCM",
+            "/regionalStore/regions/0/code",
+        ),
+        ("gateway.replicaz=3", "/gateway"),
+        (
+            "warehouseLoader.pgDsn=postgres://u:secret@db/w",
+            "/warehouseLoader/pgDsn",
+        ),
+    ] {
+        let err = helm(&["template", "lt", chart, "--set", set])
+            .expect_err(&format!("{set} must be refused"));
+        assert!(
+            err.contains("values don't meet the specifications") && err.contains(path),
+            "{set}: {err}"
+        );
+    }
+    let err = helm(&[
+        "template",
+        "lt",
+        chart,
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "gateway.tokenKeySecret=",
+    ])
+    .expect_err("a gateway nobody can authenticate to must be refused");
+    assert!(err.contains("gateway: set clientCaSecret"), "{err}");
+    let err = helm(&[
+        "template",
+        "lt",
+        chart,
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "kafka.securityProtocol=sasl-ssl",
+    ])
+    .expect_err("SASL without its secret must be refused");
+    assert!(err.contains("kafka.sasl.secret is required"), "{err}");
+}
+
+#[test]
+fn rendered_manifests_hold_what_the_operator_docs_promise() {
+    let defaults = manifests(&render(&[]));
+    let prod = manifests(&render(&["-f", &production()]));
+
+    // warehouseLoader.replicas is the scaling knob.
+    let scaled = manifests(&render(&["--set", "warehouseLoader.replicas=5"]));
+    let loader = of_kind(&scaled, "Deployment")
+        .into_iter()
+        .find(|d| name(d).ends_with("warehouse-loader"))
+        .expect("warehouse loader Deployment");
+    assert_eq!(loader["spec"]["replicas"].as_u64(), Some(5));
+    let loader = of_kind(&prod, "Deployment")
+        .into_iter()
+        .find(|d| name(d).ends_with("warehouse-loader"))
+        .expect("warehouse loader Deployment");
+    assert_eq!(loader["spec"]["replicas"].as_u64(), Some(6));
+
+    // Each region its own StatefulSet, volume claim and Service.
+    let sets = of_kind(&prod, "StatefulSet");
+    let mut regions: Vec<&str> = sets
+        .iter()
+        .map(|s| {
+            s["metadata"]["labels"]["lienthong.vn/region"]
+                .as_str()
+                .unwrap_or("")
+        })
+        .collect();
+    regions.sort_unstable();
+    assert_eq!(regions, ["01", "48", "79"]);
+    for s in &sets {
+        let region = s["metadata"]["labels"]["lienthong.vn/region"]
+            .as_str()
+            .unwrap_or("");
+        let claims = s["spec"]["volumeClaimTemplates"]
+            .as_sequence()
+            .expect("a volume per region");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0]["spec"]["storageClassName"], "fast-ssd");
+        let args = serde_yaml::to_string(&containers(s)[0]["args"]).unwrap();
+        assert!(args.contains(&format!("--regions={region}")), "{args}");
+        assert!(
+            of_kind(&prod, "Service")
+                .iter()
+                .any(|svc| name(svc) == name(s)),
+            "a Service for region {region}"
+        );
+    }
+    let hcm = sets
+        .iter()
+        .find(|s| name(s).ends_with("-79"))
+        .expect("region 79");
+    assert_eq!(hcm["spec"]["replicas"].as_u64(), Some(2));
+
+    // The gateway: HPA on CPU (and in-flight events when asked), PDB, TLS mounts.
+    let hpa = of_kind(&prod, "HorizontalPodAutoscaler");
+    assert_eq!(hpa.len(), 1);
+    let metrics = serde_yaml::to_string(&hpa[0]["spec"]["metrics"]).unwrap();
+    assert!(metrics.contains("cpu") && metrics.contains("lienthong_gateway_in_flight_events"));
+    assert_eq!(
+        of_kind(&prod, "PodDisruptionBudget")[0]["spec"]["minAvailable"].as_u64(),
+        Some(2)
+    );
+    assert!(
+        of_kind(&defaults, "Deployment")
+            .iter()
+            .find(|d| name(d).ends_with("gateway"))
+            .map(|d| d["spec"]["replicas"].is_null())
+            .unwrap_or(false),
+        "with autoscaling on, the HPA owns the gateway's replica count"
+    );
+
+    // Topics and schemas before install and upgrade.
+    let job = of_kind(&prod, "Job");
+    assert_eq!(job.len(), 1);
+    assert_eq!(
+        job[0]["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    let steps = serde_yaml::to_string(&containers(job[0])).unwrap();
+    assert!(steps.contains("topics") && steps.contains("apply") && steps.contains("register"));
+
+    // Only the gateway and the query API accept traffic from outside.
+    let policies = of_kind(&prod, "NetworkPolicy");
+    let open: Vec<&str> = policies
+        .iter()
+        .filter(|p| {
+            p["spec"]["ingress"]
+                .as_sequence()
+                .is_some_and(|rules| rules.iter().any(|r| r["from"].is_null()))
+        })
+        .map(|p| name(p))
+        .collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(
+        open.iter()
+            .all(|n| n.ends_with("gateway") || n.ends_with("regional-store"))
+    );
+
+    // Hardened pods, secrets only by reference, SASL and registry passwords as files.
+    for m in defaults.iter().chain(prod.iter()) {
+        for c in containers(m) {
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"],
+                true,
+                "{}",
+                name(m)
+            );
+            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        }
+        if !containers(m).is_empty() {
+            assert_eq!(
+                m["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+                true
+            );
+        }
+    }
+    assert!(
+        of_kind(&prod, "Secret").is_empty(),
+        "the chart renders no Secret"
+    );
+    let text = render(&["-f", &production()]);
+    for expected in [
+        "LIENTHONG_KAFKA_SASL_PASSWORD_FILE",
+        "LIENTHONG_REGISTRY_PASSWORD_FILE",
+        "LIENTHONG_PG_PASSWORD_FILE",
+        "LIENTHONG_KAFKA_TLS_CA",
+        "--client-ca=/etc/lienthong/client-ca/ca.crt",
+        "--hub=79000=79025,79026",
+    ] {
+        assert!(text.contains(expected), "{expected} missing");
+    }
+    assert_eq!(of_kind(&prod, "ServiceMonitor").len(), 1);
+    assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
+}
