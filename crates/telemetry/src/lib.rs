@@ -4,7 +4,12 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Histogram buckets of every `*_seconds` metric: 1 ms to 30 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Errors while setting up telemetry.
@@ -95,13 +100,18 @@ pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
 
 /// Starts the Prometheus exporter on `addr` and installs it as the global metrics recorder.
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
+    let failed = |e: metrics_exporter_prometheus::BuildError| Error::Metrics {
+        addr,
+        message: e.to_string(),
+    };
+    // Durations as histograms, not summaries: the dashboards aggregate quantiles over every
+    // replica (histogram_quantile over summed buckets), which summaries cannot do.
     PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+        .map_err(failed)?
         .with_http_listener(addr)
         .install()
-        .map_err(|e| Error::Metrics {
-            addr,
-            message: e.to_string(),
-        })?;
+        .map_err(failed)?;
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     Ok(())
 }
@@ -158,6 +168,7 @@ mod tests {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         serve_metrics(addr).expect("exporter starts");
         metrics::counter!("lienthong_test_events_total", "outcome" => "accepted").increment(3);
+        metrics::histogram!("lienthong_test_seconds").record(0.003);
         let body = tokio::task::spawn_blocking(move || {
             for _ in 0..50 {
                 if let Ok(mut s) = std::net::TcpStream::connect(addr) {
@@ -177,5 +188,12 @@ mod tests {
             body.contains("lienthong_test_events_total{outcome=\"accepted\"} 3"),
             "{body}"
         );
+        // Durations are histograms (aggregatable over replicas), not summaries.
+        assert!(
+            body.contains("lienthong_test_seconds_bucket{le=\"0.0025\"} 0")
+                && body.contains("lienthong_test_seconds_bucket{le=\"0.005\"} 1"),
+            "{body}"
+        );
+        assert!(!body.contains("quantile="), "no summaries: {body}");
     }
 }
