@@ -70,6 +70,10 @@ struct Running {
 }
 
 async fn start(regions: &[&str], t: &Topics) -> anyhow::Result<Running> {
+    start_keyed(regions, t, keyer()).await
+}
+
+async fn start_keyed(regions: &[&str], t: &Topics, keyer: PatientKeyer) -> anyhow::Result<Running> {
     let kafka = require_kafka();
     let registry = require_registry().await;
     let pki = TestPki::new()?;
@@ -103,7 +107,7 @@ async fn start(regions: &[&str], t: &Topics) -> anyhow::Result<Running> {
         config,
         kafka,
         registry,
-        keyer(),
+        keyer,
         listener,
         shutdown.clone(),
     ));
@@ -546,4 +550,113 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
     );
     assert_eq!(rdkafka::Message::key(&copy), Some(&b"poison-key"[..]));
     a.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_key_rotation_a_patient_is_found_under_old_and_new_keys() -> anyhow::Result<()> {
+    let registry = require_registry().await;
+    let t = topics().await?;
+    // The key file after a rotation: the new key k2 first, the old one ("test") after it.
+    let rotated = PatientKeyer::parse(&format!(
+        "k2:{}\ntest:{}",
+        hex::encode([9u8; 32]),
+        hex::encode([7u8; 32])
+    ))?;
+    let store = start_keyed(&["79"], &t, rotated.clone()).await?;
+    let mut g = Generator::new(777, time::OffsetDateTime::now_utc());
+    // Before the rotation: a referral and a lab report under the old key.
+    let before = referral(&mut g, "79025", "79001", "79");
+    let citizen = before
+        .patient()
+        .map(|p| p.citizen_id.clone())
+        .unwrap_or_default();
+    let mut lab = reassign(ClinicalEvent::LabResult(g.lab_result()), "79025");
+    if let ClinicalEvent::LabResult(l) = &mut lab {
+        let report = l.report.get_or_insert_with(Default::default);
+        *report.patient.get_or_insert_with(Default::default) =
+            before.patient().cloned().unwrap_or_default();
+    }
+    let lab = key(lab);
+    let service = match &lab {
+        ClinicalEvent::LabResult(l) => l.report.clone().unwrap_or_default().service_code,
+        _ => String::new(),
+    };
+    // After it: a referral of the same patient under the new key.
+    let mut after = referral(&mut g, "79025", "79001", "79");
+    if let ClinicalEvent::Referral(r) = &mut after {
+        let slip = r.slip.get_or_insert_with(Default::default);
+        *slip.patient.get_or_insert_with(Default::default) =
+            before.patient().cloned().unwrap_or_default();
+    }
+    let new_key = rotated.key_for(&PersonId::parse(&citizen)?);
+    after.header_mut().patient_key = new_key.value.clone();
+    after.header_mut().patient_key_id = new_key.key_id;
+    assert_ne!(
+        before.header().map(|h| h.patient_key.clone()),
+        Some(new_key.value),
+        "old and new pseudonyms differ"
+    );
+    publish_to(&registry, &t.docs, &[before.clone(), lab, after.clone()]).await?;
+
+    let mut c = store.client().await?;
+    let record = eventually("both referrals and the lab report", || {
+        let mut c = c.clone();
+        let citizen = citizen.clone();
+        async move {
+            let r = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: pb::PurposeOfUse::Treatment as i32,
+                    },
+                    "79001",
+                ))
+                .await?
+                .into_inner();
+            Ok((r.referrals.len() == 2 && r.lab_results.len() == 1).then_some(r))
+        }
+    })
+    .await?;
+    let ids: std::collections::BTreeSet<String> = record
+        .referrals
+        .iter()
+        .filter_map(|v| {
+            v.referral
+                .as_ref()?
+                .header
+                .as_ref()
+                .map(|h| h.document_id.clone())
+        })
+        .collect();
+    assert!(
+        ids.contains(
+            &before
+                .header()
+                .map(|h| h.document_id.clone())
+                .unwrap_or_default()
+        )
+    );
+    assert!(
+        ids.contains(
+            &after
+                .header()
+                .map(|h| h.document_id.clone())
+                .unwrap_or_default()
+        )
+    );
+    let labs = c
+        .find_reusable_lab_results(authed(
+            pb::FindReusableLabResultsRequest {
+                citizen_id: citizen.clone(),
+                service_codes: vec![service],
+                max_age_days: 30,
+                page: None,
+                purpose: pb::PurposeOfUse::Treatment as i32,
+            },
+            "79001",
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(labs.lab_results.len(), 1, "the old-key lab report is found");
+    store.stop().await
 }

@@ -1,7 +1,9 @@
 //! Pseudonymous patient keys: keyed HMAC-SHA256 over the normalized identity number.
 //!
 //! The key is a secret of the deployment (env or file, never the repository); the key id is
-//! carried in every event so keys can rotate without confusing consumers.
+//! carried in every event so keys can rotate without confusing consumers. A keyer may also
+//! hold previous keys: new pseudonyms always use the current key, lookups try every key, so a
+//! patient stays findable across a rotation.
 
 use std::fmt;
 
@@ -33,11 +35,12 @@ pub struct PatientKey {
     pub key_id: String,
 }
 
-/// Computes patient keys with one secret.
+/// Computes patient keys with the current secret (and previous ones, for lookups).
 #[derive(Clone)]
 pub struct PatientKeyer {
     key_id: String,
     secret: Vec<u8>,
+    previous: Vec<PatientKeyer>,
 }
 
 impl fmt::Debug for PatientKeyer {
@@ -45,6 +48,10 @@ impl fmt::Debug for PatientKeyer {
         f.debug_struct("PatientKeyer")
             .field("key_id", &self.key_id)
             .field("secret", &"<redacted>")
+            .field(
+                "previous",
+                &self.previous.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -69,16 +76,36 @@ impl PatientKeyer {
         Ok(Self {
             key_id: key_id.to_owned(),
             secret: secret.to_vec(),
+            previous: Vec::new(),
         })
     }
 
-    /// Parses `<key-id>:<hex secret>` as found in the env var or key file.
+    /// Parses the env var or key file: one `<key-id>:<hex secret>` per line, the current key
+    /// first, then previous keys still needed for lookups (blank lines and `#` comments
+    /// ignored).
     pub fn parse(text: &str) -> Result<Self, PseudonymError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(PseudonymError::Missing);
+        let mut keys = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(Self::parse_one);
+        let mut current = keys.next().ok_or(PseudonymError::Missing)??;
+        for key in keys {
+            let key = key?;
+            if key.key_id == current.key_id
+                || current.previous.iter().any(|p| p.key_id == key.key_id)
+            {
+                return Err(PseudonymError::Invalid(
+                    "two keys share a key id; give every key its own id",
+                ));
+            }
+            current.previous.push(key);
         }
-        let (id, hex_secret) = text
+        Ok(current)
+    }
+
+    fn parse_one(line: &str) -> Result<Self, PseudonymError> {
+        let (id, hex_secret) = line
             .split_once(':')
             .ok_or(PseudonymError::Invalid("expected `<key-id>:<hex secret>`"))?;
         let secret = hex::decode(hex_secret.trim())
@@ -103,6 +130,13 @@ impl PatientKeyer {
             key_id: self.key_id.clone(),
         }
     }
+
+    /// The pseudonyms of a person under every key, current first: what a lookup must try.
+    pub fn all_keys_for(&self, person: &PersonId) -> Vec<PatientKey> {
+        std::iter::once(self.key_for(person))
+            .chain(self.previous.iter().map(|k| k.key_for(person)))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +156,28 @@ mod tests {
         assert_eq!(k1.key_for(&a).value.len(), 64);
         assert_ne!(k1.key_for(&a).value, keyer("k2", 8).key_for(&a).value);
         assert_eq!(k1.key_for(&a).key_id, "k1");
+    }
+
+    #[test]
+    fn a_rotated_key_file_keeps_previous_keys_for_lookups() {
+        let a = PersonId::parse("079203001234").expect("valid");
+        let old = keyer("k1", 7);
+        let text = format!(
+            "# rotated 2026-11\nk2:{}\n\nk1:{}\n",
+            hex::encode([8u8; 32]),
+            hex::encode([7u8; 32])
+        );
+        let k = PatientKeyer::parse(&text).expect("two keys");
+        assert_eq!(k.key_id(), "k2", "the first key is the current one");
+        assert_eq!(k.key_for(&a), keyer("k2", 8).key_for(&a));
+        let all = k.all_keys_for(&a);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], old.key_for(&a));
+        let twice = format!("k1:{0}\nk1:{0}", hex::encode([7u8; 32]));
+        assert!(matches!(
+            PatientKeyer::parse(&twice),
+            Err(PseudonymError::Invalid(m)) if m.contains("share a key id")
+        ));
     }
 
     #[test]

@@ -93,10 +93,17 @@ impl QueryApi {
         }
     }
 
-    fn patient_key(&self, citizen_id: &str) -> Result<String, Status> {
+    /// The patient's pseudonyms under every configured key, current first: documents
+    /// published before a key rotation carry the previous key.
+    fn patient_keys(&self, citizen_id: &str) -> Result<Vec<String>, Status> {
         let person = PersonId::parse(citizen_id)
             .map_err(|e| Status::invalid_argument(format!("citizen_id: {e}")))?;
-        Ok(self.keyer.key_for(&person).value)
+        Ok(self
+            .keyer
+            .all_keys_for(&person)
+            .into_iter()
+            .map(|k| k.value)
+            .collect())
     }
 
     /// Writes the access record before the answer is returned.
@@ -151,7 +158,7 @@ impl QueryApi {
     fn scan(
         &self,
         index: Index,
-        prefix: &[u8],
+        prefixes: &[Vec<u8>],
         page: Option<&pb::PageRequest>,
         reverse: bool,
         keep: impl Fn(&[u8]) -> bool,
@@ -164,10 +171,12 @@ impl QueryApi {
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
-            keys.extend(
-                s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
-                    .map_err(|e| Status::internal(e.to_string()))?,
-            );
+            for prefix in prefixes {
+                keys.extend(
+                    s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                );
+            }
         }
         keys.sort();
         keys.dedup();
@@ -214,7 +223,7 @@ impl RegionalQueryService for QueryApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
-        let pk = self.patient_key(&req.citizen_id)?;
+        let keys = self.patient_keys(&req.citizen_id)?;
         let mut record = pb::PatientRecord::default();
         let mut seen = std::collections::HashSet::new();
         for (_, s) in &self
@@ -222,9 +231,13 @@ impl RegionalQueryService for QueryApi {
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
-            for d in s
-                .patient_documents(&pk)
+            for d in keys
+                .iter()
+                .map(|pk| s.patient_documents(pk))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Status::internal(e.to_string()))?
+                .into_iter()
+                .flatten()
             {
                 let id = d
                     .event
@@ -242,7 +255,7 @@ impl RegionalQueryService for QueryApi {
             }
         }
         let n = record.referrals.len() + record.appointments.len() + record.lab_results.len();
-        self.audit(caller.as_ref(), "GetPatientRecord", &pk, purpose, n)
+        self.audit(caller.as_ref(), "GetPatientRecord", &keys[0], purpose, n)
             .await?;
         observe("GetPatientRecord", started, true);
         Ok(Response::new(record))
@@ -264,7 +277,8 @@ impl RegionalQueryService for QueryApi {
         }
         let since = req.since.clone();
         let fac_len = req.facility_code.len() + 3; // facility \0 status \0
-        let (docs, next) = self.scan(Index::Worklist, &prefix, req.page.as_ref(), true, |k| {
+        let prefixes = [prefix];
+        let (docs, next) = self.scan(Index::Worklist, &prefixes, req.page.as_ref(), true, |k| {
             since.is_empty()
                 || k.get(fac_len..fac_len + 8)
                     .is_some_and(|d| d >= since.as_bytes())
@@ -299,7 +313,7 @@ impl RegionalQueryService for QueryApi {
         let at = prefix.len();
         let (docs, next) = self.scan(
             Index::Appointments,
-            &prefix,
+            std::slice::from_ref(&prefix),
             req.page.as_ref(),
             false,
             |k| {
@@ -341,7 +355,7 @@ impl RegionalQueryService for QueryApi {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
-        let pk = self.patient_key(&req.citizen_id)?;
+        let keys = self.patient_keys(&req.citizen_id)?;
         let days = if req.max_age_days == 0 {
             30
         } else {
@@ -355,10 +369,12 @@ impl RegionalQueryService for QueryApi {
             u8::from(cutoff.month()),
             cutoff.day()
         );
-        let prefix = key(&[pk.as_bytes(), b""]);
+        // Every key is 64 hex characters, so the service starts at the same place under each.
+        let prefixes: Vec<Vec<u8>> = keys.iter().map(|pk| key(&[pk.as_bytes(), b""])).collect();
+        let at = prefixes[0].len();
         let services = req.service_codes.clone();
-        let (docs, next) = self.scan(Index::Labs, &prefix, req.page.as_ref(), true, |k| {
-            let rest = &k[prefix.len()..];
+        let (docs, next) = self.scan(Index::Labs, &prefixes, req.page.as_ref(), true, |k| {
+            let rest = k.get(at..).unwrap_or_default();
             let mut parts = rest.split(|b| *b == 0);
             let service = parts.next().unwrap_or_default();
             let when = parts.next().unwrap_or_default();
@@ -379,7 +395,7 @@ impl RegionalQueryService for QueryApi {
         self.audit(
             caller.as_ref(),
             "FindReusableLabResults",
-            &pk,
+            &keys[0],
             purpose,
             lab_results.len(),
         )
