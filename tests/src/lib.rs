@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod gateway;
+pub mod regional;
 pub mod warehouse;
 
 use std::path::PathBuf;

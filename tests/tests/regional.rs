@@ -10,7 +10,6 @@ use lienthong_core::fixtures::{Generator, reassign};
 use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer, PersonId, document_id};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::regional_query_service_client::RegionalQueryServiceClient;
-use lienthong_regional_store::config::RegionalConfig;
 use lienthong_tests::gateway::TestPki;
 use lienthong_tests::warehouse::publish_to;
 use lienthong_tests::{create_topic, read_at, require_kafka, require_registry, unique_topic};
@@ -82,24 +81,14 @@ async fn start_keyed(regions: &[&str], t: &Topics, keyer: PatientKeyer) -> anyho
     std::fs::write(dir.path().join("s.pem"), cert)?;
     std::fs::write(dir.path().join("s.key"), key)?;
     std::fs::write(dir.path().join("token.key"), SECRET)?;
-    let config = RegionalConfig {
-        regions: regions.iter().map(|r| (*r).to_owned()).collect(),
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse()?,
-        insecure_dev: false,
-        tls_cert: Some(dir.path().join("s.pem")),
-        tls_key: Some(dir.path().join("s.key")),
-        client_ca: None,
-        token_key_file: Some(dir.path().join("token.key")),
-        topic_referral: t.docs[&DocumentKind::Referral].clone(),
-        topic_appointment: t.docs[&DocumentKind::Appointment].clone(),
-        topic_lab_result: t.docs[&DocumentKind::LabResult].clone(),
-        topic_receipt: t.receipt.clone(),
-        dlq_topic: t.dlq.clone(),
-        audit_topic: t.audit.clone(),
-        batch_events: 500,
-        session_timeout_ms: 6000,
-    };
+    let mut config =
+        lienthong_tests::regional::config(regions, &dir.path().join("data"), &t.docs, &t.receipt);
+    config.insecure_dev = false;
+    config.tls_cert = Some(dir.path().join("s.pem"));
+    config.tls_key = Some(dir.path().join("s.key"));
+    config.token_key_file = Some(dir.path().join("token.key"));
+    config.dlq_topic = t.dlq.clone();
+    config.audit_topic = t.audit.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

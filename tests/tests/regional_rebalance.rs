@@ -35,23 +35,10 @@ async fn the_surviving_instance_takes_over_without_loss_or_double_application() 
     publish_to(&registry, &topics, &events).await?;
 
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
-    let config_for = |dir: &std::path::Path| RegionalConfig {
-        regions: vec![region.into()],
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        insecure_dev: true,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        token_key_file: None,
-        topic_referral: topics[&DocumentKind::Referral].clone(),
-        topic_appointment: topics[&DocumentKind::Appointment].clone(),
-        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
-        topic_receipt: receipt.clone(),
-        dlq_topic: unique_topic("rb.dlq"),
-        audit_topic: unique_topic("rb.audit"),
-        batch_events: 200,
-        session_timeout_ms: 6000,
+    let config_for = |dir: &std::path::Path| {
+        let mut c = lienthong_tests::regional::config(&[region], dir, &topics, &receipt);
+        c.batch_events = 200;
+        c
     };
     let start = |config: RegionalConfig| {
         let (kafka, registry) = (kafka.clone(), registry.clone());
@@ -124,24 +111,7 @@ async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_sta
     }
     publish_to(&registry, &topics, &events).await?;
     let dir = tempfile::tempdir()?;
-    let config = RegionalConfig {
-        regions: vec![region.into()],
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        insecure_dev: true,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        token_key_file: None,
-        topic_referral: topics[&DocumentKind::Referral].clone(),
-        topic_appointment: topics[&DocumentKind::Appointment].clone(),
-        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
-        topic_receipt: receipt,
-        dlq_topic: unique_topic("rbd.dlq"),
-        audit_topic: unique_topic("rbd.audit"),
-        batch_events: 500,
-        session_timeout_ms: 6000,
-    };
+    let config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
     // An outdated live store exists (empty here): the rebuild does not touch it.
     drop(lienthong_regional_store::server::open_store(
         &config, region,
@@ -181,26 +151,7 @@ async fn a_serving_store_swaps_in_a_cli_rebuild_without_restarting() -> anyhow::
     }
     publish_to(&registry, &topics, before).await?;
     let dir = tempfile::tempdir()?;
-    let dlq = unique_topic("live.dlq");
-    let audit = unique_topic("live.audit");
-    let config = RegionalConfig {
-        regions: vec![region.into()],
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        insecure_dev: true,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        token_key_file: None,
-        topic_referral: topics[&DocumentKind::Referral].clone(),
-        topic_appointment: topics[&DocumentKind::Appointment].clone(),
-        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
-        topic_receipt: receipt.clone(),
-        dlq_topic: dlq.clone(),
-        audit_topic: audit.clone(),
-        batch_events: 500,
-        session_timeout_ms: 6000,
-    };
+    let config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let shutdown = CancellationToken::new();
     let keyer = lienthong_core::PatientKeyer::new("test", &[7u8; 32])?;

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lienthong_benches::percentiles;
+use lienthong_core::ClinicalEvent;
 use lienthong_core::fixtures::Generator;
-use lienthong_core::{ClinicalEvent, DocumentKind};
-use lienthong_regional_store::config::RegionalConfig;
 use lienthong_regional_store::store::{Change, Index, RegionStore, key};
 use tokio_util::sync::CancellationToken;
 
@@ -214,24 +213,8 @@ async fn from_topic(count: usize) -> anyhow::Result<()> {
         .collect();
     lienthong_tests::warehouse::publish_to(&registry, &topics, &events).await?;
     let dir = tempfile::tempdir()?;
-    let config = RegionalConfig {
-        regions: vec![region.into()],
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        insecure_dev: true,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        token_key_file: None,
-        topic_referral: topics[&DocumentKind::Referral].clone(),
-        topic_appointment: topics[&DocumentKind::Appointment].clone(),
-        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
-        topic_receipt: receipt,
-        dlq_topic: lienthong_tests::unique_topic("bench.dlq"),
-        audit_topic: lienthong_tests::unique_topic("bench.audit"),
-        batch_events: 1000,
-        session_timeout_ms: 6000,
-    };
+    let mut config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
+    config.batch_events = 1000;
     let store = RegionStore::open(&dir.path().join("store"))?;
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;

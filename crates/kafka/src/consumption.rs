@@ -2,10 +2,12 @@
 //! consumer's writes) and consumer lag as a metric, from librdkafka's statistics.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 /// How often librdkafka reports statistics (and so how fresh the lag gauge is), in ms.
 pub const STATISTICS_INTERVAL_MS: &str = "10000";
@@ -43,6 +45,33 @@ impl ClientContext for LagReporting {
 }
 
 impl ConsumerContext for LagReporting {}
+
+/// Adds messages to `batch` until it holds `max`, `wait` has passed, a consume error occurs
+/// (logged; the caller goes on with what it has) or `shutdown` is cancelled.
+pub async fn fill_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    batch: &mut Vec<OwnedMessage>,
+    max: usize,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) {
+    let deadline = Instant::now() + wait;
+    while batch.len() < max {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(remaining, consumer.recv()) => match r {
+                Err(_) => return,
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    return;
+                }
+            },
+        }
+    }
+}
 
 /// The end offset (last + 1) of each partition in `batch`.
 pub fn batch_ends(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {

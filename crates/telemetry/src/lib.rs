@@ -116,6 +116,22 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     Ok(())
 }
 
+/// Resolves at SIGTERM (what Kubernetes sends) or Ctrl-C: the start of a graceful shutdown.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
 /// with its causes (`{:#}`), and turns into a failing exit code.
 pub fn run_main<F, E>(main: F) -> std::process::ExitCode

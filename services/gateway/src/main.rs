@@ -38,7 +38,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let grace = Duration::from_secs(cli.gateway.shutdown_grace_secs);
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        lienthong_telemetry::shutdown_signal().await;
         tracing::info!("shutdown signal: draining");
         signal.cancel();
     });
@@ -59,21 +59,6 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn main() -> ExitCode {

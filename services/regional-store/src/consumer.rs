@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::ProvinceCode;
 use lienthong_core::validation::{Severity, ValidationContext};
-use lienthong_kafka::consumption::{STATISTICS_INTERVAL_MS, commit_advisory};
+use lienthong_kafka::consumption::{STATISTICS_INTERVAL_MS, commit_advisory, fill_batch};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1 as pb;
 use lienthong_registry::{DecodeError, WireCodec};
@@ -113,19 +113,14 @@ pub async fn run_region(
 
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
     loop {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        while batch.len() < config.batch_events {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                r = tokio::time::timeout(remaining, consumer.recv()) => match r {
-                    Err(_) => break,
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => { tracing::warn!(error = %e, "consume error"); break; }
-                },
-            }
-        }
+        fill_batch(
+            &consumer,
+            &mut batch,
+            config.batch_events,
+            Duration::from_millis(200),
+            &shutdown,
+        )
+        .await;
         if !batch.is_empty() {
             let mut backoff = Duration::from_millis(250);
             loop {

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
-use lienthong_kafka::consumption::{LagReporting, STATISTICS_INTERVAL_MS, commit_advisory};
+use lienthong_kafka::consumption::{
+    LagReporting, STATISTICS_INTERVAL_MS, commit_advisory, fill_batch,
+};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -128,19 +130,14 @@ pub async fn run(
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
     let mut months = HashSet::new();
     loop {
-        let deadline = Instant::now() + config.batch_wait();
-        while batch.len() < config.batch_events {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                r = tokio::time::timeout(remaining, consumer.recv()) => match r {
-                    Err(_) => break,
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => { tracing::warn!(error = %e, "consume error"); break; }
-                },
-            }
-        }
+        fill_batch(
+            &consumer,
+            &mut batch,
+            config.batch_events,
+            config.batch_wait(),
+            &shutdown,
+        )
+        .await;
         if !batch.is_empty() {
             client = apply_with_retry(
                 client,

@@ -30,15 +30,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            #[cfg(unix)]
-            if let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-                signal.cancel();
-                return;
-            }
-            let _ = tokio::signal::ctrl_c().await;
+            lienthong_telemetry::shutdown_signal().await;
             signal.cancel();
         });
         lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown).await?;

@@ -48,6 +48,8 @@ pub struct PatientFacts {
 }
 
 /// Current-state row of one document.
+// One per event, moved straight into its batch: boxing the referral would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocumentRow {
     /// A referral slip.

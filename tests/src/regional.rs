@@ -1,0 +1,38 @@
+//! Helpers for regional-store tests and benchmarks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use lienthong_core::DocumentKind;
+use lienthong_regional_store::config::RegionalConfig;
+
+use crate::unique_topic;
+
+/// A regional store serving `regions` from `data_dir`, in insecure development mode (tests set
+/// TLS themselves when they need it), reading the given document topics and receipt topic, with
+/// fresh dead-letter and audit topics.
+pub fn config(
+    regions: &[&str],
+    data_dir: &Path,
+    topics: &BTreeMap<DocumentKind, String>,
+    receipt: &str,
+) -> RegionalConfig {
+    RegionalConfig {
+        regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+        data_dir: data_dir.to_path_buf(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        insecure_dev: true,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        token_key_file: None,
+        topic_referral: topics[&DocumentKind::Referral].clone(),
+        topic_appointment: topics[&DocumentKind::Appointment].clone(),
+        topic_lab_result: topics[&DocumentKind::LabResult].clone(),
+        topic_receipt: receipt.to_owned(),
+        dlq_topic: unique_topic("rs.dlq"),
+        audit_topic: unique_topic("rs.audit"),
+        batch_events: 500,
+        session_timeout_ms: 6000,
+    }
+}
