@@ -1,0 +1,473 @@
+//! The XML adapter against hand-written exports in both layouts (4750 and 3176), field by
+//! field, and a catalogue of malformed files, each with its precise report.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use base64::Engine as _;
+use lienthong_core::validation::ValidationContext;
+use lienthong_core::{ClinicalEvent, document_id};
+use lienthong_facility_agent::xml::{Limits, Table, TreeError, convert};
+use lienthong_proto::v1 as pb;
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+fn leafs(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("<{k}>{v}</{k}>"))
+        .collect()
+}
+
+const XML_DECL: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>";
+
+fn xml1(ma_lk: &str, cccd: &str) -> String {
+    format!(
+        "{XML_DECL}<CHITIEU_TONGHOP_KCB>{}</CHITIEU_TONGHOP_KCB>",
+        leafs(&[
+            ("MA_LK", ma_lk),
+            ("STT", "1"),
+            ("MA_BN", "BN0001"),
+            ("HO_TEN", "Nguyễn Thị Hồng Nhung"),
+            ("SO_CCCD", cccd),
+            ("NGAY_SINH", "198503170000"),
+            ("GIOI_TINH", "2"),
+            ("MA_QUOCTICH", "000"),
+            ("MA_DANTOC", "01"),
+            ("DIA_CHI", "Số 12 Trần Hưng Đạo, Hoàn Kiếm"),
+            ("MATINH_CU_TRU", "01"),
+            ("MA_THE_BHYT", "HN2010123456789"),
+            ("MA_DKBD", "01001"),
+            ("GT_THE_TU", "20260101"),
+            ("GT_THE_DEN", "20261231"),
+            ("CHAN_DOAN_RV", "Viêm phổi"),
+            ("MA_BENH_CHINH", "J18.9"),
+            ("MA_BENH_KT", "I10;E11"),
+            ("NGAY_VAO", "202611010830"),
+            ("NGAY_RA", "202611041000"),
+            ("MA_LOAI_RV", "2"),
+            ("MA_CSKCB", "01001"),
+        ])
+    )
+}
+
+fn xml4(ma_lk: &str) -> String {
+    let row = |stt: &str, service: &str, code: &str, value: &str, at: &str| {
+        format!(
+            "<CHI_TIET_CLS>{}<MO_TA/><KET_LUAN></KET_LUAN></CHI_TIET_CLS>",
+            leafs(&[
+                ("MA_LK", ma_lk),
+                ("STT", stt),
+                ("MA_DICH_VU", service),
+                ("MA_CHI_SO", code),
+                ("TEN_CHI_SO", "Glucose"),
+                ("GIA_TRI", value),
+                ("DON_VI_DO", "mmol/L"),
+                ("NGAY_KQ", at),
+                ("MA_BS_DOC_KQ", "000123/HNO-CCHN;000456/HNO-CCHN"),
+            ])
+        )
+    };
+    format!(
+        "{XML_DECL}<CHITIEU_CHITIET_DICHVUCANLAMSANG><DSACH_CHI_TIET_CLS>{}{}{}</DSACH_CHI_TIET_CLS></CHITIEU_CHITIET_DICHVUCANLAMSANG>",
+        row("2", "23.0075.1494", "GLU2", "6,1", "202611021000"),
+        row("1", "23.0075.1494", "GLU", "8.9", "202611020900"),
+        row("1", "22.0120.1370", "HGB", "146.7", "202611020930"),
+    )
+}
+
+fn xml13(ma_lk: &str, layout_3176: bool) -> String {
+    let mut f = vec![
+        ("MA_LK", ma_lk),
+        ("SO_HOSO", "HS000001"),
+        ("SO_CHUYENTUYEN", "0001/CT"),
+        ("GIAY_CHUYEN_TUYEN", "CT000001"),
+        ("MA_CSKCB", "01001"),
+        ("HO_TEN", "Nguyễn Thị Hồng Nhung"),
+        ("NGAY_SINH", "198503170000"),
+        ("GIOI_TINH", "2"),
+        ("MA_NGHE_NGHIEP", "00000"),
+        ("NGAY_VAO", "202611010830"),
+        ("NGAY_RA", "202611041000"),
+        ("DAU_HIEU_LS", "Sốt 39°C, ho, khó thở"),
+        ("CHAN_DOAN_RV", "Viêm phổi"),
+        ("QT_BENHLY", "Điều trị 3 ngày không cải thiện"),
+        ("TOMTAT_KQ", "Glucose 8.9 mmol/L"),
+        ("MA_BENH_CHINH", "J18.9"),
+        ("MA_BENH_KT", "I10"),
+        ("MA_LOAI_RV", "2"),
+        ("MA_LYDO_CT", "2"),
+        ("HUONG_DIEU_TRI", "Điều trị chuyên khoa"),
+        ("PHUONGTIEN_VC", "Xe cứu thương"),
+        ("HOTEN_NGUOI_HT", "Lê Thị Hoa"),
+        ("CHUCDANH_NGUOI_HT", "Điều dưỡng"),
+        ("MA_BAC_SI", "094041/HNO-CCHN"),
+        ("MA_TTDV", "2405020801"),
+    ];
+    if layout_3176 {
+        f.extend([
+            ("MA_CSKCB_DI", "01001;01002"),
+            ("MA_CSKCB_DEN", "79025"),
+            ("TINH_TRANG_CT", "Tỉnh, SpO2 93%"),
+            ("DU_PHONG", "<sig/>"),
+        ]);
+    } else {
+        f.extend([
+            ("MA_NOI_DI", "01001"),
+            ("MA_NOI_DEN", "79025"),
+            ("PP_DIEUTRI", "Kháng sinh"),
+        ]);
+    }
+    // DU_PHONG carries markup under 3176: escape it as an exporter would.
+    let body = leafs(&f).replace("<sig/></DU_PHONG>", "&lt;sig/&gt;</DU_PHONG>");
+    format!("{XML_DECL}<CHI_TIEU_GIAYCHUYENTUYEN>{body}</CHI_TIEU_GIAYCHUYENTUYEN>")
+}
+
+fn xml14(ma_lk: &str, layout_3176: bool) -> String {
+    format!(
+        "{XML_DECL}<CHI_TIEU_GIAYHEN_KHAMLAI>{}</CHI_TIEU_GIAYHEN_KHAMLAI>",
+        leafs(&[
+            ("MA_LK", ma_lk),
+            ("SO_GIAYHEN_KL", "00001/GH"),
+            ("MA_CSKCB", "01001"),
+            ("HO_TEN", "Nguyễn Thị Hồng Nhung"),
+            ("NGAY_VAO", "202611010830"),
+            ("NGAY_RA", "202611041000"),
+            (
+                "NGAY_HEN_KL",
+                if layout_3176 {
+                    "20261118"
+                } else {
+                    "202611180800"
+                }
+            ),
+            ("CHAN_DOAN_RV", "Viêm phổi"),
+            ("MA_BENH_CHINH", "J18.9"),
+            ("MA_DOITUONG_KCB", "1.1"),
+            ("MA_BAC_SI", "094041/HNO-CCHN"),
+            ("MA_TTDV", "2405020801"),
+            ("NGAY_CT", "20261104"),
+        ])
+    )
+}
+
+fn envelope(facility: &str, episodes: &[Vec<(&str, String)>]) -> String {
+    let hoso: String = episodes
+        .iter()
+        .map(|files| {
+            let files: String = files
+                .iter()
+                .map(|(t, inner)| {
+                    format!("<FILEHOSO><LOAIHOSO>{t}</LOAIHOSO><NOIDUNGFILE>{}</NOIDUNGFILE></FILEHOSO>", b64(inner))
+                })
+                .collect();
+            format!("<HOSO>{files}</HOSO>")
+        })
+        .collect();
+    format!(
+        "{XML_DECL}<GIAMDINHHS><THONGTINDONVI><MACSKCB>{facility}</MACSKCB></THONGTINDONVI><THONGTINHOSO><NGAYLAP>20261105</NGAYLAP><SOLUONGHOSO>{}</SOLUONGHOSO><DANHSACHHOSO>{hoso}</DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI>&lt;Signature&gt;facility&lt;/Signature&gt;</CHUKYDONVI></GIAMDINHHS>",
+        episodes.len()
+    )
+}
+
+fn full_episode(ma_lk: &str, cccd: &str, layout_3176: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("XML1", xml1(ma_lk, cccd)),
+        ("XML2", "<ignored/>".into()),
+        ("XML4", xml4(ma_lk)),
+        ("XML13", xml13(ma_lk, layout_3176)),
+        ("XML14", xml14(ma_lk, layout_3176)),
+    ]
+}
+
+fn ctx() -> ValidationContext {
+    ValidationContext::now()
+}
+
+fn run(file: &str, text: &str) -> lienthong_facility_agent::xml::Conversion {
+    convert(file, text.as_bytes(), &Limits::default(), &ctx()).expect("readable")
+}
+
+#[test]
+fn both_layouts_convert_with_every_clinical_field() {
+    for layout_3176 in [false, true] {
+        let text = envelope("01001", &[full_episode("LK1", "001185012345", layout_3176)]);
+        let c = run("export.xml", &text);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(c.episodes, 1);
+        assert_eq!(c.events.len(), 4, "referral, appointment, two lab reports");
+
+        let referral = c
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ClinicalEvent::Referral(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("referral");
+        let h = referral.header.clone().unwrap();
+        assert_eq!(h.document_id, document_id::referral("01001", "CT000001"));
+        assert_eq!(h.source_facility_code, "01001");
+        let s = referral.slip.unwrap();
+        let p = s.patient.clone().unwrap();
+        assert_eq!(p.citizen_id, "001185012345");
+        assert_eq!(p.full_name, "Nguyễn Thị Hồng Nhung");
+        assert_eq!(p.sex, pb::Sex::Female as i32);
+        assert_eq!(p.birth_date.clone().unwrap().value, "198503170000");
+        assert_eq!(p.residence_province_code, "01");
+        assert_eq!(p.address, "Số 12 Trần Hưng Đạo, Hoàn Kiếm");
+        assert_eq!(p.insurance_cards[0].number, "HN2010123456789");
+        assert_eq!(
+            p.insurance_cards[0].valid_to.clone().unwrap().value,
+            "20261231"
+        );
+        assert_eq!(p.facility_patient_number, "BN0001");
+        assert_eq!(s.episode_id, "LK1");
+        assert_eq!(s.record_number, "HS000001");
+        assert_eq!(s.book_number, "0001/CT");
+        assert_eq!(s.slip_number, "CT000001");
+        assert_eq!(s.issuer.unwrap().code, "01001");
+        assert_eq!(s.receiving.unwrap().code, "79025");
+        assert_eq!(s.clinical_signs, "Sốt 39°C, ho, khó thở");
+        assert_eq!(s.course_of_illness, "Điều trị 3 ngày không cải thiện");
+        assert_eq!(s.test_summary, "Glucose 8.9 mmol/L");
+        assert_eq!(s.occupation_code, "00000");
+        let d = s.diagnosis.unwrap();
+        assert_eq!(
+            (d.main_icd10.as_str(), d.secondary_icd10.clone()),
+            ("J18.9", vec!["I10".to_owned()])
+        );
+        assert_eq!(d.text, "Viêm phổi");
+        assert_eq!(
+            s.discharge_type,
+            pb::DischargeType::TransferredProfessional as i32
+        );
+        assert_eq!(s.reason, pb::ReferralReason::BeyondCapability as i32);
+        assert_eq!(s.planned_treatment, "Điều trị chuyên khoa");
+        assert_eq!(s.transport, "Xe cứu thương");
+        let escort = s.escort.unwrap();
+        assert_eq!(
+            (escort.name.as_str(), escort.title.as_str()),
+            ("Lê Thị Hoa", "Điều dưỡng")
+        );
+        assert_eq!(s.physician.unwrap().licence_number, "094041/HNO-CCHN");
+        assert_eq!(s.head_of_facility.unwrap().licence_number, "2405020801");
+        assert_eq!(
+            s.episode.unwrap().discharged_at.unwrap().value,
+            "202611041000"
+        );
+        if layout_3176 {
+            assert_eq!(s.layout, pb::XmlLayout::Qd3176 as i32);
+            let sending: Vec<String> = s.sending.iter().map(|f| f.code.clone()).collect();
+            assert_eq!(sending, ["01001", "01002"]);
+            assert_eq!(s.condition_at_transfer, "Tỉnh, SpO2 93%");
+            assert_eq!(s.signature, b"<sig/>");
+        } else {
+            assert_eq!(s.layout, pb::XmlLayout::Qd4750 as i32);
+            assert_eq!(s.sending[0].code, "01001");
+            assert_eq!(s.treatment, "Kháng sinh");
+            assert_eq!(
+                s.signature, b"<Signature>facility</Signature>",
+                "the envelope's signature is kept"
+            );
+        }
+
+        let appt = c
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ClinicalEvent::Appointment(a) => a.appointment.clone(),
+                _ => None,
+            })
+            .expect("appointment");
+        assert_eq!(appt.slip_number, "00001/GH");
+        assert_eq!(appt.facility.unwrap().code, "01001");
+        let at = appt.appointment_at.unwrap().value;
+        assert_eq!(
+            at,
+            if layout_3176 {
+                "20261118"
+            } else {
+                "202611180800"
+            }
+        );
+        assert_eq!(appt.issued_at.unwrap().value, "20261104");
+        assert_eq!(appt.beneficiary_category, "1.1");
+        assert_eq!(appt.patient.unwrap().citizen_id, "001185012345");
+
+        let labs: Vec<pb::LabReport> = c
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ClinicalEvent::LabResult(l) => l.report.clone(),
+                _ => None,
+            })
+            .collect();
+        let glucose = labs
+            .iter()
+            .find(|r| r.service_code == "23.0075.1494")
+            .expect("glucose");
+        assert_eq!(glucose.lines.len(), 2);
+        assert_eq!(glucose.lines[0].line_number, 1, "lines in STT order");
+        assert_eq!(glucose.lines[0].indicator_code, "GLU");
+        assert_eq!(glucose.lines[0].value_text, "8.9");
+        assert_eq!(glucose.lines[0].value_numeric.clone().unwrap().value, 8.9);
+        assert_eq!(
+            glucose.lines[1].value_numeric.clone().unwrap().value,
+            6.1,
+            "decimal comma"
+        );
+        assert_eq!(glucose.lines[0].unit, "mmol/L");
+        assert_eq!(
+            glucose.lines[0].result_at.clone().unwrap().value,
+            "202611020900"
+        );
+        assert_eq!(glucose.lines[0].readers.len(), 2);
+        assert_eq!(glucose.episode_id, "LK1");
+        assert_eq!(glucose.patient.clone().unwrap().citizen_id, "001185012345");
+    }
+}
+
+#[test]
+fn a_re_exported_file_makes_the_same_events() {
+    let text = envelope("01001", &[full_episode("LK1", "001185012345", true)]);
+    let ids = |c: &lienthong_facility_agent::xml::Conversion| {
+        c.events
+            .iter()
+            .map(|e| e.header().unwrap().event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&run("a.xml", &text)), ids(&run("b.xml", &text)));
+}
+
+#[test]
+fn vendor_variations_are_tolerated() {
+    // Bare table files, other root and row tags, surrounding whitespace, empty elements, BOM,
+    // 8-character dates, a 9-digit old ID.
+    let xml1 = xml1("LK9", "123456789")
+        .replace("CHITIEU_TONGHOP_KCB", "TONGHOP")
+        .replace("<HO_TEN>", "<HO_TEN>   ")
+        .replace("<NGAY_VAO>202611010830", "<NGAY_VAO>20261101");
+    let xml4 = xml4("LK9").replace("CHI_TIET_CLS", "ROW");
+    let bare = format!(
+        "\u{feff}{XML_DECL}<EXPORT>{}{}<EMPTY/></EXPORT>",
+        xml1.trim_start_matches(XML_DECL),
+        xml4.trim_start_matches(XML_DECL)
+    );
+    let c = run("bare.xml", &bare);
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    assert_eq!(c.events.len(), 2);
+    let ClinicalEvent::LabResult(l) = &c.events[0] else {
+        panic!("a lab report")
+    };
+    let p = l.report.clone().unwrap().patient.unwrap();
+    assert_eq!(p.full_name, "Nguyễn Thị Hồng Nhung");
+    assert_eq!(p.id_kind, pb::PersonIdKind::OldIdCard as i32);
+}
+
+#[test]
+fn a_partly_bad_file_yields_its_good_episodes_and_a_precise_report() {
+    let mut bad_date = full_episode("LK2", "001185012346", false);
+    bad_date[3].1 = bad_date[3]
+        .1
+        .replace("<NGAY_RA>202611041000", "<NGAY_RA>2026-11-04");
+    let no_xml1 = vec![("XML4", xml4("LK3"))];
+    let text = envelope(
+        "01001",
+        &[
+            full_episode("LK1", "001185012345", true),
+            bad_date,
+            no_xml1,
+            vec![
+                ("XML1", xml1("LK4", "001185012347")),
+                ("XML1", xml1("LK4", "001185012348")),
+            ],
+        ],
+    );
+    let c = run("mixed.xml", &text);
+    assert_eq!(c.episodes, 1, "only LK1 is good");
+    assert!(c.events.iter().all(|e| {
+        let id = e.header().unwrap().document_id.clone();
+        id.contains("LK1") || id.contains("CT000001") || id.contains("00001/GH")
+    }));
+    let find = |lk: &str| {
+        c.problems
+            .iter()
+            .find(|p| p.episode.as_deref() == Some(lk))
+            .unwrap_or_else(|| panic!("a report for {lk}: {:?}", c.problems))
+    };
+    let p = find("LK2");
+    assert_eq!(
+        (p.table, p.field.as_deref()),
+        (Some(Table::Xml13), Some("NGAY_RA"))
+    );
+    assert_eq!(p.file, "mixed.xml");
+    assert!(find("LK3").reason.contains("no XML1"));
+    assert!(find("LK4").reason.contains("share this MA_LK"));
+    assert!(c.problems.iter().all(|p| !p.to_string().is_empty()));
+}
+
+#[test]
+fn malformed_files_get_precise_reports_and_never_crash() {
+    let limits = Limits::default();
+    // Truncated base64 in one table: that table is reported, the file still read.
+    let mut episode = full_episode("LK1", "001185012345", true);
+    let text = envelope("01001", &[episode.clone()]);
+    let cut = text.replacen(&b64(&episode[4].1), &b64(&episode[4].1)[..41], 1);
+    let c = run("cut.xml", &cut);
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.table == Some(Table::Xml14) && p.reason.contains("base64")),
+        "{:?}",
+        c.problems
+    );
+    // Wrong encoding inside (Windows-1258 / Latin-1 bytes are not UTF-8).
+    episode[1].1 = String::new();
+    let latin1 = {
+        let mut t = envelope("01001", &[episode.clone()]);
+        let raw: Vec<u8> = b"<A><MA_LK>LK1</MA_LK><HO_TEN>Nguy\xe9n</HO_TEN></A>".to_vec();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+        t = t.replacen(&b64(&episode[3].1), &encoded, 1);
+        t
+    };
+    let c = run("latin1.xml", &latin1);
+    assert!(
+        c.problems.iter().any(|p| p.reason.contains("not UTF-8")),
+        "{:?}",
+        c.problems
+    );
+    // Not XML at all, a truncated file, an entity-expansion bomb, a 200 MB file.
+    assert!(matches!(
+        convert("x.xml", b"PK\x03\x04 zip?", &limits, &ctx()),
+        Err(TreeError::Empty | TreeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        convert("t.xml", &text.as_bytes()[..text.len() / 2], &limits, &ctx()),
+        Err(TreeError::Malformed { .. })
+    ));
+    let bomb = format!(
+        "<?xml version=\"1.0\"?><!DOCTYPE GIAMDINHHS [<!ENTITY a \"aaaaaaaaaa\">{}]><GIAMDINHHS>&z;</GIAMDINHHS>",
+        (b'b'..=b'z')
+            .map(|c| {
+                let prev = (c - 1) as char;
+                format!(
+                    "<!ENTITY {} \"{}\">",
+                    c as char,
+                    format!("&{prev};").repeat(10)
+                )
+            })
+            .collect::<String>()
+    );
+    assert_eq!(
+        convert("bomb.xml", bomb.as_bytes(), &limits, &ctx()).unwrap_err(),
+        TreeError::DocType
+    );
+    let huge = vec![b' '; 200 * 1024 * 1024];
+    assert!(matches!(
+        convert("huge.xml", &huge, &limits, &ctx()),
+        Err(TreeError::TooLarge { size, .. }) if size == 200 * 1024 * 1024
+    ));
+}
