@@ -9,6 +9,7 @@ mod schemas;
 mod tail;
 mod tokens;
 mod topics;
+mod xml;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Regional stores: rebuild from the topics.
     #[command(subcommand)]
     Regional(regional::RegionalCommand),
+    /// MoH XML exports (QĐ 130/4750/3176): convert to events.
+    #[command(subcommand)]
+    Xml(xml::XmlCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Tokens(cmd) => tokens::run(cmd),
             Command::Regional(cmd) => regional::run(cmd, &cli.kafka, &cli.registry).await,
+            Command::Xml(cmd) => xml::run(cmd),
         }
     })
 }
