@@ -80,6 +80,12 @@ pub struct TestGateway {
     pub topics: BTreeMap<DocumentKind, String>,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<Result<(), lienthong_gateway::GatewayError>>>,
+    restart: (
+        GatewayConfig,
+        lienthong_kafka::KafkaArgs,
+        lienthong_registry::RegistryArgs,
+        PatientKeyer,
+    ),
     _dir: tempfile::TempDir,
 }
 
@@ -120,10 +126,10 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
     let keyer = PatientKeyer::new("test", &token_secret[..32])?;
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(lienthong_gateway::run(
-        config,
-        kafka,
-        registry,
-        keyer,
+        config.clone(),
+        kafka.clone(),
+        registry.clone(),
+        keyer.clone(),
         listener,
         shutdown.clone(),
     ));
@@ -134,6 +140,7 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
         topics,
         shutdown,
         handle: Some(handle),
+        restart: (config, kafka, registry, keyer),
         _dir: dir,
     };
     gw.wait_ready().await?;
@@ -205,6 +212,31 @@ impl TestGateway {
         .expect("token")
     }
 
+    /// Stops serving (an outage): clients get connection errors until `resume`.
+    pub async fn pause(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await??;
+        }
+        Ok(())
+    }
+
+    /// Serves again on the same address, with the same PKI, keys and topics.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let (config, kafka, registry, keyer) = self.restart.clone();
+        self.shutdown = CancellationToken::new();
+        self.handle = Some(tokio::spawn(lienthong_gateway::run(
+            config,
+            kafka,
+            registry,
+            keyer,
+            listener,
+            self.shutdown.clone(),
+        )));
+        self.wait_ready().await
+    }
+
     /// Stops the gateway (graceful drain) and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -263,4 +295,53 @@ pub fn record_count(topic: &str) -> anyhow::Result<i64> {
         }
     }
     Ok(total)
+}
+
+/// Every record of `topic`: (partition, key, `lienthong-event-id` header), in offset order per
+/// partition.
+pub fn read_all(topic: &str) -> anyhow::Result<Vec<(i32, Vec<u8>, String)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    let args = kafka();
+    let mut cfg = args.client_config()?;
+    cfg.set("group.id", unique_topic("read-all"))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(topic), args.timeout())?;
+    let mut out = Vec::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), args.timeout())?;
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            consumer.assign(&tpl)?;
+            let mut next = low;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while next < high {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "reading {topic} timed out"
+                );
+                let Some(m) = consumer.poll(std::time::Duration::from_millis(500)) else {
+                    continue;
+                };
+                let m = m?;
+                next = m.offset() + 1;
+                let id = m
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "lienthong-event-id")
+                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    })
+                    .unwrap_or_default();
+                out.push((p.id(), m.key().unwrap_or_default().to_vec(), id));
+            }
+        }
+    }
+    Ok(out)
 }

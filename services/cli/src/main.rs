@@ -1,5 +1,6 @@
 //! The `lienthong` command for operators and analysts.
 
+mod agent;
 mod demo;
 mod dlq;
 mod keys;
@@ -58,6 +59,9 @@ enum Command {
     /// Regional stores: rebuild from the topics.
     #[command(subcommand)]
     Regional(regional::RegionalCommand),
+    /// The facility agent: status, retry of rejected events.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// MoH XML exports (QĐ 130/4750/3176): convert to events.
     #[command(subcommand)]
     Xml(xml::XmlCommand),
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::Tokens(cmd) => tokens::run(cmd),
             Command::Regional(cmd) => regional::run(cmd, &cli.kafka, &cli.registry).await,
             Command::Xml(cmd) => xml::run(cmd),
+            Command::Agent(cmd) => agent::run(cmd),
         }
     })
 }

@@ -1,4 +1,78 @@
 //! The facility agent: reads the MoH XML tables a hospital information system already exports
-//! (QĐ 130 as amended by QĐ 4750 and QĐ 3176) and turns them into lienthong events.
+//! (QĐ 130 as amended by QĐ 4750 and QĐ 3176), turns them into lienthong events, and delivers
+//! them to the gateway through a durable outbox that survives outages and restarts.
 
+pub mod config;
+pub mod inbox;
+pub mod outbox;
+pub mod sender;
+pub mod status;
 pub mod xml;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+
+/// Runs the agent until `shutdown`: the inbox watcher, the sender and the status writer, each
+/// a task owned here and stopped by the same token.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.inbox)?;
+    let outbox = outbox::Outbox::open(&config.outbox_dir(), config.max_pending)?;
+    tracing::info!(pending = outbox.pending(), rejected = outbox.dead(), inbox = %config.inbox.display(), gateway = %config.gateway.url, "facility agent started");
+    let state: sender::SharedState = Arc::new(Mutex::new(sender::SenderState::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(sender::run(
+        outbox.clone(),
+        config.gateway.clone(),
+        config.batch,
+        Arc::clone(&state),
+        shutdown.clone(),
+    ));
+    {
+        let (config, outbox, shutdown) = (config.clone(), outbox.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut inbox = inbox::Inbox::default();
+            loop {
+                inbox.poll(&config.inbox, &outbox).await?;
+                tokio::select! {
+                    _ = tokio::time::sleep(config.poll()) => {},
+                    _ = shutdown.cancelled() => return anyhow::Ok(()),
+                }
+            }
+        });
+    }
+    {
+        let (config, outbox, shutdown) = (config.clone(), outbox.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                if config.retry_request_file().exists() {
+                    let n = outbox.retry_dead().await?;
+                    std::fs::remove_file(config.retry_request_file())?;
+                    tracing::info!(events = n, "rejected events queued again");
+                }
+                let status = status::current(&outbox, &state)?;
+                if let Err(e) = status::write(&config, &status) {
+                    tracing::warn!(error = %e, "cannot write the status file");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                    _ = shutdown.cancelled() => return anyhow::Ok(()),
+                }
+            }
+        });
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = format!("{e:#}"), "agent task failed; stopping");
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    result
+}

@@ -2,6 +2,7 @@
 //! validated, pseudonymized, framed through the schema registry and produced with the idempotent
 //! producer, and acknowledged only after Kafka's delivery report.
 
+pub mod client;
 pub mod config;
 pub mod dedupe;
 pub mod identity;

@@ -1,0 +1,55 @@
+//! Agent settings (`--*` flags with `LIENTHONG_AGENT_*` env vars).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lienthong_gateway::client::GatewayConnection;
+
+/// Everything the agent needs besides telemetry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// Folder of the outbox and the status file (personal data: owner-only permissions).
+    #[arg(
+        long,
+        env = "LIENTHONG_AGENT_DATA_DIR",
+        default_value = "lienthong-agent"
+    )]
+    pub data_dir: PathBuf,
+    /// Folder the HIS exports XML files into; processed files move to its done/ and rejected/.
+    #[arg(long, env = "LIENTHONG_AGENT_INBOX")]
+    pub inbox: PathBuf,
+    /// How often the inbox is looked at, in ms (a file is taken once its size stopped changing).
+    #[arg(long, env = "LIENTHONG_AGENT_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Events per request to the gateway.
+    #[arg(long, env = "LIENTHONG_AGENT_BATCH", default_value_t = 200)]
+    pub batch: usize,
+    /// Most events the outbox holds; intake pauses (files wait in the inbox) at this bound.
+    #[arg(long, env = "LIENTHONG_AGENT_MAX_PENDING", default_value_t = 2_000_000)]
+    pub max_pending: u64,
+    /// The gateway and this facility's credentials.
+    #[command(flatten)]
+    pub gateway: GatewayConnection,
+}
+
+impl AgentConfig {
+    /// Inbox polling interval.
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(50))
+    }
+
+    /// The outbox folder.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// The status file `lienthong agent status` reads.
+    pub fn status_file(&self) -> PathBuf {
+        self.data_dir.join("status.json")
+    }
+
+    /// The file by which `lienthong agent retry-rejected` asks for a retry.
+    pub fn retry_request_file(&self) -> PathBuf {
+        self.data_dir.join("retry-rejected.request")
+    }
+}

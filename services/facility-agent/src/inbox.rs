@@ -1,0 +1,156 @@
+//! The watched inbox: the HIS writes XML exports into a folder; a file is taken once its size
+//! and modification time stopped changing between two looks (so half-written files wait),
+//! converted, its events flushed to the outbox, and only then moved to `done/` (or to
+//! `rejected/` when nothing in it could be used), with `<file>.report.txt` beside it when
+//! something was wrong. A crash before the move reprocesses the file; its events have the
+//! same ids, so the gateway answers DUPLICATE.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use lienthong_core::ClinicalEvent;
+use lienthong_core::validation::ValidationContext;
+use lienthong_proto::v1 as pb;
+
+use crate::outbox::{Outbox, OutboxError};
+use crate::xml::{Limits, convert};
+
+/// Files seen on the previous look: path → (size, modified).
+#[derive(Debug, Default)]
+pub struct Inbox {
+    seen: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+}
+
+/// What one file gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The file.
+    pub file: PathBuf,
+    /// Events flushed to the outbox.
+    pub events: usize,
+    /// Problems reported.
+    pub problems: usize,
+}
+
+fn envelope(e: ClinicalEvent) -> pb::EventEnvelope {
+    pb::EventEnvelope {
+        event: Some(match e {
+            ClinicalEvent::Referral(e) => pb::event_envelope::Event::Referral(e),
+            ClinicalEvent::Appointment(e) => pb::event_envelope::Event::Appointment(e),
+            ClinicalEvent::LabResult(e) => pb::event_envelope::Event::LabResult(e),
+        }),
+    }
+}
+
+fn move_to(file: &Path, folder: &str, report: Option<String>) -> std::io::Result<()> {
+    let parent = file.parent().unwrap_or(Path::new("."));
+    let target_dir = parent.join(folder);
+    std::fs::create_dir_all(&target_dir)?;
+    let name = file.file_name().unwrap_or_default();
+    if let Some(text) = report {
+        let mut report_name = name.to_os_string();
+        report_name.push(".report.txt");
+        std::fs::write(target_dir.join(report_name), text)?;
+    }
+    std::fs::rename(file, target_dir.join(name))
+}
+
+impl Inbox {
+    /// Looks at the folder once and takes every complete file.
+    pub async fn poll(&mut self, dir: &Path, outbox: &Outbox) -> Result<Vec<Taken>, OutboxError> {
+        let mut now = HashMap::new();
+        if let Ok(listing) = std::fs::read_dir(dir) {
+            for entry in listing.flatten() {
+                let path = entry.path();
+                let is_xml = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+                let hidden = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if !is_xml || hidden || !path.is_file() {
+                    continue;
+                }
+                if let Ok(meta) = entry.metadata() {
+                    now.insert(path, (meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        let mut ready: Vec<PathBuf> = now
+            .iter()
+            .filter(|(p, state)| self.seen.get(*p) == Some(*state))
+            .map(|(p, _)| p.clone())
+            .collect();
+        ready.sort();
+        self.seen = now;
+        let mut taken = Vec::new();
+        for file in ready {
+            match self.take(&file, outbox).await {
+                Ok(t) => {
+                    self.seen.remove(&file);
+                    taken.push(t);
+                }
+                // Full: the file waits in the inbox until the gateway drains the outbox.
+                Err(e @ OutboxError::Full { .. }) => {
+                    tracing::warn!(file = %file.display(), error = %e, "intake paused");
+                    metrics::counter!("lienthong_agent_intake_paused_total").increment(1);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn take(&self, file: &Path, outbox: &Outbox) -> Result<Taken, OutboxError> {
+        let name = file.display().to_string();
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(file = %name, error = %e, "cannot read an inbox file");
+                return Ok(Taken {
+                    file: file.to_path_buf(),
+                    events: 0,
+                    problems: 1,
+                });
+            }
+        };
+        let ctx = ValidationContext::now();
+        let (events, problems, folder, report) =
+            match convert(&name, &bytes, &Limits::default(), &ctx) {
+                Err(e) => (Vec::new(), 1, "rejected", Some(format!("{name}: {e}\n"))),
+                Ok(c) => {
+                    let report = (!c.problems.is_empty()).then(|| {
+                        c.problems
+                            .iter()
+                            .map(|p| format!("{p}\n"))
+                            .collect::<String>()
+                    });
+                    let folder = if c.episodes == 0 && !c.problems.is_empty() {
+                        "rejected"
+                    } else {
+                        "done"
+                    };
+                    (c.events, c.problems.len(), folder, report)
+                }
+            };
+        let count = events.len();
+        if count > 0 {
+            outbox
+                .enqueue(events.into_iter().map(envelope).collect())
+                .await?;
+        }
+        metrics::counter!("lienthong_agent_files_total", "result" => folder).increment(1);
+        metrics::counter!("lienthong_agent_intake_events_total").increment(count as u64);
+        if let Err(e) = move_to(file, folder, report) {
+            tracing::error!(file = %name, error = %e, "events are safe in the outbox, but the file could not be moved; it will be taken again (duplicates are harmless)");
+        }
+        tracing::info!(file = %name, events = count, problems, folder, "inbox file taken");
+        Ok(Taken {
+            file: file.to_path_buf(),
+            events: count,
+            problems,
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! `lienthong-facility-agent`: runs next to the HIS.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lienthong_facility_agent::AgentConfig;
+use lienthong_telemetry::TelemetryArgs;
+use tokio_util::sync::CancellationToken;
+
+/// The lienthong facility agent.
+#[derive(Debug, Parser)]
+#[command(name = "lienthong-facility-agent", version, about)]
+struct Cli {
+    #[command(flatten)]
+    agent: AgentConfig,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lienthong_telemetry::run_main(async move {
+        lienthong_telemetry::init(&cli.telemetry)?;
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            lienthong_telemetry::shutdown_signal().await;
+            signal.cancel();
+        });
+        lienthong_facility_agent::run(cli.agent, shutdown).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,315 @@
+//! The durable outbox: events are acknowledged to the HIS side only once they are flushed here;
+//! they leave only when the gateway answered ACCEPTED or DUPLICATE. REJECTED events move to a
+//! local dead-letter store with the gateway's reason, for the facility's IT staff.
+//!
+//! One sled tree, spaces by first key byte: `q` + sequence → queued entry, `d` + sequence →
+//! dead entry. Sequences come from sled's monotonic id generator, so the queue keeps intake
+//! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
+//! [EventEnvelope protobuf] (queued entries have an empty reason).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lienthong_proto::v1 as pb;
+use prost::Message as _;
+
+const QUEUED: u8 = b'q';
+const DEAD: u8 = b'd';
+
+/// What the outbox can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// sled failed (disk full, corruption).
+    #[error("outbox storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// The bound is reached: nothing more is taken in until the gateway drains it.
+    #[error(
+        "the outbox holds {pending} events, its limit; nothing more is taken in until the gateway is reachable again (raise --max-pending if the disk allows)"
+    )]
+    Full {
+        /// Events pending.
+        pending: u64,
+    },
+    /// A stored entry cannot be read back.
+    #[error("outbox entry {0} is corrupt")]
+    Corrupt(u64),
+    /// The folder could not be prepared.
+    #[error("outbox folder {path}: {source}")]
+    Folder {
+        /// Folder.
+        path: std::path::PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// An entry waiting for (or refused by) the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Position in the queue.
+    pub seq: u64,
+    /// When it was taken in (unix ms).
+    pub enqueued_ms: u64,
+    /// Why the gateway refused it (dead entries only).
+    pub reason: String,
+    /// The event.
+    pub envelope: pb::EventEnvelope,
+}
+
+/// The outbox of one agent.
+#[derive(Clone)]
+pub struct Outbox {
+    db: sled::Db,
+    tree: sled::Tree,
+    pending: Arc<AtomicU64>,
+    dead: Arc<AtomicU64>,
+    max_pending: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn key(space: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = space;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn encode(enqueued_ms: u64, reason: &str, envelope: &pb::EventEnvelope) -> Vec<u8> {
+    let body = envelope.encode_to_vec();
+    let mut v = Vec::with_capacity(12 + reason.len() + body.len());
+    v.extend_from_slice(&enqueued_ms.to_be_bytes());
+    v.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+    v.extend_from_slice(reason.as_bytes());
+    v.extend_from_slice(&body);
+    v
+}
+
+fn decode(seq: u64, v: &[u8]) -> Result<Entry, OutboxError> {
+    let corrupt = || OutboxError::Corrupt(seq);
+    let enqueued_ms = u64::from_be_bytes(
+        v.get(..8)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    );
+    let len = u32::from_be_bytes(
+        v.get(8..12)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let reason = String::from_utf8_lossy(v.get(12..12 + len).ok_or_else(corrupt)?).into_owned();
+    let envelope =
+        pb::EventEnvelope::decode(v.get(12 + len..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok(Entry {
+        seq,
+        enqueued_ms,
+        reason,
+        envelope,
+    })
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    k.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir`, readable by its owner only: it holds personal data.
+    pub fn open(dir: &std::path::Path, max_pending: u64) -> Result<Self, OutboxError> {
+        let folder = |source| OutboxError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(folder)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(folder)?;
+        }
+        let db = sled::open(dir)?;
+        let tree = db.open_tree("outbox")?;
+        let pending = tree.scan_prefix([QUEUED]).keys().count() as u64;
+        let dead = tree.scan_prefix([DEAD]).keys().count() as u64;
+        Ok(Self {
+            db,
+            tree,
+            pending: Arc::new(AtomicU64::new(pending)),
+            dead: Arc::new(AtomicU64::new(dead)),
+            max_pending,
+        })
+    }
+
+    /// Takes events in; returns once they are on disk (only then may the HIS side be told).
+    pub async fn enqueue(&self, envelopes: Vec<pb::EventEnvelope>) -> Result<(), OutboxError> {
+        let pending = self.pending.load(Ordering::SeqCst);
+        if pending + envelopes.len() as u64 > self.max_pending {
+            return Err(OutboxError::Full { pending });
+        }
+        let at = now_ms();
+        let mut batch = sled::Batch::default();
+        for e in &envelopes {
+            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", e));
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        self.pending
+            .fetch_add(envelopes.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The oldest `n` queued entries, in intake order.
+    pub fn peek(&self, n: usize) -> Result<Vec<Entry>, OutboxError> {
+        self.tree
+            .scan_prefix([QUEUED])
+            .take(n)
+            .map(|r| {
+                let (k, v) = r?;
+                decode(seq_of(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Settles delivered entries (gone) and refused ones (moved to the dead store with their
+    /// reason), atomically, then flushes.
+    pub async fn settle(
+        &self,
+        delivered: &[u64],
+        refused: &[(Entry, String)],
+    ) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for seq in delivered {
+            batch.remove(&key(QUEUED, *seq));
+        }
+        for (entry, reason) in refused {
+            batch.remove(&key(QUEUED, entry.seq));
+            batch.insert(
+                &key(DEAD, entry.seq),
+                encode(entry.enqueued_ms, reason, &entry.envelope),
+            );
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        self.pending
+            .fetch_sub((delivered.len() + refused.len()) as u64, Ordering::SeqCst);
+        self.dead.fetch_add(refused.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Dead entries (refused by the gateway), oldest first.
+    pub fn dead_entries(&self) -> Result<Vec<Entry>, OutboxError> {
+        self.tree
+            .scan_prefix([DEAD])
+            .map(|r| {
+                let (k, v) = r?;
+                decode(seq_of(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Puts every dead entry back in the queue (after a fix), in their original order.
+    pub async fn retry_dead(&self) -> Result<usize, OutboxError> {
+        let dead = self.dead_entries()?;
+        let mut batch = sled::Batch::default();
+        for e in &dead {
+            batch.remove(&key(DEAD, e.seq));
+            batch.insert(&key(QUEUED, e.seq), encode(e.enqueued_ms, "", &e.envelope));
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        self.pending.fetch_add(dead.len() as u64, Ordering::SeqCst);
+        self.dead.fetch_sub(dead.len() as u64, Ordering::SeqCst);
+        Ok(dead.len())
+    }
+
+    /// Events waiting for the gateway.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Events the gateway refused.
+    pub fn dead(&self) -> u64 {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// The limit of pending events.
+    pub fn max_pending(&self) -> u64 {
+        self.max_pending
+    }
+
+    /// Age of the oldest pending event, in seconds (0 when empty).
+    pub fn oldest_pending_secs(&self) -> Result<u64, OutboxError> {
+        Ok(self
+            .peek(1)?
+            .first()
+            .map_or(0, |e| now_ms().saturating_sub(e.enqueued_ms) / 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(n: u8) -> pb::EventEnvelope {
+        pb::EventEnvelope {
+            event: Some(pb::event_envelope::Event::Referral(pb::ReferralEvent {
+                header: Some(pb::EventHeader {
+                    event_id: format!("e{n}"),
+                    ..Default::default()
+                }),
+                slip: None,
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_survive_reopening_in_order_and_settle_atomically() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let o = Outbox::open(dir.path(), 10).expect("open");
+            o.enqueue(vec![env(1), env(2), env(3)])
+                .await
+                .expect("enqueue");
+            assert!(matches!(
+                o.enqueue((0..8).map(env).collect()).await,
+                Err(OutboxError::Full { pending: 3 })
+            ));
+        }
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        assert_eq!(o.pending(), 3);
+        let first = o.peek(10).expect("peek");
+        assert_eq!(
+            first.iter().map(|e| e.envelope.clone()).collect::<Vec<_>>(),
+            vec![env(1), env(2), env(3)]
+        );
+        o.settle(
+            &[first[0].seq],
+            &[(first[1].clone(), "bad citizen id".into())],
+        )
+        .await
+        .expect("settle");
+        assert_eq!((o.pending(), o.dead()), (1, 1));
+        assert_eq!(o.dead_entries().expect("dead")[0].reason, "bad citizen id");
+        assert_eq!(o.retry_dead().await.expect("retry"), 1);
+        let again = o.peek(10).expect("peek");
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0].envelope, env(2), "a retried entry keeps its place");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path())
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "personal data: owner only");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Delivery: the oldest queued events go to the gateway in batches, in intake order; an entry
+//! leaves the outbox only when the gateway answered ACCEPTED or DUPLICATE. REJECTED entries go
+//! to the dead store with the gateway's reason; anything else (gateway down, busy, a timeout)
+//! is retried with exponential backoff and jitter, for as long as it takes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lienthong_gateway::client::GatewayConnection;
+use lienthong_proto::v1 as pb;
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Entry, Outbox};
+
+/// What the sender last saw, for the status report.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SenderState {
+    /// The last delivery error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Events delivered since start.
+    pub delivered: u64,
+}
+
+/// Shared sender state.
+pub type SharedState = Arc<Mutex<SenderState>>;
+
+fn jittered(d: Duration) -> Duration {
+    // Up to 50 % more, so that thousands of agents coming back after an outage spread out.
+    let extra = rand::rng().random_range(0..=d.as_millis() as u64 / 2);
+    d + Duration::from_millis(extra)
+}
+
+fn reason(r: &pb::EventResult) -> String {
+    let errors: Vec<String> = r
+        .errors
+        .iter()
+        .filter(|e| e.severity == pb::ErrorSeverity::Error as i32)
+        .map(|e| format!("{} at {}: {}", e.code, e.path, e.message))
+        .collect();
+    if errors.is_empty() {
+        r.message.clone()
+    } else {
+        errors.join("; ")
+    }
+}
+
+/// Runs until `shutdown`; a batch in flight is settled before returning.
+pub async fn run(
+    outbox: Outbox,
+    gateway: GatewayConnection,
+    batch: usize,
+    state: SharedState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = gateway.channel()?;
+    let token = gateway.token()?;
+    let mut backoff = Duration::from_millis(250);
+    let set_error = |e: Option<String>| {
+        if let Ok(mut s) = state.lock() {
+            s.last_error = e;
+        }
+    };
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let entries = outbox.peek(batch.max(1))?;
+        if entries.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+            continue;
+        }
+        let request = gateway.request(
+            token.as_deref(),
+            entries.iter().map(|e| e.envelope.clone()).collect(),
+        )?;
+        let wait = match client.clone().publish(request).await {
+            Ok(resp) => {
+                let results = resp.into_inner().results;
+                if results.len() != entries.len() {
+                    set_error(Some(format!(
+                        "the gateway answered {} results for {} events; retrying",
+                        results.len(),
+                        entries.len()
+                    )));
+                    Some(backoff)
+                } else {
+                    settle(&outbox, &entries, &results, &state).await?
+                }
+            }
+            Err(status) => {
+                metrics::counter!("lienthong_agent_send_failures_total", "code" => format!("{:?}", status.code()))
+                    .increment(1);
+                tracing::warn!(code = ?status.code(), message = status.message(), pending = outbox.pending(), "gateway not reachable; events stay in the outbox");
+                set_error(Some(format!("{:?}: {}", status.code(), status.message())));
+                Some(backoff)
+            }
+        };
+        match wait {
+            Some(w) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered(w)) => {},
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            None => backoff = Duration::from_millis(250),
+        }
+    }
+}
+
+/// Applies a batch's answers; Some(wait) when some must be retried.
+async fn settle(
+    outbox: &Outbox,
+    entries: &[Entry],
+    results: &[pb::EventResult],
+    state: &SharedState,
+) -> anyhow::Result<Option<Duration>> {
+    let mut delivered = Vec::new();
+    let mut refused = Vec::new();
+    let mut retry_after: Option<u32> = None;
+    for (entry, r) in entries.iter().zip(results) {
+        let outcome = pb::Outcome::try_from(r.outcome).unwrap_or_default();
+        let label = match outcome {
+            pb::Outcome::Accepted => {
+                delivered.push(entry.seq);
+                "accepted"
+            }
+            pb::Outcome::Duplicate => {
+                delivered.push(entry.seq);
+                "duplicate"
+            }
+            pb::Outcome::Rejected => {
+                let why = reason(r);
+                tracing::warn!(event_id = %r.event_id, reason = %why, "the gateway rejected an event; kept in the agent's dead-letter store");
+                refused.push((entry.clone(), why));
+                "rejected"
+            }
+            _ => {
+                retry_after = Some(retry_after.unwrap_or(0).max(r.retry_after_ms));
+                "retry"
+            }
+        };
+        metrics::counter!("lienthong_agent_events_total", "outcome" => label).increment(1);
+    }
+    outbox.settle(&delivered, &refused).await?;
+    if let Ok(mut s) = state.lock() {
+        s.delivered += delivered.len() as u64;
+        if retry_after.is_none() {
+            s.last_error = None;
+        }
+    }
+    Ok(retry_after.map(|ms| Duration::from_millis(u64::from(ms.max(250)))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &str) -> pb::EventEnvelope {
+        pb::EventEnvelope {
+            event: Some(pb::event_envelope::Event::Appointment(
+                pb::AppointmentEvent {
+                    header: Some(pb::EventHeader {
+                        event_id: id.into(),
+                        ..Default::default()
+                    }),
+                    appointment: None,
+                },
+            )),
+        }
+    }
+
+    fn answer(outcome: pb::Outcome) -> pb::EventResult {
+        pb::EventResult {
+            outcome: outcome as i32,
+            message: "the gateway's message".into(),
+            errors: vec![pb::ValidationError {
+                code: "citizen_id.length".into(),
+                path: "appointment.patient.citizen_id".into(),
+                message: "must be 12 digits".into(),
+                severity: pb::ErrorSeverity::Error as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_settle_the_outbox_rejections_keep_the_gateways_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outbox = Outbox::open(dir.path(), 100).expect("open");
+        outbox
+            .enqueue(vec![env("a"), env("b"), env("c"), env("d")])
+            .await
+            .expect("enqueue");
+        let entries = outbox.peek(10).expect("peek");
+        let state = SharedState::default();
+        let wait = settle(
+            &outbox,
+            &entries,
+            &[
+                answer(pb::Outcome::Accepted),
+                answer(pb::Outcome::Rejected),
+                answer(pb::Outcome::Unavailable),
+                answer(pb::Outcome::Duplicate),
+            ],
+            &state,
+        )
+        .await
+        .expect("settle");
+        assert!(wait.is_some(), "an unavailable answer is retried");
+        let left = outbox.peek(10).expect("peek");
+        assert_eq!(left.len(), 1, "only the unavailable one stays queued");
+        assert_eq!(left[0].envelope, env("c"));
+        let dead = outbox.dead_entries().expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].envelope, env("b"));
+        assert_eq!(
+            dead[0].reason,
+            "citizen_id.length at appointment.patient.citizen_id: must be 12 digits"
+        );
+        assert_eq!(state.lock().expect("lock").delivered, 2);
+    }
+}
