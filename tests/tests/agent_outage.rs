@@ -123,7 +123,11 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
         let episodes: Vec<_> = (0..EPISODES_PER_FILE)
             .map(|e| {
                 let n = f * EPISODES_PER_FILE + e;
-                full_episode(&format!("LK{n:06}"), &format!("0011850{n:05}"), n % 2 == 0)
+                full_episode(
+                    &format!("LK{n:06}"),
+                    &format!("0011850{n:05}"),
+                    n.is_multiple_of(2),
+                )
             })
             .collect();
         let text = envelope("01001", &episodes);

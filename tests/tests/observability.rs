@@ -92,6 +92,7 @@ fn alert_rules_use_exported_metrics_and_cover_the_operators_alarms() {
         "LienthongDeadLetters",
         "LienthongGatewayResourceExhausted",
         "LienthongWarehouseCannotWrite",
+        "LienthongAgentBacklogAging",
     ] {
         assert!(alerts.contains(needed), "{needed} missing: {alerts:?}");
     }

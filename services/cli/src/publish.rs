@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use lienthong_core::fixtures::{Generator, reassign};
 use lienthong_proto::v1 as pb;
-use lienthong_proto::v1::ingest_service_client::IngestServiceClient;
 use prost::Message;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Publish flags.
 #[derive(Debug, clap::Args)]
@@ -26,25 +24,9 @@ pub struct PublishArgs {
     /// Facility the synthetic events come from (must be the caller's own, or a hub's).
     #[arg(long, default_value = "01001")]
     facility: String,
-    /// Gateway URL: https://host:port, or http://host:port for a --insecure-dev gateway.
-    #[arg(
-        long,
-        env = "LIENTHONG_GATEWAY_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    gateway: String,
-    /// CA (PEM) that signs the gateway's certificate.
-    #[arg(long, env = "LIENTHONG_GATEWAY_CA")]
-    ca: Option<PathBuf>,
-    /// Client certificate (PEM) naming the facility, for mutual TLS.
-    #[arg(long, env = "LIENTHONG_GATEWAY_CLIENT_CERT")]
-    cert: Option<PathBuf>,
-    /// Client key (PEM).
-    #[arg(long, env = "LIENTHONG_GATEWAY_CLIENT_KEY")]
-    key: Option<PathBuf>,
-    /// File holding a bearer token issued for the facility.
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    /// The gateway and this facility's credentials.
+    #[command(flatten)]
+    connection: lienthong_gateway::client::GatewayConnection,
     /// Events per request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -60,34 +42,6 @@ pub struct PublishArgs {
 struct Summary {
     outcomes: BTreeMap<&'static str, usize>,
     reasons: Vec<String>,
-}
-
-async fn connect(args: &PublishArgs) -> anyhow::Result<IngestServiceClient<Channel>> {
-    let mut endpoint = Channel::from_shared(args.gateway.clone())
-        .with_context(|| format!("bad gateway URL {}", args.gateway))?;
-    if args.gateway.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &args.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(
-                std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
-            ));
-        }
-        if let (Some(c), Some(k)) = (&args.cert, &args.key) {
-            tls = tls.identity(Identity::from_pem(std::fs::read(c)?, std::fs::read(k)?));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the gateway at {}; is it running? (`deploy/local/up` starts one)",
-                args.gateway
-            )
-        })?;
-    Ok(IngestServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
@@ -125,16 +79,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         bail!("no events to publish");
     }
-    let token = match &args.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let mut client = connect(&args).await?;
+    let token = args.connection.token()?;
+    let mut client = args.connection.channel()?;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -150,14 +96,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         let mut pending: Vec<pb::EventEnvelope> = chunk.to_vec();
         let mut attempt = 0;
         while !pending.is_empty() {
-            let mut req = tonic::Request::new(pb::PublishRequest {
-                events: pending.clone(),
-                request_id: String::new(),
-            });
-            if let Some(t) = &token {
-                req.metadata_mut()
-                    .insert("authorization", format!("Bearer {t}").parse()?);
-            }
+            let req = args.connection.request(token.as_deref(), pending.clone())?;
             let resp = match client.publish(req).await {
                 Ok(r) => r.into_inner(),
                 Err(s)
@@ -173,6 +112,11 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                     attempt += 1;
                     continue;
                 }
+                Err(s) if s.code() == tonic::Code::Unavailable => bail!(
+                    "cannot reach the gateway at {}: {}; is it running? (`deploy/local/up` starts one)",
+                    args.connection.url,
+                    s.message()
+                ),
                 Err(s) => bail!(
                     "gateway refused the request: {:?}: {}",
                     s.code(),

@@ -142,9 +142,9 @@ fn both_layouts_convert_with_every_clinical_field() {
         assert_eq!(glucose.lines[0].line_number, 1, "lines in STT order");
         assert_eq!(glucose.lines[0].indicator_code, "GLU");
         assert_eq!(glucose.lines[0].value_text, "8.9");
-        assert_eq!(glucose.lines[0].value_numeric.clone().unwrap().value, 8.9);
+        assert_eq!(glucose.lines[0].value_numeric.unwrap().value, 8.9);
         assert_eq!(
-            glucose.lines[1].value_numeric.clone().unwrap().value,
+            glucose.lines[1].value_numeric.unwrap().value,
             6.1,
             "decimal comma"
         );
