@@ -27,6 +27,14 @@ pub struct AgentConfig {
     /// Most events the outbox holds; intake pauses (files wait in the inbox) at this bound.
     #[arg(long, env = "LIENTHONG_AGENT_MAX_PENDING", default_value_t = 2_000_000)]
     pub max_pending: u64,
+    /// Address of the local HTTP intake (`POST /v1/xml`, `POST /v1/events`, `GET /v1/status`);
+    /// keep it on loopback. Empty: no HTTP intake.
+    #[arg(
+        long,
+        env = "LIENTHONG_AGENT_HTTP_LISTEN",
+        default_value = "127.0.0.1:8470"
+    )]
+    pub http_listen: String,
     /// The gateway and this facility's credentials.
     #[command(flatten)]
     pub gateway: GatewayConnection,

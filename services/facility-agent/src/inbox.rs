@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use lienthong_core::ClinicalEvent;
 use lienthong_core::validation::ValidationContext;
-use lienthong_proto::v1 as pb;
 
 use crate::outbox::{Outbox, OutboxError};
 use crate::xml::{Limits, convert};
@@ -31,16 +29,6 @@ pub struct Taken {
     pub events: usize,
     /// Problems reported.
     pub problems: usize,
-}
-
-fn envelope(e: ClinicalEvent) -> pb::EventEnvelope {
-    pb::EventEnvelope {
-        event: Some(match e {
-            ClinicalEvent::Referral(e) => pb::event_envelope::Event::Referral(e),
-            ClinicalEvent::Appointment(e) => pb::event_envelope::Event::Appointment(e),
-            ClinicalEvent::LabResult(e) => pb::event_envelope::Event::LabResult(e),
-        }),
-    }
 }
 
 fn move_to(file: &Path, folder: &str, report: Option<String>) -> std::io::Result<()> {
@@ -138,7 +126,7 @@ impl Inbox {
         let count = events.len();
         if count > 0 {
             outbox
-                .enqueue(events.into_iter().map(envelope).collect())
+                .enqueue(events.into_iter().map(crate::http::envelope).collect())
                 .await?;
         }
         metrics::counter!("lienthong_agent_files_total", "result" => folder).increment(1);

@@ -3,6 +3,7 @@
 //! them to the gateway through a durable outbox that survives outages and restarts.
 
 pub mod config;
+pub mod http;
 pub mod inbox;
 pub mod outbox;
 pub mod sender;
@@ -32,6 +33,23 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         Arc::clone(&state),
         shutdown.clone(),
     ));
+    if !config.http_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.http_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} for the HTTP intake: {e}; pick another --http-listen",
+                    config.http_listen
+                )
+            })?;
+        tracing::info!(addr = %config.http_listen, "HTTP intake listening");
+        tasks.spawn(http::serve(
+            listener,
+            outbox.clone(),
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
+    }
     {
         let (config, outbox, shutdown) = (config.clone(), outbox.clone(), shutdown.clone());
         tasks.spawn(async move {

@@ -1,0 +1,129 @@
+//! The facility agent's local HTTP intake with a real gateway behind it: an XML export and
+//! JSON Lines events are queued and delivered; a request with a bad line changes nothing and
+//! names the line.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use lienthong_facility_agent::AgentConfig;
+use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
+use lienthong_gateway::client::GatewayConnection;
+use lienthong_tests::gateway::{envelope as wrap, events_from, record_count, start_gateway};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, gw.pki.ca_pem())?;
+    let token = dir.path().join("token");
+    std::fs::write(&token, gw.token("01001", 600))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = AgentConfig {
+        data_dir: dir.path().join("agent"),
+        inbox: dir.path().join("inbox"),
+        poll_ms: 200,
+        batch: 100,
+        max_pending: 1000,
+        http_listen: format!("127.0.0.1:{port}"),
+        gateway: GatewayConnection {
+            url: format!("https://localhost:{}", gw.addr.port()),
+            ca: Some(ca),
+            cert: None,
+            key: None,
+            token_file: Some(token),
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(lienthong_facility_agent::run(config, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/v1/status")).send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the HTTP intake did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let export = envelope("01001", &[full_episode("LKH1", "001185012345", true)]);
+    let r = http
+        .post(format!("{base}/v1/xml"))
+        .header("x-file-name", "push.xml")
+        .body(export)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(
+        (body["episodes"].as_u64(), body["events"].as_u64()),
+        (Some(1), Some(4)),
+        "{body}"
+    );
+
+    let json_line = |e| {
+        lienthong_registry::json::to_json("lienthong.v1.EventEnvelope", &wrap(e).encode_to_vec())
+            .map(|v| v.to_string())
+            .map_err(anyhow::Error::msg)
+    };
+    let good: Vec<String> = events_from("01001", 91, 2)
+        .into_iter()
+        .map(json_line)
+        .collect::<Result<_, _>>()?;
+    let bad = format!("{}\n{{\"referral\": {{\"header\": 5}}}}\n", good.join("\n"));
+    let r = http
+        .post(format!("{base}/v1/events"))
+        .body(bad)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await?;
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("line 3:"),
+        "{body}"
+    );
+
+    let r = http
+        .post(format!("{base}/v1/events"))
+        .body(good.join("\n"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?["queued"].as_u64(),
+        Some(2)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let total: i64 = gw
+            .topics
+            .values()
+            .map(|t| record_count(t).unwrap_or(0))
+            .sum();
+        let status: serde_json::Value = http
+            .get(format!("{base}/v1/status"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if total == 6 && status["pending"].as_u64() == Some(0) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "delivered {total} of 6; status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    agent.await??;
+    gw.stop().await
+}
