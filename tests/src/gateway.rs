@@ -263,14 +263,7 @@ pub fn request(events: Vec<ClinicalEvent>) -> pb::PublishRequest {
 
 /// One event in an envelope.
 pub fn envelope(event: ClinicalEvent) -> pb::EventEnvelope {
-    use pb::event_envelope::Event;
-    pb::EventEnvelope {
-        event: Some(match event {
-            ClinicalEvent::Referral(e) => Event::Referral(e),
-            ClinicalEvent::Appointment(e) => Event::Appointment(e),
-            ClinicalEvent::LabResult(e) => Event::LabResult(e),
-        }),
-    }
+    event.into()
 }
 
 /// Valid events whose source facility is `facility` (facility and ids rewritten consistently).

@@ -1,15 +1,18 @@
 //! The facility agent's local HTTP intake with a real gateway behind it: an XML export and
 //! JSON Lines events are queued and delivered; a request with a bad line changes nothing and
-//! names the line.
+//! names the line; the gateway's own Publish API, served by the agent, queues valid events and
+//! refuses invalid ones with their reasons.
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
+use lienthong_core::ClinicalEvent;
 use lienthong_facility_agent::AgentConfig;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_gateway::client::GatewayConnection;
+use lienthong_proto::v1::Outcome;
 use lienthong_tests::gateway::{envelope as wrap, events_from, record_count, start_gateway};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +25,12 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
     std::fs::write(&ca, gw.pki.ca_pem())?;
     let token = dir.path().join("token");
     std::fs::write(&token, gw.token("01001", 600))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (port, grpc_port) = (free_port()?, free_port()?);
     let config = AgentConfig {
         data_dir: dir.path().join("agent"),
         inbox: dir.path().join("inbox"),
@@ -32,6 +38,7 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         batch: 100,
         max_pending: 1000,
         http_listen: format!("127.0.0.1:{port}"),
+        grpc_listen: format!("127.0.0.1:{grpc_port}"),
         gateway: GatewayConnection {
             url: format!("https://localhost:{}", gw.addr.port()),
             ca: Some(ca),
@@ -101,6 +108,41 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         Some(2)
     );
 
+    // The gateway's own API, served by the agent: two events queued, one refused with reasons.
+    let mut grpc = lienthong_proto::v1::ingest_service_client::IngestServiceClient::connect(
+        format!("http://127.0.0.1:{grpc_port}"),
+    )
+    .await?;
+    let mut events = events_from("01001", 92, 3);
+    match &mut events[2] {
+        ClinicalEvent::Referral(e) => e.slip.as_mut().and_then(|s| s.patient.as_mut()),
+        ClinicalEvent::Appointment(e) => e.appointment.as_mut().and_then(|a| a.patient.as_mut()),
+        ClinicalEvent::LabResult(e) => e.report.as_mut().and_then(|r| r.patient.as_mut()),
+    }
+    .expect("a patient")
+    .citizen_id = "12345".into();
+    let answer = grpc
+        .publish(lienthong_tests::gateway::request(events))
+        .await?
+        .into_inner();
+    let outcomes: Vec<i32> = answer.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Accepted as i32,
+            Outcome::Accepted as i32,
+            Outcome::Rejected as i32
+        ]
+    );
+    assert!(
+        answer.results[2]
+            .errors
+            .iter()
+            .any(|e| e.code == "citizen_id.length"),
+        "the reasons come back: {:?}",
+        answer.results[2]
+    );
+
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let total: i64 = gw
@@ -114,12 +156,12 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        if total == 6 && status["pending"].as_u64() == Some(0) {
+        if total == 8 && status["pending"].as_u64() == Some(0) {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "delivered {total} of 6; status {status}"
+            "delivered {total} of 8; status {status}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

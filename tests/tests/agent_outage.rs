@@ -104,8 +104,10 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
         &inbox.display().to_string(),
         "--poll-ms",
         "200",
-        // No HTTP intake here: the files are the intake, and a fixed port could be taken.
+        // No HTTP or gRPC intake here: the files are the intake, and a fixed port could be taken.
         "--http-listen",
+        "",
+        "--grpc-listen",
         "",
         "--gateway",
         &format!("https://localhost:{}", gw.addr.port()),

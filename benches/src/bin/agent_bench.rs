@@ -60,16 +60,8 @@ fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let outbox = Outbox::open(dir.path(), u64::MAX)?;
-    let envelopes: Vec<pb::EventEnvelope> = events
-        .into_iter()
-        .map(|e| pb::EventEnvelope {
-            event: Some(match e {
-                ClinicalEvent::Referral(e) => pb::event_envelope::Event::Referral(e),
-                ClinicalEvent::Appointment(e) => pb::event_envelope::Event::Appointment(e),
-                ClinicalEvent::LabResult(e) => pb::event_envelope::Event::LabResult(e),
-            }),
-        })
-        .collect();
+    let envelopes: Vec<pb::EventEnvelope> =
+        events.into_iter().map(pb::EventEnvelope::from).collect();
     let n = envelopes.len();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -22,7 +22,47 @@ pub enum ClinicalEvent {
     LabResult(LabResultEvent),
 }
 
+impl From<ClinicalEvent> for lienthong_proto::v1::EventEnvelope {
+    fn from(event: ClinicalEvent) -> Self {
+        use lienthong_proto::v1::event_envelope::Event;
+        Self {
+            event: Some(match event {
+                ClinicalEvent::Referral(e) => Event::Referral(e),
+                ClinicalEvent::Appointment(e) => Event::Appointment(e),
+                ClinicalEvent::LabResult(e) => Event::LabResult(e),
+            }),
+        }
+    }
+}
+
+impl From<&Violation> for lienthong_proto::v1::ValidationError {
+    fn from(v: &Violation) -> Self {
+        use lienthong_proto::v1::ErrorSeverity;
+        Self {
+            code: v.code.clone(),
+            severity: match v.severity {
+                validation::Severity::Error => ErrorSeverity::Error,
+                validation::Severity::Warning => ErrorSeverity::Warning,
+            } as i32,
+            path: v.path.clone(),
+            value: v.value.clone().unwrap_or_default(),
+            message: v.message.clone(),
+            message_vi: v.message_vi.clone(),
+        }
+    }
+}
+
 impl ClinicalEvent {
+    /// The event an ingest envelope carries; None when it carries none (an unknown kind).
+    pub fn from_envelope(envelope: lienthong_proto::v1::EventEnvelope) -> Option<Self> {
+        use lienthong_proto::v1::event_envelope::Event;
+        Some(match envelope.event? {
+            Event::Referral(e) => Self::Referral(e),
+            Event::Appointment(e) => Self::Appointment(e),
+            Event::LabResult(e) => Self::LabResult(e),
+        })
+    }
+
     /// The document kind.
     pub fn kind(&self) -> DocumentKind {
         match self {

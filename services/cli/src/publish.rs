@@ -48,16 +48,7 @@ fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
     if let Some(n) = args.sample {
         let mut g = Generator::new(rand::random(), time::OffsetDateTime::now_utc());
         return Ok((0..n)
-            .map(|i| {
-                use lienthong_core::ClinicalEvent;
-                use pb::event_envelope::Event;
-                let event = match reassign(g.any(i), &args.facility) {
-                    ClinicalEvent::Referral(e) => Event::Referral(e),
-                    ClinicalEvent::Appointment(e) => Event::Appointment(e),
-                    ClinicalEvent::LabResult(e) => Event::LabResult(e),
-                };
-                pb::EventEnvelope { event: Some(event) }
-            })
+            .map(|i| reassign(g.any(i), &args.facility).into())
             .collect());
     }
     let path = args.file.as_ref().context("give --file or --sample")?;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lienthong_core::ClinicalEvent;
 use lienthong_core::validation::ValidationContext;
 use lienthong_facility_agent::xml::{Limits, convert};
 use lienthong_proto::v1 as pb;
@@ -40,12 +39,7 @@ pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
             }
         };
         for event in conversion.events {
-            let event = match event {
-                ClinicalEvent::Referral(e) => pb::event_envelope::Event::Referral(e),
-                ClinicalEvent::Appointment(e) => pb::event_envelope::Event::Appointment(e),
-                ClinicalEvent::LabResult(e) => pb::event_envelope::Event::LabResult(e),
-            };
-            let bytes = pb::EventEnvelope { event: Some(event) }.encode_to_vec();
+            let bytes = pb::EventEnvelope::from(event).encode_to_vec();
             let json = lienthong_registry::json::to_json("lienthong.v1.EventEnvelope", &bytes)
                 .map_err(anyhow::Error::msg)?;
             println!("{json}");

@@ -35,6 +35,14 @@ pub struct AgentConfig {
         default_value = "127.0.0.1:8470"
     )]
     pub http_listen: String,
+    /// Address of the local gRPC intake (the gateway's `IngestService.Publish`); keep it on
+    /// loopback. Empty: no gRPC intake.
+    #[arg(
+        long,
+        env = "LIENTHONG_AGENT_GRPC_LISTEN",
+        default_value = "127.0.0.1:8471"
+    )]
+    pub grpc_listen: String,
     /// The gateway and this facility's credentials.
     #[command(flatten)]
     pub gateway: GatewayConnection,

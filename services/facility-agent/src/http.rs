@@ -47,24 +47,6 @@ fn outbox_error(e: OutboxError) -> Response {
     }
 }
 
-pub(crate) fn envelope(e: ClinicalEvent) -> pb::EventEnvelope {
-    pb::EventEnvelope {
-        event: Some(match e {
-            ClinicalEvent::Referral(e) => pb::event_envelope::Event::Referral(e),
-            ClinicalEvent::Appointment(e) => pb::event_envelope::Event::Appointment(e),
-            ClinicalEvent::LabResult(e) => pb::event_envelope::Event::LabResult(e),
-        }),
-    }
-}
-
-fn event_of(e: pb::EventEnvelope) -> Option<ClinicalEvent> {
-    match e.event? {
-        pb::event_envelope::Event::Referral(e) => Some(ClinicalEvent::Referral(e)),
-        pb::event_envelope::Event::Appointment(e) => Some(ClinicalEvent::Appointment(e)),
-        pb::event_envelope::Event::LabResult(e) => Some(ClinicalEvent::LabResult(e)),
-    }
-}
-
 async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
     let name = headers
         .get("x-file-name")
@@ -85,7 +67,7 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
     if events > 0
         && let Err(e) = intake
             .outbox
-            .enqueue(c.events.into_iter().map(envelope).collect())
+            .enqueue(c.events.into_iter().map(pb::EventEnvelope::from).collect())
             .await
     {
         return outbox_error(e);
@@ -121,7 +103,10 @@ async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
     {
         let parsed = lienthong_registry::json::from_json("lienthong.v1.EventEnvelope", line)
             .and_then(|b| pb::EventEnvelope::decode(b.as_slice()).map_err(|e| e.to_string()))
-            .and_then(|env| event_of(env).ok_or_else(|| "no event in the envelope".to_owned()));
+            .and_then(|env| {
+                ClinicalEvent::from_envelope(env)
+                    .ok_or_else(|| "no event in the envelope".to_owned())
+            });
         match parsed {
             Err(e) => errors.push(format!("line {}: {e}", i + 1)),
             Ok(event) => {
@@ -132,7 +117,7 @@ async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
                     .map(|v| v.to_string())
                     .collect();
                 if bad.is_empty() {
-                    accepted.push(envelope(event));
+                    accepted.push(pb::EventEnvelope::from(event));
                 } else {
                     errors.push(format!("line {}: {}", i + 1, bad.join("; ")));
                 }

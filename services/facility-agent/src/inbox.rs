@@ -126,7 +126,12 @@ impl Inbox {
         let count = events.len();
         if count > 0 {
             outbox
-                .enqueue(events.into_iter().map(crate::http::envelope).collect())
+                .enqueue(
+                    events
+                        .into_iter()
+                        .map(lienthong_proto::v1::EventEnvelope::from)
+                        .collect(),
+                )
                 .await?;
         }
         metrics::counter!("lienthong_agent_files_total", "result" => folder).increment(1);

@@ -3,6 +3,7 @@
 //! them to the gateway through a durable outbox that survives outages and restarts.
 
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod inbox;
 pub mod outbox;
@@ -49,6 +50,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             Arc::clone(&state),
             shutdown.clone(),
         ));
+    }
+    if !config.grpc_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.grpc_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} for the gRPC intake: {e}; pick another --grpc-listen",
+                    config.grpc_listen
+                )
+            })?;
+        tracing::info!(addr = %config.grpc_listen, "gRPC intake listening");
+        tasks.spawn(grpc::serve(listener, outbox.clone(), shutdown.clone()));
     }
     {
         let (config, outbox, shutdown) = (config.clone(), outbox.clone(), shutdown.clone());

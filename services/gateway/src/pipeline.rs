@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lienthong_core::validation::{Severity, ValidationContext, Violation, has_errors};
+use lienthong_core::validation::{Severity, ValidationContext, has_errors};
 use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer, PersonId};
 use lienthong_kafka::EventProducer;
 use lienthong_proto::v1 as pb;
@@ -62,29 +62,6 @@ pub struct Gateway {
     max_batch: usize,
     produce_timeout: Duration,
     future_skew: Duration,
-}
-
-fn event_of(env: pb::EventEnvelope) -> Option<ClinicalEvent> {
-    use pb::event_envelope::Event;
-    Some(match env.event? {
-        Event::Referral(e) => ClinicalEvent::Referral(e),
-        Event::Appointment(e) => ClinicalEvent::Appointment(e),
-        Event::LabResult(e) => ClinicalEvent::LabResult(e),
-    })
-}
-
-fn to_proto(v: &Violation) -> pb::ValidationError {
-    pb::ValidationError {
-        code: v.code.clone(),
-        severity: match v.severity {
-            Severity::Error => pb::ErrorSeverity::Error,
-            Severity::Warning => pb::ErrorSeverity::Warning,
-        } as i32,
-        path: v.path.clone(),
-        value: v.value.clone().unwrap_or_default(),
-        message: v.message.clone(),
-        message_vi: v.message_vi.clone(),
-    }
 }
 
 fn result(event_id: &str, outcome: pb::Outcome, message: impl Into<String>) -> pb::EventResult {
@@ -211,7 +188,7 @@ impl Gateway {
         env: pb::EventEnvelope,
         ctx: &ValidationContext,
     ) -> pb::EventResult {
-        let Some(mut event) = event_of(env) else {
+        let Some(mut event) = ClinicalEvent::from_envelope(env) else {
             record("unknown", "rejected");
             metrics::counter!("lienthong_gateway_rejects_total", "code" => "event.unknown_kind")
                 .increment(1);
@@ -236,7 +213,8 @@ impl Gateway {
         let span = tracing::info_span!("event", event_id = %header.event_id, facility = %header.source_facility_code, kind = kind.as_str());
         async move {
             let violations = event.validate(ctx);
-            let mut errors: Vec<pb::ValidationError> = violations.iter().map(to_proto).collect();
+            let mut errors: Vec<pb::ValidationError> =
+                violations.iter().map(pb::ValidationError::from).collect();
             if has_errors(&violations) {
                 for v in violations.iter().filter(|v| v.severity == Severity::Error) {
                     metrics::counter!("lienthong_gateway_rejects_total", "code" => v.code.clone())

@@ -1,0 +1,112 @@
+//! The local gRPC intake: the gateway's own `IngestService.Publish`, served by the agent on
+//! loopback, so a HIS integrated with the gateway's API can point at the agent instead and gain
+//! the outbox. ACCEPTED here means validated and flushed to the outbox (delivery follows);
+//! REJECTED carries the same validation errors the gateway would give.
+
+use std::pin::Pin;
+
+use lienthong_core::ClinicalEvent;
+use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::outbox::{Outbox, OutboxError};
+
+/// `IngestService` in front of the outbox.
+pub struct LocalIngest {
+    outbox: Outbox,
+}
+
+fn result(event_id: String, outcome: pb::Outcome, message: &str) -> pb::EventResult {
+    pb::EventResult {
+        event_id,
+        outcome: outcome as i32,
+        message: message.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for LocalIngest {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let request = request.into_inner();
+        let ctx = ValidationContext::now();
+        let mut results = Vec::with_capacity(request.events.len());
+        let mut queue = Vec::new();
+        for envelope in request.events {
+            let Some(event) = ClinicalEvent::from_envelope(envelope) else {
+                results.push(result(
+                    String::new(),
+                    pb::Outcome::Rejected,
+                    "the envelope carries no event of a kind this agent knows",
+                ));
+                continue;
+            };
+            let id = event
+                .header()
+                .map(|h| h.event_id.clone())
+                .unwrap_or_default();
+            let violations = event.validate(&ctx);
+            if violations.iter().any(|v| v.severity == Severity::Error) {
+                let mut r = result(
+                    id,
+                    pb::Outcome::Rejected,
+                    "the event is not valid; nothing was queued",
+                );
+                r.errors = violations.iter().map(pb::ValidationError::from).collect();
+                results.push(r);
+            } else {
+                queue.push(pb::EventEnvelope::from(event));
+                results.push(result(
+                    id,
+                    pb::Outcome::Accepted,
+                    "queued in the facility agent's outbox",
+                ));
+            }
+        }
+        if !queue.is_empty() {
+            self.outbox.enqueue(queue).await.map_err(|e| match e {
+                OutboxError::Full { .. } => Status::resource_exhausted(e.to_string()),
+                other => Status::internal(other.to_string()),
+            })?;
+        }
+        Ok(Response::new(pb::PublishResponse {
+            request_id: request.request_id,
+            results,
+        }))
+    }
+
+    type PublishStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
+
+    async fn publish_stream(
+        &self,
+        _request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "the facility agent takes Publish; send batches with it",
+        ))
+    }
+}
+
+/// Serves the local gRPC intake on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(IngestServiceServer::new(LocalIngest { outbox }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
