@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
-    let gw = start_gateway(|_| {}).await?;
+    // No clock-skew allowance at this gateway (the agent allows 10 minutes): an event dated a
+    // few minutes ahead passes the agent and is REJECTED by the gateway.
+    let gw = start_gateway(|c| c.future_skew_secs = 0).await?;
     let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, gw.pki.ca_pem())?;
@@ -143,6 +145,29 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         answer.results[2]
     );
 
+    // An export whose referral is dated five minutes ahead (a HIS clock running fast).
+    let ahead = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+7))
+        + time::Duration::minutes(5);
+    let ahead = format!(
+        "{:04}{:02}{:02}{:02}{:02}",
+        ahead.year(),
+        u8::from(ahead.month()),
+        ahead.day(),
+        ahead.hour(),
+        ahead.minute()
+    );
+    let mut episode = full_episode("LKF", "001185012388", false);
+    episode[3].1 = episode[3].1.replace(
+        "<NGAY_RA>202611041000</NGAY_RA>",
+        &format!("<NGAY_RA>{ahead}</NGAY_RA>"),
+    );
+    let r = http
+        .post(format!("{base}/v1/xml"))
+        .body(envelope("01001", &[episode]))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let total: i64 = gw
@@ -156,15 +181,35 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        if total == 8 && status["pending"].as_u64() == Some(0) {
+        if total == 11
+            && status["rejected"].as_u64() == Some(1)
+            && status["pending"].as_u64() == Some(0)
+        {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "delivered {total} of 8; status {status}"
+            "delivered {total} of 11; status {status}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The refused referral waits in the agent's dead-letter store with the gateway's reason.
+    let status: serde_json::Value = http
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let reason = status["recent_rejected"][0]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reason.contains("future"), "{status}");
+    assert!(
+        status["recent_rejected"][0]["event_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{status}"
+    );
     shutdown.cancel();
     agent.await??;
     gw.stop().await
