@@ -132,6 +132,18 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A token cancelled at SIGTERM or Ctrl-C: the one shutdown path of a service's tasks.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let signal = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal: finishing in-flight work");
+        signal.cancel();
+    });
+    token
+}
+
 /// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
 /// with its causes (`{:#}`), and turns into a failing exit code.
 pub fn run_main<F, E>(main: F) -> std::process::ExitCode

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use lienthong_facility_agent::AgentConfig;
 use lienthong_telemetry::TelemetryArgs;
-use tokio_util::sync::CancellationToken;
 
 /// The lienthong facility agent.
 #[derive(Debug, Parser)]
@@ -21,12 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lienthong_telemetry::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            lienthong_telemetry::shutdown_signal().await;
-            signal.cancel();
-        });
+        let shutdown = lienthong_telemetry::shutdown_token();
         lienthong_facility_agent::run(cli.agent, shutdown).await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })

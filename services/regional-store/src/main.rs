@@ -9,7 +9,6 @@ use lienthong_kafka::KafkaArgs;
 use lienthong_regional_store::config::RegionalConfig;
 use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
-use tokio_util::sync::CancellationToken;
 
 /// The lienthong regional store.
 #[derive(Debug, Parser)]
@@ -52,12 +51,7 @@ fn main() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(cli.regional.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.regional.listen))?;
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            lienthong_telemetry::shutdown_signal().await;
-            signal.cancel();
-        });
+        let shutdown = lienthong_telemetry::shutdown_token();
         lienthong_regional_store::server::run(
             cli.regional,
             cli.kafka,

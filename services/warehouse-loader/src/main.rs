@@ -7,7 +7,6 @@ use lienthong_kafka::KafkaArgs;
 use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
 use lienthong_warehouse_loader::LoaderConfig;
-use tokio_util::sync::CancellationToken;
 
 /// The lienthong warehouse loader.
 #[derive(Debug, Parser)]
@@ -27,12 +26,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lienthong_telemetry::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            lienthong_telemetry::shutdown_signal().await;
-            signal.cancel();
-        });
+        let shutdown = lienthong_telemetry::shutdown_token();
         lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown).await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
