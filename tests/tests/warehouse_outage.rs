@@ -65,6 +65,12 @@ async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::
 
     let guard = RestartOnDrop;
     tokio::task::spawn_blocking(|| postgres_script("stop")).await??;
+    // The outage is real: the database refuses connections (this repository's PostgreSQL must
+    // be the one under test).
+    anyhow::ensure!(
+        connect(&dsn).await.is_err(),
+        "PostgreSQL still answers after deploy/local/postgres/stop: is the stack under test this checkout's?"
+    );
     // Published while the database is down: the loader must hold them, not skip them.
     publish_to(&registry, &topics, &keyed_events(7001, 300)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -27,6 +27,9 @@ struct Args {
     /// Loader batch size (messages per transaction).
     #[arg(long, default_value_t = 2000)]
     batch_events: usize,
+    /// Loader writer connections.
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
 }
 
 #[tokio::main]
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         topics.values().cloned().collect(),
     );
     config.batch_events = args.batch_events;
+    config.writers = args.writers;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let loader = tokio::spawn(lienthong_warehouse_loader::run(
@@ -137,10 +141,11 @@ async fn main() -> anyhow::Result<()> {
     let loader_rate = (total - first_done) as f64 / steady;
     let raw_rate = rows.len() as f64 / raw_secs;
     println!(
-        "warehouse benchmark: {} events ({} distinct documents), batch {}",
+        "warehouse benchmark: {} events ({} distinct documents), batch {}, {} writer(s)",
         total,
         rows.len(),
-        args.batch_events
+        args.batch_events,
+        args.writers
     );
     println!("| measure | figure | target |");
     println!("|---|---|---|");

@@ -60,6 +60,9 @@ pub struct LoaderConfig {
     /// a warehouse whose `restricted` schema is granted to approved roles alone.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_FREE_TEXT")]
     pub free_text: bool,
+    /// PostgreSQL connections writing a batch in parallel, each over its own partitions.
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_WRITERS", default_value_t = 2)]
+    pub writers: usize,
     /// Longest a batch waits to fill, in milliseconds.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
     pub batch_ms: u64,
@@ -79,6 +82,7 @@ impl LoaderConfig {
             batch_ms: 500,
             session_timeout_ms: 10_000,
             free_text: false,
+            writers: 2,
         }
     }
 

@@ -95,18 +95,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LoaderError> {
     kafka.probe()?;
-    let mut client = connect(&config)
+    let unreachable = |source| LoaderError::Postgres {
+        dsn: redact(&config.pg_dsn),
+        source,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..config.writers.max(1) {
+        clients.push(connect(&config).await.map_err(unreachable)?);
+    }
+    crate::migrations::migrate(&mut clients[0])
         .await
-        .map_err(|source| LoaderError::Postgres {
-            dsn: redact(&config.pg_dsn),
-            source,
-        })?;
-    crate::migrations::migrate(&mut client)
-        .await
-        .map_err(|source| LoaderError::Postgres {
-            dsn: redact(&config.pg_dsn),
-            source,
-        })?;
+        .map_err(unreachable)?;
 
     let codec = WireCodec::new(&registry)?;
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
@@ -139,8 +138,8 @@ pub async fn run(
         )
         .await;
         if !batch.is_empty() {
-            client = apply_with_retry(
-                client,
+            apply_with_retry(
+                &mut clients,
                 &mut months,
                 &config,
                 &codec,
@@ -162,30 +161,30 @@ pub async fn run(
 /// Decodes, dead-letters and writes a batch; on a database or registry failure waits and
 /// retries the same batch without advancing anything, reconnecting as needed.
 async fn apply_with_retry(
-    mut client: Client,
+    clients: &mut [Client],
     months: &mut HashSet<time::Date>,
     config: &LoaderConfig,
     codec: &WireCodec,
     dlq: &EventProducer,
     batch: &[OwnedMessage],
     shutdown: &CancellationToken,
-) -> Result<Client, LoaderError> {
+) -> Result<(), LoaderError> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match apply_once(&mut client, months, config, codec, dlq, batch).await {
-            Ok(()) => return Ok(client),
+        match apply_once(clients, months, config, codec, dlq, batch).await {
+            Ok(()) => return Ok(()),
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not written; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
                     // Even when stopping, an unwritten batch is simply left for the next start.
-                    _ = shutdown.cancelled() => return Ok(client),
+                    _ = shutdown.cancelled() => return Ok(()),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                if client.is_closed() {
+                for client in clients.iter_mut().filter(|c| c.is_closed()) {
                     match connect(config).await {
-                        Ok(c) => client = c,
+                        Ok(c) => *client = c,
                         Err(e) => tracing::warn!(error = %e, "PostgreSQL still unreachable"),
                     }
                 }
@@ -195,7 +194,7 @@ async fn apply_with_retry(
 }
 
 async fn apply_once(
-    client: &mut Client,
+    clients: &mut [Client],
     months: &mut HashSet<time::Date>,
     config: &LoaderConfig,
     codec: &WireCodec,
@@ -221,13 +220,40 @@ async fn apply_once(
             }
         }
     }
-    ensure_history_months(client, months, &items).await?;
+    ensure_history_months(&clients[0], months, &items).await?;
     let options = WriteOptions {
         free_text: config.free_text,
     };
-    let tx = client.transaction().await?;
-    let written = write_batch(&tx, &config.group, &items, options).await?;
-    tx.commit().await?;
+    // One transaction per writer, each over whole partitions: a partition's rows and its
+    // offset always commit together, and one patient's documents (keyed to one partition)
+    // never meet in two transactions. If one commits and another fails, the retry skips what
+    // was committed (its offsets moved) and writes the rest.
+    let writers = clients.len();
+    let mut shares: Vec<Vec<(Position, Option<EventRows>)>> = vec![Vec::new(); writers];
+    for item in items {
+        let share = writer_of(&item.0.topic, item.0.partition, writers);
+        shares[share].push(item);
+    }
+    let written = futures::future::try_join_all(
+        clients
+            .iter_mut()
+            .zip(shares.iter())
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(client, share)| async move {
+                let tx = client.transaction().await?;
+                let written = write_batch(&tx, &config.group, share, options).await?;
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(written)
+            }),
+    )
+    .await?
+    .into_iter()
+    .fold(crate::store::Written::default(), |mut all, w| {
+        all.history += w.history;
+        all.current += w.current;
+        all.already_applied += w.already_applied;
+        all
+    });
     metrics::histogram!("lienthong_warehouse_commit_seconds")
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!("lienthong_warehouse_batch_size").record(batch.len() as f64);
@@ -238,6 +264,14 @@ async fn apply_once(
     metrics::counter!("lienthong_warehouse_skipped_total").increment(written.already_applied);
     tracing::debug!(messages = batch.len(), ?written, "batch committed");
     Ok(())
+}
+
+/// The writer (connection) that owns a partition.
+fn writer_of(topic: &str, partition: i32, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (topic, partition).hash(&mut h);
+    (h.finish() % writers.max(1) as u64) as usize
 }
 
 /// Rows, a dead letter, or (Err) a transient failure that must be retried.
@@ -295,4 +329,26 @@ async fn classify(
         Ok(rows) => Item::Rows(rows),
         Err(e) => Item::Dead(format!("{origin}: {e}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partition_has_one_writer_and_the_partitions_spread() {
+        let owners: Vec<usize> = (0..24)
+            .map(|p| writer_of("lienthong.lab-result.v1", p, 2))
+            .collect();
+        assert!(owners.iter().all(|w| *w < 2));
+        assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+        assert_eq!(
+            owners,
+            (0..24)
+                .map(|p| writer_of("lienthong.lab-result.v1", p, 2))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(writer_of("t", 3, 1), 0);
+        assert_eq!(writer_of("t", 3, 0), 0, "zero writers means one");
+    }
 }
