@@ -19,11 +19,61 @@ pub enum XmlCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a synthetic export (GIAMDINHHS envelope, both layouts alternating), for demos.
+    Sample {
+        /// Exporting facility.
+        #[arg(long, default_value = "79025")]
+        facility: String,
+        /// Episodes (each: XML1, XML4, XML13, XML14 → four events).
+        #[arg(long, default_value_t = 25)]
+        episodes: usize,
+        /// Seed of the synthetic patients (same seed, same export).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Runs an XML command: exit 0 when every episode converted, 1 when some were reported.
 pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
-    let XmlCommand::Convert { files } = cmd;
+    let files = match cmd {
+        XmlCommand::Convert { files } => files,
+        XmlCommand::Sample {
+            facility,
+            episodes,
+            seed,
+        } => {
+            use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
+            // The fixtures export as 01001 and refer to 79025: move them to `facility`, and
+            // refer to the other one.
+            let other = if facility == "01001" {
+                "79025"
+            } else {
+                "01001"
+            };
+            let all: Vec<_> = (0..episodes)
+                .map(|i| {
+                    let n = seed * 100_000 + i as u64;
+                    // Citizen IDs of people born in 1985 (the fixtures' birth date), unique per n.
+                    full_episode(
+                        &format!("LK{n:010}"),
+                        &format!("0011850{:05}", n % 100_000),
+                        i % 2 == 1,
+                    )
+                    .into_iter()
+                    .map(|(table, xml)| {
+                        let xml = xml
+                            .replace("79025", "\u{0}")
+                            .replace("01001", &facility)
+                            .replace('\u{0}', other);
+                        (table, xml)
+                    })
+                    .collect::<Vec<_>>()
+                })
+                .collect();
+            println!("{}", envelope(&facility, &all));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let ctx = ValidationContext::now();
     let mut reported = 0usize;
     for path in files {
