@@ -435,3 +435,39 @@ async fn free_text_goes_to_the_restricted_schema_only_when_switched_on() -> anyh
     loader.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_is_loaded_from_the_beginning_whatever_kafka_remembers() -> anyhow::Result<()>
+{
+    // PostgreSQL is the truth: the same consumer group, pointed at an empty (new or restored)
+    // warehouse, must load everything again, though Kafka holds its advisory commits.
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let topics = topics_with_schemas(&registry).await?;
+    publish_to(&registry, &topics, &keyed_events(920, 40)).await?;
+    let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
+    for round in 0..2 {
+        let dsn = fresh_database().await?;
+        let shutdown = CancellationToken::new();
+        let loader = tokio::spawn(lienthong_warehouse_loader::run(
+            LoaderConfig::new(&dsn, &group, topics.values().cloned().collect()),
+            kafka.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        ));
+        let db = connect(&dsn).await?;
+        wait_for_count(
+            &db,
+            "SELECT count(*) FROM event_history",
+            40,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("round {round}: {e}"))?;
+        // Let the advisory commit reach Kafka before stopping.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shutdown.cancel();
+        loader.await??;
+    }
+    Ok(())
+}

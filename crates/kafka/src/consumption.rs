@@ -46,6 +46,95 @@ impl ClientContext for LagReporting {
 
 impl ConsumerContext for LagReporting {}
 
+/// Where a consumer's writes say each partition stands (next offset to read), shared between
+/// the consumer loop, which records what it committed, and the rebalance callback, which starts
+/// every assigned partition there. A figure may lag behind the truth (another replica moved a
+/// partition on since): that only re-reads messages the writer then skips; it is never ahead.
+#[derive(Debug, Clone, Default)]
+pub struct StoredPositions {
+    next: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>,
+}
+
+impl StoredPositions {
+    /// Records that everything before `next` of a partition is stored.
+    pub fn record(&self, topic: &str, partition: i32, next: i64) {
+        if let Ok(mut map) = self.next.lock() {
+            let e = map.entry((topic.to_owned(), partition)).or_insert(next);
+            *e = (*e).max(next);
+        }
+    }
+
+    /// The stored next offset of a partition, if any.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.next
+            .lock()
+            .ok()?
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+}
+
+/// Consumer context that starts every assigned partition at its stored position (or the
+/// beginning when nothing of it was ever stored), so the consumer's own store, not Kafka's
+/// advisory commits, decides where reading resumes; it also reports lag.
+pub struct SeekToStored {
+    /// Consumer group, the lag metric's label.
+    pub group: String,
+    /// The positions.
+    pub positions: StoredPositions,
+}
+
+impl ClientContext for SeekToStored {
+    fn stats(&self, statistics: Statistics) {
+        record_lag(&self.group, &statistics);
+    }
+}
+
+impl ConsumerContext for SeekToStored {
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr;
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                for (topic, partition) in parts {
+                    let start = self
+                        .positions
+                        .get(&topic, partition)
+                        .map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
+                        tracing::error!(%err, topic, partition, "cannot set start offset");
+                    }
+                }
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions assigned; starting from the stored positions"
+                );
+                consumer.assign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                consumer.unassign()
+            }
+            other => {
+                tracing::error!(?other, "rebalance error");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "rebalance assignment failed");
+        }
+    }
+}
+
 /// Adds messages to `batch` until it holds `max`, `wait` has passed, a consume error occurs
 /// (logged; the caller goes on with what it has) or `shutdown` is cancelled.
 pub async fn fill_batch<C: ConsumerContext + 'static>(

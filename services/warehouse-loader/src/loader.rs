@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    LagReporting, STATISTICS_INTERVAL_MS, commit_advisory, fill_batch,
+    STATISTICS_INTERVAL_MS, SeekToStored, StoredPositions, batch_ends, commit_advisory, fill_batch,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
@@ -116,11 +116,24 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-    let consumer: StreamConsumer<LagReporting> = cfg.create_with_context(LagReporting {
+    // Start every partition where the warehouse says it stands (PostgreSQL is the truth; a
+    // new or restored database must not trust Kafka's advisory commits).
+    let positions = StoredPositions::default();
+    for row in clients[0]
+        .query(
+            "SELECT topic, kafka_partition, next_offset FROM loader_offsets WHERE consumer_group = $1",
+            &[&config.group],
+        )
+        .await
+        .map_err(unreachable)?
+    {
+        positions.record(row.get(0), row.get(1), row.get(2));
+    }
+    let consumer: StreamConsumer<SeekToStored> = cfg.create_with_context(SeekToStored {
         group: config.group.clone(),
+        positions: positions.clone(),
     })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -138,7 +151,7 @@ pub async fn run(
         )
         .await;
         if !batch.is_empty() {
-            apply_with_retry(
+            let written = apply_with_retry(
                 &mut clients,
                 &mut months,
                 &config,
@@ -148,7 +161,12 @@ pub async fn run(
                 &shutdown,
             )
             .await?;
-            commit_advisory(&consumer, &batch);
+            if written {
+                for ((topic, partition), next) in batch_ends(&batch) {
+                    positions.record(topic, partition, next);
+                }
+                commit_advisory(&consumer, &batch);
+            }
             batch.clear();
         }
         if shutdown.is_cancelled() {
@@ -168,18 +186,18 @@ async fn apply_with_retry(
     dlq: &EventProducer,
     batch: &[OwnedMessage],
     shutdown: &CancellationToken,
-) -> Result<(), LoaderError> {
+) -> Result<bool, LoaderError> {
     let mut backoff = Duration::from_millis(250);
     loop {
         match apply_once(clients, months, config, codec, dlq, batch).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not written; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
                     // Even when stopping, an unwritten batch is simply left for the next start.
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => return Ok(false),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 for client in clients.iter_mut().filter(|c| c.is_closed()) {
