@@ -74,23 +74,36 @@ impl StoredPositions {
     }
 }
 
+/// Where a consumer's own store says a partition stands: the next offset to read, None when
+/// the store never had the partition.
+pub trait PositionSource: Send + Sync + 'static {
+    /// The stored next offset of a partition.
+    fn next_offset(&self, topic: &str, partition: i32) -> Option<i64>;
+}
+
+impl PositionSource for StoredPositions {
+    fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.get(topic, partition)
+    }
+}
+
 /// Consumer context that starts every assigned partition at its stored position (or the
 /// beginning when nothing of it was ever stored), so the consumer's own store, not Kafka's
 /// advisory commits, decides where reading resumes; it also reports lag.
-pub struct SeekToStored {
+pub struct SeekToStored<S: PositionSource> {
     /// Consumer group, the lag metric's label.
     pub group: String,
     /// The positions.
-    pub positions: StoredPositions,
+    pub positions: S,
 }
 
-impl ClientContext for SeekToStored {
+impl<S: PositionSource> ClientContext for SeekToStored<S> {
     fn stats(&self, statistics: Statistics) {
         record_lag(&self.group, &statistics);
     }
 }
 
-impl ConsumerContext for SeekToStored {
+impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
     fn rebalance(
         &self,
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -108,7 +121,7 @@ impl ConsumerContext for SeekToStored {
                 for (topic, partition) in parts {
                     let start = self
                         .positions
-                        .get(&topic, partition)
+                        .next_offset(&topic, partition)
                         .map_or(Offset::Beginning, Offset::Offset);
                     if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
                         tracing::error!(%err, topic, partition, "cannot set start offset");

@@ -5,76 +5,28 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::ProvinceCode;
 use lienthong_core::validation::{Severity, ValidationContext};
-use lienthong_kafka::consumption::{STATISTICS_INTERVAL_MS, commit_advisory, fill_batch};
+use lienthong_kafka::consumption::{
+    PositionSource, STATISTICS_INTERVAL_MS, SeekToStored, commit_advisory, fill_batch,
+};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1 as pb;
 use lienthong_registry::{DecodeError, WireCodec};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::topic_partition_list::TopicPartitionList;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
 use crate::store::{Change, RegionStore};
 
-/// Sets every assigned partition's start to the store's own offset (or the beginning when the
-/// store never had it), so a partition taken over in a rebalance is neither skipped nor doubled.
-pub struct SeekToStore {
-    store: RegionStore,
-    group: String,
-}
+/// The store's own positions: where each partition resumes after a (re)assignment.
+struct StorePositions(RegionStore);
 
-impl ClientContext for SeekToStore {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        lienthong_kafka::consumption::record_lag(&self.group, &statistics);
-    }
-}
-
-impl ConsumerContext for SeekToStore {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let result: KafkaResult<()> = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                for (topic, partition) in parts {
-                    let start = match self.store.next_offset(&topic, partition) {
-                        Ok(Some(n)) => Offset::Offset(n),
-                        _ => Offset::Beginning,
-                    };
-                    if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
-                        tracing::error!(%err, topic, partition, "cannot set start offset");
-                    }
-                }
-                tracing::info!(
-                    partitions = tpl.count(),
-                    "partitions assigned; starting from the store's offsets"
-                );
-                consumer.assign(tpl)
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
-                consumer.unassign()
-            }
-            other => {
-                tracing::error!(?other, "rebalance error");
-                consumer.unassign()
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "rebalance assignment failed");
-        }
+impl PositionSource for StorePositions {
+    fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        // An unreadable position restarts the partition from the beginning: re-reading is
+        // harmless (applied offsets are skipped), skipping would not be.
+        self.0.next_offset(topic, partition).ok().flatten()
     }
 }
 
@@ -98,10 +50,11 @@ pub async fn run_region(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-    let consumer: StreamConsumer<SeekToStore> = cfg.create_with_context(SeekToStore {
-        store: store.clone(),
-        group: group.clone(),
-    })?;
+    let consumer: StreamConsumer<SeekToStored<StorePositions>> =
+        cfg.create_with_context(SeekToStored {
+            group: group.clone(),
+            positions: StorePositions(store.clone()),
+        })?;
     let topics = [
         config.topic_referral.as_str(),
         config.topic_appointment.as_str(),

@@ -131,10 +131,11 @@ pub async fn run(
     {
         positions.record(row.get(0), row.get(1), row.get(2));
     }
-    let consumer: StreamConsumer<SeekToStored> = cfg.create_with_context(SeekToStored {
-        group: config.group.clone(),
-        positions: positions.clone(),
-    })?;
+    let consumer: StreamConsumer<SeekToStored<StoredPositions>> =
+        cfg.create_with_context(SeekToStored {
+            group: config.group.clone(),
+            positions: positions.clone(),
+        })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
