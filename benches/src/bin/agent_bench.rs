@@ -14,6 +14,10 @@ use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_facility_agent::xml::{Limits, convert};
 use lienthong_proto::v1 as pb;
 
+// The allocator the services run with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Episodes to parse (four events each).

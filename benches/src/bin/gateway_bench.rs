@@ -125,6 +125,10 @@ async fn streaming(
 
 use futures::StreamExt;
 
+// The allocator the services run with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Client = tokio::task::JoinSet<anyhow::Result<(Vec<f64>, usize)>>;
 
 /// Gathers (latencies, acknowledged events) from every client task into the figures.

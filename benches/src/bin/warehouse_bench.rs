@@ -19,6 +19,10 @@ use lienthong_warehouse_loader::rows::{EventRows, rows_of};
 use lienthong_warehouse_loader::store::{Position, copy_direct, ensure_history_months};
 use tokio_util::sync::CancellationToken;
 
+// The allocator the services run with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Events to pre-fill and load.

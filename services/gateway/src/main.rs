@@ -12,6 +12,11 @@ use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
 use tokio_util::sync::CancellationToken;
 
+// Many small allocations per event on every hop: mimalloc spends far less time in them
+// than the system allocator (measured in the benchmarks, which use the same allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The lienthong ingest gateway.
 #[derive(Debug, Parser)]
 #[command(name = "lienthong-gateway", version, about)]

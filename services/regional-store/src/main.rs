@@ -10,6 +10,11 @@ use lienthong_regional_store::config::RegionalConfig;
 use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
 
+// Many small allocations per event on every hop: mimalloc spends far less time in them
+// than the system allocator (measured in the benchmarks, which use the same allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The lienthong regional store.
 #[derive(Debug, Parser)]
 #[command(name = "lienthong-regional-store", version, about)]

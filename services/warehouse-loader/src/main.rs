@@ -8,6 +8,11 @@ use lienthong_registry::RegistryArgs;
 use lienthong_telemetry::TelemetryArgs;
 use lienthong_warehouse_loader::LoaderConfig;
 
+// Many small allocations per event on every hop: mimalloc spends far less time in them
+// than the system allocator (measured in the benchmarks, which use the same allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The lienthong warehouse loader.
 #[derive(Debug, Parser)]
 #[command(name = "lienthong-warehouse-loader", version, about)]
