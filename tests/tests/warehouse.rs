@@ -471,3 +471,99 @@ async fn a_new_database_is_loaded_from_the_beginning_whatever_kafka_remembers() 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_batches_update_stored_documents_and_republished_events_are_not_doubled()
+-> anyhow::Result<()> {
+    // The first batch copies new documents straight into the tables; later batches meet
+    // them stored: re-published events must not double the history, newer versions must
+    // replace the current state, and a replaced lab report must carry only its new lines.
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let dsn = fresh_database().await?;
+    let topics = topics_with_schemas(&registry).await?;
+    let first = keyed_events(930, 30);
+    publish_to(&registry, &topics, &first).await?;
+    let shutdown = CancellationToken::new();
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        LoaderConfig::new(
+            &dsn,
+            &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+            topics.values().cloned().collect(),
+        ),
+        kafka,
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    let db = connect(&dsn).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        30,
+        Duration::from_secs(60),
+    )
+    .await?;
+
+    let referral = first
+        .iter()
+        .find(|e| matches!(e, ClinicalEvent::Referral(_)))
+        .expect("a referral");
+    let lab = first
+        .iter()
+        .find(|e| matches!(e, ClinicalEvent::LabResult(r) if r.report.as_ref().is_some_and(|r| r.lines.len() > 1)))
+        .expect("a lab report with several lines");
+    let referral_v2 = next_version(referral, pb::Action::Updated);
+    let mut lab_v2 = next_version(lab, pb::Action::Updated);
+    if let ClinicalEvent::LabResult(r) = &mut lab_v2 {
+        r.report.as_mut().expect("report").lines.truncate(1);
+    }
+    let mut second = first.clone();
+    second.extend([referral_v2.clone(), lab_v2.clone()]);
+    publish_to(&registry, &topics, &second).await?;
+    // Every message of both rounds consumed (fresh topics: offsets count messages).
+    wait_for_count(
+        &db,
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM loader_offsets",
+        (first.len() + second.len()) as i64,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let history: i64 = db
+        .query_one("SELECT count(*) FROM event_history", &[])
+        .await?
+        .get(0);
+    assert_eq!(history, 32, "30 events once each, plus the two new versions");
+    let distinct: i64 = db
+        .query_one("SELECT count(DISTINCT event_id) FROM event_history", &[])
+        .await?
+        .get(0);
+    assert_eq!(distinct, 32);
+    let id = |e: &ClinicalEvent| e.header().expect("header").document_id.clone();
+    let version: i64 = db
+        .query_one(
+            "SELECT document_version FROM referrals WHERE document_id = $1",
+            &[&id(referral)],
+        )
+        .await?
+        .get(0);
+    assert_eq!(version, 2);
+    let (lab_version, line_count): (i64, i32) = db
+        .query_one(
+            "SELECT document_version, line_count FROM lab_reports WHERE document_id = $1",
+            &[&id(lab)],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    assert_eq!((lab_version, line_count), (2, 1));
+    let lines: i64 = db
+        .query_one(
+            "SELECT count(*) FROM lab_result_lines WHERE document_id = $1",
+            &[&id(lab)],
+        )
+        .await?
+        .get(0);
+    assert_eq!(lines, 1, "the replaced report's old lines are gone");
+    shutdown.cancel();
+    loader.await??;
+    Ok(())
+}

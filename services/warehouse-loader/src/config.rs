@@ -46,7 +46,7 @@ pub struct LoaderConfig {
     )]
     pub dlq_topic: String,
     /// Most messages in one transaction.
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 2000)]
+    #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 10_000)]
     pub batch_events: usize,
     /// Kafka group session timeout, in ms: how soon a crashed replica's partitions move on.
     #[arg(
@@ -78,7 +78,7 @@ impl LoaderConfig {
             topics,
             receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),
             dlq_topic: "lienthong.dlq.v1".into(),
-            batch_events: 2000,
+            batch_events: 10_000,
             batch_ms: 500,
             session_timeout_ms: 10_000,
             free_text: false,

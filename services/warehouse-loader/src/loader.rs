@@ -140,65 +140,121 @@ pub async fn run(
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
 
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
+    // Pipelined: while batch n is written, batch n+1 is fetched, decoded and dead-lettered,
+    // so PostgreSQL and the decoder work at the same time. Batch n+1 is written only after
+    // batch n committed; if n is not written (stopping), n+1 is dropped too and both are
+    // read again on the next start, from the positions PostgreSQL holds.
     let mut months = HashSet::new();
+    let mut ready: Option<Prepared> = None;
     loop {
-        fill_batch(
-            &consumer,
-            &mut batch,
-            config.batch_events,
-            config.batch_wait(),
-            &shutdown,
-        )
-        .await;
-        if !batch.is_empty() {
-            let written = apply_with_retry(
-                &mut clients,
-                &mut months,
-                &config,
-                &codec,
-                &dlq,
-                &batch,
+        let write = async {
+            match ready.take() {
+                Some(p) => write_with_retry(&mut clients, &mut months, &config, &p, &shutdown)
+                    .await
+                    .then_some(p),
+                None => None,
+            }
+        };
+        let next = async {
+            let mut batch = Vec::with_capacity(config.batch_events);
+            fill_batch(
+                &consumer,
+                &mut batch,
+                config.batch_events,
+                config.batch_wait(),
                 &shutdown,
             )
-            .await?;
-            if written {
-                for ((topic, partition), next) in batch_ends(&batch) {
-                    positions.record(topic, partition, next);
-                }
-                commit_advisory(&consumer, &batch);
+            .await;
+            if batch.is_empty() {
+                return None;
             }
-            batch.clear();
+            prepare_with_retry(&config, &codec, &dlq, batch, &shutdown).await
+        };
+        let (written, next) = tokio::join!(write, next);
+        let stopping = shutdown.is_cancelled();
+        match written {
+            Some(p) => {
+                for ((topic, partition), end) in batch_ends(&p.messages) {
+                    positions.record(topic, partition, end);
+                }
+                commit_advisory(&consumer, &p.messages);
+            }
+            // Not written (only when stopping): nothing after it may be written either.
+            None if stopping => {
+                tracing::info!("warehouse loader stopped; its open batch is left for the next start");
+                return Ok(());
+            }
+            None => {}
         }
-        if shutdown.is_cancelled() {
+        ready = next;
+        if stopping {
+            // Finish what was already read and decoded, then stop.
+            if let Some(p) = ready.take()
+                && write_with_retry(&mut clients, &mut months, &config, &p, &shutdown).await
+            {
+                for ((topic, partition), end) in batch_ends(&p.messages) {
+                    positions.record(topic, partition, end);
+                }
+                commit_advisory(&consumer, &p.messages);
+            }
             tracing::info!("warehouse loader stopped after its last batch");
             return Ok(());
         }
     }
 }
 
-/// Decodes, dead-letters and writes a batch; on a database or registry failure waits and
-/// retries the same batch without advancing anything, reconnecting as needed.
-async fn apply_with_retry(
-    clients: &mut [Client],
-    months: &mut HashSet<time::Date>,
+/// A batch read from Kafka, decoded, with its dead letters already sent: ready to write.
+struct Prepared {
+    messages: Vec<OwnedMessage>,
+    items: Vec<(Position, Option<EventRows>)>,
+}
+
+/// Decodes a batch and sends its dead letters; a registry or DLQ failure is retried (the
+/// message says nothing wrong about itself). None when stopping before it succeeded.
+async fn prepare_with_retry(
     config: &LoaderConfig,
     codec: &WireCodec,
     dlq: &EventProducer,
-    batch: &[OwnedMessage],
+    messages: Vec<OwnedMessage>,
     shutdown: &CancellationToken,
-) -> Result<bool, LoaderError> {
+) -> Option<Prepared> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match apply_once(clients, months, config, codec, dlq, batch).await {
-            Ok(()) => return Ok(true),
+        match prepare(config, codec, dlq, &messages).await {
+            Ok(items) => return Some(Prepared { messages, items }),
+            Err(e) => {
+                metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not decoded; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {},
+                    _ = shutdown.cancelled() => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Writes a prepared batch; on a database failure waits and retries the same batch without
+/// advancing anything, reconnecting as needed. False when stopping before it was written.
+async fn write_with_retry(
+    clients: &mut [Client],
+    months: &mut HashSet<time::Date>,
+    config: &LoaderConfig,
+    batch: &Prepared,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match write(clients, months, config, batch).await {
+            Ok(()) => return true,
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not written; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
                     // Even when stopping, an unwritten batch is simply left for the next start.
-                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = shutdown.cancelled() => return false,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 for client in clients.iter_mut().filter(|c| c.is_closed()) {
@@ -212,15 +268,12 @@ async fn apply_with_retry(
     }
 }
 
-async fn apply_once(
-    clients: &mut [Client],
-    months: &mut HashSet<time::Date>,
+async fn prepare(
     config: &LoaderConfig,
     codec: &WireCodec,
     dlq: &EventProducer,
     batch: &[OwnedMessage],
-) -> anyhow::Result<()> {
-    let started = Instant::now();
+) -> anyhow::Result<Vec<(Position, Option<EventRows>)>> {
     let ctx = ValidationContext::now();
     let mut items: Vec<(Position, Option<EventRows>)> = Vec::with_capacity(batch.len());
     for m in batch {
@@ -239,7 +292,18 @@ async fn apply_once(
             }
         }
     }
-    ensure_history_months(&clients[0], months, &items).await?;
+    Ok(items)
+}
+
+async fn write(
+    clients: &mut [Client],
+    months: &mut HashSet<time::Date>,
+    config: &LoaderConfig,
+    batch: &Prepared,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let items = &batch.items;
+    ensure_history_months(&clients[0], months, items).await?;
     let options = WriteOptions {
         free_text: config.free_text,
     };
@@ -248,10 +312,9 @@ async fn apply_once(
     // never meet in two transactions. If one commits and another fails, the retry skips what
     // was committed (its offsets moved) and writes the rest.
     let writers = clients.len();
-    let mut shares: Vec<Vec<(Position, Option<EventRows>)>> = vec![Vec::new(); writers];
+    let mut shares: Vec<Vec<&(Position, Option<EventRows>)>> = vec![Vec::new(); writers];
     for item in items {
-        let share = writer_of(&item.0.topic, item.0.partition, writers);
-        shares[share].push(item);
+        shares[writer_of(&item.0.topic, item.0.partition, writers)].push(item);
     }
     let written = futures::future::try_join_all(
         clients
@@ -275,13 +338,13 @@ async fn apply_once(
     });
     metrics::histogram!("lienthong_warehouse_commit_seconds")
         .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("lienthong_warehouse_batch_size").record(batch.len() as f64);
+    metrics::histogram!("lienthong_warehouse_batch_size").record(items.len() as f64);
     metrics::counter!("lienthong_warehouse_rows_total", "table" => "event_history")
         .increment(written.history);
     metrics::counter!("lienthong_warehouse_rows_total", "table" => "current")
         .increment(written.current);
     metrics::counter!("lienthong_warehouse_skipped_total").increment(written.already_applied);
-    tracing::debug!(messages = batch.len(), ?written, "batch committed");
+    tracing::debug!(messages = items.len(), ?written, "batch committed");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use time::Date;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
@@ -306,7 +307,7 @@ pub async fn ensure_history_months(
 pub async fn write_batch(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[(Position, Option<EventRows>)],
+    items: &[&(Position, Option<EventRows>)],
     options: WriteOptions,
 ) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
@@ -334,27 +335,16 @@ pub async fn write_batch(
         .count() as u64;
 
     let mut stages = String::new();
-    for s in [
-        &HISTORY,
-        &REFERRALS,
-        &APPOINTMENTS,
-        &LAB_REPORTS,
-        &LAB_LINES,
-        &RECEIPTS,
-    ] {
+    for s in [&HISTORY, &REFERRALS, &APPOINTMENTS, &LAB_REPORTS, &RECEIPTS] {
         stages.push_str(&s.create_stage());
     }
     if options.free_text {
         stages.push_str(&NOTES.create_stage());
     }
-    stages.push_str(
-        "CREATE TEMP TABLE IF NOT EXISTS stage_changed_labs (document_id text, inserted boolean) ON COMMIT DELETE ROWS;",
-    );
     tx.batch_execute(&stages).await?;
 
     if !fresh.is_empty() {
-        stage_history(tx, &fresh, CopyTarget::Stage).await?;
-        written.history = tx.execute(&HISTORY.insert_absent(), &[]).await?;
+        written.history = write_history(tx, &fresh).await?;
     }
 
     // Current state: per document only the highest version of this batch is staged; the
@@ -367,6 +357,32 @@ pub async fn write_batch(
             *e = r;
         }
     }
+    // Documents the warehouse has never seen are copied straight into their tables (the
+    // common case: a new referral, appointment or report); only documents already stored
+    // go through staging and the version-comparing upsert.
+    let (new, known) = split_new_documents(tx, &latest).await?;
+    let mut staged_rows = known;
+    if !new.is_empty() {
+        tx.batch_execute("SAVEPOINT current_copy").await?;
+        match stage_current(tx, new.iter().copied(), options, CopyTarget::Table).await {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT current_copy").await?;
+                written.current += new.len() as u64;
+            }
+            // Stored after all (only if partitions were re-keyed, so a document's events
+            // come through two partitions): undo, and upsert them like the others.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT current_copy")
+                    .await?;
+                staged_rows.extend(new);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let latest: BTreeMap<&str, &EventRows> = staged_rows
+        .into_iter()
+        .map(|r| (r.history.document_id.as_str(), r))
+        .collect();
     let staged = stage_current(tx, latest.values().copied(), options, CopyTarget::Stage).await?;
     if staged.referrals {
         written.current += tx.execute(&REFERRALS.upsert_newer(), &[]).await?;
@@ -381,47 +397,44 @@ pub async fn write_batch(
         tx.execute(&NOTES.upsert_newer(), &[]).await?;
     }
     if staged.lab_reports {
-        let changed = tx
-            .execute(
+        // The upsert says which reports changed (inserted, or replaced by a newer version);
+        // only their lines are written, straight into the table: a new report has no lines
+        // yet, a replaced one has its old lines deleted first (by key list, which keeps to the
+        // index), so nothing can conflict.
+        let changed: HashMap<String, bool> = tx
+            .query(
                 &format!(
-                    "WITH up AS ({} RETURNING t.document_id, t.xmax = 0) INSERT INTO stage_changed_labs SELECT * FROM up",
+                    "{} RETURNING t.document_id, t.xmax = 0",
                     LAB_REPORTS.upsert_newer()
                 ),
                 &[],
             )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        written.current += changed.len() as u64;
+        let replaced: Vec<&str> = changed
+            .iter()
+            .filter(|(_, inserted)| !**inserted)
+            .map(|(d, _)| d.as_str())
+            .collect();
+        if !replaced.is_empty() {
+            tx.execute(
+                "DELETE FROM lab_result_lines WHERE document_id = ANY($1)",
+                &[&replaced],
+            )
             .await?;
-        written.current += changed;
-        if changed > 0 {
-            // Only replaced reports have old lines; deleting by key list keeps to the index
-            // (a join with the unanalyzed staging table would scan every line).
-            let replaced: Vec<String> = tx
-                .query(
-                    "SELECT document_id FROM stage_changed_labs WHERE NOT inserted",
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            if !replaced.is_empty() {
-                tx.execute(
-                    "DELETE FROM lab_result_lines WHERE document_id = ANY($1)",
-                    &[&replaced],
-                )
-                .await?;
-            }
-            tx.batch_execute(&format!(
-                "INSERT INTO lab_result_lines ({names}) SELECT {s_names} FROM {stage} s \
-                 JOIN stage_changed_labs c ON c.document_id = s.document_id ON CONFLICT DO NOTHING;",
-                names = LAB_LINES.names(),
-                s_names = LAB_LINES
-                    .columns
-                    .iter()
-                    .map(|(c, _)| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                stage = LAB_LINES.stage,
-            ))
+        }
+        if !changed.is_empty() {
+            copy_lab_lines(
+                tx,
+                latest
+                    .values()
+                    .copied()
+                    .filter(|r| changed.contains_key(r.history.document_id.as_str())),
+                CopyTarget::Table,
+            )
             .await?;
         }
     }
@@ -430,52 +443,134 @@ pub async fn write_batch(
     Ok(written)
 }
 
-/// Locks this group's rows for the batch's partitions and reads where each stands.
+/// Locks this group's rows for the batch's partitions and reads where each stands (one
+/// statement each way, whatever the number of partitions).
 async fn lock_positions(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[(Position, Option<EventRows>)],
+    items: &[&(Position, Option<EventRows>)],
 ) -> Result<HashMap<(String, i32), i64>, tokio_postgres::Error> {
-    let mut next = HashMap::new();
-    for p in items
+    let partitions: BTreeSet<(&str, i32)> = items
         .iter()
-        .map(|(p, _)| (p.topic.clone(), p.partition))
-        .collect::<BTreeSet<_>>()
-    {
-        tx.execute(
-            "INSERT INTO loader_offsets (consumer_group, topic, kafka_partition, next_offset) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-            &[&group, &p.0, &p.1],
+        .map(|(p, _)| (p.topic.as_str(), p.partition))
+        .collect();
+    let topics: Vec<&str> = partitions.iter().map(|p| p.0).collect();
+    let numbers: Vec<i32> = partitions.iter().map(|p| p.1).collect();
+    tx.execute(
+        "INSERT INTO loader_offsets (consumer_group, topic, kafka_partition, next_offset) \
+         SELECT $1, t, p, 0 FROM unnest($2::text[], $3::int[]) AS u(t, p) ON CONFLICT DO NOTHING",
+        &[&group, &topics, &numbers],
+    )
+    .await?;
+    // Locked in key order, so two writers never wait on each other in a cycle.
+    let rows = tx
+        .query(
+            "SELECT o.topic, o.kafka_partition, o.next_offset FROM loader_offsets o \
+             JOIN unnest($2::text[], $3::int[]) AS u(t, p) ON o.topic = u.t AND o.kafka_partition = u.p \
+             WHERE o.consumer_group = $1 ORDER BY o.topic, o.kafka_partition FOR UPDATE OF o",
+            &[&group, &topics, &numbers],
         )
         .await?;
-        let row = tx
-            .query_one("SELECT next_offset FROM loader_offsets WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE", &[&group, &p.0, &p.1])
-            .await?;
-        next.insert(p, row.get(0));
-    }
-    Ok(next)
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }
 
 async fn advance_positions(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[(Position, Option<EventRows>)],
+    items: &[&(Position, Option<EventRows>)],
 ) -> Result<(), tokio_postgres::Error> {
     let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for (p, _) in items {
+    for (p, _) in items.iter().copied() {
         let e = ends
             .entry((p.topic.as_str(), p.partition))
             .or_insert(p.offset + 1);
         *e = (*e).max(p.offset + 1);
     }
-    for ((topic, partition), end) in ends {
-        tx.execute(
-            "UPDATE loader_offsets SET next_offset = GREATEST(next_offset, $4), updated_at = now() \
-             WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
-            &[&group, &topic, &partition, &end],
-        )
-        .await?;
-    }
+    let topics: Vec<&str> = ends.keys().map(|k| k.0).collect();
+    let numbers: Vec<i32> = ends.keys().map(|k| k.1).collect();
+    let offsets: Vec<i64> = ends.values().copied().collect();
+    tx.execute(
+        "UPDATE loader_offsets o SET next_offset = GREATEST(o.next_offset, u.e), updated_at = now() \
+         FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, e) \
+         WHERE o.consumer_group = $1 AND o.topic = u.t AND o.kafka_partition = u.p",
+        &[&group, &topics, &numbers, &offsets],
+    )
+    .await?;
     Ok(())
+}
+
+/// Splits the latest rows of a batch into documents not stored yet and everything else
+/// (stored documents, receipts), with one indexed lookup per document table.
+async fn split_new_documents<'r>(
+    tx: &Transaction<'_>,
+    latest: &BTreeMap<&str, &'r EventRows>,
+) -> Result<(Vec<&'r EventRows>, Vec<&'r EventRows>), tokio_postgres::Error> {
+    let mut stored: HashSet<String> = HashSet::new();
+    for (table, is_kind) in [
+        (
+            REFERRALS.table,
+            (|d: &DocumentRow| matches!(d, DocumentRow::Referral(_))) as fn(&DocumentRow) -> bool,
+        ),
+        (APPOINTMENTS.table, |d| {
+            matches!(d, DocumentRow::Appointment(_))
+        }),
+        (LAB_REPORTS.table, |d| matches!(d, DocumentRow::LabReport(_))),
+    ] {
+        let ids: Vec<&str> = latest
+            .iter()
+            .filter(|(_, r)| is_kind(&r.document))
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        for row in tx
+            .query(
+                &format!("SELECT document_id FROM {table} WHERE document_id = ANY($1)"),
+                &[&ids],
+            )
+            .await?
+        {
+            stored.insert(row.get(0));
+        }
+    }
+    Ok(latest.values().copied().partition(|r| {
+        !matches!(r.document, DocumentRow::Receipt(_))
+            && !stored.contains(r.history.document_id.as_str())
+    }))
+}
+
+/// Writes new history rows. Almost every event is new, so its rows are copied straight into
+/// `event_history` (each event once); if one was stored before (a re-published duplicate),
+/// the copy fails on the key and is undone, and the rows go through the staging table with
+/// insert-if-absent instead. Returns the rows added.
+async fn write_history(
+    tx: &Transaction<'_>,
+    fresh: &[(&Position, &EventRows)],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut seen = HashSet::with_capacity(fresh.len());
+    let once: Vec<(&Position, &EventRows)> = fresh
+        .iter()
+        .filter(|(_, r)| seen.insert(r.history.event_id.as_str()))
+        .copied()
+        .collect();
+    tx.batch_execute("SAVEPOINT history_copy").await?;
+    match stage_history(tx, &once, CopyTarget::Table).await {
+        Ok(n) => {
+            tx.batch_execute("RELEASE SAVEPOINT history_copy").await?;
+            Ok(n)
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT history_copy")
+                .await?;
+            stage_history(tx, &once, CopyTarget::Stage).await?;
+            tx.execute(&HISTORY.insert_absent(), &[]).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn stage_history(
@@ -666,27 +761,10 @@ async fn stage_current<'r>(
             w.as_mut().write(&row).await?;
         }
         w.as_mut().finish().await?;
-        let mut w = LAB_LINES.copy(tx, into).await?;
-        for r in &labs {
-            let DocumentRow::LabReport(d) = &r.document else {
-                continue;
-            };
-            for l in &d.lines {
-                let row: [&(dyn ToSql + Sync); 9] = [
-                    &r.history.document_id,
-                    &l.line_number,
-                    &l.indicator_code,
-                    &l.indicator_name,
-                    &l.value_numeric,
-                    &l.value_text,
-                    &l.unit,
-                    &l.result_at,
-                    &l.loinc_code,
-                ];
-                w.as_mut().write(&row).await?;
-            }
+        // Staged reports get their lines after the upsert (only those that changed).
+        if into == CopyTarget::Table {
+            copy_lab_lines(tx, labs.iter().copied(), into).await?;
         }
-        w.as_mut().finish().await?;
     }
     if kinds.receipts {
         let mut w = RECEIPTS.copy(tx, into).await?;
@@ -707,6 +785,35 @@ async fn stage_current<'r>(
         w.as_mut().finish().await?;
     }
     Ok(kinds)
+}
+
+/// Copies the result lines of `reports` (lab report rows) into `into`.
+async fn copy_lab_lines<'r>(
+    tx: &Transaction<'_>,
+    reports: impl Iterator<Item = &'r EventRows>,
+    into: CopyTarget,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut w = LAB_LINES.copy(tx, into).await?;
+    for r in reports {
+        let DocumentRow::LabReport(d) = &r.document else {
+            continue;
+        };
+        for l in &d.lines {
+            let row: [&(dyn ToSql + Sync); 9] = [
+                &r.history.document_id,
+                &l.line_number,
+                &l.indicator_code,
+                &l.indicator_name,
+                &l.value_numeric,
+                &l.value_text,
+                &l.unit,
+                &l.result_at,
+                &l.loinc_code,
+            ];
+            w.as_mut().write(&row).await?;
+        }
+    }
+    w.as_mut().finish().await
 }
 
 #[cfg(test)]
