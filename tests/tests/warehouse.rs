@@ -532,7 +532,10 @@ async fn later_batches_update_stored_documents_and_republished_events_are_not_do
         .query_one("SELECT count(*) FROM event_history", &[])
         .await?
         .get(0);
-    assert_eq!(history, 32, "30 events once each, plus the two new versions");
+    assert_eq!(
+        history, 32,
+        "30 events once each, plus the two new versions"
+    );
     let distinct: i64 = db
         .query_one("SELECT count(DISTINCT event_id) FROM event_history", &[])
         .await?

@@ -46,7 +46,11 @@ pub struct LoaderConfig {
     )]
     pub dlq_topic: String,
     /// Most messages in one transaction.
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_BATCH_EVENTS",
+        default_value_t = 10_000
+    )]
     pub batch_events: usize,
     /// Kafka group session timeout, in ms: how soon a crashed replica's partitions move on.
     #[arg(

@@ -181,7 +181,9 @@ pub async fn run(
             }
             // Not written (only when stopping): nothing after it may be written either.
             None if stopping => {
-                tracing::info!("warehouse loader stopped; its open batch is left for the next start");
+                tracing::info!(
+                    "warehouse loader stopped; its open batch is left for the next start"
+                );
                 return Ok(());
             }
             None => {}

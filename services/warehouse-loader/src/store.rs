@@ -517,7 +517,9 @@ async fn split_new_documents<'r>(
         (APPOINTMENTS.table, |d| {
             matches!(d, DocumentRow::Appointment(_))
         }),
-        (LAB_REPORTS.table, |d| matches!(d, DocumentRow::LabReport(_))),
+        (LAB_REPORTS.table, |d| {
+            matches!(d, DocumentRow::LabReport(_))
+        }),
     ] {
         let ids: Vec<&str> = latest
             .iter()
