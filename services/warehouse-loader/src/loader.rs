@@ -174,10 +174,7 @@ pub async fn run(
         let stopping = shutdown.is_cancelled();
         match written {
             Some(p) => {
-                for ((topic, partition), end) in batch_ends(&p.messages) {
-                    positions.record(topic, partition, end);
-                }
-                commit_advisory(&consumer, &p.messages);
+                written_through(&consumer, &positions, &p);
             }
             // Not written (only when stopping): nothing after it may be written either.
             None if stopping => {
@@ -194,15 +191,24 @@ pub async fn run(
             if let Some(p) = ready.take()
                 && write_with_retry(&mut clients, &mut months, &config, &p, &shutdown).await
             {
-                for ((topic, partition), end) in batch_ends(&p.messages) {
-                    positions.record(topic, partition, end);
-                }
-                commit_advisory(&consumer, &p.messages);
+                written_through(&consumer, &positions, &p);
             }
             tracing::info!("warehouse loader stopped after its last batch");
             return Ok(());
         }
     }
+}
+
+/// Records a committed batch's ends as the partitions' positions and tells Kafka (advisory).
+fn written_through(
+    consumer: &StreamConsumer<SeekToStored<StoredPositions>>,
+    positions: &StoredPositions,
+    batch: &Prepared,
+) {
+    for ((topic, partition), end) in batch_ends(&batch.messages) {
+        positions.record(topic, partition, end);
+    }
+    commit_advisory(consumer, &batch.messages);
 }
 
 /// A batch read from Kafka, decoded, with its dead letters already sent: ready to write.
