@@ -31,21 +31,6 @@ pub fn record_lag(group: &str, statistics: &Statistics) {
     }
 }
 
-/// Consumer context that only reports lag (consumers without their own rebalance logic).
-#[derive(Debug, Clone)]
-pub struct LagReporting {
-    /// Consumer group, the metric's label.
-    pub group: String,
-}
-
-impl ClientContext for LagReporting {
-    fn stats(&self, statistics: Statistics) {
-        record_lag(&self.group, &statistics);
-    }
-}
-
-impl ConsumerContext for LagReporting {}
-
 /// Where a consumer's writes say each partition stands (next offset to read), shared between
 /// the consumer loop, which records what it committed, and the rebalance callback, which starts
 /// every assigned partition there. A figure may lag behind the truth (another replica moved a
@@ -175,6 +160,37 @@ pub async fn fill_batch<C: ConsumerContext + 'static>(
     }
 }
 
+/// The wait between retries of one batch: 250 ms, doubling up to 30 s, cut short by shutdown.
+#[derive(Debug)]
+pub struct BatchBackoff {
+    next: Duration,
+}
+
+impl Default for BatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(250),
+        }
+    }
+}
+
+impl BatchBackoff {
+    /// The wait the next `wait` will take (for logs).
+    pub fn next_wait(&self) -> Duration {
+        self.next
+    }
+
+    /// Waits, then doubles the next wait; false when `shutdown` came first (stop retrying).
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let waited = tokio::select! {
+            _ = tokio::time::sleep(self.next) => true,
+            _ = shutdown.cancelled() => false,
+        };
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        waited
+    }
+}
+
 /// The end offset (last + 1) of each partition in `batch`.
 pub fn batch_ends(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
     let mut ends = BTreeMap::new();
@@ -210,6 +226,25 @@ pub fn commit_advisory<C: ConsumerContext + 'static>(
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_backoff_doubles_to_a_ceiling_and_stops_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut b = BatchBackoff::default();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            waits.push(b.next_wait());
+            assert!(b.wait(&shutdown).await);
+        }
+        assert_eq!(waits[0], Duration::from_millis(250));
+        assert_eq!(waits[1], Duration::from_millis(500));
+        assert_eq!(b.next_wait(), Duration::from_secs(30));
+        shutdown.cancel();
+        assert!(
+            !b.wait(&shutdown).await,
+            "a stopping consumer does not wait"
+        );
+    }
     use super::*;
     use rdkafka::Timestamp;
 

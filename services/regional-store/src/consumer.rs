@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lienthong_core::ProvinceCode;
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    PositionSource, STATISTICS_INTERVAL_MS, SeekToStored, commit_advisory, fill_batch,
+    BatchBackoff, PositionSource, STATISTICS_INTERVAL_MS, SeekToStored, commit_advisory, fill_batch,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1 as pb;
@@ -75,17 +75,15 @@ pub async fn run_region(
         )
         .await;
         if !batch.is_empty() {
-            let mut backoff = Duration::from_millis(250);
+            let mut backoff = BatchBackoff::default();
             loop {
                 match apply(&config, &region_code, &group, &codec, &dlq, &store, &batch).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "batch not applied; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {},
-                            _ = shutdown.cancelled() => return Ok(()),
+                        tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not applied; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            return Ok(());
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
             }

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    STATISTICS_INTERVAL_MS, SeekToStored, StoredPositions, batch_ends, commit_advisory, fill_batch,
+    BatchBackoff, STATISTICS_INTERVAL_MS, SeekToStored, StoredPositions, batch_ends,
+    commit_advisory, fill_batch,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
@@ -226,18 +227,16 @@ async fn prepare_with_retry(
     messages: Vec<OwnedMessage>,
     shutdown: &CancellationToken,
 ) -> Option<Prepared> {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = BatchBackoff::default();
     loop {
         match prepare(config, codec, dlq, &messages).await {
             Ok(items) => return Some(Prepared { messages, items }),
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not decoded; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
-                    _ = shutdown.cancelled() => return None,
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_wait(), "batch not decoded; retrying");
+                if !backoff.wait(shutdown).await {
+                    return None;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -252,19 +251,17 @@ async fn write_with_retry(
     batch: &Prepared,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = BatchBackoff::default();
     loop {
         match write(clients, months, config, batch).await {
             Ok(()) => return true,
             Err(e) => {
                 metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "batch not written; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
-                    // Even when stopping, an unwritten batch is simply left for the next start.
-                    _ = shutdown.cancelled() => return false,
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_wait(), "batch not written; retrying");
+                // Even when stopping, an unwritten batch is simply left for the next start.
+                if !backoff.wait(shutdown).await {
+                    return false;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 for client in clients.iter_mut().filter(|c| c.is_closed()) {
                     match connect(config).await {
                         Ok(c) => *client = c,

@@ -312,27 +312,20 @@ pub async fn write_batch(
 ) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
     let next = lock_positions(tx, group, items).await?;
-    let fresh: Vec<(&Position, &EventRows)> = items
-        .iter()
-        .filter(|(p, _)| {
-            p.offset
-                >= next
-                    .get(&(p.topic.clone(), p.partition))
-                    .copied()
-                    .unwrap_or(0)
-        })
-        .filter_map(|(p, r)| r.as_ref().map(|r| (p, r)))
-        .collect();
-    written.already_applied = items
-        .iter()
-        .filter(|(p, _)| {
-            p.offset
-                < next
-                    .get(&(p.topic.clone(), p.partition))
-                    .copied()
-                    .unwrap_or(0)
-        })
-        .count() as u64;
+    // A writer holds a handful of partitions: a scan beats building a key per message.
+    let stored_next = |p: &Position| {
+        next.iter()
+            .find(|((topic, partition), _)| *partition == p.partition && *topic == p.topic)
+            .map_or(0, |(_, n)| *n)
+    };
+    let mut fresh: Vec<(&Position, &EventRows)> = Vec::with_capacity(items.len());
+    for (p, rows) in items.iter().copied() {
+        if p.offset < stored_next(p) {
+            written.already_applied += 1;
+        } else if let Some(rows) = rows {
+            fresh.push((p, rows));
+        }
+    }
 
     let mut stages = String::new();
     for s in [&HISTORY, &REFERRALS, &APPOINTMENTS, &LAB_REPORTS, &RECEIPTS] {
