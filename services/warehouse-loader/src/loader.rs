@@ -1,6 +1,6 @@
 //! The consume → transform → one-transaction-per-batch loop, with dead letters and retries.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
@@ -316,11 +316,7 @@ async fn write(
     // offset always commit together, and one patient's documents (keyed to one partition)
     // never meet in two transactions. If one commits and another fails, the retry skips what
     // was committed (its offsets moved) and writes the rest.
-    let writers = clients.len();
-    let mut shares: Vec<Vec<&(Position, Option<EventRows>)>> = vec![Vec::new(); writers];
-    for item in items {
-        shares[writer_of(&item.0.topic, item.0.partition, writers)].push(item);
-    }
+    let shares = shares_by_partition(items, clients.len());
     let written = futures::future::try_join_all(
         clients
             .iter_mut()
@@ -353,12 +349,31 @@ async fn write(
     Ok(())
 }
 
-/// The writer (connection) that owns a partition.
-fn writer_of(topic: &str, partition: i32, writers: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (topic, partition).hash(&mut h);
-    (h.finish() % writers.max(1) as u64) as usize
+/// One message of a batch at its position: its rows, or None when it was dead-lettered.
+type BatchItem = (Position, Option<EventRows>);
+
+/// Splits a batch over `writers` connections, whole partitions each (in offset order), the
+/// largest partitions first to the least loaded writer, so the writers finish together: a
+/// batch is done only when its slowest writer is. Batches are written one after the other,
+/// so a partition may go to another writer in the next batch.
+fn shares_by_partition(items: &[BatchItem], writers: usize) -> Vec<Vec<&BatchItem>> {
+    let mut partitions: BTreeMap<(&str, i32), Vec<&BatchItem>> = BTreeMap::new();
+    for item in items {
+        partitions
+            .entry((item.0.topic.as_str(), item.0.partition))
+            .or_default()
+            .push(item);
+    }
+    let mut partitions: Vec<_> = partitions.into_values().collect();
+    // Stable: equal sizes keep key order, so the split is deterministic.
+    partitions.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut shares: Vec<Vec<&BatchItem>> = vec![Vec::new(); writers.max(1)];
+    for partition in partitions {
+        if let Some(share) = shares.iter_mut().min_by_key(|s| s.len()) {
+            share.extend(partition);
+        }
+    }
+    shares
 }
 
 /// Rows, a dead letter, or (Err) a transient failure that must be retried.
@@ -423,19 +438,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_partition_has_one_writer_and_the_partitions_spread() {
-        let owners: Vec<usize> = (0..24)
-            .map(|p| writer_of("lienthong.lab-result.v1", p, 2))
-            .collect();
-        assert!(owners.iter().all(|w| *w < 2));
-        assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+    fn each_partition_goes_whole_to_one_writer_and_the_writers_share_evenly() {
+        let item = |topic: &str, partition: i32, offset: i64| {
+            (
+                Position {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                },
+                None,
+            )
+        };
+        // Nine partitions of unequal size (what hashing had split 7 to 2).
+        let mut items = Vec::new();
+        for (topic, sizes) in [
+            ("a", [400, 300, 100]),
+            ("b", [350, 250, 150]),
+            ("c", [200, 120, 80]),
+        ] {
+            for (partition, size) in sizes.into_iter().enumerate() {
+                for offset in 0..size {
+                    items.push(item(topic, partition as i32, offset));
+                }
+            }
+        }
+        let shares = shares_by_partition(&items, 2);
+        assert_eq!(shares.len(), 2);
+        assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), items.len());
+        let (a, b) = (shares[0].len(), shares[1].len());
+        assert!(a.abs_diff(b) <= 80, "uneven shares {a} / {b}");
+        for share in &shares {
+            for (topic, partition) in share.iter().map(|(p, _)| (&p.topic, p.partition)) {
+                let elsewhere = shares
+                    .iter()
+                    .filter(|s| {
+                        s.iter()
+                            .any(|(p, _)| &p.topic == topic && p.partition == partition)
+                    })
+                    .count();
+                assert_eq!(elsewhere, 1, "{topic}[{partition}] split over writers");
+            }
+            // Offsets of a partition stay in order.
+            let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+            for (p, _) in share {
+                let prev = last.insert((p.topic.as_str(), p.partition), p.offset);
+                assert!(prev.is_none_or(|o| o < p.offset));
+            }
+        }
         assert_eq!(
-            owners,
-            (0..24)
-                .map(|p| writer_of("lienthong.lab-result.v1", p, 2))
-                .collect::<Vec<_>>()
+            shares_by_partition(&items, 0).len(),
+            1,
+            "zero writers means one"
         );
-        assert_eq!(writer_of("t", 3, 1), 0);
-        assert_eq!(writer_of("t", 3, 0), 0, "zero writers means one");
+        assert_eq!(shares_by_partition(&items, 1)[0].len(), items.len());
     }
 }
