@@ -64,33 +64,60 @@ pub async fn run_region(
     consumer.subscribe(&topics)?;
     tracing::info!(%region, %group, "regional consumer started");
 
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_events);
+    // Pipelined: while batch n is applied to sled (a blocking thread), batch n+1 is fetched,
+    // decoded, validated and dead-lettered. n+1 is applied only after n; if n is not applied
+    // (stopping), neither is n+1, and both are read again from the store's offsets.
+    let step = Step {
+        config: &config,
+        region: &region_code,
+        group: &group,
+        codec: &codec,
+        dlq: &dlq,
+        store: &store,
+        shutdown: &shutdown,
+    };
+    let mut ready: Option<Classified> = None;
     loop {
-        fill_batch(
-            &consumer,
-            &mut batch,
-            config.batch_events,
-            Duration::from_millis(200),
-            &shutdown,
-        )
-        .await;
-        if !batch.is_empty() {
-            let mut backoff = BatchBackoff::default();
-            loop {
-                match apply(&config, &region_code, &group, &codec, &dlq, &store, &batch).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not applied; retrying");
-                        if !backoff.wait(&shutdown).await {
-                            return Ok(());
-                        }
-                    }
-                }
+        let apply = async {
+            match ready.take() {
+                Some(batch) => step.apply_with_retry(&batch).await.then_some(batch),
+                None => None,
             }
-            commit_advisory(&consumer, &batch);
-            batch.clear();
+        };
+        let next = async {
+            let mut batch = Vec::with_capacity(config.batch_events);
+            fill_batch(
+                &consumer,
+                &mut batch,
+                config.batch_events,
+                Duration::from_millis(200),
+                &shutdown,
+            )
+            .await;
+            if batch.is_empty() {
+                None
+            } else {
+                step.classify_with_retry(batch).await
+            }
+        };
+        let (applied, next) = tokio::join!(apply, next);
+        let stopping = shutdown.is_cancelled();
+        match applied {
+            Some(batch) => commit_advisory(&consumer, &batch.messages),
+            None if stopping => {
+                store.flush().await?;
+                tracing::info!(%region, "regional consumer stopped; its open batch is left for the next start");
+                return Ok(());
+            }
+            None => {}
         }
-        if shutdown.is_cancelled() {
+        ready = next;
+        if stopping {
+            if let Some(batch) = ready.take()
+                && step.apply_with_retry(&batch).await
+            {
+                commit_advisory(&consumer, &batch.messages);
+            }
             store.flush().await?;
             tracing::info!(%region, "regional consumer stopped after its last batch");
             return Ok(());
@@ -98,40 +125,106 @@ pub async fn run_region(
     }
 }
 
-async fn apply(
-    config: &RegionalConfig,
-    region: &ProvinceCode,
-    group: &str,
-    codec: &WireCodec,
-    dlq: &EventProducer,
-    store: &RegionStore,
-    batch: &[OwnedMessage],
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let ctx = ValidationContext::now();
-    let mut changes = Vec::with_capacity(batch.len());
-    for m in batch {
-        let change = match classify(config, region, codec, &ctx, m).await? {
-            Ok(change) => change,
-            Err(error) => {
-                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, group, m, &error).await?;
-                Change::Skip
+/// A batch read from Kafka with what each message changes (dead letters already sent).
+struct Classified {
+    messages: Vec<OwnedMessage>,
+    changes: std::sync::Arc<Vec<(String, i32, i64, Change)>>,
+}
+
+/// What one region's consumer works with, borrowed for the life of its loop.
+struct Step<'a> {
+    config: &'a RegionalConfig,
+    region: &'a ProvinceCode,
+    group: &'a str,
+    codec: &'a WireCodec,
+    dlq: &'a EventProducer,
+    store: &'a RegionStore,
+    shutdown: &'a CancellationToken,
+}
+
+impl Step<'_> {
+    /// Decodes and validates a batch, dead-lettering what is poison; a registry or DLQ
+    /// failure is retried. None when stopping first.
+    async fn classify_with_retry(&self, messages: Vec<OwnedMessage>) -> Option<Classified> {
+        let mut backoff = BatchBackoff::default();
+        loop {
+            match self.classify_batch(&messages).await {
+                Ok(changes) => {
+                    return Some(Classified {
+                        messages,
+                        changes: std::sync::Arc::new(changes),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not decoded; retrying");
+                    if !backoff.wait(self.shutdown).await {
+                        return None;
+                    }
+                }
             }
-        };
-        changes.push((m.topic().to_owned(), m.partition(), m.offset(), change));
+        }
     }
-    let store2 = store.clone();
-    let applied = tokio::task::spawn_blocking(move || store2.apply_batch(&changes)).await??;
-    // Durable before Kafka hears about it (the commit is advisory anyway).
-    store.flush().await?;
-    metrics::counter!("lienthong_regional_applied_total", "region" => region.to_string())
-        .increment(applied.applied);
-    metrics::counter!("lienthong_regional_stale_total", "region" => region.to_string())
-        .increment(applied.stale + applied.replayed);
-    metrics::histogram!("lienthong_regional_apply_seconds").record(started.elapsed().as_secs_f64());
-    metrics::gauge!("lienthong_regional_store_bytes", "region" => region.to_string())
-        .set(store.size_on_disk() as f64);
-    Ok(())
+
+    async fn classify_batch(
+        &self,
+        batch: &[OwnedMessage],
+    ) -> anyhow::Result<Vec<(String, i32, i64, Change)>> {
+        let ctx = ValidationContext::now();
+        let mut changes = Vec::with_capacity(batch.len());
+        for m in batch {
+            let change = match classify(self.config, self.region, self.codec, &ctx, m).await? {
+                Ok(change) => change,
+                Err(error) => {
+                    lienthong_kafka::dlq::send(
+                        self.dlq,
+                        &self.config.dlq_topic,
+                        self.group,
+                        m,
+                        &error,
+                    )
+                    .await?;
+                    Change::Skip
+                }
+            };
+            changes.push((m.topic().to_owned(), m.partition(), m.offset(), change));
+        }
+        Ok(changes)
+    }
+
+    /// Applies a classified batch with its offsets and makes it durable; a store failure is
+    /// retried. False when stopping first.
+    async fn apply_with_retry(&self, batch: &Classified) -> bool {
+        let mut backoff = BatchBackoff::default();
+        loop {
+            match self.apply(batch).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not applied; retrying");
+                    if !backoff.wait(self.shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, batch: &Classified) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (store, changes) = (self.store.clone(), std::sync::Arc::clone(&batch.changes));
+        let applied = tokio::task::spawn_blocking(move || store.apply_batch(&changes)).await??;
+        // Durable before Kafka hears about it (the commit is advisory anyway).
+        self.store.flush().await?;
+        let region = self.region.to_string();
+        metrics::counter!("lienthong_regional_applied_total", "region" => region.clone())
+            .increment(applied.applied);
+        metrics::counter!("lienthong_regional_stale_total", "region" => region.clone())
+            .increment(applied.stale + applied.replayed);
+        metrics::histogram!("lienthong_regional_apply_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("lienthong_regional_store_bytes", "region" => region)
+            .set(self.store.size_on_disk() as f64);
+        Ok(())
+    }
 }
 
 /// Ok(Ok(change)), Ok(Err(reason to dead-letter)), or Err(transient: retry the batch).
