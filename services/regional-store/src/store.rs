@@ -16,7 +16,8 @@
 //! One writer at a time (a lock in the store): a batch reads what it is about to change, so
 //! two interleaved writers could lose an update.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex};
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
@@ -108,7 +109,28 @@ pub struct Applied {
 pub struct RegionStore {
     db: sled::Db,
     tree: sled::Tree,
-    writer: Arc<Mutex<()>>,
+    /// The writer's lock, over the documents it knows are stored.
+    writer: Arc<Mutex<KnownDocuments>>,
+}
+
+/// Hashes of every stored document id, loaded at open and kept by the writer. Most events
+/// are a document's first version: a miss here answers "not stored" without a sled lookup,
+/// which costs about as much as an insert. A hash collision only costs that lookup.
+#[derive(Default)]
+struct KnownDocuments(HashSet<u64>);
+
+impl KnownDocuments {
+    fn hash(document_id: &[u8]) -> u64 {
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
+    }
+
+    fn may_hold(&self, document_id: &[u8]) -> bool {
+        self.0.contains(&Self::hash(document_id))
+    }
+
+    fn add(&mut self, document_id: &[u8]) {
+        self.0.insert(Self::hash(document_id));
+    }
 }
 
 fn kind_byte(k: DocumentKind) -> u8 {
@@ -264,17 +286,36 @@ fn status_of(event: &ClinicalEvent, received: bool) -> Status {
 /// of the batch read the effects of earlier ones.
 struct PendingBatch<'a> {
     tree: &'a sled::Tree,
+    known: &'a mut KnownDocuments,
     written: HashMap<Vec<u8>, Option<Vec<u8>>>,
     batch: sled::Batch,
 }
 
 impl<'a> PendingBatch<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
+    fn new(tree: &'a sled::Tree, known: &'a mut KnownDocuments) -> Self {
         Self {
             tree,
+            known,
             written: HashMap::new(),
             batch: sled::Batch::default(),
         }
+    }
+
+    /// The stored document `document_id` (under `key`), skipping sled when it is not known.
+    fn get_document(&self, key: &[u8], document_id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.written.get(key) {
+            return Ok(v.clone());
+        }
+        if !self.known.may_hold(document_id) {
+            return Ok(None);
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a document (remembered as known at once: a superset is always safe).
+    fn insert_document(&mut self, key: Vec<u8>, document_id: &[u8], value: Vec<u8>) {
+        self.known.add(document_id);
+        self.insert(key, value);
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -299,10 +340,15 @@ impl RegionStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         let db = sled::open(path)?;
+        let tree = db.open_tree("region")?;
+        let mut known = KnownDocuments::default();
+        for k in tree.scan_prefix([DOCS]).keys() {
+            known.add(&k?[1..]);
+        }
         Ok(Self {
-            tree: db.open_tree("region")?,
+            tree,
             db,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(known)),
         })
     }
 
@@ -316,8 +362,8 @@ impl RegionStore {
 
     /// Applies a batch of (topic, partition, offset, change) atomically, with the offsets.
     pub fn apply_batch(&self, batch: &[(String, i32, i64, Change)]) -> Result<Applied, StoreError> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut w = PendingBatch::new(&self.tree);
+        let mut known = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = PendingBatch::new(&self.tree, &mut known);
         let mut out = Applied::default();
         for (topic, partition, offset, change) in batch {
             let okey = offset_key(topic, *partition);
@@ -474,8 +520,9 @@ fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, 
     let Some(h) = event.header() else {
         return Ok(false);
     };
-    let doc_key = spaced(DOCS, h.document_id.as_bytes());
-    if let Some(old) = w.get(&doc_key)? {
+    let doc = h.document_id.as_bytes();
+    let doc_key = spaced(DOCS, doc);
+    if let Some(old) = w.get_document(&doc_key, doc)? {
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
@@ -484,11 +531,11 @@ fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, 
             w.remove(k);
         }
     }
-    let received = w
-        .get(&spaced(RECEIPTS, h.document_id.as_bytes()))?
-        .is_some();
+    // Only referrals have receipts.
+    let received =
+        event.kind() == DocumentKind::Referral && w.get(&spaced(RECEIPTS, doc))?.is_some();
     let status = status_of(event, received);
-    w.insert(doc_key, encode_doc(event, status));
+    w.insert_document(doc_key, doc, encode_doc(event, status));
     for k in index_keys(event, status) {
         w.insert(k, Vec::new());
     }
@@ -500,7 +547,7 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
     let at = r.received_at.as_ref().map_or(0, |t| t.seconds);
     w.insert(spaced(RECEIPTS, doc), at.to_be_bytes().to_vec());
     let doc_key = spaced(DOCS, doc);
-    if let Some(old) = w.get(&doc_key)? {
+    if let Some(old) = w.get_document(&doc_key, doc)? {
         let old = decode_doc(&old)?;
         if old.status == Status::Pending {
             for k in index_keys(&old.event, old.status) {
@@ -564,6 +611,33 @@ mod tests {
         assert_eq!(doc.event.header().expect("h").document_version, 3);
         assert_eq!(s.patient_documents("p1").expect("scan").len(), 1);
         assert_eq!(s.next_offset("t", 0).expect("offset"), Some(4));
+    }
+
+    #[test]
+    fn a_reopened_store_still_knows_its_documents() {
+        // The writer skips sled lookups for documents it does not know; after a restart it
+        // must know every stored one, or an older version would overwrite a newer one.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut g = Generator::new(3, time::OffsetDateTime::now_utc());
+        let v1 = keyed(ClinicalEvent::Referral(g.referral()), "p1");
+        let v2 = version(&v1, 2, pb::Action::Updated);
+        {
+            let s = RegionStore::open(dir.path()).expect("open");
+            s.apply_batch(&[("t".to_owned(), 0, 0, Change::Event(v2.clone()))])
+                .expect("apply");
+            futures::executor::block_on(s.flush()).expect("flush");
+        }
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        let a = s
+            .apply_batch(&[("t".to_owned(), 0, 1, Change::Event(v1.clone()))])
+            .expect("apply");
+        assert_eq!((a.applied, a.stale), (0, 1), "the older version is a no-op");
+        let doc = s
+            .get(&v1.header().expect("h").document_id)
+            .expect("get")
+            .expect("stored");
+        assert_eq!(doc.event.header().expect("h").document_version, 2);
+        assert_eq!(s.patient_documents("p1").expect("scan").len(), 1);
     }
 
     #[test]
