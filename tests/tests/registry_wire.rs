@@ -261,3 +261,28 @@ async fn a_receipt_round_trips_through_the_registry() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_starting_together_all_set_a_new_subjects_compatibility() -> anyhow::Result<()> {
+    // Every service registers its schemas at start; on a new subject the registry creates
+    // the compatibility rule once and answers the others 409 unless they update it instead.
+    let registry = require_registry().await;
+    let subject = format!("{}-value", unique_topic("compat.race"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (registry, subject) = (registry.clone(), subject.clone());
+        tasks.spawn(async move {
+            RegistryClient::new(&registry)?
+                .set_compatibility(&subject, "BACKWARD")
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let level = RegistryClient::new(&registry)?
+        .compatibility(&subject)
+        .await?;
+    assert_eq!(level.as_deref(), Some("BACKWARD"));
+    Ok(())
+}

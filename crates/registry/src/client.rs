@@ -104,14 +104,22 @@ impl RegistryClient {
     /// Sets the subject's compatibility level (e.g. `BACKWARD`).
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<()> {
         let url = format!("{}/config/{}", self.base, subject_path(subject));
-        self.call(
-            reqwest::Method::PUT,
-            url,
-            Some(json!({ "compatibility": level })),
-            &format!("setting compatibility of {subject}"),
-        )
-        .await?;
-        Ok(())
+        let what = format!("setting compatibility of {subject}");
+        let put = || {
+            self.call(
+                reqwest::Method::PUT,
+                url.clone(),
+                Some(json!({ "compatibility": level })),
+                &what,
+            )
+        };
+        match put().await {
+            // Apicurio creates the subject's rule on the first PUT; two services starting
+            // together can both try, and the loser hears "already exists" (409). The rule
+            // exists now, so a second PUT updates it.
+            Err(Error::Refused { status: 409, .. }) => put().await.map(|_| ()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// The subject's compatibility level, if one is set.
