@@ -191,6 +191,94 @@ impl BatchBackoff {
     }
 }
 
+/// A batch a consumer has prepared (decoded, validated, dead letters sent) and will write.
+pub trait PreparedBatch: Send {
+    /// The Kafka messages it was made from.
+    fn messages(&self) -> &[OwnedMessage];
+}
+
+/// Turns consumed messages into a batch ready to write (None: stopping before it was ready).
+pub trait BatchPreparer {
+    /// What it makes.
+    type Batch: PreparedBatch;
+    /// Decodes, validates and dead-letters `messages`, retrying what is transient.
+    fn prepare(
+        &self,
+        messages: Vec<OwnedMessage>,
+    ) -> impl Future<Output = Option<Self::Batch>> + Send;
+}
+
+/// Writes prepared batches with their positions, each all or nothing.
+pub trait BatchWriter<B> {
+    /// Writes `batch`, retrying what is transient; false when stopping before it was written.
+    fn write(&mut self, batch: &B) -> impl Future<Output = bool> + Send;
+}
+
+/// How a pipelined consumer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineEnd {
+    /// Everything read was written.
+    Drained,
+    /// A batch could not be written before shutdown; it and what followed are left unwritten,
+    /// to be read again from the stored positions on the next start.
+    LeftOpenBatch,
+}
+
+/// Consumes in batches of up to `max` messages (waiting at most `wait` to fill one), preparing
+/// batch n+1 while batch n is written, so decoding and the store work at the same time.
+/// Batch n+1 is written only after n was; a batch the writer gives up on (only when stopping)
+/// ends the loop with nothing after it written. Each written batch is committed to Kafka as
+/// advisory. On shutdown the batch already prepared is written first.
+pub async fn consume_pipelined<C, P, W>(
+    consumer: &StreamConsumer<C>,
+    max: usize,
+    wait: Duration,
+    shutdown: &CancellationToken,
+    preparer: &P,
+    writer: &mut W,
+) -> PipelineEnd
+where
+    C: ConsumerContext + 'static,
+    P: BatchPreparer,
+    W: BatchWriter<P::Batch>,
+{
+    let mut ready: Option<P::Batch> = None;
+    loop {
+        let writing = async {
+            match ready.take() {
+                Some(batch) if writer.write(&batch).await => Ok(Some(batch)),
+                Some(_) => Err(()),
+                None => Ok(None),
+            }
+        };
+        let reading = async {
+            let mut batch = Vec::with_capacity(max);
+            fill_batch(consumer, &mut batch, max, wait, shutdown).await;
+            if batch.is_empty() {
+                None
+            } else {
+                preparer.prepare(batch).await
+            }
+        };
+        let (written, next) = tokio::join!(writing, reading);
+        match written {
+            Ok(Some(batch)) => commit_advisory(consumer, batch.messages()),
+            Ok(None) => {}
+            Err(()) => return PipelineEnd::LeftOpenBatch,
+        }
+        ready = next;
+        if shutdown.is_cancelled() {
+            if let Some(batch) = ready.take() {
+                if !writer.write(&batch).await {
+                    return PipelineEnd::LeftOpenBatch;
+                }
+                commit_advisory(consumer, batch.messages());
+            }
+            return PipelineEnd::Drained;
+        }
+    }
+}
+
 /// The end offset (last + 1) of each partition in `batch`.
 pub fn batch_ends(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
     let mut ends = BTreeMap::new();

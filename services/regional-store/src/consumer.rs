@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use lienthong_core::ProvinceCode;
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    BatchBackoff, PositionSource, STATISTICS_INTERVAL_MS, SeekToStored, commit_advisory, fill_batch,
+    BatchBackoff, BatchPreparer, BatchWriter, PipelineEnd, PositionSource, PreparedBatch,
+    STATISTICS_INTERVAL_MS, SeekToStored, consume_pipelined,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1 as pb;
@@ -76,59 +77,56 @@ pub async fn run_region(
         store: &store,
         shutdown: &shutdown,
     };
-    let mut ready: Option<Classified> = None;
-    loop {
-        let apply = async {
-            match ready.take() {
-                Some(batch) => step.apply_with_retry(&batch).await.then_some(batch),
-                None => None,
-            }
-        };
-        let next = async {
-            let mut batch = Vec::with_capacity(config.batch_events);
-            fill_batch(
-                &consumer,
-                &mut batch,
-                config.batch_events,
-                Duration::from_millis(200),
-                &shutdown,
-            )
-            .await;
-            if batch.is_empty() {
-                None
-            } else {
-                step.classify_with_retry(batch).await
-            }
-        };
-        let (applied, next) = tokio::join!(apply, next);
-        let stopping = shutdown.is_cancelled();
-        match applied {
-            Some(batch) => commit_advisory(&consumer, &batch.messages),
-            None if stopping => {
-                store.flush().await?;
-                tracing::info!(%region, "regional consumer stopped; its open batch is left for the next start");
-                return Ok(());
-            }
-            None => {}
-        }
-        ready = next;
-        if stopping {
-            if let Some(batch) = ready.take()
-                && step.apply_with_retry(&batch).await
-            {
-                commit_advisory(&consumer, &batch.messages);
-            }
-            store.flush().await?;
+    let end = consume_pipelined(
+        &consumer,
+        config.batch_events,
+        Duration::from_millis(200),
+        &shutdown,
+        &step,
+        &mut &step,
+    )
+    .await;
+    store.flush().await?;
+    match end {
+        PipelineEnd::Drained => {
             tracing::info!(%region, "regional consumer stopped after its last batch");
-            return Ok(());
         }
+        PipelineEnd::LeftOpenBatch => tracing::info!(
+            %region,
+            "regional consumer stopped; its open batch is left for the next start"
+        ),
     }
+    Ok(())
 }
 
 /// A batch read from Kafka with what each message changes (dead letters already sent).
 struct Classified {
     messages: Vec<OwnedMessage>,
     changes: std::sync::Arc<Vec<(String, i32, i64, Change)>>,
+}
+
+impl BatchPreparer for Step<'_> {
+    type Batch = Classified;
+
+    fn prepare(
+        &self,
+        messages: Vec<OwnedMessage>,
+    ) -> impl Future<Output = Option<Classified>> + Send {
+        self.classify_with_retry(messages)
+    }
+}
+
+// Applying needs only shared access (sled's writer lock is inside the store).
+impl BatchWriter<Classified> for &Step<'_> {
+    fn write(&mut self, batch: &Classified) -> impl Future<Output = bool> + Send {
+        self.apply_with_retry(batch)
+    }
+}
+
+impl PreparedBatch for Classified {
+    fn messages(&self) -> &[OwnedMessage] {
+        &self.messages
+    }
 }
 
 /// What one region's consumer works with, borrowed for the life of its loop.

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    BatchBackoff, STATISTICS_INTERVAL_MS, SeekToStored, StoredPositions, batch_ends,
-    commit_advisory, fill_batch,
+    BatchBackoff, BatchPreparer, BatchWriter, PipelineEnd, PreparedBatch, STATISTICS_INTERVAL_MS,
+    SeekToStored, StoredPositions, batch_ends, consume_pipelined,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
@@ -142,80 +142,96 @@ pub async fn run(
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
 
     // Pipelined: while batch n is written, batch n+1 is fetched, decoded and dead-lettered,
-    // so PostgreSQL and the decoder work at the same time. Batch n+1 is written only after
-    // batch n committed; if n is not written (stopping), n+1 is dropped too and both are
-    // read again on the next start, from the positions PostgreSQL holds.
-    let mut months = HashSet::new();
-    let mut ready: Option<Prepared> = None;
-    loop {
-        let write = async {
-            match ready.take() {
-                Some(p) => write_with_retry(&mut clients, &mut months, &config, &p, &shutdown)
-                    .await
-                    .then_some(p),
-                None => None,
-            }
-        };
-        let next = async {
-            let mut batch = Vec::with_capacity(config.batch_events);
-            fill_batch(
-                &consumer,
-                &mut batch,
-                config.batch_events,
-                config.batch_wait(),
-                &shutdown,
-            )
-            .await;
-            if batch.is_empty() {
-                return None;
-            }
-            prepare_with_retry(&config, &codec, &dlq, batch, &shutdown).await
-        };
-        let (written, next) = tokio::join!(write, next);
-        let stopping = shutdown.is_cancelled();
-        match written {
-            Some(p) => {
-                written_through(&consumer, &positions, &p);
-            }
-            // Not written (only when stopping): nothing after it may be written either.
-            None if stopping => {
-                tracing::info!(
-                    "warehouse loader stopped; its open batch is left for the next start"
-                );
-                return Ok(());
-            }
-            None => {}
+    // so PostgreSQL and the decoder work at the same time. If a batch is not written
+    // (stopping), what follows it is not either: both are read again on the next start, from
+    // the positions PostgreSQL holds.
+    let end = consume_pipelined(
+        &consumer,
+        config.batch_events,
+        config.batch_wait(),
+        &shutdown,
+        &Decoder {
+            config: &config,
+            codec: &codec,
+            dlq: &dlq,
+            shutdown: &shutdown,
+        },
+        &mut Warehouse {
+            clients: &mut clients,
+            months: HashSet::new(),
+            config: &config,
+            positions: &positions,
+            shutdown: &shutdown,
+        },
+    )
+    .await;
+    match end {
+        PipelineEnd::Drained => tracing::info!("warehouse loader stopped after its last batch"),
+        PipelineEnd::LeftOpenBatch => {
+            tracing::info!("warehouse loader stopped; its open batch is left for the next start");
         }
-        ready = next;
-        if stopping {
-            // Finish what was already read and decoded, then stop.
-            if let Some(p) = ready.take()
-                && write_with_retry(&mut clients, &mut months, &config, &p, &shutdown).await
-            {
-                written_through(&consumer, &positions, &p);
-            }
-            tracing::info!("warehouse loader stopped after its last batch");
-            return Ok(());
-        }
+    }
+    Ok(())
+}
+
+/// The loader's preparing side: decoding, validation, dead letters.
+struct Decoder<'a> {
+    config: &'a LoaderConfig,
+    codec: &'a WireCodec,
+    dlq: &'a EventProducer,
+    shutdown: &'a CancellationToken,
+}
+
+impl BatchPreparer for Decoder<'_> {
+    type Batch = Prepared;
+
+    fn prepare(
+        &self,
+        messages: Vec<OwnedMessage>,
+    ) -> impl Future<Output = Option<Prepared>> + Send {
+        prepare_with_retry(self.config, self.codec, self.dlq, messages, self.shutdown)
     }
 }
 
-/// Records a committed batch's ends as the partitions' positions and tells Kafka (advisory).
-fn written_through(
-    consumer: &StreamConsumer<SeekToStored<StoredPositions>>,
-    positions: &StoredPositions,
-    batch: &Prepared,
-) {
-    for ((topic, partition), end) in batch_ends(&batch.messages) {
-        positions.record(topic, partition, end);
+/// The loader's writing side: the PostgreSQL connections and what they have made.
+struct Warehouse<'a> {
+    clients: &'a mut [Client],
+    months: HashSet<time::Date>,
+    config: &'a LoaderConfig,
+    positions: &'a StoredPositions,
+    shutdown: &'a CancellationToken,
+}
+
+impl BatchWriter<Prepared> for Warehouse<'_> {
+    async fn write(&mut self, batch: &Prepared) -> bool {
+        if !write_with_retry(
+            self.clients,
+            &mut self.months,
+            self.config,
+            batch,
+            self.shutdown,
+        )
+        .await
+        {
+            return false;
+        }
+        for ((topic, partition), end) in batch_ends(&batch.messages) {
+            self.positions.record(topic, partition, end);
+        }
+        true
     }
-    commit_advisory(consumer, &batch.messages);
 }
 
 /// A batch read from Kafka, decoded, with its dead letters already sent: ready to write.
 struct Prepared {
     messages: Vec<OwnedMessage>,
     items: Vec<(Position, Option<EventRows>)>,
+}
+
+impl PreparedBatch for Prepared {
+    fn messages(&self) -> &[OwnedMessage] {
+        &self.messages
+    }
 }
 
 /// Decodes a batch and sends its dead letters; a registry or DLQ failure is retried (the
