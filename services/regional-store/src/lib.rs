@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod filing;
 pub mod live;
 pub mod query;
 pub mod rebuild;

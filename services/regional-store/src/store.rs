@@ -5,20 +5,29 @@
 //! Everything lives in one sled tree (`region`), because only a single tree's batch is atomic
 //! without sled's much slower cross-tree transactions. The first key byte names the space
 //! (other key components are joined by 0x00; dates as digits so keys sort by time):
-//! - `d` docs:       document_id → [kind][version u64][status][event protobuf]
-//! - `p` by patient: patient_key, document_id
+//! - `P` documents:  patient_key, document_id → [kind][version u64][status][event protobuf]
+//!   (filed under the patient, so a patient's record is one range scan; which patient a
+//!   document id is filed under is kept in memory, see `filing`)
 //! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id
 //! - `a` appts:      facility, appointment yyyymmddHHMM, document_id
 //! - `l` labs:       patient_key, service code, result yyyymmddHHMM, document_id
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
 //!
+//! Each sled operation costs about the same whatever its size, so a document's first version
+//! is two of them: the document and its one list index entry.
+//!
+//! Stores written before documents were filed by patient (spaces `d` and `p`) are refused at
+//! open with what to do: rebuild the region from its topics.
+//!
 //! One writer at a time (a lock in the store): a batch reads what it is about to change, so
 //! two interleaved writers could lose an update.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::filing::DocumentFiling;
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
@@ -32,10 +41,19 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// The store was written by an earlier version with another key layout.
+    #[error(
+        "the store in {0} has the key layout of an earlier lienthong (documents by id): run \
+         `lienthong regional rebuild --region <code>`, which replays the region's topics into a \
+         store of the current layout; the next start swaps it in and keeps this one beside it \
+         as region-<code>.replaced-<time>"
+    )]
+    EarlierLayout(String),
 }
 
-const DOCS: u8 = b'd';
-const BY_PATIENT: u8 = b'p';
+const DOCS: u8 = b'P';
+/// Spaces of the earlier layout (documents by id, a separate patient index).
+const EARLIER_LAYOUT: [u8; 2] = [b'd', b'p'];
 const WORKLIST: u8 = b'w';
 const APPTS: u8 = b'a';
 const LABS: u8 = b'l';
@@ -109,17 +127,19 @@ pub struct Applied {
 pub struct RegionStore {
     db: sled::Db,
     tree: sled::Tree,
-    /// The writer's lock, over the documents it knows are stored.
-    writer: Arc<Mutex<KnownDocuments>>,
+    /// Which patient each document is filed under (read by queries, grown by the writer).
+    filing: Arc<RwLock<DocumentFiling>>,
+    /// The writer's lock, over the referrals it knows have a receipt.
+    writer: Arc<Mutex<KnownReceipts>>,
 }
 
-/// Hashes of every stored document id, loaded at open and kept by the writer. Most events
-/// are a document's first version: a miss here answers "not stored" without a sled lookup,
-/// which costs about as much as an insert. A hash collision only costs that lookup.
+/// Hashes of the referral ids that have a receipt, loaded at open and kept by the writer:
+/// most referrals have none, and a miss here spares a sled lookup (which costs about as much
+/// as an insert). A hash collision only costs that lookup.
 #[derive(Default)]
-struct KnownDocuments(HashSet<u64>);
+struct KnownReceipts(HashSet<u64>);
 
-impl KnownDocuments {
+impl KnownReceipts {
     fn hash(document_id: &[u8]) -> u64 {
         BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
     }
@@ -131,6 +151,43 @@ impl KnownDocuments {
     fn add(&mut self, document_id: &[u8]) {
         self.0.insert(Self::hash(document_id));
     }
+}
+
+/// The key of a document filed under a patient.
+fn doc_key(patient_key: &[u8], document_id: &[u8]) -> Vec<u8> {
+    spaced(DOCS, &key(&[patient_key, document_id]))
+}
+
+/// (patient key, document id) of a `P` key.
+fn split_doc_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = k.get(1..)?;
+    let at = rest.iter().position(|b| *b == 0)?;
+    Some((&rest[..at], &rest[at + 1..]))
+}
+
+/// Reads a document by id: its candidate patients from the filing, confirmed in sled.
+/// `written` overlays a batch in progress (None: removed by it).
+fn find_document(
+    tree: &sled::Tree,
+    filing: &RwLock<DocumentFiling>,
+    written: Option<&HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    document_id: &[u8],
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let candidates = filing
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .candidates(document_id);
+    for patient in candidates {
+        let k = doc_key(&patient, document_id);
+        let value = match written.and_then(|w| w.get(&k)) {
+            Some(v) => v.clone(),
+            None => tree.get(&k)?.map(|v| v.to_vec()),
+        };
+        if let Some(v) = value {
+            return Ok(Some((k, v)));
+        }
+    }
+    Ok(None)
 }
 
 fn kind_byte(k: DocumentKind) -> u8 {
@@ -220,7 +277,7 @@ fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<Vec<u8>> {
     };
     let doc = h.document_id.as_bytes();
     let pk = h.patient_key.as_bytes();
-    let mut keys = vec![spaced(BY_PATIENT, &key(&[pk, doc]))];
+    let mut keys = Vec::with_capacity(1);
     match event {
         ClinicalEvent::Referral(e) => {
             let s = e.slip.as_ref();
@@ -286,36 +343,32 @@ fn status_of(event: &ClinicalEvent, received: bool) -> Status {
 /// of the batch read the effects of earlier ones.
 struct PendingBatch<'a> {
     tree: &'a sled::Tree,
-    known: &'a mut KnownDocuments,
+    filing: &'a RwLock<DocumentFiling>,
+    receipts: &'a mut KnownReceipts,
     written: HashMap<Vec<u8>, Option<Vec<u8>>>,
     batch: sled::Batch,
 }
 
 impl<'a> PendingBatch<'a> {
-    fn new(tree: &'a sled::Tree, known: &'a mut KnownDocuments) -> Self {
-        Self {
-            tree,
-            known,
-            written: HashMap::new(),
-            batch: sled::Batch::default(),
-        }
+    /// The stored document `document_id`: (its key, its value).
+    fn find_document(&self, document_id: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        find_document(self.tree, self.filing, Some(&self.written), document_id)
     }
 
-    /// The stored document `document_id` (under `key`), skipping sled when it is not known.
-    fn get_document(&self, key: &[u8], document_id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.written.get(key) {
-            return Ok(v.clone());
-        }
-        if !self.known.may_hold(document_id) {
-            return Ok(None);
-        }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    /// Writes a document under its patient. The filing learns it at once: a candidate whose
+    /// batch never lands only costs a lookup, a missing one would lose an update.
+    fn insert_document(&mut self, patient_key: &[u8], document_id: &[u8], value: Vec<u8>) {
+        self.filing
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(document_id, patient_key);
+        self.insert(doc_key(patient_key, document_id), value);
     }
 
-    /// Writes a document (remembered as known at once: a superset is always safe).
-    fn insert_document(&mut self, key: Vec<u8>, document_id: &[u8], value: Vec<u8>) {
-        self.known.add(document_id);
-        self.insert(key, value);
+    /// True when a receipt of referral `document_id` is stored or in this batch.
+    fn has_receipt(&self, document_id: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.receipts.may_hold(document_id)
+            && self.get(&spaced(RECEIPTS, document_id))?.is_some())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -341,14 +394,27 @@ impl RegionStore {
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         let db = sled::open(path)?;
         let tree = db.open_tree("region")?;
-        let mut known = KnownDocuments::default();
+        for space in EARLIER_LAYOUT {
+            if tree.scan_prefix([space]).keys().next().is_some() {
+                return Err(StoreError::EarlierLayout(path.display().to_string()));
+            }
+        }
+        let mut filing = DocumentFiling::default();
         for k in tree.scan_prefix([DOCS]).keys() {
-            known.add(&k?[1..]);
+            let k = k?;
+            let (patient, doc) = split_doc_key(&k)
+                .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
+            filing.add(doc, patient);
+        }
+        let mut receipts = KnownReceipts::default();
+        for k in tree.scan_prefix([RECEIPTS]).keys() {
+            receipts.add(&k?[1..]);
         }
         Ok(Self {
             tree,
             db,
-            writer: Arc::new(Mutex::new(known)),
+            filing: Arc::new(RwLock::new(filing)),
+            writer: Arc::new(Mutex::new(receipts)),
         })
     }
 
@@ -362,8 +428,14 @@ impl RegionStore {
 
     /// Applies a batch of (topic, partition, offset, change) atomically, with the offsets.
     pub fn apply_batch(&self, batch: &[(String, i32, i64, Change)]) -> Result<Applied, StoreError> {
-        let mut known = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut w = PendingBatch::new(&self.tree, &mut known);
+        let mut receipts = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = PendingBatch {
+            tree: &self.tree,
+            filing: &self.filing,
+            receipts: &mut receipts,
+            written: HashMap::new(),
+            batch: sled::Batch::default(),
+        };
         let mut out = Applied::default();
         for (topic, partition, offset, change) in batch {
             let okey = offset_key(topic, *partition);
@@ -400,23 +472,19 @@ impl RegionStore {
 
     /// A document by id.
     pub fn get(&self, document_id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        self.tree
-            .get(spaced(DOCS, document_id.as_bytes()))?
-            .map(|v| decode_doc(&v))
+        find_document(&self.tree, &self.filing, None, document_id.as_bytes())?
+            .map(|(_, v)| decode_doc(&v))
             .transpose()
     }
 
-    /// All documents of a patient.
+    /// All documents of a patient (one range scan).
     pub fn patient_documents(&self, patient_key: &str) -> Result<Vec<StoredDoc>, StoreError> {
-        let prefix = spaced(BY_PATIENT, &key(&[patient_key.as_bytes(), b""]));
-        let mut out = Vec::new();
-        for k in self.tree.scan_prefix(&prefix).keys() {
-            let k = k?;
-            if let Some(doc) = self.get(&String::from_utf8_lossy(&k[prefix.len()..]))? {
-                out.push(doc);
-            }
-        }
-        Ok(out)
+        let prefix = doc_key(patient_key.as_bytes(), b"");
+        self.tree
+            .scan_prefix(&prefix)
+            .values()
+            .map(|v| decode_doc(&v?))
+            .collect()
     }
 
     /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
@@ -473,13 +541,10 @@ impl RegionStore {
         self.tree
             .scan_prefix([DOCS])
             .map(|r| {
-                r.map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(&k[1..]).into_owned(),
-                        stored_version(&v),
-                    )
-                })
-                .map_err(StoreError::from)
+                let (k, v) = r?;
+                let (_, doc) = split_doc_key(&k)
+                    .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
+                Ok((String::from_utf8_lossy(doc).into_owned(), stored_version(&v)))
             })
             .collect()
     }
@@ -521,8 +586,8 @@ fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, 
         return Ok(false);
     };
     let doc = h.document_id.as_bytes();
-    let doc_key = spaced(DOCS, doc);
-    if let Some(old) = w.get_document(&doc_key, doc)? {
+    let patient = h.patient_key.as_bytes();
+    if let Some((old_key, old)) = w.find_document(doc)? {
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
@@ -530,12 +595,15 @@ fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, 
         for k in index_keys(&old.event, old.status) {
             w.remove(k);
         }
+        // A corrected patient moves the document; the same key is simply overwritten.
+        if old_key != doc_key(patient, doc) {
+            w.remove(old_key);
+        }
     }
     // Only referrals have receipts.
-    let received =
-        event.kind() == DocumentKind::Referral && w.get(&spaced(RECEIPTS, doc))?.is_some();
+    let received = event.kind() == DocumentKind::Referral && w.has_receipt(doc)?;
     let status = status_of(event, received);
-    w.insert_document(doc_key, doc, encode_doc(event, status));
+    w.insert_document(patient, doc, encode_doc(event, status));
     for k in index_keys(event, status) {
         w.insert(k, Vec::new());
     }
@@ -546,8 +614,8 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
     let doc = r.referral_document_id.as_bytes();
     let at = r.received_at.as_ref().map_or(0, |t| t.seconds);
     w.insert(spaced(RECEIPTS, doc), at.to_be_bytes().to_vec());
-    let doc_key = spaced(DOCS, doc);
-    if let Some(old) = w.get_document(&doc_key, doc)? {
+    w.receipts.add(doc);
+    if let Some((doc_key, old)) = w.find_document(doc)? {
         let old = decode_doc(&old)?;
         if old.status == Status::Pending {
             for k in index_keys(&old.event, old.status) {
@@ -677,5 +745,47 @@ mod tests {
             s.get(&doc2).expect("get").expect("doc").status,
             Status::Received
         );
+    }
+
+    #[test]
+    fn a_corrected_patient_moves_the_document() {
+        let (_d, s) = store();
+        let mut g = Generator::new(4, time::OffsetDateTime::now_utc());
+        let v1 = keyed(ClinicalEvent::LabResult(g.lab_result()), "wrong");
+        let v2 = keyed(version(&v1, 2, pb::Action::Updated), "right");
+        s.apply_batch(&[("t".into(), 0, 0, Change::Event(v1.clone()))])
+            .expect("apply");
+        s.apply_batch(&[("t".into(), 0, 1, Change::Event(v2))])
+            .expect("apply");
+        assert!(s.patient_documents("wrong").expect("scan").is_empty());
+        assert_eq!(s.patient_documents("right").expect("scan").len(), 1);
+        let id = v1.header().expect("h").document_id.clone();
+        assert_eq!(
+            s.get(&id).expect("get").expect("doc").event.header().expect("h").patient_key,
+            "right"
+        );
+        // The stale version, replayed under the old patient, stays a no-op.
+        let a = s
+            .apply_batch(&[("t".into(), 0, 2, Change::Event(v1))])
+            .expect("apply");
+        assert_eq!(a.stale, 1);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.versions().expect("versions"), vec![(id, 2)]);
+    }
+
+    #[test]
+    fn a_store_of_the_earlier_layout_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            db.open_tree("region")
+                .expect("tree")
+                .insert(b"ddoc-1", b"old".as_slice())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = RegionStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::EarlierLayout(_)), "{err}");
+        assert!(err.to_string().contains("lienthong regional rebuild"), "{err}");
     }
 }

@@ -1,0 +1,133 @@
+//! Which patient each stored document is filed under, kept in memory.
+//!
+//! Documents are stored under their patient's key (so a patient's record is one range scan and
+//! needs no separate index entry per document). Finding a document by its id alone (a newer
+//! version, a receipt, an acknowledgement) needs its patient: this map answers that without a
+//! sled lookup, and answers "never stored" for most first versions without touching sled.
+//!
+//! It holds a 64-bit hash of each document id and a slot number for its patient's key (each
+//! patient key once), about 30 bytes per document plus 100 per patient; it is rebuilt from
+//! the store's keys at open. A hash answers with candidate patients: the caller confirms in
+//! sled. Two documents with one hash keep both patients; a document moved to another patient
+//! (a corrected citizen ID) keeps its old candidate, which only costs a lookup.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+
+/// Set in a slot value when it indexes `shared` (several candidates) instead of `patients`.
+const SHARED: u32 = 1 << 31;
+
+/// Document id hash → patient key candidates.
+#[derive(Default)]
+pub struct DocumentFiling {
+    by_document: HashMap<u64, u32>,
+    /// Candidate lists of hashes held by more than one patient.
+    shared: Vec<Vec<u32>>,
+    patients: Vec<Arc<[u8]>>,
+    slot_of: HashMap<Arc<[u8]>, u32>,
+}
+
+fn hash(document_id: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
+}
+
+impl DocumentFiling {
+    /// Records that `document_id` is (or may be) filed under `patient_key`.
+    pub fn add(&mut self, document_id: &[u8], patient_key: &[u8]) {
+        let slot = self.slot(patient_key);
+        let h = hash(document_id);
+        let Some(&held) = self.by_document.get(&h) else {
+            self.by_document.insert(h, slot);
+            return;
+        };
+        if held & SHARED != 0 {
+            let list = &mut self.shared[(held & !SHARED) as usize];
+            if !list.contains(&slot) {
+                list.push(slot);
+            }
+        } else if held != slot {
+            self.shared.push(vec![held, slot]);
+            let index = u32::try_from(self.shared.len() - 1).unwrap_or(u32::MAX) | SHARED;
+            self.by_document.insert(h, index);
+        }
+    }
+
+    /// The patient keys `document_id` may be filed under (empty: never stored).
+    pub fn candidates(&self, document_id: &[u8]) -> Vec<Arc<[u8]>> {
+        match self.by_document.get(&hash(document_id)) {
+            None => Vec::new(),
+            Some(&held) if held & SHARED != 0 => self.shared[(held & !SHARED) as usize]
+                .iter()
+                .map(|s| Arc::clone(&self.patients[*s as usize]))
+                .collect(),
+            Some(&slot) => vec![Arc::clone(&self.patients[slot as usize])],
+        }
+    }
+
+    /// True when `document_id` has never been recorded (so it is not stored).
+    pub fn surely_absent(&self, document_id: &[u8]) -> bool {
+        !self.by_document.contains_key(&hash(document_id))
+    }
+
+    /// Number of distinct document hashes held.
+    pub fn len(&self) -> usize {
+        self.by_document.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_document.is_empty()
+    }
+
+    fn slot(&mut self, patient_key: &[u8]) -> u32 {
+        if let Some(&s) = self.slot_of.get(patient_key) {
+            return s;
+        }
+        let key: Arc<[u8]> = Arc::from(patient_key);
+        let s = u32::try_from(self.patients.len())
+            .ok()
+            .filter(|s| s & SHARED == 0)
+            .expect("fewer than 2^31 patients in one region");
+        self.patients.push(Arc::clone(&key));
+        self.slot_of.insert(key, s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(f: &DocumentFiling, doc: &str) -> Vec<String> {
+        f.candidates(doc.as_bytes())
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_document_is_found_under_its_patient_and_unknown_ones_are_absent() {
+        let mut f = DocumentFiling::default();
+        f.add(b"doc-1", b"patient-a");
+        f.add(b"doc-2", b"patient-a");
+        f.add(b"doc-1", b"patient-a");
+        assert_eq!(keys(&f, "doc-1"), ["patient-a"]);
+        assert_eq!(keys(&f, "doc-2"), ["patient-a"]);
+        assert!(f.surely_absent(b"doc-3"));
+        assert!(keys(&f, "doc-3").is_empty());
+        assert_eq!(f.patients.len(), 1, "a patient key is held once");
+    }
+
+    #[test]
+    fn a_moved_document_keeps_both_candidates() {
+        let mut f = DocumentFiling::default();
+        f.add(b"doc-1", b"patient-a");
+        f.add(b"doc-1", b"patient-b");
+        f.add(b"doc-1", b"patient-c");
+        f.add(b"doc-1", b"patient-b");
+        assert_eq!(keys(&f, "doc-1"), ["patient-a", "patient-b", "patient-c"]);
+        f.add(b"doc-2", b"patient-c");
+        assert_eq!(keys(&f, "doc-2"), ["patient-c"]);
+    }
+}
