@@ -82,7 +82,7 @@ fn store_level(args: &Args) -> anyhow::Result<()> {
                     "bench".to_owned(),
                     (offset % 12) as i32,
                     offset,
-                    Change::Event(e),
+                    Change::event(e),
                 )
             })
             .collect();

@@ -273,7 +273,7 @@ pub(crate) async fn classify(
         )));
     }
     Ok(Ok(if event.regions().contains(region) {
-        Change::Event(event)
+        Change::event(event)
     } else {
         Change::Skip
     }))

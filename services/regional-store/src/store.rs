@@ -31,6 +31,7 @@ use crate::filing::DocumentFiling;
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
+use sled::IVec;
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +96,53 @@ impl Status {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A document event of this region.
-    Event(ClinicalEvent),
+    Event(PreparedEvent),
     /// A receipt of a referred patient.
     Receipt(pb::ReferralReceiptEvent),
     /// Nothing to apply (another region's event, or a dead letter): only the offset moves.
     Skip,
+}
+
+impl Change {
+    /// A document event, prepared for the writer.
+    pub fn event(event: ClinicalEvent) -> Self {
+        Self::Event(PreparedEvent::new(event))
+    }
+}
+
+/// A document event made ready to apply where it is decoded: encoded and keyed with the
+/// status it has unless a receipt says otherwise, so the one writer (the consumer's
+/// bottleneck) does only what needs the stored state.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    event: ClinicalEvent,
+    /// Its key under its patient.
+    key: IVec,
+    status: Status,
+    /// Its stored value with `status`.
+    value: IVec,
+    /// Its list index keys with `status`.
+    index: Vec<IVec>,
+}
+
+impl PreparedEvent {
+    /// Encodes and keys `event`.
+    pub fn new(event: ClinicalEvent) -> Self {
+        let status = status_of(&event, false);
+        let key = event.header().map_or_else(IVec::default, |h| {
+            doc_key(h.patient_key.as_bytes(), h.document_id.as_bytes()).into()
+        });
+        Self {
+            key,
+            status,
+            value: encode_doc(&event, status).into(),
+            index: index_keys(&event, status)
+                .into_iter()
+                .map(IVec::from)
+                .collect(),
+            event,
+        }
+    }
 }
 
 /// A stored document.
@@ -170,21 +213,21 @@ fn split_doc_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
 fn find_document(
     tree: &sled::Tree,
     filing: &RwLock<DocumentFiling>,
-    written: Option<&HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    written: Option<&HashMap<IVec, Option<IVec>>>,
     document_id: &[u8],
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Option<(IVec, IVec)>, StoreError> {
     let candidates = filing
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .candidates(document_id);
     for patient in candidates {
         let k = doc_key(&patient, document_id);
-        let value = match written.and_then(|w| w.get(&k)) {
+        let value = match written.and_then(|w| w.get(k.as_slice())) {
             Some(v) => v.clone(),
-            None => tree.get(&k)?.map(|v| v.to_vec()),
+            None => tree.get(&k)?,
         };
         if let Some(v) = value {
-            return Ok(Some((k, v)));
+            return Ok(Some((k.into(), v)));
         }
     }
     Ok(None)
@@ -345,24 +388,24 @@ struct PendingBatch<'a> {
     tree: &'a sled::Tree,
     filing: &'a RwLock<DocumentFiling>,
     receipts: &'a mut KnownReceipts,
-    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    written: HashMap<IVec, Option<IVec>>,
     batch: sled::Batch,
 }
 
 impl<'a> PendingBatch<'a> {
     /// The stored document `document_id`: (its key, its value).
-    fn find_document(&self, document_id: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn find_document(&self, document_id: &[u8]) -> Result<Option<(IVec, IVec)>, StoreError> {
         find_document(self.tree, self.filing, Some(&self.written), document_id)
     }
 
     /// Writes a document under its patient. The filing learns it at once: a candidate whose
     /// batch never lands only costs a lookup, a missing one would lose an update.
-    fn insert_document(&mut self, patient_key: &[u8], document_id: &[u8], value: Vec<u8>) {
+    fn insert_document(&mut self, patient_key: &[u8], document_id: &[u8], key: IVec, value: IVec) {
         self.filing
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(document_id, patient_key);
-        self.insert(doc_key(patient_key, document_id), value);
+        self.insert(key, value);
     }
 
     /// True when a receipt of referral `document_id` is stored or in this batch.
@@ -371,20 +414,21 @@ impl<'a> PendingBatch<'a> {
             && self.get(&spaced(RECEIPTS, document_id))?.is_some())
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         if let Some(v) = self.written.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key)?)
     }
 
-    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key.as_slice(), value.as_slice());
+    // IVec clones share the bytes: a key or value is copied once, into its IVec.
+    fn insert(&mut self, key: IVec, value: IVec) {
+        self.batch.insert(&key, &value);
         self.written.insert(key, Some(value));
     }
 
-    fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key.as_slice());
+    fn remove(&mut self, key: IVec) {
+        self.batch.remove(&key);
         self.written.insert(key, None);
     }
 }
@@ -437,16 +481,19 @@ impl RegionStore {
             batch: sled::Batch::default(),
         };
         let mut out = Applied::default();
+        let mut next_offsets: HashMap<(&str, i32), i64> = HashMap::new();
         for (topic, partition, offset, change) in batch {
-            let okey = offset_key(topic, *partition);
-            let next = w
-                .get(&okey)?
-                .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
-                .unwrap_or(0);
-            if *offset < next {
+            let next = match next_offsets.entry((topic.as_str(), *partition)) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(self.next_offset(topic, *partition)?.unwrap_or(0))
+                }
+            };
+            if *offset < *next {
                 out.replayed += 1;
                 continue;
             }
+            *next = offset + 1;
             match change {
                 Change::Event(event) => {
                     if apply_event(&mut w, event)? {
@@ -458,7 +505,10 @@ impl RegionStore {
                 Change::Receipt(r) => apply_receipt(&mut w, r)?,
                 Change::Skip => {}
             }
-            w.insert(okey, (offset + 1).to_be_bytes().to_vec());
+        }
+        for ((topic, partition), next) in next_offsets {
+            w.batch
+                .insert(offset_key(topic, partition), &next.to_be_bytes());
         }
         self.tree.apply_batch(w.batch)?;
         Ok(out)
@@ -581,31 +631,38 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 }
 
 /// Applies one event; false when it is a duplicate or older than what is stored.
-fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, StoreError> {
-    let Some(h) = event.header() else {
+fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, StoreError> {
+    let Some(h) = p.event.header() else {
         return Ok(false);
     };
     let doc = h.document_id.as_bytes();
-    let patient = h.patient_key.as_bytes();
     if let Some((old_key, old)) = w.find_document(doc)? {
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
         let old = decode_doc(&old)?;
         for k in index_keys(&old.event, old.status) {
-            w.remove(k);
+            w.remove(k.into());
         }
         // A corrected patient moves the document; the same key is simply overwritten.
-        if old_key != doc_key(patient, doc) {
+        if old_key != p.key {
             w.remove(old_key);
         }
     }
-    // Only referrals have receipts.
-    let received = event.kind() == DocumentKind::Referral && w.has_receipt(doc)?;
-    let status = status_of(event, received);
-    w.insert_document(patient, doc, encode_doc(event, status));
-    for k in index_keys(event, status) {
-        w.insert(k, Vec::new());
+    // Only pending referrals change with a receipt.
+    let received = p.status == Status::Pending
+        && p.event.kind() == DocumentKind::Referral
+        && w.has_receipt(doc)?;
+    let (value, index) = if received {
+        let index = index_keys(&p.event, Status::Received);
+        let value = encode_doc(&p.event, Status::Received).into();
+        (value, index.into_iter().map(IVec::from).collect())
+    } else {
+        (p.value.clone(), p.index.clone())
+    };
+    w.insert_document(h.patient_key.as_bytes(), doc, p.key.clone(), value);
+    for k in index {
+        w.insert(k, IVec::default());
     }
     Ok(true)
 }
@@ -613,17 +670,17 @@ fn apply_event(w: &mut PendingBatch<'_>, event: &ClinicalEvent) -> Result<bool, 
 fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Result<(), StoreError> {
     let doc = r.referral_document_id.as_bytes();
     let at = r.received_at.as_ref().map_or(0, |t| t.seconds);
-    w.insert(spaced(RECEIPTS, doc), at.to_be_bytes().to_vec());
+    w.insert(spaced(RECEIPTS, doc).into(), at.to_be_bytes().as_slice().into());
     w.receipts.add(doc);
     if let Some((doc_key, old)) = w.find_document(doc)? {
         let old = decode_doc(&old)?;
         if old.status == Status::Pending {
             for k in index_keys(&old.event, old.status) {
-                w.remove(k);
+                w.remove(k.into());
             }
-            w.insert(doc_key, encode_doc(&old.event, Status::Received));
+            w.insert(doc_key, encode_doc(&old.event, Status::Received).into());
             for k in index_keys(&old.event, Status::Received) {
-                w.insert(k, Vec::new());
+                w.insert(k.into(), IVec::default());
             }
         }
     }
@@ -661,15 +718,15 @@ mod tests {
         let v2 = version(&v1, 2, pb::Action::Updated);
         let v3 = version(&v1, 3, pb::Action::Cancelled);
         let batch = vec![
-            ("t".to_owned(), 0, 0, Change::Event(v2.clone())),
-            ("t".to_owned(), 0, 1, Change::Event(v1.clone())),
-            ("t".to_owned(), 0, 2, Change::Event(v2.clone())),
+            ("t".to_owned(), 0, 0, Change::event(v2.clone())),
+            ("t".to_owned(), 0, 1, Change::event(v1.clone())),
+            ("t".to_owned(), 0, 2, Change::event(v2.clone())),
         ];
         let a = s.apply_batch(&batch).expect("apply");
         assert_eq!((a.applied, a.stale), (1, 2));
         let again = s.apply_batch(&batch).expect("replay");
         assert_eq!(again.replayed, 3, "a replayed batch applies nothing");
-        s.apply_batch(&[("t".to_owned(), 0, 3, Change::Event(v3))])
+        s.apply_batch(&[("t".to_owned(), 0, 3, Change::event(v3))])
             .expect("apply");
         let doc = s
             .get(&v1.header().expect("h").document_id)
@@ -691,13 +748,13 @@ mod tests {
         let v2 = version(&v1, 2, pb::Action::Updated);
         {
             let s = RegionStore::open(dir.path()).expect("open");
-            s.apply_batch(&[("t".to_owned(), 0, 0, Change::Event(v2.clone()))])
+            s.apply_batch(&[("t".to_owned(), 0, 0, Change::event(v2.clone()))])
                 .expect("apply");
             futures::executor::block_on(s.flush()).expect("flush");
         }
         let s = RegionStore::open(dir.path()).expect("reopen");
         let a = s
-            .apply_batch(&[("t".to_owned(), 0, 1, Change::Event(v1.clone()))])
+            .apply_batch(&[("t".to_owned(), 0, 1, Change::event(v1.clone()))])
             .expect("apply");
         assert_eq!((a.applied, a.stale), (0, 1), "the older version is a no-op");
         let doc = s
@@ -720,7 +777,7 @@ mod tests {
         };
         s.apply_batch(&[
             ("r".into(), 0, 0, Change::Receipt(receipt.clone())),
-            ("t".into(), 0, 0, Change::Event(r.clone())),
+            ("t".into(), 0, 0, Change::event(r.clone())),
         ])
         .expect("apply");
         assert_eq!(
@@ -729,7 +786,7 @@ mod tests {
         );
         let r2 = keyed(ClinicalEvent::Referral(g.referral()), "q");
         let doc2 = r2.header().expect("h").document_id.clone();
-        s.apply_batch(&[("t".into(), 0, 1, Change::Event(r2))])
+        s.apply_batch(&[("t".into(), 0, 1, Change::event(r2))])
             .expect("apply");
         assert_eq!(
             s.get(&doc2).expect("get").expect("doc").status,
@@ -753,9 +810,9 @@ mod tests {
         let mut g = Generator::new(4, time::OffsetDateTime::now_utc());
         let v1 = keyed(ClinicalEvent::LabResult(g.lab_result()), "wrong");
         let v2 = keyed(version(&v1, 2, pb::Action::Updated), "right");
-        s.apply_batch(&[("t".into(), 0, 0, Change::Event(v1.clone()))])
+        s.apply_batch(&[("t".into(), 0, 0, Change::event(v1.clone()))])
             .expect("apply");
-        s.apply_batch(&[("t".into(), 0, 1, Change::Event(v2))])
+        s.apply_batch(&[("t".into(), 0, 1, Change::event(v2))])
             .expect("apply");
         assert!(s.patient_documents("wrong").expect("scan").is_empty());
         assert_eq!(s.patient_documents("right").expect("scan").len(), 1);
@@ -766,7 +823,7 @@ mod tests {
         );
         // The stale version, replayed under the old patient, stays a no-op.
         let a = s
-            .apply_batch(&[("t".into(), 0, 2, Change::Event(v1))])
+            .apply_batch(&[("t".into(), 0, 2, Change::event(v1))])
             .expect("apply");
         assert_eq!(a.stale, 1);
         assert_eq!(s.len(), 1);
