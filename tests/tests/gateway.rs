@@ -53,7 +53,7 @@ async fn accepted_events_are_in_kafka_framed_keyed_and_decodable() -> anyhow::Re
         let decoded = codec
             .decode(msg.payload(), msg.topic(), msg.partition(), msg.offset())
             .await?
-            .event("test")?;
+            .event(&"test")?;
         let h = decoded.header().cloned().unwrap_or_default();
         assert_eq!(h.event_id, event_id);
         assert_eq!(h.patient_key, key);

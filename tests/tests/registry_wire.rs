@@ -26,7 +26,7 @@ async fn framed_events_round_trip_field_by_field() -> anyhow::Result<()> {
         assert_eq!(bytes[5], 0, "message index [0] is written as a single 0");
         let decoded = codec.decode(Some(bytes), topic, partition, offset).await?;
         assert_eq!(decoded.full_name, event.kind().message_name());
-        let back = decoded.event("test")?;
+        let back = decoded.event(&"test")?;
         assert_eq!(
             back, event,
             "{topic}[{partition}]@{offset} differs after the round trip"

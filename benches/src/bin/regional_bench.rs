@@ -48,6 +48,8 @@ struct Targets {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the service does.
+    lienthong_regional_store::memory::disable_transparent_huge_pages();
     let args = Args::parse();
     store_level(&args)?;
     if args.topic_events > 0 {
@@ -219,6 +221,7 @@ async fn from_topic(count: usize) -> anyhow::Result<()> {
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;
     let shutdown = CancellationToken::new();
+    eprintln!("pre-filled {count} events; consuming");
     let started = Instant::now();
     let consumer = tokio::spawn(lienthong_regional_store::consumer::run_region(
         region.into(),

@@ -24,17 +24,18 @@ pub struct Decoded {
 
 impl Decoded {
     /// The lienthong event the payload holds.
-    pub fn event(&self, origin: &str) -> Result<ClinicalEvent, DecodeError> {
+    // `origin` is only formatted on failure: this runs for every consumed message.
+    pub fn event(&self, origin: &dyn std::fmt::Display) -> Result<ClinicalEvent, DecodeError> {
         let kind = DocumentKind::ALL
             .into_iter()
             .find(|k| k.message_name() == self.full_name)
             .ok_or_else(|| DecodeError::UnknownMessage {
-                origin: origin.to_owned(),
+                origin: origin.to_string(),
                 schema_id: self.schema_id,
                 full_name: self.full_name.clone(),
             })?;
         ClinicalEvent::decode(kind, &self.payload).map_err(|e| DecodeError::Payload {
-            origin: origin.to_owned(),
+            origin: origin.to_string(),
             full_name: self.full_name.clone(),
             message: e.to_string(),
         })
@@ -116,20 +117,21 @@ impl WireCodec {
         partition: i32,
         offset: i64,
     ) -> Result<Decoded, DecodeError> {
-        let origin = format!("{topic}[{partition}]@{offset}");
+        // Formatted only on failure: this runs for every consumed message.
+        let origin = || format!("{topic}[{partition}]@{offset}");
         let bytes = match bytes {
             Some(b) if !b.is_empty() => b,
-            _ => return Err(DecodeError::Empty { origin }),
+            _ => return Err(DecodeError::Empty { origin: origin() }),
         };
         if bytes[0] != 0 {
             return Err(DecodeError::NoMagicByte {
-                origin,
+                origin: origin(),
                 found: bytes[0],
             });
         }
         if bytes.len() < 6 {
             return Err(DecodeError::Truncated {
-                origin,
+                origin: origin(),
                 len: bytes.len(),
             });
         }
@@ -140,8 +142,9 @@ impl WireCodec {
                 full_name: r.full_name.to_string(),
                 payload: r.bytes,
             }),
-            Ok(None) => Err(DecodeError::Empty { origin }),
+            Ok(None) => Err(DecodeError::Empty { origin: origin() }),
             Err(e) => {
+                let origin = origin();
                 let text = e.error.clone();
                 let cause = e.cause.clone().unwrap_or_default();
                 let unknown = [&text, &cause]

@@ -225,6 +225,16 @@ impl Step<'_> {
     }
 }
 
+/// Where a message was read from, formatted only when an error names it (this runs for
+/// every consumed message).
+struct Origin<'a>(&'a OwnedMessage);
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]@{}", self.0.topic(), self.0.partition(), self.0.offset())
+    }
+}
+
 /// Ok(Ok(change)), Ok(Err(reason to dead-letter)), or Err(transient: retry the batch).
 pub(crate) async fn classify(
     config: &RegionalConfig,
@@ -233,7 +243,7 @@ pub(crate) async fn classify(
     ctx: &ValidationContext,
     m: &OwnedMessage,
 ) -> anyhow::Result<Result<Change, String>> {
-    let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
+    let origin = Origin(m);
     let decoded = match codec
         .decode(m.payload(), m.topic(), m.partition(), m.offset())
         .await

@@ -5,6 +5,7 @@ pub mod config;
 pub mod consumer;
 pub mod filing;
 pub mod live;
+pub mod memory;
 pub mod query;
 pub mod rebuild;
 pub mod server;

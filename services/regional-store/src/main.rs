@@ -36,6 +36,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    lienthong_regional_store::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     lienthong_telemetry::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;

@@ -477,7 +477,8 @@ impl RegionStore {
             tree: &self.tree,
             filing: &self.filing,
             receipts: &mut receipts,
-            written: HashMap::new(),
+            // A document and its index entry per event: no rehashing while the batch grows.
+            written: HashMap::with_capacity(batch.len() * 2),
             batch: sled::Batch::default(),
         };
         let mut out = Applied::default();
