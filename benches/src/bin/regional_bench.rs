@@ -216,7 +216,7 @@ async fn from_topic(count: usize) -> anyhow::Result<()> {
     lienthong_tests::warehouse::publish_to(&registry, &topics, &events).await?;
     let dir = tempfile::tempdir()?;
     let mut config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
-    config.batch_events = 1000;
+    config.batch_events = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let store = RegionStore::open(&dir.path().join("store"))?;
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;
