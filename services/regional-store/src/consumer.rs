@@ -231,7 +231,13 @@ struct Origin<'a>(&'a OwnedMessage);
 
 impl std::fmt::Display for Origin<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}[{}]@{}", self.0.topic(), self.0.partition(), self.0.offset())
+        write!(
+            f,
+            "{}[{}]@{}",
+            self.0.topic(),
+            self.0.partition(),
+            self.0.offset()
+        )
     }
 }
 

@@ -18,6 +18,13 @@ use std::sync::Arc;
 /// Set in a slot value when it indexes `shared` (several candidates) instead of `patients`.
 const SHARED: u32 = 1 << 31;
 
+/// More patients (or shared hashes) than the filing numbers (2^31).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "one region's store holds more than 2^31 patients or shared document hashes; split the region across stores"
+)]
+pub struct FilingFull;
+
 /// Document id hash → patient key candidates.
 #[derive(Default)]
 pub struct DocumentFiling {
@@ -34,12 +41,12 @@ fn hash(document_id: &[u8]) -> u64 {
 
 impl DocumentFiling {
     /// Records that `document_id` is (or may be) filed under `patient_key`.
-    pub fn add(&mut self, document_id: &[u8], patient_key: &[u8]) {
-        let slot = self.slot(patient_key);
+    pub fn add(&mut self, document_id: &[u8], patient_key: &[u8]) -> Result<(), FilingFull> {
+        let slot = self.slot(patient_key)?;
         let h = hash(document_id);
         let Some(&held) = self.by_document.get(&h) else {
             self.by_document.insert(h, slot);
-            return;
+            return Ok(());
         };
         if held & SHARED != 0 {
             let list = &mut self.shared[(held & !SHARED) as usize];
@@ -47,10 +54,11 @@ impl DocumentFiling {
                 list.push(slot);
             }
         } else if held != slot {
+            let index = numbered(self.shared.len())?;
             self.shared.push(vec![held, slot]);
-            let index = u32::try_from(self.shared.len() - 1).unwrap_or(u32::MAX) | SHARED;
-            self.by_document.insert(h, index);
+            self.by_document.insert(h, index | SHARED);
         }
+        Ok(())
     }
 
     /// The patient keys `document_id` may be filed under (empty: never stored).
@@ -80,19 +88,24 @@ impl DocumentFiling {
         self.by_document.is_empty()
     }
 
-    fn slot(&mut self, patient_key: &[u8]) -> u32 {
+    fn slot(&mut self, patient_key: &[u8]) -> Result<u32, FilingFull> {
         if let Some(&s) = self.slot_of.get(patient_key) {
-            return s;
+            return Ok(s);
         }
         let key: Arc<[u8]> = Arc::from(patient_key);
-        let s = u32::try_from(self.patients.len())
-            .ok()
-            .filter(|s| s & SHARED == 0)
-            .expect("fewer than 2^31 patients in one region");
+        let s = numbered(self.patients.len())?;
         self.patients.push(Arc::clone(&key));
         self.slot_of.insert(key, s);
-        s
+        Ok(s)
     }
+}
+
+/// The number of the next entry of a list, below the `SHARED` bit.
+fn numbered(len: usize) -> Result<u32, FilingFull> {
+    u32::try_from(len)
+        .ok()
+        .filter(|n| n & SHARED == 0)
+        .ok_or(FilingFull)
 }
 
 #[cfg(test)]
@@ -109,9 +122,9 @@ mod tests {
     #[test]
     fn a_document_is_found_under_its_patient_and_unknown_ones_are_absent() {
         let mut f = DocumentFiling::default();
-        f.add(b"doc-1", b"patient-a");
-        f.add(b"doc-2", b"patient-a");
-        f.add(b"doc-1", b"patient-a");
+        f.add(b"doc-1", b"patient-a").expect("add");
+        f.add(b"doc-2", b"patient-a").expect("add");
+        f.add(b"doc-1", b"patient-a").expect("add");
         assert_eq!(keys(&f, "doc-1"), ["patient-a"]);
         assert_eq!(keys(&f, "doc-2"), ["patient-a"]);
         assert!(f.surely_absent(b"doc-3"));
@@ -122,12 +135,12 @@ mod tests {
     #[test]
     fn a_moved_document_keeps_both_candidates() {
         let mut f = DocumentFiling::default();
-        f.add(b"doc-1", b"patient-a");
-        f.add(b"doc-1", b"patient-b");
-        f.add(b"doc-1", b"patient-c");
-        f.add(b"doc-1", b"patient-b");
+        f.add(b"doc-1", b"patient-a").expect("add");
+        f.add(b"doc-1", b"patient-b").expect("add");
+        f.add(b"doc-1", b"patient-c").expect("add");
+        f.add(b"doc-1", b"patient-b").expect("add");
         assert_eq!(keys(&f, "doc-1"), ["patient-a", "patient-b", "patient-c"]);
-        f.add(b"doc-2", b"patient-c");
+        f.add(b"doc-2", b"patient-c").expect("add");
         assert_eq!(keys(&f, "doc-2"), ["patient-c"]);
     }
 }
