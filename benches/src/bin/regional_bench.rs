@@ -37,8 +37,8 @@ struct Args {
     /// Events to pre-fill for part 2 (0 skips it).
     #[arg(long, default_value_t = 200_000)]
     topic_events: usize,
-    /// Most messages per applied batch in part 2 (the service's --batch-events).
-    #[arg(long, default_value_t = 1000)]
+    /// Most messages per applied batch in part 2 (the service's --batch-events default).
+    #[arg(long, default_value_t = 4000)]
     topic_batch: usize,
 }
 

@@ -71,8 +71,9 @@ pub struct RegionalConfig {
     /// Access-audit topic.
     #[arg(long, env = "LIENTHONG_REGIONAL_AUDIT_TOPIC", default_value = AUDIT_TOPIC)]
     pub audit_topic: String,
-    /// Most messages applied in one sled transaction.
-    #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 1000)]
+    /// Most messages read and applied per batch (written as atomic sled batches of 100, each
+    /// with its offsets).
+    #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 4000)]
     pub batch_events: usize,
     /// Kafka session timeout in ms (how soon a crashed instance's partitions move on).
     #[arg(
