@@ -103,20 +103,33 @@ impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
+                // The stored positions are also committed: a process killed between its write
+                // and its advisory commit would otherwise show lag on a partition that gets
+                // no new message (nothing to consume, so nothing ever commits it again).
+                let mut stored = TopicPartitionList::new();
                 for (topic, partition) in parts {
-                    let start = self
-                        .positions
-                        .next_offset(&topic, partition)
-                        .map_or(Offset::Beginning, Offset::Offset);
+                    let next = self.positions.next_offset(&topic, partition);
+                    let start = next.map_or(Offset::Beginning, Offset::Offset);
                     if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
                         tracing::error!(%err, topic, partition, "cannot set start offset");
+                    }
+                    if let Some(next) = next {
+                        let _ =
+                            stored.add_partition_offset(&topic, partition, Offset::Offset(next));
                     }
                 }
                 tracing::info!(
                     partitions = tpl.count(),
                     "partitions assigned; starting from the stored positions"
                 );
-                consumer.assign(tpl)
+                let assigned = consumer.assign(tpl);
+                if assigned.is_ok()
+                    && stored.count() > 0
+                    && let Err(e) = consumer.commit(&stored, CommitMode::Async)
+                {
+                    tracing::debug!(error = %e, "advisory commit of the stored positions failed");
+                }
+                assigned
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
