@@ -219,8 +219,10 @@ impl Step<'_> {
             .increment(applied.stale + applied.replayed);
         metrics::histogram!("lienthong_regional_apply_seconds")
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("lienthong_regional_store_bytes", "region" => region)
+        metrics::gauge!("lienthong_regional_store_bytes", "region" => region.clone())
             .set(self.store.size_on_disk() as f64);
+        metrics::gauge!("lienthong_regional_filed_documents", "region" => region)
+            .set(self.store.filed_documents() as f64);
         Ok(())
     }
 }
