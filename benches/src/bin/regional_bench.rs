@@ -1,8 +1,9 @@
 //! Regional store: apply throughput into sled and read latency of each query method, at scale.
 //!
 //! Part 1, store level (no Kafka in the loop, so it measures the store): generates realistic
-//! events, applies them in batches of 1,000 (one atomic sled batch each, offsets included, as
-//! the consumer does), flushes, then times the store work of each query method.
+//! events, applies them in batches of 1,000 as the consumer does (atomic sled batches with
+//! their offsets) while another thread reads patient records, flushes, then times the store
+//! work of each query method.
 //! Part 2, from a pre-filled topic (needs the local stack): the real consumer of one region
 //! reads fresh topics from the beginning into a fresh store; timed until every partition's
 //! end offset is stored.

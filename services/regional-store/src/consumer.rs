@@ -1,5 +1,5 @@
 //! Consumption of one region: its own consumer group, seek to the store's offsets on every
-//! assignment, one sled transaction per batch (offsets inside), dead letters for poison.
+//! assignment, atomic sled batches with their offsets inside, dead letters for poison.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
-//! One region's materialized documents in sled. A batch of messages is applied as one atomic
-//! sled batch together with the consumed offsets, so a crash leaves either all of a batch or
-//! none of it; the latest version of each document wins and everything older is a no-op.
+//! One region's materialized documents in sled. Messages are applied in atomic sled batches
+//! that carry the consumed offsets of what they applied, so a crash leaves either all of such
+//! a batch or none of it; the latest version of each document wins and everything older is a
+//! no-op.
 //!
 //! Everything lives in one sled tree (`region`), because only a single tree's batch is atomic
 //! without sled's much slower cross-tree transactions. The first key byte names the space
@@ -484,7 +485,8 @@ impl RegionStore {
             .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
     }
 
-    /// Applies a batch of (topic, partition, offset, change) atomically, with the offsets.
+    /// Applies a batch of (topic, partition, offset, change) in order, as atomic sled batches
+    /// that each carry the offsets of what they applied.
     pub fn apply_batch(&self, batch: &[(String, i32, i64, Change)]) -> Result<Applied, StoreError> {
         let mut receipts = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Applied::default();
