@@ -15,7 +15,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::live::LiveStores;
-use crate::store::{Index, Status as DocStatus, StoredDoc, key};
+use crate::store::{Index, IndexHit, RegionStore, Status as DocStatus, StoredDoc, key};
 
 /// Shared state of the query API.
 pub struct QueryApi {
@@ -165,33 +165,39 @@ impl QueryApi {
     ) -> Result<(Vec<StoredDoc>, String), Status> {
         let after = token_of(page)?;
         let size = page_size(page);
-        let mut keys: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut hits: Vec<(IndexHit, Arc<RegionStore>)> = Vec::new();
         for (_, s) in &self
             .stores
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
             for prefix in prefixes {
-                keys.extend(
+                hits.extend(
                     s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
-                        .map_err(|e| Status::internal(e.to_string()))?,
+                        .map_err(|e| Status::internal(e.to_string()))?
+                        .into_iter()
+                        .map(|h| (h, Arc::clone(s))),
                 );
             }
         }
-        keys.sort();
-        keys.dedup();
+        // A referral between two regions served here is listed once.
+        hits.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        hits.dedup_by(|a, b| a.0.key == b.0.key);
         if reverse {
-            keys.reverse();
+            hits.reverse();
         }
         let mut docs = Vec::new();
         let mut last = None;
-        for (k, doc) in keys {
+        for (hit, store) in hits {
             if docs.len() == size {
                 break;
             }
-            if let Some(d) = self.doc(&doc)? {
+            if let Some(d) = store
+                .document(&hit)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
                 docs.push(d);
-                last = Some(k);
+                last = Some(hit.key);
             }
         }
         let next = if docs.len() == size {
