@@ -20,7 +20,7 @@ use clap::Parser;
 use lienthong_benches::percentiles;
 use lienthong_core::ClinicalEvent;
 use lienthong_core::fixtures::Generator;
-use lienthong_regional_store::store::{Change, Index, IndexHit, RegionStore, key};
+use lienthong_regional_store::store::{Change, Index, RegionStore, key};
 use tokio_util::sync::CancellationToken;
 
 // The allocator the service runs with (sled allocates per node update).
@@ -141,10 +141,10 @@ fn store_level(args: &Args) -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     };
-    let docs_of = |hits: Vec<IndexHit>| -> anyhow::Result<usize> {
+    let docs_of = |keys: Vec<(Vec<u8>, String)>| -> anyhow::Result<usize> {
         let mut n = 0;
-        for hit in hits.iter().take(page) {
-            n += usize::from(store.document(hit)?.is_some());
+        for (_, d) in keys.into_iter().take(page) {
+            n += usize::from(store.get(&d)?.is_some());
         }
         Ok(n)
     };

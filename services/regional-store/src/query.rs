@@ -15,7 +15,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::live::LiveStores;
-use crate::store::{Index, IndexHit, RegionStore, Status as DocStatus, StoredDoc, key};
+use crate::store::{Index, Status as DocStatus, StoredDoc, key};
 
 /// Shared state of the query API.
 pub struct QueryApi {
@@ -165,39 +165,33 @@ impl QueryApi {
     ) -> Result<(Vec<StoredDoc>, String), Status> {
         let after = token_of(page)?;
         let size = page_size(page);
-        let mut hits: Vec<(IndexHit, Arc<RegionStore>)> = Vec::new();
+        let mut keys: Vec<(Vec<u8>, String)> = Vec::new();
         for (_, s) in &self
             .stores
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
             for prefix in prefixes {
-                hits.extend(
+                keys.extend(
                     s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
-                        .map_err(|e| Status::internal(e.to_string()))?
-                        .into_iter()
-                        .map(|h| (h, Arc::clone(s))),
+                        .map_err(|e| Status::internal(e.to_string()))?,
                 );
             }
         }
-        // A referral between two regions served here is listed once.
-        hits.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-        hits.dedup_by(|a, b| a.0.key == b.0.key);
+        keys.sort();
+        keys.dedup();
         if reverse {
-            hits.reverse();
+            keys.reverse();
         }
         let mut docs = Vec::new();
         let mut last = None;
-        for (hit, store) in hits {
+        for (k, doc) in keys {
             if docs.len() == size {
                 break;
             }
-            if let Some(d) = store
-                .document(&hit)
-                .map_err(|e| Status::internal(e.to_string()))?
-            {
+            if let Some(d) = self.doc(&doc)? {
                 docs.push(d);
-                last = Some(hit.key);
+                last = Some(k);
             }
         }
         let next = if docs.len() == size {

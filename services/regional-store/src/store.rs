@@ -9,10 +9,9 @@
 //! - `P` documents:  patient_key, document_id → [kind][version u64][status][event protobuf]
 //!   (filed under the patient, so a patient's record is one range scan; which patient a
 //!   document id is filed under is kept in memory, see `filing`)
-//! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id → patient_key
-//! - `a` appts:      facility, appointment yyyymmddHHMM, document_id → patient_key
-//! - `l` labs:       patient_key, service code, result yyyymmddHHMM, document_id → patient_key
-//!   (list entries name their document's patient, so a page reads its documents directly)
+//! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id
+//! - `a` appts:      facility, appointment yyyymmddHHMM, document_id
+//! - `l` labs:       patient_key, service code, result yyyymmddHHMM, document_id
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
 //!
@@ -123,8 +122,6 @@ pub struct PreparedEvent {
     event: ClinicalEvent,
     /// Its key under its patient.
     key: IVec,
-    /// Its patient's key: the value of its index entries.
-    patient: IVec,
     status: Status,
     /// Its stored value with `status`.
     value: IVec,
@@ -141,9 +138,6 @@ impl PreparedEvent {
         });
         Self {
             key,
-            patient: event
-                .header()
-                .map_or_else(IVec::default, |h| h.patient_key.as_bytes().into()),
             status,
             value: encode_doc(&event, status).into(),
             index: index_keys(&event, status)
@@ -565,9 +559,9 @@ impl RegionStore {
             .collect()
     }
 
-    /// Up to `limit` entries of an index under a key prefix whose key passes `keep`, in key
-    /// order (or reverse), after `after` (exclusive). Stops at `limit`, so a page costs its own
-    /// size, not the size of the facility's whole list.
+    /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
+    /// passes `keep`, in key order (or reverse), after `after` (exclusive). Stops at `limit`,
+    /// so a page costs its own size, not the size of the facility's whole list.
     pub fn index_scan(
         &self,
         index: Index,
@@ -576,21 +570,21 @@ impl RegionStore {
         reverse: bool,
         keep: &dyn Fn(&[u8]) -> bool,
         limit: usize,
-    ) -> Result<Vec<IndexHit>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
         let space = match index {
             Index::Worklist => WORKLIST,
             Index::Appointments => APPTS,
             Index::Labs => LABS,
         };
         let prefix = spaced(space, prefix);
-        let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = if reverse {
-            Box::new(self.tree.scan_prefix(&prefix).rev())
+        let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
+            Box::new(self.tree.scan_prefix(&prefix).keys().rev())
         } else {
-            Box::new(self.tree.scan_prefix(&prefix))
+            Box::new(self.tree.scan_prefix(&prefix).keys())
         };
         let mut out = Vec::new();
-        for entry in iter {
-            let (k, patient) = entry?;
+        for k in iter {
+            let k = k?;
             // Page tokens carry the key without its space byte.
             let k = &k[1..];
             if out.len() >= limit {
@@ -604,29 +598,14 @@ impl RegionStore {
             if !keep(k) {
                 continue;
             }
-            let document_id = k
+            let doc = k
                 .rsplit(|b| *b == 0)
                 .next()
                 .map(|d| String::from_utf8_lossy(d).into_owned())
                 .unwrap_or_default();
-            out.push(IndexHit {
-                key: k.to_vec(),
-                document_id,
-                patient_key: patient.to_vec(),
-            });
+            out.push((k.to_vec(), doc));
         }
         Ok(out)
-    }
-
-    /// The document an index entry names (read straight under its patient).
-    pub fn document(&self, hit: &IndexHit) -> Result<Option<StoredDoc>, StoreError> {
-        if hit.patient_key.is_empty() {
-            return self.get(&hit.document_id);
-        }
-        self.tree
-            .get(doc_key(&hit.patient_key, hit.document_id.as_bytes()))?
-            .map(|v| decode_doc(&v))
-            .transpose()
     }
 
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
@@ -664,17 +643,6 @@ impl RegionStore {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
-}
-
-/// An entry of a list index: where it sorts and which document it names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct IndexHit {
-    /// The index key without its space byte (page tokens carry it).
-    pub key: Vec<u8>,
-    /// The document's id.
-    pub document_id: String,
-    /// The patient it is filed under (empty: look the document up by id).
-    pub patient_key: Vec<u8>,
 }
 
 /// The secondary indexes a list query can scan.
@@ -724,7 +692,7 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
     };
     w.insert_document(h.patient_key.as_bytes(), doc, p.key.clone(), value)?;
     for k in index {
-        w.insert(k, p.patient.clone());
+        w.insert(k, IVec::default());
     }
     Ok(true)
 }
@@ -744,12 +712,8 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
                 w.remove(k.into());
             }
             w.insert(doc_key, encode_doc(&old.event, Status::Received).into());
-            let patient: IVec = old
-                .event
-                .header()
-                .map_or_else(IVec::default, |h| h.patient_key.as_bytes().into());
             for k in index_keys(&old.event, Status::Received) {
-                w.insert(k.into(), patient.clone());
+                w.insert(k.into(), IVec::default());
             }
         }
     }
@@ -962,47 +926,5 @@ mod tests {
         let a = s.apply_batch(&more).expect("apply");
         assert_eq!((a.replayed, a.applied), ((n - n / 2) as u64, 1));
         assert_eq!(s.len(), stored + 1);
-    }
-
-    #[test]
-    fn list_entries_name_their_patient_and_lead_to_the_document() {
-        let (_d, s) = store();
-        let mut g = Generator::new(6, time::OffsetDateTime::now_utc());
-        let r = keyed(ClinicalEvent::Referral(g.referral()), "patient-r");
-        let ClinicalEvent::Referral(ref e) = r else {
-            unreachable!()
-        };
-        let to = e
-            .slip
-            .as_ref()
-            .and_then(|s| s.receiving.as_ref())
-            .expect("to")
-            .code
-            .clone();
-        let id = r.header().expect("h").document_id.clone();
-        let receipt = pb::ReferralReceiptEvent {
-            referral_document_id: id.clone(),
-            ..Default::default()
-        };
-        s.apply_batch(&[("t".into(), 0, 0, Change::event(r.clone()))])
-            .expect("apply");
-        s.apply_batch(&[("r".into(), 0, 0, Change::Receipt(receipt))])
-            .expect("apply");
-        let all = |_: &[u8]| true;
-        let hits = s
-            .index_scan(
-                Index::Worklist,
-                &key(&[to.as_bytes(), b""]),
-                None,
-                false,
-                &all,
-                10,
-            )
-            .expect("scan");
-        assert_eq!(hits.len(), 1, "the receipt replaced the pending entry");
-        assert_eq!(hits[0].document_id, id);
-        assert_eq!(hits[0].patient_key, b"patient-r");
-        let doc = s.document(&hits[0]).expect("read").expect("found");
-        assert_eq!(doc.status, Status::Received);
     }
 }
