@@ -107,3 +107,59 @@ pub async fn wait_for_count(
     }
     anyhow::bail!("`{sql}` is {last}, expected {expected} after {timeout:?}")
 }
+
+/// A warehouse loader running inside a test, with a connection to its database.
+pub struct RunningLoader {
+    /// Connection to the loader's database.
+    pub db: tokio_postgres::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), lienthong_warehouse_loader::LoaderError>>,
+}
+
+/// Starts a loader with `config` and waits (60 s at most) until `event_history` holds
+/// `history_rows` rows.
+pub async fn start_loader(
+    config: lienthong_warehouse_loader::LoaderConfig,
+    kafka: lienthong_kafka::KafkaArgs,
+    registry: RegistryArgs,
+    history_rows: i64,
+) -> anyhow::Result<RunningLoader> {
+    let dsn = config.pg_dsn.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(lienthong_warehouse_loader::run(
+        config,
+        kafka,
+        registry,
+        shutdown.clone(),
+    ));
+    let db = connect(&dsn).await?;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM event_history",
+        history_rows,
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(RunningLoader { db, shutdown, task })
+}
+
+impl RunningLoader {
+    /// Stops the loader gracefully; its error, if it failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// A loader configuration for `dsn` and `topics` with a consumer group of its own.
+pub fn loader_config(
+    dsn: &str,
+    topics: &BTreeMap<DocumentKind, String>,
+) -> lienthong_warehouse_loader::LoaderConfig {
+    lienthong_warehouse_loader::LoaderConfig::new(
+        dsn,
+        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+        topics.values().cloned().collect(),
+    )
+}

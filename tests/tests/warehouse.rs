@@ -10,13 +10,12 @@ use lienthong_core::fixtures::Generator;
 use lienthong_core::{ClinicalEvent, document_id};
 use lienthong_proto::v1 as pb;
 use lienthong_tests::warehouse::{
-    connect, fresh_database, publish_to, topics_with_schemas, wait_for_count,
+    fresh_database, loader_config, publish_to, start_loader, topics_with_schemas, wait_for_count,
 };
 use lienthong_tests::{keyed_events, require_kafka, require_registry};
 use lienthong_warehouse_loader::LoaderConfig;
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use tokio_util::sync::CancellationToken;
 
 /// The next version of an event's document with `action`, with the deterministic event id.
 fn next_version(e: &ClinicalEvent, action: pb::Action) -> ClinicalEvent {
@@ -47,26 +46,9 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
     events.extend([v3.clone(), v2.clone(), first_referral.clone()]);
     publish_to(&registry, &topics, &events).await?;
 
-    let shutdown = CancellationToken::new();
-    let config = LoaderConfig::new(
-        &dsn,
-        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
-        topics.values().cloned().collect(),
-    );
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        config,
-        kafka,
-        registry,
-        shutdown.clone(),
-    ));
-    let db = connect(&dsn).await?;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM event_history",
-        32,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let config = loader_config(&dsn, &topics);
+    let loader = start_loader(config, kafka, registry, 32).await?;
+    let db = &loader.db;
 
     let doc = first_referral
         .header()
@@ -182,8 +164,7 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
             }
         }
     }
-    shutdown.cancel();
-    loader.await??;
+    loader.stop().await?;
     Ok(())
 }
 
@@ -209,21 +190,7 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
     let mut config = LoaderConfig::new(&dsn, &group, topics.values().cloned().collect());
     config.dlq_topic = dlq.clone();
-    let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        config,
-        kafka.clone(),
-        registry,
-        shutdown.clone(),
-    ));
-    let db = connect(&dsn).await?;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM event_history",
-        1,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let loader = start_loader(config, kafka.clone(), registry, 1).await?;
 
     let msg = lienthong_tests::read_at(&dlq, 0, 0).await?;
     let headers: std::collections::HashMap<String, String> = msg
@@ -256,8 +223,7 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
         "{headers:?}"
     );
     assert_eq!(msg.payload(), Some(&b"\x0a\x02not framed"[..]));
-    shutdown.cancel();
-    loader.await??;
+    loader.stop().await?;
     Ok(())
 }
 
@@ -337,21 +303,8 @@ async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<
         all_topics,
     );
     config.receipt_topic = receipt_topic;
-    let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        config,
-        kafka,
-        registry,
-        shutdown.clone(),
-    ));
-    let db = connect(&dsn).await?;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM event_history",
-        4,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let loader = start_loader(config, kafka, registry, 4).await?;
+    let db = &loader.db;
     let row = db
         .query_one(
             "SELECT sum(referrals)::bigint, sum(received)::bigint FROM v_referral_completion",
@@ -359,8 +312,7 @@ async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<
         )
         .await?;
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 1));
-    shutdown.cancel();
-    loader.await??;
+    loader.stop().await?;
     Ok(())
 }
 
@@ -372,27 +324,10 @@ async fn free_text_goes_to_the_restricted_schema_only_when_switched_on() -> anyh
     let topics = topics_with_schemas(&registry).await?;
     let events = keyed_events(910, 12);
     publish_to(&registry, &topics, &events).await?;
-    let mut config = LoaderConfig::new(
-        &dsn,
-        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
-        topics.values().cloned().collect(),
-    );
+    let mut config = loader_config(&dsn, &topics);
     config.free_text = true;
-    let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        config,
-        kafka,
-        registry,
-        shutdown.clone(),
-    ));
-    let db = connect(&dsn).await?;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM event_history",
-        12,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let loader = start_loader(config, kafka, registry, 12).await?;
+    let db = &loader.db;
     let mut referrals = 0;
     for e in &events {
         let ClinicalEvent::Referral(r) = e else {
@@ -431,8 +366,7 @@ async fn free_text_goes_to_the_restricted_schema_only_when_switched_on() -> anyh
         .await?
         .get(0);
     assert_eq!(leaked, 0);
-    shutdown.cancel();
-    loader.await??;
+    loader.stop().await?;
     Ok(())
 }
 
@@ -448,26 +382,17 @@ async fn a_new_database_is_loaded_from_the_beginning_whatever_kafka_remembers() 
     let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
     for round in 0..2 {
         let dsn = fresh_database().await?;
-        let shutdown = CancellationToken::new();
-        let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        let loader = start_loader(
             LoaderConfig::new(&dsn, &group, topics.values().cloned().collect()),
             kafka.clone(),
             registry.clone(),
-            shutdown.clone(),
-        ));
-        let db = connect(&dsn).await?;
-        wait_for_count(
-            &db,
-            "SELECT count(*) FROM event_history",
             40,
-            Duration::from_secs(60),
         )
         .await
         .map_err(|e| anyhow::anyhow!("round {round}: {e}"))?;
         // Let the advisory commit reach Kafka before stopping.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        shutdown.cancel();
-        loader.await??;
+        loader.stop().await?;
     }
     Ok(())
 }
@@ -484,25 +409,8 @@ async fn later_batches_update_stored_documents_and_republished_events_are_not_do
     let topics = topics_with_schemas(&registry).await?;
     let first = keyed_events(930, 30);
     publish_to(&registry, &topics, &first).await?;
-    let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        LoaderConfig::new(
-            &dsn,
-            &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
-            topics.values().cloned().collect(),
-        ),
-        kafka,
-        registry.clone(),
-        shutdown.clone(),
-    ));
-    let db = connect(&dsn).await?;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM event_history",
-        30,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let loader = start_loader(loader_config(&dsn, &topics), kafka, registry.clone(), 30).await?;
+    let db = &loader.db;
 
     let referral = first
         .iter()
@@ -522,7 +430,7 @@ async fn later_batches_update_stored_documents_and_republished_events_are_not_do
     publish_to(&registry, &topics, &second).await?;
     // Every message of both rounds consumed (fresh topics: offsets count messages).
     wait_for_count(
-        &db,
+        db,
         "SELECT coalesce(sum(next_offset), 0)::bigint FROM loader_offsets",
         (first.len() + second.len()) as i64,
         Duration::from_secs(60),
@@ -566,7 +474,6 @@ async fn later_batches_update_stored_documents_and_republished_events_are_not_do
         .await?
         .get(0);
     assert_eq!(lines, 1, "the replaced report's old lines are gone");
-    shutdown.cancel();
-    loader.await??;
+    loader.stop().await?;
     Ok(())
 }
