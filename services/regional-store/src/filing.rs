@@ -35,7 +35,8 @@ pub struct DocumentFiling {
     slot_of: HashMap<Arc<[u8]>, u32>,
 }
 
-fn hash(document_id: &[u8]) -> u64 {
+/// The hash a document id is held under (stable within a process, which is all it needs).
+pub(crate) fn hash(document_id: &[u8]) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
 }
 

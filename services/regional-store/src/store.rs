@@ -25,7 +25,6 @@
 //! two interleaved writers could lose an update.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::filing::DocumentFiling;
@@ -191,16 +190,12 @@ const SLED_BATCH: usize = 100;
 struct KnownReceipts(HashSet<u64>);
 
 impl KnownReceipts {
-    fn hash(document_id: &[u8]) -> u64 {
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
-    }
-
     fn may_hold(&self, document_id: &[u8]) -> bool {
-        self.0.contains(&Self::hash(document_id))
+        self.0.contains(&crate::filing::hash(document_id))
     }
 
     fn add(&mut self, document_id: &[u8]) {
-        self.0.insert(Self::hash(document_id));
+        self.0.insert(crate::filing::hash(document_id));
     }
 }
 
