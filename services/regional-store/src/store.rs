@@ -8,18 +8,20 @@
 //! (other key components are joined by 0x00; dates as digits so keys sort by time):
 //! - `P` documents:  patient_key, document_id → [kind][version u64][status][event protobuf]
 //!   (filed under the patient, so a patient's record is one range scan; which patient a
-//!   document id is filed under is kept in memory, see `filing`)
+//!   document id is filed under is kept in memory, see `filing`). Lab reports are filed as
+//!   patient_key, 0x01 service code, result yyyymmddHHMM, document_id: the patient's reports
+//!   of a service by time are one range scan, so the lab index is the documents themselves.
 //! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id
 //! - `a` appts:      facility, appointment yyyymmddHHMM, document_id
-//! - `l` labs:       patient_key, service code, result yyyymmddHHMM, document_id
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
 //!
-//! Each sled operation costs about the same whatever its size, so a document's first version
-//! is two of them: the document and its one list index entry.
+//! Each sled write costs about the same whatever its size (and every new key splits a node
+//! sooner), so a referral's or appointment's first version is two of them (the document and
+//! its one list index entry) and a lab report's is one.
 //!
-//! Stores written before documents were filed by patient (spaces `d` and `p`) are refused at
-//! open with what to do: rebuild the region from its topics.
+//! Stores of earlier layouts (documents by id in spaces `d` and `p`; a separate lab index in
+//! space `l`) are refused at open with what to do: rebuild the region from its topics.
 //!
 //! One writer at a time (a lock in the store): a batch reads what it is about to change, so
 //! two interleaved writers could lose an update.
@@ -44,7 +46,7 @@ pub enum StoreError {
     Corrupt(String),
     /// The store was written by an earlier version with another key layout.
     #[error(
-        "the store in {0} has the key layout of an earlier lienthong (documents by id): run \
+        "the store in {0} has the key layout of an earlier lienthong: run \
          `lienthong regional rebuild --region <code>`, which replays the region's topics into a \
          store of the current layout; the next start swaps it in and keeps this one beside it \
          as region-<code>.replaced-<time>"
@@ -56,11 +58,13 @@ pub enum StoreError {
 }
 
 const DOCS: u8 = b'P';
-/// Spaces of the earlier layout (documents by id, a separate patient index).
-const EARLIER_LAYOUT: [u8; 2] = [b'd', b'p'];
+/// Spaces of earlier layouts: documents by id with a separate patient index (`d`, `p`); a
+/// separate lab index (`l`).
+const EARLIER_LAYOUTS: [u8; 3] = [b'd', b'p', b'l'];
 const WORKLIST: u8 = b'w';
 const APPTS: u8 = b'a';
-const LABS: u8 = b'l';
+/// First byte of the part of a lab report's key after its patient (document ids are printable).
+const LAB_MARK: u8 = 1;
 const RECEIPTS: u8 = b'r';
 const OFFSETS: u8 = b'o';
 
@@ -132,11 +136,8 @@ impl PreparedEvent {
     /// Encodes and keys `event`.
     pub fn new(event: ClinicalEvent) -> Self {
         let status = status_of(&event, false);
-        let key = event.header().map_or_else(IVec::default, |h| {
-            doc_key(h.patient_key.as_bytes(), h.document_id.as_bytes()).into()
-        });
         Self {
-            key,
+            key: filing_key(&event).into(),
             status,
             value: encode_doc(&event, status).into(),
             index: index_keys(&event, status)
@@ -199,20 +200,58 @@ impl KnownReceipts {
     }
 }
 
-/// The key of a document filed under a patient.
+/// The key of a document filed under a patient (all but lab reports).
 fn doc_key(patient_key: &[u8], document_id: &[u8]) -> Vec<u8> {
     spaced(DOCS, &key(&[patient_key, document_id]))
 }
 
-/// (patient key, document id) of a `P` key.
-fn split_doc_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
-    let rest = k.get(1..)?;
-    let at = rest.iter().position(|b| *b == 0)?;
-    Some((&rest[..at], &rest[at + 1..]))
+/// Where a patient's lab reports begin: `P` patient_key 0x00 0x01.
+fn lab_prefix(patient_key: &[u8]) -> Vec<u8> {
+    let mut k = doc_key(patient_key, b"");
+    k.push(LAB_MARK);
+    k
 }
 
-/// Reads a document by id: its candidate patients from the filing, confirmed in sled.
-/// `written` overlays a batch in progress (None: removed by it).
+/// The key `event` is filed under: its patient and id; a lab report also by service and
+/// result time between the two.
+fn filing_key(event: &ClinicalEvent) -> Vec<u8> {
+    let Some(h) = event.header() else {
+        return Vec::new();
+    };
+    let (patient, doc) = (h.patient_key.as_bytes(), h.document_id.as_bytes());
+    let ClinicalEvent::LabResult(e) = event else {
+        return doc_key(patient, doc);
+    };
+    let r = e.report.as_ref();
+    let first = r.and_then(|r| {
+        r.lines
+            .iter()
+            .filter_map(|l| l.result_at.as_ref())
+            .min_by(|a, b| a.value.cmp(&b.value))
+    });
+    let service = r.map_or("", |r| r.service_code.as_str());
+    let mut k = lab_prefix(patient);
+    k.extend_from_slice(&key(&[service.as_bytes(), &digits(first, 12), doc]));
+    k
+}
+
+/// (patient key, document id) of a `P` key: what precedes its first 0x00 and follows its
+/// last (a lab report's service and time lie between).
+fn split_doc_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = k.get(1..)?;
+    let first = rest.iter().position(|b| *b == 0)?;
+    let last = rest.iter().rposition(|b| *b == 0)?;
+    Some((&rest[..first], &rest[last + 1..]))
+}
+
+/// True when `k` (a `P` key) files `document_id`.
+fn files(k: &[u8], document_id: &[u8]) -> bool {
+    split_doc_key(k).is_some_and(|(_, d)| d == document_id)
+}
+
+/// Reads a document by id: its candidate patients from the filing, confirmed in sled (a
+/// lab report by a scan of that patient's lab reports, a handful). `written` overlays a
+/// batch in progress (None: removed by it).
 fn find_document(
     tree: &sled::Tree,
     filing: &RwLock<DocumentFiling>,
@@ -223,14 +262,31 @@ fn find_document(
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .candidates(document_id);
+    let overlaid = |k: &[u8]| written.and_then(|w| w.get(k));
     for patient in candidates {
         let k = doc_key(&patient, document_id);
-        let value = match written.and_then(|w| w.get(k.as_slice())) {
+        let value = match overlaid(&k) {
             Some(v) => v.clone(),
             None => tree.get(&k)?,
         };
         if let Some(v) = value {
             return Ok(Some((k.into(), v)));
+        }
+        let labs = lab_prefix(&patient);
+        // The batch's own writes first: a report it moved is removed at its old key.
+        for (k, v) in written.into_iter().flatten() {
+            if let Some(v) = v
+                && k.starts_with(&labs)
+                && files(k, document_id)
+            {
+                return Ok(Some((k.clone(), v.clone())));
+            }
+        }
+        for kv in tree.scan_prefix(&labs) {
+            let (k, v) = kv?;
+            if files(&k, document_id) && overlaid(&k).is_none() {
+                return Ok(Some((k, v)));
+            }
         }
     }
     Ok(None)
@@ -322,7 +378,6 @@ fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let doc = h.document_id.as_bytes();
-    let pk = h.patient_key.as_bytes();
     let mut keys = Vec::with_capacity(1);
     match event {
         ClinicalEvent::Referral(e) => {
@@ -354,20 +409,8 @@ fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<Vec<u8>> {
                 ]),
             ));
         }
-        ClinicalEvent::LabResult(e) => {
-            let r = e.report.as_ref();
-            let first = r.and_then(|r| {
-                r.lines
-                    .iter()
-                    .filter_map(|l| l.result_at.as_ref())
-                    .min_by(|a, b| a.value.cmp(&b.value))
-            });
-            let service = r.map_or("", |r| r.service_code.as_str());
-            keys.push(spaced(
-                LABS,
-                &key(&[pk, service.as_bytes(), &digits(first, 12), doc]),
-            ));
-        }
+        // Filed by patient, service and time: the document is its own index entry.
+        ClinicalEvent::LabResult(_) => {}
     }
     keys
 }
@@ -448,7 +491,7 @@ impl RegionStore {
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         let db = sled::open(path)?;
         let tree = db.open_tree("region")?;
-        for space in EARLIER_LAYOUT {
+        for space in EARLIER_LAYOUTS {
             if tree.scan_prefix([space]).keys().next().is_some() {
                 return Err(StoreError::EarlierLayout(path.display().to_string()));
             }
@@ -556,7 +599,8 @@ impl RegionStore {
 
     /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
     /// passes `keep`, in key order (or reverse), after `after` (exclusive). Stops at `limit`,
-    /// so a page costs its own size, not the size of the facility's whole list.
+    /// so a page costs its own size, not the size of the facility's whole list. The lab index
+    /// is scanned under a patient key and 0x00; its keys read patient, service, time, id.
     pub fn index_scan(
         &self,
         index: Index,
@@ -566,22 +610,30 @@ impl RegionStore {
         keep: &dyn Fn(&[u8]) -> bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
-        let space = match index {
-            Index::Worklist => WORKLIST,
-            Index::Appointments => APPTS,
-            Index::Labs => LABS,
+        // Lab reports are documents filed under their patient, after a mark.
+        let (space, mark): (u8, &[u8]) = match index {
+            Index::Worklist => (WORKLIST, &[]),
+            Index::Appointments => (APPTS, &[]),
+            Index::Labs => (DOCS, &[LAB_MARK]),
         };
-        let prefix = spaced(space, prefix);
+        let mut scanned = spaced(space, prefix);
+        scanned.extend_from_slice(mark);
         let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
-            Box::new(self.tree.scan_prefix(&prefix).keys().rev())
+            Box::new(self.tree.scan_prefix(&scanned).keys().rev())
         } else {
-            Box::new(self.tree.scan_prefix(&prefix).keys())
+            Box::new(self.tree.scan_prefix(&scanned).keys())
         };
         let mut out = Vec::new();
-        for k in iter {
-            let k = k?;
-            // Page tokens carry the key without its space byte.
-            let k = &k[1..];
+        for stored in iter {
+            let stored = stored?;
+            // Page tokens carry the key without its space byte (and mark).
+            let unmarked;
+            let k = if mark.is_empty() {
+                &stored[1..]
+            } else {
+                unmarked = [prefix, &stored[scanned.len()..]].concat();
+                unmarked.as_slice()
+            };
             if out.len() >= limit {
                 break;
             }
@@ -865,22 +917,150 @@ mod tests {
     }
 
     #[test]
-    fn a_store_of_the_earlier_layout_is_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().expect("tmp");
-        {
-            let db = sled::open(dir.path()).expect("sled");
-            db.open_tree("region")
-                .expect("tree")
-                .insert(b"ddoc-1", b"old".as_slice())
-                .expect("insert");
-            db.flush().expect("flush");
+    fn stores_of_earlier_layouts_are_refused_with_what_to_do() {
+        // Documents by id (`d`), and a separate lab index (`l`).
+        for earlier in [b"ddoc-1".as_slice(), b"lpk\0svc\0202601010000\0doc-1"] {
+            let dir = tempfile::tempdir().expect("tmp");
+            {
+                let db = sled::open(dir.path()).expect("sled");
+                db.open_tree("region")
+                    .expect("tree")
+                    .insert(earlier, b"old".as_slice())
+                    .expect("insert");
+                db.flush().expect("flush");
+            }
+            let err = RegionStore::open(dir.path()).err().expect("refused");
+            assert!(matches!(err, StoreError::EarlierLayout(_)), "{err}");
+            assert!(
+                err.to_string().contains("lienthong regional rebuild"),
+                "{err}"
+            );
         }
-        let err = RegionStore::open(dir.path()).err().expect("refused");
-        assert!(matches!(err, StoreError::EarlierLayout(_)), "{err}");
-        assert!(
-            err.to_string().contains("lienthong regional rebuild"),
-            "{err}"
+    }
+
+    fn lab(g: &mut Generator, patient: &str, service: &str, at: &str) -> ClinicalEvent {
+        let mut e = g.lab_result();
+        let r = e.report.as_mut().expect("report");
+        r.service_code = service.into();
+        for l in &mut r.lines {
+            l.result_at = Some(pb::PartialDateTime {
+                value: at.into(),
+                precision: pb::DatePrecision::Minute as i32,
+            });
+        }
+        keyed(ClinicalEvent::LabResult(e), patient)
+    }
+
+    /// (service, time) of each lab index entry of `patient`, newest first as the API reads.
+    fn lab_entries(s: &RegionStore, patient: &str) -> Vec<(String, String)> {
+        s.index_scan(
+            Index::Labs,
+            &key(&[patient.as_bytes(), b""]),
+            None,
+            true,
+            &|_| true,
+            100,
+        )
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| {
+            let parts: Vec<_> = k.split(|b| *b == 0).collect();
+            assert_eq!(
+                parts[0],
+                patient.as_bytes(),
+                "index keys start with the patient"
+            );
+            (
+                String::from_utf8_lossy(parts[1]).into_owned(),
+                String::from_utf8_lossy(parts[2]).into_owned(),
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn lab_reports_are_their_own_index_by_patient_service_and_time() {
+        let (_d, s) = store();
+        let mut g = Generator::new(6, time::OffsetDateTime::now_utc());
+        let older = lab(&mut g, "p", "HbA1c", "202611010800");
+        let newer = lab(&mut g, "p", "HbA1c", "202611200800");
+        let other = lab(&mut g, "p", "CRE", "202611150800");
+        let referral = keyed(ClinicalEvent::Referral(g.referral()), "p");
+        let elsewhere = lab(&mut g, "q", "HbA1c", "202611210800");
+        let batch: Vec<_> = [&older, &newer, &other, &referral, &elsewhere]
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| ("t".to_owned(), 0, i as i64, Change::event(e.clone())))
+            .collect();
+        s.apply_batch(&batch).expect("apply");
+        assert_eq!(
+            lab_entries(&s, "p"),
+            [
+                ("HbA1c".into(), "202611200800".into()),
+                ("HbA1c".into(), "202611010800".into()),
+                ("CRE".into(), "202611150800".into()),
+            ],
+            "the patient's reports only, by service then newest first"
         );
+        assert_eq!(s.patient_documents("p").expect("scan").len(), 4);
+        assert_eq!(s.len(), 5);
+        for e in [&older, &newer, &other, &referral, &elsewhere] {
+            let id = &e.header().expect("h").document_id;
+            assert_eq!(s.get(id).expect("get").expect("found").event, *e);
+        }
+        // Pages continue after the last key of the previous page.
+        let first = s
+            .index_scan(Index::Labs, b"p\0", None, true, &|_| true, 1)
+            .expect("page");
+        let rest = s
+            .index_scan(Index::Labs, b"p\0", Some(&first[0].0), true, &|_| true, 10)
+            .expect("page");
+        assert_eq!((first.len(), rest.len()), (1, 2));
+        assert!(rest.iter().all(|(k, _)| *k < first[0].0));
+    }
+
+    #[test]
+    fn a_lab_report_corrected_to_another_service_or_time_moves_in_one_batch_or_two() {
+        let (_d, s) = store();
+        let mut g = Generator::new(7, time::OffsetDateTime::now_utc());
+        let v1 = lab(&mut g, "p", "GLU", "202611010800");
+        let id = v1.header().expect("h").document_id.clone();
+        let mut v2 = version(&v1, 2, pb::Action::Updated);
+        if let ClinicalEvent::LabResult(e) = &mut v2 {
+            e.report.as_mut().expect("report").service_code = "HbA1c".into();
+        }
+        let mut v3 = version(&v2, 3, pb::Action::Updated);
+        if let ClinicalEvent::LabResult(e) = &mut v3 {
+            for l in &mut e.report.as_mut().expect("report").lines {
+                l.result_at.as_mut().expect("at").value = "202611020900".into();
+            }
+        }
+        // v1 and v2 in one batch: the second finds the first among the batch's own writes.
+        let a = s
+            .apply_batch(&[
+                ("t".into(), 0, 0, Change::event(v1.clone())),
+                ("t".into(), 0, 1, Change::event(v2)),
+            ])
+            .expect("apply");
+        assert_eq!(a.applied, 2);
+        assert_eq!(
+            lab_entries(&s, "p"),
+            [("HbA1c".into(), "202611010800".into())]
+        );
+        s.apply_batch(&[("t".into(), 0, 2, Change::event(v3))])
+            .expect("apply");
+        assert_eq!(
+            lab_entries(&s, "p"),
+            [("HbA1c".into(), "202611020900".into())]
+        );
+        let stale = s
+            .apply_batch(&[("t".into(), 0, 3, Change::event(v1))])
+            .expect("apply");
+        assert_eq!(
+            stale.stale, 1,
+            "an older version stays a no-op after the move"
+        );
+        assert_eq!(s.versions().expect("versions"), vec![(id, 3)]);
     }
 
     #[test]
