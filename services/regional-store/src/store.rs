@@ -919,7 +919,7 @@ mod tests {
     #[test]
     fn stores_of_earlier_layouts_are_refused_with_what_to_do() {
         // Documents by id (`d`), and a separate lab index (`l`).
-        for earlier in [b"ddoc-1".as_slice(), b"lpk\0svc\0202601010000\0doc-1"] {
+        for earlier in [b"ddoc-1".as_slice(), b"lpk\x00svc\x00202601010000\x00doc-1"] {
             let dir = tempfile::tempdir().expect("tmp");
             {
                 let db = sled::open(dir.path()).expect("sled");
