@@ -266,6 +266,13 @@ async fn from_topic(count: usize, batch: usize) -> anyhow::Result<()> {
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;
     let shutdown = CancellationToken::new();
+    // Pre-filled means settled: the broker's fresh log segments written back to disk first,
+    // so the kernel's writeback does not compete with the consumer being measured.
+    let synced = std::process::Command::new("sync").status();
+    anyhow::ensure!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync (coreutils) failed: {synced:?}"
+    );
     eprintln!("pre-filled {count} events; consuming");
     let started = Instant::now();
     let consumer = tokio::spawn(lienthong_regional_store::consumer::run_region(

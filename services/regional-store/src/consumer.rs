@@ -264,7 +264,7 @@ pub(crate) async fn classify(
         return Ok(
             match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
                 Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
-                    Ok(Change::Receipt(r))
+                    Ok(Change::receipt(r))
                 }
                 Ok(_) => Err(format!(
                     "{origin}: {} is not a referral receipt",

@@ -98,14 +98,16 @@ impl Status {
 }
 
 /// One thing to apply, at its Kafka position.
-// Built once per message and moved into the batch; boxing would only add allocations.
-#[allow(clippy::large_enum_variant)]
+///
+/// Small, its messages boxed: a consumer batch holds thousands of them in one vector, and at
+/// the 1.6 KB of an unboxed event each batch's vector was fresh memory the kernel had to
+/// zero (~4% of the consumer's CPU).
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A document event of this region.
     Event(PreparedEvent),
     /// A receipt of a referred patient.
-    Receipt(pb::ReferralReceiptEvent),
+    Receipt(Box<pb::ReferralReceiptEvent>),
     /// Nothing to apply (another region's event, or a dead letter): only the offset moves.
     Skip,
 }
@@ -115,6 +117,11 @@ impl Change {
     pub fn event(event: ClinicalEvent) -> Self {
         Self::Event(PreparedEvent::new(event))
     }
+
+    /// A receipt of a referred patient.
+    pub fn receipt(receipt: pb::ReferralReceiptEvent) -> Self {
+        Self::Receipt(Box::new(receipt))
+    }
 }
 
 /// A document event made ready to apply where it is decoded: encoded and keyed with the
@@ -122,7 +129,7 @@ impl Change {
 /// bottleneck) does only what needs the stored state.
 #[derive(Debug, Clone)]
 pub struct PreparedEvent {
-    event: ClinicalEvent,
+    event: Box<ClinicalEvent>,
     /// Its key under its patient.
     key: IVec,
     status: Status,
@@ -144,7 +151,7 @@ impl PreparedEvent {
                 .into_iter()
                 .map(IVec::from)
                 .collect(),
-            event,
+            event: Box::new(event),
         }
     }
 }
@@ -856,7 +863,7 @@ mod tests {
             ..Default::default()
         };
         s.apply_batch(&[
-            ("r".into(), 0, 0, Change::Receipt(receipt.clone())),
+            ("r".into(), 0, 0, Change::receipt(receipt.clone())),
             ("t".into(), 0, 0, Change::event(r.clone())),
         ])
         .expect("apply");
@@ -876,7 +883,7 @@ mod tests {
             referral_document_id: doc2.clone(),
             ..Default::default()
         };
-        s.apply_batch(&[("r".into(), 0, 1, Change::Receipt(receipt2))])
+        s.apply_batch(&[("r".into(), 0, 1, Change::receipt(receipt2))])
             .expect("apply");
         assert_eq!(
             s.get(&doc2).expect("get").expect("doc").status,
