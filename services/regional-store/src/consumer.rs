@@ -291,7 +291,7 @@ pub(crate) async fn classify(
         )));
     }
     Ok(Ok(if event.regions().contains(region) {
-        Change::event(event)
+        Change::consumed(event, &decoded.payload)
     } else {
         Change::Skip
     }))

@@ -115,7 +115,14 @@ pub enum Change {
 impl Change {
     /// A document event, prepared for the writer.
     pub fn event(event: ClinicalEvent) -> Self {
-        Self::Event(PreparedEvent::new(event))
+        let body = event.encode_to_vec();
+        Self::Event(PreparedEvent::new(event, &body))
+    }
+
+    /// A document event as consumed: `body` is the protobuf `event` was decoded from, stored
+    /// as it came instead of encoded again.
+    pub fn consumed(event: ClinicalEvent, body: &[u8]) -> Self {
+        Self::Event(PreparedEvent::new(event, body))
     }
 
     /// A receipt of a referred patient.
@@ -140,13 +147,13 @@ pub struct PreparedEvent {
 }
 
 impl PreparedEvent {
-    /// Encodes and keys `event`.
-    pub fn new(event: ClinicalEvent) -> Self {
+    /// Keys `event`, whose protobuf is `body`.
+    fn new(event: ClinicalEvent, body: &[u8]) -> Self {
         let status = status_of(&event, false);
         Self {
             key: filing_key(&event).into(),
             status,
-            value: encode_doc(&event, status).into(),
+            value: doc_value(&event, status, body).into(),
             index: index_keys(&event, status)
                 .into_iter()
                 .map(IVec::from)
@@ -345,13 +352,17 @@ fn digits(d: Option<&pb::PartialDateTime>, width: usize) -> Vec<u8> {
 }
 
 fn encode_doc(event: &ClinicalEvent, status: Status) -> Vec<u8> {
+    doc_value(event, status, &event.encode_to_vec())
+}
+
+/// A `P` value: [kind][version u64][status] and `body`, the protobuf of `event`.
+fn doc_value(event: &ClinicalEvent, status: Status, body: &[u8]) -> Vec<u8> {
     let version = event.header().map_or(0, |h| h.document_version);
-    let body = event.encode_to_vec();
     let mut v = Vec::with_capacity(10 + body.len());
     v.push(kind_byte(event.kind()));
     v.extend_from_slice(&version.to_be_bytes());
     v.push(status as u8);
-    v.extend_from_slice(&body);
+    v.extend_from_slice(body);
     v
 }
 
@@ -1076,6 +1087,25 @@ mod tests {
     }
 
     #[test]
+    fn a_consumed_event_is_stored_as_it_came_and_reads_back_whole() {
+        let (_d, s) = store();
+        let mut g = Generator::new(9, time::OffsetDateTime::now_utc());
+        let e = keyed(ClinicalEvent::Appointment(g.appointment()), "p");
+        let body = e.encode_to_vec();
+        s.apply_batch(&[("t".into(), 0, 0, Change::consumed(e.clone(), &body))])
+            .expect("apply");
+        let k = filing_key(&e);
+        let stored = s.tree.get(&k).expect("get").expect("stored");
+        assert_eq!(
+            &stored[10..],
+            body.as_slice(),
+            "the consumed bytes, not re-encoded"
+        );
+        let id = &e.header().expect("h").document_id;
+        assert_eq!(s.get(id).expect("get").expect("doc").event, e);
+    }
+
+    #[test]
     fn each_sled_batch_stores_the_positions_it_moved() {
         let (_d, s) = store();
         let mut g = Generator::new(8, time::OffsetDateTime::now_utc());
@@ -1084,7 +1114,12 @@ mod tests {
             .map(|i| {
                 let p = (i / SLED_BATCH) as i32;
                 let e = keyed(g.any(i), "p");
-                ("t".to_owned(), p, (i % SLED_BATCH) as i64 + 10, Change::event(e))
+                (
+                    "t".to_owned(),
+                    p,
+                    (i % SLED_BATCH) as i64 + 10,
+                    Change::event(e),
+                )
             })
             .collect();
         s.apply_batch(&batch).expect("apply");
@@ -1094,7 +1129,10 @@ mod tests {
                 Some(SLED_BATCH as i64 + 10)
             );
         }
-        assert_eq!(s.apply_batch(&batch).expect("replay").replayed, batch.len() as u64);
+        assert_eq!(
+            s.apply_batch(&batch).expect("replay").replayed,
+            batch.len() as u64
+        );
     }
 
     #[test]
