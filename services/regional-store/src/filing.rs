@@ -12,7 +12,9 @@
 //! (a corrected citizen ID) keeps its old candidate, which only costs a lookup.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::{FixedState, RandomState};
 use std::sync::Arc;
 
 /// Set in a slot value when it indexes `shared` (several candidates) instead of `patients`.
@@ -27,17 +29,18 @@ pub struct FilingFull;
 
 /// Document id hash → patient key candidates.
 #[derive(Default)]
+// foldhash, not std's SipHash: the writer looks a document up in here for every event.
 pub struct DocumentFiling {
-    by_document: HashMap<u64, u32>,
+    by_document: HashMap<u64, u32, RandomState>,
     /// Candidate lists of hashes held by more than one patient.
     shared: Vec<Vec<u32>>,
     patients: Vec<Arc<[u8]>>,
-    slot_of: HashMap<Arc<[u8]>, u32>,
+    slot_of: HashMap<Arc<[u8]>, u32, RandomState>,
 }
 
 /// The hash a document id is held under (stable within a process, which is all it needs).
 pub(crate) fn hash(document_id: &[u8]) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(document_id)
+    FixedState::default().hash_one(document_id)
 }
 
 impl DocumentFiling {

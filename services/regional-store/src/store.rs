@@ -202,7 +202,7 @@ const SLED_BATCH: usize = 100;
 /// most referrals have none, and a miss here spares a sled lookup (which costs about as much
 /// as an insert). A hash collision only costs that lookup.
 #[derive(Default)]
-struct KnownReceipts(HashSet<u64>);
+struct KnownReceipts(HashSet<u64, foldhash::fast::RandomState>);
 
 impl KnownReceipts {
     fn may_hold(&self, document_id: &[u8]) -> bool {
@@ -269,7 +269,7 @@ fn files(k: &[u8], document_id: &[u8]) -> bool {
 fn find_document(
     tree: &sled::Tree,
     filing: &RwLock<DocumentFiling>,
-    written: Option<&HashMap<IVec, Option<IVec>>>,
+    written: Option<&Written>,
     document_id: &[u8],
 ) -> Result<Option<(IVec, IVec)>, StoreError> {
     let candidates = filing
@@ -446,13 +446,17 @@ fn status_of(event: &ClinicalEvent, received: bool) -> Status {
     }
 }
 
+/// What a batch in progress has written (None: removed), by sled key. foldhash, not std's
+/// SipHash: every write of the single writer goes through it.
+type Written = HashMap<IVec, Option<IVec>, foldhash::fast::RandomState>;
+
 /// The writes of one batch: a sled batch plus what it will have written, so later messages
 /// of the batch read the effects of earlier ones.
 struct PendingBatch<'a> {
     tree: &'a sled::Tree,
     filing: &'a RwLock<DocumentFiling>,
     receipts: &'a mut KnownReceipts,
-    written: HashMap<IVec, Option<IVec>>,
+    written: Written,
     batch: sled::Batch,
 }
 
@@ -556,7 +560,7 @@ impl RegionStore {
                 filing: &self.filing,
                 receipts: &mut receipts,
                 // A document and its index entry per event: no rehashing as the batch grows.
-                written: HashMap::with_capacity(chunk.len() * 2),
+                written: Written::with_capacity_and_hasher(chunk.len() * 2, Default::default()),
                 batch: sled::Batch::default(),
             };
             // Only the positions this sled batch moves: the others are stored already, and
