@@ -647,6 +647,24 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
         event: ClinicalEvent::LabResult(l),
         expected: vec!["required"],
     });
+    // Ids consistent with the episode, so the control character is the one defect.
+    let mut l = g.lab_result();
+    let r = l.report.get_or_insert_with(Default::default);
+    r.episode_id.push('\0');
+    let fac = r
+        .facility
+        .as_ref()
+        .map(|f| f.code.clone())
+        .unwrap_or_default();
+    let doc = document_id::lab_report(&fac, &r.episode_id, &r.service_code);
+    let h = l.header.get_or_insert_with(Default::default);
+    h.event_id = document_id::event_id(DocumentKind::LabResult, &doc, h.document_version);
+    h.document_id = doc;
+    cases.push(InvalidCase {
+        name: "episode id (MA_LK) with a control character",
+        event: ClinicalEvent::LabResult(l),
+        expected: vec!["header.document_id_control"],
+    });
     cases
 }
 

@@ -28,6 +28,20 @@ pub(crate) fn header(
     };
     c.required("header.document_id", &h.document_id, "header.document_id");
     c.required("header.event_id", &h.event_id, "header.event_id");
+    // Stores join key parts with 0x00: an id with control characters could not be read back.
+    if h.document_id.chars().any(char::is_control) {
+        c.error(
+            "header.document_id_control",
+            "header.document_id",
+            Some(h.document_id.escape_debug().to_string()),
+            "document_id contains a control character (it comes from MA_LK, the slip number or \
+             another identifying field); remove it in the HIS export"
+                .into(),
+            "document_id chứa ký tự điều khiển (lấy từ MA_LK, số phiếu hoặc trường định danh \
+             khác); hãy loại bỏ trong dữ liệu xuất từ HIS"
+                .into(),
+        );
+    }
     if h.document_version == 0 {
         c.error(
             "header.version",
