@@ -63,7 +63,8 @@ const DOCS: u8 = b'P';
 const EARLIER_LAYOUTS: [u8; 3] = [b'd', b'p', b'l'];
 const WORKLIST: u8 = b'w';
 const APPTS: u8 = b'a';
-/// First byte of the part of a lab report's key after its patient (document ids are printable).
+/// First byte of the part of a lab report's key after its patient (validation refuses control
+/// characters in document ids, so no other document's key part starts with it).
 const LAB_MARK: u8 = 1;
 const RECEIPTS: u8 = b'r';
 const OFFSETS: u8 = b'o';
