@@ -15,7 +15,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::live::LiveStores;
-use crate::store::{Index, Status as DocStatus, StoredDoc, key};
+use crate::store::{Index, RegionStore, Status as DocStatus, StoreError, StoredDoc, key};
 
 /// Shared state of the query API.
 pub struct QueryApi {
@@ -139,15 +139,20 @@ impl QueryApi {
     }
 
     fn doc(&self, document_id: &str) -> Result<Option<StoredDoc>, Status> {
+        self.first_in_stores(|s| s.get(document_id))
+    }
+
+    /// What `read` finds in the first store that has it.
+    fn first_in_stores(
+        &self,
+        read: impl Fn(&RegionStore) -> Result<Option<StoredDoc>, StoreError>,
+    ) -> Result<Option<StoredDoc>, Status> {
         for (_, s) in &self
             .stores
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
-            if let Some(d) = s
-                .get(document_id)
-                .map_err(|e| Status::internal(e.to_string()))?
-            {
+            if let Some(d) = read(s).map_err(|e| Status::internal(e.to_string()))? {
                 return Ok(Some(d));
             }
         }
@@ -189,7 +194,7 @@ impl QueryApi {
             if docs.len() == size {
                 break;
             }
-            if let Some(d) = self.doc(&doc)? {
+            if let Some(d) = self.first_in_stores(|s| s.listed(index, &k, &doc))? {
                 docs.push(d);
                 last = Some(k);
             }

@@ -265,19 +265,33 @@ fn files(k: &[u8], document_id: &[u8]) -> bool {
 }
 
 /// Reads a document by id: its candidate patients from the filing, confirmed in sled (a
-/// lab report by a scan of that patient's lab reports, a handful). `written` overlays a
-/// batch in progress (None: removed by it).
+/// lab report by a scan of that patient's lab reports, unless it is at `likely`, the key its
+/// new version is filed under). `written` overlays a batch in progress (None: removed by it).
 fn find_document(
     tree: &sled::Tree,
     filing: &RwLock<DocumentFiling>,
     written: Option<&Written>,
     document_id: &[u8],
+    likely: Option<&[u8]>,
 ) -> Result<Option<(IVec, IVec)>, StoreError> {
     let candidates = filing
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .candidates(document_id);
+    if candidates.is_empty() {
+        return Ok(None);
+    }
     let overlaid = |k: &[u8]| written.and_then(|w| w.get(k));
+    // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
+    if let Some(k) = likely.filter(|k| files(k, document_id)) {
+        let value = match overlaid(k) {
+            Some(v) => v.clone(),
+            None => tree.get(k)?,
+        };
+        if let Some(v) = value {
+            return Ok(Some((k.into(), v)));
+        }
+    }
     for patient in candidates {
         let k = doc_key(&patient, document_id);
         let value = match overlaid(&k) {
@@ -462,9 +476,20 @@ struct PendingBatch<'a> {
 }
 
 impl<'a> PendingBatch<'a> {
-    /// The stored document `document_id`: (its key, its value).
-    fn find_document(&self, document_id: &[u8]) -> Result<Option<(IVec, IVec)>, StoreError> {
-        find_document(self.tree, self.filing, Some(&self.written), document_id)
+    /// The stored document `document_id`: (its key, its value); `likely` is where to look
+    /// first.
+    fn find_document(
+        &self,
+        document_id: &[u8],
+        likely: Option<&[u8]>,
+    ) -> Result<Option<(IVec, IVec)>, StoreError> {
+        find_document(
+            self.tree,
+            self.filing,
+            Some(&self.written),
+            document_id,
+            likely,
+        )
     }
 
     /// Writes a document under its patient. The filing learns it at once: a candidate whose
@@ -610,9 +635,28 @@ impl RegionStore {
 
     /// A document by id.
     pub fn get(&self, document_id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        find_document(&self.tree, &self.filing, None, document_id.as_bytes())?
+        find_document(&self.tree, &self.filing, None, document_id.as_bytes(), None)?
             .map(|(_, v)| decode_doc(&v))
             .transpose()
+    }
+
+    /// The document `document_id` an entry of `index` lists: a lab report is read at its key
+    /// (its entry is where it is filed), the others by id.
+    pub fn listed(
+        &self,
+        index: Index,
+        entry: &[u8],
+        document_id: &str,
+    ) -> Result<Option<StoredDoc>, StoreError> {
+        let Index::Labs = index else {
+            return self.get(document_id);
+        };
+        // The entry reads patient 0x00 service …; the key has the lab mark after the 0x00.
+        let Some(at) = entry.iter().position(|b| *b == 0) else {
+            return Ok(None);
+        };
+        let k = [&[DOCS], &entry[..=at], &[LAB_MARK], &entry[at + 1..]].concat();
+        self.tree.get(k)?.map(|v| decode_doc(&v)).transpose()
     }
 
     /// All documents of a patient (one range scan).
@@ -741,7 +785,7 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
         return Ok(false);
     };
     let doc = h.document_id.as_bytes();
-    if let Some((old_key, old)) = w.find_document(doc)? {
+    if let Some((old_key, old)) = w.find_document(doc, Some(&p.key))? {
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
@@ -780,7 +824,7 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
         at.to_be_bytes().as_slice().into(),
     );
     w.receipts.add(doc);
-    if let Some((doc_key, old)) = w.find_document(doc)? {
+    if let Some((doc_key, old)) = w.find_document(doc, None)? {
         let old = decode_doc(&old)?;
         if old.status == Status::Pending {
             for k in index_keys(&old.event, old.status) {
@@ -1036,6 +1080,17 @@ mod tests {
             let id = &e.header().expect("h").document_id;
             assert_eq!(s.get(id).expect("get").expect("found").event, *e);
         }
+        // What the lab index lists is read at its entry.
+        for (entry, id) in s
+            .index_scan(Index::Labs, b"p\0", None, true, &|_| true, 10)
+            .expect("scan")
+        {
+            let d = s
+                .listed(Index::Labs, &entry, &id)
+                .expect("read")
+                .expect("listed");
+            assert_eq!(d.event.header().expect("h").document_id, id);
+        }
         // Pages continue after the last key of the previous page.
         let first = s
             .index_scan(Index::Labs, b"p\0", None, true, &|_| true, 1)
@@ -1075,6 +1130,7 @@ mod tests {
             lab_entries(&s, "p"),
             [("HbA1c".into(), "202611010800".into())]
         );
+        let v4 = version(&v3, 4, pb::Action::Cancelled);
         s.apply_batch(&[("t".into(), 0, 2, Change::event(v3))])
             .expect("apply");
         assert_eq!(
@@ -1088,7 +1144,19 @@ mod tests {
             stale.stale, 1,
             "an older version stays a no-op after the move"
         );
-        assert_eq!(s.versions().expect("versions"), vec![(id, 3)]);
+        assert_eq!(s.versions().expect("versions"), vec![(id.clone(), 3)]);
+        // A version at the same key replaces it in place.
+        s.apply_batch(&[("t".into(), 0, 4, Change::event(v4))])
+            .expect("apply");
+        assert_eq!(
+            lab_entries(&s, "p"),
+            [("HbA1c".into(), "202611020900".into())]
+        );
+        assert_eq!(s.versions().expect("versions"), vec![(id.clone(), 4)]);
+        assert_eq!(
+            s.get(&id).expect("get").expect("doc").status,
+            Status::Cancelled
+        );
     }
 
     #[test]
