@@ -56,6 +56,16 @@ pub async fn create_topic(args: &KafkaArgs, name: &str, partitions: i32) -> anyh
     Ok(())
 }
 
+/// Deletes topics a run created (benchmarks: hundreds of megabytes each run).
+pub async fn delete_topics(args: &KafkaArgs, names: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    for r in admin.delete_topics(names, &opts).await? {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot delete {t}: {code}"))?;
+    }
+    Ok(())
+}
+
 /// Path of a workspace binary built by `cargo test --workspace` (e.g. `lienthong`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();

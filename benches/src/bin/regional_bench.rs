@@ -298,7 +298,7 @@ async fn from_topic(args: &Args, store: &RegionStore, into: &str) -> anyhow::Res
     let consumer = tokio::spawn(lienthong_regional_store::consumer::run_region(
         region.into(),
         config,
-        kafka,
+        kafka.clone(),
         codec,
         producer,
         store.clone(),
@@ -335,5 +335,11 @@ async fn from_topic(args: &Args, store: &RegionStore, into: &str) -> anyhow::Res
         "| … of which stored in region {region} | {} of {count} documents | |",
         store.len() - before
     );
-    Ok(())
+    // The local broker keeps nothing of a run.
+    let created: Vec<&str> = topics
+        .values()
+        .map(String::as_str)
+        .chain([receipt.as_str()])
+        .collect();
+    lienthong_tests::delete_topics(&kafka, &created).await
 }
