@@ -13,9 +13,9 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::fast::{FixedState, RandomState};
-use std::sync::Arc;
 
 /// Set in a slot value when it indexes `shared` (several candidates) instead of `patients`.
 const SHARED: u32 = 1 << 31;
@@ -28,8 +28,8 @@ const SHARED: u32 = 1 << 31;
 pub struct FilingFull;
 
 /// Document id hash → patient key candidates.
-#[derive(Default)]
 // foldhash, not std's SipHash: the writer looks a document up in here for every event.
+#[derive(Default)]
 pub struct DocumentFiling {
     by_document: HashMap<u64, u32, RandomState>,
     /// Candidate lists of hashes held by more than one patient.

@@ -282,23 +282,22 @@ fn find_document(
         return Ok(None);
     }
     let overlaid = |k: &[u8]| written.and_then(|w| w.get(k));
-    // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
-    if let Some(k) = likely.filter(|k| files(k, document_id)) {
-        let value = match overlaid(k) {
-            Some(v) => v.clone(),
-            None => tree.get(k)?,
-        };
-        if let Some(v) = value {
-            return Ok(Some((k.into(), v)));
+    // The batch's own state of a key, else sled's.
+    let read = |k: &[u8]| -> Result<Option<IVec>, StoreError> {
+        match overlaid(k) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(tree.get(k)?),
         }
+    };
+    // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
+    if let Some(k) = likely.filter(|k| files(k, document_id))
+        && let Some(v) = read(k)?
+    {
+        return Ok(Some((k.into(), v)));
     }
     for patient in candidates {
         let k = doc_key(&patient, document_id);
-        let value = match overlaid(&k) {
-            Some(v) => v.clone(),
-            None => tree.get(&k)?,
-        };
-        if let Some(v) = value {
+        if let Some(v) = read(&k)? {
             return Ok(Some((k.into(), v)));
         }
         let labs = lab_prefix(&patient);
@@ -366,10 +365,6 @@ fn digits(d: Option<&pb::PartialDateTime>, width: usize) -> Vec<u8> {
     v.into_bytes()
 }
 
-fn encode_doc(event: &ClinicalEvent, status: Status) -> Vec<u8> {
-    doc_value(event, status, &event.encode_to_vec())
-}
-
 /// A `P` value: [kind][version u64][status] and `body`, the protobuf of `event`.
 fn doc_value(event: &ClinicalEvent, status: Status, body: &[u8]) -> Vec<u8> {
     let version = event.header().map_or(0, |h| h.document_version);
@@ -379,6 +374,15 @@ fn doc_value(event: &ClinicalEvent, status: Status, body: &[u8]) -> Vec<u8> {
     v.push(status as u8);
     v.extend_from_slice(body);
     v
+}
+
+/// A stored value with another status: the status byte changes, the body stays as stored.
+fn with_status(value: &[u8], status: Status) -> IVec {
+    let mut v = value.to_vec();
+    if let Some(b) = v.get_mut(9) {
+        *b = status as u8;
+    }
+    v.into()
 }
 
 /// Decodes a `docs` value.
@@ -804,7 +808,7 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
         && w.has_receipt(doc)?;
     let (value, index) = if received {
         let index = index_keys(&p.event, Status::Received);
-        let value = encode_doc(&p.event, Status::Received).into();
+        let value = with_status(&p.value, Status::Received);
         (value, index.into_iter().map(IVec::from).collect())
     } else {
         (p.value.clone(), p.index.clone())
@@ -824,13 +828,13 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
         at.to_be_bytes().as_slice().into(),
     );
     w.receipts.add(doc);
-    if let Some((doc_key, old)) = w.find_document(doc, None)? {
-        let old = decode_doc(&old)?;
+    if let Some((doc_key, value)) = w.find_document(doc, None)? {
+        let old = decode_doc(&value)?;
         if old.status == Status::Pending {
             for k in index_keys(&old.event, old.status) {
                 w.remove(k.into());
             }
-            w.insert(doc_key, encode_doc(&old.event, Status::Received).into());
+            w.insert(doc_key, with_status(&value, Status::Received));
             for k in index_keys(&old.event, Status::Received) {
                 w.insert(k.into(), IVec::default());
             }
@@ -1157,6 +1161,18 @@ mod tests {
             s.get(&id).expect("get").expect("doc").status,
             Status::Cancelled
         );
+    }
+
+    #[test]
+    fn a_status_change_keeps_the_stored_body() {
+        let mut g = Generator::new(10, time::OffsetDateTime::now_utc());
+        let e = keyed(ClinicalEvent::Referral(g.referral()), "p");
+        let body = e.encode_to_vec();
+        let pending = doc_value(&e, Status::Pending, &body);
+        let received = with_status(&pending, Status::Received);
+        assert_eq!(&received[10..], body.as_slice());
+        let doc = decode_doc(&received).expect("decode");
+        assert_eq!((doc.status, doc.event), (Status::Received, e));
     }
 
     #[test]
