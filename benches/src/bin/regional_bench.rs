@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     // As the service does.
     lienthong_regional_store::memory::disable_transparent_huge_pages();
     let args = Args::parse();
+    decoding_side(args.events.min(200_000))?;
     let (_dir, filled) = store_level(&args)?;
     if args.topic_events > 0 {
         let rt = tokio::runtime::Runtime::new()?;
@@ -67,6 +68,44 @@ fn main() -> anyhow::Result<()> {
         let stored = format!("the store of part 1 ({} documents)", filled.len());
         rt.block_on(from_topic(&args, &filled, &stored))?;
     }
+    Ok(())
+}
+
+/// The consumer's other half, on one thread: what it does to every message before the
+/// writer sees it (protobuf decode, validation, routing, keys and stored value). The pipeline
+/// overlaps it with the writer, but on two cores the two halves share the CPU.
+// Not inlined, so a profile of the bench can tell this half apart.
+#[inline(never)]
+fn decoding_side(events: usize) -> anyhow::Result<()> {
+    let mut g = Generator::new(2, time::OffsetDateTime::now_utc());
+    let bodies: Vec<_> = (0..events)
+        .map(|i| {
+            let e = g.any(i);
+            (e.kind(), e.encode_to_vec())
+        })
+        .collect();
+    let ctx = lienthong_core::validation::ValidationContext::now();
+    let region = lienthong_core::ProvinceCode::current("79")
+        .ok_or_else(|| anyhow::anyhow!("79 is not a current province code"))?;
+    let t = Instant::now();
+    let mut kept = 0usize;
+    for (kind, body) in &bodies {
+        let event = ClinicalEvent::decode(*kind, body)?;
+        let valid = event
+            .validate(&ctx)
+            .iter()
+            .all(|v| v.severity != lienthong_core::validation::Severity::Error);
+        if valid && event.regions().contains(&region) {
+            kept += 1;
+        }
+        std::hint::black_box(Change::consumed(event, body));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "decoding side (one thread, {events} events, {kept} routed to region 79): {:.0} events/s, {:.1} µs per event",
+        events as f64 / secs,
+        secs * 1e6 / events as f64
+    );
     Ok(())
 }
 

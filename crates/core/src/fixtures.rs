@@ -752,6 +752,51 @@ mod tests {
     }
 
     #[test]
+    fn violations_name_the_nested_field_they_are_about() {
+        let (ctx, now) = ctx();
+        let mut g = Generator::new(4, now);
+        let paths = |e: ClinicalEvent| -> Vec<String> {
+            let mut p: Vec<String> = e.validate(&ctx).into_iter().map(|v| v.path).collect();
+            p.sort_unstable();
+            p
+        };
+        let mut referral = g.referral();
+        if let Some(s) = referral.slip.as_mut() {
+            s.sending[0].code = "7".into();
+            if let Some(p) = s.patient.as_mut() {
+                p.insurance_cards[0].number = "X".into();
+                p.full_name.clear();
+            }
+            if let Some(ph) = s.physician.as_mut() {
+                ph.raw.clear();
+                ph.licence_number.clear();
+            }
+        }
+        assert_eq!(
+            paths(ClinicalEvent::Referral(referral)),
+            [
+                "slip.patient.full_name",
+                "slip.patient.insurance_cards[0].number",
+                "slip.physician.licence_number",
+                "slip.sending[0].code",
+            ]
+        );
+        let mut lab = g.lab_result();
+        if let Some(r) = lab.report.as_mut() {
+            r.lines[0].readers[0].raw = "?".into();
+            r.lines[0].readers[0].licence_number = "?".into();
+            r.lines[0].value_text = "9".repeat(300);
+        }
+        assert_eq!(
+            paths(ClinicalEvent::LabResult(lab)),
+            [
+                "report.lines[0].readers[0].licence_number",
+                "report.lines[0].value_text",
+            ]
+        );
+    }
+
+    #[test]
     fn a_lapsed_card_is_a_warning_not_an_error() {
         let (ctx, now) = ctx();
         let mut e = Generator::new(3, now).referral();

@@ -1,5 +1,7 @@
 //! Accumulates violations while walking a document.
 
+use std::fmt::{self, Display};
+
 use lienthong_proto::v1::PartialDateTime;
 
 use super::{Severity, ValidationContext, Violation};
@@ -13,6 +15,27 @@ pub(crate) enum Shown {
     Plain,
     /// Personal data: only a masked form appears.
     Masked,
+}
+
+/// A field below `parent`, written out only when a violation names it: every event is
+/// validated and nearly all are valid, so formatting each path up front was most of the cost.
+#[derive(Clone, Copy)]
+pub(crate) struct Field<'a>(pub &'a dyn Display, pub &'static str);
+
+impl Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// Element `index` of the repeated field `name` below `parent`, written out on demand.
+#[derive(Clone, Copy)]
+pub(crate) struct Item<'a>(pub &'a dyn Display, pub &'static str, pub usize);
+
+impl Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}[{}]", self.0, self.1, self.2)
+    }
 }
 
 pub(crate) struct Checker<'a> {
@@ -32,7 +55,7 @@ impl<'a> Checker<'a> {
         &mut self,
         severity: Severity,
         code: &str,
-        path: &str,
+        path: impl Display,
         value: Option<String>,
         en: String,
         vi: String,
@@ -40,19 +63,26 @@ impl<'a> Checker<'a> {
         self.out.push(Violation {
             code: code.to_owned(),
             severity,
-            path: path.to_owned(),
+            path: path.to_string(),
             value,
             message: en,
             message_vi: vi,
         });
     }
 
-    pub fn error(&mut self, code: &str, path: &str, value: Option<String>, en: String, vi: String) {
+    pub fn error(
+        &mut self,
+        code: &str,
+        path: impl Display,
+        value: Option<String>,
+        en: String,
+        vi: String,
+    ) {
         self.push(Severity::Error, code, path, value, en, vi);
     }
 
     /// A required text field; `xml` names the MoH field so staff can find it in their export.
-    pub fn required(&mut self, path: &str, value: &str, xml: &str) -> bool {
+    pub fn required(&mut self, path: impl Display, value: &str, xml: &str) -> bool {
         if value.trim().is_empty() {
             self.error(
                 "required",
@@ -69,7 +99,7 @@ impl<'a> Checker<'a> {
     /// Parses an identifier, reporting its error with code, path and (masked) value.
     pub fn id<T>(
         &mut self,
-        path: &str,
+        path: impl Display,
         raw: &str,
         shown: Shown,
         parse: impl FnOnce(&str) -> Result<T, IdError>,
@@ -83,7 +113,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub fn report_id(&mut self, path: &str, raw: &str, shown: Shown, e: &IdError) {
+    pub fn report_id(&mut self, path: impl Display, raw: &str, shown: Shown, e: &IdError) {
         let value = match shown {
             Shown::Plain => raw.to_owned(),
             Shown::Masked => mask(raw),
@@ -94,7 +124,7 @@ impl<'a> Checker<'a> {
     /// An optional or required XML date that records the past: it may not lie in the future.
     pub fn date(
         &mut self,
-        path: &str,
+        path: impl Display + Copy,
         value: Option<&PartialDateTime>,
         required: Option<&str>,
     ) -> Option<XmlDateTime> {
@@ -114,7 +144,7 @@ impl<'a> Checker<'a> {
     /// An optional or required XML date that may lie in the future (validity ends, appointments).
     pub fn date_shape(
         &mut self,
-        path: &str,
+        path: impl Display + Copy,
         value: Option<&PartialDateTime>,
         required: Option<&str>,
     ) -> Option<XmlDateTime> {

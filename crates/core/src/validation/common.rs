@@ -1,12 +1,14 @@
 //! Checks shared by the three documents: header, patient, diagnosis, episode dates, practitioners.
 
+use std::fmt::Display;
+
 use lienthong_proto::v1::{
     Action, Diagnosis, EpisodeDates, EventHeader, InsuranceCard, Patient, PersonIdKind,
     Practitioner, Sex,
 };
 
 use super::Severity;
-use super::checker::{Checker, Shown};
+use super::checker::{Checker, Field, Item, Shown};
 use crate::datetime::{Precision, XmlDateTime};
 use crate::document_id;
 use crate::ids::{FacilityCode, Icd10Code, InsuranceCardNo, PersonId, PractitionerLicence};
@@ -80,20 +82,21 @@ pub(crate) fn header(
             format!("document_id must be {expected_doc_id:?} for this document so that versions and retries stay linked"),
             format!("document_id phải là {expected_doc_id:?} cho chứng từ này"));
     }
-    if !h.event_id.is_empty() && h.document_version > 0 {
+    if !h.event_id.is_empty()
+        && h.document_version > 0
+        && !document_id::is_event_id(&h.event_id, kind, &h.document_id, h.document_version)
+    {
         let expected = document_id::event_id(kind, &h.document_id, h.document_version);
-        if h.event_id != expected {
-            c.error("header.event_id_mismatch", "header.event_id", Some(h.event_id.clone()),
-                format!("event_id must be the deterministic id {expected} of this document version, so retries are recognised"),
-                format!("event_id phải là {expected} (xác định theo chứng từ và phiên bản)"));
-        }
+        c.error("header.event_id_mismatch", "header.event_id", Some(h.event_id.clone()),
+            format!("event_id must be the deterministic id {expected} of this document version, so retries are recognised"),
+            format!("event_id phải là {expected} (xác định theo chứng từ và phiên bản)"));
     }
 }
 
 /// Patient checks; returns the parsed birth date for cross-field rules.
 pub(crate) fn patient(
     c: &mut Checker<'_>,
-    path: &str,
+    path: &dyn Display,
     p: Option<&Patient>,
     episode: Option<(XmlDateTime, XmlDateTime)>,
 ) {
@@ -101,11 +104,11 @@ pub(crate) fn patient(
         c.required(path, "", "HO_TEN / SO_CCCD");
         return;
     };
-    c.required(&format!("{path}.full_name"), &p.full_name, "HO_TEN");
-    let birth = c.date(&format!("{path}.birth_date"), p.birth_date.as_ref(), None);
-    let id_path = format!("{path}.citizen_id");
-    if c.required(&id_path, &p.citizen_id, "SO_CCCD")
-        && let Some(person) = c.id(&id_path, &p.citizen_id, Shown::Masked, PersonId::parse)
+    c.required(Field(path, "full_name"), &p.full_name, "HO_TEN");
+    let birth = c.date(Field(path, "birth_date"), p.birth_date.as_ref(), None);
+    let id_path = Field(path, "citizen_id");
+    if c.required(id_path, &p.citizen_id, "SO_CCCD")
+        && let Some(person) = c.id(id_path, &p.citizen_id, Shown::Masked, PersonId::parse)
     {
         let kind = match person {
             PersonId::Citizen(_) => PersonIdKind::CitizenId,
@@ -115,7 +118,7 @@ pub(crate) fn patient(
         if p.id_kind != PersonIdKind::Unspecified as i32 && p.id_kind != kind as i32 {
             c.error(
                 "patient.id_kind_mismatch",
-                &format!("{path}.id_kind"),
+                Field(path, "id_kind"),
                 Some(p.id_kind.to_string()),
                 format!(
                     "id_kind says {:?} but SO_CCCD looks like {kind:?}",
@@ -128,7 +131,7 @@ pub(crate) fn patient(
             if let Some(b) = birth
                 && let Err(e) = cccd.check_birth_year(b.year())
             {
-                c.report_id(&id_path, &p.citizen_id, Shown::Masked, &e);
+                c.report_id(id_path, &p.citizen_id, Shown::Masked, &e);
             }
             let sex = Sex::try_from(p.sex).unwrap_or_default();
             let mismatch = matches!(
@@ -138,7 +141,7 @@ pub(crate) fn patient(
             if mismatch {
                 c.error(
                     "citizen_id.sex_mismatch",
-                    &id_path,
+                    id_path,
                     Some(cccd.masked()),
                     "the citizen ID's gender digit disagrees with GIOI_TINH; check both fields"
                         .into(),
@@ -152,35 +155,31 @@ pub(crate) fn patient(
     {
         c.error(
             "patient.residence_province",
-            &format!("{path}.residence_province_code"),
+            Field(path, "residence_province_code"),
             Some(p.residence_province_code.clone()),
             "MATINH_CU_TRU is not one of the 63 (2004) or 34 (2025) province codes".into(),
             "MATINH_CU_TRU không phải mã tỉnh hợp lệ".into(),
         );
     }
     for (i, card) in p.insurance_cards.iter().enumerate() {
-        insurance_card(c, &format!("{path}.insurance_cards[{i}]"), card, episode);
+        insurance_card(c, &Item(path, "insurance_cards", i), card, episode);
     }
 }
 
 fn insurance_card(
     c: &mut Checker<'_>,
-    path: &str,
+    path: &dyn Display,
     card: &InsuranceCard,
     episode: Option<(XmlDateTime, XmlDateTime)>,
 ) {
     c.id(
-        &format!("{path}.number"),
+        Field(path, "number"),
         &card.number,
         Shown::Masked,
         InsuranceCardNo::parse,
     );
-    let from = c.date(
-        &format!("{path}.valid_from"),
-        card.valid_from.as_ref(),
-        None,
-    );
-    let to = c.date_shape(&format!("{path}.valid_to"), card.valid_to.as_ref(), None);
+    let from = c.date(Field(path, "valid_from"), card.valid_from.as_ref(), None);
+    let to = c.date_shape(Field(path, "valid_to"), card.valid_to.as_ref(), None);
     if let Some((admitted, discharged)) = episode {
         let starts_late = from.is_some_and(|f| f.earliest() > admitted.earliest());
         let ends_early = to.is_some_and(|t| t.date() < discharged.date());
@@ -194,11 +193,11 @@ fn insurance_card(
 }
 
 /// Diagnosis codes.
-pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &str, d: Option<&Diagnosis>) {
+pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &dyn Display, d: Option<&Diagnosis>) {
     let Some(d) = d else { return };
     if !d.main_icd10.trim().is_empty() {
         c.id(
-            &format!("{path}.main_icd10"),
+            Field(path, "main_icd10"),
             &d.main_icd10,
             Shown::Plain,
             Icd10Code::parse,
@@ -207,7 +206,7 @@ pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &str, d: Option<&Diagnosis>) 
     if d.secondary_icd10.len() > 12 {
         c.error(
             "diagnosis.too_many_secondary",
-            &format!("{path}.secondary_icd10"),
+            Field(path, "secondary_icd10"),
             Some(d.secondary_icd10.len().to_string()),
             "MA_BENH_KT holds at most 12 codes".into(),
             "MA_BENH_KT chỉ chứa tối đa 12 mã".into(),
@@ -215,7 +214,7 @@ pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &str, d: Option<&Diagnosis>) 
     }
     for (i, code) in d.secondary_icd10.iter().enumerate() {
         c.id(
-            &format!("{path}.secondary_icd10[{i}]"),
+            Item(path, "secondary_icd10", i),
             code,
             Shown::Plain,
             Icd10Code::parse,
@@ -226,26 +225,22 @@ pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &str, d: Option<&Diagnosis>) 
 /// Episode dates; returns (admitted, discharged) when both parse.
 pub(crate) fn episode(
     c: &mut Checker<'_>,
-    path: &str,
+    path: &dyn Display,
     e: Option<&EpisodeDates>,
 ) -> Option<(XmlDateTime, XmlDateTime)> {
     let e = e?;
-    let admitted = c.date(&format!("{path}.admitted_at"), e.admitted_at.as_ref(), None);
+    let admitted = c.date(Field(path, "admitted_at"), e.admitted_at.as_ref(), None);
     c.date(
-        &format!("{path}.inpatient_admitted_at"),
+        Field(path, "inpatient_admitted_at"),
         e.inpatient_admitted_at.as_ref(),
         None,
     );
-    let discharged = c.date(
-        &format!("{path}.discharged_at"),
-        e.discharged_at.as_ref(),
-        None,
-    );
+    let discharged = c.date(Field(path, "discharged_at"), e.discharged_at.as_ref(), None);
     let (a, d) = (admitted?, discharged?);
     if d.earliest() < a.earliest() {
         c.error(
             "episode.discharge_before_admission",
-            &format!("{path}.discharged_at"),
+            Field(path, "discharged_at"),
             Some(d.digits()),
             format!("NGAY_RA {} is before NGAY_VAO {}", d.digits(), a.digits()),
             format!("NGAY_RA {} trước NGAY_VAO {}", d.digits(), a.digits()),
@@ -255,7 +250,12 @@ pub(crate) fn episode(
 }
 
 /// A required practitioner with a licence number.
-pub(crate) fn practitioner(c: &mut Checker<'_>, path: &str, p: Option<&Practitioner>, xml: &str) {
+pub(crate) fn practitioner(
+    c: &mut Checker<'_>,
+    path: &dyn Display,
+    p: Option<&Practitioner>,
+    xml: &str,
+) {
     let raw = p
         .map(|p| {
             if p.raw.is_empty() {
@@ -265,9 +265,9 @@ pub(crate) fn practitioner(c: &mut Checker<'_>, path: &str, p: Option<&Practitio
             }
         })
         .unwrap_or("");
-    if c.required(&format!("{path}.licence_number"), raw, xml) {
+    if c.required(Field(path, "licence_number"), raw, xml) {
         c.id(
-            &format!("{path}.licence_number"),
+            Field(path, "licence_number"),
             raw,
             Shown::Plain,
             PractitionerLicence::parse,

@@ -4,7 +4,7 @@ use lienthong_proto::v1::{
     AppointmentEvent, DischargeType, LabResultEvent, ReferralEvent, ReferralReason,
 };
 
-use super::checker::{Checker, Shown};
+use super::checker::{Checker, Field, Item, Shown};
 use super::common::{diagnosis, episode, facility, has_day, header, patient, practitioner};
 use super::{ValidationContext, Violation};
 use crate::document_id;
@@ -52,7 +52,7 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
         .enumerate()
         .filter_map(|(i, f)| {
             c.id(
-                &format!("slip.sending[{i}].code"),
+                Field(&Item(&"slip", "sending", i), "code"),
                 &f.code,
                 Shown::Plain,
                 crate::ids::FacilityCode::parse,
@@ -85,13 +85,13 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
             "Giấy chuyển tuyến chỉ có khi MA_LOAI_RV là 2 hoặc 5".into());
     }
 
-    let ep = episode(&mut c, "slip.episode", s.episode.as_ref());
-    patient(&mut c, "slip.patient", s.patient.as_ref(), ep);
-    diagnosis(&mut c, "slip.diagnosis", s.diagnosis.as_ref());
-    practitioner(&mut c, "slip.physician", s.physician.as_ref(), "MA_BAC_SI");
+    let ep = episode(&mut c, &"slip.episode", s.episode.as_ref());
+    patient(&mut c, &"slip.patient", s.patient.as_ref(), ep);
+    diagnosis(&mut c, &"slip.diagnosis", s.diagnosis.as_ref());
+    practitioner(&mut c, &"slip.physician", s.physician.as_ref(), "MA_BAC_SI");
     practitioner(
         &mut c,
-        "slip.head_of_facility",
+        &"slip.head_of_facility",
         s.head_of_facility.as_ref(),
         "MA_TTDV",
     );
@@ -130,18 +130,18 @@ pub fn validate_appointment(e: &AppointmentEvent, ctx: &ValidationContext) -> Ve
     c.required("appointment.episode_id", &a.episode_id, "MA_LK");
     c.required("appointment.slip_number", &a.slip_number, "SO_GIAYHEN_KL");
     facility(&mut c, "appointment.facility.code", fac, "MA_CSKCB");
-    let ep = episode(&mut c, "appointment.episode", a.episode.as_ref());
-    patient(&mut c, "appointment.patient", a.patient.as_ref(), ep);
-    diagnosis(&mut c, "appointment.diagnosis", a.diagnosis.as_ref());
+    let ep = episode(&mut c, &"appointment.episode", a.episode.as_ref());
+    patient(&mut c, &"appointment.patient", a.patient.as_ref(), ep);
+    diagnosis(&mut c, &"appointment.diagnosis", a.diagnosis.as_ref());
     practitioner(
         &mut c,
-        "appointment.physician",
+        &"appointment.physician",
         a.physician.as_ref(),
         "MA_BAC_SI",
     );
     practitioner(
         &mut c,
-        "appointment.head_of_facility",
+        &"appointment.head_of_facility",
         a.head_of_facility.as_ref(),
         "MA_TTDV",
     );
@@ -207,8 +207,8 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
             "MA_DICH_VU tối đa 50 ký tự".into(),
         );
     }
-    let ep = episode(&mut c, "report.episode", r.episode.as_ref());
-    patient(&mut c, "report.patient", r.patient.as_ref(), ep);
+    let ep = episode(&mut c, &"report.episode", r.episode.as_ref());
+    patient(&mut c, &"report.patient", r.patient.as_ref(), ep);
     if r.lines.is_empty() {
         c.error(
             "lab.no_lines",
@@ -219,9 +219,9 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
         );
     }
     for (i, line) in r.lines.iter().enumerate() {
-        let p = format!("report.lines[{i}]");
+        let p = Item(&"report", "lines", i);
         if let Some(at) = c.date(
-            &format!("{p}.result_at"),
+            Field(&p, "result_at"),
             line.result_at.as_ref(),
             Some("NGAY_KQ"),
         ) && let Some((admitted, _)) = ep
@@ -229,7 +229,7 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
         {
             c.error(
                 "lab.result_before_admission",
-                &format!("{p}.result_at"),
+                Field(&p, "result_at"),
                 Some(at.digits()),
                 format!(
                     "NGAY_KQ {} is before the episode's NGAY_VAO {}",
@@ -246,19 +246,19 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
         if line.value_text.chars().count() > 255 {
             c.error(
                 "lab.value_length",
-                &format!("{p}.value_text"),
+                Field(&p, "value_text"),
                 None,
                 "GIA_TRI holds at most 255 characters".into(),
                 "GIA_TRI tối đa 255 ký tự".into(),
             );
         }
         if line.readers.is_empty() {
-            c.required(&format!("{p}.readers"), "", "MA_BS_DOC_KQ");
+            c.required(Field(&p, "readers"), "", "MA_BS_DOC_KQ");
         }
         for (j, reader) in line.readers.iter().enumerate() {
             practitioner(
                 &mut c,
-                &format!("{p}.readers[{j}]"),
+                &Item(&p, "readers", j),
                 Some(reader),
                 "MA_BS_DOC_KQ",
             );
