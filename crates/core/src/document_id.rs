@@ -5,6 +5,8 @@
 //! The event id is derived from the document identity and version, so publishing the same
 //! version twice — e.g. a re-exported XML file — yields the same event id and sinks store it once.
 
+use std::io::Write as _;
+
 use sha2::{Digest, Sha256};
 
 use crate::routing::DocumentKind;
@@ -32,8 +34,10 @@ pub fn lab_report(facility: &str, episode_id: &str, service_code: &str) -> Strin
 /// The deterministic event id of one version of a document: a UUID-shaped SHA-256 prefix
 /// (version nibble 8, "custom", RFC 9562) so any UUID column can hold it.
 pub fn event_id(kind: DocumentKind, document_id: &str, version: u64) -> String {
-    let id = event_id_bytes(kind, document_id, version);
-    String::from_utf8_lossy(&id).into_owned()
+    event_id_bytes(kind, document_id, version)
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
 }
 
 /// Whether `event_id` is the deterministic id of this document version (no allocation: every
@@ -44,24 +48,17 @@ pub fn is_event_id(event_id: &str, kind: DocumentKind, document_id: &str, versio
 
 /// The event id's 36 ASCII bytes.
 fn event_id_bytes(kind: DocumentKind, document_id: &str, version: u64) -> [u8; 36] {
-    let mut version_digits = [0u8; 20];
-    let mut start = version_digits.len();
-    let mut v = version;
-    loop {
-        start -= 1;
-        version_digits[start] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    // A u64 has at most 20 decimal digits, so the write always fits.
+    let mut version_digits = std::io::Cursor::new([0u8; 20]);
+    let _ = write!(version_digits, "{version}");
+    let digits = usize::try_from(version_digits.position()).unwrap_or(0);
     let digest = Sha256::new()
         .chain_update(b"lienthong.v1\n")
         .chain_update(kind.as_str())
         .chain_update(b"\n")
         .chain_update(document_id)
         .chain_update(b"\n")
-        .chain_update(&version_digits[start..])
+        .chain_update(&version_digits.get_ref()[..digits])
         .finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);

@@ -18,7 +18,8 @@ pub(crate) enum Shown {
 }
 
 /// A field below `parent`, written out only when a violation names it: every event is
-/// validated and nearly all are valid, so formatting each path up front was most of the cost.
+/// validated and nearly all are valid, so formatting every path up front was a large share of
+/// validation's cost.
 #[derive(Clone, Copy)]
 pub(crate) struct Field<'a>(pub &'a dyn Display, pub &'static str);
 
