@@ -152,6 +152,26 @@ pub fn keyed_events(seed: u64, count: usize) -> Vec<lienthong_core::ClinicalEven
         .collect()
 }
 
+/// A message's headers as text, by name (dead letters carry their origin and error there).
+pub fn header_map(
+    msg: &rdkafka::message::OwnedMessage,
+) -> std::collections::HashMap<String, String> {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads the one message at `topic[partition]@offset` from the local broker.
 pub async fn read_at(
     topic: &str,

@@ -15,7 +15,6 @@ use lienthong_tests::warehouse::{
 use lienthong_tests::{keyed_events, require_kafka, require_registry};
 use lienthong_warehouse_loader::LoaderConfig;
 use rdkafka::Message;
-use rdkafka::message::Headers;
 
 /// The next version of an event's document with `action`, with the deterministic event id.
 fn next_version(e: &ClinicalEvent, action: pb::Action) -> ClinicalEvent {
@@ -193,19 +192,7 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     let loader = start_loader(config, kafka.clone(), registry, 1).await?;
 
     let msg = lienthong_tests::read_at(&dlq, 0, 0).await?;
-    let headers: std::collections::HashMap<String, String> = msg
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|x| {
-                    (
-                        x.key.to_owned(),
-                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = lienthong_tests::header_map(&msg);
     assert_eq!(headers.get("lienthong-origin-topic"), Some(&referral_topic));
     assert_eq!(
         headers.get("lienthong-origin-partition"),
@@ -223,6 +210,67 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
         "{headers:?}"
     );
     assert_eq!(msg.payload(), Some(&b"\x0a\x02not framed"[..]));
+    loader.stop().await?;
+    Ok(())
+}
+
+/// PostgreSQL text cannot hold a NUL character: a valid event carrying one failed its whole
+/// batch on every retry, so nothing after it was ever loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
+-> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let dsn = fresh_database().await?;
+    let topics = topics_with_schemas(&registry).await?;
+    let dlq = lienthong_tests::unique_topic("wh.dlq");
+    lienthong_tests::create_topic(&kafka, &dlq, 1).await?;
+    let mut g = Generator::new(902, time::OffsetDateTime::now_utc());
+    let mut lab = g.lab_result();
+    if let Some(r) = lab.report.as_mut() {
+        r.lines[0].value_text = "5.4\0".into();
+    }
+    let mut events = vec![
+        ClinicalEvent::LabResult(lab),
+        ClinicalEvent::Referral(g.referral()),
+        ClinicalEvent::Appointment(g.appointment()),
+    ];
+    for e in &mut events {
+        e.header_mut().patient_key = "b".repeat(64);
+        e.header_mut().patient_key_id = "k".into();
+    }
+    publish_to(&registry, &topics, &events).await?;
+
+    let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = LoaderConfig::new(&dsn, &group, topics.values().cloned().collect());
+    config.dlq_topic = dlq.clone();
+    // The two good events are loaded: the one with the NUL held nothing up.
+    let loader = start_loader(config, kafka.clone(), registry, 2).await?;
+
+    let headers = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 0).await?);
+    assert_eq!(
+        headers.get("lienthong-origin-topic"),
+        Some(&topics[&lienthong_core::DocumentKind::LabResult])
+    );
+    assert!(
+        headers
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains("value_text contains a NUL character")),
+        "{headers:?}"
+    );
+    let lab_id = events[0]
+        .header()
+        .map(|h| h.event_id.clone())
+        .unwrap_or_default();
+    let stored: i64 = loader
+        .db
+        .query_one(
+            "SELECT count(*) FROM event_history WHERE event_id = $1",
+            &[&lab_id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(stored, 0, "the refused event changed nothing");
     loader.stop().await?;
     Ok(())
 }

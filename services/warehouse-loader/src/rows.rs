@@ -183,6 +183,85 @@ impl EventRows {
     pub fn cancelled(&self) -> bool {
         self.history.action == "cancelled"
     }
+
+    /// Every text value with the column it goes to.
+    fn texts(&self) -> Vec<(&'static str, &str)> {
+        let h = &self.history;
+        let mut t = vec![
+            ("event_id", h.event_id.as_str()),
+            ("document_id", &h.document_id),
+            ("source_facility", &h.source_facility),
+            ("patient_key", &h.patient.patient_key),
+            ("patient_key_id", &h.patient.patient_key_id),
+        ];
+        let mut optional = vec![
+            ("source_region", &h.source_region),
+            ("age_band", &h.patient.age_band),
+            ("residence_region", &h.patient.residence_region),
+        ];
+        match &self.document {
+            DocumentRow::Referral(r) => {
+                let n = &r.notes;
+                optional.extend([
+                    ("receiving_facility", &r.receiving_facility),
+                    ("main_icd10", &r.main_icd10),
+                    ("clinical_signs", &n.clinical_signs),
+                    ("diagnosis_text", &n.diagnosis_text),
+                    ("course_of_illness", &n.course_of_illness),
+                    ("test_summary", &n.test_summary),
+                    ("treatment", &n.treatment),
+                    ("condition_at_transfer", &n.condition_at_transfer),
+                    ("planned_treatment", &n.planned_treatment),
+                ]);
+                t.push(("issuer_facility", &r.issuer_facility));
+                t.extend(
+                    r.secondary_icd10
+                        .iter()
+                        .map(|c| ("secondary_icd10", c.as_str())),
+                );
+            }
+            DocumentRow::Appointment(a) => {
+                optional.push(("main_icd10", &a.main_icd10));
+                t.push(("facility", &a.facility));
+            }
+            DocumentRow::LabReport(l) => {
+                t.push(("facility", &l.facility));
+                t.push(("service_code", &l.service_code));
+                for line in &l.lines {
+                    t.extend([
+                        ("indicator_code", line.indicator_code.as_str()),
+                        ("indicator_name", &line.indicator_name),
+                        ("value_text", &line.value_text),
+                        ("unit", &line.unit),
+                        ("loinc_code", &line.loinc_code),
+                    ]);
+                }
+            }
+            DocumentRow::Receipt(r) => {
+                t.push(("referral_document_id", &r.referral_document_id));
+                t.push(("received_by", &r.received_by));
+            }
+        }
+        t.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, v)| v.as_deref().map(|v| (name, v))),
+        );
+        t
+    }
+
+    /// PostgreSQL text cannot hold a NUL character: such an event would fail its batch on
+    /// every retry and hold up every event behind it, so it is refused here (dead-lettered)
+    /// with the field named.
+    fn storable(self) -> Result<Self, RowError> {
+        if let Some((name, _)) = self.texts().into_iter().find(|(_, v)| v.contains('\0')) {
+            return Err(RowError(format!(
+                "{name} contains a NUL character (0x00), which the warehouse's text columns \
+                 cannot hold; remove it at the source and publish a new version"
+            )));
+        }
+        Ok(self)
+    }
 }
 
 fn ts(t: Option<&prost_types::Timestamp>) -> Option<OffsetDateTime> {
@@ -371,7 +450,7 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
             })
         }
     };
-    Ok(EventRows {
+    EventRows {
         history: HistoryRow {
             event_id: h.event_id.clone(),
             kind: event.kind().as_str(),
@@ -385,7 +464,8 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
             patient,
         },
         document,
-    })
+    }
+    .storable()
 }
 
 /// Maps a referral receipt to its rows.
@@ -404,7 +484,7 @@ pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError>
         .as_ref()
         .map(|f| f.code.clone())
         .unwrap_or_default();
-    Ok(EventRows {
+    EventRows {
         history: HistoryRow {
             event_id: h.event_id.clone(),
             kind: "referral-receipt",
@@ -426,7 +506,8 @@ pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError>
             received_by,
             received_at: ts(r.received_at.as_ref()),
         }),
-    })
+    }
+    .storable()
 }
 
 /// The `event_history` partition month of an event: the first day of the month of
@@ -471,6 +552,46 @@ mod tests {
         assert!(rows.history.patient.age_band.is_some());
         assert!(rows.history.source_region.is_some());
         assert_eq!(rows.history.action, "created");
+    }
+
+    #[test]
+    fn a_text_with_a_nul_character_is_refused_with_its_field_named() {
+        let mut g = Generator::new(6, OffsetDateTime::now_utc());
+        // As the gateway publishes them: pseudonymized.
+        let keyed = |mut e: ClinicalEvent| {
+            e.header_mut().patient_key = "k".repeat(64);
+            e
+        };
+        let mut lab = g.lab_result();
+        if let Some(r) = lab.report.as_mut() {
+            r.lines[0].value_text = "5.4\0".into();
+        }
+        let err = rows_of(&keyed(ClinicalEvent::LabResult(lab)))
+            .expect_err("NUL refused")
+            .to_string();
+        assert!(
+            err.starts_with("value_text contains a NUL character") && err.contains("publish"),
+            "{err}"
+        );
+        let mut referral = g.referral();
+        if let Some(s) = referral.slip.as_mut() {
+            s.clinical_signs = "sốt\0".into();
+        }
+        let err = rows_of(&keyed(ClinicalEvent::Referral(referral)))
+            .expect_err("NUL refused")
+            .to_string();
+        assert!(err.starts_with("clinical_signs "), "{err}");
+        let receipt = pb::ReferralReceiptEvent {
+            header: Some(pb::EventHeader {
+                event_id: "e".into(),
+                ..Default::default()
+            }),
+            referral_document_id: "referral/79025/\0".into(),
+            ..Default::default()
+        };
+        let err = receipt_rows(&receipt).expect_err("NUL refused").to_string();
+        assert!(err.starts_with("referral_document_id "), "{err}");
+        assert!(rows_of(&keyed(ClinicalEvent::Appointment(g.appointment()))).is_ok());
     }
 
     #[test]
