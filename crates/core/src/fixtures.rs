@@ -647,6 +647,24 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
         event: ClinicalEvent::LabResult(l),
         expected: vec!["required"],
     });
+    let mut l = g.lab_result();
+    if let Some(r) = l.report.as_mut() {
+        r.lines[0].value_text = "5.4\0".into();
+    }
+    cases.push(InvalidCase {
+        name: "lab value with a NUL character",
+        event: ClinicalEvent::LabResult(l),
+        expected: vec!["text.nul"],
+    });
+    let mut e = g.referral();
+    if let Some(s) = e.slip.as_mut() {
+        s.clinical_signs.push('\0');
+    }
+    cases.push(InvalidCase {
+        name: "clinical signs with a NUL character",
+        event: ClinicalEvent::Referral(e),
+        expected: vec!["text.nul"],
+    });
     // Ids consistent with the episode, so the control character is the one defect.
     let mut l = g.lab_result();
     let r = l.report.get_or_insert_with(Default::default);

@@ -97,6 +97,20 @@ impl<'a> Checker<'a> {
         true
     }
 
+    /// A text that sinks store as text: PostgreSQL cannot hold a NUL character, so an event
+    /// carrying one is refused here rather than stalling the warehouse behind it.
+    pub fn text(&mut self, path: impl Display, value: &str) {
+        if value.contains('\0') {
+            self.error(
+                "text.nul",
+                path,
+                None,
+                "the text contains a NUL character (0x00); remove it in the HIS export".into(),
+                "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
+            );
+        }
+    }
+
     /// Parses an identifier, reporting its error with code, path and (masked) value.
     pub fn id<T>(
         &mut self,

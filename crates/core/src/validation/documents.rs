@@ -39,6 +39,20 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
     );
     c.required("slip.transport", &s.transport, "PHUONGTIEN_VC");
 
+    for (path, text) in [
+        ("slip.clinical_signs", &s.clinical_signs),
+        ("slip.course_of_illness", &s.course_of_illness),
+        ("slip.test_summary", &s.test_summary),
+        ("slip.treatment", &s.treatment),
+        ("slip.condition_at_transfer", &s.condition_at_transfer),
+        ("slip.planned_treatment", &s.planned_treatment),
+    ] {
+        c.text(path, text);
+    }
+    if let Some(d) = &s.diagnosis {
+        c.text("slip.diagnosis.text", &d.text);
+    }
+
     let issuer_code = facility(&mut c, "slip.issuer.code", issuer, "MA_CSKCB");
     let receiving = facility(
         &mut c,
@@ -242,6 +256,15 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
                     admitted.digits()
                 ),
             );
+        }
+        for (field, text) in [
+            ("indicator_code", &line.indicator_code),
+            ("indicator_name", &line.indicator_name),
+            ("value_text", &line.value_text),
+            ("unit", &line.unit),
+            ("loinc_code", &line.loinc_code),
+        ] {
+            c.text(Field(&p, field), text);
         }
         if line.value_text.chars().count() > 255 {
             c.error(
