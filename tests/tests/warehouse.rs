@@ -167,14 +167,45 @@ async fn events_land_pseudonymized_with_versions_cancellations_and_views() -> an
     Ok(())
 }
 
+/// What the dead-letter tests start from: a fresh database, the document topics, a
+/// dead-letter topic of the test's own and a loader configuration writing to it.
+struct DeadLetterSetup {
+    kafka: lienthong_kafka::KafkaArgs,
+    registry: lienthong_registry::RegistryArgs,
+    topics: std::collections::BTreeMap<lienthong_core::DocumentKind, String>,
+    dlq: String,
+    config: LoaderConfig,
+}
+
+impl DeadLetterSetup {
+    async fn new() -> anyhow::Result<Self> {
+        let kafka = require_kafka();
+        let registry = require_registry().await;
+        let dsn = fresh_database().await?;
+        let topics = topics_with_schemas(&registry).await?;
+        let dlq = lienthong_tests::unique_topic("wh.dlq");
+        lienthong_tests::create_topic(&kafka, &dlq, 1).await?;
+        let mut config = loader_config(&dsn, &topics);
+        config.dlq_topic = dlq.clone();
+        Ok(Self {
+            kafka,
+            registry,
+            topics,
+            dlq,
+            config,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyhow::Result<()> {
-    let kafka = require_kafka();
-    let registry = require_registry().await;
-    let dsn = fresh_database().await?;
-    let topics = topics_with_schemas(&registry).await?;
-    let dlq = lienthong_tests::unique_topic("wh.dlq");
-    lienthong_tests::create_topic(&kafka, &dlq, 1).await?;
+    let DeadLetterSetup {
+        kafka,
+        registry,
+        topics,
+        dlq,
+        config,
+    } = DeadLetterSetup::new().await?;
     let referral_topic = topics[&lienthong_core::DocumentKind::Referral].clone();
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?;
     let bad = producer
@@ -186,9 +217,7 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
     good.header_mut().patient_key_id = "k".into();
     publish_to(&registry, &topics, std::slice::from_ref(&good)).await?;
 
-    let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
-    let mut config = LoaderConfig::new(&dsn, &group, topics.values().cloned().collect());
-    config.dlq_topic = dlq.clone();
+    let group = config.group.clone();
     let loader = start_loader(config, kafka.clone(), registry, 1).await?;
 
     let msg = lienthong_tests::read_at(&dlq, 0, 0).await?;
@@ -220,12 +249,13 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
 -> anyhow::Result<()> {
-    let kafka = require_kafka();
-    let registry = require_registry().await;
-    let dsn = fresh_database().await?;
-    let topics = topics_with_schemas(&registry).await?;
-    let dlq = lienthong_tests::unique_topic("wh.dlq");
-    lienthong_tests::create_topic(&kafka, &dlq, 1).await?;
+    let DeadLetterSetup {
+        kafka,
+        registry,
+        topics,
+        dlq,
+        config,
+    } = DeadLetterSetup::new().await?;
     let mut g = Generator::new(902, time::OffsetDateTime::now_utc());
     let mut lab = g.lab_result();
     if let Some(r) = lab.report.as_mut() {
@@ -242,9 +272,6 @@ async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
     }
     publish_to(&registry, &topics, &events).await?;
 
-    let group = format!("wh-test-{}", uuid::Uuid::new_v4().simple());
-    let mut config = LoaderConfig::new(&dsn, &group, topics.values().cloned().collect());
-    config.dlq_topic = dlq.clone();
     // The two good events are loaded: the one with the NUL held nothing up.
     let loader = start_loader(config, kafka.clone(), registry, 2).await?;
 
