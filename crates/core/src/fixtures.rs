@@ -659,11 +659,14 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
     let mut e = g.referral();
     if let Some(s) = e.slip.as_mut() {
         s.clinical_signs.push('\0');
+        if let Some(d) = s.diagnosis.as_mut() {
+            d.text.push('\0');
+        }
     }
     cases.push(InvalidCase {
-        name: "clinical signs with a NUL character",
+        name: "clinical signs and diagnosis text with a NUL character",
         event: ClinicalEvent::Referral(e),
-        expected: vec!["text.nul"],
+        expected: vec!["text.nul", "text.nul"],
     });
     // Ids consistent with the episode, so the control character is the one defect.
     let mut l = g.lab_result();

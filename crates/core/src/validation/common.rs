@@ -195,6 +195,7 @@ fn insurance_card(
 /// Diagnosis codes.
 pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &dyn Display, d: Option<&Diagnosis>) {
     let Some(d) = d else { return };
+    c.text(Field(path, "text"), &d.text);
     if !d.main_icd10.trim().is_empty() {
         c.id(
             Field(path, "main_icd10"),

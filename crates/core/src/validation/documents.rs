@@ -49,9 +49,6 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
     ] {
         c.text(path, text);
     }
-    if let Some(d) = &s.diagnosis {
-        c.text("slip.diagnosis.text", &d.text);
-    }
 
     let issuer_code = facility(&mut c, "slip.issuer.code", issuer, "MA_CSKCB");
     let receiving = facility(
