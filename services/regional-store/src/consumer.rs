@@ -221,8 +221,10 @@ impl Step<'_> {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("lienthong_regional_store_bytes", "region" => region.clone())
             .set(self.store.size_on_disk() as f64);
-        metrics::gauge!("lienthong_regional_filed_documents", "region" => region)
+        metrics::gauge!("lienthong_regional_filed_documents", "region" => region.clone())
             .set(self.store.filed_documents() as f64);
+        metrics::gauge!("lienthong_regional_listed_documents", "region" => region)
+            .set(self.store.listed_documents() as f64);
         Ok(())
     }
 }

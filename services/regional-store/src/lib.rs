@@ -4,6 +4,7 @@
 pub mod config;
 pub mod consumer;
 pub mod filing;
+pub mod lists;
 pub mod live;
 pub mod memory;
 pub mod query;

@@ -11,17 +11,17 @@
 //!   document id is filed under is kept in memory, see `filing`). Lab reports are filed as
 //!   patient_key, 0x01 service code, result yyyymmddHHMM, document_id: the patient's reports
 //!   of a service by time are one range scan, so the lab index is the documents themselves.
-//! - `w` worklist:   receiving facility, status, issued yyyymmdd, document_id
-//! - `a` appts:      facility, appointment yyyymmddHHMM, document_id
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
 //!
 //! Each sled write costs about the same whatever its size (and every new key splits a node
-//! sooner), so a referral's or appointment's first version is two of them (the document and
-//! its one list index entry) and a lab report's is one.
+//! sooner), so a document's first version is one of them: the facility worklists and the
+//! appointment lists are held in memory (see `lists`), rebuilt from the documents at open.
 //!
 //! Stores of earlier layouts (documents by id in spaces `d` and `p`; a separate lab index in
-//! space `l`) are refused at open with what to do: rebuild the region from its topics.
+//! space `l`) are refused at open with what to do: rebuild the region from its topics. The
+//! list index spaces of the layout before this one (`w`, `a`) are dropped at open: the
+//! documents they were derived from are all there.
 //!
 //! One writer at a time (a lock in the store): a batch reads what it is about to change, so
 //! two interleaved writers could lose an update.
@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::filing::DocumentFiling;
+use crate::lists::{List, ListChange, Lists};
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
@@ -61,8 +62,8 @@ const DOCS: u8 = b'P';
 /// Spaces of earlier layouts: documents by id with a separate patient index (`d`, `p`); a
 /// separate lab index (`l`).
 const EARLIER_LAYOUTS: [u8; 3] = [b'd', b'p', b'l'];
-const WORKLIST: u8 = b'w';
-const APPTS: u8 = b'a';
+/// List index spaces of the layout before this one, dropped at open (lists are in memory).
+const DROPPED_LISTS: [u8; 2] = [b'w', b'a'];
 /// First byte of the part of a lab report's key after its patient (validation refuses control
 /// characters in document ids, so no other document's key part starts with it).
 const LAB_MARK: u8 = 1;
@@ -143,8 +144,8 @@ pub struct PreparedEvent {
     status: Status,
     /// Its stored value with `status`.
     value: IVec,
-    /// Its list index keys with `status`.
-    index: Vec<IVec>,
+    /// Its list entry with `status` (lab reports are listed by their own key).
+    listing: Option<(List, Box<[u8]>)>,
 }
 
 impl PreparedEvent {
@@ -155,10 +156,7 @@ impl PreparedEvent {
             key: filing_key(&event).into(),
             status,
             value: doc_value(&event, status, body).into(),
-            index: index_keys(&event, status)
-                .into_iter()
-                .map(IVec::from)
-                .collect(),
+            listing: list_entry(&event, status),
             event: Box::new(event),
         }
     }
@@ -191,6 +189,8 @@ pub struct RegionStore {
     tree: sled::Tree,
     /// Which patient each document is filed under (read by queries, grown by the writer).
     filing: Arc<RwLock<DocumentFiling>>,
+    /// The worklists and appointment lists (read by queries, changed by the writer).
+    lists: Arc<RwLock<Lists>>,
     /// The writer's lock, over the referrals it knows have a receipt.
     writer: Arc<Mutex<KnownReceipts>>,
 }
@@ -409,47 +409,47 @@ fn stored_version(bytes: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// Index keys of a document, each in its space.
-fn index_keys(event: &ClinicalEvent, status: Status) -> Vec<Vec<u8>> {
-    let Some(h) = event.header() else {
-        return Vec::new();
-    };
-    let doc = h.document_id.as_bytes();
-    let mut keys = Vec::with_capacity(1);
+/// The list entry of a document with `status` (None: a lab report, or no header).
+fn list_entry(event: &ClinicalEvent, status: Status) -> Option<(List, Box<[u8]>)> {
+    let doc = event.header()?.document_id.as_bytes();
     match event {
         ClinicalEvent::Referral(e) => {
             let s = e.slip.as_ref();
             let to = s
                 .and_then(|s| s.receiving.as_ref())
                 .map_or("", |f| f.code.as_str());
-            keys.push(spaced(
-                WORKLIST,
-                &key(&[
-                    to.as_bytes(),
-                    &[status as u8],
-                    &digits(s.and_then(|s| s.issued_at.as_ref()), 8),
-                    doc,
-                ]),
-            ));
+            let entry = key(&[
+                to.as_bytes(),
+                &[status as u8],
+                &digits(s.and_then(|s| s.issued_at.as_ref()), 8),
+                doc,
+            ]);
+            Some((List::Worklist, entry.into()))
         }
         ClinicalEvent::Appointment(e) => {
             let a = e.appointment.as_ref();
             let at = a
                 .and_then(|a| a.facility.as_ref())
                 .map_or("", |f| f.code.as_str());
-            keys.push(spaced(
-                APPTS,
-                &key(&[
-                    at.as_bytes(),
-                    &digits(a.and_then(|a| a.appointment_at.as_ref()), 12),
-                    doc,
-                ]),
-            ));
+            let entry = key(&[
+                at.as_bytes(),
+                &digits(a.and_then(|a| a.appointment_at.as_ref()), 12),
+                doc,
+            ]);
+            Some((List::Appointments, entry.into()))
         }
         // Filed by patient, service and time: the document is its own index entry.
-        ClinicalEvent::LabResult(_) => {}
+        ClinicalEvent::LabResult(_) => None,
     }
-    keys
+}
+
+/// The list entry of a stored document value (decoded only if its kind is listed).
+fn stored_list_entry(value: &[u8]) -> Result<Option<(List, Box<[u8]>)>, StoreError> {
+    if value.first().copied().and_then(kind_of) == Some(DocumentKind::LabResult) {
+        return Ok(None);
+    }
+    let old = decode_doc(value)?;
+    Ok(list_entry(&old.event, old.status))
 }
 
 fn status_of(event: &ClinicalEvent, received: bool) -> Status {
@@ -477,6 +477,8 @@ struct PendingBatch<'a> {
     receipts: &'a mut KnownReceipts,
     written: Written,
     batch: sled::Batch,
+    /// What the lists get once `batch` has landed.
+    listed: Vec<ListChange>,
 }
 
 impl<'a> PendingBatch<'a> {
@@ -536,6 +538,18 @@ impl<'a> PendingBatch<'a> {
         self.batch.remove(&key);
         self.written.insert(key, None);
     }
+
+    fn unlist(&mut self, entry: Option<(List, Box<[u8]>)>) {
+        if let Some((list, e)) = entry {
+            self.listed.push(ListChange::Remove(list, e));
+        }
+    }
+
+    fn list(&mut self, entry: Option<(List, Box<[u8]>)>) {
+        if let Some((list, e)) = entry {
+            self.listed.push(ListChange::Add(list, e));
+        }
+    }
 }
 
 impl RegionStore {
@@ -548,12 +562,17 @@ impl RegionStore {
                 return Err(StoreError::EarlierLayout(path.display().to_string()));
             }
         }
+        drop_stored_lists(&tree)?;
         let mut filing = DocumentFiling::default();
-        for k in tree.scan_prefix([DOCS]).keys() {
-            let k = k?;
+        let mut lists = Lists::default();
+        for kv in tree.scan_prefix([DOCS]) {
+            let (k, v) = kv?;
             let (patient, doc) = split_doc_key(&k)
                 .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
             filing.add(doc, patient)?;
+            if let Some((list, entry)) = stored_list_entry(&v)? {
+                lists.apply([ListChange::Add(list, entry)]);
+            }
         }
         let mut receipts = KnownReceipts::default();
         for k in tree.scan_prefix([RECEIPTS]).keys() {
@@ -563,6 +582,7 @@ impl RegionStore {
             tree,
             db,
             filing: Arc::new(RwLock::new(filing)),
+            lists: Arc::new(RwLock::new(lists)),
             writer: Arc::new(Mutex::new(receipts)),
         })
     }
@@ -590,8 +610,9 @@ impl RegionStore {
                 filing: &self.filing,
                 receipts: &mut receipts,
                 // A document and its index entry per event: no rehashing as the batch grows.
-                written: Written::with_capacity_and_hasher(chunk.len() * 2, Default::default()),
+                written: Written::with_capacity_and_hasher(chunk.len(), Default::default()),
                 batch: sled::Batch::default(),
+                listed: Vec::with_capacity(chunk.len()),
             };
             // Only the positions this sled batch moves: the others are stored already, and
             // rewriting a dozen unchanged offsets per hundred messages is measurable.
@@ -626,7 +647,12 @@ impl RegionStore {
                 w.batch
                     .insert(offset_key(topic, partition), &next.to_be_bytes());
             }
-            self.tree.apply_batch(w.batch)?;
+            let PendingBatch { batch, listed, .. } = w;
+            self.tree.apply_batch(batch)?;
+            self.lists
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(listed);
         }
         Ok(out)
     }
@@ -686,14 +712,37 @@ impl RegionStore {
         keep: &dyn Fn(&[u8]) -> bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
-        // Lab reports are documents filed under their patient, after a mark.
-        let (space, mark): (u8, &[u8]) = match index {
-            Index::Worklist => (WORKLIST, &[]),
-            Index::Appointments => (APPTS, &[]),
-            Index::Labs => (DOCS, &[LAB_MARK]),
+        let list = match index {
+            Index::Worklist => List::Worklist,
+            Index::Appointments => List::Appointments,
+            Index::Labs => return self.lab_scan(prefix, after, reverse, keep, limit),
         };
-        let mut scanned = spaced(space, prefix);
-        scanned.extend_from_slice(mark);
+        let entries = self
+            .lists
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .scan(list, prefix, after, reverse, keep, limit);
+        Ok(entries
+            .into_iter()
+            .map(|k| {
+                let doc = listed_document(&k);
+                (k, doc)
+            })
+            .collect())
+    }
+
+    /// `index_scan` of the lab reports, which are documents filed under their patient after a
+    /// mark.
+    fn lab_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        reverse: bool,
+        keep: &dyn Fn(&[u8]) -> bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        let mut scanned = spaced(DOCS, prefix);
+        scanned.push(LAB_MARK);
         let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
             Box::new(self.tree.scan_prefix(&scanned).keys().rev())
         } else {
@@ -702,31 +751,21 @@ impl RegionStore {
         let mut out = Vec::new();
         for stored in iter {
             let stored = stored?;
-            // Page tokens carry the key without its space byte (and mark).
-            let unmarked;
-            let k = if mark.is_empty() {
-                &stored[1..]
-            } else {
-                unmarked = [prefix, &stored[scanned.len()..]].concat();
-                unmarked.as_slice()
-            };
             if out.len() >= limit {
                 break;
             }
+            // Page tokens carry the key without its space byte and mark.
+            let k = [prefix, &stored[scanned.len()..]].concat();
             if let Some(a) = after
-                && ((!reverse && k <= a) || (reverse && k >= a))
+                && ((!reverse && k.as_slice() <= a) || (reverse && k.as_slice() >= a))
             {
                 continue;
             }
-            if !keep(k) {
+            if !keep(&k) {
                 continue;
             }
-            let doc = k
-                .rsplit(|b| *b == 0)
-                .next()
-                .map(|d| String::from_utf8_lossy(d).into_owned())
-                .unwrap_or_default();
-            out.push((k.to_vec(), doc));
+            let doc = listed_document(&k);
+            out.push((k, doc));
         }
         Ok(out)
     }
@@ -762,6 +801,11 @@ impl RegionStore {
         self.filing.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Entries of the worklists and appointment lists held in memory (about 100 bytes each).
+    pub fn listed_documents(&self) -> usize {
+        self.lists.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -779,6 +823,35 @@ pub enum Index {
     Labs,
 }
 
+/// The document id of an index entry: its last component.
+fn listed_document(entry: &[u8]) -> String {
+    entry
+        .rsplit(|b| *b == 0)
+        .next()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes the list index spaces of the layout before this one (the lists are rebuilt from the
+/// documents in memory), in sled batches of bounded size.
+fn drop_stored_lists(tree: &sled::Tree) -> Result<(), StoreError> {
+    for space in DROPPED_LISTS {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in tree.scan_prefix([space]).keys().take(10_000) {
+                batch.remove(k?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
+}
+
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     spaced(OFFSETS, &key(&[topic.as_bytes(), &partition.to_be_bytes()]))
 }
@@ -793,10 +866,7 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
         if stored_version(&old) >= h.document_version {
             return Ok(false);
         }
-        let old = decode_doc(&old)?;
-        for k in index_keys(&old.event, old.status) {
-            w.remove(k.into());
-        }
+        w.unlist(stored_list_entry(&old)?);
         // A corrected patient moves the document; the same key is simply overwritten.
         if old_key != p.key {
             w.remove(old_key);
@@ -806,17 +876,16 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
     let received = p.status == Status::Pending
         && p.event.kind() == DocumentKind::Referral
         && w.has_receipt(doc)?;
-    let (value, index) = if received {
-        let index = index_keys(&p.event, Status::Received);
-        let value = with_status(&p.value, Status::Received);
-        (value, index.into_iter().map(IVec::from).collect())
+    let (value, listing) = if received {
+        (
+            with_status(&p.value, Status::Received),
+            list_entry(&p.event, Status::Received),
+        )
     } else {
-        (p.value.clone(), p.index.clone())
+        (p.value.clone(), p.listing.clone())
     };
     w.insert_document(h.patient_key.as_bytes(), doc, p.key.clone(), value)?;
-    for k in index {
-        w.insert(k, IVec::default());
-    }
+    w.list(listing);
     Ok(true)
 }
 
@@ -831,13 +900,9 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
     if let Some((doc_key, value)) = w.find_document(doc, None)? {
         let old = decode_doc(&value)?;
         if old.status == Status::Pending {
-            for k in index_keys(&old.event, old.status) {
-                w.remove(k.into());
-            }
+            w.unlist(list_entry(&old.event, old.status));
             w.insert(doc_key, with_status(&value, Status::Received));
-            for k in index_keys(&old.event, Status::Received) {
-                w.insert(k.into(), IVec::default());
-            }
+            w.list(list_entry(&old.event, Status::Received));
         }
     }
     Ok(())
@@ -990,6 +1055,78 @@ mod tests {
         assert_eq!(a.stale, 1);
         assert_eq!(s.len(), 1);
         assert_eq!(s.versions().expect("versions"), vec![(id, 2)]);
+    }
+
+    /// Every entry of a list (page tokens as the API hands them out).
+    fn listed(s: &RegionStore, index: Index) -> Vec<(Vec<u8>, String)> {
+        s.index_scan(index, b"", None, false, &|_| true, 100)
+            .expect("scan")
+    }
+
+    #[test]
+    fn lists_are_rebuilt_from_the_documents_at_open_and_stored_lists_dropped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut g = Generator::new(11, time::OffsetDateTime::now_utc());
+        let referral = keyed(ClinicalEvent::Referral(g.referral()), "p");
+        let cancelled = keyed(ClinicalEvent::Referral(g.referral()), "q");
+        let appointment = keyed(ClinicalEvent::Appointment(g.appointment()), "p");
+        let lab = keyed(ClinicalEvent::LabResult(g.lab_result()), "p");
+        let id = |e: &ClinicalEvent| e.header().expect("h").document_id.clone();
+        let receipt = pb::ReferralReceiptEvent {
+            referral_document_id: id(&referral),
+            ..Default::default()
+        };
+        let (worklist, appointments) = {
+            let s = RegionStore::open(dir.path()).expect("open");
+            let batch: Vec<_> = [&referral, &cancelled, &appointment, &lab]
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| ("t".to_owned(), 0, i as i64, Change::event(e.clone())))
+                .collect();
+            s.apply_batch(&batch).expect("apply");
+            s.apply_batch(&[
+                ("r".into(), 0, 0, Change::receipt(receipt)),
+                (
+                    "t".into(),
+                    0,
+                    4,
+                    Change::event(version(&cancelled, 2, pb::Action::Cancelled)),
+                ),
+            ])
+            .expect("apply");
+            // A list entry as the layout before this one stored it.
+            s.tree
+                .insert(b"wfac\x00\x01\x0020261101\x00old", b"".as_slice())
+                .expect("insert");
+            futures::executor::block_on(s.flush()).expect("flush");
+            (listed(&s, Index::Worklist), listed(&s, Index::Appointments))
+        };
+        let status_of = |entries: &[(Vec<u8>, String)], doc: &str| {
+            entries
+                .iter()
+                .find(|(_, d)| d == doc)
+                .map(|(k, _)| k.split(|b| *b == 0).nth(1).expect("status")[0])
+        };
+        assert_eq!(worklist.len(), 2, "{worklist:?}");
+        assert_eq!(
+            status_of(&worklist, &id(&referral)),
+            Some(Status::Received as u8),
+            "the receipt moved the referral in its worklist"
+        );
+        assert_eq!(
+            status_of(&worklist, &id(&cancelled)),
+            Some(Status::Cancelled as u8)
+        );
+        assert_eq!(appointments.len(), 1);
+        assert_eq!(appointments[0].1, id(&appointment));
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        assert_eq!(listed(&s, Index::Worklist), worklist);
+        assert_eq!(listed(&s, Index::Appointments), appointments);
+        assert_eq!(s.listed_documents(), 3);
+        assert!(
+            s.tree.scan_prefix(b"w").next().is_none(),
+            "the stored list of the layout before is dropped"
+        );
     }
 
     #[test]
