@@ -47,6 +47,22 @@ impl Lists {
         }
     }
 
+    /// Lists holding `entries` (in any order): built in bulk, which at a store's open is
+    /// several times faster than inserting them one by one.
+    pub fn from_entries(entries: impl IntoIterator<Item = (List, Box<[u8]>)>) -> Self {
+        let (mut worklist, mut appointments) = (Vec::new(), Vec::new());
+        for (list, entry) in entries {
+            match list {
+                List::Worklist => worklist.push(entry),
+                List::Appointments => appointments.push(entry),
+            }
+        }
+        Self {
+            worklist: worklist.into_iter().collect(),
+            appointments: appointments.into_iter().collect(),
+        }
+    }
+
     /// Applies changes in the order the writer made them.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = ListChange>) {
         for change in changes {
@@ -199,6 +215,24 @@ mod tests {
             l.scan(List::Appointments, b"f", None, false, &|_| true, 10),
             [b"f\x009".to_vec()]
         );
+    }
+
+    #[test]
+    fn lists_built_in_bulk_equal_lists_built_one_by_one() {
+        let entries = [
+            (List::Appointments, "b"),
+            (List::Worklist, "z"),
+            (List::Worklist, "a"),
+            (List::Appointments, "a"),
+            (List::Worklist, "a"),
+        ];
+        let boxed = || entries.iter().map(|(l, e)| (*l, e.as_bytes().into()));
+        let bulk = Lists::from_entries(boxed());
+        let mut one_by_one = Lists::default();
+        one_by_one.apply(boxed().map(|(l, e)| ListChange::Add(l, e)));
+        assert_eq!(bulk.worklist, one_by_one.worklist);
+        assert_eq!(bulk.appointments, one_by_one.appointments);
+        assert_eq!(bulk.len(), 4);
     }
 
     #[test]

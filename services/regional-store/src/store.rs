@@ -43,7 +43,10 @@ pub enum StoreError {
     #[error("sled store: {0}")]
     Sled(#[from] sled::Error),
     /// A stored value could not be read back.
-    #[error("stored value is corrupt: {0}")]
+    #[error(
+        "a value in the region's store is corrupt ({0}); rebuild the region's store from its \
+         topics with `lienthong regional rebuild --region <code>`"
+    )]
     Corrupt(String),
     /// The store was written by an earlier version with another key layout.
     #[error(
@@ -564,16 +567,15 @@ impl RegionStore {
         }
         drop_stored_lists(&tree)?;
         let mut filing = DocumentFiling::default();
-        let mut lists = Lists::default();
+        let mut listed = Vec::new();
         for kv in tree.scan_prefix([DOCS]) {
             let (k, v) = kv?;
             let (patient, doc) = split_doc_key(&k)
                 .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
             filing.add(doc, patient)?;
-            if let Some((list, entry)) = stored_list_entry(&v)? {
-                lists.apply([ListChange::Add(list, entry)]);
-            }
+            listed.extend(stored_list_entry(&v)?);
         }
+        let lists = Lists::from_entries(listed);
         let mut receipts = KnownReceipts::default();
         for k in tree.scan_prefix([RECEIPTS]).keys() {
             receipts.add(&k?[1..]);
