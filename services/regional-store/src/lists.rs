@@ -23,6 +23,9 @@ pub enum List {
     Appointments,
 }
 
+/// A document's place in a list: the list and the entry's bytes.
+pub type ListEntry = (List, Box<[u8]>);
+
 /// One change the writer makes to a list once its sled batch has landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListChange {
@@ -49,7 +52,7 @@ impl Lists {
 
     /// Lists holding `entries` (in any order): built in bulk, which at a store's open is
     /// several times faster than inserting them one by one.
-    pub fn from_entries(entries: impl IntoIterator<Item = (List, Box<[u8]>)>) -> Self {
+    pub fn from_entries(entries: impl IntoIterator<Item = ListEntry>) -> Self {
         let (mut worklist, mut appointments) = (Vec::new(), Vec::new());
         for (list, entry) in entries {
             match list {

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::filing::DocumentFiling;
-use crate::lists::{List, ListChange, Lists};
+use crate::lists::{List, ListChange, ListEntry, Lists};
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_proto::v1 as pb;
@@ -148,7 +148,7 @@ pub struct PreparedEvent {
     /// Its stored value with `status`.
     value: IVec,
     /// Its list entry with `status` (lab reports are listed by their own key).
-    listing: Option<(List, Box<[u8]>)>,
+    listing: Option<ListEntry>,
 }
 
 impl PreparedEvent {
@@ -413,7 +413,7 @@ fn stored_version(bytes: &[u8]) -> u64 {
 }
 
 /// The list entry of a document with `status` (None: a lab report, or no header).
-fn list_entry(event: &ClinicalEvent, status: Status) -> Option<(List, Box<[u8]>)> {
+fn list_entry(event: &ClinicalEvent, status: Status) -> Option<ListEntry> {
     let doc = event.header()?.document_id.as_bytes();
     match event {
         ClinicalEvent::Referral(e) => {
@@ -447,7 +447,7 @@ fn list_entry(event: &ClinicalEvent, status: Status) -> Option<(List, Box<[u8]>)
 }
 
 /// The list entry of a stored document value (decoded only if its kind is listed).
-fn stored_list_entry(value: &[u8]) -> Result<Option<(List, Box<[u8]>)>, StoreError> {
+fn stored_list_entry(value: &[u8]) -> Result<Option<ListEntry>, StoreError> {
     if value.first().copied().and_then(kind_of) == Some(DocumentKind::LabResult) {
         return Ok(None);
     }
@@ -542,13 +542,13 @@ impl<'a> PendingBatch<'a> {
         self.written.insert(key, None);
     }
 
-    fn unlist(&mut self, entry: Option<(List, Box<[u8]>)>) {
+    fn unlist(&mut self, entry: Option<ListEntry>) {
         if let Some((list, e)) = entry {
             self.listed.push(ListChange::Remove(list, e));
         }
     }
 
-    fn list(&mut self, entry: Option<(List, Box<[u8]>)>) {
+    fn list(&mut self, entry: Option<ListEntry>) {
         if let Some((list, e)) = entry {
             self.listed.push(ListChange::Add(list, e));
         }
