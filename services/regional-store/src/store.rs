@@ -139,28 +139,49 @@ impl Change {
 /// A document event made ready to apply where it is decoded: encoded and keyed with the
 /// status it has unless a receipt says otherwise, so the one writer (the consumer's
 /// bottleneck) does only what needs the stored state.
+///
+/// It keeps what the writer needs, not the decoded event: the event's many small allocations
+/// are freed where they were made, at once, instead of by the writer a batch later (dropping
+/// the batch's events on the writer's side took ~4% of the consumer's CPU).
 #[derive(Debug, Clone)]
 pub struct PreparedEvent {
-    event: Box<ClinicalEvent>,
+    /// Its document (None: an event without a header, which is never applied).
+    document: Option<DocumentRef>,
     /// Its key under its patient.
     key: IVec,
-    status: Status,
-    /// Its stored value with `status`.
+    /// Its stored value with the status it has unless a receipt says otherwise.
     value: IVec,
-    /// Its list entry with `status` (lab reports are listed by their own key).
+    /// Its list entry with that status (lab reports are listed by their own key).
     listing: Option<ListEntry>,
+    /// Its list entry once received, for a pending referral (a receipt may be stored).
+    received_listing: Option<ListEntry>,
+}
+
+/// Which document an event is a version of.
+#[derive(Debug, Clone)]
+struct DocumentRef {
+    id: Box<[u8]>,
+    patient_key: Box<[u8]>,
+    version: u64,
 }
 
 impl PreparedEvent {
     /// Keys `event`, whose protobuf is `body`.
     fn new(event: ClinicalEvent, body: &[u8]) -> Self {
         let status = status_of(&event, false);
+        let receivable = status == Status::Pending && event.kind() == DocumentKind::Referral;
         Self {
+            document: event.header().map(|h| DocumentRef {
+                id: h.document_id.as_bytes().into(),
+                patient_key: h.patient_key.as_bytes().into(),
+                version: h.document_version,
+            }),
             key: filing_key(&event).into(),
-            status,
             value: doc_value(&event, status, body).into(),
             listing: list_entry(&event, status),
-            event: Box::new(event),
+            received_listing: receivable
+                .then(|| list_entry(&event, Status::Received))
+                .flatten(),
         }
     }
 }
@@ -860,12 +881,12 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 
 /// Applies one event; false when it is a duplicate or older than what is stored.
 fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, StoreError> {
-    let Some(h) = p.event.header() else {
+    let Some(d) = &p.document else {
         return Ok(false);
     };
-    let doc = h.document_id.as_bytes();
+    let doc = &d.id;
     if let Some((old_key, old)) = w.find_document(doc, Some(&p.key))? {
-        if stored_version(&old) >= h.document_version {
+        if stored_version(&old) >= d.version {
             return Ok(false);
         }
         w.unlist(stored_list_entry(&old)?);
@@ -875,18 +896,16 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
         }
     }
     // Only pending referrals change with a receipt.
-    let received = p.status == Status::Pending
-        && p.event.kind() == DocumentKind::Referral
-        && w.has_receipt(doc)?;
+    let received = p.received_listing.is_some() && w.has_receipt(doc)?;
     let (value, listing) = if received {
         (
             with_status(&p.value, Status::Received),
-            list_entry(&p.event, Status::Received),
+            p.received_listing.clone(),
         )
     } else {
         (p.value.clone(), p.listing.clone())
     };
-    w.insert_document(h.patient_key.as_bytes(), doc, p.key.clone(), value)?;
+    w.insert_document(&d.patient_key, doc, p.key.clone(), value)?;
     w.list(listing);
     Ok(true)
 }
