@@ -1151,6 +1151,90 @@ mod tests {
     }
 
     #[test]
+    fn lists_kept_by_the_writer_equal_lists_rebuilt_from_the_documents() {
+        // New versions, cancellations, corrected patients and receipts (before and after their
+        // referral), in batches of several sled batches: whatever the writer did to the lists
+        // in memory must be what a restart derives from the stored documents.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut g = Generator::new(12, time::OffsetDateTime::now_utc());
+        let firsts: Vec<_> = (0..600)
+            .map(|i| keyed(g.any(i), &format!("p{}", i % 40)))
+            .collect();
+        let mut messages = Vec::new();
+        for (i, e) in firsts.iter().enumerate() {
+            let id = e.header().expect("h").document_id.clone();
+            let receipt = Change::receipt(pb::ReferralReceiptEvent {
+                referral_document_id: id,
+                ..Default::default()
+            });
+            if i % 11 == 0 {
+                messages.push(receipt.clone());
+            }
+            messages.push(Change::event(e.clone()));
+            match i % 5 {
+                0 => messages.push(Change::event(version(e, 2, pb::Action::Updated))),
+                1 => messages.push(Change::event(version(e, 3, pb::Action::Cancelled))),
+                2 => messages.push(Change::event(keyed(
+                    version(e, 2, pb::Action::Updated),
+                    "moved",
+                ))),
+                _ => {}
+            }
+            if i % 7 == 0 {
+                messages.push(receipt);
+            }
+        }
+        let s = RegionStore::open(dir.path()).expect("open");
+        let positioned: Vec<_> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ("t".to_owned(), 0, i as i64, c))
+            .collect();
+        for chunk in positioned.chunks(SLED_BATCH * 3 + 7) {
+            s.apply_batch(chunk).expect("apply");
+        }
+        futures::executor::block_on(s.flush()).expect("flush");
+        let kept = (
+            listed_all(&s, Index::Worklist),
+            listed_all(&s, Index::Appointments),
+        );
+        assert!(
+            kept.0.len() > 100 && kept.1.len() > 100,
+            "{} {}",
+            kept.0.len(),
+            kept.1.len()
+        );
+        let statuses: HashSet<u8> = kept
+            .0
+            .iter()
+            .map(|k| k[k.iter().position(|b| *b == 0).expect("sep") + 1])
+            .collect();
+        assert_eq!(
+            statuses.len(),
+            3,
+            "pending, received and cancelled referrals are listed"
+        );
+        drop(s);
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            (
+                listed_all(&s, Index::Worklist),
+                listed_all(&s, Index::Appointments)
+            ),
+            kept
+        );
+    }
+
+    /// Every entry of a list, however long.
+    fn listed_all(s: &RegionStore, index: Index) -> Vec<Vec<u8>> {
+        s.index_scan(index, b"", None, false, &|_| true, usize::MAX)
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
     fn stores_of_earlier_layouts_are_refused_with_what_to_do() {
         // Documents by id (`d`), and a separate lab index (`l`).
         for earlier in [b"ddoc-1".as_slice(), b"lpk\x00svc\x00202601010000\x00doc-1"] {
