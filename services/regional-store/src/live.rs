@@ -15,7 +15,7 @@ use crate::store::RegionStore;
 /// How often a serving instance looks for a completed rebuild.
 pub const REBUILD_POLL: Duration = Duration::from_secs(2);
 
-/// A region's store, or None for the few milliseconds of a swap.
+/// A region's store, or None while a swap opens the rebuilt store.
 type Slot = (String, Option<Arc<RegionStore>>);
 
 /// The stores of the regions an instance serves, shared by the query API and the consumers.
@@ -94,7 +94,11 @@ impl LiveStores {
                 }
             }
         }
-        let opened = crate::server::open_store(config, region);
+        // Opening builds the filing and the lists from every document: seconds per million.
+        let opened = {
+            let (config, region) = (config.clone(), region.to_owned());
+            tokio::task::spawn_blocking(move || crate::server::open_store(&config, &region)).await?
+        };
         // On failure the region stays out of service (queries say so) rather than serving a
         // half-swapped store; the error goes to the supervisor's log and the next start.
         let store = opened?;
