@@ -738,7 +738,36 @@ impl RegionStore {
         let list = match index {
             Index::Worklist => List::Worklist,
             Index::Appointments => List::Appointments,
-            Index::Labs => return self.lab_scan(prefix, after, reverse, keep, limit),
+            // Lab reports are documents filed under their patient, after a mark.
+            Index::Labs => {
+                let mut scanned = spaced(DOCS, prefix);
+                scanned.push(LAB_MARK);
+                let keys = self.tree.scan_prefix(&scanned).keys();
+                let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
+                    Box::new(keys.rev())
+                } else {
+                    Box::new(keys)
+                };
+                let mut out = Vec::new();
+                for stored in keys {
+                    let stored = stored?;
+                    if out.len() >= limit {
+                        break;
+                    }
+                    // Page tokens carry the key without its space byte and mark.
+                    let k = [prefix, &stored[scanned.len()..]].concat();
+                    if let Some(a) = after
+                        && ((!reverse && k.as_slice() <= a) || (reverse && k.as_slice() >= a))
+                    {
+                        continue;
+                    }
+                    if keep(&k) {
+                        let doc = listed_document(&k);
+                        out.push((k, doc));
+                    }
+                }
+                return Ok(out);
+            }
         };
         let entries = self
             .lists
@@ -752,45 +781,6 @@ impl RegionStore {
                 (k, doc)
             })
             .collect())
-    }
-
-    /// `index_scan` of the lab reports, which are documents filed under their patient after a
-    /// mark.
-    fn lab_scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        reverse: bool,
-        keep: &dyn Fn(&[u8]) -> bool,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
-        let mut scanned = spaced(DOCS, prefix);
-        scanned.push(LAB_MARK);
-        let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
-            Box::new(self.tree.scan_prefix(&scanned).keys().rev())
-        } else {
-            Box::new(self.tree.scan_prefix(&scanned).keys())
-        };
-        let mut out = Vec::new();
-        for stored in iter {
-            let stored = stored?;
-            if out.len() >= limit {
-                break;
-            }
-            // Page tokens carry the key without its space byte and mark.
-            let k = [prefix, &stored[scanned.len()..]].concat();
-            if let Some(a) = after
-                && ((!reverse && k.as_slice() <= a) || (reverse && k.as_slice() >= a))
-            {
-                continue;
-            }
-            if !keep(&k) {
-                continue;
-            }
-            let doc = listed_document(&k);
-            out.push((k, doc));
-        }
-        Ok(out)
     }
 
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
