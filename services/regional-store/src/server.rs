@@ -26,12 +26,22 @@ pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<Regio
     crate::rebuild::swap_in_if_ready(config, region)?;
     let path = config.data_dir.join(format!("region-{region}"));
     std::fs::create_dir_all(&path)?;
-    RegionStore::open(&path).map_err(|e| {
+    let started = std::time::Instant::now();
+    let store = RegionStore::open(&path).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the store of region {region} in {}: {e}",
             path.display()
         )
-    })
+    })?;
+    // Opening reads every document (seconds per million): say what the wait was.
+    tracing::info!(
+        region,
+        documents = store.filed_documents(),
+        listed = store.listed_documents(),
+        seconds = started.elapsed().as_secs_f64(),
+        "store opened"
+    );
+    Ok(store)
 }
 
 /// Runs the store until `shutdown`.
@@ -61,7 +71,10 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut opened = Vec::new();
     for region in &config.regions {
-        opened.push((region.clone(), open_store(&config, region)?));
+        // Off the runtime's workers: opening reads every stored document.
+        let (c, r) = (config.clone(), region.clone());
+        let store = tokio::task::spawn_blocking(move || open_store(&c, &r)).await??;
+        opened.push((region.clone(), store));
     }
     let stores = LiveStores::new(opened);
     for region in &config.regions {
