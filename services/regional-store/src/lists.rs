@@ -43,6 +43,13 @@ pub struct Lists {
 }
 
 impl Lists {
+    fn set(&self, list: List) -> &BTreeSet<Box<[u8]>> {
+        match list {
+            List::Worklist => &self.worklist,
+            List::Appointments => &self.appointments,
+        }
+    }
+
     fn set_mut(&mut self, list: List) -> &mut BTreeSet<Box<[u8]>> {
         match list {
             List::Worklist => &mut self.worklist,
@@ -91,10 +98,7 @@ impl Lists {
         keep: &dyn Fn(&[u8]) -> bool,
         limit: usize,
     ) -> Vec<Vec<u8>> {
-        let set = match list {
-            List::Worklist => &self.worklist,
-            List::Appointments => &self.appointments,
-        };
+        let set = self.set(list);
         let end = prefix_end(prefix);
         let (mut lower, mut upper) = (
             Bound::Included(prefix),

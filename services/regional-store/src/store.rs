@@ -153,8 +153,8 @@ pub struct PreparedEvent {
     value: IVec,
     /// Its list entry with that status (lab reports are listed by their own key).
     listing: Option<ListEntry>,
-    /// Its list entry once received, for a pending referral (a receipt may be stored).
-    received_listing: Option<ListEntry>,
+    /// A pending referral: a stored receipt makes it received.
+    receivable: bool,
 }
 
 /// Which document an event is a version of.
@@ -169,8 +169,8 @@ impl PreparedEvent {
     /// Keys `event`, whose protobuf is `body`.
     fn new(event: ClinicalEvent, body: &[u8]) -> Self {
         let status = status_of(&event, false);
-        let receivable = status == Status::Pending && event.kind() == DocumentKind::Referral;
         Self {
+            receivable: status == Status::Pending && event.kind() == DocumentKind::Referral,
             document: event.header().map(|h| DocumentRef {
                 id: h.document_id.as_bytes().into(),
                 patient_key: h.patient_key.as_bytes().into(),
@@ -179,9 +179,6 @@ impl PreparedEvent {
             key: filing_key(&event).into(),
             value: doc_value(&event, status, body).into(),
             listing: list_entry(&event, status),
-            received_listing: receivable
-                .then(|| list_entry(&event, Status::Received))
-                .flatten(),
         }
     }
 }
@@ -465,6 +462,22 @@ fn list_entry(event: &ClinicalEvent, status: Status) -> Option<ListEntry> {
         // Filed by patient, service and time: the document is its own index entry.
         ClinicalEvent::LabResult(_) => None,
     }
+}
+
+/// A list entry with another status: a worklist entry's status is the component after the
+/// receiving facility (whose code holds no 0x00); appointment entries carry none. Only the
+/// rare referral that meets its receipt needs this, so it is not prepared for every one.
+fn relisted((list, entry): &ListEntry, status: Status) -> ListEntry {
+    let mut e = entry.to_vec();
+    if *list == List::Worklist
+        && let Some(b) = e
+            .iter()
+            .position(|b| *b == 0)
+            .and_then(|at| e.get_mut(at + 1))
+    {
+        *b = status as u8;
+    }
+    (*list, e.into())
 }
 
 /// The list entry of a stored document value (decoded only if its kind is listed).
@@ -886,11 +899,11 @@ fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, Stor
         }
     }
     // Only pending referrals change with a receipt.
-    let received = p.received_listing.is_some() && w.has_receipt(doc)?;
+    let received = p.receivable && w.has_receipt(doc)?;
     let (value, listing) = if received {
         (
             with_status(&p.value, Status::Received),
-            p.received_listing.clone(),
+            p.listing.as_ref().map(|e| relisted(e, Status::Received)),
         )
     } else {
         (p.value.clone(), p.listing.clone())
@@ -911,9 +924,11 @@ fn apply_receipt(w: &mut PendingBatch<'_>, r: &pb::ReferralReceiptEvent) -> Resu
     if let Some((doc_key, value)) = w.find_document(doc, None)? {
         let old = decode_doc(&value)?;
         if old.status == Status::Pending {
-            w.unlist(list_entry(&old.event, old.status));
+            let listed = list_entry(&old.event, old.status);
+            let received = listed.as_ref().map(|e| relisted(e, Status::Received));
+            w.unlist(listed);
             w.insert(doc_key, with_status(&value, Status::Received));
-            w.list(list_entry(&old.event, Status::Received));
+            w.list(received);
         }
     }
     Ok(())
@@ -1392,6 +1407,29 @@ mod tests {
         assert_eq!(
             s.get(&id).expect("get").expect("doc").status,
             Status::Cancelled
+        );
+    }
+
+    #[test]
+    fn a_relisted_entry_is_the_entry_of_the_new_status() {
+        let mut g = Generator::new(13, time::OffsetDateTime::now_utc());
+        let referral = keyed(ClinicalEvent::Referral(g.referral()), "p");
+        let mut unaddressed = g.referral();
+        unaddressed.slip.as_mut().expect("slip").receiving = None;
+        let unaddressed = keyed(ClinicalEvent::Referral(unaddressed), "p");
+        for e in [&referral, &unaddressed] {
+            let pending = list_entry(e, Status::Pending).expect("listed");
+            assert_eq!(
+                relisted(&pending, Status::Received),
+                list_entry(e, Status::Received).expect("listed")
+            );
+        }
+        let appointment = keyed(ClinicalEvent::Appointment(g.appointment()), "p");
+        let entry = list_entry(&appointment, Status::Pending).expect("listed");
+        assert_eq!(
+            relisted(&entry, Status::Received),
+            entry,
+            "appointments carry no status"
         );
     }
 
