@@ -1,6 +1,7 @@
 //! The regional store: per-province materialized views of the clinical documents in sled,
 //! exactly once under crashes and rebalances, with a clinician query API.
 
+pub mod bundles;
 pub mod config;
 pub mod consumer;
 pub mod filing;

@@ -141,7 +141,7 @@ impl Lists {
 
 /// The least key above every key that starts with `prefix` (None: no such key, the prefix is
 /// empty or all 0xFF).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {

@@ -4,24 +4,27 @@
 //! no-op.
 //!
 //! Everything lives in one sled tree (`region`), because only a single tree's batch is atomic
-//! without sled's much slower cross-tree transactions. The first key byte names the space
-//! (other key components are joined by 0x00; dates as digits so keys sort by time):
-//! - `P` documents:  patient_key, document_id → [kind][version u64][status][event protobuf]
-//!   (filed under the patient, so a patient's record is one range scan; which patient a
-//!   document id is filed under is kept in memory, see `filing`). Lab reports are filed as
-//!   patient_key, 0x01 service code, result yyyymmddHHMM, document_id: the patient's reports
-//!   of a service by time are one range scan, so the lab index is the documents themselves.
+//! without sled's much slower cross-tree transactions. The first key byte names the space:
+//! - `B` bundles:    bundle number (u64, big-endian) → the documents one sled batch changed,
+//!   each as a record of its key and value (see `bundles`). A document's key is `P`
+//!   patient_key 0x00 document_id (a lab report's: `P` patient_key 0x00 0x01 service code 0x00
+//!   result yyyymmddHHMM 0x00 document_id), its value [kind][version u64][status][event
+//!   protobuf]. The catalogue in memory holds each document's key and where its current value
+//!   lies, ordered by key: a patient's record is one range of it, and so are the patient's lab
+//!   reports of a service by time (the lab index is the documents themselves). Which patient a
+//!   document id is filed under is kept in memory too (see `filing`).
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
 //!
-//! Each sled write costs about the same whatever its size (and every new key splits a node
-//! sooner), so a document's first version is one of them: the facility worklists and the
-//! appointment lists are held in memory (see `lists`), rebuilt from the documents at open.
+//! Why bundles: sled 0.34 costs about the same per key written whatever its size, most of all
+//! at a random place of a large tree, so a sled batch writes one key for all of its documents.
+//! For the same reason the facility worklists and the appointment lists are held in memory
+//! (see `lists`), rebuilt from the documents at open.
 //!
-//! Stores of earlier layouts (documents by id in spaces `d` and `p`; a separate lab index in
-//! space `l`) are refused at open with what to do: rebuild the region from its topics. The
-//! list index spaces of the layout before this one (`w`, `a`) are dropped at open: the
-//! documents they were derived from are all there.
+//! Stores of earlier layouts: documents by id in spaces `d` and `p` or a separate lab index in
+//! space `l` are refused at open with what to do (rebuild the region from its topics). The
+//! layout before this one (each document its own key in space `P`, the lists in spaces `w` and
+//! `a`) is converted at open: its documents are moved into bundles, its lists dropped.
 //!
 //! One writer at a time (a lock in the store): a batch reads what it is about to change, so
 //! two interleaved writers could lose an update.
@@ -29,6 +32,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::bundles::{BundleWriter, Catalogue, Span};
 use crate::filing::DocumentFiling;
 use crate::lists::{List, ListChange, ListEntry, Lists};
 
@@ -61,11 +65,14 @@ pub enum StoreError {
     FilingFull(#[from] crate::filing::FilingFull),
 }
 
+/// The first byte of a document's key (documents are stored in bundles, not under it).
 const DOCS: u8 = b'P';
+const BUNDLES: u8 = b'B';
 /// Spaces of earlier layouts: documents by id with a separate patient index (`d`, `p`); a
 /// separate lab index (`l`).
 const EARLIER_LAYOUTS: [u8; 3] = [b'd', b'p', b'l'];
-/// List index spaces of the layout before this one, dropped at open (lists are in memory).
+/// List index spaces of the layout before this one, dropped at open (lists are in memory);
+/// its documents, each a key in space `P`, are moved into bundles.
 const DROPPED_LISTS: [u8; 2] = [b'w', b'a'];
 /// First byte of the part of a lab report's key after its patient (validation refuses control
 /// characters in document ids, so no other document's key part starts with it).
@@ -208,8 +215,8 @@ pub struct Applied {
 pub struct RegionStore {
     db: sled::Db,
     tree: sled::Tree,
-    /// Which patient each document is filed under (read by queries, grown by the writer).
-    filing: Arc<RwLock<DocumentFiling>>,
+    /// The stored documents (read by queries, changed by the writer).
+    documents: Documents,
     /// The worklists and appointment lists (read by queries, changed by the writer).
     lists: Arc<RwLock<Lists>>,
     /// The writer's lock, over the referrals it knows have a receipt.
@@ -285,17 +292,89 @@ fn files(k: &[u8], document_id: &[u8]) -> bool {
     split_doc_key(k).is_some_and(|(_, d)| d == document_id)
 }
 
-/// Reads a document by id: its candidate patients from the filing, confirmed in sled (a
-/// lab report by a scan of that patient's lab reports, unless it is at `likely`, the key its
-/// new version is filed under). `written` overlays a batch in progress (None: removed by it).
+/// The stored documents: bundles in sled, and in memory where each document's current value
+/// lies and which patient each document id is filed under.
+#[derive(Clone)]
+struct Documents {
+    tree: sled::Tree,
+    catalogue: Arc<RwLock<Catalogue>>,
+    filing: Arc<RwLock<DocumentFiling>>,
+}
+
+/// The sled key of bundle `number`.
+fn bundle_key(number: u64) -> Vec<u8> {
+    spaced(BUNDLES, &number.to_be_bytes())
+}
+
+/// The number of a bundle's sled key.
+fn bundle_number(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(1..)
+        .and_then(|n| n.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("bundle key of {} bytes", key.len())))
+}
+
+impl Documents {
+    fn catalogue(&self) -> std::sync::RwLockReadGuard<'_, Catalogue> {
+        self.catalogue.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current value of the document at `key`.
+    fn value(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        let mut span = self.catalogue().get(key);
+        // A compaction moves a bundle's records and removes it in one sled batch while it
+        // holds the catalogue, so a second look at the catalogue finds the new place.
+        for _ in 0..2 {
+            let Some(s) = span else {
+                return Ok(None);
+            };
+            if let Some(bundle) = self.tree.get(bundle_key(s.bundle))? {
+                return value_at(s, &bundle).map(Some);
+            }
+            let now = self.catalogue().get(key);
+            if now == span {
+                break;
+            }
+            span = now;
+        }
+        Err(StoreError::Corrupt(format!(
+            "the bundle holding {} is missing",
+            String::from_utf8_lossy(key)
+        )))
+    }
+
+    /// The keys of the documents whose key starts with `prefix`, in key order.
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Box<[u8]>> {
+        self.catalogue()
+            .with_prefix(prefix)
+            .map(|(k, _)| k.into())
+            .collect()
+    }
+}
+
+/// The value `span` points at in `bundle`.
+fn value_at(span: Span, bundle: &IVec) -> Result<IVec, StoreError> {
+    if span.of(bundle).is_none() {
+        return Err(StoreError::Corrupt(format!(
+            "bundle {} is shorter than a span of it",
+            span.bundle
+        )));
+    }
+    Ok(bundle.subslice(span.offset as usize, span.len as usize))
+}
+
+/// Reads a document by id: its candidate patients from the filing, confirmed in the catalogue
+/// (a lab report by a scan of that patient's lab reports, unless it is at `likely`, the key
+/// its new version is filed under). `written` overlays a batch in progress (None: removed by
+/// it).
 fn find_document(
-    tree: &sled::Tree,
-    filing: &RwLock<DocumentFiling>,
+    docs: &Documents,
     written: Option<&Written>,
     document_id: &[u8],
     likely: Option<&[u8]>,
 ) -> Result<Option<(IVec, IVec)>, StoreError> {
-    let candidates = filing
+    let candidates = docs
+        .filing
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .candidates(document_id);
@@ -303,11 +382,11 @@ fn find_document(
         return Ok(None);
     }
     let overlaid = |k: &[u8]| written.and_then(|w| w.get(k));
-    // The batch's own state of a key, else sled's.
+    // The batch's own state of a key, else the store's.
     let read = |k: &[u8]| -> Result<Option<IVec>, StoreError> {
         match overlaid(k) {
             Some(v) => Ok(v.clone()),
-            None => Ok(tree.get(k)?),
+            None => docs.value(k),
         }
     };
     // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
@@ -331,10 +410,12 @@ fn find_document(
                 return Ok(Some((k.clone(), v.clone())));
             }
         }
-        for kv in tree.scan_prefix(&labs) {
-            let (k, v) = kv?;
-            if files(&k, document_id) && overlaid(&k).is_none() {
-                return Ok(Some((k, v)));
+        for k in docs.keys_with_prefix(&labs) {
+            if files(&k, document_id)
+                && overlaid(&k).is_none()
+                && let Some(v) = docs.value(&k)?
+            {
+                return Ok(Some((IVec::from(&*k), v)));
             }
         }
     }
@@ -509,8 +590,7 @@ type Written = HashMap<IVec, Option<IVec>, foldhash::fast::RandomState>;
 /// The writes of one batch: a sled batch plus what it will have written, so later messages
 /// of the batch read the effects of earlier ones.
 struct PendingBatch<'a> {
-    tree: &'a sled::Tree,
-    filing: &'a RwLock<DocumentFiling>,
+    docs: &'a Documents,
     receipts: &'a mut KnownReceipts,
     written: Written,
     batch: sled::Batch,
@@ -526,13 +606,7 @@ impl<'a> PendingBatch<'a> {
         document_id: &[u8],
         likely: Option<&[u8]>,
     ) -> Result<Option<(IVec, IVec)>, StoreError> {
-        find_document(
-            self.tree,
-            self.filing,
-            Some(&self.written),
-            document_id,
-            likely,
-        )
+        find_document(self.docs, Some(&self.written), document_id, likely)
     }
 
     /// Writes a document under its patient. The filing learns it at once: a candidate whose
@@ -544,7 +618,8 @@ impl<'a> PendingBatch<'a> {
         key: IVec,
         value: IVec,
     ) -> Result<(), StoreError> {
-        self.filing
+        self.docs
+            .filing
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(document_id, patient_key)?;
@@ -554,25 +629,27 @@ impl<'a> PendingBatch<'a> {
 
     /// True when a receipt of referral `document_id` is stored or in this batch.
     fn has_receipt(&self, document_id: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.receipts.may_hold(document_id)
-            && self.get(&spaced(RECEIPTS, document_id))?.is_some())
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
-        if let Some(v) = self.written.get(key) {
-            return Ok(v.clone());
+        if !self.receipts.may_hold(document_id) {
+            return Ok(false);
         }
-        Ok(self.tree.get(key)?)
+        let key = spaced(RECEIPTS, document_id);
+        if let Some(v) = self.written.get(key.as_slice()) {
+            return Ok(v.is_some());
+        }
+        Ok(self.docs.tree.get(key)?.is_some())
     }
 
-    // IVec clones share the bytes: a key or value is copied once, into its IVec.
+    // IVec clones share the bytes: a key or value is copied once, into its IVec. Documents
+    // go into the batch's bundle when it is sealed; everything else straight into the batch.
     fn insert(&mut self, key: IVec, value: IVec) {
-        self.batch.insert(&key, &value);
+        if key.first() != Some(&DOCS) {
+            self.batch.insert(&key, &value);
+        }
         self.written.insert(key, Some(value));
     }
 
+    /// Removes a document (its key changed).
     fn remove(&mut self, key: IVec) {
-        self.batch.remove(&key);
         self.written.insert(key, None);
     }
 
@@ -585,6 +662,74 @@ impl<'a> PendingBatch<'a> {
     fn list(&mut self, entry: Option<ListEntry>) {
         if let Some((list, e)) = entry {
             self.listed.push(ListChange::Add(list, e));
+        }
+    }
+
+    /// Puts the documents written into one bundle of the sled batch; the sled batch and what
+    /// the catalogue gets once it has landed.
+    fn seal(self) -> (sled::Batch, Sealed) {
+        let PendingBatch {
+            docs,
+            written,
+            mut batch,
+            listed,
+            ..
+        } = self;
+        let mut bundle = BundleWriter::default();
+        let mut placed = Vec::new();
+        for (k, v) in written {
+            if k.first() != Some(&DOCS) {
+                continue;
+            }
+            let at = v.map(|v| bundle.push(&k, &v));
+            placed.push((k, at));
+        }
+        let number = (bundle.records() > 0).then(|| {
+            docs.catalogue
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_bundle()
+        });
+        let records = bundle.records();
+        if let Some(n) = number {
+            batch.insert(bundle_key(n), bundle.into_bytes());
+        }
+        (
+            batch,
+            Sealed {
+                bundle: number.map(|n| (n, records)),
+                placed,
+                listed,
+            },
+        )
+    }
+}
+
+/// What a sled batch changes in memory once it has landed.
+struct Sealed {
+    /// Its bundle's number and record count.
+    bundle: Option<(u64, u32)>,
+    /// Each document written: its key and where its value lies in the bundle (None: removed).
+    placed: Vec<(IVec, Option<(u32, u32)>)>,
+    /// Changes to the lists.
+    listed: Vec<ListChange>,
+}
+
+impl Sealed {
+    /// Places the batch's documents in the catalogue.
+    fn catalogue(&self, c: &mut Catalogue) {
+        if let Some((n, records)) = self.bundle {
+            c.add_bundle(n, records);
+        }
+        for (k, at) in &self.placed {
+            let span = at
+                .zip(self.bundle)
+                .map(|((offset, len), (bundle, _))| Span {
+                    bundle,
+                    offset,
+                    len,
+                });
+            c.set(k, span);
         }
     }
 }
@@ -600,14 +745,20 @@ impl RegionStore {
             }
         }
         drop_stored_lists(&tree)?;
-        let mut filing = DocumentFiling::default();
+        bundle_stored_documents(&tree)?;
+        let docs = Documents {
+            tree: tree.clone(),
+            catalogue: Arc::default(),
+            filing: Arc::default(),
+        };
+        replay_bundles(&docs)?;
         let mut listed = Vec::new();
-        for kv in tree.scan_prefix([DOCS]) {
-            let (k, v) = kv?;
-            let (patient, doc) = split_doc_key(&k)
-                .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
-            filing.add(doc, patient)?;
-            listed.extend(stored_list_entry(&v)?);
+        for (_, span) in docs.catalogue().all() {
+            let bundle = docs
+                .tree
+                .get(bundle_key(span.bundle))?
+                .ok_or_else(|| StoreError::Corrupt(format!("bundle {} missing", span.bundle)))?;
+            listed.extend(stored_list_entry(&value_at(span, &bundle)?)?);
         }
         let lists = Lists::from_entries(listed);
         let mut receipts = KnownReceipts::default();
@@ -617,7 +768,7 @@ impl RegionStore {
         Ok(Self {
             tree,
             db,
-            filing: Arc::new(RwLock::new(filing)),
+            documents: docs,
             lists: Arc::new(RwLock::new(lists)),
             writer: Arc::new(Mutex::new(receipts)),
         })
@@ -642,8 +793,7 @@ impl RegionStore {
         // of what it applied, so a crash between two still applies everything once.
         for chunk in batch.chunks(SLED_BATCH) {
             let mut w = PendingBatch {
-                tree: &self.tree,
-                filing: &self.filing,
+                docs: &self.documents,
                 receipts: &mut receipts,
                 // A document and its index entry per event: no rehashing as the batch grows.
                 written: Written::with_capacity_and_hasher(chunk.len(), Default::default()),
@@ -683,14 +833,64 @@ impl RegionStore {
                 w.batch
                     .insert(offset_key(topic, partition), &next.to_be_bytes());
             }
-            let PendingBatch { batch, listed, .. } = w;
+            let (batch, sealed) = w.seal();
             self.tree.apply_batch(batch)?;
+            sealed.catalogue(
+                &mut self
+                    .documents
+                    .catalogue
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
             self.lists
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .apply(listed);
+                .apply(sealed.listed);
+            self.compact_sparse_bundle()?;
         }
         Ok(out)
+    }
+
+    /// Copies the current records of a bundle most of whose records are dead into a new
+    /// bundle and removes it, in one sled batch, while holding the catalogue (so a reader that
+    /// finds the old bundle gone finds the new place at its second look). One per sled batch
+    /// of documents keeps up with the records a batch can make dead, at the cost of a batch.
+    fn compact_sparse_bundle(&self) -> Result<(), StoreError> {
+        let mut catalogue = self
+            .documents
+            .catalogue
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(sparse) = catalogue.sparse() else {
+            return Ok(());
+        };
+        let mut bundle = BundleWriter::default();
+        let mut placed = Vec::new();
+        if let Some(bytes) = self.tree.get(bundle_key(sparse))? {
+            for record in crate::bundles::records(sparse, &bytes) {
+                let (k, span) = record.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if catalogue.get(k) == Some(span) {
+                    let value = span.of(&bytes).unwrap_or_default();
+                    placed.push((IVec::from(k), Some(bundle.push(k, value))));
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(bundle_key(sparse));
+        let number = (bundle.records() > 0).then(|| catalogue.next_bundle());
+        let records = bundle.records();
+        if let Some(n) = number {
+            batch.insert(bundle_key(n), bundle.into_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        Sealed {
+            bundle: number.map(|n| (n, records)),
+            placed,
+            listed: Vec::new(),
+        }
+        .catalogue(&mut catalogue);
+        catalogue.forget_bundle(sparse);
+        Ok(())
     }
 
     /// Makes everything applied so far durable (called before Kafka's advisory commit).
@@ -701,7 +901,7 @@ impl RegionStore {
 
     /// A document by id.
     pub fn get(&self, document_id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        find_document(&self.tree, &self.filing, None, document_id.as_bytes(), None)?
+        find_document(&self.documents, None, document_id.as_bytes(), None)?
             .map(|(_, v)| decode_doc(&v))
             .transpose()
     }
@@ -722,17 +922,23 @@ impl RegionStore {
             return Ok(None);
         };
         let k = [&[DOCS], &entry[..=at], &[LAB_MARK], &entry[at + 1..]].concat();
-        self.tree.get(k)?.map(|v| decode_doc(&v)).transpose()
+        self.documents
+            .value(&k)?
+            .map(|v| decode_doc(&v))
+            .transpose()
     }
 
     /// All documents of a patient (one range scan).
     pub fn patient_documents(&self, patient_key: &str) -> Result<Vec<StoredDoc>, StoreError> {
         let prefix = doc_key(patient_key.as_bytes(), b"");
-        self.tree
-            .scan_prefix(&prefix)
-            .values()
-            .map(|v| decode_doc(&v?))
-            .collect()
+        let mut out = Vec::new();
+        for k in self.documents.keys_with_prefix(&prefix) {
+            // A document moved away since the keys were read is no longer the patient's.
+            if let Some(v) = self.documents.value(&k)? {
+                out.push(decode_doc(&v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
@@ -755,15 +961,15 @@ impl RegionStore {
             Index::Labs => {
                 let mut scanned = spaced(DOCS, prefix);
                 scanned.push(LAB_MARK);
-                let keys = self.tree.scan_prefix(&scanned).keys();
-                let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
+                let catalogue = self.documents.catalogue();
+                let keys = catalogue.with_prefix(&scanned).map(|(k, _)| k);
+                let keys: Box<dyn Iterator<Item = &[u8]>> = if reverse {
                     Box::new(keys.rev())
                 } else {
                     Box::new(keys)
                 };
                 let mut out = Vec::new();
                 for stored in keys {
-                    let stored = stored?;
                     if out.len() >= limit {
                         break;
                     }
@@ -798,33 +1004,42 @@ impl RegionStore {
 
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
     pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.tree
-            .scan_prefix([DOCS])
-            .map(|r| {
-                let (k, v) = r?;
-                let (_, doc) = split_doc_key(&k)
-                    .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
-                Ok((
+        let mut out = Vec::new();
+        for k in self.documents.keys_with_prefix(&[DOCS]) {
+            let (_, doc) = split_doc_key(&k)
+                .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
+            if let Some(v) = self.documents.value(&k)? {
+                out.push((
                     String::from_utf8_lossy(doc).into_owned(),
                     stored_version(&v),
-                ))
-            })
-            .collect()
+                ));
+            }
+        }
+        Ok(out)
     }
 
-    /// Number of stored documents (counts them: for checks and reports, not hot paths).
+    /// Number of stored documents.
     pub fn len(&self) -> usize {
-        self.tree.scan_prefix([DOCS]).keys().count()
+        self.documents.catalogue().len()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.tree.scan_prefix([DOCS]).keys().next().is_none()
+        self.documents.catalogue().is_empty()
     }
 
     /// Document ids held in memory by the filing (about 60 bytes each with their patients).
     pub fn filed_documents(&self) -> usize {
-        self.filing.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.documents
+            .filing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Bundles in sled (each the documents of one sled batch).
+    pub fn bundles(&self) -> usize {
+        self.documents.catalogue().bundles()
     }
 
     /// Entries of the worklists and appointment lists held in memory (about 100 bytes each).
@@ -876,6 +1091,97 @@ fn drop_stored_lists(tree: &sled::Tree) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Moves the documents of the layout before this one (each its own key in space `P`) into
+/// bundles, a sled batch of bundle and removals at a time, so a crash leaves every document
+/// in exactly one of the two places and the next open goes on.
+fn bundle_stored_documents(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut next = match tree.scan_prefix([BUNDLES]).keys().next_back() {
+        Some(k) => bundle_number(&k?)? + 1,
+        None => 1,
+    };
+    loop {
+        let mut bundle = BundleWriter::default();
+        let mut batch = sled::Batch::default();
+        for kv in tree.scan_prefix([DOCS]).take(SLED_BATCH) {
+            let (k, v) = kv?;
+            bundle.push(&k, &v);
+            batch.remove(k);
+        }
+        if bundle.records() == 0 {
+            return Ok(());
+        }
+        batch.insert(bundle_key(next), bundle.into_bytes());
+        tree.apply_batch(batch)?;
+        next += 1;
+    }
+}
+
+/// Builds the catalogue and the filing by replaying the bundles in the order they were
+/// written: a record is its document's current value until a later record of the same
+/// document id (under its key or, moved, under another). Bundles left without a current
+/// record (by a compaction cut short) are removed.
+fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
+    let mut catalogue = docs.catalogue.write().unwrap_or_else(|p| p.into_inner());
+    let mut filing = docs.filing.write().unwrap_or_else(|p| p.into_inner());
+    let mut numbers = Vec::new();
+    for kv in docs.tree.scan_prefix([BUNDLES]) {
+        let (k, bytes) = kv?;
+        let number = bundle_number(&k)?;
+        numbers.push(number);
+        let records = crate::bundles::records(number, &bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        catalogue.add_bundle(number, records.len() as u32);
+        for (key, span) in records {
+            let (patient, doc) = split_doc_key(key)
+                .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
+            if let Some(held) = held_key(&catalogue, &filing, doc, key)
+                && *held != *key
+            {
+                catalogue.set(&held, None);
+            }
+            catalogue.set(key, Some(span));
+            filing.add(doc, patient)?;
+        }
+    }
+    drop(filing);
+    let empty: Vec<u64> = numbers
+        .into_iter()
+        .filter(|n| catalogue.is_unused(*n))
+        .collect();
+    for n in empty {
+        docs.tree.remove(bundle_key(n))?;
+        catalogue.forget_bundle(n);
+    }
+    Ok(())
+}
+
+/// The key `document_id` is held under in `catalogue`, looking at `likely` first.
+fn held_key(
+    catalogue: &Catalogue,
+    filing: &DocumentFiling,
+    document_id: &[u8],
+    likely: &[u8],
+) -> Option<Box<[u8]>> {
+    if catalogue.get(likely).is_some() {
+        return Some(likely.into());
+    }
+    for patient in filing.candidates(document_id) {
+        let k = doc_key(&patient, document_id);
+        if catalogue.get(&k).is_some() {
+            return Some(k.into());
+        }
+        let labs = lab_prefix(&patient);
+        if let Some((k, _)) = catalogue
+            .with_prefix(&labs)
+            .find(|(k, _)| files(k, document_id))
+        {
+            return Some(k.into());
+        }
+    }
+    None
 }
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -1454,7 +1760,7 @@ mod tests {
         s.apply_batch(&[("t".into(), 0, 0, Change::consumed(e.clone(), &body))])
             .expect("apply");
         let k = filing_key(&e);
-        let stored = s.tree.get(&k).expect("get").expect("stored");
+        let stored = s.documents.value(&k).expect("get").expect("stored");
         assert_eq!(
             &stored[10..],
             body.as_slice(),
@@ -1462,6 +1768,155 @@ mod tests {
         );
         let id = &e.header().expect("h").document_id;
         assert_eq!(s.get(id).expect("get").expect("doc").event, e);
+    }
+
+    /// (document id, version) of every document, and each read by its id.
+    fn read_back(s: &RegionStore) -> Vec<(String, u64)> {
+        let versions = s.versions().expect("versions");
+        for (id, v) in &versions {
+            let doc = s.get(id).expect("get").expect("found by id");
+            assert_eq!(doc.event.header().expect("h").document_version, *v);
+        }
+        versions
+    }
+
+    #[test]
+    fn documents_of_the_layout_before_are_moved_into_bundles_at_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut g = Generator::new(14, time::OffsetDateTime::now_utc());
+        let events: Vec<_> = (0..SLED_BATCH + 30)
+            .map(|i| keyed(g.any(i), &format!("p{}", i % 9)))
+            .collect();
+        {
+            // Each document its own key in space `P`, as the layout before stored them.
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("region").expect("tree");
+            for e in &events {
+                let value = doc_value(e, status_of(e, false), &e.encode_to_vec());
+                tree.insert(filing_key(e), value).expect("insert");
+            }
+            tree.insert(offset_key("t", 0), &7i64.to_be_bytes())
+                .expect("offset");
+            db.flush().expect("flush");
+        }
+        let s = RegionStore::open(dir.path()).expect("open");
+        assert!(s.tree.scan_prefix([DOCS]).next().is_none(), "moved");
+        assert_eq!((s.len(), s.bundles()), (events.len(), 2));
+        assert_eq!(s.next_offset("t", 0).expect("offset"), Some(7));
+        for e in &events {
+            let id = &e.header().expect("h").document_id;
+            assert_eq!(s.get(id).expect("get").expect("found").event, *e);
+        }
+        assert_eq!(
+            s.patient_documents("p0").expect("record").len(),
+            events.len().div_ceil(9)
+        );
+        assert!(s.listed_documents() > 0);
+        let versions = read_back(&s);
+        drop(s);
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        assert_eq!(read_back(&s), versions);
+    }
+
+    #[test]
+    fn bundles_of_dead_records_are_compacted_while_reads_go_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = RegionStore::open(dir.path()).expect("open");
+        let mut g = Generator::new(15, time::OffsetDateTime::now_utc());
+        let firsts: Vec<_> = (0..SLED_BATCH * 3)
+            .map(|i| keyed(g.any(i), &format!("p{}", i % 17)))
+            .collect();
+        let ids: Vec<String> = firsts
+            .iter()
+            .map(|e| e.header().expect("h").document_id.clone())
+            .collect();
+        let mut messages: Vec<Change> = firsts.iter().cloned().map(Change::event).collect();
+        // Six more versions of every document, some moved to another patient.
+        for v in 2..8 {
+            for (i, e) in firsts.iter().enumerate() {
+                let next = version(e, v, pb::Action::Updated);
+                let next = if i % 5 == 0 && v % 2 == 0 {
+                    keyed(next, &format!("moved{v}"))
+                } else {
+                    next
+                };
+                messages.push(Change::event(next));
+            }
+        }
+        let positioned: Vec<_> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ("t".to_owned(), 0, i as i64, c))
+            .collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for id in ids.iter().step_by(7) {
+                        // Found once the first versions are stored, and never an error.
+                        let doc = s.get(id).expect("a read during compaction");
+                        n += usize::from(doc.is_some());
+                    }
+                }
+                n
+            });
+            for chunk in positioned.chunks(SLED_BATCH) {
+                s.apply_batch(chunk).expect("apply");
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().expect("reader")
+        });
+        assert!(reads > 0);
+        let versions = read_back(&s);
+        assert_eq!(versions.len(), firsts.len());
+        assert!(versions.iter().all(|(_, v)| *v == 7), "{versions:?}");
+        let bundles = s.tree.scan_prefix([BUNDLES]).count();
+        assert_eq!(bundles, s.bundles());
+        assert!(
+            bundles <= 2 * firsts.len().div_ceil(SLED_BATCH) + 2,
+            "{bundles} bundles after 21 sled batches of documents: the dead ones compacted"
+        );
+        futures::executor::block_on(s.flush()).expect("flush");
+        drop(s);
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        assert_eq!(read_back(&s), versions);
+    }
+
+    #[test]
+    fn a_bundle_left_by_a_compaction_cut_short_is_dead_at_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut g = Generator::new(16, time::OffsetDateTime::now_utc());
+        let v1 = keyed(g.any(0), "p");
+        let v2 = keyed(version(&v1, 2, pb::Action::Updated), "q");
+        let id = v1.header().expect("h").document_id.clone();
+        let (first, bytes) = {
+            let s = RegionStore::open(dir.path()).expect("open");
+            s.apply_batch(&[("t".into(), 0, 0, Change::event(v1))])
+                .expect("apply");
+            let (k, bytes) = s
+                .tree
+                .scan_prefix([BUNDLES])
+                .next()
+                .expect("a bundle")
+                .expect("read");
+            s.apply_batch(&[("t".into(), 0, 1, Change::event(v2.clone()))])
+                .expect("apply");
+            assert!(s.tree.get(&k).expect("get").is_none(), "compacted away");
+            // As if the compaction's batch had not landed: the old bundle is back.
+            s.tree.insert(&k, bytes.clone()).expect("insert");
+            futures::executor::block_on(s.flush()).expect("flush");
+            (k, bytes)
+        };
+        let s = RegionStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.get(&id).expect("get").expect("doc").event, v2);
+        assert_eq!(s.len(), 1);
+        assert!(s.patient_documents("p").expect("record").is_empty());
+        assert!(
+            s.tree.get(&first).expect("get").is_none(),
+            "removed at open"
+        );
+        assert!(!bytes.is_empty());
     }
 
     #[test]
