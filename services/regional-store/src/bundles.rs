@@ -118,6 +118,33 @@ pub fn records(
     })
 }
 
+/// A document's key as the catalogue orders it: its bytes, led by its first eight as a
+/// number. Ordering by (head, bytes) is ordering by bytes (the head is a
+/// zero-padded prefix), and most comparisons of a lookup end at the head without following
+/// the pointer to the bytes: the writer's catalogue updates took a third of its CPU, most of
+/// it in cache misses on compared keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    head: u64,
+    bytes: Box<[u8]>,
+}
+
+impl Key {
+    fn new(bytes: &[u8]) -> Self {
+        Self {
+            head: head(bytes),
+            bytes: bytes.into(),
+        }
+    }
+}
+
+fn head(bytes: &[u8]) -> u64 {
+    let mut h = [0u8; 8];
+    let n = bytes.len().min(8);
+    h[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(h)
+}
+
 /// How many records a bundle holds and how many of them are current.
 #[derive(Debug, Clone, Copy)]
 struct Use {
@@ -129,7 +156,7 @@ struct Use {
 /// patient's documents and a patient's lab reports by service and time are range scans).
 #[derive(Debug, Default)]
 pub struct Catalogue {
-    spans: BTreeMap<Box<[u8]>, Span>,
+    spans: BTreeMap<Key, Span>,
     bundles: HashMap<u64, Use, foldhash::fast::RandomState>,
     /// Bundles with fewer than half of their records current, to compact.
     sparse: BTreeSet<u64>,
@@ -139,7 +166,7 @@ pub struct Catalogue {
 impl Catalogue {
     /// The span of the document at `key`.
     pub fn get(&self, key: &[u8]) -> Option<Span> {
-        self.spans.get(key).copied()
+        self.spans.get(&Key::new(key)).copied()
     }
 
     /// The documents whose key starts with `prefix`, in key order (reversible).
@@ -147,18 +174,18 @@ impl Catalogue {
         &'a self,
         prefix: &'a [u8],
     ) -> impl DoubleEndedIterator<Item = (&'a [u8], Span)> + 'a {
-        let end = crate::lists::prefix_end(prefix);
+        let end = crate::lists::prefix_end(prefix).map(|e| Key::new(&e));
         self.spans
-            .range::<[u8], _>((
-                Bound::Included(prefix),
-                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            .range((
+                Bound::Included(Key::new(prefix)),
+                end.map_or(Bound::Unbounded, Bound::Excluded),
             ))
-            .map(|(k, s)| (&**k, *s))
+            .map(|(k, s)| (&*k.bytes, *s))
     }
 
     /// Every document, in key order.
     pub fn all(&self) -> impl Iterator<Item = (&[u8], Span)> {
-        self.spans.iter().map(|(k, s)| (&**k, *s))
+        self.spans.iter().map(|(k, s)| (&*k.bytes, *s))
     }
 
     /// Documents held.
@@ -196,15 +223,9 @@ impl Catalogue {
                 if let Some(u) = self.bundles.get_mut(&s.bundle) {
                     u.live += 1;
                 }
-                match self.spans.get_mut(key) {
-                    Some(held) => Some(std::mem::replace(held, s)),
-                    None => {
-                        self.spans.insert(key.into(), s);
-                        None
-                    }
-                }
+                self.spans.insert(Key::new(key), s)
             }
-            None => self.spans.remove(key),
+            None => self.spans.remove(&Key::new(key)),
         };
         if let Some(old) = old
             && let Some(u) = self.bundles.get_mut(&old.bundle)
@@ -289,7 +310,24 @@ mod tests {
         let keys: Vec<_> = c.with_prefix(b"").map(|(k, _)| k.to_vec()).collect();
         assert_eq!(keys, [b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
         assert_eq!(c.with_prefix(b"c").count(), 1);
+        // Keys of other lengths and common prefixes sort as bytes do.
+        for k in [
+            &b"Pab"[..],
+            b"Pab\0x",
+            b"Pab\0",
+            b"Pabcdefghij",
+            b"Pabcdefghi",
+            b"P",
+        ] {
+            c.set(k, moved(2));
+        }
+        let keys: Vec<_> = c.all().map(|(k, _)| k.to_vec()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(c.with_prefix(b"Pab").count(), 5);
         c.forget_bundle(first);
         assert_eq!((c.sparse(), c.bundles()), (None, 1));
+        assert_eq!(c.len(), 9);
     }
 }

@@ -737,7 +737,7 @@ impl Sealed {
 impl RegionStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
-        let db = sled::open(path)?;
+        let db = sled_config(path).open()?;
         let tree = db.open_tree("region")?;
         for space in EARLIER_LAYOUTS {
             if tree.scan_prefix([space]).keys().next().is_some() {
@@ -1091,6 +1091,26 @@ fn drop_stored_lists(tree: &sled::Tree) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// sled's log segment size for new stores: a log item above a quarter of a segment is written
+/// as a file of its own, synchronously by the writer, and a bundle (~100 KB) or a leaf node of
+/// up to 17 of them is such an item at sled's 512 KiB default.
+const SEGMENT_SIZE: usize = 8 << 20;
+
+/// The sled configuration of the store in `path`: a store keeps the segment size it was
+/// created with (sled refuses to open it with another).
+fn sled_config(path: &std::path::Path) -> sled::Config {
+    // sled's `conf` file: "key: value" lines, then a binary checksum.
+    let persisted = std::fs::read(path.join("conf")).ok().and_then(|conf| {
+        String::from_utf8_lossy(&conf)
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: "))
+            .and_then(|n| n.trim().parse().ok())
+    });
+    sled::Config::new()
+        .path(path)
+        .segment_size(persisted.unwrap_or(SEGMENT_SIZE))
 }
 
 /// Moves the documents of the layout before this one (each its own key in space `P`) into
