@@ -238,7 +238,7 @@ fn store_level(args: &Args) -> anyhow::Result<(tempfile::TempDir, RegionStore)> 
     let t = Instant::now();
     let store = RegionStore::open(dir.path())?;
     println!(
-        "| open (the document filing and the lists rebuilt in memory: {} documents, {} list entries) | {:.2} s | |",
+        "| open (the catalogue, the document filing and the lists rebuilt in memory from the bundles: {} documents, {} list entries) | {:.2} s | |",
         store.filed_documents(),
         store.listed_documents(),
         t.elapsed().as_secs_f64()
