@@ -893,7 +893,8 @@ impl RegionStore {
         Ok(())
     }
 
-    /// Makes everything applied so far durable (called before Kafka's advisory commit).
+    /// Makes everything applied so far durable (when stopping; otherwise sled writes its log
+    /// every `FLUSH_EVERY_MS`).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
@@ -1111,7 +1112,12 @@ fn sled_config(path: &std::path::Path) -> sled::Config {
     sled::Config::new()
         .path(path)
         .segment_size(persisted.unwrap_or(SEGMENT_SIZE))
+        .flush_every_ms(Some(FLUSH_EVERY_MS))
 }
+
+/// How often sled writes its log to disk on its own: the most applied work a crash can take
+/// back (never lose: the offsets go back with it, and the consumer reads it again).
+const FLUSH_EVERY_MS: u64 = 500;
 
 /// Moves the documents of the layout before this one (each its own key in space `P`) into
 /// bundles, a sled batch of bundle and removals at a time, so a crash leaves every document
