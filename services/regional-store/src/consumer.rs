@@ -226,8 +226,10 @@ impl Step<'_> {
             .set(self.store.size_on_disk() as f64);
         metrics::gauge!("lienthong_regional_filed_documents", "region" => region.clone())
             .set(self.store.filed_documents() as f64);
-        metrics::gauge!("lienthong_regional_listed_documents", "region" => region)
+        metrics::gauge!("lienthong_regional_listed_documents", "region" => region.clone())
             .set(self.store.listed_documents() as f64);
+        metrics::gauge!("lienthong_regional_bundles", "region" => region)
+            .set(self.store.bundles() as f64);
         Ok(())
     }
 }

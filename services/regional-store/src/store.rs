@@ -323,8 +323,9 @@ impl Documents {
     fn value(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         let mut span = self.catalogue().get(key);
         // A compaction moves a bundle's records and removes it in one sled batch while it
-        // holds the catalogue, so a second look at the catalogue finds the new place.
-        for _ in 0..2 {
+        // holds the catalogue, so another look at the catalogue finds the new place (the
+        // record moves again only if its new bundle is compacted in the meantime).
+        for _ in 0..8 {
             let Some(s) = span else {
                 return Ok(None);
             };
