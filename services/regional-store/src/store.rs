@@ -65,6 +65,12 @@ pub enum StoreError {
     FilingFull(#[from] crate::filing::FilingFull),
 }
 
+impl From<crate::bundles::Truncated> for StoreError {
+    fn from(e: crate::bundles::Truncated) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
 /// The first byte of a document's key (documents are stored in bundles, not under it).
 const DOCS: u8 = b'P';
 const BUNDLES: u8 = b'B';
@@ -753,13 +759,19 @@ impl RegionStore {
             filing: Arc::default(),
         };
         replay_bundles(&docs)?;
+        // The current records' list entries, bundle by bundle (one read of each).
         let mut listed = Vec::new();
-        for (_, span) in docs.catalogue().all() {
-            let bundle = docs
-                .tree
-                .get(bundle_key(span.bundle))?
-                .ok_or_else(|| StoreError::Corrupt(format!("bundle {} missing", span.bundle)))?;
-            listed.extend(stored_list_entry(&value_at(span, &bundle)?)?);
+        {
+            let catalogue = docs.catalogue();
+            for kv in tree.scan_prefix([BUNDLES]) {
+                let (k, bytes) = kv?;
+                for record in crate::bundles::records(bundle_number(&k)?, &bytes) {
+                    let (key, span) = record?;
+                    if catalogue.get(key) == Some(span) {
+                        listed.extend(stored_list_entry(&value_at(span, &bytes)?)?);
+                    }
+                }
+            }
         }
         let lists = Lists::from_entries(listed);
         let mut receipts = KnownReceipts::default();
@@ -869,7 +881,7 @@ impl RegionStore {
         let mut placed = Vec::new();
         if let Some(bytes) = self.tree.get(bundle_key(sparse))? {
             for record in crate::bundles::records(sparse, &bytes) {
-                let (k, span) = record.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let (k, span) = record?;
                 if catalogue.get(k) == Some(span) {
                     let value = span.of(&bytes).unwrap_or_default();
                     placed.push((IVec::from(k), Some(bundle.push(k, value))));
@@ -1158,8 +1170,7 @@ fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
         let number = bundle_number(&k)?;
         numbers.push(number);
         let records = crate::bundles::records(number, &bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .collect::<Result<Vec<_>, _>>()?;
         catalogue.add_bundle(number, records.len() as u32);
         for (key, span) in records {
             let (patient, doc) = split_doc_key(key)
