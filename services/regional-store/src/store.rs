@@ -744,7 +744,7 @@ impl Sealed {
 impl RegionStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
-        let db = sled_config(path).open()?;
+        let db = open_sled(path)?;
         let tree = db.open_tree("region")?;
         for space in EARLIER_LAYOUTS {
             if tree.scan_prefix([space]).keys().next().is_some() {
@@ -1128,6 +1128,24 @@ fn sled_config(path: &std::path::Path) -> sled::Config {
         .flush_every_ms(Some(FLUSH_EVERY_MS))
 }
 
+/// Opens sled in `path`, waiting a little for its lock: sled lets go of it only once the
+/// background threads of a store just dropped in this process have (seen as a rare failure of
+/// reopening in tests). A store locked by another process still fails, after the wait.
+fn open_sled(path: &std::path::Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled_config(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// How often sled writes its log to disk on its own: the most applied work a crash can take
 /// back (never lose: the offsets go back with it, and the consumer reads it again).
 const FLUSH_EVERY_MS: u64 = 500;
@@ -1169,8 +1187,7 @@ fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
         let (k, bytes) = kv?;
         let number = bundle_number(&k)?;
         numbers.push(number);
-        let records = crate::bundles::records(number, &bytes)
-            .collect::<Result<Vec<_>, _>>()?;
+        let records = crate::bundles::records(number, &bytes).collect::<Result<Vec<_>, _>>()?;
         catalogue.add_bundle(number, records.len() as u32);
         for (key, span) in records {
             let (patient, doc) = split_doc_key(key)
@@ -1818,6 +1835,14 @@ mod tests {
         versions
     }
 
+    /// Closes `s` (flushed), opens the store in `dir` again and checks it reads `versions`.
+    fn reads_back_when_reopened(dir: &std::path::Path, s: RegionStore, versions: &[(String, u64)]) {
+        futures::executor::block_on(s.flush()).expect("flush");
+        drop(s);
+        let s = RegionStore::open(dir).expect("reopen");
+        assert_eq!(read_back(&s), versions);
+    }
+
     #[test]
     fn documents_of_the_layout_before_are_moved_into_bundles_at_open() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -1851,9 +1876,7 @@ mod tests {
         );
         assert!(s.listed_documents() > 0);
         let versions = read_back(&s);
-        drop(s);
-        let s = RegionStore::open(dir.path()).expect("reopen");
-        assert_eq!(read_back(&s), versions);
+        reads_back_when_reopened(dir.path(), s, &versions);
     }
 
     #[test]
@@ -1915,10 +1938,7 @@ mod tests {
             bundles <= 2 * firsts.len().div_ceil(SLED_BATCH) + 2,
             "{bundles} bundles after 21 sled batches of documents: the dead ones compacted"
         );
-        futures::executor::block_on(s.flush()).expect("flush");
-        drop(s);
-        let s = RegionStore::open(dir.path()).expect("reopen");
-        assert_eq!(read_back(&s), versions);
+        reads_back_when_reopened(dir.path(), s, &versions);
     }
 
     #[test]
