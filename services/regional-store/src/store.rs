@@ -350,6 +350,27 @@ impl Documents {
         )))
     }
 
+    /// The documents whose key starts with `prefix`: (key, value) in key order, read where
+    /// the catalogue had them when asked.
+    fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<StoredValue>, StoreError> {
+        let spans: Vec<(Box<[u8]>, Span)> = self
+            .catalogue()
+            .with_prefix(prefix)
+            .map(|(k, span)| (k.into(), span))
+            .collect();
+        let mut out = Vec::with_capacity(spans.len());
+        for (k, span) in spans {
+            // Its bundle, unless compacted since: then wherever the catalogue has it now (a
+            // document moved to another key meanwhile is no longer under the prefix).
+            let value = match self.tree.get(bundle_key(span.bundle))? {
+                Some(bundle) => Some(value_at(span, &bundle)?),
+                None => self.value(&k)?,
+            };
+            out.extend(value.map(|v| (k, v)));
+        }
+        Ok(out)
+    }
+
     /// The keys of the documents whose key starts with `prefix`, in key order.
     fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Box<[u8]>> {
         self.catalogue()
@@ -358,6 +379,9 @@ impl Documents {
             .collect()
     }
 }
+
+/// A document's key and its current stored value.
+type StoredValue = (Box<[u8]>, IVec);
 
 /// The value `span` points at in `bundle`.
 fn value_at(span: Span, bundle: &IVec) -> Result<IVec, StoreError> {
@@ -869,6 +893,11 @@ impl RegionStore {
     /// finds the old bundle gone finds the new place at its second look). One per sled batch
     /// of documents keeps up with the records a batch can make dead, at the cost of a batch.
     fn compact_sparse_bundle(&self) -> Result<(), StoreError> {
+        // Only the writer (which this is) makes bundles sparse: a look without blocking
+        // readers is enough to know there is nothing to do.
+        if self.documents.catalogue().sparse().is_none() {
+            return Ok(());
+        }
         let mut catalogue = self
             .documents
             .catalogue
@@ -945,14 +974,11 @@ impl RegionStore {
     /// All documents of a patient (one range scan).
     pub fn patient_documents(&self, patient_key: &str) -> Result<Vec<StoredDoc>, StoreError> {
         let prefix = doc_key(patient_key.as_bytes(), b"");
-        let mut out = Vec::new();
-        for k in self.documents.keys_with_prefix(&prefix) {
-            // A document moved away since the keys were read is no longer the patient's.
-            if let Some(v) = self.documents.value(&k)? {
-                out.push(decode_doc(&v)?);
-            }
-        }
-        Ok(out)
+        self.documents
+            .with_prefix(&prefix)?
+            .iter()
+            .map(|(_, v)| decode_doc(v))
+            .collect()
     }
 
     /// Up to `limit` (index key, document id) pairs of an index under a key prefix whose key
@@ -1019,15 +1045,13 @@ impl RegionStore {
     /// (document_id, version) of every stored document, for checks and rebuild comparisons.
     pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out = Vec::new();
-        for k in self.documents.keys_with_prefix(&[DOCS]) {
+        for (k, v) in self.documents.with_prefix(&[DOCS])? {
             let (_, doc) = split_doc_key(&k)
                 .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
-            if let Some(v) = self.documents.value(&k)? {
-                out.push((
-                    String::from_utf8_lossy(doc).into_owned(),
-                    stored_version(&v),
-                ));
-            }
+            out.push((
+                String::from_utf8_lossy(doc).into_owned(),
+                stored_version(&v),
+            ));
         }
         Ok(out)
     }
