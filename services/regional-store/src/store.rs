@@ -715,24 +715,13 @@ impl<'a> PendingBatch<'a> {
             let at = v.map(|v| bundle.push(&k, &v));
             placed.push((k, at));
         }
-        let number = (bundle.records() > 0).then(|| {
+        let sealed = Sealed::new(bundle, placed, listed, &mut batch, || {
             docs.catalogue
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .next_bundle()
         });
-        let records = bundle.records();
-        if let Some(n) = number {
-            batch.insert(bundle_key(n), bundle.into_bytes());
-        }
-        (
-            batch,
-            Sealed {
-                bundle: number.map(|n| (n, records)),
-                placed,
-                listed,
-            },
-        )
+        (batch, sealed)
     }
 }
 
@@ -747,6 +736,26 @@ struct Sealed {
 }
 
 impl Sealed {
+    /// Puts `bundle` (unless empty) into `batch` under the number `next` gives it.
+    fn new(
+        bundle: BundleWriter,
+        placed: Vec<(IVec, Option<(u32, u32)>)>,
+        listed: Vec<ListChange>,
+        batch: &mut sled::Batch,
+        next: impl FnOnce() -> u64,
+    ) -> Self {
+        let records = bundle.records();
+        let number = (records > 0).then(next);
+        if let Some(n) = number {
+            batch.insert(bundle_key(n), bundle.into_bytes());
+        }
+        Self {
+            bundle: number.map(|n| (n, records)),
+            placed,
+            listed,
+        }
+    }
+
     /// Places the batch's documents in the catalogue.
     fn catalogue(&self, c: &mut Catalogue) {
         if let Some((n, records)) = self.bundle {
@@ -919,18 +928,11 @@ impl RegionStore {
         }
         let mut batch = sled::Batch::default();
         batch.remove(bundle_key(sparse));
-        let number = (bundle.records() > 0).then(|| catalogue.next_bundle());
-        let records = bundle.records();
-        if let Some(n) = number {
-            batch.insert(bundle_key(n), bundle.into_bytes());
-        }
+        let sealed = Sealed::new(bundle, placed, Vec::new(), &mut batch, || {
+            catalogue.next_bundle()
+        });
         self.tree.apply_batch(batch)?;
-        Sealed {
-            bundle: number.map(|n| (n, records)),
-            placed,
-            listed: Vec::new(),
-        }
-        .catalogue(&mut catalogue);
+        sealed.catalogue(&mut catalogue);
         catalogue.forget_bundle(sparse);
         Ok(())
     }
