@@ -360,23 +360,20 @@ impl Documents {
             .collect();
         let mut out = Vec::with_capacity(spans.len());
         for (k, span) in spans {
-            // Its bundle, unless compacted since: then wherever the catalogue has it now (a
-            // document moved to another key meanwhile is no longer under the prefix).
-            let value = match self.tree.get(bundle_key(span.bundle))? {
-                Some(bundle) => Some(value_at(span, &bundle)?),
-                None => self.value(&k)?,
-            };
+            let value = self.value_found_at(&k, span)?;
             out.extend(value.map(|v| (k, v)));
         }
         Ok(out)
     }
 
-    /// The keys of the documents whose key starts with `prefix`, in key order.
-    fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Box<[u8]>> {
-        self.catalogue()
-            .with_prefix(prefix)
-            .map(|(k, _)| k.into())
-            .collect()
+    /// The value of the document at `key`, which the catalogue had at `span`: read in that
+    /// bundle, unless compacted since, then wherever the catalogue has it now (None: the
+    /// document moved to another key meanwhile).
+    fn value_found_at(&self, key: &[u8], span: Span) -> Result<Option<IVec>, StoreError> {
+        match self.tree.get(bundle_key(span.bundle))? {
+            Some(bundle) => Ok(Some(value_at(span, &bundle)?)),
+            None => self.value(key),
+        }
     }
 }
 
@@ -412,45 +409,41 @@ fn find_document(
     if candidates.is_empty() {
         return Ok(None);
     }
-    let overlaid = |k: &[u8]| written.and_then(|w| w.get(k));
-    // The batch's own state of a key, else the store's.
-    let read = |k: &[u8]| -> Result<Option<IVec>, StoreError> {
-        match overlaid(k) {
-            Some(v) => Ok(v.clone()),
-            None => docs.value(k),
-        }
-    };
-    // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
-    if let Some(k) = likely.filter(|k| files(k, document_id))
-        && let Some(v) = read(k)?
-    {
-        return Ok(Some((k.into(), v)));
-    }
-    for patient in candidates {
-        let k = doc_key(&patient, document_id);
-        if let Some(v) = read(&k)? {
+    // The batch's own writes first. A document the batch moved is written at its new key
+    // (its patient is a candidate from the moment it is written), so one the batch has not
+    // written is where the store holds it.
+    if let Some(w) = written {
+        let written_at = |k: &[u8]| w.get(k).cloned().flatten();
+        if let Some(k) = likely.filter(|k| files(k, document_id))
+            && let Some(v) = written_at(k)
+        {
             return Ok(Some((k.into(), v)));
         }
-        let labs = lab_prefix(&patient);
-        // The batch's own writes first: a report it moved is removed at its old key.
-        for (k, v) in written.into_iter().flatten() {
-            if let Some(v) = v
-                && k.starts_with(&labs)
-                && files(k, document_id)
-            {
-                return Ok(Some((k.clone(), v.clone())));
+        for patient in &candidates {
+            let k = doc_key(patient, document_id);
+            if let Some(v) = written_at(&k) {
+                return Ok(Some((k.into(), v)));
             }
-        }
-        for k in docs.keys_with_prefix(&labs) {
-            if files(&k, document_id)
-                && overlaid(&k).is_none()
-                && let Some(v) = docs.value(&k)?
-            {
-                return Ok(Some((IVec::from(&*k), v)));
+            let labs = lab_prefix(patient);
+            for (k, v) in w {
+                if let Some(v) = v
+                    && k.starts_with(&labs)
+                    && files(k, document_id)
+                {
+                    return Ok(Some((k.clone(), v.clone())));
+                }
             }
         }
     }
-    Ok(None)
+    let held = held_key(&docs.catalogue(), &candidates, document_id, likely);
+    let Some((k, span)) = held else {
+        return Ok(None);
+    };
+    // A key the batch removed is not the document's any more.
+    if written.is_some_and(|w| w.contains_key(&*k)) {
+        return Ok(None);
+    }
+    Ok(docs.value_found_at(&k, span)?.map(|v| (IVec::from(&*k), v)))
 }
 
 fn kind_byte(k: DocumentKind) -> u8 {
@@ -1218,7 +1211,8 @@ fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
         for (key, span) in records {
             let (patient, doc) = split_doc_key(key)
                 .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
-            if let Some(held) = held_key(&catalogue, &filing, doc, key)
+            let candidates = filing.candidates(doc);
+            if let Some((held, _)) = held_key(&catalogue, &candidates, doc, Some(key))
                 && *held != *key
             {
                 catalogue.set(&held, None);
@@ -1239,27 +1233,32 @@ fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The key `document_id` is held under in `catalogue`, looking at `likely` first.
+/// The key `document_id` is held under in `catalogue` and where its value lies: at `likely`
+/// first, else under one of `candidates` (its patients, from the filing). Shared by the reads
+/// of the writer and queries and by the replay at open.
 fn held_key(
     catalogue: &Catalogue,
-    filing: &DocumentFiling,
+    candidates: &[Arc<[u8]>],
     document_id: &[u8],
-    likely: &[u8],
-) -> Option<Box<[u8]>> {
-    if catalogue.get(likely).is_some() {
-        return Some(likely.into());
+    likely: Option<&[u8]>,
+) -> Option<(Box<[u8]>, Span)> {
+    // Most new versions keep their key: one lookup instead of a scan of the patient's reports.
+    if let Some(k) = likely.filter(|k| files(k, document_id))
+        && let Some(span) = catalogue.get(k)
+    {
+        return Some((k.into(), span));
     }
-    for patient in filing.candidates(document_id) {
-        let k = doc_key(&patient, document_id);
-        if catalogue.get(&k).is_some() {
-            return Some(k.into());
+    for patient in candidates {
+        let k = doc_key(patient, document_id);
+        if let Some(span) = catalogue.get(&k) {
+            return Some((k.into(), span));
         }
-        let labs = lab_prefix(&patient);
-        if let Some((k, _)) = catalogue
+        let labs = lab_prefix(patient);
+        if let Some((k, span)) = catalogue
             .with_prefix(&labs)
             .find(|(k, _)| files(k, document_id))
         {
-            return Some(k.into());
+            return Some((k.into(), span));
         }
     }
     None
