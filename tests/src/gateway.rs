@@ -107,10 +107,10 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
         .collect::<String>()
         .into_bytes();
     let mut config = GatewayConfig::new("127.0.0.1:0".parse()?);
-    config.tls_cert = Some(write("server.pem", cert.as_bytes())?);
-    config.tls_key = Some(write("server.key", key.as_bytes())?);
-    config.client_ca = Some(write("ca.pem", pki.ca_pem().as_bytes())?);
-    config.token_key_file = Some(write("token.key", &token_secret)?);
+    config.serving.tls_cert = Some(write("server.pem", cert.as_bytes())?);
+    config.serving.tls_key = Some(write("server.key", key.as_bytes())?);
+    config.serving.client_ca = Some(write("ca.pem", pki.ca_pem().as_bytes())?);
+    config.serving.token_key_file = Some(write("token.key", &token_secret)?);
     let mut topics = BTreeMap::new();
     for kind in DocumentKind::ALL {
         let topic = unique_topic(&format!("gw.{}", kind.as_str()));
@@ -203,9 +203,9 @@ impl TestGateway {
 
     /// A token for `facility`.
     pub fn token(&self, facility: &str, ttl_secs: u64) -> String {
-        lienthong_gateway::identity::issue_token(
+        lienthong_grpc::issue_token(
             &self.token_secret,
-            "lienthong-gateway",
+            lienthong_grpc::DEFAULT_AUDIENCE,
             facility,
             ttl_secs,
         )

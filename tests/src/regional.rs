@@ -20,12 +20,7 @@ pub fn config(
     RegionalConfig {
         regions: regions.iter().map(|r| (*r).to_owned()).collect(),
         data_dir: data_dir.to_path_buf(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        insecure_dev: true,
-        tls_cert: None,
-        tls_key: None,
-        client_ca: None,
-        token_key_file: None,
+        serving: lienthong_grpc::ServingArgs::insecure(([127, 0, 0, 1], 0).into()),
         topic_referral: topics[&DocumentKind::Referral].clone(),
         topic_appointment: topics[&DocumentKind::Appointment].clone(),
         topic_lab_result: topics[&DocumentKind::LabResult].clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lienthong_core::ClinicalEvent;
 use lienthong_facility_agent::AgentConfig;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
-use lienthong_gateway::client::GatewayConnection;
+use lienthong_grpc::GatewayConnection;
 use lienthong_proto::v1::Outcome;
 use lienthong_tests::gateway::{envelope as wrap, events_from, record_count, start_gateway};
 use prost::Message as _;
@@ -75,7 +75,7 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
     );
 
     let json_line = |e| {
-        lienthong_registry::json::to_json("lienthong.v1.EventEnvelope", &wrap(e).encode_to_vec())
+        lienthong_proto::json::to_json("lienthong.v1.EventEnvelope", &wrap(e).encode_to_vec())
             .map(|v| v.to_string())
             .map_err(anyhow::Error::msg)
     };

@@ -125,9 +125,9 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
     assert_eq!(status.code(), Code::Unauthenticated);
 
     // Expired (beyond the validator's 30 s leeway) and forged tokens.
-    let claims = lienthong_gateway::identity::Claims {
+    let claims = lienthong_grpc::Claims {
         sub: "79025".into(),
-        aud: "lienthong-gateway".into(),
+        aud: lienthong_grpc::DEFAULT_AUDIENCE.into(),
         exp: 1,
         iat: 0,
     };
@@ -136,9 +136,9 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(&gw.token_secret),
     )?;
-    let forged = lienthong_gateway::identity::issue_token(
+    let forged = lienthong_grpc::issue_token(
         b"not-the-gateway-key-not-the-gateway-key",
-        "lienthong-gateway",
+        lienthong_grpc::DEFAULT_AUDIENCE,
         "79025",
         60,
     )
@@ -184,7 +184,7 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
 
 #[tokio::test]
 async fn tokens_and_hubs_authorize_publishing() -> anyhow::Result<()> {
-    let gw = start_gateway(|c| c.hubs = vec!["79000=79025,79026".into()]).await?;
+    let gw = start_gateway(|c| c.serving.hubs = vec!["79000=79025,79026".into()]).await?;
     let mut client = gw.client_without_cert().await?;
     for (caller, source) in [("79025", "79025"), ("79000", "79026")] {
         let mut req = tonic::Request::new(request(events_from(source, 37, 2)));
@@ -357,9 +357,8 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
 
     use prost::Message as _;
     let req = request(events_from("79025", 40, 1));
-    let json =
-        lienthong_registry::json::to_json("lienthong.v1.PublishRequest", &req.encode_to_vec())
-            .map_err(anyhow::Error::msg)?;
+    let json = lienthong_proto::json::to_json("lienthong.v1.PublishRequest", &req.encode_to_vec())
+        .map_err(anyhow::Error::msg)?;
     let out = base(&[
         "-d",
         &json.to_string(),

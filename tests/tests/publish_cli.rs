@@ -73,7 +73,7 @@ async fn publish_sends_samples_and_files_and_summarizes() -> anyhow::Result<()> 
     let lines: Vec<String> = events
         .into_iter()
         .map(|e| {
-            lienthong_registry::json::to_json(
+            lienthong_proto::json::to_json(
                 "lienthong.v1.EventEnvelope",
                 &envelope(e).encode_to_vec(),
             )

@@ -83,10 +83,10 @@ async fn start_keyed(regions: &[&str], t: &Topics, keyer: PatientKeyer) -> anyho
     std::fs::write(dir.path().join("token.key"), SECRET)?;
     let mut config =
         lienthong_tests::regional::config(regions, &dir.path().join("data"), &t.docs, &t.receipt);
-    config.insecure_dev = false;
-    config.tls_cert = Some(dir.path().join("s.pem"));
-    config.tls_key = Some(dir.path().join("s.key"));
-    config.token_key_file = Some(dir.path().join("token.key"));
+    config.serving.insecure_dev = false;
+    config.serving.tls_cert = Some(dir.path().join("s.pem"));
+    config.serving.tls_key = Some(dir.path().join("s.key"));
+    config.serving.token_key_file = Some(dir.path().join("token.key"));
     config.dlq_topic = t.dlq.clone();
     config.audit_topic = t.audit.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -136,7 +136,7 @@ impl Running {
 fn authed<T>(msg: T, facility: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     let token =
-        lienthong_gateway::identity::issue_token(SECRET, "lienthong-gateway", facility, 600)
+        lienthong_grpc::issue_token(SECRET, lienthong_grpc::DEFAULT_AUDIENCE, facility, 600)
             .expect("token");
     r.metadata_mut().insert(
         "authorization",

@@ -2,6 +2,8 @@
 //!
 //! The .proto files in `proto/` are the contract; this crate only compiles them.
 
+pub mod json;
+
 /// Types of package `lienthong.v1`.
 #[allow(missing_docs, clippy::all)]
 pub mod v1 {

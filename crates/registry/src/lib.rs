@@ -6,7 +6,6 @@
 pub mod client;
 pub mod contract;
 pub mod error;
-pub mod json;
 pub mod settings;
 pub mod wire;
 

@@ -116,60 +116,6 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     Ok(())
 }
 
-/// Resolves at SIGTERM (what Kubernetes sends) or Ctrl-C: the start of a graceful shutdown.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// A token cancelled at SIGTERM or Ctrl-C: the one shutdown path of a service's tasks.
-pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let signal = token.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal: finishing in-flight work");
-        signal.cancel();
-    });
-    token
-}
-
-/// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
-/// with its causes (`{:#}`), and turns into a failing exit code.
-pub fn run_main<F, E>(main: F) -> std::process::ExitCode
-where
-    F: std::future::Future<Output = Result<std::process::ExitCode, E>>,
-    E: std::fmt::Display,
-{
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(main) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lienthong_kafka::{EventProducer, KafkaArgs, dlq};
-use lienthong_registry::{RegistryArgs, WireCodec, json};
+use lienthong_proto::json;
+use lienthong_registry::{RegistryArgs, WireCodec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};

@@ -16,7 +16,7 @@ pub enum KeysCommand {
     },
 }
 
-pub use lienthong_gateway::keys::PseudonymKeyArgs;
+pub use lienthong_runtime::PseudonymKeyArgs;
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {

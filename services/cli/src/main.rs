@@ -69,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lienthong_telemetry::run_main(async {
+    lienthong_runtime::run_main(async {
         lienthong_telemetry::init(&cli.telemetry)?;
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,

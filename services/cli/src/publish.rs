@@ -26,7 +26,7 @@ pub struct PublishArgs {
     facility: String,
     /// The gateway and this facility's credentials.
     #[command(flatten)]
-    connection: lienthong_gateway::client::GatewayConnection,
+    connection: lienthong_grpc::GatewayConnection,
     /// Events per request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -58,7 +58,7 @@ fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let bytes = lienthong_registry::json::from_json("lienthong.v1.EventEnvelope", line)
+            let bytes = lienthong_proto::json::from_json("lienthong.v1.EventEnvelope", line)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
             Ok(pb::EventEnvelope::decode(bytes.as_slice())?)
         })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lienthong_kafka::KafkaArgs;
-use lienthong_registry::{RegistryArgs, WireCodec, json};
+use lienthong_registry::{RegistryArgs, WireCodec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -103,9 +103,15 @@ pub async fn run(
             .await
         {
             Ok(decoded) => {
-                let value = json::to_json(&decoded.full_name, &decoded.payload).map_err(|e| {
-                    anyhow::anyhow!("{}[{}]@{}: {e}", msg.topic(), msg.partition(), msg.offset())
-                })?;
+                let value = lienthong_proto::json::to_json(&decoded.full_name, &decoded.payload)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}[{}]@{}: {e}",
+                            msg.topic(),
+                            msg.partition(),
+                            msg.offset()
+                        )
+                    })?;
                 let out = json!({
                     "topic": msg.topic(),
                     "partition": msg.partition(),

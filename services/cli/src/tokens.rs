@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 /// Token commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokensCommand {
@@ -13,11 +11,11 @@ pub enum TokensCommand {
         /// Facility code the token speaks for.
         #[arg(long)]
         facility: String,
-        /// The gateway's token key file (the same as its --token-key-file).
-        #[arg(long, env = "LIENTHONG_GATEWAY_TOKEN_KEY_FILE")]
+        /// The token key file (the same as the services' --token-key-file).
+        #[arg(long, env = "LIENTHONG_TOKEN_KEY_FILE")]
         key_file: PathBuf,
-        /// Audience (the gateway's --token-audience).
-        #[arg(long, default_value = "lienthong-gateway")]
+        /// Audience (the --token-audience of the services the token is for).
+        #[arg(long, default_value = lienthong_grpc::DEFAULT_AUDIENCE)]
         audience: String,
         /// Validity in seconds.
         #[arg(long, default_value_t = 30 * 24 * 3600)]
@@ -33,15 +31,8 @@ pub fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             audience,
             ttl_secs,
         } => {
-            let secret = std::fs::read(&key_file)
-                .with_context(|| format!("cannot read {}", key_file.display()))?;
-            let token = lienthong_gateway::identity::issue_token(
-                secret.trim_ascii(),
-                &audience,
-                &facility,
-                ttl_secs,
-            )
-            .map_err(anyhow::Error::msg)?;
+            let secret = lienthong_grpc::read_token_secret(&key_file)?;
+            let token = lienthong_grpc::issue_token(&secret, &audience, &facility, ttl_secs)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

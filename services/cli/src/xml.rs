@@ -90,7 +90,7 @@ pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
         };
         for event in conversion.events {
             let bytes = pb::EventEnvelope::from(event).encode_to_vec();
-            let json = lienthong_registry::json::to_json("lienthong.v1.EventEnvelope", &bytes)
+            let json = lienthong_proto::json::to_json("lienthong.v1.EventEnvelope", &bytes)
                 .map_err(anyhow::Error::msg)?;
             println!("{json}");
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lienthong_gateway::client::GatewayConnection;
+use lienthong_grpc::GatewayConnection;
 
 /// Everything the agent needs besides telemetry.
 #[derive(Debug, Clone, clap::Args)]

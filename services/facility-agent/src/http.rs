@@ -101,7 +101,7 @@ async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let parsed = lienthong_registry::json::from_json("lienthong.v1.EventEnvelope", line)
+        let parsed = lienthong_proto::json::from_json("lienthong.v1.EventEnvelope", line)
             .and_then(|b| pb::EventEnvelope::decode(b.as_slice()).map_err(|e| e.to_string()))
             .and_then(|env| {
                 ClinicalEvent::from_envelope(env)

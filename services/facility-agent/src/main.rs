@@ -23,9 +23,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lienthong_telemetry::run_main(async move {
+    lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
-        let shutdown = lienthong_telemetry::shutdown_token();
+        let shutdown = lienthong_runtime::shutdown_token();
         lienthong_facility_agent::run(cli.agent, shutdown).await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lienthong_gateway::client::GatewayConnection;
+use lienthong_grpc::GatewayConnection;
 use lienthong_proto::v1 as pb;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;

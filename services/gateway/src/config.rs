@@ -1,48 +1,18 @@
 //! Gateway settings: flags with `LIENTHONG_GATEWAY_*` env vars, checked together at start-up.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lienthong_core::DocumentKind;
+use lienthong_grpc::ServingArgs;
 
 /// Everything the gateway needs besides Kafka, registry and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
-    /// Address of the gRPC listener.
-    #[arg(
-        long,
-        env = "LIENTHONG_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:50051"
-    )]
-    pub listen: SocketAddr,
-    /// Development only: plain-text gRPC, no caller authentication, any facility may publish.
-    #[arg(long, env = "LIENTHONG_GATEWAY_INSECURE_DEV")]
-    pub insecure_dev: bool,
-    /// Server certificate chain (PEM).
-    #[arg(long, env = "LIENTHONG_GATEWAY_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "LIENTHONG_GATEWAY_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA (PEM) that signs facility client certificates; enables mutual TLS. The certificate's
-    /// common name is the facility code.
-    #[arg(long, env = "LIENTHONG_GATEWAY_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// File holding the HMAC secret that signs bearer tokens (HS256); enables token auth.
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOKEN_KEY_FILE")]
-    pub token_key_file: Option<PathBuf>,
-    /// Audience bearer tokens must name.
-    #[arg(
-        long,
-        env = "LIENTHONG_GATEWAY_TOKEN_AUDIENCE",
-        default_value = "lienthong-gateway"
-    )]
-    pub token_audience: String,
-    /// Regional hubs that may publish for other facilities: `HUB=F1,F2;HUB2=F3`.
-    #[arg(long = "hub", env = "LIENTHONG_GATEWAY_HUBS", value_delimiter = ';')]
-    pub hubs: Vec<String>,
+    /// Listener, TLS, caller authentication and hubs.
+    #[command(flatten)]
+    pub serving: ServingArgs,
     /// Most events in one PublishRequest.
     #[arg(
         long,
@@ -127,14 +97,7 @@ impl GatewayConfig {
     /// Defaults for a gateway on `listen` (tests and embedding).
     pub fn new(listen: SocketAddr) -> Self {
         Self {
-            listen,
-            insecure_dev: false,
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
-            token_key_file: None,
-            token_audience: "lienthong-gateway".into(),
-            hubs: Vec::new(),
+            serving: ServingArgs::new(listen),
             max_batch_events: 500,
             max_message_bytes: 4 * 1024 * 1024,
             max_in_flight_events: 20_000,
@@ -152,16 +115,18 @@ impl GatewayConfig {
         }
     }
 
+    /// Where the gateway listens unless `--listen` says otherwise.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
+
+    /// The listener address.
+    pub fn listen(&self) -> SocketAddr {
+        self.serving.listen_or(Self::DEFAULT_LISTEN)
+    }
+
     /// Cross-field checks; the message says which flags to set.
     pub fn check(&self) -> Result<(), String> {
-        if !self.insecure_dev {
-            if self.tls_cert.is_none() || self.tls_key.is_none() {
-                return Err("the gateway needs --tls-cert and --tls-key (or --insecure-dev for local development only)".into());
-            }
-            if self.client_ca.is_none() && self.token_key_file.is_none() {
-                return Err("callers must be authenticated: set --client-ca (mutual TLS) and/or --token-key-file (bearer tokens)".into());
-            }
-        }
+        self.serving.check().map_err(|e| e.to_string())?;
         if self.max_batch_events == 0 || self.max_in_flight_events < self.max_batch_events {
             return Err(format!(
                 "--max-in-flight-events ({}) must be at least --max-batch-events ({}), which must be > 0",
@@ -171,24 +136,7 @@ impl GatewayConfig {
         if self.max_in_flight_bytes < self.max_message_bytes {
             return Err("--max-in-flight-bytes must be at least --max-message-bytes, or a maximal request could never run".into());
         }
-        self.hub_map().map(|_| ())
-    }
-
-    /// Hubs and the facilities each may publish for.
-    pub fn hub_map(&self) -> Result<HashMap<String, HashSet<String>>, String> {
-        let mut map = HashMap::new();
-        for entry in self.hubs.iter().filter(|h| !h.trim().is_empty()) {
-            let (hub, list) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("--hub {entry:?} must look like HUB=F1,F2"))?;
-            let facilities: HashSet<String> = list
-                .split(',')
-                .map(|f| f.trim().to_owned())
-                .filter(|f| !f.is_empty())
-                .collect();
-            map.insert(hub.trim().to_owned(), facilities);
-        }
-        Ok(map)
+        Ok(())
     }
 
     /// Topic of each document kind.
@@ -217,23 +165,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secure_mode_needs_tls_and_an_authentication_method() {
+    fn in_flight_limits_must_hold_a_maximal_request() {
         let mut c = GatewayConfig::new("127.0.0.1:0".parse().expect("addr"));
-        assert!(c.check().unwrap_err().contains("--tls-cert"));
-        c.tls_cert = Some("c".into());
-        c.tls_key = Some("k".into());
-        assert!(c.check().unwrap_err().contains("--client-ca"));
-        c.token_key_file = Some("t".into());
+        c.serving.insecure_dev = true;
         assert!(c.check().is_ok());
-    }
-
-    #[test]
-    fn hubs_parse_and_bad_ones_are_named() {
-        let mut c = GatewayConfig::new("127.0.0.1:0".parse().expect("addr"));
-        c.insecure_dev = true;
-        c.hubs = vec!["79000=79001, 79002".into()];
-        assert_eq!(c.hub_map().expect("valid")["79000"].len(), 2);
-        c.hubs = vec!["79000".into()];
-        assert!(c.check().unwrap_err().contains("HUB=F1,F2"));
+        c.max_in_flight_bytes = c.max_message_bytes - 1;
+        assert!(c.check().unwrap_err().contains("--max-in-flight-bytes"));
+        c.max_in_flight_bytes = c.max_message_bytes;
+        c.max_batch_events = 0;
+        assert!(c.check().unwrap_err().contains("--max-batch-events"));
     }
 }

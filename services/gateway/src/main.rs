@@ -6,11 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lienthong_gateway::GatewayConfig;
-use lienthong_gateway::keys::PseudonymKeyArgs;
 use lienthong_kafka::KafkaArgs;
 use lienthong_registry::RegistryArgs;
+use lienthong_runtime::PseudonymKeyArgs;
 use lienthong_telemetry::TelemetryArgs;
-use tokio_util::sync::CancellationToken;
 
 // Many small allocations per event on every hop: mimalloc spends far less time in them
 // than the system allocator (measured in the benchmarks, which use the same allocator).
@@ -36,17 +35,12 @@ struct Cli {
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     lienthong_telemetry::init(&cli.telemetry)?;
     let keyer = cli.key.load()?;
-    let listener = tokio::net::TcpListener::bind(cli.gateway.listen)
+    let listen = cli.gateway.listen();
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.gateway.listen))?;
-    let shutdown = CancellationToken::new();
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let shutdown = lienthong_runtime::shutdown_token();
     let grace = Duration::from_secs(cli.gateway.shutdown_grace_secs);
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        lienthong_telemetry::shutdown_signal().await;
-        tracing::info!("shutdown signal: draining");
-        signal.cancel();
-    });
     let server = lienthong_gateway::run(
         cli.gateway,
         cli.kafka,
@@ -67,7 +61,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    lienthong_telemetry::run_main(async { serve(Cli::parse()).await.map(|()| ExitCode::SUCCESS) })
+    lienthong_runtime::run_main(async { serve(Cli::parse()).await.map(|()| ExitCode::SUCCESS) })
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use tracing::Instrument;
 
 use crate::config::GatewayConfig;
 use crate::dedupe::{DuplicateCache, Location};
-use crate::identity::{Authenticator, Identity};
 use crate::limits::{FacilityRateLimit, InFlight};
+use lienthong_grpc::{Authenticator, Identity};
 
 /// Why a whole request was refused (per-event problems are answered per event).
 #[derive(Debug)]
@@ -135,7 +135,7 @@ impl Gateway {
         // it is a configuration error or an attack, never a data problem.
         for (i, env) in req.events.iter().enumerate() {
             if let Some(source) = source_facility(env)
-                && !self.auth.may_publish(caller, &source)
+                && !self.auth.may_act_for(caller, &source)
             {
                 let who = caller.map_or("this caller".to_owned(), |c| {
                     format!("facility {}", c.facility)

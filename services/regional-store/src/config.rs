@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use lienthong_core::DocumentKind;
 use lienthong_core::routing::{AUDIT_TOPIC, DLQ_TOPIC, RECEIPT_TOPIC};
+use lienthong_grpc::ServingArgs;
 
 /// Everything a regional store needs besides Kafka, registry, key and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,28 +20,9 @@ pub struct RegionalConfig {
         default_value = "regional-data"
     )]
     pub data_dir: PathBuf,
-    /// Address of the query API.
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_LISTEN",
-        default_value = "127.0.0.1:50061"
-    )]
-    pub listen: SocketAddr,
-    /// Development only: plain-text, unauthenticated query API.
-    #[arg(long, env = "LIENTHONG_REGIONAL_INSECURE_DEV")]
-    pub insecure_dev: bool,
-    /// Server certificate chain (PEM).
-    #[arg(long, env = "LIENTHONG_REGIONAL_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server key (PEM).
-    #[arg(long, env = "LIENTHONG_REGIONAL_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA of facility client certificates (mutual TLS; common name = facility code).
-    #[arg(long, env = "LIENTHONG_REGIONAL_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// HS256 key file of bearer tokens (the same tokens as the gateway's).
-    #[arg(long, env = "LIENTHONG_REGIONAL_TOKEN_KEY_FILE")]
-    pub token_key_file: Option<PathBuf>,
+    /// Listener, TLS, caller authentication and hubs of the query API.
+    #[command(flatten)]
+    pub serving: ServingArgs,
     /// Topic of referral events.
     #[arg(
         long,
@@ -94,6 +76,15 @@ impl RegionalConfig {
         }
     }
 
+    /// Where the query API listens unless `--listen` says otherwise.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50061);
+
+    /// The query API's listener address.
+    pub fn listen(&self) -> SocketAddr {
+        self.serving.listen_or(Self::DEFAULT_LISTEN)
+    }
+
     /// Consumer group of a region.
     pub fn group(region: &str) -> String {
         format!("lienthong-regional-{region}")
@@ -114,13 +105,8 @@ impl RegionalConfig {
                 ));
             }
         }
-        if !self.insecure_dev
-            && (self.tls_cert.is_none()
-                || self.tls_key.is_none()
-                || (self.client_ca.is_none() && self.token_key_file.is_none()))
-        {
-            return Err("the query API needs --tls-cert, --tls-key and --client-ca and/or --token-key-file (or --insecure-dev for development)".into());
-        }
-        Ok(())
+        self.serving
+            .check()
+            .map_err(|e| format!("the query API: {e}"))
     }
 }

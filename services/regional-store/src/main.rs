@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use lienthong_gateway::keys::PseudonymKeyArgs;
 use lienthong_kafka::KafkaArgs;
 use lienthong_regional_store::config::RegionalConfig;
 use lienthong_registry::RegistryArgs;
+use lienthong_runtime::PseudonymKeyArgs;
 use lienthong_telemetry::TelemetryArgs;
 
 // Many small allocations per event on every hop: mimalloc spends far less time in them
@@ -38,7 +38,7 @@ struct Cli {
 fn main() -> ExitCode {
     lienthong_regional_store::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
-    lienthong_telemetry::run_main(async move {
+    lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         if let Some(region) = &cli.rebuild {
             let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&cli.registry)?);
@@ -54,10 +54,11 @@ fn main() -> ExitCode {
             return anyhow::Ok(ExitCode::SUCCESS);
         }
         let keyer = cli.key.load()?;
-        let listener = tokio::net::TcpListener::bind(cli.regional.listen)
+        let listen = cli.regional.listen();
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", cli.regional.listen))?;
-        let shutdown = lienthong_telemetry::shutdown_token();
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let shutdown = lienthong_runtime::shutdown_token();
         lienthong_regional_store::server::run(
             cli.regional,
             cli.kafka,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer, PersonId};
-use lienthong_gateway::{Authenticator, Identity};
+use lienthong_grpc::{Authenticator, Identity};
 use lienthong_kafka::EventProducer;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::WireCodec;
@@ -21,7 +21,8 @@ use crate::store::{Index, RegionStore, Status as DocStatus, StoreError, StoredDo
 pub struct QueryApi {
     /// Stores of the regions this instance serves.
     pub stores: LiveStores,
-    /// Caller authentication (same rules as the gateway).
+    /// Caller authentication and the facilities each caller acts for (same rules as the
+    /// gateway).
     pub auth: Authenticator,
     /// Pseudonym key: citizen ID → patient key.
     pub keyer: PatientKeyer,
@@ -84,11 +85,11 @@ impl QueryApi {
     }
 
     fn check_facility(&self, caller: Option<&Identity>, facility: &str) -> Result<(), Status> {
-        if self.auth.may_publish(caller, facility) {
+        if self.auth.may_act_for(caller, facility) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
-                "the caller may not read facility {facility:?}'s lists"
+                "the caller does not act for facility {facility:?}: it is neither that facility nor a hub with it among its members"
             )))
         }
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lienthong_core::{DocumentKind, PatientKeyer};
-use lienthong_gateway::Authenticator;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1::regional_query_service_server::RegionalQueryServiceServer;
 use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet, WireCodec};
@@ -14,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 use crate::config::RegionalConfig;
 use crate::live::{LiveStores, supervise_region};
@@ -54,11 +52,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
-    if config.insecure_dev {
-        tracing::warn!(
-            "INSECURE DEVELOPMENT MODE: the query API is plain-text and unauthenticated. Never use this with real data."
-        );
-    }
+    let builder = config.serving.server("the query API")?;
+    let auth = config.serving.authenticator()?;
     kafka.probe()?;
     let mut schemas = SchemaSet::built_in().with_receipt_topic(&config.topic_receipt);
     for kind in DocumentKind::ALL {
@@ -89,17 +84,6 @@ pub async fn run(
         ));
     }
 
-    let token = config
-        .token_key_file
-        .as_deref()
-        .map(lienthong_gateway::token_secret)
-        .transpose()?;
-    let auth = Authenticator::new(
-        token.as_deref(),
-        "lienthong-gateway",
-        Default::default(),
-        config.insecure_dev,
-    );
     let api = QueryApi {
         stores,
         auth,
@@ -117,17 +101,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let mut builder = Server::builder().timeout(Duration::from_secs(30));
-    if !config.insecure_dev {
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            anyhow::bail!("TLS certificate and key are required")
-        };
-        builder = builder.tls_config(lienthong_gateway::server_tls(
-            cert,
-            key,
-            config.client_ca.as_deref(),
-        )?)?;
-    }
+    let mut builder = builder.timeout(Duration::from_secs(30));
     tracing::info!(addr = ?listener.local_addr().ok(), regions = ?config.regions, "regional store serving");
     let serve = builder
         .add_service(health)

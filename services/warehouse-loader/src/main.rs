@@ -29,9 +29,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lienthong_telemetry::run_main(async move {
+    lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
-        let shutdown = lienthong_telemetry::shutdown_token();
+        let shutdown = lienthong_runtime::shutdown_token();
         lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown).await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })

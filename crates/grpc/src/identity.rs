@@ -1,13 +1,15 @@
 //! Who is calling: a facility named by its client certificate (mutual TLS) or by a signed
-//! bearer token; and whom it may publish for (itself, or the facilities of a regional hub).
+//! bearer token; and which facilities it speaks for (itself, or the members of its regional
+//! hub). The same rules hold at every lienthong API: a hub publishes for its members at the
+//! gateway and reads their lists at the regional query API.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lienthong_core::FacilityCode;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
+
+use crate::tokens::Claims;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,47 +20,7 @@ pub struct Identity {
     pub method: &'static str,
 }
 
-/// Bearer-token claims.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// Facility code of the caller.
-    pub sub: String,
-    /// Audience: the gateway deployment.
-    pub aud: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-    /// Issued at, seconds since the epoch.
-    pub iat: u64,
-}
-
-/// Signs a bearer token for `facility`, valid for `ttl_secs` (operators issue these).
-pub fn issue_token(
-    secret: &[u8],
-    audience: &str,
-    facility: &str,
-    ttl_secs: u64,
-) -> Result<String, String> {
-    FacilityCode::parse(facility)
-        .map_err(|e| format!("cannot issue a token for {facility:?}: {e}"))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = Claims {
-        sub: facility.trim().to_owned(),
-        aud: audience.to_owned(),
-        exp: now + ttl_secs,
-        iat: now,
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Establishes identities and publishing rights.
+/// Establishes identities and the facilities each caller speaks for.
 pub struct Authenticator {
     token: Option<(DecodingKey, Validation)>,
     hubs: HashMap<String, HashSet<String>>,
@@ -108,7 +70,7 @@ impl Authenticator {
             })?;
             let (key, validation) = self.token.as_ref().ok_or_else(|| {
                 Status::unauthenticated(
-                    "this gateway does not accept bearer tokens; use a client certificate",
+                    "this service does not accept bearer tokens; use a client certificate",
                 )
             })?;
             let data =
@@ -118,10 +80,11 @@ impl Authenticator {
                             "the token has expired; ask for a new one".to_owned()
                         }
                         jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                            "the token's signature is not valid for this gateway".to_owned()
+                            "the token's signature is not valid for this service".to_owned()
                         }
                         jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                            "the token is for another audience".to_owned()
+                            "the token is for another audience; ask for a token for this service"
+                                .to_owned()
                         }
                         other => format!("the token is not valid: {other:?}"),
                     };
@@ -143,8 +106,9 @@ impl Authenticator {
         ))
     }
 
-    /// True when the caller may publish events whose source facility is `facility`.
-    pub fn may_publish(&self, caller: Option<&Identity>, facility: &str) -> bool {
+    /// True when the caller speaks for `facility`: it is that facility, or a hub with it among
+    /// its members. Publishing for a facility and reading its lists both ask this.
+    pub fn may_act_for(&self, caller: Option<&Identity>, facility: &str) -> bool {
         match caller {
             None => self.insecure,
             Some(id) => {
@@ -181,12 +145,14 @@ fn facility_from_cert(der: &[u8]) -> Result<String, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::issue_token;
+    use jsonwebtoken::{EncodingKey, Header};
 
     fn auth() -> Authenticator {
         let hubs = HashMap::from([("79000".to_owned(), HashSet::from(["79025".to_owned()]))]);
         Authenticator::new(
             Some(b"secret-secret-secret-secret-1234"),
-            "lienthong-gateway",
+            crate::DEFAULT_AUDIENCE,
             hubs,
             false,
         )
@@ -205,7 +171,7 @@ mod tests {
     fn a_valid_token_names_the_facility() {
         let t = issue_token(
             b"secret-secret-secret-secret-1234",
-            "lienthong-gateway",
+            crate::DEFAULT_AUDIENCE,
             "79025",
             60,
         )
@@ -227,7 +193,7 @@ mod tests {
     fn forged_expired_and_missing_tokens_are_refused() {
         let forged = issue_token(
             b"another-secret-another-secret-12",
-            "lienthong-gateway",
+            crate::DEFAULT_AUDIENCE,
             "79025",
             60,
         )
@@ -241,7 +207,7 @@ mod tests {
         );
         let claims = Claims {
             sub: "79025".into(),
-            aud: "lienthong-gateway".into(),
+            aud: crate::DEFAULT_AUDIENCE.into(),
             exp: 1_000,
             iat: 900,
         };
@@ -263,15 +229,15 @@ mod tests {
     }
 
     #[test]
-    fn hubs_may_publish_for_their_facilities_only() {
+    fn hubs_act_for_their_members_only() {
         let a = auth();
         let hub = Identity {
             facility: "79000".into(),
             method: "token",
         };
-        assert!(a.may_publish(Some(&hub), "79025"));
-        assert!(a.may_publish(Some(&hub), "79000"));
-        assert!(!a.may_publish(Some(&hub), "01001"));
-        assert!(!a.may_publish(None, "01001"));
+        assert!(a.may_act_for(Some(&hub), "79025"));
+        assert!(a.may_act_for(Some(&hub), "79000"));
+        assert!(!a.may_act_for(Some(&hub), "01001"));
+        assert!(!a.may_act_for(None, "01001"));
     }
 }

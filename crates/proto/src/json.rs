@@ -1,4 +1,5 @@
-//! JSON rendering of any lienthong message by its full name, for `lienthong tail`.
+//! Canonical protobuf JSON of any lienthong message by its full name: what `lienthong tail`
+//! prints and what the agent's and the CLI's JSON intake parse.
 
 use std::sync::OnceLock;
 
@@ -6,7 +7,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
 fn pool() -> Option<&'static DescriptorPool> {
     static POOL: OnceLock<Option<DescriptorPool>> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(lienthong_proto::FILE_DESCRIPTOR_SET).ok())
+    POOL.get_or_init(|| DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).ok())
         .as_ref()
 }
 
@@ -41,7 +42,7 @@ pub fn from_json(full_name: &str, json: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lienthong_proto::v1::{EventHeader, ReferralEvent};
+    use crate::v1::{EventHeader, ReferralEvent};
     use prost::Message;
 
     #[test]

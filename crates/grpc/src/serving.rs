@@ -1,0 +1,255 @@
+//! The serving side shared by every lienthong gRPC API: one flattenable set of flags (listener,
+//! TLS, caller authentication, hubs), checked together at start-up, and what they build: the
+//! authenticator and the tonic server with its TLS.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+
+use crate::identity::Authenticator;
+use crate::tokens::{TokenError, read_token_secret};
+
+/// Audience bearer tokens name unless a deployment sets its own.
+pub const DEFAULT_AUDIENCE: &str = "lienthong";
+
+/// Listener, TLS and caller authentication of a gRPC API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServingArgs {
+    /// Address of the gRPC listener (each service has its own default port).
+    #[arg(long, env = "LIENTHONG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Development only: plain-text gRPC, no caller authentication, any caller acts for any
+    /// facility.
+    #[arg(long, env = "LIENTHONG_INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "LIENTHONG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "LIENTHONG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs facility client certificates; enables mutual TLS. The certificate's
+    /// common name is the facility code.
+    #[arg(long, env = "LIENTHONG_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// File holding the HMAC secret that signs bearer tokens (HS256); enables token auth.
+    #[arg(long, env = "LIENTHONG_TOKEN_KEY_FILE")]
+    pub token_key_file: Option<PathBuf>,
+    /// Audience bearer tokens must name.
+    #[arg(long, env = "LIENTHONG_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub token_audience: String,
+    /// Regional hubs that act for other facilities (publish for them at the gateway, read their
+    /// lists at the query API): `HUB=F1,F2;HUB2=F3`.
+    #[arg(long = "hub", env = "LIENTHONG_HUBS", value_delimiter = ';')]
+    pub hubs: Vec<String>,
+}
+
+/// Why an API could not be set up to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    /// Flags that do not fit together.
+    #[error("invalid serving settings: {0}")]
+    Config(String),
+    /// A TLS file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// What the file is.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The token key.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// tonic refused the TLS settings.
+    #[error("TLS settings: {0}")]
+    Tls(#[from] tonic::transport::Error),
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServingError> {
+    std::fs::read(path).map_err(|source| ServingError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl ServingArgs {
+    /// Secure defaults with no credentials set: `check()` says what is missing.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen: Some(listen),
+            insecure_dev: false,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            token_key_file: None,
+            token_audience: DEFAULT_AUDIENCE.to_owned(),
+            hubs: Vec::new(),
+        }
+    }
+
+    /// Plain-text and unauthenticated (development and tests).
+    pub fn insecure(listen: SocketAddr) -> Self {
+        Self {
+            insecure_dev: true,
+            ..Self::new(listen)
+        }
+    }
+
+    /// The listener address, or the service's `default`.
+    pub fn listen_or(&self, default: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or(default)
+    }
+
+    /// Cross-field checks; the message says which flags to set.
+    pub fn check(&self) -> Result<(), ServingError> {
+        if !self.insecure_dev {
+            if self.tls_cert.is_none() || self.tls_key.is_none() {
+                return Err(ServingError::Config(
+                    "set --tls-cert and --tls-key (or --insecure-dev for local development only)"
+                        .into(),
+                ));
+            }
+            if self.client_ca.is_none() && self.token_key_file.is_none() {
+                return Err(ServingError::Config("callers must be authenticated: set --client-ca (mutual TLS) and/or --token-key-file (bearer tokens)".into()));
+            }
+        }
+        if self.token_audience.trim().is_empty() {
+            return Err(ServingError::Config(
+                "--token-audience must not be empty".into(),
+            ));
+        }
+        self.hub_map().map(|_| ())
+    }
+
+    /// Hubs and the facilities each acts for.
+    pub fn hub_map(&self) -> Result<HashMap<String, HashSet<String>>, ServingError> {
+        let mut map = HashMap::new();
+        for entry in self.hubs.iter().filter(|h| !h.trim().is_empty()) {
+            let (hub, list) = entry.split_once('=').ok_or_else(|| {
+                ServingError::Config(format!("--hub {entry:?} must look like HUB=F1,F2"))
+            })?;
+            let facilities: HashSet<String> = list
+                .split(',')
+                .map(|f| f.trim().to_owned())
+                .filter(|f| !f.is_empty())
+                .collect();
+            for code in std::iter::once(hub.trim()).chain(facilities.iter().map(String::as_str)) {
+                lienthong_core::FacilityCode::parse(code).map_err(|e| {
+                    ServingError::Config(format!(
+                        "--hub {entry:?}: {code:?} is not a facility code: {e}"
+                    ))
+                })?;
+            }
+            map.insert(hub.trim().to_owned(), facilities);
+        }
+        Ok(map)
+    }
+
+    /// The authenticator these flags describe (reads the token key file).
+    pub fn authenticator(&self) -> Result<Authenticator, ServingError> {
+        let secret = self
+            .token_key_file
+            .as_deref()
+            .map(read_token_secret)
+            .transpose()?;
+        Ok(Authenticator::new(
+            secret.as_deref(),
+            &self.token_audience,
+            self.hub_map()?,
+            self.insecure_dev,
+        ))
+    }
+
+    /// A tonic server builder with the TLS these flags describe (none in insecure mode). Says
+    /// so loudly in insecure mode, naming `what` is exposed.
+    pub fn server(&self, what: &str) -> Result<Server, ServingError> {
+        self.check()?;
+        if self.insecure_dev {
+            tracing::warn!(
+                "INSECURE DEVELOPMENT MODE: {what} is plain-text and callers are NOT authenticated. Never use this with real data."
+            );
+            return Ok(Server::builder());
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Err(ServingError::Config(
+                "TLS certificate and key are required".into(),
+            ));
+        };
+        Ok(Server::builder().tls_config(server_tls(cert, key, self.client_ca.as_deref())?)?)
+    }
+}
+
+/// Server TLS from PEM files; with a client CA, client certificates are verified when
+/// presented. Optional, so that token-authenticated callers can connect without one; a caller
+/// with neither is refused by the authenticator.
+pub fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerTlsConfig, ServingError> {
+    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+        read("TLS certificate", cert)?,
+        read("TLS key", key)?,
+    ));
+    if let Some(ca) = client_ca {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[test]
+    fn secure_mode_needs_tls_and_an_authentication_method() {
+        let mut c = ServingArgs::new(addr());
+        assert!(c.check().unwrap_err().to_string().contains("--tls-cert"));
+        c.tls_cert = Some("c".into());
+        c.tls_key = Some("k".into());
+        assert!(c.check().unwrap_err().to_string().contains("--client-ca"));
+        c.token_key_file = Some("t".into());
+        assert!(c.check().is_ok());
+        c.token_audience = " ".into();
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("--token-audience")
+        );
+    }
+
+    #[test]
+    fn hubs_parse_and_bad_ones_are_named() {
+        let mut c = ServingArgs::insecure(addr());
+        c.hubs = vec!["79000=79001, 79002".into()];
+        assert_eq!(c.hub_map().expect("valid")["79000"].len(), 2);
+        c.hubs = vec!["79000".into()];
+        assert!(c.check().unwrap_err().to_string().contains("HUB=F1,F2"));
+        c.hubs = vec!["79000=hospital".into()];
+        assert!(c.check().unwrap_err().to_string().contains("\"hospital\""));
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let err = server_tls(Path::new("/nonexistent/cert.pem"), Path::new("k"), None)
+            .expect_err("missing");
+        assert!(
+            err.to_string()
+                .contains("TLS certificate /nonexistent/cert.pem"),
+            "{err}"
+        );
+    }
+}
