@@ -142,3 +142,26 @@ fn metric_names_are_read_from_promql() {
         ["lienthong_kafka_produce_seconds", "lienthong_x_total"]
     );
 }
+
+#[test]
+fn every_exported_metric_is_documented_in_the_operations_guide() {
+    let guide =
+        std::fs::read_to_string(repo_root().join("docs/operations.md")).expect("operations guide");
+    let exported = [
+        lienthong_kafka::metrics::ALL,
+        lienthong_gateway::metrics::ALL,
+        lienthong_regional_store::metrics::ALL,
+        lienthong_warehouse_loader::metrics::ALL,
+        lienthong_facility_agent::metrics::ALL,
+    ];
+    let missing: Vec<&str> = exported
+        .iter()
+        .flat_map(|all| all.iter())
+        .map(|m| m.name)
+        .filter(|name| !guide.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not document {missing:?}"
+    );
+}

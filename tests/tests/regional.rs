@@ -69,10 +69,19 @@ struct Running {
 }
 
 async fn start(regions: &[&str], t: &Topics) -> anyhow::Result<Running> {
-    start_keyed(regions, t, keyer()).await
+    start_with(regions, t, keyer(), |_| {}).await
 }
 
 async fn start_keyed(regions: &[&str], t: &Topics, keyer: PatientKeyer) -> anyhow::Result<Running> {
+    start_with(regions, t, keyer, |_| {}).await
+}
+
+async fn start_with(
+    regions: &[&str],
+    t: &Topics,
+    keyer: PatientKeyer,
+    tweak: impl FnOnce(&mut lienthong_regional_store::config::RegionalConfig),
+) -> anyhow::Result<Running> {
     let kafka = require_kafka();
     let registry = require_registry().await;
     let pki = TestPki::new()?;
@@ -89,6 +98,7 @@ async fn start_keyed(regions: &[&str], t: &Topics, keyer: PatientKeyer) -> anyho
     config.serving.token_key_file = Some(dir.path().join("token.key"));
     config.dlq_topic = t.dlq.clone();
     config.audit_topic = t.audit.clone();
+    tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -134,10 +144,12 @@ impl Running {
 }
 
 fn authed<T>(msg: T, facility: &str) -> tonic::Request<T> {
+    authed_for(msg, facility, lienthong_grpc::DEFAULT_AUDIENCE)
+}
+
+fn authed_for<T>(msg: T, facility: &str, audience: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    let token =
-        lienthong_grpc::issue_token(SECRET, lienthong_grpc::DEFAULT_AUDIENCE, facility, 600)
-            .expect("token");
+    let token = lienthong_grpc::issue_token(SECRET, audience, facility, 600).expect("token");
     r.metadata_mut().insert(
         "authorization",
         format!("Bearer {token}").parse().expect("ascii"),
@@ -647,5 +659,71 @@ async fn after_a_key_rotation_a_patient_is_found_under_old_and_new_keys() -> any
         .await?
         .into_inner();
     assert_eq!(labs.lab_results.len(), 1, "the old-key lab report is found");
+    store.stop().await
+}
+
+/// A hub reads its members' lists and no one else's, and tokens must name the audience the
+/// store is configured with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_read_their_members_lists_with_tokens_of_the_configured_audience() -> anyhow::Result<()>
+{
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let audience = "lienthong-query-79";
+    let store = start_with(&["79"], &t, keyer(), |c| {
+        c.serving.hubs = vec!["79000=79025,79026".into()];
+        c.serving.token_audience = audience.into();
+    })
+    .await?;
+    let mut g = Generator::new(909, time::OffsetDateTime::now_utc());
+    let to_member = referral(&mut g, "79001", "79025", "79");
+    let to_other = referral(&mut g, "79001", "79030", "79");
+    publish_to(&registry, &t.docs, &[to_member.clone(), to_other]).await?;
+    let worklist = |facility: &str| pb::ListIncomingReferralsRequest {
+        facility_code: facility.into(),
+        purpose: pb::PurposeOfUse::ContinuityOfCare as i32,
+        ..Default::default()
+    };
+    let client = store.client().await?;
+    let listed = eventually("the member's referral in the hub's view", || {
+        let mut c = client.clone();
+        let req = authed_for(worklist("79025"), "79000", audience);
+        async move {
+            let page = c.list_incoming_referrals(req).await?.into_inner();
+            Ok((!page.referrals.is_empty()).then_some(page))
+        }
+    })
+    .await?;
+    let id = |e: &pb::ReferralView| {
+        e.referral
+            .as_ref()
+            .and_then(|r| r.header.as_ref())
+            .map(|h| h.document_id.clone())
+    };
+    assert_eq!(
+        listed.referrals.iter().filter_map(id).collect::<Vec<_>>(),
+        [to_member.header().expect("header").document_id.clone()]
+    );
+
+    let mut c = client.clone();
+    let refused = c
+        .list_incoming_referrals(authed_for(worklist("79030"), "79000", audience))
+        .await
+        .expect_err("79030 is not a member of the hub");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("79030"), "{refused:?}");
+    let refused = c
+        .list_incoming_referrals(authed_for(worklist("79025"), "79026", audience))
+        .await
+        .expect_err("a member does not read another member's list");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let wrong = c
+        .list_incoming_referrals(authed(worklist("79025"), "79025"))
+        .await
+        .expect_err("a token of the default audience is for another deployment");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert!(wrong.message().contains("audience"), "{wrong:?}");
+    assert!(!wrong.message().contains("gateway"), "{wrong:?}");
     store.stop().await
 }

@@ -21,7 +21,7 @@ use clap::Parser;
 use lienthong_benches::percentiles;
 use lienthong_core::ClinicalEvent;
 use lienthong_core::fixtures::Generator;
-use lienthong_regional_store::store::{Change, Index, RegionStore, key};
+use lienthong_regional_store::store::{Change, LabQuery, RegionStore, WorklistQuery};
 use tokio_util::sync::CancellationToken;
 
 // The allocator the service runs with (sled allocates per node update).
@@ -169,7 +169,6 @@ fn store_level(args: &Args) -> anyhow::Result<(tempfile::TempDir, RegionStore)> 
         p[0], p[1], p[2]
     );
     let page = 50;
-    let all = |_: &[u8]| true;
     let time_reads = |name: &str, target: &str, read: &dyn Fn(usize) -> anyhow::Result<usize>| {
         let mut lat = Vec::with_capacity(args.reads);
         let mut found = 0usize;
@@ -187,47 +186,35 @@ fn store_level(args: &Args) -> anyhow::Result<(tempfile::TempDir, RegionStore)> 
         );
         anyhow::Ok(())
     };
-    // As the API reads what an index lists.
-    let docs_of = |index: Index, keys: Vec<(Vec<u8>, String)>| -> anyhow::Result<usize> {
-        let mut n = 0;
-        for (k, d) in keys.into_iter().take(page) {
-            n += usize::from(store.listed(index, &k, &d)?.is_some());
-        }
-        Ok(n)
-    };
     time_reads("GetPatientRecord", "p99 <= 2 ms", &|i| {
         let pk = &targets.patients[(i * 7919) % targets.patients.len()];
         Ok(store.patient_documents(pk)?.len())
     })?;
     time_reads("ListIncomingReferrals, first page of 50", "", &|i| {
         let f = &targets.receiving[i % targets.receiving.len()];
-        let prefix = key(&[f.as_bytes(), b""]);
-        docs_of(
-            Index::Worklist,
-            store.index_scan(Index::Worklist, &prefix, None, true, &all, page + 1)?,
-        )
+        Ok(store
+            .worklist(f, &WorklistQuery::default(), None, page + 1)?
+            .len()
+            .min(page))
     })?;
     time_reads("ListAppointments, first page of 50", "", &|i| {
         let f = &targets.appointment_facilities[i % targets.appointment_facilities.len()];
-        let prefix = key(&[f.as_bytes(), b""]);
-        docs_of(
-            Index::Appointments,
-            store.index_scan(Index::Appointments, &prefix, None, false, &all, page + 1)?,
-        )
+        Ok(store
+            .appointments(f, ("", ""), None, page + 1)?
+            .len()
+            .min(page))
     })?;
     time_reads("FindReusableLabResults", "", &|i| {
         let (pk, service) = &targets.labs[(i * 7919) % targets.labs.len()];
-        let prefix = key(&[pk.as_bytes(), b""]);
-        let keep = |k: &[u8]| {
-            k[prefix.len()..]
-                .split(|b| *b == 0)
-                .next()
-                .is_some_and(|s| s == service.as_bytes())
+        let services = [service.clone()];
+        let query = LabQuery {
+            services: &services,
+            since: "",
         };
-        docs_of(
-            Index::Labs,
-            store.index_scan(Index::Labs, &prefix, None, true, &keep, page + 1)?,
-        )
+        Ok(store
+            .lab_reports(pk, &query, None, page + 1)?
+            .len()
+            .min(page))
     })?;
     println!(
         "(store work only: the API adds TLS, authentication and the audit record, which must be \

@@ -21,7 +21,7 @@ pub fn record_lag(group: &str, statistics: &Statistics) {
                 continue;
             }
             metrics::gauge!(
-                "lienthong_consumer_lag",
+                crate::metrics::CONSUMER_LAG.name,
                 "group" => group.to_owned(),
                 "topic" => topic.clone(),
                 "partition" => partition.to_string()

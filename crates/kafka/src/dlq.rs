@@ -43,7 +43,7 @@ pub async fn send(
             &headers,
         )
         .await?;
-    metrics::counter!("lienthong_dead_letters_total", "topic" => message.topic().to_owned(), "group" => group.to_owned()).increment(1);
+    metrics::counter!(crate::metrics::DEAD_LETTERS.name, "topic" => message.topic().to_owned(), "group" => group.to_owned()).increment(1);
     tracing::warn!(
         topic = message.topic(),
         partition = message.partition(),

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod consumption;
 pub mod dlq;
 pub mod error;
+pub mod metrics;
 pub mod producer;
 pub mod topics;
 

@@ -69,18 +69,18 @@ impl EventProducer {
         // Timeout::Never: a full local queue waits for room (backpressure) rather than failing;
         // message.timeout.ms still bounds the wait for the broker.
         let result = self.inner.send(record, Timeout::Never).await;
-        metrics::histogram!("lienthong_kafka_produce_seconds", "topic" => topic.to_owned())
+        metrics::histogram!(crate::metrics::PRODUCE_SECONDS.name, "topic" => topic.to_owned())
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(d) => {
-                metrics::counter!("lienthong_kafka_produced_total", "topic" => topic.to_owned(), "outcome" => "ok").increment(1);
+                metrics::counter!(crate::metrics::PRODUCED.name, "topic" => topic.to_owned(), "outcome" => "ok").increment(1);
                 Ok(Delivery {
                     partition: d.partition,
                     offset: d.offset,
                 })
             }
             Err((source, _)) => {
-                metrics::counter!("lienthong_kafka_produced_total", "topic" => topic.to_owned(), "outcome" => "error").increment(1);
+                metrics::counter!(crate::metrics::PRODUCED.name, "topic" => topic.to_owned(), "outcome" => "error").increment(1);
                 Err(Error::Delivery {
                     topic: topic.to_owned(),
                     source,

@@ -1,6 +1,12 @@
 //! Logging and metrics set-up shared by every lienthong binary.
 //!
 //! Each binary flattens [`TelemetryArgs`] into its clap arguments and calls [`init`] once.
+//! Each crate that exports metrics lists them in a `metrics` module of [`Metric`]s, described
+//! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
+
+mod catalogue;
+
+pub use catalogue::{Metric, MetricKind, describe, zero};
 
 use std::net::SocketAddr;
 

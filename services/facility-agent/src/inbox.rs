@@ -82,7 +82,7 @@ impl Inbox {
                 // Full: the file waits in the inbox until the gateway drains the outbox.
                 Err(e @ OutboxError::Full { .. }) => {
                     tracing::warn!(file = %file.display(), error = %e, "intake paused");
-                    metrics::counter!("lienthong_agent_intake_paused_total").increment(1);
+                    metrics::counter!(crate::metrics::INTAKE_PAUSED.name).increment(1);
                     break;
                 }
                 Err(e) => return Err(e),
@@ -134,8 +134,8 @@ impl Inbox {
                 )
                 .await?;
         }
-        metrics::counter!("lienthong_agent_files_total", "result" => folder).increment(1);
-        metrics::counter!("lienthong_agent_intake_events_total").increment(count as u64);
+        metrics::counter!(crate::metrics::FILES.name, "result" => folder).increment(1);
+        metrics::counter!(crate::metrics::INTAKE_EVENTS.name).increment(count as u64);
         if let Err(e) = move_to(file, folder, report) {
             tracing::error!(file = %name, error = %e, "events are safe in the outbox, but the file could not be moved; it will be taken again (duplicates are harmless)");
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod inbox;
+pub mod metrics;
 pub mod outbox;
 pub mod sender;
 pub mod status;
@@ -21,6 +22,7 @@ pub use config::AgentConfig;
 /// Runs the agent until `shutdown`: the inbox watcher, the sender and the status writer, each
 /// a task owned here and stopped by the same token.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::metrics::register();
     std::fs::create_dir_all(&config.data_dir)?;
     std::fs::create_dir_all(&config.inbox)?;
     let outbox = outbox::Outbox::open(&config.outbox_dir(), config.max_pending)?;

@@ -92,7 +92,7 @@ pub async fn run(
                 }
             }
             Err(status) => {
-                metrics::counter!("lienthong_agent_send_failures_total", "code" => format!("{:?}", status.code()))
+                metrics::counter!(crate::metrics::SEND_FAILURES.name, "code" => format!("{:?}", status.code()))
                     .increment(1);
                 tracing::warn!(code = ?status.code(), message = status.message(), pending = outbox.pending(), "gateway not reachable; events stay in the outbox");
                 set_error(Some(format!("{:?}: {}", status.code(), status.message())));
@@ -144,7 +144,7 @@ async fn settle(
                 "retry"
             }
         };
-        metrics::counter!("lienthong_agent_events_total", "outcome" => label).increment(1);
+        metrics::counter!(crate::metrics::EVENTS.name, "outcome" => label).increment(1);
     }
     outbox.settle(&delivered, &refused).await?;
     if let Ok(mut s) = state.lock() {

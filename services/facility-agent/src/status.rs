@@ -77,12 +77,12 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    metrics::gauge!("lienthong_agent_pending_events").set(status.pending as f64);
-    metrics::gauge!("lienthong_agent_oldest_pending_seconds")
+    metrics::gauge!(crate::metrics::PENDING.name).set(status.pending as f64);
+    metrics::gauge!(crate::metrics::OLDEST_PENDING_SECONDS.name)
         .set(status.oldest_pending_secs as f64);
-    metrics::gauge!("lienthong_agent_rejected_events").set(status.rejected as f64);
+    metrics::gauge!(crate::metrics::REJECTED.name).set(status.rejected as f64);
     let fill = status.pending as f64 / status.max_pending.max(1) as f64;
-    metrics::gauge!("lienthong_agent_outbox_fill_ratio").set(fill);
+    metrics::gauge!(crate::metrics::OUTBOX_FILL_RATIO.name).set(fill);
     if fill >= 0.8 {
         tracing::warn!(
             pending = status.pending,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dedupe;
 pub mod limits;
+pub mod metrics;
 pub mod pipeline;
 pub mod server;
 mod service;

@@ -147,7 +147,7 @@ impl Gateway {
         }
         let rate_key = caller.map_or("insecure-dev", |c| c.facility.as_str());
         if let Err(after) = self.rate.try_take(rate_key, n) {
-            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "rate")
+            metrics::counter!(crate::metrics::THROTTLED.name, "reason" => "rate")
                 .increment(n as u64);
             return Err(RequestError::Exhausted(
                 format!("facility {rate_key} is over its rate limit"),
@@ -156,15 +156,14 @@ impl Gateway {
         }
         let bytes = req.encoded_len();
         let Some(_permit) = self.in_flight.try_acquire(n, bytes) else {
-            metrics::counter!("lienthong_gateway_throttled_total", "reason" => "capacity")
+            metrics::counter!(crate::metrics::THROTTLED.name, "reason" => "capacity")
                 .increment(n as u64);
             return Err(RequestError::Exhausted(
                 "the gateway is at capacity".into(),
                 Duration::from_millis(200),
             ));
         };
-        metrics::gauge!("lienthong_gateway_in_flight_events")
-            .set(self.in_flight.in_flight() as f64);
+        metrics::gauge!(crate::metrics::IN_FLIGHT.name).set(self.in_flight.in_flight() as f64);
         let ctx = ValidationContext {
             now: time::OffsetDateTime::now_utc(),
             future_skew: self.future_skew,
@@ -175,7 +174,7 @@ impl Gateway {
                 .map(|env| self.publish_event(env, &ctx)),
         )
         .await;
-        metrics::gauge!("lienthong_gateway_in_flight_events")
+        metrics::gauge!(crate::metrics::IN_FLIGHT.name)
             .set(self.in_flight.in_flight().saturating_sub(n) as f64);
         Ok(pb::PublishResponse {
             request_id: req.request_id,
@@ -190,7 +189,7 @@ impl Gateway {
     ) -> pb::EventResult {
         let Some(mut event) = ClinicalEvent::from_envelope(env) else {
             record("unknown", "rejected");
-            metrics::counter!("lienthong_gateway_rejects_total", "code" => "event.unknown_kind")
+            metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.unknown_kind")
                 .increment(1);
             let mut r = result(
                 "",
@@ -217,7 +216,7 @@ impl Gateway {
                 violations.iter().map(pb::ValidationError::from).collect();
             if has_errors(&violations) {
                 for v in violations.iter().filter(|v| v.severity == Severity::Error) {
-                    metrics::counter!("lienthong_gateway_rejects_total", "code" => v.code.clone())
+                    metrics::counter!(crate::metrics::REJECTS.name, "code" => v.code.clone())
                         .increment(1);
                 }
                 record(kind.as_str(), "rejected");
@@ -300,7 +299,7 @@ impl Gateway {
                     .send(&topic, key.value.as_bytes(), &framed, &headers),
             )
             .await;
-            metrics::histogram!("lienthong_gateway_ack_seconds", "kind" => kind.as_str())
+            metrics::histogram!(crate::metrics::ACK_SECONDS.name, "kind" => kind.as_str())
                 .record(started.elapsed().as_secs_f64());
             match sent {
                 Ok(Ok(d)) => {
@@ -357,7 +356,7 @@ impl Gateway {
 }
 
 fn record(kind: &'static str, outcome: &'static str) {
-    metrics::counter!("lienthong_gateway_events_total", "kind" => kind, "outcome" => outcome)
+    metrics::counter!(crate::metrics::EVENTS.name, "kind" => kind, "outcome" => outcome)
         .increment(1);
 }
 

@@ -46,6 +46,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.check().map_err(GatewayError::Config)?;
+    crate::metrics::register();
     let builder = config.serving.server("the ingest API")?;
     kafka.probe()?;
 

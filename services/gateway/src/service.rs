@@ -19,8 +19,8 @@ pub(crate) struct IngestApi {
 }
 
 fn observe(method: &'static str, started: Instant, code: tonic::Code) {
-    metrics::counter!("lienthong_gateway_requests_total", "method" => method, "code" => format!("{code:?}")).increment(1);
-    metrics::histogram!("lienthong_gateway_request_seconds", "method" => method)
+    metrics::counter!(crate::metrics::REQUESTS.name, "method" => method, "code" => format!("{code:?}")).increment(1);
+    metrics::histogram!(crate::metrics::REQUEST_SECONDS.name, "method" => method)
         .record(started.elapsed().as_secs_f64());
 }
 

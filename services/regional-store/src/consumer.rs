@@ -4,21 +4,22 @@
 use std::time::{Duration, Instant};
 
 use lienthong_core::ProvinceCode;
-use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    BatchBackoff, BatchPreparer, BatchWriter, PipelineEnd, PositionSource, PreparedBatch,
-    STATISTICS_INTERVAL_MS, SeekToStored, consume_pipelined,
+    BatchPreparer, BatchWriter, PipelineEnd, PositionSource, PreparedBatch, SeekToStored,
+    consume_pipelined,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
-use lienthong_proto::v1 as pb;
-use lienthong_registry::{DecodeError, WireCodec};
-use prost::Message as _;
+use lienthong_registry::WireCodec;
+use lienthong_sink::{Consumed, MessageReader, retry, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
 use crate::store::{Change, RegionStore};
+
+/// Retries of a batch not decoded or not applied.
+const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
 
 /// The store's own positions: where each partition resumes after a (re)assignment.
 struct StorePositions(RegionStore);
@@ -44,13 +45,7 @@ pub async fn run_region(
     let group = RegionalConfig::group(&region);
     let region_code =
         ProvinceCode::current(&region).ok_or_else(|| anyhow::anyhow!("unknown region {region}"))?;
-    let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    let cfg = sink_consumer_config(&kafka, &group, config.session_timeout_ms)?;
     let consumer: StreamConsumer<SeekToStored<StorePositions>> =
         cfg.create_with_context(SeekToStored {
             group: group.clone(),
@@ -63,6 +58,7 @@ pub async fn run_region(
         config.topic_receipt.as_str(),
     ];
     consumer.subscribe(&topics)?;
+    lienthong_kafka::metrics::register_consumer(&group, &topics);
     tracing::info!(%region, %group, "regional consumer started");
 
     // Pipelined: while batch n is applied to sled (a blocking thread), batch n+1 is fetched,
@@ -144,66 +140,40 @@ impl Step<'_> {
     /// Decodes and validates a batch, dead-lettering what is poison; a registry or DLQ
     /// failure is retried. None when stopping first.
     async fn classify_with_retry(&self, messages: Vec<OwnedMessage>) -> Option<Classified> {
-        let mut backoff = BatchBackoff::default();
-        loop {
-            match self.classify_batch(&messages).await {
-                Ok(changes) => {
-                    return Some(Classified {
-                        messages,
-                        changes: std::sync::Arc::new(changes),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not decoded; retrying");
-                    if !backoff.wait(self.shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn classify_batch(
-        &self,
-        batch: &[OwnedMessage],
-    ) -> anyhow::Result<Vec<(String, i32, i64, Change)>> {
-        let ctx = ValidationContext::now();
-        let mut changes = Vec::with_capacity(batch.len());
-        for m in batch {
-            let change = match classify(self.config, self.region, self.codec, &ctx, m).await? {
-                Ok(change) => change,
-                Err(error) => {
-                    lienthong_kafka::dlq::send(
-                        self.dlq,
-                        &self.config.dlq_topic,
-                        self.group,
-                        m,
-                        &error,
-                    )
-                    .await?;
-                    Change::Skip
-                }
-            };
-            changes.push((m.topic().to_owned(), m.partition(), m.offset(), change));
-        }
-        Ok(changes)
+        let reader = MessageReader {
+            codec: self.codec,
+            receipt_topic: &self.config.topic_receipt,
+            dlq: Some(self.dlq),
+            dlq_topic: &self.config.dlq_topic,
+            group: self.group,
+        };
+        let region = self.region;
+        let read = retry("batch not decoded", RETRIES, self.shutdown, || {
+            reader.read_batch(&messages, |c, _| Ok(change_for(region, c)))
+        })
+        .await?;
+        let changes = messages
+            .iter()
+            .zip(read)
+            .map(|(m, change)| {
+                let change = change.unwrap_or(Change::Skip);
+                (m.topic().to_owned(), m.partition(), m.offset(), change)
+            })
+            .collect();
+        Some(Classified {
+            messages,
+            changes: std::sync::Arc::new(changes),
+        })
     }
 
     /// Applies a classified batch with its offsets and makes it durable; a store failure is
     /// retried. False when stopping first.
     async fn apply_with_retry(&self, batch: &Classified) -> bool {
-        let mut backoff = BatchBackoff::default();
-        loop {
-            match self.apply(batch).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch not applied; retrying");
-                    if !backoff.wait(self.shutdown).await {
-                        return false;
-                    }
-                }
-            }
-        }
+        retry("batch not applied", RETRIES, self.shutdown, || {
+            self.apply(batch)
+        })
+        .await
+        .is_some()
     }
 
     async fn apply(&self, batch: &Classified) -> anyhow::Result<()> {
@@ -216,90 +186,32 @@ impl Step<'_> {
         // for lag. A flush per batch cost ~10% of the consumer's throughput (an fsync and a
         // sealed log buffer each). Stopping flushes.
         let region = self.region.to_string();
-        metrics::counter!("lienthong_regional_applied_total", "region" => region.clone())
+        metrics::counter!(crate::metrics::APPLIED.name, "region" => region.clone())
             .increment(applied.applied);
-        metrics::counter!("lienthong_regional_stale_total", "region" => region.clone())
+        metrics::counter!(crate::metrics::STALE.name, "region" => region.clone())
             .increment(applied.stale + applied.replayed);
-        metrics::histogram!("lienthong_regional_apply_seconds")
+        metrics::histogram!(crate::metrics::APPLY_SECONDS.name)
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("lienthong_regional_store_bytes", "region" => region.clone())
+        metrics::gauge!(crate::metrics::STORE_BYTES.name, "region" => region.clone())
             .set(self.store.size_on_disk() as f64);
-        metrics::gauge!("lienthong_regional_filed_documents", "region" => region.clone())
+        metrics::gauge!(crate::metrics::FILED.name, "region" => region.clone())
             .set(self.store.filed_documents() as f64);
-        metrics::gauge!("lienthong_regional_listed_documents", "region" => region.clone())
+        metrics::gauge!(crate::metrics::LISTED.name, "region" => region.clone())
             .set(self.store.listed_documents() as f64);
-        metrics::gauge!("lienthong_regional_bundles", "region" => region)
+        metrics::gauge!(crate::metrics::BUNDLES.name, "region" => region)
             .set(self.store.bundles() as f64);
         Ok(())
     }
 }
 
-/// Where a message was read from, formatted only when an error names it (this runs for
-/// every consumed message).
-struct Origin<'a>(&'a OwnedMessage);
-
-impl std::fmt::Display for Origin<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}[{}]@{}",
-            self.0.topic(),
-            self.0.partition(),
-            self.0.offset()
-        )
+/// What a good message changes in the store of `region`: a receipt always (it may meet its
+/// referral later), an event only if it concerns the region.
+pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
+    match consumed {
+        Consumed::Receipt(r) => Change::receipt(r),
+        Consumed::Event { event, payload } if event.regions().contains(region) => {
+            Change::consumed(event, &payload)
+        }
+        Consumed::Event { .. } => Change::Skip,
     }
-}
-
-/// Ok(Ok(change)), Ok(Err(reason to dead-letter)), or Err(transient: retry the batch).
-pub(crate) async fn classify(
-    config: &RegionalConfig,
-    region: &ProvinceCode,
-    codec: &WireCodec,
-    ctx: &ValidationContext,
-    m: &OwnedMessage,
-) -> anyhow::Result<Result<Change, String>> {
-    let origin = Origin(m);
-    let decoded = match codec
-        .decode(m.payload(), m.topic(), m.partition(), m.offset())
-        .await
-    {
-        Ok(d) => d,
-        Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    if m.topic() == config.topic_receipt {
-        return Ok(
-            match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
-                Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
-                    Ok(Change::receipt(r))
-                }
-                Ok(_) => Err(format!(
-                    "{origin}: {} is not a referral receipt",
-                    decoded.full_name
-                )),
-                Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
-            },
-        );
-    }
-    let event = match decoded.event(&origin) {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let errors: Vec<String> = event
-        .validate(ctx)
-        .into_iter()
-        .filter(|v| v.severity == Severity::Error)
-        .map(|v| v.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Ok(Err(format!(
-            "{origin}: invalid document: {}",
-            errors.join("; ")
-        )));
-    }
-    Ok(Ok(if event.regions().contains(region) {
-        Change::consumed(event, &decoded.payload)
-    } else {
-        Change::Skip
-    }))
 }

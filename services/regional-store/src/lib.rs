@@ -8,6 +8,7 @@ pub mod filing;
 pub mod lists;
 pub mod live;
 pub mod memory;
+pub mod metrics;
 pub mod query;
 pub mod rebuild;
 pub mod server;

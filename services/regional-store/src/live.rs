@@ -155,8 +155,7 @@ pub async fn supervise_region(
         }
         tracing::info!(region, "a completed rebuild is waiting: swapping it in");
         stores.swap_in_rebuild(&config, &region).await?;
-        metrics::counter!("lienthong_regional_swaps_total", "region" => region.clone())
-            .increment(1);
+        metrics::counter!(crate::metrics::SWAPS.name, "region" => region.clone()).increment(1);
         tracing::info!(region, "rebuilt store swapped in while serving");
     }
 }

@@ -15,7 +15,9 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::live::LiveStores;
-use crate::store::{Index, RegionStore, Status as DocStatus, StoreError, StoredDoc, key};
+use crate::store::{
+    LabQuery, ListPage, RegionStore, Status as DocStatus, StoreError, StoredDoc, WorklistQuery,
+};
 
 /// Shared state of the query API.
 pub struct QueryApi {
@@ -73,10 +75,24 @@ fn status_proto(s: DocStatus) -> pb::ReferralStatus {
     }
 }
 
-fn observe(method: &'static str, started: Instant, ok: bool) {
-    metrics::histogram!("lienthong_regional_query_seconds", "method" => method)
+/// Awaits an answer and records its latency and outcome: `ok`, or the gRPC code of the
+/// failure, so refused and failed calls are counted as well as answered ones.
+async fn observed<T>(
+    method: &'static str,
+    answer: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = Instant::now();
+    let answered = answer.await;
+    record_outcome(method, started, answered.as_ref().err().map(Status::code));
+    answered
+}
+
+fn record_outcome(method: &'static str, started: Instant, failed: Option<tonic::Code>) {
+    metrics::histogram!(crate::metrics::QUERY_SECONDS.name, "method" => method)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("lienthong_regional_queries_total", "method" => method, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+    let outcome = failed.map_or("ok", crate::metrics::code_label);
+    metrics::counter!(crate::metrics::QUERIES.name, "method" => method, "outcome" => outcome)
+        .increment(1);
 }
 
 impl QueryApi {
@@ -160,52 +176,38 @@ impl QueryApi {
         Ok(None)
     }
 
-    /// Scans an index in every store, merges by key, pages.
-    fn scan(
+    /// One page of a list read from every store with `read` (given where to resume and how
+    /// many), merged by position (newest first when `newest_first`).
+    fn page(
         &self,
-        index: Index,
-        prefixes: &[Vec<u8>],
         page: Option<&pb::PageRequest>,
-        reverse: bool,
-        keep: impl Fn(&[u8]) -> bool,
+        newest_first: bool,
+        read: impl Fn(&RegionStore, Option<&[u8]>, usize) -> Result<ListPage, StoreError>,
     ) -> Result<(Vec<StoredDoc>, String), Status> {
         let after = token_of(page)?;
         let size = page_size(page);
-        let mut keys: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut found: ListPage = Vec::new();
         for (_, s) in &self
             .stores
             .snapshot()
             .map_err(|e| Status::unavailable(e.to_string()))?
         {
-            for prefix in prefixes {
-                keys.extend(
-                    s.index_scan(index, prefix, after.as_deref(), reverse, &keep, size + 1)
-                        .map_err(|e| Status::internal(e.to_string()))?,
-                );
-            }
+            found.extend(
+                read(s, after.as_deref(), size + 1).map_err(|e| Status::internal(e.to_string()))?,
+            );
         }
-        keys.sort();
-        keys.dedup();
-        if reverse {
-            keys.reverse();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        if newest_first {
+            found.reverse();
         }
-        let mut docs = Vec::new();
-        let mut last = None;
-        for (k, doc) in keys {
-            if docs.len() == size {
-                break;
-            }
-            if let Some(d) = self.first_in_stores(|s| s.listed(index, &k, &doc))? {
-                docs.push(d);
-                last = Some(k);
-            }
-        }
-        let next = if docs.len() == size {
-            last.map(hex::encode).unwrap_or_default()
-        } else {
-            String::new()
+        let more = found.len() > size;
+        found.truncate(size);
+        let next = match (more, found.last()) {
+            (true, Some((position, _))) => hex::encode(position),
+            _ => String::new(),
         };
-        Ok((docs, next))
+        Ok((found.into_iter().map(|(_, d)| d).collect(), next))
     }
 }
 
@@ -219,13 +221,11 @@ fn referral_view(d: StoredDoc) -> Option<pb::ReferralView> {
     }
 }
 
-#[tonic::async_trait]
-impl RegionalQueryService for QueryApi {
-    async fn get_patient_record(
+impl QueryApi {
+    async fn answer_get_patient_record(
         &self,
         request: Request<pb::GetPatientRecordRequest>,
     ) -> Result<Response<pb::PatientRecord>, Status> {
-        let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
@@ -263,31 +263,29 @@ impl RegionalQueryService for QueryApi {
         let n = record.referrals.len() + record.appointments.len() + record.lab_results.len();
         self.audit(caller.as_ref(), "GetPatientRecord", &keys[0], purpose, n)
             .await?;
-        observe("GetPatientRecord", started, true);
         Ok(Response::new(record))
     }
 
-    async fn list_incoming_referrals(
+    async fn answer_list_incoming_referrals(
         &self,
         request: Request<pb::ListIncomingReferralsRequest>,
     ) -> Result<Response<pb::ReferralPage>, Status> {
-        let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         self.check_facility(caller.as_ref(), &req.facility_code)?;
-        let status = pb::ReferralStatus::try_from(req.status).unwrap_or_default();
-        let mut prefix = key(&[req.facility_code.as_bytes(), b""]);
-        if status != pb::ReferralStatus::Unspecified {
-            prefix = key(&[req.facility_code.as_bytes(), &[status as u8], b""]);
-        }
-        let since = req.since.clone();
-        let fac_len = req.facility_code.len() + 3; // facility \0 status \0
-        let prefixes = [prefix];
-        let (docs, next) = self.scan(Index::Worklist, &prefixes, req.page.as_ref(), true, |k| {
-            since.is_empty()
-                || k.get(fac_len..fac_len + 8)
-                    .is_some_and(|d| d >= since.as_bytes())
+        let status = match pb::ReferralStatus::try_from(req.status).unwrap_or_default() {
+            pb::ReferralStatus::Unspecified => None,
+            pb::ReferralStatus::Pending => Some(DocStatus::Pending),
+            pb::ReferralStatus::Received => Some(DocStatus::Received),
+            pb::ReferralStatus::Cancelled => Some(DocStatus::Cancelled),
+        };
+        let query = WorklistQuery {
+            status,
+            issued_since: &req.since,
+        };
+        let (docs, next) = self.page(req.page.as_ref(), true, |s, after, limit| {
+            s.worklist(&req.facility_code, &query, after, limit)
         })?;
         let referrals: Vec<_> = docs.into_iter().filter_map(referral_view).collect();
         self.audit(
@@ -298,36 +296,23 @@ impl RegionalQueryService for QueryApi {
             referrals.len(),
         )
         .await?;
-        observe("ListIncomingReferrals", started, true);
         Ok(Response::new(pb::ReferralPage {
             referrals,
             next_page_token: next,
         }))
     }
 
-    async fn list_appointments(
+    async fn answer_list_appointments(
         &self,
         request: Request<pb::ListAppointmentsRequest>,
     ) -> Result<Response<pb::AppointmentPage>, Status> {
-        let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         self.check_facility(caller.as_ref(), &req.facility_code)?;
-        let prefix = key(&[req.facility_code.as_bytes(), b""]);
-        let (from, to) = (req.from.clone(), req.to.clone());
-        let at = prefix.len();
-        let (docs, next) = self.scan(
-            Index::Appointments,
-            std::slice::from_ref(&prefix),
-            req.page.as_ref(),
-            false,
-            |k| {
-                let day = k.get(at..at + 8).unwrap_or_default();
-                (from.is_empty() || day >= from.as_bytes())
-                    && (to.is_empty() || day <= to.as_bytes())
-            },
-        )?;
+        let (docs, next) = self.page(req.page.as_ref(), false, |s, after, limit| {
+            s.appointments(&req.facility_code, (&req.from, &req.to), after, limit)
+        })?;
         let appointments: Vec<_> = docs
             .into_iter()
             .filter_map(|d| {
@@ -346,18 +331,16 @@ impl RegionalQueryService for QueryApi {
             appointments.len(),
         )
         .await?;
-        observe("ListAppointments", started, true);
         Ok(Response::new(pb::AppointmentPage {
             appointments,
             next_page_token: next,
         }))
     }
 
-    async fn find_reusable_lab_results(
+    async fn answer_find_reusable_lab_results(
         &self,
         request: Request<pb::FindReusableLabResultsRequest>,
     ) -> Result<Response<pb::LabReportPage>, Status> {
-        let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
@@ -375,17 +358,16 @@ impl RegionalQueryService for QueryApi {
             u8::from(cutoff.month()),
             cutoff.day()
         );
-        // Every key is 64 hex characters, so the service starts at the same place under each.
-        let prefixes: Vec<Vec<u8>> = keys.iter().map(|pk| key(&[pk.as_bytes(), b""])).collect();
-        let at = prefixes[0].len();
-        let services = req.service_codes.clone();
-        let (docs, next) = self.scan(Index::Labs, &prefixes, req.page.as_ref(), true, |k| {
-            let rest = k.get(at..).unwrap_or_default();
-            let mut parts = rest.split(|b| *b == 0);
-            let service = parts.next().unwrap_or_default();
-            let when = parts.next().unwrap_or_default();
-            (services.is_empty() || services.iter().any(|s| s.as_bytes() == service))
-                && when.get(..8).is_some_and(|d| d >= cutoff.as_bytes())
+        let query = LabQuery {
+            services: &req.service_codes,
+            since: &cutoff,
+        };
+        let (docs, next) = self.page(req.page.as_ref(), true, |s, after, limit| {
+            let mut found = Vec::new();
+            for pk in &keys {
+                found.extend(s.lab_reports(pk, &query, after, limit)?);
+            }
+            Ok(found)
         })?;
         let lab_results: Vec<_> = docs
             .into_iter()
@@ -406,18 +388,16 @@ impl RegionalQueryService for QueryApi {
             lab_results.len(),
         )
         .await?;
-        observe("FindReusableLabResults", started, true);
         Ok(Response::new(pb::LabReportPage {
             lab_results,
             next_page_token: next,
         }))
     }
 
-    async fn acknowledge_referral(
+    async fn answer_acknowledge_referral(
         &self,
         request: Request<pb::AcknowledgeReferralRequest>,
     ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
-        let started = Instant::now();
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let doc = self.doc(&req.referral_document_id)?.ok_or_else(|| {
@@ -507,11 +487,98 @@ impl RegionalQueryService for QueryApi {
             )
             .await
             .map_err(|e| Status::unavailable(format!("receipt not stored, retry: {e}")))?;
-        observe("AcknowledgeReferral", started, true);
         Ok(Response::new(pb::AcknowledgeReferralResponse {
             topic: self.receipt_topic.clone(),
             partition: d.partition,
             offset: d.offset,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl RegionalQueryService for QueryApi {
+    async fn get_patient_record(
+        &self,
+        request: Request<pb::GetPatientRecordRequest>,
+    ) -> Result<Response<pb::PatientRecord>, Status> {
+        observed("GetPatientRecord", self.answer_get_patient_record(request)).await
+    }
+
+    async fn list_incoming_referrals(
+        &self,
+        request: Request<pb::ListIncomingReferralsRequest>,
+    ) -> Result<Response<pb::ReferralPage>, Status> {
+        observed(
+            "ListIncomingReferrals",
+            self.answer_list_incoming_referrals(request),
+        )
+        .await
+    }
+
+    async fn list_appointments(
+        &self,
+        request: Request<pb::ListAppointmentsRequest>,
+    ) -> Result<Response<pb::AppointmentPage>, Status> {
+        observed("ListAppointments", self.answer_list_appointments(request)).await
+    }
+
+    async fn find_reusable_lab_results(
+        &self,
+        request: Request<pb::FindReusableLabResultsRequest>,
+    ) -> Result<Response<pb::LabReportPage>, Status> {
+        observed(
+            "FindReusableLabResults",
+            self.answer_find_reusable_lab_results(request),
+        )
+        .await
+    }
+
+    async fn acknowledge_referral(
+        &self,
+        request: Request<pb::AcknowledgeReferralRequest>,
+    ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
+        observed(
+            "AcknowledgeReferral",
+            self.answer_acknowledge_referral(request),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(answer: Result<(), Status>) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let answered =
+                futures::executor::block_on(observed("ListAppointments", async { answer }));
+            drop(answered);
+        });
+        handle.render()
+    }
+
+    #[test]
+    fn failed_calls_are_counted_by_code_and_timed_like_answered_ones() {
+        let text = rendered(Err(Status::permission_denied("not a member")));
+        assert!(
+            text.contains(
+                "lienthong_regional_queries_total{method=\"ListAppointments\",outcome=\"permission_denied\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("lienthong_regional_query_seconds_count{method=\"ListAppointments\"} 1"),
+            "{text}"
+        );
+        let text = rendered(Ok(()));
+        assert!(
+            text.contains(
+                "lienthong_regional_queries_total{method=\"ListAppointments\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

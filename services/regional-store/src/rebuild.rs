@@ -13,12 +13,13 @@ use lienthong_core::ProvinceCode;
 use lienthong_core::validation::ValidationContext;
 use lienthong_kafka::KafkaArgs;
 use lienthong_registry::WireCodec;
+use lienthong_sink::MessageReader;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::RegionalConfig;
-use crate::consumer::classify;
+use crate::consumer::change_for;
 use crate::store::{Change, RegionStore};
 
 const READY: &str = "READY";
@@ -87,9 +88,17 @@ pub async fn rebuild(
         }
         let owned = m.detach();
         // Dead letters were sent when the live store met them: here they are only skipped.
-        let change = classify(config, &code, &codec, &ctx, &owned)
-            .await?
-            .unwrap_or(Change::Skip);
+        let reader = MessageReader {
+            codec: &codec,
+            receipt_topic: &config.topic_receipt,
+            dlq: None,
+            dlq_topic: &config.dlq_topic,
+            group: "",
+        };
+        let change = match reader.read(&owned, &ctx).await? {
+            Ok(consumed) => change_for(&code, consumed),
+            Err(_) => Change::Skip,
+        };
         batch.push((
             owned.topic().to_owned(),
             owned.partition(),

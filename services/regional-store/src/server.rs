@@ -52,6 +52,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
+    crate::metrics::register(&config.regions);
     let builder = config.serving.server("the query API")?;
     let auth = config.serving.authenticator()?;
     kafka.probe()?;

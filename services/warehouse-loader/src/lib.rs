@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod loader;
+pub mod metrics;
 pub mod migrations;
 pub mod rows;
 pub mod store;

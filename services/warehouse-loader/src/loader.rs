@@ -3,21 +3,24 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::consumption::{
-    BatchBackoff, BatchPreparer, BatchWriter, PipelineEnd, PreparedBatch, STATISTICS_INTERVAL_MS,
-    SeekToStored, StoredPositions, batch_ends, consume_pipelined,
+    BatchPreparer, BatchWriter, PipelineEnd, PreparedBatch, SeekToStored, StoredPositions,
+    batch_ends, consume_pipelined,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
-use lienthong_registry::{DecodeError, RegistryArgs, WireCodec};
+use lienthong_registry::{RegistryArgs, WireCodec};
+use lienthong_sink::{Consumed, MessageReader, Origin, Retrying, retry, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
-use crate::rows::{EventRows, rows_of};
+use crate::rows::{EventRows, receipt_rows, rows_of};
 use crate::store::{Position, WriteOptions, ensure_history_months, write_batch};
+
+/// Retries of a batch not decoded or not written.
+const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
 
 /// Why the loader stopped.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +44,6 @@ pub enum LoaderError {
         /// Client error.
         source: tokio_postgres::Error,
     },
-}
-
-/// What to do with one consumed message.
-#[allow(clippy::large_enum_variant)] // short-lived, one per message
-enum Item {
-    Rows(EventRows),
-    Dead(String),
 }
 
 /// Connects and returns the client; the connection task ends when the client is dropped.
@@ -95,6 +91,7 @@ pub async fn run(
     registry: RegistryArgs,
     shutdown: CancellationToken,
 ) -> Result<(), LoaderError> {
+    crate::metrics::register();
     kafka.probe()?;
     let unreachable = |source| LoaderError::Postgres {
         dsn: redact(&config.pg_dsn),
@@ -110,15 +107,9 @@ pub async fn run(
 
     let codec = WireCodec::new(&registry)?;
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
-    let mut cfg = kafka.client_config()?;
     // Offsets live in PostgreSQL with the rows; Kafka commits are advisory, made after the
     // transaction, so the committed offset never runs ahead of the warehouse.
-    cfg.set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    let cfg = sink_consumer_config(&kafka, &config.group, config.session_timeout_ms)?;
     // Start every partition where the warehouse says it stands (PostgreSQL is the truth; a
     // new or restored database must not trust Kafka's advisory commits).
     let positions = StoredPositions::default();
@@ -139,6 +130,7 @@ pub async fn run(
         })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    lienthong_kafka::metrics::register_consumer(&config.group, &topics);
     tracing::info!(group = %config.group, ?topics, "warehouse loader consuming");
 
     // Pipelined: while batch n is written, batch n+1 is fetched, decoded and dead-lettered,
@@ -243,19 +235,40 @@ async fn prepare_with_retry(
     messages: Vec<OwnedMessage>,
     shutdown: &CancellationToken,
 ) -> Option<Prepared> {
-    let mut backoff = BatchBackoff::default();
-    loop {
-        match prepare(config, codec, dlq, &messages).await {
-            Ok(items) => return Some(Prepared { messages, items }),
-            Err(e) => {
-                metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_wait(), "batch not decoded; retrying");
-                if !backoff.wait(shutdown).await {
-                    return None;
-                }
-            }
-        }
+    let reader = MessageReader {
+        codec,
+        receipt_topic: &config.receipt_topic,
+        dlq: Some(dlq),
+        dlq_topic: &config.dlq_topic,
+        group: &config.group,
+    };
+    let rows = retry("batch not decoded", RETRIES, shutdown, || {
+        reader.read_batch(&messages, rows_for)
+    })
+    .await?;
+    let items = messages
+        .iter()
+        .zip(rows)
+        .map(|(m, rows)| {
+            let position = Position {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            (position, rows)
+        })
+        .collect();
+    Some(Prepared { messages, items })
+}
+
+/// The warehouse rows of a good message; Err (dead-lettered) when its values do not fit the
+/// warehouse.
+fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<EventRows, String> {
+    match consumed {
+        Consumed::Receipt(r) => receipt_rows(&r),
+        Consumed::Event { event, .. } => rows_of(&event),
     }
+    .map_err(|e| format!("{origin}: {e}"))
 }
 
 /// Writes a prepared batch; on a database failure waits and retries the same batch without
@@ -267,15 +280,14 @@ async fn write_with_retry(
     batch: &Prepared,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff = BatchBackoff::default();
+    let mut retrying = Retrying::new("batch not written", RETRIES);
     loop {
         match write(clients, months, config, batch).await {
             Ok(()) => return true,
             Err(e) => {
-                metrics::counter!("lienthong_warehouse_batch_retries_total").increment(1);
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_wait(), "batch not written; retrying");
+                retrying.failed(&format!("{e:#}"));
                 // Even when stopping, an unwritten batch is simply left for the next start.
-                if !backoff.wait(shutdown).await {
+                if !retrying.wait(shutdown).await {
                     return false;
                 }
                 for client in clients.iter_mut().filter(|c| c.is_closed()) {
@@ -287,33 +299,6 @@ async fn write_with_retry(
             }
         }
     }
-}
-
-async fn prepare(
-    config: &LoaderConfig,
-    codec: &WireCodec,
-    dlq: &EventProducer,
-    batch: &[OwnedMessage],
-) -> anyhow::Result<Vec<(Position, Option<EventRows>)>> {
-    let ctx = ValidationContext::now();
-    let mut items: Vec<(Position, Option<EventRows>)> = Vec::with_capacity(batch.len());
-    for m in batch {
-        let position = Position {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-        };
-        match classify(config, codec, m, &ctx).await? {
-            Item::Rows(rows) => items.push((position, Some(rows))),
-            Item::Dead(error) => {
-                // The dead letter must be durable before the offset moves past the message.
-                lienthong_kafka::dlq::send(dlq, &config.dlq_topic, &config.group, m, &error)
-                    .await?;
-                items.push((position, None));
-            }
-        }
-    }
-    Ok(items)
 }
 
 async fn write(
@@ -353,14 +338,13 @@ async fn write(
         all.already_applied += w.already_applied;
         all
     });
-    metrics::histogram!("lienthong_warehouse_commit_seconds")
+    metrics::histogram!(crate::metrics::COMMIT_SECONDS.name)
         .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("lienthong_warehouse_batch_size").record(items.len() as f64);
-    metrics::counter!("lienthong_warehouse_rows_total", "table" => "event_history")
+    metrics::histogram!(crate::metrics::BATCH_SIZE.name).record(items.len() as f64);
+    metrics::counter!(crate::metrics::ROWS.name, "table" => "event_history")
         .increment(written.history);
-    metrics::counter!("lienthong_warehouse_rows_total", "table" => "current")
-        .increment(written.current);
-    metrics::counter!("lienthong_warehouse_skipped_total").increment(written.already_applied);
+    metrics::counter!(crate::metrics::ROWS.name, "table" => "current").increment(written.current);
+    metrics::counter!(crate::metrics::SKIPPED.name).increment(written.already_applied);
     tracing::debug!(messages = items.len(), ?written, "batch committed");
     Ok(())
 }
@@ -393,62 +377,6 @@ fn shares_by_partition(items: &[BatchItem], writers: usize) -> Vec<Vec<&BatchIte
 }
 
 /// Rows, a dead letter, or (Err) a transient failure that must be retried.
-async fn classify(
-    config: &LoaderConfig,
-    codec: &WireCodec,
-    m: &OwnedMessage,
-    ctx: &ValidationContext,
-) -> anyhow::Result<Item> {
-    let origin = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
-    let decoded = match codec
-        .decode(m.payload(), m.topic(), m.partition(), m.offset())
-        .await
-    {
-        Ok(d) => d,
-        // The registry being unreachable says nothing about the message: retry, never DLQ.
-        Err(e @ DecodeError::Registry { .. }) => anyhow::bail!("{e}"),
-        Err(e) => return Ok(Item::Dead(e.to_string())),
-    };
-    if m.topic() == config.receipt_topic {
-        use prost::Message as _;
-        return Ok(
-            match lienthong_proto::v1::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
-                Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
-                    match crate::rows::receipt_rows(&r) {
-                        Ok(rows) => Item::Rows(rows),
-                        Err(e) => Item::Dead(format!("{origin}: {e}")),
-                    }
-                }
-                Ok(_) => Item::Dead(format!(
-                    "{origin}: {} is not a referral receipt",
-                    decoded.full_name
-                )),
-                Err(e) => Item::Dead(format!("{origin}: receipt does not decode: {e}")),
-            },
-        );
-    }
-    let event = match decoded.event(&origin) {
-        Ok(e) => e,
-        Err(e) => return Ok(Item::Dead(e.to_string())),
-    };
-    let errors: Vec<String> = event
-        .validate(ctx)
-        .into_iter()
-        .filter(|v| v.severity == Severity::Error)
-        .map(|v| v.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Ok(Item::Dead(format!(
-            "{origin}: invalid document: {}",
-            errors.join("; ")
-        )));
-    }
-    Ok(match rows_of(&event) {
-        Ok(rows) => Item::Rows(rows),
-        Err(e) => Item::Dead(format!("{origin}: {e}")),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

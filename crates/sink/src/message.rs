@@ -1,0 +1,155 @@
+//! Reading one consumed message, and a batch of them with their dead letters sent.
+
+use lienthong_core::ClinicalEvent;
+use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_kafka::EventProducer;
+use lienthong_proto::v1 as pb;
+use lienthong_registry::{DecodeError, WireCodec};
+use prost::Message as _;
+use rdkafka::message::{Message, OwnedMessage};
+
+/// What a good message holds.
+// Short-lived, one per message and moved on at once: boxing the event would cost an
+// allocation per message for nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Consumed {
+    /// A valid clinical event, with its protobuf payload as it came.
+    Event {
+        /// The decoded event.
+        event: ClinicalEvent,
+        /// Its protobuf bytes (what a store keeps).
+        payload: Vec<u8>,
+    },
+    /// A referral receipt.
+    Receipt(pb::ReferralReceiptEvent),
+}
+
+/// A failure that says nothing about the message (registry or dead-letter topic unreachable):
+/// the batch is retried, never dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    /// The schema registry could not be asked.
+    #[error("{0}")]
+    Registry(DecodeError),
+    /// The dead letter could not be produced.
+    #[error("the dead letter could not be sent: {0}")]
+    DeadLetter(#[from] lienthong_kafka::Error),
+}
+
+/// Where a message was read from, `topic[partition]@offset`; formatted only when an error
+/// names it (this exists for every consumed message).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a>(pub &'a OwnedMessage);
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}[{}]@{}",
+            self.0.topic(),
+            self.0.partition(),
+            self.0.offset()
+        )
+    }
+}
+
+/// How a sink reads its messages: the registry, its receipt topic, and where poison goes.
+#[derive(Clone, Copy)]
+pub struct MessageReader<'a> {
+    /// Registry framing.
+    pub codec: &'a WireCodec,
+    /// Messages of this topic are referral receipts; every other topic holds clinical events.
+    pub receipt_topic: &'a str,
+    /// Producer of dead letters (None: poison is only skipped, as a rebuild does: the live
+    /// consumer dead-lettered it when it met it).
+    pub dlq: Option<&'a EventProducer>,
+    /// The dead-letter topic.
+    pub dlq_topic: &'a str,
+    /// Consumer group, named in each dead letter.
+    pub group: &'a str,
+}
+
+impl MessageReader<'_> {
+    /// Ok(Ok(consumed)), Ok(Err(why it is poison)), or Err(transient: retry the batch).
+    pub async fn read(
+        &self,
+        m: &OwnedMessage,
+        ctx: &ValidationContext,
+    ) -> Result<Result<Consumed, String>, Transient> {
+        let origin = Origin(m);
+        let decoded = match self
+            .codec
+            .decode(m.payload(), m.topic(), m.partition(), m.offset())
+            .await
+        {
+            Ok(d) => d,
+            Err(e @ DecodeError::Registry { .. }) => return Err(Transient::Registry(e)),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if m.topic() == self.receipt_topic {
+            return Ok(
+                match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
+                    Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
+                        Ok(Consumed::Receipt(r))
+                    }
+                    Ok(_) => Err(format!(
+                        "{origin}: {} is not a referral receipt",
+                        decoded.full_name
+                    )),
+                    Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
+                },
+            );
+        }
+        let event = match decoded.event(&origin) {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let errors: Vec<String> = event
+            .validate(ctx)
+            .into_iter()
+            .filter(|v| v.severity == Severity::Error)
+            .map(|v| v.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Ok(Err(format!(
+                "{origin}: invalid document: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok(Ok(Consumed::Event {
+            event,
+            payload: decoded.payload,
+        }))
+    }
+
+    /// Reads every message of `batch` and maps what is good with `map` (which may still find a
+    /// message poison for this sink: Err names why). Poison is dead-lettered before this
+    /// returns; its place in the result is None. Err only for what is transient.
+    pub async fn read_batch<T>(
+        &self,
+        batch: &[OwnedMessage],
+        mut map: impl FnMut(Consumed, Origin<'_>) -> Result<T, String>,
+    ) -> Result<Vec<Option<T>>, Transient> {
+        let ctx = ValidationContext::now();
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            let mapped = match self.read(m, &ctx).await? {
+                Ok(consumed) => map(consumed, Origin(m)),
+                Err(why) => Err(why),
+            };
+            match mapped {
+                Ok(t) => out.push(Some(t)),
+                Err(why) => {
+                    if let Some(dlq) = self.dlq {
+                        // Durable before the offset moves past the message.
+                        lienthong_kafka::dlq::send(dlq, self.dlq_topic, self.group, m, &why)
+                            .await?;
+                    }
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,202 @@
+//! Metrics of the regional store: applying, the store's size, the query API.
+
+use lienthong_telemetry::{Metric, MetricKind, describe, zero};
+
+/// `lienthong_regional_applied_total`: events applied to the region's store
+pub const APPLIED: Metric = Metric {
+    name: "lienthong_regional_applied_total",
+    kind: MetricKind::Counter,
+    labels: &["region"],
+    help: "Events applied to the region's store",
+};
+
+/// `lienthong_regional_stale_total`: duplicates, older versions and replayed messages skipped
+pub const STALE: Metric = Metric {
+    name: "lienthong_regional_stale_total",
+    kind: MetricKind::Counter,
+    labels: &["region"],
+    help: "Duplicates, older versions and replayed messages skipped",
+};
+
+/// `lienthong_regional_apply_seconds`: time to apply one consumer batch
+pub const APPLY_SECONDS: Metric = Metric {
+    name: "lienthong_regional_apply_seconds",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Time to apply one consumer batch",
+};
+
+/// `lienthong_regional_store_bytes`: bytes of the region's store on disk
+pub const STORE_BYTES: Metric = Metric {
+    name: "lienthong_regional_store_bytes",
+    kind: MetricKind::Gauge,
+    labels: &["region"],
+    help: "Bytes of the region's store on disk",
+};
+
+/// `lienthong_regional_filed_documents`: document ids held in memory by the filing
+pub const FILED: Metric = Metric {
+    name: "lienthong_regional_filed_documents",
+    kind: MetricKind::Gauge,
+    labels: &["region"],
+    help: "Document ids held in memory by the filing",
+};
+
+/// `lienthong_regional_listed_documents`: worklist and appointment entries held in memory
+pub const LISTED: Metric = Metric {
+    name: "lienthong_regional_listed_documents",
+    kind: MetricKind::Gauge,
+    labels: &["region"],
+    help: "Worklist and appointment entries held in memory",
+};
+
+/// `lienthong_regional_bundles`: sled values holding the documents, about a hundred each
+pub const BUNDLES: Metric = Metric {
+    name: "lienthong_regional_bundles",
+    kind: MetricKind::Gauge,
+    labels: &["region"],
+    help: "sled values holding the documents, about a hundred each",
+};
+
+/// `lienthong_regional_batch_retries_total`: consumer batches retried after a transient failure
+pub const BATCH_RETRIES: Metric = Metric {
+    name: "lienthong_regional_batch_retries_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Consumer batches retried after a transient failure (registry, dead-letter topic, store)",
+};
+
+/// `lienthong_regional_swaps_total`: rebuilt stores swapped in while serving
+pub const SWAPS: Metric = Metric {
+    name: "lienthong_regional_swaps_total",
+    kind: MetricKind::Counter,
+    labels: &["region"],
+    help: "Rebuilt stores swapped in while serving",
+};
+
+/// `lienthong_regional_queries_total`: query API calls by method and outcome (ok, or the gRPC code of the failure)
+pub const QUERIES: Metric = Metric {
+    name: "lienthong_regional_queries_total",
+    kind: MetricKind::Counter,
+    labels: &["method", "outcome"],
+    help: "Query API calls by method and outcome (ok, or the gRPC code of the failure)",
+};
+
+/// `lienthong_regional_query_seconds`: time to answer a query API call, failures included
+pub const QUERY_SECONDS: Metric = Metric {
+    name: "lienthong_regional_query_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["method"],
+    help: "Time to answer a query API call, failures included",
+};
+
+/// Every metric this crate exports.
+pub const ALL: &[Metric] = &[
+    BATCH_RETRIES,
+    APPLIED,
+    STALE,
+    APPLY_SECONDS,
+    STORE_BYTES,
+    FILED,
+    LISTED,
+    BUNDLES,
+    SWAPS,
+    QUERIES,
+    QUERY_SECONDS,
+];
+
+/// The query methods, as the `method` label names them.
+pub const QUERY_METHODS: [&str; 5] = [
+    "GetPatientRecord",
+    "ListIncomingReferrals",
+    "ListAppointments",
+    "FindReusableLabResults",
+    "AcknowledgeReferral",
+];
+
+/// Outcomes of a query call started at zero (any other failure code appears at its first use).
+const QUERY_OUTCOMES: [tonic::Code; 6] = [
+    tonic::Code::Ok,
+    tonic::Code::InvalidArgument,
+    tonic::Code::Unauthenticated,
+    tonic::Code::PermissionDenied,
+    tonic::Code::Unavailable,
+    tonic::Code::Internal,
+];
+
+/// The `outcome` label of a query call: `ok`, or its failure's gRPC code in snake case.
+pub fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Describes these metrics and starts the counters of `regions` and of the query API at zero.
+pub fn register(regions: &[String]) {
+    describe(ALL);
+    describe(lienthong_kafka::metrics::ALL);
+    for region in regions {
+        for counter in [&APPLIED, &STALE, &SWAPS] {
+            zero(counter, &[("region", region.clone())]);
+        }
+    }
+    zero(&BATCH_RETRIES, &[]);
+    for method in QUERY_METHODS {
+        for code in QUERY_OUTCOMES {
+            zero(
+                &QUERIES,
+                &[
+                    ("method", method.into()),
+                    ("outcome", code_label(code).into()),
+                ],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_method_is_counted_from_zero() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || register(&["79".into()]));
+        let text = handle.render();
+        zero(&BATCH_RETRIES, &[]);
+        for method in QUERY_METHODS {
+            assert!(
+                text.contains(&format!(
+                    "lienthong_regional_queries_total{{method=\"{method}\",outcome=\"permission_denied\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("lienthong_regional_applied_total{region=\"79\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP lienthong_regional_queries_total"),
+            "{text}"
+        );
+    }
+}
