@@ -318,6 +318,11 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
     ] {
         assert!(text.contains(expected), "{expected} missing");
     }
+    assert_eq!(
+        text.matches("--hub=79000=79025,79026").count(),
+        4,
+        "hubs at the gateway and at each regional store"
+    );
     assert_eq!(of_kind(&prod, "ServiceMonitor").len(), 1);
     assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
 }

@@ -113,13 +113,11 @@ async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_sta
     let dir = tempfile::tempdir()?;
     let config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
     // An outdated live store exists (empty here): the rebuild does not touch it.
-    drop(lienthong_regional_store::server::open_store(
-        &config, region,
-    )?);
+    drop(lienthong_regional_store::live::open_store(&config, region)?);
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let docs = lienthong_regional_store::rebuild::rebuild(&config, region, &kafka, codec).await?;
     assert_eq!(docs, expected.len());
-    let live = lienthong_regional_store::server::open_store(&config, region)?; // swaps the rebuild in
+    let live = lienthong_regional_store::live::open_store(&config, region)?; // swaps the rebuild in
     let got: BTreeMap<String, u64> = live.versions()?.into_iter().collect();
     assert!(got == expected, "rebuilt store differs");
     assert!(

@@ -6,7 +6,7 @@ pub mod keys;
 pub mod shutdown;
 
 pub use keys::{KeyError, PseudonymKeyArgs};
-pub use shutdown::{drain, shutdown_signal, shutdown_token};
+pub use shutdown::{Overrun, drain, shutdown_signal, shutdown_token, with_deadline};
 
 /// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
 /// with its causes (`{:#}`), and turns into a failing exit code.

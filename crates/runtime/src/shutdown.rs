@@ -70,9 +70,47 @@ pub async fn drain<E: std::fmt::Display + 'static>(
     left
 }
 
+/// A service that had not stopped `grace` after the shutdown signal.
+#[derive(Debug, thiserror::Error)]
+#[error("did not stop within {grace:?} of the shutdown signal; stopping regardless")]
+pub struct Overrun {
+    /// The deadline it had.
+    pub grace: Duration,
+}
+
+/// Runs `service` to its end, but no longer than `grace` after `shutdown` is cancelled: a
+/// drain that hangs (a broker or database gone) cannot hold the process past its deadline.
+pub async fn with_deadline<T>(
+    service: impl std::future::Future<Output = T>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Result<T, Overrun> {
+    tokio::pin!(service);
+    tokio::select! {
+        out = &mut service => Ok(out),
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            Err(Overrun { grace })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_outlives_its_deadline_is_cut_off() {
+        let shutdown = CancellationToken::new();
+        let quick = with_deadline(async { 7 }, &shutdown, Duration::from_secs(1)).await;
+        assert_eq!(quick.ok(), Some(7));
+        shutdown.cancel();
+        let stuck = with_deadline(
+            std::future::pending::<()>(),
+            &shutdown,
+            Duration::from_secs(1),
+        );
+        assert!(stuck.await.is_err());
+    }
 
     #[tokio::test]
     async fn drain_waits_for_finished_work_and_aborts_what_is_stuck() {

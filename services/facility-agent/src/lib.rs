@@ -98,14 +98,28 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             }
         });
     }
+    // Until the signal or the first failure; then every task gets the same deadline.
     let mut result = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!(error = format!("{e:#}"), "agent task failed; stopping");
-            shutdown.cancel();
-            result = Err(e);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => return result,
+                Some(done) => {
+                    if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                        tracing::error!(error = format!("{e:#}"), "agent task failed; stopping");
+                        result = Err(e);
+                        break;
+                    }
+                }
+            },
+            () = shutdown.cancelled() => break,
         }
     }
+    shutdown.cancel();
+    lienthong_runtime::drain(&mut tasks, "agent task", SHUTDOWN_GRACE).await;
     result
 }
+
+/// How long the agent's tasks get to finish after the shutdown signal (a send in flight, a
+/// file being taken in) before they are aborted; what they left is taken up at the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

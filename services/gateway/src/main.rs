@@ -49,14 +49,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         listener,
         shutdown.clone(),
     );
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => r?,
-        // After the signal, give the drain its deadline, then stop regardless.
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace + Duration::from_secs(5)).await } => {
-            anyhow::bail!("drain did not finish within {grace:?}; stopping");
-        }
-    }
+    // The drain's own deadline, plus a margin for the producer flush that follows it.
+    lienthong_runtime::with_deadline(server, &shutdown, grace + Duration::from_secs(5)).await??;
     Ok(())
 }
 

@@ -97,7 +97,7 @@ impl LiveStores {
         // Opening builds the filing and the lists from every document: seconds per million.
         let opened = {
             let (config, region) = (config.clone(), region.to_owned());
-            tokio::task::spawn_blocking(move || crate::server::open_store(&config, &region)).await?
+            tokio::task::spawn_blocking(move || open_store(&config, &region)).await?
         };
         // On failure the region stays out of service (queries say so) rather than serving a
         // half-swapped store; the error goes to the supervisor's log and the next start.
@@ -158,4 +158,27 @@ pub async fn supervise_region(
         metrics::counter!(crate::metrics::SWAPS.name, "region" => region.clone()).increment(1);
         tracing::info!(region, "rebuilt store swapped in while serving");
     }
+}
+
+/// Opens the store of `region` under the data folder.
+pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<RegionStore> {
+    crate::rebuild::swap_in_if_ready(config, region)?;
+    let path = config.data_dir.join(format!("region-{region}"));
+    std::fs::create_dir_all(&path)?;
+    let started = std::time::Instant::now();
+    let store = RegionStore::open(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the store of region {region} in {}: {e}",
+            path.display()
+        )
+    })?;
+    // Opening reads every document (seconds per million): say what the wait was.
+    tracing::info!(
+        region,
+        documents = store.filed_documents(),
+        listed = store.listed_documents(),
+        seconds = started.elapsed().as_secs_f64(),
+        "store opened"
+    );
+    Ok(store)
 }

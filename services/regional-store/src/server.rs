@@ -17,30 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RegionalConfig;
 use crate::live::{LiveStores, supervise_region};
 use crate::query::QueryApi;
-use crate::store::RegionStore;
 
-/// Opens the store of `region` under the data folder.
-pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<RegionStore> {
-    crate::rebuild::swap_in_if_ready(config, region)?;
-    let path = config.data_dir.join(format!("region-{region}"));
-    std::fs::create_dir_all(&path)?;
-    let started = std::time::Instant::now();
-    let store = RegionStore::open(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the store of region {region} in {}: {e}",
-            path.display()
-        )
-    })?;
-    // Opening reads every document (seconds per million): say what the wait was.
-    tracing::info!(
-        region,
-        documents = store.filed_documents(),
-        listed = store.listed_documents(),
-        seconds = started.elapsed().as_secs_f64(),
-        "store opened"
-    );
-    Ok(store)
-}
+/// How long the consumers get to finish their batch and flush sled after the shutdown signal
+/// before they are aborted (an aborted batch is read again from the stored offsets).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs the store until `shutdown`.
 pub async fn run(
@@ -69,7 +49,7 @@ pub async fn run(
     for region in &config.regions {
         // Off the runtime's workers: opening reads every stored document.
         let (c, r) = (config.clone(), region.clone());
-        let store = tokio::task::spawn_blocking(move || open_store(&c, &r)).await??;
+        let store = tokio::task::spawn_blocking(move || crate::live::open_store(&c, &r)).await??;
         opened.push((region.clone(), store));
     }
     let stores = LiveStores::new(opened);
@@ -114,13 +94,7 @@ pub async fn run(
         );
     let served = serve.await;
     shutdown.cancel();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "regional consumer failed"),
-            Err(e) => tracing::error!(error = %e, "regional consumer task panicked"),
-        }
-    }
+    lienthong_runtime::drain(&mut tasks, "regional consumer", SHUTDOWN_GRACE).await;
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     served?;
     Ok(())

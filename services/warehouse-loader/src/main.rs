@@ -32,7 +32,11 @@ fn main() -> ExitCode {
     lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         let shutdown = lienthong_runtime::shutdown_token();
-        lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown).await?;
+        let grace = std::time::Duration::from_secs(30);
+        let loader =
+            lienthong_warehouse_loader::run(cli.loader, cli.kafka, cli.registry, shutdown.clone());
+        // Time to finish (or roll back) the open batch; an unfinished one is read again.
+        lienthong_runtime::with_deadline(loader, &shutdown, grace).await??;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
