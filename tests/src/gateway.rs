@@ -117,9 +117,7 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
         create_topic(&kafka, &topic, 3).await?;
         topics.insert(kind, topic);
     }
-    config.topic_referral = topics.get(&DocumentKind::Referral).cloned();
-    config.topic_appointment = topics.get(&DocumentKind::Appointment).cloned();
-    config.topic_lab_result = topics.get(&DocumentKind::LabResult).cloned();
+    config.topics = lienthong_kafka::topics::DocumentTopics::from_map(&topics);
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -25,6 +25,50 @@ pub struct Metric {
     pub help: &'static str,
 }
 
+impl Metric {
+    /// A counter.
+    pub const fn counter(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind: MetricKind::Counter,
+            labels,
+            help,
+        }
+    }
+
+    /// A gauge.
+    pub const fn gauge(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind: MetricKind::Gauge,
+            labels,
+            help,
+        }
+    }
+
+    /// A histogram.
+    pub const fn histogram(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind: MetricKind::Histogram,
+            labels,
+            help,
+        }
+    }
+}
+
 /// Describes every metric of `all` to the installed recorder (`# HELP` lines).
 pub fn describe(all: &[Metric]) {
     for m in all {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lienthong_core::DocumentKind;
 use lienthong_grpc::ServingArgs;
+use lienthong_kafka::topics::DocumentTopics;
 
 /// Everything the gateway needs besides Kafka, registry and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,15 +83,9 @@ pub struct GatewayConfig {
         default_value_t = 20
     )]
     pub shutdown_grace_secs: u64,
-    /// Topic for referral events (default lienthong.referral.v1).
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOPIC_REFERRAL")]
-    pub topic_referral: Option<String>,
-    /// Topic for appointment events (default lienthong.appointment.v1).
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOPIC_APPOINTMENT")]
-    pub topic_appointment: Option<String>,
-    /// Topic for lab-result events (default lienthong.lab-result.v1).
-    #[arg(long, env = "LIENTHONG_GATEWAY_TOPIC_LAB_RESULT")]
-    pub topic_lab_result: Option<String>,
+    /// The topic of each document kind.
+    #[command(flatten)]
+    pub topics: DocumentTopics,
 }
 
 impl GatewayConfig {
@@ -109,9 +104,7 @@ impl GatewayConfig {
             produce_timeout_ms: 15_000,
             future_skew_secs: 600,
             shutdown_grace_secs: 20,
-            topic_referral: None,
-            topic_appointment: None,
-            topic_lab_result: None,
+            topics: DocumentTopics::default(),
         }
     }
 
@@ -141,17 +134,7 @@ impl GatewayConfig {
 
     /// Topic of each document kind.
     pub fn topics(&self) -> BTreeMap<DocumentKind, String> {
-        DocumentKind::ALL
-            .into_iter()
-            .map(|k| {
-                let custom = match k {
-                    DocumentKind::Referral => &self.topic_referral,
-                    DocumentKind::Appointment => &self.topic_appointment,
-                    DocumentKind::LabResult => &self.topic_lab_result,
-                };
-                (k, custom.clone().unwrap_or_else(|| k.topic().to_owned()))
-            })
-            .collect()
+        self.topics.all()
     }
 
     /// Produce timeout.

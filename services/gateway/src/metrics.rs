@@ -1,62 +1,55 @@
 //! Metrics of the ingest gateway.
 
-use lienthong_telemetry::{Metric, MetricKind, describe, zero};
+use lienthong_telemetry::{Metric, describe, zero};
 
 /// `lienthong_gateway_requests_total`: gRPC calls answered, by method and status code
-pub const REQUESTS: Metric = Metric {
-    name: "lienthong_gateway_requests_total",
-    kind: MetricKind::Counter,
-    labels: &["method", "code"],
-    help: "gRPC calls answered, by method and status code",
-};
+pub const REQUESTS: Metric = Metric::counter(
+    "lienthong_gateway_requests_total",
+    &["method", "code"],
+    "gRPC calls answered, by method and status code",
+);
 
 /// `lienthong_gateway_request_seconds`: time to answer a gRPC call
-pub const REQUEST_SECONDS: Metric = Metric {
-    name: "lienthong_gateway_request_seconds",
-    kind: MetricKind::Histogram,
-    labels: &["method"],
-    help: "Time to answer a gRPC call",
-};
+pub const REQUEST_SECONDS: Metric = Metric::histogram(
+    "lienthong_gateway_request_seconds",
+    &["method"],
+    "Time to answer a gRPC call",
+);
 
 /// `lienthong_gateway_events_total`: events by document kind and outcome (accepted, duplicate, rejected, unavailable)
-pub const EVENTS: Metric = Metric {
-    name: "lienthong_gateway_events_total",
-    kind: MetricKind::Counter,
-    labels: &["kind", "outcome"],
-    help: "Events by document kind and outcome (accepted, duplicate, rejected, unavailable)",
-};
+pub const EVENTS: Metric = Metric::counter(
+    "lienthong_gateway_events_total",
+    &["kind", "outcome"],
+    "Events by document kind and outcome (accepted, duplicate, rejected, unavailable)",
+);
 
 /// `lienthong_gateway_rejects_total`: rejected events by violation code
-pub const REJECTS: Metric = Metric {
-    name: "lienthong_gateway_rejects_total",
-    kind: MetricKind::Counter,
-    labels: &["code"],
-    help: "Rejected events by violation code",
-};
+pub const REJECTS: Metric = Metric::counter(
+    "lienthong_gateway_rejects_total",
+    &["code"],
+    "Rejected events by violation code",
+);
 
 /// `lienthong_gateway_throttled_total`: events refused with RESOURCE_EXHAUSTED, by reason (rate or capacity)
-pub const THROTTLED: Metric = Metric {
-    name: "lienthong_gateway_throttled_total",
-    kind: MetricKind::Counter,
-    labels: &["reason"],
-    help: "Events refused with RESOURCE_EXHAUSTED, by reason (rate or capacity)",
-};
+pub const THROTTLED: Metric = Metric::counter(
+    "lienthong_gateway_throttled_total",
+    &["reason"],
+    "Events refused with RESOURCE_EXHAUSTED, by reason (rate or capacity)",
+);
 
 /// `lienthong_gateway_in_flight_events`: events being produced now
-pub const IN_FLIGHT: Metric = Metric {
-    name: "lienthong_gateway_in_flight_events",
-    kind: MetricKind::Gauge,
-    labels: &[],
-    help: "Events being produced now",
-};
+pub const IN_FLIGHT: Metric = Metric::gauge(
+    "lienthong_gateway_in_flight_events",
+    &[],
+    "Events being produced now",
+);
 
 /// `lienthong_gateway_ack_seconds`: time from receiving an event to Kafka's acknowledgement
-pub const ACK_SECONDS: Metric = Metric {
-    name: "lienthong_gateway_ack_seconds",
-    kind: MetricKind::Histogram,
-    labels: &["kind"],
-    help: "Time from receiving an event to Kafka's acknowledgement",
-};
+pub const ACK_SECONDS: Metric = Metric::histogram(
+    "lienthong_gateway_ack_seconds",
+    &["kind"],
+    "Time from receiving an event to Kafka's acknowledgement",
+);
 
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[

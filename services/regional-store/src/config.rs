@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use lienthong_core::DocumentKind;
 use lienthong_core::routing::{AUDIT_TOPIC, DLQ_TOPIC, RECEIPT_TOPIC};
 use lienthong_grpc::ServingArgs;
+use lienthong_kafka::topics::DocumentTopics;
 
 /// Everything a regional store needs besides Kafka, registry, key and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,29 +24,11 @@ pub struct RegionalConfig {
     /// Listener, TLS, caller authentication and hubs of the query API.
     #[command(flatten)]
     pub serving: ServingArgs,
-    /// Topic of referral events.
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_TOPIC_REFERRAL",
-        default_value = "lienthong.referral.v1"
-    )]
-    pub topic_referral: String,
-    /// Topic of appointment events.
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_TOPIC_APPOINTMENT",
-        default_value = "lienthong.appointment.v1"
-    )]
-    pub topic_appointment: String,
-    /// Topic of lab-result events.
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_TOPIC_LAB_RESULT",
-        default_value = "lienthong.lab-result.v1"
-    )]
-    pub topic_lab_result: String,
+    /// The topic of each document kind.
+    #[command(flatten)]
+    pub topics: DocumentTopics,
     /// Topic of referral receipts.
-    #[arg(long, env = "LIENTHONG_REGIONAL_TOPIC_RECEIPT", default_value = RECEIPT_TOPIC)]
+    #[arg(long, env = "LIENTHONG_TOPIC_RECEIPT", default_value = RECEIPT_TOPIC)]
     pub topic_receipt: String,
     /// Dead-letter topic.
     #[arg(long, env = "LIENTHONG_REGIONAL_DLQ_TOPIC", default_value = DLQ_TOPIC)]
@@ -69,11 +52,17 @@ pub struct RegionalConfig {
 impl RegionalConfig {
     /// The topic of a document kind.
     pub fn topic(&self, kind: DocumentKind) -> &str {
-        match kind {
-            DocumentKind::Referral => &self.topic_referral,
-            DocumentKind::Appointment => &self.topic_appointment,
-            DocumentKind::LabResult => &self.topic_lab_result,
-        }
+        self.topics.of(kind)
+    }
+
+    /// The topics a region's consumer reads: every document topic and the receipts.
+    pub fn consumed_topics(&self) -> [&str; 4] {
+        [
+            self.topics.of(DocumentKind::Referral),
+            self.topics.of(DocumentKind::Appointment),
+            self.topics.of(DocumentKind::LabResult),
+            &self.topic_receipt,
+        ]
     }
 
     /// Where the query API listens unless `--listen` says otherwise.

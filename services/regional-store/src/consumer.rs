@@ -51,12 +51,7 @@ pub async fn run_region(
             group: group.clone(),
             positions: StorePositions(store.clone()),
         })?;
-    let topics = [
-        config.topic_referral.as_str(),
-        config.topic_appointment.as_str(),
-        config.topic_lab_result.as_str(),
-        config.topic_receipt.as_str(),
-    ];
+    let topics = config.consumed_topics();
     consumer.subscribe(&topics)?;
     lienthong_kafka::metrics::register_consumer(&group, &topics);
     tracing::info!(%region, %group, "regional consumer started");

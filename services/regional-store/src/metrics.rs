@@ -1,94 +1,83 @@
 //! Metrics of the regional store: applying, the store's size, the query API.
 
-use lienthong_telemetry::{Metric, MetricKind, describe, zero};
+use lienthong_telemetry::{Metric, describe, zero};
 
 /// `lienthong_regional_applied_total`: events applied to the region's store
-pub const APPLIED: Metric = Metric {
-    name: "lienthong_regional_applied_total",
-    kind: MetricKind::Counter,
-    labels: &["region"],
-    help: "Events applied to the region's store",
-};
+pub const APPLIED: Metric = Metric::counter(
+    "lienthong_regional_applied_total",
+    &["region"],
+    "Events applied to the region's store",
+);
 
 /// `lienthong_regional_stale_total`: duplicates, older versions and replayed messages skipped
-pub const STALE: Metric = Metric {
-    name: "lienthong_regional_stale_total",
-    kind: MetricKind::Counter,
-    labels: &["region"],
-    help: "Duplicates, older versions and replayed messages skipped",
-};
+pub const STALE: Metric = Metric::counter(
+    "lienthong_regional_stale_total",
+    &["region"],
+    "Duplicates, older versions and replayed messages skipped",
+);
 
 /// `lienthong_regional_apply_seconds`: time to apply one consumer batch
-pub const APPLY_SECONDS: Metric = Metric {
-    name: "lienthong_regional_apply_seconds",
-    kind: MetricKind::Histogram,
-    labels: &[],
-    help: "Time to apply one consumer batch",
-};
+pub const APPLY_SECONDS: Metric = Metric::histogram(
+    "lienthong_regional_apply_seconds",
+    &[],
+    "Time to apply one consumer batch",
+);
 
 /// `lienthong_regional_store_bytes`: bytes of the region's store on disk
-pub const STORE_BYTES: Metric = Metric {
-    name: "lienthong_regional_store_bytes",
-    kind: MetricKind::Gauge,
-    labels: &["region"],
-    help: "Bytes of the region's store on disk",
-};
+pub const STORE_BYTES: Metric = Metric::gauge(
+    "lienthong_regional_store_bytes",
+    &["region"],
+    "Bytes of the region's store on disk",
+);
 
 /// `lienthong_regional_filed_documents`: document ids held in memory by the filing
-pub const FILED: Metric = Metric {
-    name: "lienthong_regional_filed_documents",
-    kind: MetricKind::Gauge,
-    labels: &["region"],
-    help: "Document ids held in memory by the filing",
-};
+pub const FILED: Metric = Metric::gauge(
+    "lienthong_regional_filed_documents",
+    &["region"],
+    "Document ids held in memory by the filing",
+);
 
 /// `lienthong_regional_listed_documents`: worklist and appointment entries held in memory
-pub const LISTED: Metric = Metric {
-    name: "lienthong_regional_listed_documents",
-    kind: MetricKind::Gauge,
-    labels: &["region"],
-    help: "Worklist and appointment entries held in memory",
-};
+pub const LISTED: Metric = Metric::gauge(
+    "lienthong_regional_listed_documents",
+    &["region"],
+    "Worklist and appointment entries held in memory",
+);
 
 /// `lienthong_regional_bundles`: sled values holding the documents, about a hundred each
-pub const BUNDLES: Metric = Metric {
-    name: "lienthong_regional_bundles",
-    kind: MetricKind::Gauge,
-    labels: &["region"],
-    help: "sled values holding the documents, about a hundred each",
-};
+pub const BUNDLES: Metric = Metric::gauge(
+    "lienthong_regional_bundles",
+    &["region"],
+    "sled values holding the documents, about a hundred each",
+);
 
 /// `lienthong_regional_batch_retries_total`: consumer batches retried after a transient failure
-pub const BATCH_RETRIES: Metric = Metric {
-    name: "lienthong_regional_batch_retries_total",
-    kind: MetricKind::Counter,
-    labels: &[],
-    help: "Consumer batches retried after a transient failure (registry, dead-letter topic, store)",
-};
+pub const BATCH_RETRIES: Metric = Metric::counter(
+    "lienthong_regional_batch_retries_total",
+    &[],
+    "Consumer batches retried after a transient failure (registry, dead-letter topic, store)",
+);
 
 /// `lienthong_regional_swaps_total`: rebuilt stores swapped in while serving
-pub const SWAPS: Metric = Metric {
-    name: "lienthong_regional_swaps_total",
-    kind: MetricKind::Counter,
-    labels: &["region"],
-    help: "Rebuilt stores swapped in while serving",
-};
+pub const SWAPS: Metric = Metric::counter(
+    "lienthong_regional_swaps_total",
+    &["region"],
+    "Rebuilt stores swapped in while serving",
+);
 
 /// `lienthong_regional_queries_total`: query API calls by method and outcome (ok, or the gRPC code of the failure)
-pub const QUERIES: Metric = Metric {
-    name: "lienthong_regional_queries_total",
-    kind: MetricKind::Counter,
-    labels: &["method", "outcome"],
-    help: "Query API calls by method and outcome (ok, or the gRPC code of the failure)",
-};
+pub const QUERIES: Metric = Metric::counter(
+    "lienthong_regional_queries_total",
+    &["method", "outcome"],
+    "Query API calls by method and outcome (ok, or the gRPC code of the failure)",
+);
 
 /// `lienthong_regional_query_seconds`: time to answer a query API call, failures included
-pub const QUERY_SECONDS: Metric = Metric {
-    name: "lienthong_regional_query_seconds",
-    kind: MetricKind::Histogram,
-    labels: &["method"],
-    help: "Time to answer a query API call, failures included",
-};
+pub const QUERY_SECONDS: Metric = Metric::histogram(
+    "lienthong_regional_query_seconds",
+    &["method"],
+    "Time to answer a query API call, failures included",
+);
 
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[

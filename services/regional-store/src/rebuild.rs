@@ -51,12 +51,7 @@ pub async fn rebuild(
     cfg.set("group.id", format!("lienthong-regional-rebuild-{region}"))
         .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg.create()?;
-    let topics = [
-        config.topic_referral.as_str(),
-        config.topic_appointment.as_str(),
-        config.topic_lab_result.as_str(),
-        config.topic_receipt.as_str(),
-    ];
+    let topics = config.consumed_topics();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
