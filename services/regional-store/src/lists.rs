@@ -8,8 +8,8 @@
 //! sled holds), and the writer changes them only after the sled batch that holds the documents
 //! has landed. About 100 bytes per listed document.
 //!
-//! An entry's bytes are the key it had in sled (components joined by 0x00, the document id
-//! last), so the page tokens clients hold stay valid.
+//! An entry's bytes are its components joined by 0x00, the document id last; a page token is
+//! the hex of the last entry of its page.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
