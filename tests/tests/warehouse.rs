@@ -303,6 +303,65 @@ async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
     Ok(())
 }
 
+/// An event at the edge of the calendar (the last second of year 9999, valid for protobuf but
+/// without a Vietnam date) published straight to Kafka is dead-lettered by validation; it
+/// neither stops the loader nor lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_at_the_end_of_the_calendar_goes_to_the_dlq_and_loading_continues()
+-> anyhow::Result<()> {
+    let DeadLetterSetup {
+        kafka,
+        registry,
+        topics,
+        dlq,
+        config,
+    } = DeadLetterSetup::new().await?;
+    let mut g = Generator::new(903, time::OffsetDateTime::now_utc());
+    let mut events = vec![
+        ClinicalEvent::Referral(g.referral()),
+        ClinicalEvent::Referral(g.referral()),
+        ClinicalEvent::Appointment(g.appointment()),
+    ];
+    events[0].header_mut().occurred_at = Some(prost_types::Timestamp {
+        seconds: 253_402_300_799,
+        nanos: 0,
+    });
+    for e in &mut events {
+        e.header_mut().patient_key = "c".repeat(64);
+        e.header_mut().patient_key_id = "k".into();
+    }
+    publish_to(&registry, &topics, &events).await?;
+
+    let loader = start_loader(config, kafka.clone(), registry, 2).await?;
+    let headers = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 0).await?);
+    assert!(
+        headers
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains("header.occurred_at") && e.contains("future")),
+        "{headers:?}"
+    );
+    let id = |e: &ClinicalEvent| e.header().map(|h| h.event_id.clone()).unwrap_or_default();
+    let count = |event_id: String| {
+        let db = &loader.db;
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM event_history WHERE event_id = $1",
+                &[&event_id],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    assert_eq!(
+        count(id(&events[0])).await?,
+        0,
+        "the refused event changed nothing"
+    );
+    assert_eq!(count(id(&events[1])).await?, 1, "the next event was loaded");
+    loader.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<()> {
     use prost::Message as _;

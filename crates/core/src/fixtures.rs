@@ -451,6 +451,46 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
     referral("citizen ID too short", &["citizen_id.length"], &|e| {
         pat(e).citizen_id = "07920300123".into()
     });
+    fn header(e: &mut pb::ReferralEvent) -> &mut pb::EventHeader {
+        e.header.get_or_insert_with(Default::default)
+    }
+    // 9999-12-31T23:59:59Z: valid for protobuf, but no Vietnam (UTC+7) date exists for it.
+    referral(
+        "occurred_at at the end of year 9999",
+        &["timestamp.future"],
+        &|e| {
+            header(e).occurred_at = Some(prost_types::Timestamp {
+                seconds: 253_402_300_799,
+                nanos: 0,
+            })
+        },
+    );
+    referral(
+        "occurred_at beyond any calendar",
+        &["timestamp.invalid"],
+        &|e| {
+            header(e).occurred_at = Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            })
+        },
+    );
+    referral(
+        "recorded_at with nanos of two seconds",
+        &["timestamp.invalid"],
+        &|e| {
+            header(e).recorded_at = Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 2_000_000_000,
+            })
+        },
+    );
+    referral("recorded_at before 1900", &["timestamp.too_early"], &|e| {
+        header(e).recorded_at = Some(prost_types::Timestamp {
+            seconds: -2_500_000_000,
+            nanos: 0,
+        })
+    });
     referral(
         "citizen ID with unknown province",
         &["citizen_id.province"],

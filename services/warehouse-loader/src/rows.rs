@@ -515,9 +515,11 @@ pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError>
 /// formula in migration 0003.
 pub fn history_month(occurred_at: Option<OffsetDateTime>) -> Date {
     let vietnam = time::UtcOffset::from_hms(7, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    // checked: an instant at the calendar's edge has no Vietnam date; validation refuses such
+    // events, and an unchecked conversion would panic on each one that got through.
     let day = occurred_at
+        .and_then(|t| t.checked_to_offset(vietnam))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(vietnam)
         .date();
     day.replace_day(1).unwrap_or(day)
 }
@@ -600,6 +602,9 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp(1_751_306_400).ok();
         assert_eq!(history_month(t).to_string(), "2025-07-01");
         assert_eq!(history_month(None).to_string(), "1970-01-01");
+        // No Vietnam date exists for the last second of 9999: no panic, the unknown month.
+        let edge = OffsetDateTime::from_unix_timestamp(253_402_300_799).ok();
+        assert_eq!(history_month(edge).to_string(), "1970-01-01");
     }
 
     #[test]

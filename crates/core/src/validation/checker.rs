@@ -156,6 +156,45 @@ impl<'a> Checker<'a> {
         Some(parsed)
     }
 
+    /// A protobuf timestamp of when something happened: a valid timestamp (RFC 3339 range,
+    /// nanos below one second), not before 1900 and not in the future beyond the clock skew.
+    /// Without these bounds a value near year 9999 passes here and breaks every sink that
+    /// converts it to Vietnam time (UTC+7 overflows the calendar).
+    pub fn instant(&mut self, path: impl Display + Copy, value: Option<&prost_types::Timestamp>) {
+        let Some(t) = value else { return };
+        let earliest = time::macros::datetime!(1900-01-01 0:00 UTC);
+        let at = time::OffsetDateTime::from_unix_timestamp(t.seconds)
+            .ok()
+            .filter(|_| (0..1_000_000_000).contains(&t.nanos));
+        let shown = Some(format!("{}s {}ns", t.seconds, t.nanos));
+        match at {
+            None => self.error(
+                "timestamp.invalid",
+                path,
+                shown,
+                "not a valid timestamp (seconds out of range or nanos not in 0..999,999,999)"
+                    .into(),
+                "Dấu thời gian không hợp lệ (giây ngoài phạm vi hoặc nano giây sai)".into(),
+            ),
+            Some(at) if at < earliest => self.error(
+                "timestamp.too_early",
+                path,
+                shown,
+                "timestamp lies before 1900; check the HIS clock and the field".into(),
+                "Dấu thời gian trước năm 1900; kiểm tra đồng hồ máy chủ HIS và giá trị trường"
+                    .into(),
+            ),
+            Some(at) if at > self.ctx.now + self.ctx.future_skew => self.error(
+                "timestamp.future",
+                path,
+                shown,
+                "timestamp lies in the future; check the HIS clock".into(),
+                "Dấu thời gian ở tương lai; kiểm tra đồng hồ máy chủ HIS".into(),
+            ),
+            Some(_) => {}
+        }
+    }
+
     /// An optional or required XML date that may lie in the future (validity ends, appointments).
     pub fn date_shape(
         &mut self,

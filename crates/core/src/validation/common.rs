@@ -44,6 +44,8 @@ pub(crate) fn header(
                 .into(),
         );
     }
+    c.instant("header.occurred_at", h.occurred_at.as_ref());
+    c.instant("header.recorded_at", h.recorded_at.as_ref());
     if h.document_version == 0 {
         c.error(
             "header.version",
