@@ -234,6 +234,67 @@ async fn a_retried_event_is_answered_duplicate_and_stored_once() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut client = gw.client_with_cert("79025").await?;
+    let event = events_from("79025", 41, 2);
+    let topic = gw.topics[&event[0].kind()].clone();
+    let twice = vec![
+        event[0].clone(),
+        event[0].clone(),
+        event[1].clone(),
+        event[0].clone(),
+    ];
+    let answer = client.publish(request(twice)).await?.into_inner();
+    assert_eq!(
+        outcomes(&answer),
+        vec![
+            pb::Outcome::Accepted,
+            pb::Outcome::Duplicate,
+            pb::Outcome::Accepted,
+            pb::Outcome::Duplicate
+        ]
+    );
+    let at = |i: usize| (answer.results[i].partition, answer.results[i].offset);
+    assert_eq!(at(1), at(0), "the copy names where the first was stored");
+    assert_eq!(at(3), at(0));
+    let stored: i64 = [&topic, &gw.topics[&event[1].kind()]]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|t| record_count(t))
+        .sum::<anyhow::Result<i64>>()?;
+    assert_eq!(stored, 2, "two distinct events, each produced once");
+    gw.stop().await
+}
+
+#[tokio::test]
+async fn an_event_larger_than_the_topic_accepts_is_rejected_not_retried() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut client = gw.client_with_cert("79025").await?;
+    let mut g = lienthong_core::fixtures::Generator::new(43, time::OffsetDateTime::now_utc());
+    let mut referral = g.referral();
+    // Under the gateway's 4 MiB request limit, over Kafka's 1 MB message limit.
+    referral
+        .slip
+        .get_or_insert_with(Default::default)
+        .clinical_signs = "sốt ".repeat(300_000);
+    let event = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(referral), "79025");
+    let topic = gw.topics[&event.kind()].clone();
+    let answer = client.publish(request(vec![event])).await?.into_inner();
+    assert_eq!(outcomes(&answer), vec![pb::Outcome::Rejected], "{answer:?}");
+    let r = &answer.results[0];
+    assert_eq!(r.retry_after_ms, 0, "nothing to retry");
+    assert!(
+        r.errors.iter().any(|e| e.code == "event.too_large"),
+        "{r:?}"
+    );
+    assert!(r.message.contains("retrying will not help"), "{r:?}");
+    assert_eq!(record_count(&topic)?, 0);
+    gw.stop().await
+}
+
+#[tokio::test]
 async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
     let gw = start_gateway(|_| {}).await?;
     let mut client = gw.client_with_cert("79025").await?;

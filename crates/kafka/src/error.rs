@@ -68,3 +68,37 @@ pub enum Error {
     #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
 }
+
+impl Error {
+    /// True when the broker or the client refused a message for its size: a permanent
+    /// failure of that message, which no retry can mend.
+    pub fn is_too_large(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode;
+        let code = match self {
+            Self::Delivery { source, .. } | Self::Kafka(source) => source.rdkafka_error_code(),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+        )
+    }
+}
+
+#[cfg(test)]
+mod too_large_tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_message_too_large_is_told_from_a_passing_failure() {
+        let delivery = |code| Error::Delivery {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        assert!(delivery(RDKafkaErrorCode::MessageSizeTooLarge).is_too_large());
+        assert!(!delivery(RDKafkaErrorCode::BrokerTransportFailure).is_too_large());
+        assert!(!delivery(RDKafkaErrorCode::MessageTimedOut).is_too_large());
+    }
+}

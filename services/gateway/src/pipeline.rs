@@ -1,7 +1,7 @@
 //! The per-event pipeline: decode → validate → authorize → pseudonymize → frame → produce →
 //! answer after the delivery report. Nothing is ACCEPTED before Kafka has it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext, has_errors};
@@ -168,12 +168,37 @@ impl Gateway {
             now: time::OffsetDateTime::now_utc(),
             future_skew: self.future_skew,
         };
-        let results = futures::future::join_all(
-            req.events
-                .into_iter()
-                .map(|env| self.publish_event(env, &ctx)),
-        )
-        .await;
+        // An event_id met again in the same request is not published twice: its later
+        // copies wait for the first and are answered as a retry of it would be.
+        let mut first_of: HashMap<String, usize> = HashMap::new();
+        let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(n);
+        let mut unique = Vec::with_capacity(n);
+        for env in req.events {
+            match event_id_of(&env).filter(|id| !id.is_empty()) {
+                Some(id) if first_of.contains_key(&id) => copy_of.push(first_of.get(&id).copied()),
+                id => {
+                    if let Some(id) = id {
+                        first_of.insert(id, unique.len());
+                    }
+                    copy_of.push(None);
+                    unique.push(env);
+                }
+            }
+        }
+        let published =
+            futures::future::join_all(unique.into_iter().map(|env| self.publish_event(env, &ctx)))
+                .await;
+        let mut next = 0;
+        let results = copy_of
+            .into_iter()
+            .map(|copy| match copy {
+                Some(first) => as_repeat(&published[first]),
+                None => {
+                    next += 1;
+                    published[next - 1].clone()
+                }
+            })
+            .collect();
         metrics::gauge!(crate::metrics::IN_FLIGHT.name)
             .set(self.in_flight.in_flight().saturating_sub(n) as f64);
         Ok(pb::PublishResponse {
@@ -323,6 +348,31 @@ impl Gateway {
                         ..Default::default()
                     }
                 }
+                Ok(Err(e)) if e.is_too_large() => {
+                    // Permanent: the same bytes will never fit; a retry would loop forever.
+                    record(kind.as_str(), "rejected");
+                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.too_large")
+                        .increment(1);
+                    let mut r = result(
+                        &header.event_id,
+                        pb::Outcome::Rejected,
+                        format!(
+                            "the event is {} bytes framed, more than topic {topic} accepts; \
+                             shorten its free text and publish a new version (retrying will not help)",
+                            framed.len()
+                        ),
+                    );
+                    r.errors.push(pb::ValidationError {
+                        code: "event.too_large".into(),
+                        message: r.message.clone(),
+                        message_vi: "Sự kiện lớn hơn kích thước chủ đề Kafka cho phép; hãy rút gọn \
+                                     nội dung văn bản và gửi phiên bản mới"
+                            .into(),
+                        severity: pb::ErrorSeverity::Error as i32,
+                        ..Default::default()
+                    });
+                    r
+                }
                 Ok(Err(e)) => {
                     record(kind.as_str(), "unavailable");
                     tracing::warn!(error = %e, "Kafka did not take the event");
@@ -353,6 +403,17 @@ impl Gateway {
         .instrument(span)
         .await
     }
+}
+
+/// The answer to a second copy of an event in one request: DUPLICATE of the first where the
+/// first was stored, the first's own answer otherwise.
+fn as_repeat(first: &pb::EventResult) -> pb::EventResult {
+    let mut r = first.clone();
+    if first.outcome == pb::Outcome::Accepted as i32 {
+        r.outcome = pb::Outcome::Duplicate as i32;
+        r.message = "the same event appears earlier in this request; stored once".into();
+    }
+    r
 }
 
 fn record(kind: &'static str, outcome: &'static str) {
