@@ -234,6 +234,36 @@ async fn a_retried_event_is_answered_duplicate_and_stored_once() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn an_event_id_reused_with_other_content_is_rejected_not_called_duplicate()
+-> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut client = gw.client_with_cert("79025").await?;
+    let mut g = lienthong_core::fixtures::Generator::new(47, time::OffsetDateTime::now_utc());
+    let first = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(g.referral()), "79025");
+    let topic = gw.topics[&first.kind()].clone();
+    let mut corrected = first.clone();
+    if let ClinicalEvent::Referral(r) = &mut corrected {
+        r.slip.get_or_insert_with(Default::default).clinical_signs = "Sốt cao, đã sửa".into();
+    }
+    // A retry may carry another recorded_at: the gateway sets that field itself.
+    let mut retried = first.clone();
+    retried.header_mut().recorded_at = Some(prost_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 0,
+    });
+    let stored = client.publish(request(vec![first])).await?.into_inner();
+    let reused = client.publish(request(vec![corrected])).await?.into_inner();
+    let retry = client.publish(request(vec![retried])).await?.into_inner();
+    assert_eq!(outcomes(&stored), vec![pb::Outcome::Accepted]);
+    assert_eq!(outcomes(&reused), vec![pb::Outcome::Rejected], "{reused:?}");
+    assert_eq!(reused.results[0].errors[0].code, "event.id_reused");
+    assert!(reused.results[0].message.contains("document_version"));
+    assert_eq!(outcomes(&retry), vec![pb::Outcome::Duplicate]);
+    assert_eq!(record_count(&topic)?, 1);
+    gw.stop().await
+}
+
+#[tokio::test]
 async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<()> {
     let gw = start_gateway(|_| {}).await?;
     let mut client = gw.client_with_cert("79025").await?;

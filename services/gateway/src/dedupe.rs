@@ -14,6 +14,9 @@ pub struct Location {
     pub partition: i32,
     /// Offset.
     pub offset: i64,
+    /// SHA-256 of the event as its publisher sent it, so a reused event_id with other content
+    /// is told from a retry.
+    pub content: [u8; 32],
 }
 
 struct Inner {
@@ -94,6 +97,7 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             offset: o,
+            content: [0; 32],
         }
     }
 

@@ -254,7 +254,32 @@ impl Gateway {
                 r.errors = errors;
                 return r;
             }
+            let content = content_digest(&mut event);
             if let Some(loc) = self.dupes.get(&header.event_id) {
+                if loc.content != content {
+                    // A corrected document under the id of a stored version would otherwise be
+                    // answered DUPLICATE and silently lost.
+                    record(kind.as_str(), "rejected");
+                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.id_reused")
+                        .increment(1);
+                    let why = format!(
+                        "event_id {} was stored with other content; a changed document is a new \
+                         version: raise document_version and derive its event_id",
+                        header.event_id
+                    );
+                    let mut r = result(&header.event_id, pb::Outcome::Rejected, why.clone());
+                    r.errors.push(pb::ValidationError {
+                        code: "event.id_reused".into(),
+                        severity: pb::ErrorSeverity::Error as i32,
+                        path: "header.event_id".into(),
+                        value: header.event_id.clone(),
+                        message: why,
+                        message_vi: "event_id đã được lưu với nội dung khác; chứng từ sửa đổi phải \
+                                     gửi phiên bản mới (tăng document_version)"
+                            .into(),
+                    });
+                    return r;
+                }
                 record(kind.as_str(), "duplicate");
                 return pb::EventResult {
                     event_id: header.event_id.clone(),
@@ -334,6 +359,7 @@ impl Gateway {
                             topic: topic.clone(),
                             partition: d.partition,
                             offset: d.offset,
+                            content,
                         },
                     );
                     record(kind.as_str(), "accepted");
@@ -403,6 +429,22 @@ impl Gateway {
         .instrument(span)
         .await
     }
+}
+
+/// SHA-256 of an event as its publisher sent it: the fields the gateway sets itself
+/// (recorded_at, the patient key) do not count, so a retry matches whatever they held.
+fn content_digest(event: &mut ClinicalEvent) -> [u8; 32] {
+    use sha2::Digest as _;
+    let h = event.header_mut();
+    let kept = (
+        h.recorded_at.take(),
+        std::mem::take(&mut h.patient_key),
+        std::mem::take(&mut h.patient_key_id),
+    );
+    let digest = sha2::Sha256::digest(event.encode_to_vec()).into();
+    let h = event.header_mut();
+    (h.recorded_at, h.patient_key, h.patient_key_id) = kept;
+    digest
 }
 
 /// The answer to a second copy of an event in one request: DUPLICATE of the first where the
