@@ -177,7 +177,57 @@ struct DeadLetterSetup {
     config: LoaderConfig,
 }
 
+/// What a loader made of events of which the first is poison.
+struct DeadLettered {
+    loader: lienthong_tests::warehouse::RunningLoader,
+    /// Headers of the first dead letter.
+    headers: std::collections::HashMap<String, String>,
+    topics: std::collections::BTreeMap<lienthong_core::DocumentKind, String>,
+}
+
+impl DeadLettered {
+    /// Rows of `event` in the history.
+    async fn history_rows(&self, event: &ClinicalEvent) -> anyhow::Result<i64> {
+        let id = event
+            .header()
+            .map(|h| h.event_id.clone())
+            .unwrap_or_default();
+        Ok(self
+            .loader
+            .db
+            .query_one(
+                "SELECT count(*) FROM event_history WHERE event_id = $1",
+                &[&id],
+            )
+            .await?
+            .get(0))
+    }
+}
+
 impl DeadLetterSetup {
+    /// Publishes `events` for one patient key made of `key_char`, starts the loader, waits
+    /// for the history rows of all but the first, and reads the first dead letter.
+    async fn load(
+        self,
+        events: &mut [ClinicalEvent],
+        key_char: &str,
+    ) -> anyhow::Result<DeadLettered> {
+        for e in events.iter_mut() {
+            e.header_mut().patient_key = key_char.repeat(64);
+            e.header_mut().patient_key_id = "k".into();
+        }
+        publish_to(&self.registry, &self.topics, events).await?;
+        let loaded = i64::try_from(events.len())? - 1;
+        let loader = start_loader(self.config, self.kafka.clone(), self.registry, loaded).await?;
+        let headers =
+            lienthong_tests::header_map(&lienthong_tests::read_at(&self.dlq, 0, 0).await?);
+        Ok(DeadLettered {
+            loader,
+            headers,
+            topics: self.topics,
+        })
+    }
+
     async fn new() -> anyhow::Result<Self> {
         let kafka = require_kafka();
         let registry = require_registry().await;
@@ -249,13 +299,7 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
 -> anyhow::Result<()> {
-    let DeadLetterSetup {
-        kafka,
-        registry,
-        topics,
-        dlq,
-        config,
-    } = DeadLetterSetup::new().await?;
+    let setup = DeadLetterSetup::new().await?;
     let mut g = Generator::new(902, time::OffsetDateTime::now_utc());
     let mut lab = g.lab_result();
     if let Some(r) = lab.report.as_mut() {
@@ -266,40 +310,25 @@ async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
         ClinicalEvent::Referral(g.referral()),
         ClinicalEvent::Appointment(g.appointment()),
     ];
-    for e in &mut events {
-        e.header_mut().patient_key = "b".repeat(64);
-        e.header_mut().patient_key_id = "k".into();
-    }
-    publish_to(&registry, &topics, &events).await?;
-
     // The two good events are loaded: the one with the NUL held nothing up.
-    let loader = start_loader(config, kafka.clone(), registry, 2).await?;
-
-    let headers = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 0).await?);
+    let done = setup.load(&mut events, "b").await?;
     assert_eq!(
-        headers.get("lienthong-origin-topic"),
-        Some(&topics[&lienthong_core::DocumentKind::LabResult])
+        done.headers.get("lienthong-origin-topic"),
+        Some(&done.topics[&lienthong_core::DocumentKind::LabResult])
     );
     assert!(
-        headers
+        done.headers
             .get("lienthong-error")
             .is_some_and(|e| e.contains("value_text") && e.contains("NUL character")),
-        "{headers:?}"
+        "{:?}",
+        done.headers
     );
-    let lab_id = events[0]
-        .header()
-        .map(|h| h.event_id.clone())
-        .unwrap_or_default();
-    let stored: i64 = loader
-        .db
-        .query_one(
-            "SELECT count(*) FROM event_history WHERE event_id = $1",
-            &[&lab_id],
-        )
-        .await?
-        .get(0);
-    assert_eq!(stored, 0, "the refused event changed nothing");
-    loader.stop().await?;
+    assert_eq!(
+        done.history_rows(&events[0]).await?,
+        0,
+        "the refused event changed nothing"
+    );
+    done.loader.stop().await?;
     Ok(())
 }
 
@@ -309,13 +338,7 @@ async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_at_the_end_of_the_calendar_goes_to_the_dlq_and_loading_continues()
 -> anyhow::Result<()> {
-    let DeadLetterSetup {
-        kafka,
-        registry,
-        topics,
-        dlq,
-        config,
-    } = DeadLetterSetup::new().await?;
+    let setup = DeadLetterSetup::new().await?;
     let mut g = Generator::new(903, time::OffsetDateTime::now_utc());
     let mut events = vec![
         ClinicalEvent::Referral(g.referral()),
@@ -326,39 +349,25 @@ async fn an_event_at_the_end_of_the_calendar_goes_to_the_dlq_and_loading_continu
         seconds: 253_402_300_799,
         nanos: 0,
     });
-    for e in &mut events {
-        e.header_mut().patient_key = "c".repeat(64);
-        e.header_mut().patient_key_id = "k".into();
-    }
-    publish_to(&registry, &topics, &events).await?;
-
-    let loader = start_loader(config, kafka.clone(), registry, 2).await?;
-    let headers = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 0).await?);
+    let done = setup.load(&mut events, "c").await?;
     assert!(
-        headers
+        done.headers
             .get("lienthong-error")
             .is_some_and(|e| e.contains("header.occurred_at") && e.contains("future")),
-        "{headers:?}"
+        "{:?}",
+        done.headers
     );
-    let id = |e: &ClinicalEvent| e.header().map(|h| h.event_id.clone()).unwrap_or_default();
-    let count = |event_id: String| {
-        let db = &loader.db;
-        async move {
-            db.query_one(
-                "SELECT count(*) FROM event_history WHERE event_id = $1",
-                &[&event_id],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-        }
-    };
     assert_eq!(
-        count(id(&events[0])).await?,
+        done.history_rows(&events[0]).await?,
         0,
         "the refused event changed nothing"
     );
-    assert_eq!(count(id(&events[1])).await?, 1, "the next event was loaded");
-    loader.stop().await?;
+    assert_eq!(
+        done.history_rows(&events[1]).await?,
+        1,
+        "the next event was loaded"
+    );
+    done.loader.stop().await?;
     Ok(())
 }
 

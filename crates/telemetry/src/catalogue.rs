@@ -32,12 +32,7 @@ impl Metric {
         labels: &'static [&'static str],
         help: &'static str,
     ) -> Self {
-        Self {
-            name,
-            kind: MetricKind::Counter,
-            labels,
-            help,
-        }
+        Self::of(MetricKind::Counter, name, labels, help)
     }
 
     /// A gauge.
@@ -46,12 +41,7 @@ impl Metric {
         labels: &'static [&'static str],
         help: &'static str,
     ) -> Self {
-        Self {
-            name,
-            kind: MetricKind::Gauge,
-            labels,
-            help,
-        }
+        Self::of(MetricKind::Gauge, name, labels, help)
     }
 
     /// A histogram.
@@ -60,9 +50,18 @@ impl Metric {
         labels: &'static [&'static str],
         help: &'static str,
     ) -> Self {
+        Self::of(MetricKind::Histogram, name, labels, help)
+    }
+
+    const fn of(
+        kind: MetricKind,
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
         Self {
             name,
-            kind: MetricKind::Histogram,
+            kind,
             labels,
             help,
         }
