@@ -172,9 +172,12 @@ impl Generator {
     }
 
     fn diagnosis(&mut self) -> pb::Diagnosis {
+        let main = self.below(ICD.len() as u64) as usize;
+        // A secondary code is never the main one (a repeat is a violation).
+        let secondary = (main + 1 + self.below(ICD.len() as u64 - 1) as usize) % ICD.len();
         pb::Diagnosis {
-            main_icd10: (*self.pick(ICD)).into(),
-            secondary_icd10: vec![(*self.pick(ICD)).into()],
+            main_icd10: ICD[main].into(),
+            secondary_icd10: vec![ICD[secondary].into()],
             traditional_codes: vec![],
             text: "Viêm phổi, tăng huyết áp".into(),
         }
@@ -724,9 +727,157 @@ pub fn invalid_catalogue(now: OffsetDateTime) -> Vec<InvalidCase> {
     cases.push(InvalidCase {
         name: "episode id (MA_LK) with a control character",
         event: ClinicalEvent::LabResult(l),
-        expected: vec!["header.document_id_control"],
+        expected: vec!["header.document_id_control", "text.nul"],
     });
+    hostile_values(&mut g, &mut cases);
     cases
+}
+
+/// Values a sink would store but no clinician or analyst should see: hidden characters,
+/// untidy codes, impossible numbers, versions and dates out of every plausible range.
+fn hostile_values(g: &mut Generator, cases: &mut Vec<InvalidCase>) {
+    let mut referral = |name, expected: &[&'static str], edit: &dyn Fn(&mut pb::ReferralSlip)| {
+        let mut e = g.referral();
+        edit(e.slip.get_or_insert_with(Default::default));
+        cases.push(InvalidCase {
+            name,
+            event: ClinicalEvent::Referral(e),
+            expected: sorted(expected),
+        });
+    };
+    fn pat(s: &mut pb::ReferralSlip) -> &mut pb::Patient {
+        s.patient.get_or_insert_with(Default::default)
+    }
+    fn diag(s: &mut pb::ReferralSlip) -> &mut pb::Diagnosis {
+        s.diagnosis.get_or_insert_with(Default::default)
+    }
+    referral("escape sequence in a name", &["text.control"], &|s| {
+        pat(s).full_name.push_str("\u{1b}[2J")
+    });
+    referral("line break in an address", &["text.control"], &|s| {
+        pat(s).address.push_str("\nQuận 1")
+    });
+    referral(
+        "right-to-left override in an address",
+        &["text.bidi"],
+        &|s| pat(s).address.insert(0, '\u{202E}'),
+    );
+    referral(
+        "replacement character in a name",
+        &["text.replacement"],
+        &|s| pat(s).full_name = "Nguy\u{FFFD}n V\u{FFFD}n A".into(),
+    );
+    referral("decomposed Vietnamese in a name", &["text.not_nfc"], &|s| {
+        pat(s).full_name = "Nguye\u{302}\u{303}n Va\u{306}n A".into()
+    });
+    referral("line break inside the transport", &["text.control"], &|s| {
+        s.transport = "Xe\r\ncứu thương".into()
+    });
+    referral("ICD-10 in lower case", &["icd10.not_canonical"], &|s| {
+        diag(s).main_icd10 = diag(s).main_icd10.to_ascii_lowercase()
+    });
+    referral(
+        "ICD-10 with a space around it",
+        &["icd10.not_canonical"],
+        &|s| diag(s).secondary_icd10[0].push(' '),
+    );
+    referral("ICD-10 named twice", &["icd10.repeated"], &|s| {
+        let main = diag(s).main_icd10.clone();
+        diag(s).secondary_icd10.push(main)
+    });
+    referral("admission in 1985", &["date.too_early"], &|s| {
+        s.episode.get_or_insert_with(Default::default).admitted_at = Some(pb::PartialDateTime {
+            value: "19850101".into(),
+            precision: pb::DatePrecision::Day as i32,
+        })
+    });
+    referral("slip valid until 2099", &["date.too_far_ahead"], &|s| {
+        s.valid_until = Some(pb::PartialDateTime {
+            value: "20991231".into(),
+            precision: pb::DatePrecision::Day as i32,
+        })
+    });
+
+    let mut e = g.referral();
+    e.header.get_or_insert_with(Default::default).occurred_at = None;
+    cases.push(InvalidCase {
+        name: "occurred_at missing",
+        event: ClinicalEvent::Referral(e),
+        expected: vec!["required"],
+    });
+    let mut e = g.referral();
+    e.header.get_or_insert_with(Default::default).occurred_at = Some(prost_types::Timestamp {
+        seconds: -62_135_596_800, // 0001-01-01
+        nanos: 0,
+    });
+    cases.push(InvalidCase {
+        name: "occurred_at in year 1",
+        event: ClinicalEvent::Referral(e),
+        expected: vec!["timestamp.too_early"],
+    });
+    let mut e = g.referral();
+    let h = e.header.get_or_insert_with(Default::default);
+    h.document_version = u64::MAX;
+    h.event_id = document_id::event_id(DocumentKind::Referral, &h.document_id, h.document_version);
+    cases.push(InvalidCase {
+        name: "document_version beyond what sinks hold",
+        event: ClinicalEvent::Referral(e),
+        expected: vec!["header.version_too_high"],
+    });
+    let mut e = g.referral();
+    let h = e.header.get_or_insert_with(Default::default);
+    h.source_facility_code.push(' ');
+    cases.push(InvalidCase {
+        name: "source facility code with a trailing space",
+        event: ClinicalEvent::Referral(e),
+        expected: vec!["code.untrimmed"],
+    });
+
+    let mut lab = |name, expected: &[&'static str], edit: &dyn Fn(&mut pb::LabResultLine)| {
+        let mut l = g.lab_result();
+        if let Some(r) = l.report.as_mut() {
+            edit(&mut r.lines[0]);
+        }
+        cases.push(InvalidCase {
+            name,
+            event: ClinicalEvent::LabResult(l),
+            expected: sorted(expected),
+        });
+    };
+    let numeric = |v: f64| Some(pb::NumericValue { value: v });
+    lab("lab value NaN", &["lab.value_out_of_range"], &|l| {
+        l.value_numeric = numeric(f64::NAN)
+    });
+    lab("lab value infinite", &["lab.value_out_of_range"], &|l| {
+        l.value_numeric = numeric(f64::INFINITY)
+    });
+    lab(
+        "lab value absurdly large",
+        &["lab.value_out_of_range"],
+        &|l| l.value_numeric = numeric(1e300),
+    );
+    lab(
+        "lab numeric and text values disagree",
+        &["lab.value_mismatch"],
+        &|l| {
+            l.value_text = "7,5".into();
+            l.value_numeric = numeric(2.0)
+        },
+    );
+    lab(
+        "lab reference range upside down",
+        &["lab.range_inverted"],
+        &|l| {
+            l.reference_range = Some(pb::ReferenceRange {
+                low: Some(10.0),
+                high: Some(1.0),
+                text: String::new(),
+            })
+        },
+    );
+    lab("lab unit with a form feed", &["text.control"], &|l| {
+        l.unit = "mmol/L\u{c}".into()
+    });
 }
 
 fn sorted(codes: &[&'static str]) -> Vec<&'static str> {
@@ -846,7 +997,7 @@ mod tests {
         if let Some(r) = lab.report.as_mut() {
             r.lines[0].readers[0].raw = "?".into();
             r.lines[0].readers[0].licence_number = "?".into();
-            r.lines[0].value_text = "9".repeat(300);
+            r.lines[0].value_text = "x".repeat(300);
         }
         assert_eq!(
             paths(ClinicalEvent::LabResult(lab)),

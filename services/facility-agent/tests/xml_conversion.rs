@@ -300,3 +300,59 @@ fn malformed_files_get_precise_reports_and_never_crash() {
         Err(TreeError::TooLarge { size, .. }) if size == 200 * 1024 * 1024
     ));
 }
+
+#[test]
+fn a_windows_1258_export_with_untidy_codes_converts_to_composed_text_and_canonical_codes() {
+    // A bare export of the whole episode, declared windows-1258.
+    let tables: String = full_episode("LK7", "001185012345", false)
+        .into_iter()
+        .map(|(_, xml)| xml.trim_start_matches(XML_DECL).to_owned())
+        .collect();
+    let text =
+        format!("<?xml version=\"1.0\" encoding=\"windows-1258\"?><EXPORT>{tables}</EXPORT>")
+            .replace("J18.9", "j189")
+            .replace("I10;E11", "I10;i10;J18.9");
+    let cp1258 = as_windows_1258_writes(&text);
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1258.encode(&cp1258);
+    assert!(!unmappable, "the fixture is representable in windows-1258");
+    let c = convert("cp1258.xml", &bytes, &Limits::default(), &ctx()).expect("readable");
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let ClinicalEvent::Referral(r) = c
+        .events
+        .iter()
+        .find(|e| matches!(e, ClinicalEvent::Referral(_)))
+        .expect("a referral")
+    else {
+        unreachable!()
+    };
+    let s = r.slip.clone().unwrap();
+    assert_eq!(s.patient.unwrap().full_name, "Nguyễn Thị Hồng Nhung");
+    let d = s.diagnosis.unwrap();
+    assert_eq!(d.main_icd10, "J18.9");
+    assert_eq!(
+        d.secondary_icd10,
+        ["I10"],
+        "repeats and the main code dropped"
+    );
+}
+
+/// Vietnamese as windows-1258 holds it: letters with a tone (ễ) as the toneless letter (ê)
+/// followed by the combining tone mark, since the code page has no room for them precomposed.
+fn as_windows_1258_writes(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    const TONES: [char; 5] = ['\u{300}', '\u{301}', '\u{303}', '\u{309}', '\u{323}'];
+    let mut out = String::new();
+    for c in text.chars() {
+        let (_, _, unmappable) = encoding_rs::WINDOWS_1258.encode(c.encode_utf8(&mut [0; 4]));
+        if !unmappable {
+            out.push(c);
+            continue;
+        }
+        let parts: Vec<char> = std::iter::once(c).nfd().collect();
+        let tone: String = parts.iter().filter(|p| TONES.contains(p)).collect();
+        let letter: String = parts.iter().filter(|p| !TONES.contains(p)).collect();
+        out.extend(letter.nfc());
+        out.push_str(&tone);
+    }
+    out
+}

@@ -3,10 +3,17 @@
 use std::fmt::{self, Display};
 
 use lienthong_proto::v1::PartialDateTime;
+use time::OffsetDateTime;
 
 use super::{Severity, ValidationContext, Violation};
 use crate::datetime::XmlDateTime;
 use crate::ids::IdError;
+
+/// No electronic health record of Vietnam predates this: clinical dates and event times before
+/// it are typing errors or defaults (year 1, 1900) that would make junk warehouse partitions.
+pub(crate) const EARLIEST_RECORD: OffsetDateTime = time::macros::datetime!(1990-01-01 0:00 UTC);
+/// The earliest birth date a living patient can have.
+const EARLIEST_BIRTH: OffsetDateTime = time::macros::datetime!(1900-01-01 0:00 UTC);
 
 /// Whether a value may be shown as is in a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,20 +104,6 @@ impl<'a> Checker<'a> {
         true
     }
 
-    /// A text that sinks store as text: PostgreSQL cannot hold a NUL character, so an event
-    /// carrying one is refused here rather than stalling the warehouse behind it.
-    pub fn text(&mut self, path: impl Display, value: &str) {
-        if value.contains('\0') {
-            self.error(
-                "text.nul",
-                path,
-                None,
-                "the text contains a NUL character (0x00); remove it in the HIS export".into(),
-                "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
-            );
-        }
-    }
-
     /// Parses an identifier, reporting its error with code, path and (masked) value.
     pub fn id<T>(
         &mut self,
@@ -136,12 +129,32 @@ impl<'a> Checker<'a> {
         self.error(&e.code(), path, Some(value), e.to_string(), e.message_vi());
     }
 
-    /// An optional or required XML date that records the past: it may not lie in the future.
+    /// An optional or required XML date of something clinical that has happened: not in the
+    /// future, and not before electronic records existed.
     pub fn date(
         &mut self,
         path: impl Display + Copy,
         value: Option<&PartialDateTime>,
         required: Option<&str>,
+    ) -> Option<XmlDateTime> {
+        self.past_date(path, value, required, EARLIEST_RECORD)
+    }
+
+    /// A birth date: not in the future and not before 1900.
+    pub fn birth_date(
+        &mut self,
+        path: impl Display + Copy,
+        value: Option<&PartialDateTime>,
+    ) -> Option<XmlDateTime> {
+        self.past_date(path, value, None, EARLIEST_BIRTH)
+    }
+
+    fn past_date(
+        &mut self,
+        path: impl Display + Copy,
+        value: Option<&PartialDateTime>,
+        required: Option<&str>,
+        earliest: OffsetDateTime,
     ) -> Option<XmlDateTime> {
         let parsed = self.date_shape(path, value, required)?;
         if parsed.earliest() > self.ctx.now + self.ctx.future_skew {
@@ -153,16 +166,65 @@ impl<'a> Checker<'a> {
                 "Ngày tháng ở tương lai; kiểm tra đồng hồ máy chủ HIS và giá trị trường".into(),
             );
         }
+        self.not_before(path, &parsed, earliest);
         Some(parsed)
     }
 
+    /// An XML date that lies ahead by nature (an appointment, the end of a validity): at most
+    /// `years` ahead of now, and not before electronic records existed.
+    pub fn date_ahead(
+        &mut self,
+        path: impl Display + Copy,
+        value: Option<&PartialDateTime>,
+        required: Option<&str>,
+        years: i64,
+    ) -> Option<XmlDateTime> {
+        let parsed = self.date_shape(path, value, required)?;
+        if parsed.earliest() > self.ctx.now + time::Duration::days(366 * years) {
+            self.error(
+                "date.too_far_ahead",
+                path,
+                Some(parsed.digits()),
+                format!("date lies more than {years} years ahead; check the field"),
+                format!("Ngày tháng cách hiện tại hơn {years} năm; kiểm tra giá trị trường"),
+            );
+        }
+        self.not_before(path, &parsed, EARLIEST_RECORD);
+        Some(parsed)
+    }
+
+    fn not_before(&mut self, path: impl Display, parsed: &XmlDateTime, earliest: OffsetDateTime) {
+        if parsed.earliest() < earliest {
+            let year = earliest.year();
+            self.error(
+                "date.too_early",
+                path,
+                Some(parsed.digits()),
+                format!("date lies before {year}, which this field cannot hold; check the field"),
+                format!(
+                    "Ngày tháng trước năm {year}, không hợp lệ cho trường này; kiểm tra giá trị"
+                ),
+            );
+        }
+    }
+
     /// A protobuf timestamp of when something happened: a valid timestamp (RFC 3339 range,
-    /// nanos below one second), not before 1900 and not in the future beyond the clock skew.
+    /// nanos below one second), not before 1990 and not in the future beyond the clock skew.
     /// Without these bounds a value near year 9999 passes here and breaks every sink that
     /// converts it to Vietnam time (UTC+7 overflows the calendar).
-    pub fn instant(&mut self, path: impl Display + Copy, value: Option<&prost_types::Timestamp>) {
-        let Some(t) = value else { return };
-        let earliest = time::macros::datetime!(1900-01-01 0:00 UTC);
+    pub fn instant(
+        &mut self,
+        path: impl Display + Copy,
+        value: Option<&prost_types::Timestamp>,
+        required: bool,
+    ) {
+        let Some(t) = value else {
+            if required {
+                self.required(path, "", &path.to_string());
+            }
+            return;
+        };
+        let earliest = EARLIEST_RECORD;
         let at = time::OffsetDateTime::from_unix_timestamp(t.seconds)
             .ok()
             .filter(|_| (0..1_000_000_000).contains(&t.nanos));
@@ -180,8 +242,10 @@ impl<'a> Checker<'a> {
                 "timestamp.too_early",
                 path,
                 shown,
-                "timestamp lies before 1900; check the HIS clock and the field".into(),
-                "Dấu thời gian trước năm 1900; kiểm tra đồng hồ máy chủ HIS và giá trị trường"
+                "timestamp lies before 1990, before any electronic record; check the HIS clock \
+                 and the field"
+                    .into(),
+                "Dấu thời gian trước năm 1990; kiểm tra đồng hồ máy chủ HIS và giá trị trường"
                     .into(),
             ),
             Some(at) if at > self.ctx.now + self.ctx.future_skew => self.error(

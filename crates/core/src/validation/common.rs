@@ -9,11 +9,16 @@ use lienthong_proto::v1::{
 
 use super::Severity;
 use super::checker::{Checker, Field, Item, Shown};
+use super::text::TextKind;
 use crate::datetime::{Precision, XmlDateTime};
 use crate::document_id;
 use crate::ids::{FacilityCode, Icd10Code, InsuranceCardNo, PersonId, PractitionerLicence};
 use crate::province::ProvinceCode;
 use crate::routing::DocumentKind;
+
+/// The highest document version accepted: far above any real number of corrections, far below
+/// what every sink stores (a signed 64-bit column), so a document can always be corrected.
+pub const MAX_DOCUMENT_VERSION: u64 = 1_000_000;
 
 /// Header checks. `document_facility` is the facility the document belongs to; the publisher
 /// must be that facility, and ids must be the deterministic ones for the document.
@@ -44,8 +49,35 @@ pub(crate) fn header(
                 .into(),
         );
     }
-    c.instant("header.occurred_at", h.occurred_at.as_ref());
-    c.instant("header.recorded_at", h.recorded_at.as_ref());
+    c.instant("header.occurred_at", h.occurred_at.as_ref(), true);
+    c.instant("header.recorded_at", h.recorded_at.as_ref(), false);
+    for (path, value, kind) in [
+        ("header.event_id", &h.event_id, TextKind::Code),
+        (
+            "header.source_facility_code",
+            &h.source_facility_code,
+            TextKind::Code,
+        ),
+        ("header.source_system", &h.source_system, TextKind::Line),
+        (
+            "header.source_system_version",
+            &h.source_system_version,
+            TextKind::Line,
+        ),
+        ("header.patient_key", &h.patient_key, TextKind::Code),
+        ("header.patient_key_id", &h.patient_key_id, TextKind::Code),
+    ] {
+        c.text_of(path, value, kind);
+    }
+    if h.document_version > MAX_DOCUMENT_VERSION {
+        c.error(
+            "header.version_too_high",
+            "header.document_version",
+            Some(h.document_version.to_string()),
+            format!("document_version is at most {MAX_DOCUMENT_VERSION}: number versions 1, 2, 3… so that every later correction still fits"),
+            format!("document_version tối đa là {MAX_DOCUMENT_VERSION}; hãy đánh số phiên bản 1, 2, 3…"),
+        );
+    }
     if h.document_version == 0 {
         c.error(
             "header.version",
@@ -107,7 +139,26 @@ pub(crate) fn patient(
         return;
     };
     c.required(Field(path, "full_name"), &p.full_name, "HO_TEN");
-    let birth = c.date(Field(path, "birth_date"), p.birth_date.as_ref(), None);
+    for (field, value, kind) in [
+        ("citizen_id", &p.citizen_id, TextKind::Code),
+        ("full_name", &p.full_name, TextKind::Line),
+        ("ethnicity_code", &p.ethnicity_code, TextKind::Code),
+        ("nationality_code", &p.nationality_code, TextKind::Code),
+        ("address", &p.address, TextKind::Line),
+        (
+            "residence_province_code",
+            &p.residence_province_code,
+            TextKind::Code,
+        ),
+        (
+            "facility_patient_number",
+            &p.facility_patient_number,
+            TextKind::Code,
+        ),
+    ] {
+        c.text_of(Field(path, field), value, kind);
+    }
+    let birth = c.birth_date(Field(path, "birth_date"), p.birth_date.as_ref());
     let id_path = Field(path, "citizen_id");
     if c.required(id_path, &p.citizen_id, "SO_CCCD")
         && let Some(person) = c.id(id_path, &p.citizen_id, Shown::Masked, PersonId::parse)
@@ -174,6 +225,12 @@ fn insurance_card(
     card: &InsuranceCard,
     episode: Option<(XmlDateTime, XmlDateTime)>,
 ) {
+    c.text_of(Field(path, "number"), &card.number, TextKind::Code);
+    c.text_of(
+        Field(path, "registered_facility_code"),
+        &card.registered_facility_code,
+        TextKind::Code,
+    );
     c.id(
         Field(path, "number"),
         &card.number,
@@ -181,7 +238,7 @@ fn insurance_card(
         InsuranceCardNo::parse,
     );
     let from = c.date(Field(path, "valid_from"), card.valid_from.as_ref(), None);
-    let to = c.date_shape(Field(path, "valid_to"), card.valid_to.as_ref(), None);
+    let to = c.date_ahead(Field(path, "valid_to"), card.valid_to.as_ref(), None, 30);
     if let Some((admitted, discharged)) = episode {
         let starts_late = from.is_some_and(|f| f.earliest() > admitted.earliest());
         let ends_early = to.is_some_and(|t| t.date() < discharged.date());
@@ -194,17 +251,16 @@ fn insurance_card(
     }
 }
 
-/// Diagnosis codes.
+/// Diagnosis codes, each in canonical form (upper case, with its dot) and named once.
 pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &dyn Display, d: Option<&Diagnosis>) {
     let Some(d) = d else { return };
-    c.text(Field(path, "text"), &d.text);
-    if !d.main_icd10.trim().is_empty() {
-        c.id(
-            Field(path, "main_icd10"),
-            &d.main_icd10,
-            Shown::Plain,
-            Icd10Code::parse,
-        );
+    c.text_of(Field(path, "text"), &d.text, TextKind::Narrative);
+    for (i, code) in d.traditional_codes.iter().enumerate() {
+        c.text_of(Item(path, "traditional_codes", i), code, TextKind::Code);
+    }
+    let mut seen: Vec<Icd10Code> = Vec::new();
+    if !d.main_icd10.is_empty() {
+        icd10(c, Field(path, "main_icd10"), &d.main_icd10, &mut seen);
     }
     if d.secondary_icd10.len() > 12 {
         c.error(
@@ -216,12 +272,46 @@ pub(crate) fn diagnosis(c: &mut Checker<'_>, path: &dyn Display, d: Option<&Diag
         );
     }
     for (i, code) in d.secondary_icd10.iter().enumerate() {
-        c.id(
-            Item(path, "secondary_icd10", i),
-            code,
-            Shown::Plain,
-            Icd10Code::parse,
+        icd10(c, Item(path, "secondary_icd10", i), code, &mut seen);
+    }
+}
+
+/// One ICD-10 code: valid, canonical, and not already in `seen`.
+fn icd10(c: &mut Checker<'_>, path: impl Display + Copy, raw: &str, seen: &mut Vec<Icd10Code>) {
+    let Some(code) = c.id(path, raw, Shown::Plain, Icd10Code::parse) else {
+        return;
+    };
+    if code.as_str() != raw {
+        c.error(
+            "icd10.not_canonical",
+            path,
+            Some(raw.escape_debug().to_string()),
+            format!(
+                "write the ICD-10 code as {}: upper case, with its dot, without spaces",
+                code.as_str()
+            ),
+            format!(
+                "Hãy ghi mã ICD-10 là {}: chữ in hoa, có dấu chấm, không khoảng trắng",
+                code.as_str()
+            ),
         );
+    }
+    if seen.contains(&code) {
+        c.error(
+            "icd10.repeated",
+            path,
+            Some(code.as_str().to_owned()),
+            format!(
+                "the ICD-10 code {} appears twice in the diagnosis; name each code once",
+                code.as_str()
+            ),
+            format!(
+                "Mã ICD-10 {} xuất hiện hai lần trong chẩn đoán; mỗi mã chỉ ghi một lần",
+                code.as_str()
+            ),
+        );
+    } else {
+        seen.push(code);
     }
 }
 
@@ -259,6 +349,16 @@ pub(crate) fn practitioner(
     p: Option<&Practitioner>,
     xml: &str,
 ) {
+    if let Some(p) = p {
+        for (field, value, kind) in [
+            ("licence_number", &p.licence_number, TextKind::Code),
+            ("raw", &p.raw, TextKind::Code),
+            ("name", &p.name, TextKind::Line),
+            ("title", &p.title, TextKind::Line),
+        ] {
+            c.text_of(Field(path, field), value, kind);
+        }
+    }
     let raw = p
         .map(|p| {
             if p.raw.is_empty() {
@@ -285,6 +385,7 @@ pub(crate) fn facility(
     code: &str,
     xml: &str,
 ) -> Option<FacilityCode> {
+    c.text_of(path, code, TextKind::Code);
     if c.required(path, code, xml) {
         c.id(path, code, Shown::Plain, FacilityCode::parse)
     } else {

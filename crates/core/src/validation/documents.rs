@@ -1,11 +1,15 @@
 //! Rules per document (DOMAIN.md §1: required fields marked * per MoH table).
 
+use std::fmt::Display;
+
 use lienthong_proto::v1::{
-    AppointmentEvent, DischargeType, LabResultEvent, ReferralEvent, ReferralReason,
+    AppointmentEvent, DischargeType, FacilityRef, LabResultEvent, LabResultLine, ReferralEvent,
+    ReferralReason,
 };
 
 use super::checker::{Checker, Field, Item, Shown};
 use super::common::{diagnosis, episode, facility, has_day, header, patient, practitioner};
+use super::text::TextKind;
 use super::{ValidationContext, Violation};
 use crate::document_id;
 use crate::routing::DocumentKind;
@@ -39,15 +43,46 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
     );
     c.required("slip.transport", &s.transport, "PHUONGTIEN_VC");
 
-    for (path, text) in [
-        ("slip.clinical_signs", &s.clinical_signs),
-        ("slip.course_of_illness", &s.course_of_illness),
-        ("slip.test_summary", &s.test_summary),
-        ("slip.treatment", &s.treatment),
-        ("slip.condition_at_transfer", &s.condition_at_transfer),
-        ("slip.planned_treatment", &s.planned_treatment),
+    for (path, text, kind) in [
+        ("slip.episode_id", &s.episode_id, TextKind::Code),
+        ("slip.record_number", &s.record_number, TextKind::Code),
+        ("slip.book_number", &s.book_number, TextKind::Code),
+        ("slip.slip_number", &s.slip_number, TextKind::Code),
+        ("slip.occupation_code", &s.occupation_code, TextKind::Code),
+        (
+            "slip.clinical_signs",
+            &s.clinical_signs,
+            TextKind::Narrative,
+        ),
+        (
+            "slip.course_of_illness",
+            &s.course_of_illness,
+            TextKind::Narrative,
+        ),
+        ("slip.test_summary", &s.test_summary, TextKind::Narrative),
+        ("slip.treatment", &s.treatment, TextKind::Narrative),
+        (
+            "slip.condition_at_transfer",
+            &s.condition_at_transfer,
+            TextKind::Narrative,
+        ),
+        (
+            "slip.planned_treatment",
+            &s.planned_treatment,
+            TextKind::Narrative,
+        ),
+        ("slip.transport", &s.transport, TextKind::Line),
     ] {
-        c.text(path, text);
+        c.text_of(path, text, kind);
+    }
+    facility_name(&mut c, &"slip.issuer", s.issuer.as_ref());
+    facility_name(&mut c, &"slip.receiving", s.receiving.as_ref());
+    for (i, f) in s.sending.iter().enumerate() {
+        facility_name(&mut c, &Item(&"slip", "sending", i), Some(f));
+    }
+    if let Some(escort) = &s.escort {
+        c.text_of("slip.escort.name", &escort.name, TextKind::Line);
+        c.text_of("slip.escort.title", &escort.title, TextKind::Line);
     }
 
     let issuer_code = facility(&mut c, "slip.issuer.code", issuer, "MA_CSKCB");
@@ -62,6 +97,11 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
         .iter()
         .enumerate()
         .filter_map(|(i, f)| {
+            c.text_of(
+                Field(&Item(&"slip", "sending", i), "code"),
+                &f.code,
+                TextKind::Code,
+            );
             c.id(
                 Field(&Item(&"slip", "sending", i), "code"),
                 &f.code,
@@ -108,7 +148,8 @@ pub fn validate_referral(e: &ReferralEvent, ctx: &ValidationContext) -> Vec<Viol
     );
 
     let issued = c.date("slip.issued_at", s.issued_at.as_ref(), None);
-    let valid_until = c.date_shape("slip.valid_until", s.valid_until.as_ref(), None);
+    // A slip is valid to the end of the year at most, or a year for chronic care.
+    let valid_until = c.date_ahead("slip.valid_until", s.valid_until.as_ref(), None, 2);
     if let (Some(i), Some(v)) = (issued, valid_until)
         && v.earliest() < i.earliest()
     {
@@ -140,6 +181,14 @@ pub fn validate_appointment(e: &AppointmentEvent, ctx: &ValidationContext) -> Ve
     );
     c.required("appointment.episode_id", &a.episode_id, "MA_LK");
     c.required("appointment.slip_number", &a.slip_number, "SO_GIAYHEN_KL");
+    for (path, text) in [
+        ("appointment.episode_id", &a.episode_id),
+        ("appointment.slip_number", &a.slip_number),
+        ("appointment.beneficiary_category", &a.beneficiary_category),
+    ] {
+        c.text_of(path, text, TextKind::Code);
+    }
+    facility_name(&mut c, &"appointment.facility", a.facility.as_ref());
     facility(&mut c, "appointment.facility.code", fac, "MA_CSKCB");
     let ep = episode(&mut c, &"appointment.episode", a.episode.as_ref());
     patient(&mut c, &"appointment.patient", a.patient.as_ref(), ep);
@@ -157,10 +206,11 @@ pub fn validate_appointment(e: &AppointmentEvent, ctx: &ValidationContext) -> Ve
         "MA_TTDV",
     );
     // The appointment itself is in the future by nature: check its shape, not the future rule.
-    let at = c.date_shape(
+    let at = c.date_ahead(
         "appointment.appointment_at",
         a.appointment_at.as_ref(),
         Some("NGAY_HEN_KL"),
+        2,
     );
     let issued = c.date(
         "appointment.issued_at",
@@ -206,6 +256,9 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
         fac,
     );
     c.required("report.episode_id", &r.episode_id, "MA_LK");
+    c.text_of("report.episode_id", &r.episode_id, TextKind::Code);
+    c.text_of("report.service_code", &r.service_code, TextKind::Code);
+    facility_name(&mut c, &"report.facility", r.facility.as_ref());
     facility(&mut c, "report.facility.code", fac, "MA_CSKCB");
     if c.required("report.service_code", &r.service_code, "MA_DICH_VU")
         && r.service_code.chars().count() > 50
@@ -254,15 +307,21 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
                 ),
             );
         }
-        for (field, text) in [
-            ("indicator_code", &line.indicator_code),
-            ("indicator_name", &line.indicator_name),
-            ("value_text", &line.value_text),
-            ("unit", &line.unit),
-            ("loinc_code", &line.loinc_code),
+        for (field, text, kind) in [
+            ("indicator_code", &line.indicator_code, TextKind::Code),
+            ("indicator_name", &line.indicator_name, TextKind::Line),
+            ("value_text", &line.value_text, TextKind::Line),
+            ("unit", &line.unit, TextKind::Line),
+            ("description", &line.description, TextKind::Narrative),
+            ("conclusion", &line.conclusion, TextKind::Narrative),
+            ("loinc_code", &line.loinc_code, TextKind::Code),
         ] {
-            c.text(Field(&p, field), text);
+            c.text_of(Field(&p, field), text, kind);
         }
+        if let Some(range) = &line.reference_range {
+            c.text_of(Field(&p, "reference_range"), &range.text, TextKind::Line);
+        }
+        lab_values(&mut c, &p, line);
         if line.value_text.chars().count() > 255 {
             c.error(
                 "lab.value_length",
@@ -285,4 +344,75 @@ pub fn validate_lab_result(e: &LabResultEvent, ctx: &ValidationContext) -> Vec<V
         }
     }
     c.out
+}
+
+/// The name a facility reference carries (its code is checked where it is required).
+fn facility_name(c: &mut Checker<'_>, path: &dyn Display, f: Option<&FacilityRef>) {
+    if let Some(f) = f {
+        c.text_of(Field(path, "name"), &f.name, TextKind::Line);
+    }
+}
+
+/// The largest magnitude a lab value may have: no analyte is measured beyond it, and a larger
+/// number is a typing or unit error (or infinity in disguise) that analysts would average in.
+const MAX_LAB_MAGNITUDE: f64 = 1e9;
+
+/// A line's numbers: finite, within range, a reference range whose low is not above its high,
+/// and a numeric value that agrees with the text value when the text is a number.
+fn lab_values(c: &mut Checker<'_>, p: &dyn Display, line: &LabResultLine) {
+    let range = line.reference_range.as_ref();
+    let numbers = [
+        (
+            "value_numeric",
+            line.value_numeric.as_ref().map(|n| n.value),
+        ),
+        ("reference_range.low", range.and_then(|r| r.low)),
+        ("reference_range.high", range.and_then(|r| r.high)),
+    ];
+    let mut all_fit = true;
+    for (field, value) in numbers {
+        let Some(v) = value else { continue };
+        if !v.is_finite() || v.abs() > MAX_LAB_MAGNITUDE {
+            all_fit = false;
+            c.error(
+                "lab.value_out_of_range",
+                Field(p, field),
+                Some(v.to_string()),
+                format!("a lab number must be finite and at most {MAX_LAB_MAGNITUDE:e} in magnitude; check the value and its unit"),
+                format!("Giá trị xét nghiệm phải hữu hạn và không vượt quá {MAX_LAB_MAGNITUDE:e}; kiểm tra giá trị và đơn vị"),
+            );
+        }
+    }
+    if !all_fit {
+        return;
+    }
+    if let (Some(low), Some(high)) = (range.and_then(|r| r.low), range.and_then(|r| r.high))
+        && low > high
+    {
+        c.error(
+            "lab.range_inverted",
+            Field(p, "reference_range"),
+            Some(format!("{low}..{high}")),
+            "the reference range's low bound is above its high bound".into(),
+            "Cận dưới của khoảng tham chiếu lớn hơn cận trên".into(),
+        );
+    }
+    let Some(numeric) = line.value_numeric.as_ref().map(|n| n.value) else {
+        return;
+    };
+    // GIA_TRI is free text ("Âm tính", "<0.5", "5,2"); only a text that is a plain number is
+    // compared, with the decimal comma Vietnamese labs use.
+    let text = line.value_text.trim().replace(',', ".");
+    if let Ok(stated) = text.parse::<f64>()
+        && stated.is_finite()
+        && (stated - numeric).abs() > 1e-9 * stated.abs().max(numeric.abs()).max(1.0)
+    {
+        c.error(
+            "lab.value_mismatch",
+            Field(p, "value_numeric"),
+            Some(format!("{numeric} vs {:?}", line.value_text)),
+            format!("the numeric value {numeric} disagrees with the text value {:?}; send the same result in both", line.value_text),
+            format!("Giá trị số {numeric} không khớp với giá trị chữ {:?}", line.value_text),
+        );
+    }
 }

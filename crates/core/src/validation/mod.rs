@@ -5,12 +5,14 @@
 mod checker;
 mod common;
 mod documents;
+mod text;
 
 use std::fmt;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+pub use common::MAX_DOCUMENT_VERSION;
 pub use documents::{validate_appointment, validate_lab_result, validate_referral};
 
 /// Whether a violation blocks the event.

@@ -4,7 +4,7 @@
 //! or facility + episode + service), so a re-exported file makes the same events again.
 
 use lienthong_core::datetime::XmlDateTime;
-use lienthong_core::{ClinicalEvent, DocumentKind, PersonId, document_id};
+use lienthong_core::{ClinicalEvent, DocumentKind, Icd10Code, PersonId, document_id};
 use lienthong_proto::v1 as pb;
 
 use super::tables::Row;
@@ -73,10 +73,24 @@ fn practitioner(raw: &str, role: pb::PractitionerRole) -> Option<pb::Practitione
     })
 }
 
+/// An ICD-10 code in canonical form (HIS export `j189` and `J18.9` alike); what does not parse
+/// is left as it is, for validation to refuse by name.
+fn icd10(raw: String) -> String {
+    Icd10Code::parse(&raw).map_or(raw, |c| c.as_str().to_owned())
+}
+
 fn diagnosis(row: &Row) -> pb::Diagnosis {
+    let main_icd10 = icd10(text(row, "MA_BENH_CHINH"));
+    // A code named twice (or as both main and secondary) means it once.
+    let mut secondary_icd10: Vec<String> = Vec::new();
+    for code in list(row, "MA_BENH_KT").into_iter().map(icd10) {
+        if code != main_icd10 && !secondary_icd10.contains(&code) {
+            secondary_icd10.push(code);
+        }
+    }
     pb::Diagnosis {
-        main_icd10: text(row, "MA_BENH_CHINH"),
-        secondary_icd10: list(row, "MA_BENH_KT"),
+        main_icd10,
+        secondary_icd10,
         traditional_codes: list(row, "MA_BENH_YHCT"),
         text: text(row, "CHAN_DOAN_RV"),
     }

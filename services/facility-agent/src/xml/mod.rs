@@ -1,6 +1,7 @@
 //! The XML adapter the agent and the CLI share: a MoH XML export (GIAMDINHHS envelope or bare
 //! table file) to lienthong events, with a precise report for whatever could not be used.
 
+pub mod encoding;
 pub mod fixtures;
 pub mod mapping;
 pub mod tables;

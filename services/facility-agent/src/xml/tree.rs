@@ -68,31 +68,9 @@ pub enum TreeError {
     /// No root element.
     #[error("the file holds no XML element")]
     Empty,
-    /// Not UTF-8: read as UTF-8, its Vietnamese text would turn into replacement characters.
-    #[error("the file is {found}, not UTF-8; export the tables as UTF-8")]
-    Encoding {
-        /// What was found: a declared encoding, UTF-16, or where the bytes stop being UTF-8.
-        found: String,
-    },
-}
-
-/// Refuses what is not UTF-8 before parsing: UTF-16 (by its byte-order mark or the zero bytes
-/// of `<`), and any byte sequence that is not UTF-8.
-fn check_utf8(bytes: &[u8]) -> Result<(), TreeError> {
-    let utf16 = bytes.starts_with(b"\xFF\xFE")
-        || bytes.starts_with(b"\xFE\xFF")
-        || bytes.starts_with(b"<\0")
-        || bytes.starts_with(b"\0<");
-    if utf16 {
-        return Err(TreeError::Encoding {
-            found: "UTF-16".into(),
-        });
-    }
-    std::str::from_utf8(bytes)
-        .map(|_| ())
-        .map_err(|e| TreeError::Encoding {
-            found: format!("not UTF-8 from byte {}", e.valid_up_to()),
-        })
+    /// The bytes are not exactly decodable text.
+    #[error(transparent)]
+    Encoding(#[from] super::encoding::EncodingError),
 }
 
 fn local_name(raw: &[u8]) -> String {
@@ -100,7 +78,8 @@ fn local_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(name).trim().to_owned()
 }
 
-/// Parses a whole document (UTF-8, with or without BOM) into its root element.
+/// Parses a whole document (in its declared encoding or by its byte-order mark) into its
+/// root element; texts are NFC.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, TreeError> {
     if bytes.len() > limits.max_file_bytes {
         return Err(TreeError::TooLarge {
@@ -108,9 +87,8 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, TreeError> {
             limit: limits.max_file_bytes,
         });
     }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    check_utf8(bytes)?;
-    let mut reader = Reader::from_reader(bytes);
+    let text = super::encoding::decode(bytes)?;
+    let mut reader = Reader::from_str(&text);
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
@@ -125,19 +103,8 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, TreeError> {
             .map_err(|e| malformed(&reader, e.to_string()))?;
         match event {
             Event::DocType(_) => return Err(TreeError::DocType),
-            // A file of UTF-8 bytes declaring another encoding was written by an exporter that
-            // believes it wrote that encoding: its text cannot be trusted either way.
-            Event::Decl(d) => {
-                if let Some(declared) = d.encoding() {
-                    let declared = declared.map_err(|e| malformed(&reader, e.to_string()))?;
-                    let name = String::from_utf8_lossy(&declared).trim().to_owned();
-                    if !name.eq_ignore_ascii_case("utf-8") && !name.eq_ignore_ascii_case("utf8") {
-                        return Err(TreeError::Encoding {
-                            found: format!("declared {name}"),
-                        });
-                    }
-                }
-            }
+            // The declared encoding has been honoured by `decode`.
+            Event::Decl(_) => {}
             Event::Start(e) => {
                 count += 1;
                 if stack.len() >= limits.max_depth || count > limits.max_elements {
@@ -239,30 +206,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn other_encodings_are_refused_by_name() {
+    fn declared_encodings_are_honoured_and_undecodable_bytes_refused() {
         let l = Limits::default();
-        let declared = "<?xml version=\"1.0\" encoding=\"windows-1258\"?><A>x</A>";
-        let err = parse(declared.as_bytes(), &l).expect_err("declared");
-        assert_eq!(
-            err,
-            TreeError::Encoding {
-                found: "declared windows-1258".into()
-            }
-        );
+        let mut cp1258 = b"<?xml version=\"1.0\" encoding=\"windows-1258\"?><A>Nguy".to_vec();
+        cp1258.extend_from_slice(b"\xEA\xDEn</A>");
+        assert_eq!(parse(&cp1258, &l).expect("windows-1258").text, "Nguyễn");
         let utf16: Vec<u8> = "\u{feff}<A>Nguyễn</A>"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        assert!(
-            parse(&utf16, &l)
-                .unwrap_err()
-                .to_string()
-                .contains("UTF-16")
-        );
-        // "Nguyễn" in windows-1258: N g u y 0xEA 0xDE n.
-        let cp1258 = b"<A>Nguy\xEA\xDEn</A>";
-        let err = parse(cp1258, &l).unwrap_err().to_string();
-        assert!(err.contains("not UTF-8 from byte 7"), "{err}");
+        assert_eq!(parse(&utf16, &l).expect("UTF-16 with BOM").text, "Nguyễn");
+        let undeclared = b"<A>Nguy\xEA\xDEn</A>";
+        let err = parse(undeclared, &l).unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8 from byte 7"), "{err}");
         let upper = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><A>Nguyễn</A>";
         assert_eq!(parse(upper.as_bytes(), &l).expect("utf-8").text, "Nguyễn");
     }

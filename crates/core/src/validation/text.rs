@@ -1,0 +1,174 @@
+//! One rule for every string a document carries: what characters it may hold depends on what
+//! the field is (a code, a line such as a name, or a narrative), and nothing that renders
+//! differently from what it stores gets through.
+
+use std::fmt::Display;
+
+use unicode_normalization::{IsNormalized, is_nfc, is_nfc_quick};
+
+use super::checker::Checker;
+
+/// What a string field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextKind {
+    /// An identifier or code (MA_CSKCB, MA_LK, MA_DICH_VU, slip numbers): no control
+    /// characters and no surrounding space, because it is compared and joined as it stands.
+    Code,
+    /// One line of text (a name, an address, a unit): no control characters at all.
+    Line,
+    /// Clinical narrative (signs, course of illness, conclusions): tab and line breaks allowed.
+    Narrative,
+}
+
+/// Bidirectional embeddings, overrides and isolates: they make a text display in another
+/// order than it is stored (a name or a dose that reads differently on screen).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+impl Checker<'_> {
+    /// Checks one string field against the rule of its kind. Empty strings pass (required
+    /// fields are checked by `required`).
+    pub fn text_of(&mut self, path: impl Display + Copy, value: &str, kind: TextKind) {
+        if value.is_empty() {
+            return;
+        }
+        // Nearly every value is plain ASCII without controls: one pass decides it.
+        let plain = value.bytes().all(|b| (0x20..0x7F).contains(&b));
+        if !plain {
+            self.characters(path, value, kind);
+        }
+        if kind == TextKind::Code && value.trim() != value {
+            self.error(
+                "code.untrimmed",
+                path,
+                Some(value.escape_debug().to_string()),
+                "the code has space before or after it; send it without (codes are compared as \
+                 they stand)"
+                    .into(),
+                "Mã có khoảng trắng ở đầu hoặc cuối; hãy gửi mã không có khoảng trắng".into(),
+            );
+        }
+    }
+
+    fn characters(&mut self, path: impl Display + Copy, value: &str, kind: TextKind) {
+        if value.contains('\0') {
+            self.error(
+                "text.nul",
+                path,
+                None,
+                "the text contains a NUL character (0x00); remove it in the HIS export".into(),
+                "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
+            );
+        } else if let Some(c) = value.chars().find(|&c| {
+            c.is_control() && !(kind == TextKind::Narrative && matches!(c, '\t' | '\n' | '\r'))
+        }) {
+            let allowed = if kind == TextKind::Narrative {
+                "only tab and line breaks are allowed in narrative text"
+            } else {
+                "this field is one line and allows none"
+            };
+            self.error(
+                "text.control",
+                path,
+                Some(format!("U+{:04X}", c as u32)),
+                format!("the text contains the control character U+{:04X}; {allowed}; remove it in the HIS export", c as u32),
+                format!("Văn bản chứa ký tự điều khiển U+{:04X}; hãy loại bỏ trong dữ liệu xuất từ HIS", c as u32),
+            );
+        }
+        if let Some(c) = value.chars().find(|&c| is_bidi_control(c)) {
+            self.error(
+                "text.bidi",
+                path,
+                Some(format!("U+{:04X}", c as u32)),
+                format!("the text contains the bidirectional control U+{:04X}, which makes it display in another order than it is stored; remove it", c as u32),
+                format!("Văn bản chứa ký tự điều khiển hướng U+{:04X} (hiển thị khác với nội dung lưu); hãy loại bỏ", c as u32),
+            );
+        }
+        if value.contains('\u{FFFD}') {
+            self.error(
+                "text.replacement",
+                path,
+                None,
+                "the text contains U+FFFD, the mark of a character lost in a wrong encoding \
+                 conversion; export the file again in UTF-8"
+                    .into(),
+                "Văn bản chứa ký tự U+FFFD (ký tự bị mất do chuyển mã sai); hãy xuất lại tệp \
+                 theo UTF-8"
+                    .into(),
+            );
+        }
+        let nfc = match is_nfc_quick(value.chars()) {
+            IsNormalized::Yes => true,
+            IsNormalized::No => false,
+            IsNormalized::Maybe => is_nfc(value),
+        };
+        if !nfc {
+            self.error(
+                "text.not_nfc",
+                path,
+                None,
+                "the text is not in Unicode NFC: Vietnamese letters are written as base letter \
+                 plus combining marks, so searches and comparisons miss it; convert it to NFC \
+                 (precomposed letters) before sending"
+                    .into(),
+                "Văn bản không ở dạng chuẩn Unicode NFC (dấu tiếng Việt tách rời khỏi chữ); hãy \
+                 chuyển sang dạng dựng sẵn (NFC) trước khi gửi"
+                    .into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::ValidationContext;
+
+    fn codes(value: &str, kind: TextKind) -> Vec<String> {
+        let ctx = ValidationContext::now();
+        let mut c = Checker::new(&ctx);
+        c.text_of("f", value, kind);
+        c.out.into_iter().map(|v| v.code).collect()
+    }
+
+    #[test]
+    fn vietnamese_text_in_nfc_passes_every_kind() {
+        for kind in [TextKind::Code, TextKind::Line, TextKind::Narrative] {
+            assert!(codes("Nguyễn Thị Hồng Nhung, Phường Bến Nghé", kind).is_empty());
+        }
+        assert!(codes("Sốt cao\n\tho nhiều\r\n", TextKind::Narrative).is_empty());
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_breaks_in_narrative() {
+        assert_eq!(codes("Nguyễn\u{1b}[31m", TextKind::Line), ["text.control"]);
+        assert_eq!(codes("a\nb", TextKind::Line), ["text.control"]);
+        assert_eq!(codes("a\u{7f}", TextKind::Narrative), ["text.control"]);
+        assert_eq!(codes("a\u{85}b", TextKind::Narrative), ["text.control"]);
+        assert_eq!(codes("a\0b", TextKind::Narrative), ["text.nul"]);
+    }
+
+    #[test]
+    fn bidirectional_overrides_and_replacement_characters_are_refused() {
+        assert_eq!(codes("5\u{202E}01 mg", TextKind::Line), ["text.bidi"]);
+        assert_eq!(codes("x\u{2067}y", TextKind::Narrative), ["text.bidi"]);
+        assert_eq!(codes("Nguy\u{FFFD}n", TextKind::Line), ["text.replacement"]);
+    }
+
+    #[test]
+    fn decomposed_vietnamese_is_refused_as_not_nfc() {
+        // "ễ" as e + circumflex + tilde, as windows-1258 converters produce it.
+        assert_eq!(
+            codes("Nguye\u{302}\u{303}n", TextKind::Line),
+            ["text.not_nfc"]
+        );
+    }
+
+    #[test]
+    fn codes_with_surrounding_space_are_refused() {
+        assert_eq!(codes(" 79025", TextKind::Code), ["code.untrimmed"]);
+        assert_eq!(codes("79025\u{a0}", TextKind::Code), ["code.untrimmed"]);
+        assert!(codes(" tên ", TextKind::Line).is_empty());
+    }
+}
