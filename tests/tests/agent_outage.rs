@@ -220,7 +220,7 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
         expected.iter().cloned().collect::<BTreeSet<_>>()
     );
 
-    // A re-exported file: answered DUPLICATE, nothing new in Kafka.
+    // A re-exported file: every document unchanged, nothing sent, nothing new in Kafka.
     std::fs::write(inbox.join("01001_00_again.xml"), &exports[0].1)?;
     wait_until("the re-export is taken", Duration::from_secs(30), || {
         files_in(&done) == FILES + 1
@@ -228,6 +228,13 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
     wait_until("the re-export is settled", Duration::from_secs(30), || {
         status(&data).contains("pending events:       0 ")
     })?;
+    let report = std::fs::read_to_string(done.join("01001_00_again.xml.report.txt"))?;
+    assert_eq!(
+        report
+            .matches("unchanged since version 1; nothing sent")
+            .count(),
+        EPISODES_PER_FILE * 4
+    );
     assert_eq!(
         gw.topics
             .values()

@@ -78,6 +78,14 @@ pub enum DecodeError {
         /// Length.
         len: usize,
     },
+    /// The frame's message indexes are not a path any schema has.
+    #[error("{origin}: {reason}")]
+    BadFrame {
+        /// topic[partition]@offset
+        origin: String,
+        /// What is wrong with the frame.
+        reason: crate::frame::FrameError,
+    },
     /// The registry does not know the schema id.
     #[error(
         "{origin}: schema id {schema_id} is unknown to the registry; was the message produced against another registry?"

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod contract;
 pub mod error;
+pub mod frame;
 pub mod settings;
 pub mod wire;
 

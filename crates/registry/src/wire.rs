@@ -9,6 +9,7 @@ use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
 use crate::error::{DecodeError, Error, Result};
+use crate::frame::FrameError;
 use crate::settings::RegistryArgs;
 
 /// A message with its frame removed.
@@ -119,23 +120,30 @@ impl WireCodec {
     ) -> Result<Decoded, DecodeError> {
         // Formatted only on failure: this runs for every consumed message.
         let origin = || format!("{topic}[{partition}]@{offset}");
-        let bytes = match bytes {
-            Some(b) if !b.is_empty() => b,
-            _ => return Err(DecodeError::Empty { origin: origin() }),
+        let bytes = bytes.unwrap_or_default();
+        // Checked here, bounded, before the registry client reads the indexes.
+        let schema_id = match crate::frame::parse(bytes) {
+            Ok(frame) => frame.schema_id,
+            Err(FrameError::Empty) => return Err(DecodeError::Empty { origin: origin() }),
+            Err(FrameError::NoMagicByte(found)) => {
+                return Err(DecodeError::NoMagicByte {
+                    origin: origin(),
+                    found,
+                });
+            }
+            Err(FrameError::Truncated(len)) => {
+                return Err(DecodeError::Truncated {
+                    origin: origin(),
+                    len,
+                });
+            }
+            Err(reason) => {
+                return Err(DecodeError::BadFrame {
+                    origin: origin(),
+                    reason,
+                });
+            }
         };
-        if bytes[0] != 0 {
-            return Err(DecodeError::NoMagicByte {
-                origin: origin(),
-                found: bytes[0],
-            });
-        }
-        if bytes.len() < 6 {
-            return Err(DecodeError::Truncated {
-                origin: origin(),
-                len: bytes.len(),
-            });
-        }
-        let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         match self.decoder.decode(Some(bytes)).await {
             Ok(Some(r)) => Ok(Decoded {
                 schema_id,

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Outbox, OutboxError};
+use crate::revisions::Revision;
 use crate::sender::SharedState;
 use crate::xml::{Limits, convert};
 
@@ -63,15 +64,20 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
         }
     };
     let problems: Vec<String> = c.problems.iter().map(ToString::to_string).collect();
-    let events = c.events.len();
-    if events > 0
-        && let Err(e) = intake
-            .outbox
-            .enqueue(c.events.into_iter().map(pb::EventEnvelope::from).collect())
-            .await
-    {
-        return outbox_error(e);
-    }
+    // As from the inbox: corrections become the next version, unchanged documents are not sent.
+    let revisions = if c.events.is_empty() {
+        Vec::new()
+    } else {
+        match intake.outbox.enqueue_revised(c.events).await {
+            Ok(r) => r,
+            Err(e) => return outbox_error(e),
+        }
+    };
+    let unchanged = revisions
+        .iter()
+        .filter(|(_, r)| matches!(r, Revision::Unchanged { .. }))
+        .count();
+    let events = revisions.len() - unchanged;
     let code = if c.episodes == 0 && !problems.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -79,7 +85,7 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
     };
     answer(
         code,
-        json!({"episodes": c.episodes, "events": events, "problems": problems}),
+        json!({"episodes": c.episodes, "events": events, "unchanged": unchanged, "problems": problems}),
     )
 }
 

@@ -2,8 +2,10 @@
 //! and modification time stopped changing between two looks (so half-written files wait),
 //! converted, its events flushed to the outbox, and only then moved to `done/` (or to
 //! `rejected/` when nothing in it could be used), with `<file>.report.txt` beside it when
-//! something was wrong. A crash before the move reprocesses the file; its events have the
-//! same ids, so the gateway answers DUPLICATE.
+//! something was wrong or a document was corrected or unchanged. A document exported again is
+//! sent as its next version when its content changed and not at all when it did not
+//! (`revisions`); so a crash before the move reprocesses the file without sending anything
+//! twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::time::SystemTime;
 use lienthong_core::validation::ValidationContext;
 
 use crate::outbox::{Outbox, OutboxError};
+use crate::revisions::Revision;
 use crate::xml::{Limits, convert};
 
 /// Files seen on the previous look: path → (size, modified).
@@ -123,17 +126,35 @@ impl Inbox {
                     (c.events, c.problems.len(), folder, report)
                 }
             };
-        let count = events.len();
-        if count > 0 {
-            outbox
-                .enqueue(
-                    events
-                        .into_iter()
-                        .map(lienthong_proto::v1::EventEnvelope::from)
-                        .collect(),
-                )
-                .await?;
+        let revisions = if events.is_empty() {
+            Vec::new()
+        } else {
+            outbox.enqueue_revised(events).await?
+        };
+        let mut count = 0;
+        let mut notes = String::new();
+        for (document, revision) in &revisions {
+            match revision {
+                Revision::First => count += 1,
+                Revision::Corrected { version } => {
+                    count += 1;
+                    notes.push_str(&format!(
+                        "{name}: {document}: changed since it was last taken in; sent as version {version} (UPDATED)\n"
+                    ));
+                }
+                Revision::Unchanged { version } => {
+                    metrics::counter!(crate::metrics::UNCHANGED.name).increment(1);
+                    notes.push_str(&format!(
+                        "{name}: {document}: unchanged since version {version}; nothing sent\n"
+                    ));
+                }
+            }
         }
+        let report = match (report, notes.is_empty()) {
+            (report, true) => report,
+            (Some(problems), false) => Some(problems + &notes),
+            (None, false) => Some(notes),
+        };
         metrics::counter!(crate::metrics::FILES.name, "result" => folder).increment(1);
         metrics::counter!(crate::metrics::INTAKE_EVENTS.name).increment(count as u64);
         if let Err(e) = move_to(file, folder, report) {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;
+pub mod revisions;
 pub mod sender;
 pub mod status;
 pub mod xml;

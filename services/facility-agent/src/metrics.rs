@@ -16,6 +16,13 @@ pub const INTAKE_EVENTS: Metric = Metric::counter(
     "Events put into the outbox",
 );
 
+/// `lienthong_agent_unchanged_documents_total`: documents exported again without a change
+pub const UNCHANGED: Metric = Metric::counter(
+    "lienthong_agent_unchanged_documents_total",
+    &[],
+    "Documents exported again without a change (nothing sent)",
+);
+
 /// `lienthong_agent_intake_paused_total`: times intake paused because the outbox was full
 pub const INTAKE_PAUSED: Metric = Metric::counter(
     "lienthong_agent_intake_paused_total",
@@ -70,6 +77,7 @@ pub const ALL: &[Metric] = &[
     FILES,
     INTAKE_EVENTS,
     INTAKE_PAUSED,
+    UNCHANGED,
     EVENTS,
     SEND_FAILURES,
     PENDING,
@@ -89,4 +97,5 @@ pub fn register() {
     }
     zero(&INTAKE_EVENTS, &[]);
     zero(&INTAKE_PAUSED, &[]);
+    zero(&UNCHANGED, &[]);
 }

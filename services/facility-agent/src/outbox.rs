@@ -3,18 +3,23 @@
 //! local dead-letter store with the gateway's reason, for the facility's IT staff.
 //!
 //! One sled tree, spaces by first key byte: `q` + sequence → queued entry, `d` + sequence →
-//! dead entry. Sequences come from sled's monotonic id generator, so the queue keeps intake
+//! dead entry, `v` + document id → what was last taken in of that document from XML
+//! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue keeps intake
 //! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
 //! [EventEnvelope protobuf] (queued entries have an empty reason).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use lienthong_core::ClinicalEvent;
 use lienthong_proto::v1 as pb;
 use prost::Message as _;
 
+use crate::revisions::{Delivered, Revision, revise};
+
 const QUEUED: u8 = b'q';
 const DEAD: u8 = b'd';
+const DELIVERED: u8 = b'v';
 
 /// What the outbox can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +169,58 @@ impl Outbox {
         self.pending
             .fetch_add(envelopes.len() as u64, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Takes in documents converted from XML: each is compared with what was taken in of it
+    /// before (`revisions`), corrections are queued as their next version, unchanged ones are
+    /// not queued. The queue and the records change in one batch. Returns each document's
+    /// revision, in order.
+    pub async fn enqueue_revised(
+        &self,
+        events: Vec<ClinicalEvent>,
+    ) -> Result<Vec<(String, Revision)>, OutboxError> {
+        let mut outcome = Vec::with_capacity(events.len());
+        let mut queued = Vec::new();
+        let mut records: Vec<(Vec<u8>, Delivered)> = Vec::new();
+        for mut event in events {
+            let document = event
+                .header()
+                .map(|h| h.document_id.clone())
+                .unwrap_or_default();
+            let mut record_key = vec![DELIVERED];
+            record_key.extend_from_slice(document.as_bytes());
+            // A document twice in one file: the later one is compared with the earlier.
+            let prior = match records.iter().rev().find(|(k, _)| *k == record_key) {
+                Some((_, d)) => Some(*d),
+                None => self
+                    .tree
+                    .get(&record_key)?
+                    .and_then(|v| Delivered::from_bytes(&v)),
+            };
+            let (revision, delivered) = revise(&mut event, prior);
+            if !matches!(revision, Revision::Unchanged { .. }) {
+                queued.push(pb::EventEnvelope::from(event));
+                records.push((record_key, delivered));
+            }
+            outcome.push((document, revision));
+        }
+        let pending = self.pending.load(Ordering::SeqCst);
+        if pending + queued.len() as u64 > self.max_pending {
+            return Err(OutboxError::Full { pending });
+        }
+        let at = now_ms();
+        let mut batch = sled::Batch::default();
+        for e in &queued {
+            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", e));
+        }
+        for (k, d) in &records {
+            batch.insert(k.as_slice(), &d.to_bytes()[..]);
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        self.pending
+            .fetch_add(queued.len() as u64, Ordering::SeqCst);
+        Ok(outcome)
     }
 
     /// The oldest `n` queued entries, in intake order.

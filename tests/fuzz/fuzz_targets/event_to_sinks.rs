@@ -1,0 +1,54 @@
+//! Any bytes as the payload of a document topic: decode → validate, and whatever validation
+//! accepts becomes warehouse rows and is applied to a regional store without panic.
+//! The first byte picks the document kind.
+#![no_main]
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use libfuzzer_sys::fuzz_target;
+use lienthong_core::validation::{Severity, ValidationContext};
+use lienthong_core::{ClinicalEvent, DocumentKind};
+use lienthong_regional_store::store::{Change, RegionStore};
+
+struct Scratch {
+    _dir: tempfile::TempDir,
+    store: RegionStore,
+    offset: AtomicI64,
+}
+
+fn scratch() -> &'static Scratch {
+    static SCRATCH: OnceLock<Scratch> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = RegionStore::open(dir.path()).expect("a temporary store");
+        Scratch {
+            _dir: dir,
+            store,
+            offset: AtomicI64::new(0),
+        }
+    })
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    let Some((&selector, payload)) = bytes.split_first() else {
+        return;
+    };
+    let kind = DocumentKind::ALL[usize::from(selector) % DocumentKind::ALL.len()];
+    let Ok(event) = ClinicalEvent::decode(kind, payload) else {
+        return;
+    };
+    let accepted = !event
+        .validate(&ValidationContext::now())
+        .iter()
+        .any(|v| v.severity == Severity::Error);
+    if !accepted {
+        return;
+    }
+    lienthong_warehouse_loader::rows::rows_of(&event).expect("accepted events fit the warehouse");
+    let s = scratch();
+    let offset = s.offset.fetch_add(1, Ordering::Relaxed);
+    s.store
+        .apply_batch(&[("fuzz".into(), 0, offset, Change::consumed(event, payload))])
+        .expect("accepted events apply");
+});
