@@ -168,11 +168,7 @@ fn every_accepted_event_becomes_rows_and_applies() {
         cases,
         ..ProptestConfig::default()
     });
-    let strategy = (
-        any::<u64>(),
-        0..3u8,
-        prop::collection::vec(edit(), 1..4),
-    );
+    let strategy = (any::<u64>(), 0..3u8, prop::collection::vec(edit(), 1..4));
     runner
         .run(&strategy, |(seed, kind, edits)| {
             let mut g = Generator::new(seed, time::OffsetDateTime::now_utc());

@@ -371,6 +371,50 @@ async fn an_event_at_the_end_of_the_calendar_goes_to_the_dlq_and_loading_continu
     Ok(())
 }
 
+/// A message whose rows PostgreSQL itself refuses (here a constraint the operator added; in
+/// life a value no validation rule foresaw) fails its whole batch on every try. The loader
+/// writes the batch in halves down to that one message, dead-letters it with the database's
+/// reason and loads everything else, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_database_refuses_is_isolated_from_its_batch_and_dead_lettered()
+-> anyhow::Result<()> {
+    let setup = DeadLetterSetup::new().await?;
+    let mut g = Generator::new(904, time::OffsetDateTime::now_utc());
+    let mut events: Vec<ClinicalEvent> = (0..7)
+        .map(|_| ClinicalEvent::Referral(g.referral()))
+        .collect();
+    // The poison goes first (the setup reads the first dead letter); the batch holds all seven.
+    let poison = events[0].header().unwrap().document_id.clone();
+    let mut db = lienthong_tests::warehouse::connect(&setup.config.pg_dsn).await?;
+    lienthong_warehouse_loader::migrations::migrate(&mut db).await?;
+    db.batch_execute(&format!(
+        "ALTER TABLE referrals ADD CONSTRAINT not_this_one CHECK (document_id <> '{poison}')"
+    ))
+    .await?;
+    let done = setup.load(&mut events, "d").await?;
+    assert!(
+        done.headers
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains("warehouse refuses") && e.contains("not_this_one")),
+        "{:?}",
+        done.headers
+    );
+    assert_eq!(
+        done.history_rows(&events[0]).await?,
+        0,
+        "the refused event changed nothing"
+    );
+    for e in &events[1..] {
+        assert_eq!(
+            done.history_rows(e).await?,
+            1,
+            "every other event was loaded"
+        );
+    }
+    done.loader.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<()> {
     use prost::Message as _;

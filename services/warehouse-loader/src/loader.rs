@@ -152,6 +152,7 @@ pub async fn run(
             clients: &mut clients,
             months: HashSet::new(),
             config: &config,
+            dlq: &dlq,
             positions: &positions,
             shutdown: &shutdown,
         },
@@ -190,6 +191,7 @@ struct Warehouse<'a> {
     clients: &'a mut [Client],
     months: HashSet<time::Date>,
     config: &'a LoaderConfig,
+    dlq: &'a EventProducer,
     positions: &'a StoredPositions,
     shutdown: &'a CancellationToken,
 }
@@ -197,9 +199,12 @@ struct Warehouse<'a> {
 impl BatchWriter<Prepared> for Warehouse<'_> {
     async fn write(&mut self, batch: &Prepared) -> bool {
         if !write_with_retry(
-            self.clients,
-            &mut self.months,
-            self.config,
+            &mut Sink {
+                clients: self.clients,
+                months: &mut self.months,
+                config: self.config,
+                dlq: self.dlq,
+            },
             batch,
             self.shutdown,
         )
@@ -271,18 +276,27 @@ fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<EventRows, String>
     .map_err(|e| format!("{origin}: {e}"))
 }
 
+/// What writing a batch needs: the connections, the months known to exist, where poison goes.
+struct Sink<'a> {
+    clients: &'a mut [Client],
+    months: &'a mut HashSet<time::Date>,
+    config: &'a LoaderConfig,
+    dlq: &'a EventProducer,
+}
+
 /// Writes a prepared batch; on a database failure waits and retries the same batch without
-/// advancing anything, reconnecting as needed. False when stopping before it was written.
+/// advancing anything, reconnecting as needed. A failure that is the data's own (PostgreSQL
+/// refuses a value) is isolated instead: see `write_or_split`. False when stopping before it
+/// was written.
 async fn write_with_retry(
-    clients: &mut [Client],
-    months: &mut HashSet<time::Date>,
-    config: &LoaderConfig,
+    sink: &mut Sink<'_>,
     batch: &Prepared,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut retrying = Retrying::new("batch not written", RETRIES);
+    let all: Vec<usize> = (0..batch.items.len()).collect();
     loop {
-        match write(clients, months, config, batch).await {
+        match write_or_split(sink, batch, &all).await {
             Ok(()) => return true,
             Err(e) => {
                 retrying.failed(&format!("{e:#}"));
@@ -290,8 +304,8 @@ async fn write_with_retry(
                 if !retrying.wait(shutdown).await {
                     return false;
                 }
-                for client in clients.iter_mut().filter(|c| c.is_closed()) {
-                    match connect(config).await {
+                for client in sink.clients.iter_mut().filter(|c| c.is_closed()) {
+                    match connect(sink.config).await {
                         Ok(c) => *client = c,
                         Err(e) => tracing::warn!(error = %e, "PostgreSQL still unreachable"),
                     }
@@ -301,31 +315,71 @@ async fn write_with_retry(
     }
 }
 
-async fn write(
-    clients: &mut [Client],
-    months: &mut HashSet<time::Date>,
-    config: &LoaderConfig,
-    batch: &Prepared,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let items = &batch.items;
-    ensure_history_months(&clients[0], months, items).await?;
-    let options = WriteOptions {
-        free_text: config.free_text,
+/// True when PostgreSQL refused the data itself (data exception, constraint violation,
+/// program limit): the same rows would fail again however often they are retried.
+fn refused_by_data(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(tokio_postgres::Error::code)
+        .any(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+}
+
+/// Writes the messages `at` (indexes into the batch, in batch order). When PostgreSQL refuses
+/// their data, the first half is written, then the second, down to the one message it refuses
+/// alone: that one is dead-lettered with the database's reason and written as skipped (its
+/// offset moves), so one message never stops the warehouse. Halves are written in order, so
+/// each partition's offsets still only move forward; a half already committed is skipped on
+/// a retry, as any applied offset is.
+async fn write_or_split(sink: &mut Sink<'_>, batch: &Prepared, at: &[usize]) -> anyhow::Result<()> {
+    let items: Vec<&BatchItem> = at.iter().map(|&i| &batch.items[i]).collect();
+    let e = match write(sink, &items).await {
+        Ok(()) => return Ok(()),
+        Err(e) if refused_by_data(&e) => e,
+        Err(e) => return Err(e),
     };
+    if let [i] = at {
+        let message = &batch.messages[*i];
+        let why = format!(
+            "{}: the warehouse refuses this message's rows: {e:#}",
+            Origin(message)
+        );
+        lienthong_kafka::dlq::send(
+            sink.dlq,
+            &sink.config.dlq_topic,
+            &sink.config.group,
+            message,
+            &why,
+        )
+        .await?;
+        let skipped = (batch.items[*i].0.clone(), None);
+        return write(sink, &[&skipped]).await;
+    }
+    tracing::warn!(messages = at.len(), error = %format!("{e:#}"), "PostgreSQL refuses a batch's data; writing it in halves to find the message");
+    let (left, right) = at.split_at(at.len() / 2);
+    Box::pin(write_or_split(sink, batch, left)).await?;
+    Box::pin(write_or_split(sink, batch, right)).await
+}
+
+async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_history_months(&sink.clients[0], sink.months, items.iter().copied()).await?;
+    let options = WriteOptions {
+        free_text: sink.config.free_text,
+    };
+    let group = &sink.config.group;
     // One transaction per writer, each over whole partitions: a partition's rows and its
     // offset always commit together, and one patient's documents (keyed to one partition)
     // never meet in two transactions. If one commits and another fails, the retry skips what
     // was committed (its offsets moved) and writes the rest.
-    let shares = shares_by_partition(items, clients.len());
+    let shares = shares_by_partition(items, sink.clients.len());
     let written = futures::future::try_join_all(
-        clients
+        sink.clients
             .iter_mut()
             .zip(shares.iter())
             .filter(|(_, share)| !share.is_empty())
             .map(|(client, share)| async move {
                 let tx = client.transaction().await?;
-                let written = write_batch(&tx, &config.group, share, options).await?;
+                let written = write_batch(&tx, group, share, options).await?;
                 tx.commit().await?;
                 Ok::<_, tokio_postgres::Error>(written)
             }),
@@ -356,9 +410,9 @@ type BatchItem = (Position, Option<EventRows>);
 /// largest partitions first to the least loaded writer, so the writers finish together: a
 /// batch is done only when its slowest writer is. Batches are written one after the other,
 /// so a partition may go to another writer in the next batch.
-fn shares_by_partition(items: &[BatchItem], writers: usize) -> Vec<Vec<&BatchItem>> {
+fn shares_by_partition<'a>(items: &[&'a BatchItem], writers: usize) -> Vec<Vec<&'a BatchItem>> {
     let mut partitions: BTreeMap<(&str, i32), Vec<&BatchItem>> = BTreeMap::new();
-    for item in items {
+    for &item in items {
         partitions
             .entry((item.0.topic.as_str(), item.0.partition))
             .or_default()
@@ -376,7 +430,6 @@ fn shares_by_partition(items: &[BatchItem], writers: usize) -> Vec<Vec<&BatchIte
     shares
 }
 
-/// Rows, a dead letter, or (Err) a transient failure that must be retried.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +459,7 @@ mod tests {
                 }
             }
         }
+        let items: Vec<&BatchItem> = items.iter().collect();
         let shares = shares_by_partition(&items, 2);
         assert_eq!(shares.len(), 2);
         assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), items.len());

@@ -283,13 +283,13 @@ pub async fn copy_direct(
 
 /// Creates the monthly `event_history` partitions a batch needs, outside its transaction
 /// (the DDL must not hold locks for a whole batch). `known` remembers months already made.
-pub async fn ensure_history_months(
+pub async fn ensure_history_months<'a>(
     client: &Client,
     known: &mut HashSet<Date>,
-    items: &[(Position, Option<EventRows>)],
+    items: impl IntoIterator<Item = &'a (Position, Option<EventRows>)>,
 ) -> Result<(), tokio_postgres::Error> {
     let months: BTreeSet<Date> = items
-        .iter()
+        .into_iter()
         .filter_map(|(_, r)| r.as_ref())
         .map(|r| history_month(r.history.occurred_at))
         .filter(|m| !known.contains(m))
