@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("lienthong_descriptor.bin"),
         prost::Message::encode_to_vec(&files),
     )?;
-    tonic_prost_build::configure().compile_fds(files)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::CallerCodec")
+        .compile_fds(files)?;
     Ok(())
 }

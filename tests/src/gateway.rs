@@ -182,12 +182,20 @@ impl TestGateway {
         &self,
         facility: &str,
     ) -> anyhow::Result<IngestServiceClient<Channel>> {
+        Ok(IngestServiceClient::new(
+            self.channel_with_cert(facility).await?,
+        ))
+    }
+
+    /// A channel authenticated by a client certificate naming `facility` (for raw calls).
+    pub async fn channel_with_cert(&self, facility: &str) -> anyhow::Result<Channel> {
         let (cert, key) = self.pki.leaf(facility, true)?;
-        let channel = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
-            .tls_config(self.tls().identity(Identity::from_pem(cert, key)))?
-            .connect()
-            .await?;
-        Ok(IngestServiceClient::new(channel))
+        Ok(
+            Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
+                .tls_config(self.tls().identity(Identity::from_pem(cert, key)))?
+                .connect()
+                .await?,
+        )
     }
 
     /// A TLS client without a certificate (use with a bearer token, or to test refusal).

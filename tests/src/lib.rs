@@ -42,15 +42,23 @@ pub fn unique_topic(prefix: &str) -> String {
 
 /// Creates a topic with one replica (the local broker is a single node).
 pub async fn create_topic(args: &KafkaArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
+    create_topic_with(args, name, partitions, &[]).await
+}
+
+/// Creates a topic with topic-level configs (`max.message.bytes`, …).
+pub async fn create_topic_with(
+    args: &KafkaArgs,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await?
-    {
+    let topic = configs.iter().fold(
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
+    for r in admin.create_topics(&[topic], &opts).await? {
         r.map_err(|(t, code)| anyhow::anyhow!("cannot create {t}: {code}"))?;
     }
     Ok(())

@@ -320,7 +320,57 @@ async fn an_event_larger_than_the_topic_accepts_is_rejected_not_retried() -> any
         "{r:?}"
     );
     assert!(r.message.contains("retrying will not help"), "{r:?}");
+    assert!(
+        r.errors.iter().any(|e| e.value == "1000000"),
+        "the producer's limit is named: {r:?}"
+    );
     assert_eq!(record_count(&topic)?, 0);
+    gw.stop().await
+}
+
+/// The limit is the topic's own, read from the broker at start: an operator who lowers a
+/// topic's `max.message.bytes` gets precise rejections, not retries.
+#[tokio::test]
+async fn the_topic_size_limit_is_read_from_the_broker() -> anyhow::Result<()> {
+    let kafka = lienthong_tests::require_kafka();
+    let small = lienthong_tests::unique_topic("gw.small");
+    lienthong_tests::create_topic_with(&kafka, &small, 1, &[("max.message.bytes", "20000")])
+        .await?;
+    let topic = small.clone();
+    let gw = start_gateway(move |c| {
+        let mut topics = c.topics();
+        topics.insert(lienthong_core::DocumentKind::Referral, topic);
+        c.topics = lienthong_kafka::topics::DocumentTopics::from_map(&topics);
+    })
+    .await?;
+    let mut client = gw.client_with_cert("79025").await?;
+    let mut g = lienthong_core::fixtures::Generator::new(44, time::OffsetDateTime::now_utc());
+    let mut big = g.referral();
+    big.slip.get_or_insert_with(Default::default).clinical_signs = "sốt ".repeat(5_000);
+    let big = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(big), "79025");
+    let small_one =
+        lienthong_core::fixtures::reassign(ClinicalEvent::Referral(g.referral()), "79025");
+    let answer = client
+        .publish(request(vec![big, small_one]))
+        .await?
+        .into_inner();
+    assert_eq!(
+        outcomes(&answer),
+        vec![pb::Outcome::Rejected, pb::Outcome::Accepted],
+        "{answer:?}"
+    );
+    let r = &answer.results[0];
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.code == "event.too_large" && e.value == "20000"),
+        "{r:?}"
+    );
+    assert!(
+        r.message.contains("more than the 20000 bytes it accepts"),
+        "{r:?}"
+    );
+    assert_eq!(record_count(&small)?, 1, "only the event that fits");
     gw.stop().await
 }
 
@@ -465,5 +515,38 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("OUTCOME_ACCEPTED"), "{stdout}");
+    gw.stop().await
+}
+
+/// A body that is not a PublishRequest (field 1 sent as a number where the request holds its
+/// events) is the caller's error: INVALID_ARGUMENT naming the message, counted, nothing stored.
+#[tokio::test]
+async fn a_malformed_request_body_is_invalid_argument_not_internal() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut raw = tonic::client::Grpc::new(gw.channel_with_cert("79025").await?);
+    raw.ready().await?;
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/lienthong.v1.IngestService/Publish");
+    let status = raw
+        .unary(
+            tonic::Request::new(pb::PageRequest {
+                page_size: 5,
+                page_token: String::new(),
+            }),
+            path,
+            lienthong_proto::codec::CallerCodec::<pb::PageRequest, pb::PublishResponse>::default(),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("not a valid lienthong.v1.PublishRequest"),
+        "{status:?}"
+    );
+    for topic in gw.topics.values() {
+        assert_eq!(record_count(topic)?, 0);
+    }
     gw.stop().await
 }

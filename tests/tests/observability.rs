@@ -149,6 +149,7 @@ fn every_exported_metric_is_documented_in_the_operations_guide() {
         std::fs::read_to_string(repo_root().join("docs/operations.md")).expect("operations guide");
     let exported = [
         lienthong_kafka::metrics::ALL,
+        lienthong_grpc::metrics::ALL,
         lienthong_gateway::metrics::ALL,
         lienthong_regional_store::metrics::ALL,
         lienthong_warehouse_loader::metrics::ALL,

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod identity;
+pub mod metrics;
 pub mod serving;
 pub mod tokens;
 

@@ -18,6 +18,10 @@ pub struct Delivery {
     pub offset: i64,
 }
 
+/// The largest record the producer sends (librdkafka `message.max.bytes`, its default): a
+/// publisher may not produce more whatever a topic allows.
+pub const MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// An idempotent Kafka producer (acks=all, enable.idempotence=true).
 ///
 /// Idempotence keeps per-partition order and prevents duplicates from internal retries;
@@ -38,6 +42,7 @@ impl EventProducer {
             .set("max.in.flight.requests.per.connection", "5")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
+            .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string())
             .set(
                 "message.timeout.ms",
                 delivery_timeout.as_millis().to_string(),

@@ -2,6 +2,7 @@
 //!
 //! The .proto files in `proto/` are the contract; this crate only compiles them.
 
+pub mod codec;
 pub mod json;
 
 /// Types of package `lienthong.v1`.

@@ -66,6 +66,7 @@ pub const ALL: &[Metric] = &[
 pub fn register() {
     describe(ALL);
     describe(lienthong_kafka::metrics::ALL);
+    describe(lienthong_grpc::metrics::ALL);
     for reason in ["rate", "capacity"] {
         zero(&THROTTLED, &[("reason", reason.into())]);
     }

@@ -59,6 +59,8 @@ pub struct Gateway {
     in_flight: InFlight,
     rate: FacilityRateLimit,
     topics: BTreeMap<DocumentKind, String>,
+    /// Largest record each topic takes (its `max.message.bytes`, read from the broker).
+    topic_limits: BTreeMap<String, usize>,
     max_batch: usize,
     produce_timeout: Duration,
     future_skew: Duration,
@@ -71,6 +73,40 @@ fn result(event_id: &str, outcome: pb::Outcome, message: impl Into<String>) -> p
         message: message.into(),
         ..Default::default()
     }
+}
+
+/// What a Kafka record adds to its value, key and headers (batch and record framing), with
+/// room to spare: an event this close to the limit is refused here rather than by the broker.
+const RECORD_OVERHEAD: usize = 256;
+
+/// The permanent answer to an event larger than its topic takes: REJECTED `event.too_large`
+/// with the size and the limit (None: the broker refused it before its limit was known).
+fn too_large(event_id: &str, topic: &str, size: usize, limit: Option<usize>) -> pb::EventResult {
+    metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.too_large").increment(1);
+    let limit_text = limit.map_or_else(
+        || "more than it accepts".to_owned(),
+        |l| format!("more than the {l} bytes it accepts"),
+    );
+    let mut r = result(
+        event_id,
+        pb::Outcome::Rejected,
+        format!(
+            "the event makes a {size}-byte record on topic {topic}, {limit_text}; shorten its \
+             free text and publish a new version (retrying will not help)"
+        ),
+    );
+    r.errors.push(pb::ValidationError {
+        code: "event.too_large".into(),
+        value: limit.map(|l| l.to_string()).unwrap_or_default(),
+        message: r.message.clone(),
+        message_vi: format!(
+            "Sự kiện tạo bản ghi {size} byte, lớn hơn giới hạn của chủ đề Kafka {topic}; hãy rút \
+             gọn nội dung văn bản và gửi phiên bản mới"
+        ),
+        severity: pb::ErrorSeverity::Error as i32,
+        ..Default::default()
+    });
+    r
 }
 
 fn now_timestamp() -> prost_types::Timestamp {
@@ -89,8 +125,10 @@ impl Gateway {
         codec: WireCodec,
         keyer: PatientKeyer,
         auth: Authenticator,
+        topic_limits: BTreeMap<String, usize>,
     ) -> Self {
         Self {
+            topic_limits,
             producer,
             codec,
             keyer,
@@ -274,9 +312,10 @@ impl Gateway {
                         path: "header.event_id".into(),
                         value: header.event_id.clone(),
                         message: why,
-                        message_vi: "event_id đã được lưu với nội dung khác; chứng từ sửa đổi phải \
+                        message_vi:
+                            "event_id đã được lưu với nội dung khác; chứng từ sửa đổi phải \
                                      gửi phiên bản mới (tăng document_version)"
-                            .into(),
+                                .into(),
                     });
                     return r;
                 }
@@ -342,6 +381,18 @@ impl Gateway {
                     header.source_facility_code.as_bytes(),
                 ),
             ];
+            let limit = self.topic_limits.get(&topic).copied();
+            let record_size = framed.len()
+                + key.value.len()
+                + headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                + RECORD_OVERHEAD;
+            if limit.is_some_and(|limit| record_size > limit) {
+                record(kind.as_str(), "rejected");
+                return too_large(&header.event_id, &topic, record_size, limit);
+            }
             let started = Instant::now();
             let sent = tokio::time::timeout(
                 self.produce_timeout,
@@ -377,27 +428,7 @@ impl Gateway {
                 Ok(Err(e)) if e.is_too_large() => {
                     // Permanent: the same bytes will never fit; a retry would loop forever.
                     record(kind.as_str(), "rejected");
-                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.too_large")
-                        .increment(1);
-                    let mut r = result(
-                        &header.event_id,
-                        pb::Outcome::Rejected,
-                        format!(
-                            "the event is {} bytes framed, more than topic {topic} accepts; \
-                             shorten its free text and publish a new version (retrying will not help)",
-                            framed.len()
-                        ),
-                    );
-                    r.errors.push(pb::ValidationError {
-                        code: "event.too_large".into(),
-                        message: r.message.clone(),
-                        message_vi: "Sự kiện lớn hơn kích thước chủ đề Kafka cho phép; hãy rút gọn \
-                                     nội dung văn bản và gửi phiên bản mới"
-                            .into(),
-                        severity: pb::ErrorSeverity::Error as i32,
-                        ..Default::default()
-                    });
-                    r
+                    too_large(&header.event_id, &topic, record_size, limit)
                 }
                 Ok(Err(e)) => {
                     record(kind.as_str(), "unavailable");

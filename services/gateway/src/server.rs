@@ -60,12 +60,14 @@ pub async fn run(
 
     let auth = config.serving.authenticator()?;
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
+    let topic_limits = topic_limits(&kafka, &config).await?;
     let gateway = Arc::new(Gateway::new(
         &config,
         producer,
         WireCodec::new(&registry)?,
         keyer,
         auth,
+        topic_limits,
     ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -109,4 +111,26 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "producer flush task failed"),
     }
     Ok(())
+}
+
+/// The largest record each document topic takes: the smaller of its `max.message.bytes` (read
+/// from the broker) and the producer's `message.max.bytes`, so an event that cannot fit is
+/// refused as such, never retried.
+async fn topic_limits(
+    kafka: &lienthong_kafka::KafkaArgs,
+    config: &GatewayConfig,
+) -> Result<std::collections::BTreeMap<String, usize>, GatewayError> {
+    let names: Vec<String> = config.topics().into_values().collect();
+    let producer_limit = lienthong_kafka::producer::MESSAGE_MAX_BYTES;
+    let mut limits = std::collections::BTreeMap::new();
+    for state in lienthong_kafka::topics::describe(kafka, &names).await? {
+        let topic_limit = state
+            .configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(producer_limit);
+        tracing::info!(topic = %state.name, max_record_bytes = topic_limit.min(producer_limit), "topic size limit");
+        limits.insert(state.name, topic_limit.min(producer_limit));
+    }
+    Ok(limits)
 }

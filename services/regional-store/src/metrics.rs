@@ -141,6 +141,7 @@ pub fn code_label(code: tonic::Code) -> &'static str {
 pub fn register(regions: &[String]) {
     describe(ALL);
     describe(lienthong_kafka::metrics::ALL);
+    describe(lienthong_grpc::metrics::ALL);
     for region in regions {
         for counter in [&APPLIED, &STALE, &SWAPS] {
             zero(counter, &[("region", region.clone())]);
