@@ -210,6 +210,21 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
             .is_some_and(|id| !id.is_empty()),
         "{status}"
     );
+    // The rejection is named where staff look first: the document, its episode, the reason.
+    let rejected = &status["recent_rejected"][0];
+    assert!(
+        rejected["document_id"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("referral/"))
+            && rejected["episode"].as_str().is_some_and(|e| !e.is_empty()),
+        "{status}"
+    );
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("REJECTED referral/") && e.contains("future")),
+        "the status does not say `none` while events are refused: {status}"
+    );
     shutdown.cancel();
     agent.await??;
     gw.stop().await

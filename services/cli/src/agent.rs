@@ -52,7 +52,10 @@ pub fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             );
             println!("rejected events:      {}", s.rejected);
             for r in &s.recent_rejected {
-                println!("  {}: {}", r.event_id, r.reason);
+                println!(
+                    "  {} (MA_LK {}, event {}): {}",
+                    r.document_id, r.episode, r.event_id, r.reason
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

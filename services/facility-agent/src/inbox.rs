@@ -47,6 +47,29 @@ fn move_to(file: &Path, folder: &str, report: Option<String>) -> std::io::Result
     std::fs::rename(file, target_dir.join(name))
 }
 
+/// Moves a file the agent will not read to `rejected/` with the reason in its report.
+fn refuse(file: &Path, why: &str) {
+    let name = file.display().to_string();
+    tracing::warn!(file = %name, reason = why, "inbox file refused");
+    metrics::counter!(crate::metrics::FILES.name, "result" => "rejected").increment(1);
+    if let Err(e) = move_to(file, "rejected", Some(format!("{name}: refused: {why}\n"))) {
+        tracing::error!(file = %name, error = %e, "cannot move a refused file out of the inbox");
+    }
+}
+
+/// The file's bytes, read only up to `limit` (its size is checked first, and the read is
+/// bounded in case it grows meanwhile); None when it is larger.
+fn read_bounded(file: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(file)?;
+    if f.metadata()?.len() > limit as u64 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    f.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
 impl Inbox {
     /// Looks at the folder once and takes every complete file.
     pub async fn poll(&mut self, dir: &Path, outbox: &Outbox) -> Result<Vec<Taken>, OutboxError> {
@@ -60,12 +83,24 @@ impl Inbox {
                 let hidden = path
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if !is_xml || hidden || !path.is_file() {
+                if !is_xml || hidden {
                     continue;
                 }
-                if let Ok(meta) = entry.metadata() {
-                    now.insert(path, (meta.len(), meta.modified().ok()));
+                // The entry itself, not what a link points to: the agent reads only regular
+                // files the HIS wrote into the inbox, never a file elsewhere a link names.
+                let Ok(meta) = entry.path().symlink_metadata() else {
+                    continue;
+                };
+                if !meta.file_type().is_file() {
+                    if !meta.is_dir() {
+                        refuse(
+                            &path,
+                            "it is not a regular file (a symbolic link, a device or a pipe); write the export itself into the inbox",
+                        );
+                    }
+                    continue;
                 }
+                now.insert(path, (meta.len(), meta.modified().ok()));
             }
         }
         let mut ready: Vec<PathBuf> = now
@@ -96,8 +131,23 @@ impl Inbox {
 
     async fn take(&self, file: &Path, outbox: &Outbox) -> Result<Taken, OutboxError> {
         let name = file.display().to_string();
-        let bytes = match std::fs::read(file) {
-            Ok(b) => b,
+        let limits = Limits::default();
+        let bytes = match read_bounded(file, limits.max_file_bytes) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                refuse(
+                    file,
+                    &format!(
+                        "it is larger than {} bytes; split the export into several files",
+                        limits.max_file_bytes
+                    ),
+                );
+                return Ok(Taken {
+                    file: file.to_path_buf(),
+                    events: 0,
+                    problems: 1,
+                });
+            }
             Err(e) => {
                 tracing::warn!(file = %name, error = %e, "cannot read an inbox file");
                 return Ok(Taken {
@@ -108,24 +158,23 @@ impl Inbox {
             }
         };
         let ctx = ValidationContext::now();
-        let (events, problems, folder, report) =
-            match convert(&name, &bytes, &Limits::default(), &ctx) {
-                Err(e) => (Vec::new(), 1, "rejected", Some(format!("{name}: {e}\n"))),
-                Ok(c) => {
-                    let report = (!c.problems.is_empty()).then(|| {
-                        c.problems
-                            .iter()
-                            .map(|p| format!("{p}\n"))
-                            .collect::<String>()
-                    });
-                    let folder = if c.episodes == 0 && !c.problems.is_empty() {
-                        "rejected"
-                    } else {
-                        "done"
-                    };
-                    (c.events, c.problems.len(), folder, report)
-                }
-            };
+        let (events, problems, folder, report) = match convert(&name, &bytes, &limits, &ctx) {
+            Err(e) => (Vec::new(), 1, "rejected", Some(format!("{name}: {e}\n"))),
+            Ok(c) => {
+                let report = (!c.problems.is_empty()).then(|| {
+                    c.problems
+                        .iter()
+                        .map(|p| format!("{p}\n"))
+                        .collect::<String>()
+                });
+                let folder = if c.episodes == 0 && !c.problems.is_empty() {
+                    "rejected"
+                } else {
+                    "done"
+                };
+                (c.events, c.problems.len(), folder, report)
+            }
+        };
         let revisions = if events.is_empty() {
             Vec::new()
         } else {
@@ -166,5 +215,39 @@ impl Inbox {
             events: count,
             problems,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(inbox: &Path, name: &str) -> String {
+        std::fs::read_to_string(inbox.join("rejected").join(format!("{name}.report.txt")))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn links_and_oversized_files_are_refused_without_being_read() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).expect("inbox");
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1000).expect("outbox");
+        // A link to a file elsewhere (an export the HIS did not put here).
+        let elsewhere = dir.path().join("secret.xml");
+        std::fs::write(&elsewhere, "<A/>").expect("target");
+        std::os::unix::fs::symlink(&elsewhere, inbox.join("link.xml")).expect("symlink");
+        // A sparse file above the size limit: refused by its size, never read.
+        let huge = std::fs::File::create(inbox.join("huge.xml")).expect("huge");
+        huge.set_len(Limits::default().max_file_bytes as u64 + 1)
+            .expect("sparse");
+        let mut watch = Inbox::default();
+        for _ in 0..2 {
+            watch.poll(&inbox, &outbox).await.expect("poll");
+        }
+        assert!(report(&inbox, "link.xml").contains("not a regular file"));
+        assert!(report(&inbox, "huge.xml").contains("larger than"));
+        assert!(elsewhere.exists(), "the link's target is left alone");
+        assert_eq!(outbox.pending(), 0);
     }
 }

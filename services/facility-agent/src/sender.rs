@@ -149,7 +149,17 @@ async fn settle(
     outbox.settle(&delivered, &refused).await?;
     if let Ok(mut s) = state.lock() {
         s.delivered += delivered.len() as u64;
-        if retry_after.is_none() {
+        // A rejection is permanent: it stays the last error until another error replaces it
+        // (deliveries that follow do not clear it), so the status never says "none" while
+        // refused events wait for someone to fix them.
+        if let Some((entry, why)) = refused.last() {
+            s.last_error = Some(crate::status::RejectedEvent::of(&entry.envelope, why).to_string());
+        } else if retry_after.is_none()
+            && !s
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("REJECTED"))
+        {
             s.last_error = None;
         }
     }

@@ -13,6 +13,12 @@ use crate::sender::SharedState;
 pub struct RejectedEvent {
     /// Event id.
     pub event_id: String,
+    /// Its document.
+    #[serde(default)]
+    pub document_id: String,
+    /// Its episode key (MA_LK), to find it in the HIS.
+    #[serde(default)]
+    pub episode: String,
     /// The gateway's reason.
     pub reason: String,
 }
@@ -38,15 +44,42 @@ pub struct Status {
     pub written_at: u64,
 }
 
-fn event_id(envelope: &lienthong_proto::v1::EventEnvelope) -> String {
-    use lienthong_proto::v1::event_envelope::Event;
-    let header = match &envelope.event {
-        Some(Event::Referral(e)) => e.header.as_ref(),
-        Some(Event::Appointment(e)) => e.header.as_ref(),
-        Some(Event::LabResult(e)) => e.header.as_ref(),
-        None => None,
-    };
-    header.map(|h| h.event_id.clone()).unwrap_or_default()
+impl RejectedEvent {
+    /// The rejected event of `envelope`, named by its ids and episode.
+    pub fn of(envelope: &lienthong_proto::v1::EventEnvelope, reason: &str) -> Self {
+        use lienthong_proto::v1::event_envelope::Event;
+        let (header, episode) = match &envelope.event {
+            Some(Event::Referral(e)) => (
+                e.header.as_ref(),
+                e.slip.as_ref().map(|s| s.episode_id.as_str()),
+            ),
+            Some(Event::Appointment(e)) => (
+                e.header.as_ref(),
+                e.appointment.as_ref().map(|a| a.episode_id.as_str()),
+            ),
+            Some(Event::LabResult(e)) => (
+                e.header.as_ref(),
+                e.report.as_ref().map(|r| r.episode_id.as_str()),
+            ),
+            None => (None, None),
+        };
+        Self {
+            event_id: header.map(|h| h.event_id.clone()).unwrap_or_default(),
+            document_id: header.map(|h| h.document_id.clone()).unwrap_or_default(),
+            episode: episode.unwrap_or_default().to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for RejectedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "REJECTED {} (MA_LK {}, event {}): {}",
+            self.document_id, self.episode, self.event_id, self.reason
+        )
+    }
 }
 
 /// Builds the status, sets the metrics, warns as the bound nears.
@@ -65,10 +98,7 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
             .iter()
             .rev()
             .take(20)
-            .map(|e| RejectedEvent {
-                event_id: event_id(&e.envelope),
-                reason: e.reason.clone(),
-            })
+            .map(|e| RejectedEvent::of(&e.envelope, &e.reason))
             .collect(),
         delivered_since_start: delivered,
         last_error,

@@ -115,7 +115,56 @@ fn rows_in(root: &Element) -> Vec<Row> {
         .collect()
 }
 
-/// Reads a file: an envelope or a bare table.
+/// The rows of the tables in one HOSO (or a whole file without HOSO), and the tables that
+/// could not be read with why.
+#[allow(clippy::type_complexity)]
+fn read_group(group: &Element, limits: &Limits) -> (Vec<(Table, Vec<Row>)>, Vec<(Table, String)>) {
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for file in group
+        .descendants()
+        .into_iter()
+        .filter(|e| e.name.eq_ignore_ascii_case("FILEHOSO"))
+    {
+        let kind = file
+            .child("LOAIHOSO")
+            .map(|e| e.text.as_str())
+            .unwrap_or("");
+        let Some(table) = Table::from_loaihoso(kind) else {
+            // XML2, XML3, XML5… are not lienthong's business.
+            continue;
+        };
+        let content = file
+            .child("NOIDUNGFILE")
+            .map(|e| e.text.as_str())
+            .unwrap_or("");
+        let cleaned: String = content.chars().filter(|c| !c.is_whitespace()).collect();
+        let inner = match base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push((
+                    table,
+                    format!("NOIDUNGFILE is not valid base64 ({e}); re-export the file"),
+                ));
+                continue;
+            }
+        };
+        // The inner table may be in any encoding it declares: `parse` decodes it.
+        match parse(&inner, limits) {
+            Ok(t) => {
+                let found = rows_in(&t);
+                if found.is_empty() {
+                    failures.push((table, "the inner table holds no row with MA_LK".into()));
+                }
+                rows.push((table, found));
+            }
+            Err(e) => failures.push((table, format!("the inner table: {e}"))),
+        }
+    }
+    (rows, failures)
+}
+
+/// Reads the tables of a file: a GIAMDINHHS envelope or a bare table file.
 pub fn read(bytes: &[u8], limits: &Limits) -> Result<FileTables, TreeError> {
     let root = parse(bytes, limits)?;
     let mut out = FileTables::default();
@@ -142,58 +191,41 @@ pub fn read(bytes: &[u8], limits: &Limits) -> Result<FileTables, TreeError> {
         .child("CHUKYDONVI")
         .map(|e| e.text.clone())
         .filter(|t| !t.is_empty());
-    for file in root
+    // A HOSO is one episode's files: if one of them cannot be read, none of them is used, so
+    // a referral never arrives without its lab results.
+    let mut groups: Vec<&Element> = root
         .descendants()
         .into_iter()
-        .filter(|e| e.name.eq_ignore_ascii_case("FILEHOSO"))
-    {
-        let kind = file
-            .child("LOAIHOSO")
-            .map(|e| e.text.as_str())
-            .unwrap_or("");
-        let Some(table) = Table::from_loaihoso(kind) else {
-            // XML2, XML3, XML5… are not lienthong's business.
-            continue;
-        };
-        let content = file
-            .child("NOIDUNGFILE")
-            .map(|e| e.text.as_str())
-            .unwrap_or("");
-        let cleaned: String = content.chars().filter(|c| !c.is_whitespace()).collect();
-        let inner = match base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()) {
-            Ok(b) => b,
-            Err(e) => {
-                out.problems.push((
-                    Some(table),
-                    None,
-                    format!("NOIDUNGFILE is not valid base64 ({e}); re-export the file"),
-                ));
-                continue;
-            }
-        };
-        if std::str::from_utf8(&inner).is_err() {
-            out.problems.push((
-                Some(table),
-                None,
-                "the inner table is not UTF-8 (export it as UTF-8)".into(),
-            ));
-            continue;
-        }
-        match parse(&inner, limits) {
-            Ok(t) => {
-                let rows = rows_in(&t);
-                if rows.is_empty() {
-                    out.problems.push((
-                        Some(table),
-                        None,
-                        "the inner table holds no row with MA_LK".into(),
-                    ));
-                }
+        .filter(|e| e.name.eq_ignore_ascii_case("HOSO"))
+        .collect();
+    if groups.is_empty() {
+        groups.push(&root);
+    }
+    for group in groups {
+        let (rows, failures) = read_group(group, limits);
+        if failures.is_empty() {
+            for (table, rows) in rows {
                 out.rows.entry(table).or_default().extend(rows);
             }
-            Err(e) => out
-                .problems
-                .push((Some(table), None, format!("the inner table: {e}"))),
+            continue;
+        }
+        let mut keys: Vec<String> = rows
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|r| r.episode().to_owned()))
+            .filter(|k| !k.is_empty())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for (table, reason) in failures {
+            let held = "; nothing of the episode is sent until it is exported whole";
+            if keys.is_empty() {
+                out.problems
+                    .push((Some(table), None, format!("{reason}{held}")));
+            }
+            for key in &keys {
+                out.problems
+                    .push((Some(table), Some(key.clone()), format!("{reason}{held}")));
+            }
         }
     }
     Ok(out)
