@@ -256,7 +256,7 @@ async fn an_event_id_reused_with_other_content_is_rejected_not_called_duplicate(
     let retry = client.publish(request(vec![retried])).await?.into_inner();
     assert_eq!(outcomes(&stored), vec![pb::Outcome::Accepted]);
     assert_eq!(outcomes(&reused), vec![pb::Outcome::Rejected], "{reused:?}");
-    assert_eq!(reused.results[0].errors[0].code, "event.id_reused");
+    assert_eq!(reused.results[0].errors[0].code, "header.event_id_conflict");
     assert!(reused.results[0].message.contains("document_version"));
     assert_eq!(outcomes(&retry), vec![pb::Outcome::Duplicate]);
     assert_eq!(record_count(&topic)?, 1);
@@ -548,5 +548,84 @@ async fn a_malformed_request_body_is_invalid_argument_not_internal() -> anyhow::
     for topic in gw.topics.values() {
         assert_eq!(record_count(topic)?, 0);
     }
+    gw.stop().await
+}
+
+/// With a facility directory, a document naming a facility it does not list is REJECTED
+/// `facility.unknown`; the operator adds the facility to the file and, without a restart,
+/// the same document is accepted.
+#[tokio::test]
+async fn facilities_are_checked_against_a_directory_that_reloads() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("facilities.csv");
+    let mut g = lienthong_core::fixtures::Generator::new(45, time::OffsetDateTime::now_utc());
+    let event = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(g.referral()), "79025");
+    let ClinicalEvent::Referral(r) = &event else {
+        unreachable!()
+    };
+    let receiving = r
+        .slip
+        .as_ref()
+        .unwrap()
+        .receiving
+        .as_ref()
+        .unwrap()
+        .code
+        .clone();
+    let listed = |codes: &[&str]| {
+        let mut text = String::from("code,name,province,level,valid_from,valid_to\n");
+        for code in codes {
+            let region = lienthong_core::ProvinceCode::region_of(&code[..2]).unwrap();
+            text.push_str(&format!(
+                "{code},Cơ sở {code},{region},co_ban,2000-01-01,\n"
+            ));
+        }
+        text
+    };
+    std::fs::write(&file, listed(&["79025"]))?;
+    let path = file.clone();
+    let gw = start_gateway(move |c| {
+        c.facility_directory = Some(path);
+        c.facility_directory_reload_secs = 1;
+    })
+    .await?;
+    let mut client = gw.client_with_cert("79025").await?;
+    let answer = client
+        .publish(request(vec![event.clone()]))
+        .await?
+        .into_inner();
+    assert_eq!(outcomes(&answer), vec![pb::Outcome::Rejected], "{answer:?}");
+    let errors = &answer.results[0].errors;
+    assert!(
+        errors.iter().any(|e| e.code == "facility.unknown"
+            && e.path == "slip.receiving.code"
+            && e.value == receiving
+            && !e.message_vi.is_empty()),
+        "{errors:?}"
+    );
+
+    // A broken file is not used; the directory in force stays.
+    std::fs::write(&file, "code,name\nnonsense\n")?;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let again = client
+        .publish(request(vec![event.clone()]))
+        .await?
+        .into_inner();
+    assert_eq!(outcomes(&again), vec![pb::Outcome::Rejected], "{again:?}");
+
+    std::fs::write(&file, listed(&["79025", &receiving]))?;
+    let mut accepted = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let answer = client
+            .publish(request(vec![event.clone()]))
+            .await?
+            .into_inner();
+        if outcomes(&answer) == vec![pb::Outcome::Accepted] {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "accepted once the directory lists the facility");
     gw.stop().await
 }

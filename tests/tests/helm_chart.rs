@@ -315,6 +315,8 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         "LIENTHONG_KAFKA_TLS_CA",
         "--client-ca=/etc/lienthong/client-ca/ca.crt",
         "--hub=79000=79025,79026",
+        "--facility-directory=/etc/lienthong/facilities/facilities.csv",
+        "name: moh-facility-directory",
     ] {
         assert!(text.contains(expected), "{expected} missing");
     }

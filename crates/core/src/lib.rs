@@ -2,6 +2,7 @@
 //! clinical documents, routing and pseudonymous patient keys. No I/O happens here.
 
 pub mod datetime;
+pub mod directory;
 pub mod document_id;
 pub mod event;
 pub mod fixtures;

@@ -3,6 +3,7 @@
 mod agent;
 mod demo;
 mod dlq;
+mod facilities;
 mod keys;
 mod publish;
 mod regional;
@@ -45,6 +46,9 @@ enum Command {
     Tail(tail::TailArgs),
     /// Publish events to the gateway (from a JSON Lines file, or synthetic ones).
     Publish(publish::PublishArgs),
+    /// The facility directory: check a file, print the synthetic data's.
+    #[command(subcommand)]
+    Facilities(facilities::FacilitiesCommand),
     /// Bearer tokens for facilities.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             Command::Dlq(cmd) => dlq::run(cmd, &cli.kafka, &cli.registry).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Tokens(cmd) => tokens::run(cmd),
+            Command::Facilities(cmd) => facilities::run(cmd),
             Command::Regional(cmd) => regional::run(cmd, &cli.kafka, &cli.registry).await,
             Command::Xml(cmd) => xml::run(cmd),
             Command::Agent(cmd) => agent::run(cmd),

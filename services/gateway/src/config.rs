@@ -14,6 +14,18 @@ pub struct GatewayConfig {
     /// Listener, TLS, caller authentication and hubs.
     #[command(flatten)]
     pub serving: ServingArgs,
+    /// The facility directory (CSV: code,name,province,level,valid_from,valid_to): issuing,
+    /// receiving and host facilities must be listed and operating. Read again when it changes.
+    /// Without it, facility codes are checked for their shape only.
+    #[arg(long, env = "LIENTHONG_FACILITY_DIRECTORY")]
+    pub facility_directory: Option<std::path::PathBuf>,
+    /// How often the facility directory file is checked for changes, in seconds.
+    #[arg(
+        long,
+        env = "LIENTHONG_FACILITY_DIRECTORY_RELOAD_SECS",
+        default_value_t = 10
+    )]
+    pub facility_directory_reload_secs: u64,
     /// Most events in one PublishRequest.
     #[arg(
         long,
@@ -93,6 +105,8 @@ impl GatewayConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             serving: ServingArgs::new(listen),
+            facility_directory: None,
+            facility_directory_reload_secs: 10,
             max_batch_events: 500,
             max_message_bytes: 4 * 1024 * 1024,
             max_in_flight_events: 20_000,

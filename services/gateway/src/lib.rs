@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dedupe;
+pub mod directory;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;

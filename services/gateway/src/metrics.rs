@@ -51,6 +51,20 @@ pub const ACK_SECONDS: Metric = Metric::histogram(
     "Time from receiving an event to Kafka's acknowledgement",
 );
 
+/// `lienthong_gateway_facility_directory_entries`: facilities in the directory in force
+pub const DIRECTORY_ENTRIES: Metric = Metric::gauge(
+    "lienthong_gateway_facility_directory_entries",
+    &[],
+    "Facilities in the facility directory in force",
+);
+
+/// `lienthong_gateway_facility_directory_reload_failures_total`: changed directory files not used
+pub const DIRECTORY_RELOAD_FAILURES: Metric = Metric::counter(
+    "lienthong_gateway_facility_directory_reload_failures_total",
+    &[],
+    "Changed facility directory files that could not be used (the previous one stays in force)",
+);
+
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[
     REQUESTS,
@@ -60,6 +74,8 @@ pub const ALL: &[Metric] = &[
     THROTTLED,
     IN_FLIGHT,
     ACK_SECONDS,
+    DIRECTORY_ENTRIES,
+    DIRECTORY_RELOAD_FAILURES,
 ];
 
 /// Describes these metrics and starts their counters at zero.
@@ -67,6 +83,7 @@ pub fn register() {
     describe(ALL);
     describe(lienthong_kafka::metrics::ALL);
     describe(lienthong_grpc::metrics::ALL);
+    zero(&DIRECTORY_RELOAD_FAILURES, &[]);
     for reason in ["rate", "capacity"] {
         zero(&THROTTLED, &[("reason", reason.into())]);
     }

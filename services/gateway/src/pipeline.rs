@@ -2,6 +2,7 @@
 //! answer after the delivery report. Nothing is ACCEPTED before Kafka has it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_core::validation::{Severity, ValidationContext, has_errors};
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 use crate::config::GatewayConfig;
 use crate::dedupe::{DuplicateCache, Location};
+use crate::directory::DirectoryFile;
 use crate::limits::{FacilityRateLimit, InFlight};
 use lienthong_grpc::{Authenticator, Identity};
 
@@ -61,6 +63,8 @@ pub struct Gateway {
     topics: BTreeMap<DocumentKind, String>,
     /// Largest record each topic takes (its `max.message.bytes`, read from the broker).
     topic_limits: BTreeMap<String, usize>,
+    /// The facility directory, when the operator supplies one.
+    directory: Option<Arc<DirectoryFile>>,
     max_batch: usize,
     produce_timeout: Duration,
     future_skew: Duration,
@@ -126,9 +130,11 @@ impl Gateway {
         keyer: PatientKeyer,
         auth: Authenticator,
         topic_limits: BTreeMap<String, usize>,
+        directory: Option<Arc<DirectoryFile>>,
     ) -> Self {
         Self {
             topic_limits,
+            directory,
             producer,
             codec,
             keyer,
@@ -274,7 +280,17 @@ impl Gateway {
         let header = event.header().cloned().unwrap_or_default();
         let span = tracing::info_span!("event", event_id = %header.event_id, facility = %header.source_facility_code, kind = kind.as_str());
         async move {
-            let violations = event.validate(ctx);
+            let mut violations = event.validate(ctx);
+            if let Some(directory) = &self.directory {
+                // Validity is judged on the day the document was made, not the day it arrives.
+                let day = header
+                    .occurred_at
+                    .as_ref()
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+                    .unwrap_or(ctx.now)
+                    .date();
+                violations.extend(directory.current().violations(&event, day));
+            }
             let mut errors: Vec<pb::ValidationError> =
                 violations.iter().map(pb::ValidationError::from).collect();
             if has_errors(&violations) {
@@ -298,7 +314,7 @@ impl Gateway {
                     // A corrected document under the id of a stored version would otherwise be
                     // answered DUPLICATE and silently lost.
                     record(kind.as_str(), "rejected");
-                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.id_reused")
+                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "header.event_id_conflict")
                         .increment(1);
                     let why = format!(
                         "event_id {} was stored with other content; a changed document is a new \
@@ -307,7 +323,7 @@ impl Gateway {
                     );
                     let mut r = result(&header.event_id, pb::Outcome::Rejected, why.clone());
                     r.errors.push(pb::ValidationError {
-                        code: "event.id_reused".into(),
+                        code: "header.event_id_conflict".into(),
                         severity: pb::ErrorSeverity::Error as i32,
                         path: "header.event_id".into(),
                         value: header.event_id.clone(),

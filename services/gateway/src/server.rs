@@ -13,6 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
+use crate::directory::DirectoryFile;
 use crate::pipeline::Gateway;
 use crate::service::IngestApi;
 
@@ -61,6 +62,23 @@ pub async fn run(
     let auth = config.serving.authenticator()?;
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
     let topic_limits = topic_limits(&kafka, &config).await?;
+    let directory = match &config.facility_directory {
+        Some(path) => Some(Arc::new(
+            DirectoryFile::load(path.clone()).map_err(GatewayError::Config)?,
+        )),
+        None => {
+            tracing::warn!(
+                "no --facility-directory: facility codes are checked for their shape only, not that the facility exists"
+            );
+            None
+        }
+    };
+    let watcher = directory.clone().map(|d| {
+        tokio::spawn(d.watch(
+            Duration::from_secs(config.facility_directory_reload_secs.max(1)),
+            shutdown.clone(),
+        ))
+    });
     let gateway = Arc::new(Gateway::new(
         &config,
         producer,
@@ -68,6 +86,7 @@ pub async fn run(
         keyer,
         auth,
         topic_limits,
+        directory,
     ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -101,6 +120,10 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain.cancelled_owned())
         .await?;
 
+    if let Some(watcher) = watcher {
+        // Ends with the shutdown token, which has fired.
+        let _ = watcher.await;
+    }
     // tonic has stopped accepting and finished in-flight calls; make sure Kafka has the rest.
     tracing::info!("gateway stopping: flushing the producer");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
