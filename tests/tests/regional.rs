@@ -727,3 +727,69 @@ async fn hubs_read_their_members_lists_with_tokens_of_the_configured_audience() 
     assert!(!wrong.message().contains("gateway"), "{wrong:?}");
     store.stop().await
 }
+
+/// An event that is the stored version of its document with other content (published straight
+/// to Kafka, past the gateway's check) is dead-lettered as a conflict; the first content stays
+/// and consumption goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() -> anyhow::Result<()>
+{
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let mut g = Generator::new(557, time::OffsetDateTime::now_utc());
+    let first = referral(&mut g, "79025", "79001", "79");
+    let mut other = first.clone();
+    if let ClinicalEvent::Referral(r) = &mut other
+        && let Some(s) = r.slip.as_mut()
+    {
+        s.clinical_signs = "Khác nội dung".into();
+    }
+    // Same patient, so the three keep their order on one partition.
+    let mut later = referral(&mut g, "79025", "79002", "79");
+    if let (ClinicalEvent::Referral(l), Some(p)) = (&mut later, first.patient().cloned()) {
+        l.slip.get_or_insert_with(Default::default).patient = Some(p);
+    }
+    let later = key(later);
+    publish_to(&registry, &t.docs, &[first.clone(), other, later.clone()]).await?;
+    let a = start(&["79"], &t).await?;
+    let headers = eventually("the conflict's dead letter", || {
+        let dlq = t.dlq.clone();
+        async move {
+            Ok(read_at(&dlq, 0, 0)
+                .await
+                .ok()
+                .map(|m| lienthong_tests::header_map(&m)))
+        }
+    })
+    .await?;
+    let doc = first.header().unwrap().document_id.clone();
+    let error = headers.get("lienthong-error").cloned().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "conflict: version 1 of {doc} is stored with other content"
+        )),
+        "{headers:?}"
+    );
+    let mut c = a.client().await?;
+    let citizen = first.patient().unwrap().citizen_id.clone();
+    eventually("the event after the conflict", || {
+        let mut c = c.clone();
+        let citizen = citizen.clone();
+        async move {
+            let r = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: 1,
+                    },
+                    "79001",
+                ))
+                .await?
+                .into_inner();
+            Ok((r.referrals.len() == 2).then_some(()))
+        }
+    })
+    .await?;
+    let _ = &mut c;
+    a.stop().await
+}

@@ -117,6 +117,25 @@ impl ClinicalEvent {
         }
     }
 
+    /// SHA-256 of the document as its publisher sent it: what the gateway sets itself
+    /// (recorded_at, the patient key) does not count, so every copy of one event version has
+    /// the same digest and another content under the same version does not.
+    // `&mut` rather than a clone: the gateway digests every event it accepts, and the fields
+    // are put back as they were.
+    pub fn content_digest(&mut self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let h = self.header_mut();
+        let kept = (
+            h.recorded_at.take(),
+            std::mem::take(&mut h.patient_key),
+            std::mem::take(&mut h.patient_key_id),
+        );
+        let digest = sha2::Sha256::digest(self.encode_to_vec()).into();
+        let h = self.header_mut();
+        (h.recorded_at, h.patient_key, h.patient_key_id) = kept;
+        digest
+    }
+
     /// Protobuf encoding of the event message.
     pub fn encode_to_vec(&self) -> Vec<u8> {
         match self {

@@ -308,7 +308,7 @@ impl Gateway {
                 r.errors = errors;
                 return r;
             }
-            let content = content_digest(&mut event);
+            let content = event.content_digest();
             if let Some(loc) = self.dupes.get(&header.event_id) {
                 if loc.content != content {
                     // A corrected document under the id of a stored version would otherwise be
@@ -476,22 +476,6 @@ impl Gateway {
         .instrument(span)
         .await
     }
-}
-
-/// SHA-256 of an event as its publisher sent it: the fields the gateway sets itself
-/// (recorded_at, the patient key) do not count, so a retry matches whatever they held.
-fn content_digest(event: &mut ClinicalEvent) -> [u8; 32] {
-    use sha2::Digest as _;
-    let h = event.header_mut();
-    let kept = (
-        h.recorded_at.take(),
-        std::mem::take(&mut h.patient_key),
-        std::mem::take(&mut h.patient_key_id),
-    );
-    let digest = sha2::Sha256::digest(event.encode_to_vec()).into();
-    let h = event.header_mut();
-    (h.recorded_at, h.patient_key, h.patient_key_id) = kept;
-    digest
 }
 
 /// The answer to a second copy of an event in one request: DUPLICATE of the first where the

@@ -173,8 +173,37 @@ impl Step<'_> {
 
     async fn apply(&self, batch: &Classified) -> anyhow::Result<()> {
         let started = Instant::now();
-        let (store, changes) = (self.store.clone(), std::sync::Arc::clone(&batch.changes));
-        let applied = tokio::task::spawn_blocking(move || store.apply_batch(&changes)).await??;
+        let mut changes = std::sync::Arc::clone(&batch.changes);
+        let mut applied = crate::store::Applied::default();
+        let mut start = 0;
+        // An event that is the stored version with other content stops the batch where it
+        // stands (its offset has not moved): it is dead-lettered, then the rest is applied
+        // with it skipped. A retry after a failure here re-applies nothing twice (offsets).
+        loop {
+            let (store, all) = (self.store.clone(), std::sync::Arc::clone(&changes));
+            let step =
+                tokio::task::spawn_blocking(move || store.apply_batch(&all[start..])).await??;
+            applied.applied += step.applied;
+            applied.stale += step.stale;
+            applied.replayed += step.replayed;
+            let Some(i) = step.conflict else { break };
+            let at = start + i;
+            let message = &batch.messages[at];
+            let (document, version) = changes[at].3.document().unwrap_or_default();
+            let why = format!(
+                "{}: conflict: version {version} of {document} is stored with other content; \
+                 a correction must be published as the next version",
+                lienthong_sink::Origin(message)
+            );
+            lienthong_kafka::dlq::send(self.dlq, &self.config.dlq_topic, self.group, message, &why)
+                .await?;
+            metrics::counter!(crate::metrics::CONFLICTS.name, "region" => self.region.to_string())
+                .increment(1);
+            let mut owned = (*changes).clone();
+            owned[at].3 = Change::Skip;
+            changes = std::sync::Arc::new(owned);
+            start = at;
+        }
         // Not flushed here: the batch's offsets are in its own sled batches, so whatever a
         // crash takes back (at most sled's flush interval, see `store`) is read again from
         // Kafka from the offsets that survive with it; the group commit that follows is only

@@ -16,6 +16,13 @@ pub const STALE: Metric = Metric::counter(
     "Duplicates, older versions and replayed messages skipped",
 );
 
+/// `lienthong_regional_conflicts_total`: events dead-lettered as the stored version with other content
+pub const CONFLICTS: Metric = Metric::counter(
+    "lienthong_regional_conflicts_total",
+    &["region"],
+    "Events dead-lettered as the stored version of their document with other content",
+);
+
 /// `lienthong_regional_apply_seconds`: time to apply one consumer batch
 pub const APPLY_SECONDS: Metric = Metric::histogram(
     "lienthong_regional_apply_seconds",
@@ -84,6 +91,7 @@ pub const ALL: &[Metric] = &[
     BATCH_RETRIES,
     APPLIED,
     STALE,
+    CONFLICTS,
     APPLY_SECONDS,
     STORE_BYTES,
     FILED,
@@ -143,7 +151,7 @@ pub fn register(regions: &[String]) {
     describe(lienthong_kafka::metrics::ALL);
     describe(lienthong_grpc::metrics::ALL);
     for region in regions {
-        for counter in [&APPLIED, &STALE, &SWAPS] {
+        for counter in [&APPLIED, &STALE, &CONFLICTS, &SWAPS] {
             zero(counter, &[("region", region.clone())]);
         }
     }

@@ -102,11 +102,11 @@ pub async fn rebuild(
         ));
         if batch.len() >= config.batch_events || ends.is_empty() {
             let (s, b) = (store.clone(), std::mem::take(&mut batch));
-            tokio::task::spawn_blocking(move || s.apply_batch(&b)).await??;
+            tokio::task::spawn_blocking(move || s.apply_skipping_conflicts(&b)).await??;
         }
     }
     if !batch.is_empty() {
-        store.apply_batch(&batch)?;
+        store.apply_skipping_conflicts(&batch)?;
     }
     store.flush().await?;
     let docs = store.len();

@@ -36,6 +36,16 @@ impl Change {
     pub fn receipt(receipt: pb::ReferralReceiptEvent) -> Self {
         Self::Receipt(Box::new(receipt))
     }
+
+    /// The document and version an event change carries.
+    pub fn document(&self) -> Option<(String, u64)> {
+        match self {
+            Self::Event(PreparedEvent {
+                document: Some(d), ..
+            }) => Some((String::from_utf8_lossy(&d.id).into_owned(), d.version)),
+            _ => None,
+        }
+    }
 }
 
 /// A document event made ready to apply where it is decoded: encoded and keyed with the

@@ -116,6 +116,10 @@ pub struct Applied {
     pub stale: u64,
     /// Messages already applied by an earlier batch (replays after a crash).
     pub replayed: u64,
+    /// The batch stopped at this index: its event is the version stored, with other content.
+    /// Everything before it is applied; it and what follows are not. The caller dead-letters
+    /// it and applies the rest with it skipped.
+    pub conflict: Option<usize>,
 }
 
 /// The sled store of one region.

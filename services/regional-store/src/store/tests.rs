@@ -684,3 +684,53 @@ fn a_batch_larger_than_one_sled_batch_applies_once_and_replays_as_a_whole() {
     assert_eq!((a.replayed, a.applied), ((n - n / 2) as u64, 1));
     assert_eq!(s.len(), stored + 1);
 }
+
+#[test]
+fn the_stored_version_with_other_content_stops_the_batch_at_it() {
+    let (_d, s) = store();
+    let mut g = Generator::new(61, time::OffsetDateTime::now_utc());
+    let v1 = keyed(ClinicalEvent::Referral(g.referral()), "p1");
+    let doc = v1.header().expect("h").document_id.clone();
+    // A copy stamped at another time by the gateway is the same content: stale, not a conflict.
+    let mut copy = v1.clone();
+    copy.header_mut().recorded_at = Some(prost_types::Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 0,
+    });
+    let mut other = v1.clone();
+    if let ClinicalEvent::Referral(r) = &mut other
+        && let Some(d) = r.slip.as_mut().and_then(|s| s.diagnosis.as_mut())
+    {
+        d.main_icd10 = "Z99.9".into();
+    }
+    let other_doc = keyed(ClinicalEvent::Referral(g.referral()), "p2");
+    let batch = vec![
+        ("t".to_owned(), 0, 0, Change::event(v1.clone())),
+        ("t".to_owned(), 0, 1, Change::event(copy)),
+        ("t".to_owned(), 0, 2, Change::event(other.clone())),
+        ("t".to_owned(), 0, 3, Change::event(other_doc.clone())),
+    ];
+    let a = s.apply_batch(&batch).expect("apply");
+    assert_eq!((a.applied, a.stale, a.conflict), (1, 1, Some(2)));
+    assert_eq!(
+        s.next_offset("t", 0).expect("offset"),
+        Some(2),
+        "the conflicting message's offset has not moved"
+    );
+    let (rest, conflicts) = s.apply_skipping_conflicts(&batch[2..]).expect("apply");
+    assert_eq!((rest.applied, conflicts), (1, vec![0]));
+    assert_eq!(s.next_offset("t", 0).expect("offset"), Some(4));
+    let ClinicalEvent::Referral(kept) = s.get(&doc).expect("get").expect("stored").event else {
+        panic!("a referral")
+    };
+    assert_ne!(
+        kept.slip.and_then(|s| s.diagnosis).map(|d| d.main_icd10),
+        Some("Z99.9".to_owned()),
+        "the first content stays"
+    );
+    assert!(
+        s.get(&other_doc.header().expect("h").document_id)
+            .expect("get")
+            .is_some()
+    );
+}

@@ -191,6 +191,7 @@ impl RegionStore {
         let mut receipts = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Applied::default();
         let mut next_offsets: HashMap<(&str, i32), i64> = HashMap::new();
+        let mut index = 0;
         // sled makes every read wait while a batch is applied: smaller sled batches keep a
         // clinician's query from waiting for a whole consumer batch. Each carries the offsets
         // of what it applied, so a crash between two still applies everything once.
@@ -207,6 +208,8 @@ impl RegionStore {
             // rewriting a dozen unchanged offsets per hundred messages is measurable.
             let mut moved: HashSet<(&str, i32)> = HashSet::new();
             for (topic, partition, offset, change) in chunk {
+                let at = index;
+                index += 1;
                 let next = match next_offsets.entry((topic.as_str(), *partition)) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -217,18 +220,22 @@ impl RegionStore {
                     out.replayed += 1;
                     continue;
                 }
-                *next = offset + 1;
-                moved.insert((topic.as_str(), *partition));
-                match change {
-                    Change::Event(event) => {
-                        if apply_event(&mut w, event)? {
-                            out.applied += 1;
-                        } else {
-                            out.stale += 1;
+                if let Change::Event(event) = change {
+                    match apply_event(&mut w, event)? {
+                        Outcome::Applied => out.applied += 1,
+                        Outcome::Stale => out.stale += 1,
+                        Outcome::Conflict => {
+                            // Its offset does not move: it is read again unless the caller
+                            // dead-letters it and applies it skipped.
+                            out.conflict = Some(at);
+                            break;
                         }
                     }
-                    Change::Receipt(r) => apply_receipt(&mut w, r)?,
-                    Change::Skip => {}
+                }
+                *next = offset + 1;
+                moved.insert((topic.as_str(), *partition));
+                if let Change::Receipt(r) = change {
+                    apply_receipt(&mut w, r)?;
                 }
             }
             for (topic, partition) in moved {
@@ -250,8 +257,37 @@ impl RegionStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .apply(sealed.listed);
             self.compact_sparse_bundle()?;
+            if out.conflict.is_some() {
+                break;
+            }
         }
         Ok(out)
+    }
+
+    /// Applies a whole batch, skipping (and returning the indexes of) events that conflict
+    /// with the stored version: for a rebuild, which re-reads what the live consumer already
+    /// dead-lettered.
+    pub fn apply_skipping_conflicts(
+        &self,
+        batch: &[(String, i32, i64, Change)],
+    ) -> Result<(Applied, Vec<usize>), StoreError> {
+        let mut owned: Option<Vec<(String, i32, i64, Change)>> = None;
+        let mut total = Applied::default();
+        let mut conflicts = Vec::new();
+        let mut start = 0;
+        loop {
+            let rest = &owned.as_deref().unwrap_or(batch)[start..];
+            let applied = self.apply_batch(rest)?;
+            total.applied += applied.applied;
+            total.stale += applied.stale;
+            total.replayed += applied.replayed;
+            let Some(i) = applied.conflict else {
+                return Ok((total, conflicts));
+            };
+            start += i;
+            conflicts.push(start);
+            owned.get_or_insert_with(|| batch.to_vec())[start].3 = Change::Skip;
+        }
     }
 
     /// Copies the current records of a bundle most of whose records are dead into a new
@@ -295,15 +331,45 @@ impl RegionStore {
     }
 }
 
-/// Applies one event; false when it is a duplicate or older than what is stored.
-pub(super) fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result<bool, StoreError> {
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Stored (new, or newer than what was stored).
+    Applied,
+    /// A copy of the stored version, or an older one: nothing to do.
+    Stale,
+    /// The stored version with other content: not applied.
+    Conflict,
+}
+
+/// True when two stored values (kind, version, status, event) hold the same document content.
+fn same_content(a: &[u8], b: &[u8]) -> bool {
+    if a.get(10..) == b.get(10..) {
+        return true;
+    }
+    // Copies of one event differ in what the gateway stamps (recorded_at): compare content.
+    match (decode_doc(a), decode_doc(b)) {
+        (Ok(mut a), Ok(mut b)) => a.event.content_digest() == b.event.content_digest(),
+        _ => false,
+    }
+}
+
+/// Applies one event, unless it is stale or conflicts with the version stored.
+pub(super) fn apply_event(
+    w: &mut PendingBatch<'_>,
+    p: &PreparedEvent,
+) -> Result<Outcome, StoreError> {
     let Some(d) = &p.document else {
-        return Ok(false);
+        return Ok(Outcome::Stale);
     };
     let doc = &d.id;
     if let Some((old_key, old)) = w.find_document(doc, Some(&p.key))? {
-        if stored_version(&old) >= d.version {
-            return Ok(false);
+        let stored = stored_version(&old);
+        if stored == d.version && !same_content(&old, &p.value) {
+            return Ok(Outcome::Conflict);
+        }
+        if stored >= d.version {
+            return Ok(Outcome::Stale);
         }
         w.unlist(stored_list_entry(&old)?);
         // A corrected patient moves the document; the same key is simply overwritten.
@@ -323,7 +389,7 @@ pub(super) fn apply_event(w: &mut PendingBatch<'_>, p: &PreparedEvent) -> Result
     };
     w.insert_document(&d.patient_key, doc, p.key.clone(), value)?;
     w.list(listing);
-    Ok(true)
+    Ok(Outcome::Applied)
 }
 
 pub(super) fn apply_receipt(
