@@ -42,6 +42,9 @@ fn main() -> std::io::Result<()> {
             1 => ClinicalEvent::Appointment(g.appointment()),
             _ => ClinicalEvent::LabResult(g.lab_result()),
         };
+        let mut event = event;
+        event.header_mut().patient_key = format!("p-seed-{i}");
+        event.header_mut().patient_key_id = "k".into();
         let selector = DocumentKind::ALL
             .iter()
             .position(|k| *k == event.kind())
