@@ -415,6 +415,76 @@ async fn a_message_the_database_refuses_is_isolated_from_its_batch_and_dead_lett
     Ok(())
 }
 
+/// The same event (so the same document version) with other content is a conflict, whether it
+/// meets the stored event in one batch or a later one: dead-lettered, the first content kept.
+/// A copy stamped at another time by the gateway is the same content: skipped, no dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() -> anyhow::Result<()>
+{
+    let setup = DeadLetterSetup::new().await?;
+    let dlq = setup.dlq.clone();
+    let (registry, topics) = (setup.registry.clone(), setup.topics.clone());
+    let mut g = Generator::new(905, time::OffsetDateTime::now_utc());
+    let first = ClinicalEvent::Referral(g.referral());
+    let with_signs = |signs: &str| {
+        let mut e = first.clone();
+        if let ClinicalEvent::Referral(r) = &mut e
+            && let Some(s) = r.slip.as_mut()
+        {
+            s.clinical_signs = signs.into();
+        }
+        e
+    };
+    // In one batch: the second is the conflict (the setup reads the first dead letter).
+    let mut events = vec![
+        with_signs("Sốt cao"),
+        with_signs("Khác nội dung"),
+        ClinicalEvent::Appointment(g.appointment()),
+    ];
+    let done = setup.load(&mut events, "e").await?;
+    let doc = events[0].header().unwrap().document_id.clone();
+    let id = events[0].header().unwrap().event_id.clone();
+    assert!(
+        done.headers
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains(&format!("conflict: event {id}"))),
+        "{:?}",
+        done.headers
+    );
+    // In a later batch: a copy (another recorded_at) is skipped, other content dead-lettered.
+    let mut copy = events[0].clone();
+    copy.header_mut().recorded_at = Some(prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    });
+    let mut later = events[1].clone();
+    if let ClinicalEvent::Referral(r) = &mut later
+        && let Some(s) = r.slip.as_mut()
+    {
+        s.clinical_signs = "Nội dung thứ ba".into();
+    }
+    publish_to(&registry, &topics, &[copy, later]).await?;
+    let second = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 1).await?);
+    assert!(
+        second
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains("conflict") && e.contains("stored with other content")),
+        "{second:?}"
+    );
+    let signs: String = done
+        .loader
+        .db
+        .query_one(
+            "SELECT count(*)::text FROM event_history WHERE document_id = $1",
+            &[&doc],
+        )
+        .await?
+        .get(0);
+    assert_eq!(signs, "1", "one history row: the first content");
+    done.loader.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_complete_referrals_in_the_completion_view() -> anyhow::Result<()> {
     use prost::Message as _;

@@ -16,8 +16,8 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
-use crate::rows::{EventRows, receipt_rows, rows_of};
-use crate::store::{Position, WriteOptions, ensure_history_months, write_batch};
+use crate::rows::{EventRows, receipt_rows, rows_with_digest};
+use crate::store::{Position, WriteError, WriteOptions, ensure_history_months, write_batch};
 
 /// Retries of a batch not decoded or not written.
 const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
@@ -271,7 +271,7 @@ async fn prepare_with_retry(
 fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<EventRows, String> {
     match consumed {
         Consumed::Receipt(r) => receipt_rows(&r),
-        Consumed::Event { event, .. } => rows_of(&event),
+        Consumed::Event { event, .. } => rows_with_digest(event),
     }
     .map_err(|e| format!("{origin}: {e}"))
 }
@@ -295,8 +295,11 @@ async fn write_with_retry(
 ) -> bool {
     let mut retrying = Retrying::new("batch not written", RETRIES);
     let all: Vec<usize> = (0..batch.items.len()).collect();
+    let mut skipped = Vec::new();
     loop {
-        match write_or_split(sink, batch, &all).await {
+        // Messages dead-lettered as conflicts, written as skipped (their offsets move); kept
+        // across retries so a conflict is dead-lettered once.
+        match write_or_split(sink, batch, &all, &mut skipped).await {
             Ok(()) => return true,
             Err(e) => {
                 retrying.failed(&format!("{e:#}"));
@@ -319,9 +322,25 @@ async fn write_with_retry(
 /// program limit): the same rows would fail again however often they are retried.
 fn refused_by_data(e: &anyhow::Error) -> bool {
     e.chain()
-        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(|c| {
+            c.downcast_ref::<tokio_postgres::Error>().or_else(|| {
+                match c.downcast_ref::<WriteError>() {
+                    Some(WriteError::Postgres(e)) => Some(e),
+                    _ => None,
+                }
+            })
+        })
         .filter_map(tokio_postgres::Error::code)
         .any(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+}
+
+/// The conflict a failed write found, if that is why it failed.
+fn conflict_of(e: &anyhow::Error) -> Option<(&str, i64)> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<WriteError>() {
+            Some(WriteError::Conflict { event_id, offset }) => Some((event_id.as_str(), *offset)),
+            _ => None,
+        })
 }
 
 /// Writes the messages `at` (indexes into the batch, in batch order). When PostgreSQL refuses
@@ -330,13 +349,60 @@ fn refused_by_data(e: &anyhow::Error) -> bool {
 /// offset moves), so one message never stops the warehouse. Halves are written in order, so
 /// each partition's offsets still only move forward; a half already committed is skipped on
 /// a retry, as any applied offset is.
-async fn write_or_split(sink: &mut Sink<'_>, batch: &Prepared, at: &[usize]) -> anyhow::Result<()> {
-    let items: Vec<&BatchItem> = at.iter().map(|&i| &batch.items[i]).collect();
-    let e = match write(sink, &items).await {
-        Ok(()) => return Ok(()),
-        Err(e) if refused_by_data(&e) => e,
-        Err(e) => return Err(e),
+async fn write_or_split(
+    sink: &mut Sink<'_>,
+    batch: &Prepared,
+    at: &[usize],
+    skipped: &mut Vec<(usize, BatchItem)>,
+) -> anyhow::Result<()> {
+    let e = loop {
+        let items: Vec<&BatchItem> = at
+            .iter()
+            .map(|&i| {
+                skipped
+                    .iter()
+                    .find(|(s, _)| *s == i)
+                    .map_or(&batch.items[i], |(_, item)| item)
+            })
+            .collect();
+        let e = match write(sink, &items).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // The same document version with other content: that message is dead-lettered and
+        // the rest written, whatever its place in the batch.
+        let Some((event_id, offset)) = conflict_of(&e) else {
+            break e;
+        };
+        let found = at.iter().copied().find(|&i| {
+            let (p, rows) = &batch.items[i];
+            p.offset == offset
+                && rows
+                    .as_ref()
+                    .is_some_and(|r| r.history.event_id == event_id)
+                && !skipped.iter().any(|(s, _)| *s == i)
+        });
+        let Some(i) = found else { break e };
+        let message = &batch.messages[i];
+        let why = format!(
+            "{}: conflict: event {event_id} (its document version) is stored with other \
+             content; a correction must be published as the next version",
+            Origin(message)
+        );
+        lienthong_kafka::dlq::send(
+            sink.dlq,
+            &sink.config.dlq_topic,
+            &sink.config.group,
+            message,
+            &why,
+        )
+        .await?;
+        metrics::counter!(crate::metrics::CONFLICTS.name).increment(1);
+        skipped.push((i, (batch.items[i].0.clone(), None)));
     };
+    if !refused_by_data(&e) {
+        return Err(e);
+    }
     if let [i] = at {
         let message = &batch.messages[*i];
         let why = format!(
@@ -355,9 +421,10 @@ async fn write_or_split(sink: &mut Sink<'_>, batch: &Prepared, at: &[usize]) -> 
         return write(sink, &[&skipped]).await;
     }
     tracing::warn!(messages = at.len(), error = %format!("{e:#}"), "PostgreSQL refuses a batch's data; writing it in halves to find the message");
+    // Conflicts found above are dead-lettered already: the halves write them as skipped.
     let (left, right) = at.split_at(at.len() / 2);
-    Box::pin(write_or_split(sink, batch, left)).await?;
-    Box::pin(write_or_split(sink, batch, right)).await
+    Box::pin(write_or_split(sink, batch, left, skipped)).await?;
+    Box::pin(write_or_split(sink, batch, right, skipped)).await
 }
 
 async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> {
@@ -381,7 +448,7 @@ async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> 
                 let tx = client.transaction().await?;
                 let written = write_batch(&tx, group, share, options).await?;
                 tx.commit().await?;
-                Ok::<_, tokio_postgres::Error>(written)
+                Ok::<_, WriteError>(written)
             }),
     )
     .await?

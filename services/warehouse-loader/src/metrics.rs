@@ -9,6 +9,13 @@ pub const ROWS: Metric = Metric::counter(
     "Rows written, by table (event_history, current)",
 );
 
+/// `lienthong_warehouse_conflicts_total`: events dead-lettered as a stored version with other content
+pub const CONFLICTS: Metric = Metric::counter(
+    "lienthong_warehouse_conflicts_total",
+    &[],
+    "Events dead-lettered as the stored version of their document with other content",
+);
+
 /// `lienthong_warehouse_skipped_total`: messages already applied (replays) and skipped
 pub const SKIPPED: Metric = Metric::counter(
     "lienthong_warehouse_skipped_total",
@@ -38,7 +45,14 @@ pub const BATCH_SIZE: Metric = Metric::histogram(
 );
 
 /// Every metric this crate exports.
-pub const ALL: &[Metric] = &[ROWS, SKIPPED, BATCH_RETRIES, COMMIT_SECONDS, BATCH_SIZE];
+pub const ALL: &[Metric] = &[
+    ROWS,
+    SKIPPED,
+    CONFLICTS,
+    BATCH_RETRIES,
+    COMMIT_SECONDS,
+    BATCH_SIZE,
+];
 
 /// Describes these metrics and starts their counters at zero.
 pub fn register() {
@@ -48,5 +62,6 @@ pub fn register() {
         zero(&ROWS, &[("table", table.into())]);
     }
     zero(&SKIPPED, &[]);
+    zero(&CONFLICTS, &[]);
     zero(&BATCH_RETRIES, &[]);
 }

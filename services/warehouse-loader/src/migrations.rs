@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "monthly_history",
         include_str!("../migrations/0003_monthly_history.sql"),
     ),
+    (
+        4,
+        "content_digest",
+        include_str!("../migrations/0004_content_digest.sql"),
+    ),
 ];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.

@@ -30,6 +30,8 @@ pub struct HistoryRow {
     pub source_region: Option<String>,
     /// Patient pseudonym.
     pub patient: PatientFacts,
+    /// SHA-256 of the event's content (`ClinicalEvent::content_digest`), when known.
+    pub content_digest: Option<Vec<u8>>,
 }
 
 /// What the warehouse knows of a patient.
@@ -462,10 +464,20 @@ pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
             source_facility: h.source_facility_code.clone(),
             source_region: region_of_facility(&h.source_facility_code),
             patient,
+            content_digest: None,
         },
         document,
     }
     .storable()
+}
+
+/// The rows of a consumed event with its content digest, so the same version arriving again
+/// with other content is found (`store::WriteError::Conflict`).
+pub fn rows_with_digest(mut event: ClinicalEvent) -> Result<EventRows, RowError> {
+    let digest = event.content_digest();
+    let mut rows = rows_of(&event)?;
+    rows.history.content_digest = Some(digest.to_vec());
+    Ok(rows)
 }
 
 /// Maps a referral receipt to its rows.
@@ -500,6 +512,7 @@ pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError>
                 patient_key_id: h.patient_key_id.clone(),
                 ..Default::default()
             },
+            content_digest: None,
         },
         document: DocumentRow::Receipt(ReceiptRow {
             referral_document_id: r.referral_document_id.clone(),

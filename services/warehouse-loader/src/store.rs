@@ -75,6 +75,7 @@ const HISTORY: Staged = Staged {
         ("kafka_topic", Type::TEXT),
         ("kafka_partition", Type::INT4),
         ("kafka_offset", Type::INT8),
+        ("content_digest", Type::BYTEA),
     ],
 };
 
@@ -303,13 +304,30 @@ pub async fn ensure_history_months<'a>(
     Ok(())
 }
 
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// PostgreSQL failed or refused the rows.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// An event stored before (same event id, so the same document version) arrived again with
+    /// other content: the message at `offset` must be dead-lettered, not written.
+    #[error("event {event_id} (offset {offset}) is stored with other content")]
+    Conflict {
+        /// The event id.
+        event_id: String,
+        /// The offset of the message that conflicts.
+        offset: i64,
+    },
+}
+
 /// Writes a batch: `items` are (position, rows or None for a dead-lettered message).
 pub async fn write_batch(
     tx: &Transaction<'_>,
     group: &str,
     items: &[&(Position, Option<EventRows>)],
     options: WriteOptions,
-) -> Result<Written, tokio_postgres::Error> {
+) -> Result<Written, WriteError> {
     let mut written = Written::default();
     let next = lock_positions(tx, group, items).await?;
     // A writer holds a handful of partitions: a scan beats building a key per message.
@@ -369,7 +387,7 @@ pub async fn write_batch(
                     .await?;
                 staged_rows.extend(new);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     let latest: BTreeMap<&str, &EventRows> = staged_rows
@@ -545,13 +563,25 @@ async fn split_new_documents<'r>(
 async fn write_history(
     tx: &Transaction<'_>,
     fresh: &[(&Position, &EventRows)],
-) -> Result<u64, tokio_postgres::Error> {
-    let mut seen = HashSet::with_capacity(fresh.len());
-    let once: Vec<(&Position, &EventRows)> = fresh
-        .iter()
-        .filter(|(_, r)| seen.insert(r.history.event_id.as_str()))
-        .copied()
-        .collect();
+) -> Result<u64, WriteError> {
+    let mut seen: HashMap<&str, Option<&[u8]>> = HashMap::with_capacity(fresh.len());
+    let mut once: Vec<(&Position, &EventRows)> = Vec::with_capacity(fresh.len());
+    for (p, r) in fresh {
+        let digest = r.history.content_digest.as_deref();
+        match seen.get(r.history.event_id.as_str()) {
+            None => {
+                seen.insert(&r.history.event_id, digest);
+                once.push((p, r));
+            }
+            Some(Some(first)) if digest.is_some_and(|d| d != *first) => {
+                return Err(WriteError::Conflict {
+                    event_id: r.history.event_id.clone(),
+                    offset: p.offset,
+                });
+            }
+            Some(_) => {}
+        }
+    }
     tx.batch_execute("SAVEPOINT history_copy").await?;
     match stage_history(tx, &once, CopyTarget::Table).await {
         Ok(n) => {
@@ -562,9 +592,27 @@ async fn write_history(
             tx.batch_execute("ROLLBACK TO SAVEPOINT history_copy")
                 .await?;
             stage_history(tx, &once, CopyTarget::Stage).await?;
-            tx.execute(&HISTORY.insert_absent(), &[]).await
+            // Events already stored: copies are skipped, but the same event (so the same
+            // document version) with other content is a conflict, never a silent duplicate.
+            if let Some(row) = tx
+                .query_opt(
+                    "SELECT s.event_id FROM stage_event_history s JOIN event_history h \
+                     ON h.event_id = s.event_id AND h.event_month = s.event_month \
+                     WHERE h.content_digest <> s.content_digest LIMIT 1",
+                    &[],
+                )
+                .await?
+            {
+                let event_id: String = row.get(0);
+                let offset = once
+                    .iter()
+                    .find(|(_, r)| r.history.event_id == event_id)
+                    .map_or(0, |(p, _)| p.offset);
+                return Err(WriteError::Conflict { event_id, offset });
+            }
+            Ok(tx.execute(&HISTORY.insert_absent(), &[]).await?)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -578,7 +626,7 @@ async fn stage_history(
         let h = &r.history;
         let pt = &h.patient;
         let month = history_month(h.occurred_at);
-        let row: [&(dyn ToSql + Sync); 18] = [
+        let row: [&(dyn ToSql + Sync); 19] = [
             &h.event_id,
             &month,
             &h.kind,
@@ -597,6 +645,7 @@ async fn stage_history(
             &p.topic,
             &p.partition,
             &p.offset,
+            &h.content_digest,
         ];
         w.as_mut().write(&row).await?;
     }
