@@ -493,6 +493,7 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
     assert!(
         stdout.contains(&origin)
             && stdout.contains("lienthong-regional-79")
+            && stdout.contains("undecodable")
             && stdout.contains("not Confluent-framed"),
         "{stdout}"
     );
@@ -763,6 +764,10 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
     })
     .await?;
     let doc = first.header().unwrap().document_id.clone();
+    assert_eq!(
+        headers.get("lienthong-error-code").map(String::as_str),
+        Some("conflict")
+    );
     let error = headers.get("lienthong-error").cloned().unwrap_or_default();
     assert!(
         error.contains(&format!(

@@ -319,7 +319,8 @@ async fn a_text_the_database_cannot_hold_goes_to_the_dlq_and_loading_continues()
     assert!(
         done.headers
             .get("lienthong-error")
-            .is_some_and(|e| e.contains("value_text") && e.contains("NUL character")),
+            .is_some_and(|e| e.contains("value_text") && e.contains("NUL character"))
+            && done.headers.get("lienthong-error-code").map(String::as_str) == Some("invalid"),
         "{:?}",
         done.headers
     );
@@ -392,6 +393,10 @@ async fn a_message_the_database_refuses_is_isolated_from_its_batch_and_dead_lett
     ))
     .await?;
     let done = setup.load(&mut events, "d").await?;
+    assert_eq!(
+        done.headers.get("lienthong-error-code").map(String::as_str),
+        Some("refused")
+    );
     assert!(
         done.headers
             .get("lienthong-error")
@@ -447,7 +452,8 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
     assert!(
         done.headers
             .get("lienthong-error")
-            .is_some_and(|e| e.contains(&format!("conflict: event {id}"))),
+            .is_some_and(|e| e.contains(&format!("conflict: event {id}")))
+            && done.headers.get("lienthong-error-code").map(String::as_str) == Some("conflict"),
         "{:?}",
         done.headers
     );

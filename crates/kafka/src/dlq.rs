@@ -16,6 +16,46 @@ pub const ORIGIN_OFFSET: &str = "lienthong-origin-offset";
 pub const CONSUMER_GROUP: &str = "lienthong-consumer-group";
 /// Header holding the error.
 pub const ERROR: &str = "lienthong-error";
+/// Header holding the reason code (`Reason::as_str`).
+pub const REASON: &str = "lienthong-error-code";
+
+/// Why a consumer gave up on a message: a stable code for dashboards, alerts and `lienthong
+/// dlq`, beside the readable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Not a framed message of a known schema, or its payload does not decode.
+    Undecodable,
+    /// Decoded, but the document breaks a validation rule.
+    Invalid,
+    /// Valid, but a value does not fit this sink (it cannot be mapped to its rows).
+    Unfit,
+    /// The sink's database refused the message's rows.
+    Refused,
+    /// The document version is stored with other content.
+    Conflict,
+}
+
+impl Reason {
+    /// The code in the header and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::Invalid => "invalid",
+            Self::Unfit => "unfit",
+            Self::Refused => "refused",
+            Self::Conflict => "conflict",
+        }
+    }
+
+    /// Every reason.
+    pub const ALL: [Self; 5] = [
+        Self::Undecodable,
+        Self::Invalid,
+        Self::Unfit,
+        Self::Refused,
+        Self::Conflict,
+    ];
+}
 
 /// Sends `message` (key and payload unchanged) to `dlq_topic` with origin headers and waits for
 /// the broker: the caller may move its offset past the message only after this succeeds.
@@ -24,15 +64,17 @@ pub async fn send(
     dlq_topic: &str,
     group: &str,
     message: &OwnedMessage,
+    reason: Reason,
     error: &str,
 ) -> Result<Delivery> {
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
-    let headers: [(&str, &[u8]); 5] = [
+    let headers: [(&str, &[u8]); 6] = [
         (ORIGIN_TOPIC, message.topic().as_bytes()),
         (ORIGIN_PARTITION, partition.as_bytes()),
         (ORIGIN_OFFSET, offset.as_bytes()),
         (CONSUMER_GROUP, group.as_bytes()),
+        (REASON, reason.as_str().as_bytes()),
         (ERROR, error.as_bytes()),
     ];
     let d = producer
@@ -43,12 +85,13 @@ pub async fn send(
             &headers,
         )
         .await?;
-    metrics::counter!(crate::metrics::DEAD_LETTERS.name, "topic" => message.topic().to_owned(), "group" => group.to_owned()).increment(1);
+    metrics::counter!(crate::metrics::DEAD_LETTERS.name, "topic" => message.topic().to_owned(), "group" => group.to_owned(), "reason" => reason.as_str()).increment(1);
     tracing::warn!(
         topic = message.topic(),
         partition = message.partition(),
         offset = message.offset(),
         group,
+        reason = reason.as_str(),
         error,
         "message dead-lettered"
     );

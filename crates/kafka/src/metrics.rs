@@ -26,8 +26,8 @@ pub const CONSUMER_LAG: Metric = Metric::gauge(
 /// `lienthong_dead_letters_total`: messages sent to the dead-letter topic, by the topic they came from and the consumer group
 pub const DEAD_LETTERS: Metric = Metric::counter(
     "lienthong_dead_letters_total",
-    &["topic", "group"],
-    "Messages sent to the dead-letter topic, by the topic they came from and the consumer group",
+    &["topic", "group", "reason"],
+    "Messages sent to the dead-letter topic, by the topic they came from, the consumer group and the reason code",
 );
 
 /// Every metric this crate exports.
@@ -38,9 +38,15 @@ pub const ALL: &[Metric] = &[PRODUCE_SECONDS, PRODUCED, CONSUMER_LAG, DEAD_LETTE
 pub fn register_consumer(group: &str, topics: &[&str]) {
     describe(ALL);
     for topic in topics {
-        zero(
-            &DEAD_LETTERS,
-            &[("topic", (*topic).to_owned()), ("group", group.to_owned())],
-        );
+        for reason in crate::dlq::Reason::ALL {
+            zero(
+                &DEAD_LETTERS,
+                &[
+                    ("topic", (*topic).to_owned()),
+                    ("group", group.to_owned()),
+                    ("reason", reason.as_str().to_owned()),
+                ],
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 use lienthong_core::ClinicalEvent;
 use lienthong_core::validation::{Severity, ValidationContext};
 use lienthong_kafka::EventProducer;
+use lienthong_kafka::dlq::Reason;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::{DecodeError, WireCodec};
 use prost::Message as _;
@@ -76,7 +77,7 @@ impl MessageReader<'_> {
         &self,
         m: &OwnedMessage,
         ctx: &ValidationContext,
-    ) -> Result<Result<Consumed, String>, Transient> {
+    ) -> Result<Result<Consumed, (Reason, String)>, Transient> {
         let origin = Origin(m);
         let decoded = match self
             .codec
@@ -85,7 +86,7 @@ impl MessageReader<'_> {
         {
             Ok(d) => d,
             Err(e @ DecodeError::Registry { .. }) => return Err(Transient::Registry(e)),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err((Reason::Undecodable, e.to_string()))),
         };
         if m.topic() == self.receipt_topic {
             return Ok(
@@ -93,17 +94,20 @@ impl MessageReader<'_> {
                     Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
                         Ok(Consumed::Receipt(r))
                     }
-                    Ok(_) => Err(format!(
-                        "{origin}: {} is not a referral receipt",
-                        decoded.full_name
+                    Ok(_) => Err((
+                        Reason::Undecodable,
+                        format!("{origin}: {} is not a referral receipt", decoded.full_name),
                     )),
-                    Err(e) => Err(format!("{origin}: receipt does not decode: {e}")),
+                    Err(e) => Err((
+                        Reason::Undecodable,
+                        format!("{origin}: receipt does not decode: {e}"),
+                    )),
                 },
             );
         }
         let event = match decoded.event(&origin) {
             Ok(e) => e,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err((Reason::Undecodable, e.to_string()))),
         };
         let errors: Vec<String> = event
             .validate(ctx)
@@ -112,9 +116,9 @@ impl MessageReader<'_> {
             .map(|v| v.to_string())
             .collect();
         if !errors.is_empty() {
-            return Ok(Err(format!(
-                "{origin}: invalid document: {}",
-                errors.join("; ")
+            return Ok(Err((
+                Reason::Invalid,
+                format!("{origin}: invalid document: {}", errors.join("; ")),
             )));
         }
         Ok(Ok(Consumed::Event {
@@ -135,16 +139,23 @@ impl MessageReader<'_> {
         let mut out = Vec::with_capacity(batch.len());
         for m in batch {
             let mapped = match self.read(m, &ctx).await? {
-                Ok(consumed) => map(consumed, Origin(m)),
-                Err(why) => Err(why),
+                Ok(consumed) => map(consumed, Origin(m)).map_err(|why| (Reason::Unfit, why)),
+                Err(poison) => Err(poison),
             };
             match mapped {
                 Ok(t) => out.push(Some(t)),
-                Err(why) => {
+                Err((reason, why)) => {
                     if let Some(dlq) = self.dlq {
                         // Durable before the offset moves past the message.
-                        lienthong_kafka::dlq::send(dlq, self.dlq_topic, self.group, m, &why)
-                            .await?;
+                        lienthong_kafka::dlq::send(
+                            dlq,
+                            self.dlq_topic,
+                            self.group,
+                            m,
+                            reason,
+                            &why,
+                        )
+                        .await?;
                     }
                     out.push(None);
                 }

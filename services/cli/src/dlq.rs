@@ -125,8 +125,8 @@ pub async fn run(
         DlqCommand::List(sel) => {
             let letters = read(kafka, &sel).await?;
             println!(
-                "{:<14} {:<48} {:<28} ERROR",
-                "DLQ P@OFFSET", "ORIGIN", "GROUP"
+                "{:<14} {:<48} {:<28} {:<12} ERROR",
+                "DLQ P@OFFSET", "ORIGIN", "GROUP", "REASON"
             );
             for m in &letters {
                 let origin = format!(
@@ -137,10 +137,11 @@ pub async fn run(
                 );
                 let error: String = header(m, dlq::ERROR).chars().take(120).collect();
                 println!(
-                    "{:<14} {:<48} {:<28} {error}",
+                    "{:<14} {:<48} {:<28} {:<12} {error}",
                     format!("{}@{}", m.partition(), m.offset()),
                     origin,
-                    header(m, dlq::CONSUMER_GROUP)
+                    header(m, dlq::CONSUMER_GROUP),
+                    header(m, dlq::REASON)
                 );
             }
             eprintln!("{} dead letter(s)", letters.len());
@@ -161,6 +162,7 @@ pub async fn run(
                     "dlq": { "partition": m.partition(), "offset": m.offset() },
                     "origin": { "topic": origin_topic, "partition": header(&m, dlq::ORIGIN_PARTITION), "offset": header(&m, dlq::ORIGIN_OFFSET) },
                     "group": header(&m, dlq::CONSUMER_GROUP),
+                    "reason": header(&m, dlq::REASON),
                     "error": header(&m, dlq::ERROR),
                     "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     "value": value,

@@ -195,8 +195,15 @@ impl Step<'_> {
                  a correction must be published as the next version",
                 lienthong_sink::Origin(message)
             );
-            lienthong_kafka::dlq::send(self.dlq, &self.config.dlq_topic, self.group, message, &why)
-                .await?;
+            lienthong_kafka::dlq::send(
+                self.dlq,
+                &self.config.dlq_topic,
+                self.group,
+                message,
+                lienthong_kafka::dlq::Reason::Conflict,
+                &why,
+            )
+            .await?;
             metrics::counter!(crate::metrics::CONFLICTS.name, "region" => self.region.to_string())
                 .increment(1);
             let mut owned = (*changes).clone();

@@ -7,6 +7,7 @@ use lienthong_kafka::consumption::{
     BatchPreparer, BatchWriter, PipelineEnd, PreparedBatch, SeekToStored, StoredPositions,
     batch_ends, consume_pipelined,
 };
+use lienthong_kafka::dlq::Reason;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Origin, Retrying, retry, sink_consumer_config};
@@ -394,6 +395,7 @@ async fn write_or_split(
             &sink.config.dlq_topic,
             &sink.config.group,
             message,
+            Reason::Conflict,
             &why,
         )
         .await?;
@@ -414,6 +416,7 @@ async fn write_or_split(
             &sink.config.dlq_topic,
             &sink.config.group,
             message,
+            Reason::Refused,
             &why,
         )
         .await?;
