@@ -52,10 +52,8 @@ pub fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             );
             println!("rejected events:      {}", s.rejected);
             for r in &s.recent_rejected {
-                println!(
-                    "  {} (MA_LK {}, event {}): {}",
-                    r.document_id, r.episode, r.event_id, r.reason
-                );
+                // "REJECTED <document> (file …, MA_LK …, event …): <reason>"
+                println!("  {r}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -68,7 +68,7 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
     let revisions = if c.events.is_empty() {
         Vec::new()
     } else {
-        match intake.outbox.enqueue_revised(c.events).await {
+        match intake.outbox.enqueue_revised(c.events, &name).await {
             Ok(r) => r,
             Err(e) => return outbox_error(e),
         }

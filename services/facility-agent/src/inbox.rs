@@ -178,7 +178,7 @@ impl Inbox {
         let revisions = if events.is_empty() {
             Vec::new()
         } else {
-            outbox.enqueue_revised(events).await?
+            outbox.enqueue_revised(events, &name).await?
         };
         let mut count = 0;
         let mut notes = String::new();

@@ -6,7 +6,8 @@
 //! dead entry, `v` + document id → what was last taken in of that document from XML
 //! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue keeps intake
 //! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
-//! [EventEnvelope protobuf] (queued entries have an empty reason).
+//! [origin length u32 BE][origin][EventEnvelope protobuf] (queued entries have an empty
+//! reason; the origin is the export file an event came from, empty for pushed events).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,8 @@ pub struct Entry {
     pub enqueued_ms: u64,
     /// Why the gateway refused it (dead entries only).
     pub reason: String,
+    /// The export file it came from (empty for events pushed over HTTP or gRPC).
+    pub origin: String,
     /// The event.
     pub envelope: pb::EventEnvelope,
 }
@@ -85,12 +88,14 @@ fn key(space: u8, seq: u64) -> [u8; 9] {
     k
 }
 
-fn encode(enqueued_ms: u64, reason: &str, envelope: &pb::EventEnvelope) -> Vec<u8> {
+fn encode(enqueued_ms: u64, reason: &str, origin: &str, envelope: &pb::EventEnvelope) -> Vec<u8> {
     let body = envelope.encode_to_vec();
-    let mut v = Vec::with_capacity(12 + reason.len() + body.len());
+    let mut v = Vec::with_capacity(16 + reason.len() + origin.len() + body.len());
     v.extend_from_slice(&enqueued_ms.to_be_bytes());
-    v.extend_from_slice(&(reason.len() as u32).to_be_bytes());
-    v.extend_from_slice(reason.as_bytes());
+    for text in [reason, origin] {
+        v.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        v.extend_from_slice(text.as_bytes());
+    }
     v.extend_from_slice(&body);
     v
 }
@@ -103,19 +108,26 @@ fn decode(seq: u64, v: &[u8]) -> Result<Entry, OutboxError> {
             .try_into()
             .map_err(|_| corrupt())?,
     );
-    let len = u32::from_be_bytes(
-        v.get(8..12)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .map_err(|_| corrupt())?,
-    ) as usize;
-    let reason = String::from_utf8_lossy(v.get(12..12 + len).ok_or_else(corrupt)?).into_owned();
-    let envelope =
-        pb::EventEnvelope::decode(v.get(12 + len..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let mut rest = v.get(8..).ok_or_else(corrupt)?;
+    let mut text = || -> Result<String, OutboxError> {
+        let len = u32::from_be_bytes(
+            rest.get(..4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let t = String::from_utf8_lossy(rest.get(4..4 + len).ok_or_else(corrupt)?).into_owned();
+        rest = rest.get(4 + len..).ok_or_else(corrupt)?;
+        Ok(t)
+    };
+    let reason = text()?;
+    let origin = text()?;
+    let envelope = pb::EventEnvelope::decode(rest).map_err(|_| corrupt())?;
     Ok(Entry {
         seq,
         enqueued_ms,
         reason,
+        origin,
         envelope,
     })
 }
@@ -162,7 +174,7 @@ impl Outbox {
         let at = now_ms();
         let mut batch = sled::Batch::default();
         for e in &envelopes {
-            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", e));
+            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", "", e));
         }
         self.tree.apply_batch(batch)?;
         self.db.flush_async().await?;
@@ -178,6 +190,7 @@ impl Outbox {
     pub async fn enqueue_revised(
         &self,
         events: Vec<ClinicalEvent>,
+        origin: &str,
     ) -> Result<Vec<(String, Revision)>, OutboxError> {
         let mut outcome = Vec::with_capacity(events.len());
         let mut queued = Vec::new();
@@ -211,7 +224,10 @@ impl Outbox {
         let at = now_ms();
         let mut batch = sled::Batch::default();
         for e in &queued {
-            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", e));
+            batch.insert(
+                &key(QUEUED, self.db.generate_id()?),
+                encode(at, "", origin, e),
+            );
         }
         for (k, d) in &records {
             batch.insert(k.as_slice(), &d.to_bytes()[..]);
@@ -250,7 +266,7 @@ impl Outbox {
             batch.remove(&key(QUEUED, entry.seq));
             batch.insert(
                 &key(DEAD, entry.seq),
-                encode(entry.enqueued_ms, reason, &entry.envelope),
+                encode(entry.enqueued_ms, reason, &entry.origin, &entry.envelope),
             );
         }
         self.tree.apply_batch(batch)?;
@@ -278,7 +294,10 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         for e in &dead {
             batch.remove(&key(DEAD, e.seq));
-            batch.insert(&key(QUEUED, e.seq), encode(e.enqueued_ms, "", &e.envelope));
+            batch.insert(
+                &key(QUEUED, e.seq),
+                encode(e.enqueued_ms, "", &e.origin, &e.envelope),
+            );
         }
         self.tree.apply_batch(batch)?;
         self.db.flush_async().await?;
@@ -368,5 +387,35 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o700, "personal data: owner only");
         }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_event_is_named_by_its_file_document_and_episode() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let o = Outbox::open(dir.path(), 10).expect("open");
+        let mut g = lienthong_core::fixtures::Generator::new(9, time::OffsetDateTime::now_utc());
+        let event = ClinicalEvent::Referral(g.referral());
+        let doc = event.header().expect("header").document_id.clone();
+        o.enqueue_revised(vec![event], "01001_a.xml")
+            .await
+            .expect("enqueue");
+        let entry = o.peek(1).expect("peek").remove(0);
+        assert_eq!(entry.origin, "01001_a.xml");
+        o.settle(&[], &[(entry, "facility.unknown".into())])
+            .await
+            .expect("settle");
+        let dead = o.dead_entries().expect("dead").remove(0);
+        let shown = crate::status::RejectedEvent::of(&dead, &dead.reason).to_string();
+        assert!(
+            shown.starts_with(&format!("REJECTED {doc} (file 01001_a.xml, MA_LK "))
+                && shown.ends_with("facility.unknown"),
+            "{shown}"
+        );
+        o.retry_dead().await.expect("retry");
+        assert_eq!(
+            o.peek(1).expect("peek")[0].origin,
+            "01001_a.xml",
+            "kept across a retry"
+        );
     }
 }

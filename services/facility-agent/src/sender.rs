@@ -153,7 +153,7 @@ async fn settle(
         // (deliveries that follow do not clear it), so the status never says "none" while
         // refused events wait for someone to fix them.
         if let Some((entry, why)) = refused.last() {
-            s.last_error = Some(crate::status::RejectedEvent::of(&entry.envelope, why).to_string());
+            s.last_error = Some(crate::status::RejectedEvent::of(entry, why).to_string());
         } else if retry_after.is_none()
             && !s
                 .last_error

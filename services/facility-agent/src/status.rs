@@ -19,6 +19,9 @@ pub struct RejectedEvent {
     /// Its episode key (MA_LK), to find it in the HIS.
     #[serde(default)]
     pub episode: String,
+    /// The export file it came from (empty for pushed events).
+    #[serde(default)]
+    pub file: String,
     /// The gateway's reason.
     pub reason: String,
 }
@@ -46,7 +49,8 @@ pub struct Status {
 
 impl RejectedEvent {
     /// The rejected event of `envelope`, named by its ids and episode.
-    pub fn of(envelope: &lienthong_proto::v1::EventEnvelope, reason: &str) -> Self {
+    pub fn of(entry: &crate::outbox::Entry, reason: &str) -> Self {
+        let envelope = &entry.envelope;
         use lienthong_proto::v1::event_envelope::Event;
         let (header, episode) = match &envelope.event {
             Some(Event::Referral(e)) => (
@@ -67,6 +71,7 @@ impl RejectedEvent {
             event_id: header.map(|h| h.event_id.clone()).unwrap_or_default(),
             document_id: header.map(|h| h.document_id.clone()).unwrap_or_default(),
             episode: episode.unwrap_or_default().to_owned(),
+            file: entry.origin.clone(),
             reason: reason.to_owned(),
         }
     }
@@ -74,10 +79,14 @@ impl RejectedEvent {
 
 impl std::fmt::Display for RejectedEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "REJECTED {} (", self.document_id)?;
+        if !self.file.is_empty() {
+            write!(f, "file {}, ", self.file)?;
+        }
         write!(
             f,
-            "REJECTED {} (MA_LK {}, event {}): {}",
-            self.document_id, self.episode, self.event_id, self.reason
+            "MA_LK {}, event {}): {}",
+            self.episode, self.event_id, self.reason
         )
     }
 }
@@ -98,7 +107,7 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
             .iter()
             .rev()
             .take(20)
-            .map(|e| RejectedEvent::of(&e.envelope, &e.reason))
+            .map(|e| RejectedEvent::of(e, &e.reason))
             .collect(),
         delivered_since_start: delivered,
         last_error,
