@@ -206,6 +206,29 @@ where
     anyhow::bail!("{what} did not happen within 30 s")
 }
 
+/// Waits until facility 79001 reads `count` referrals in the record of `citizen`.
+async fn referrals_of(a: &Running, what: &str, citizen: &str, count: usize) -> anyhow::Result<()> {
+    let c = a.client().await?;
+    eventually(what, || {
+        let mut c = c.clone();
+        let citizen = citizen.to_owned();
+        async move {
+            let r = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: 1,
+                    },
+                    "79001",
+                ))
+                .await?
+                .into_inner();
+            Ok((r.referrals.len() == count).then_some(()))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyhow::Result<()> {
     let registry = require_registry().await;
@@ -449,26 +472,7 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
         .unwrap_or_default();
     publish_to(&registry, &t.docs, std::slice::from_ref(&good)).await?;
     let a = start(&["79"], &t).await?;
-    let mut c = a.client().await?;
-    eventually("the good referral after the poison", || {
-        let mut c = c.clone();
-        let citizen = citizen.clone();
-        async move {
-            let r = c
-                .get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        citizen_id: citizen,
-                        purpose: 1,
-                    },
-                    "79001",
-                ))
-                .await?
-                .into_inner();
-            Ok((r.referrals.len() == 1).then_some(()))
-        }
-    })
-    .await?;
-    let _ = &mut c;
+    referrals_of(&a, "the good referral after the poison", &citizen, 1).await?;
 
     let bin = lienthong_tests::workspace_bin("lienthong");
     let args = [
@@ -775,26 +779,7 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
         )),
         "{headers:?}"
     );
-    let mut c = a.client().await?;
     let citizen = first.patient().unwrap().citizen_id.clone();
-    eventually("the event after the conflict", || {
-        let mut c = c.clone();
-        let citizen = citizen.clone();
-        async move {
-            let r = c
-                .get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        citizen_id: citizen,
-                        purpose: 1,
-                    },
-                    "79001",
-                ))
-                .await?
-                .into_inner();
-            Ok((r.referrals.len() == 2).then_some(()))
-        }
-    })
-    .await?;
-    let _ = &mut c;
+    referrals_of(&a, "the event after the conflict", &citizen, 2).await?;
     a.stop().await
 }

@@ -285,6 +285,28 @@ struct Sink<'a> {
     dlq: &'a EventProducer,
 }
 
+impl Sink<'_> {
+    /// Sends `message` to the dead-letter topic; durable before its offset moves.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: Reason,
+        why: &str,
+    ) -> lienthong_kafka::Result<()> {
+        let config = self.config;
+        lienthong_kafka::dlq::send(
+            self.dlq,
+            &config.dlq_topic,
+            &config.group,
+            message,
+            reason,
+            why,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
 /// Writes a prepared batch; on a database failure waits and retries the same batch without
 /// advancing anything, reconnecting as needed. A failure that is the data's own (PostgreSQL
 /// refuses a value) is isolated instead: see `write_or_split`. False when stopping before it
@@ -390,15 +412,7 @@ async fn write_or_split(
              content; a correction must be published as the next version",
             Origin(message)
         );
-        lienthong_kafka::dlq::send(
-            sink.dlq,
-            &sink.config.dlq_topic,
-            &sink.config.group,
-            message,
-            Reason::Conflict,
-            &why,
-        )
-        .await?;
+        sink.dead_letter(message, Reason::Conflict, &why).await?;
         metrics::counter!(crate::metrics::CONFLICTS.name).increment(1);
         skipped.push((i, (batch.items[i].0.clone(), None)));
     };
@@ -411,15 +425,7 @@ async fn write_or_split(
             "{}: the warehouse refuses this message's rows: {e:#}",
             Origin(message)
         );
-        lienthong_kafka::dlq::send(
-            sink.dlq,
-            &sink.config.dlq_topic,
-            &sink.config.group,
-            message,
-            Reason::Refused,
-            &why,
-        )
-        .await?;
+        sink.dead_letter(message, Reason::Refused, &why).await?;
         let skipped = (batch.items[*i].0.clone(), None);
         return write(sink, &[&skipped]).await;
     }
