@@ -477,6 +477,19 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
             .is_some_and(|e| e.contains("conflict") && e.contains("stored with other content")),
         "{second:?}"
     );
+    // Other content whose occurrence lies in another month (so another history partition).
+    let mut moved = events[0].clone();
+    if let Some(at) = moved.header_mut().occurred_at.as_mut() {
+        at.seconds -= 40 * 86_400;
+    }
+    publish_to(&registry, &topics, &[moved]).await?;
+    let third = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 2).await?);
+    assert!(
+        third
+            .get("lienthong-error")
+            .is_some_and(|e| e.contains(&format!("conflict: event {id}"))),
+        "{third:?}"
+    );
     let signs: String = done
         .loader
         .db

@@ -371,7 +371,10 @@ pub async fn write_batch(
     // Documents the warehouse has never seen are copied straight into their tables (the
     // common case: a new referral, appointment or report); only documents already stored
     // go through staging and the version-comparing upsert.
-    let (new, known) = split_new_documents(tx, &latest).await?;
+    let (new, known, stored) = split_new_documents(tx, &latest).await?;
+    if let Some(conflict) = conflict_across_months(tx, &fresh, &stored).await? {
+        return Err(conflict);
+    }
     let mut staged_rows = known;
     if !new.is_empty() {
         tx.batch_execute("SAVEPOINT current_copy").await?;
@@ -515,11 +518,12 @@ async fn advance_positions(
 
 /// Splits the latest rows of a batch into documents not stored yet and everything else
 /// (stored documents, receipts), with one indexed lookup per document table.
+#[allow(clippy::type_complexity)]
 async fn split_new_documents<'r>(
     tx: &Transaction<'_>,
     latest: &BTreeMap<&str, &'r EventRows>,
-) -> Result<(Vec<&'r EventRows>, Vec<&'r EventRows>), tokio_postgres::Error> {
-    let mut stored: HashSet<String> = HashSet::new();
+) -> Result<(Vec<&'r EventRows>, Vec<&'r EventRows>, HashMap<String, i64>), tokio_postgres::Error> {
+    let mut stored: HashMap<String, i64> = HashMap::new();
     for (table, is_kind) in [
         (
             REFERRALS.table,
@@ -542,18 +546,52 @@ async fn split_new_documents<'r>(
         }
         for row in tx
             .query(
-                &format!("SELECT document_id FROM {table} WHERE document_id = ANY($1)"),
+                &format!(
+                    "SELECT document_id, document_version FROM {table} WHERE document_id = ANY($1)"
+                ),
                 &[&ids],
             )
             .await?
         {
-            stored.insert(row.get(0));
+            stored.insert(row.get(0), row.get(1));
         }
     }
-    Ok(latest.values().copied().partition(|r| {
+    let (new, known) = latest.values().copied().partition(|r| {
         !matches!(r.document, DocumentRow::Receipt(_))
-            && !stored.contains(r.history.document_id.as_str())
-    }))
+            && !stored.contains_key(r.history.document_id.as_str())
+    });
+    Ok((new, known, stored))
+}
+
+/// An event of `fresh` whose document is stored at its version, yet whose event id now has
+/// two contents in the history: a conflict that the unique key did not catch because its
+/// occurrence moved it to another monthly partition. Rare (only re-deliveries of a stored
+/// version are looked up), so each is one indexed lookup.
+async fn conflict_across_months(
+    tx: &Transaction<'_>,
+    fresh: &[(&Position, &EventRows)],
+    stored: &HashMap<String, i64>,
+) -> Result<Option<WriteError>, tokio_postgres::Error> {
+    for (p, r) in fresh {
+        let h = &r.history;
+        if h.content_digest.is_none() || stored.get(&h.document_id) != Some(&h.document_version) {
+            continue;
+        }
+        let contents: i64 = tx
+            .query_one(
+                "SELECT count(DISTINCT content_digest) FROM event_history WHERE event_id = $1",
+                &[&h.event_id],
+            )
+            .await?
+            .get(0);
+        if contents > 1 {
+            return Ok(Some(WriteError::Conflict {
+                event_id: h.event_id.clone(),
+                offset: p.offset,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Writes new history rows. Almost every event is new, so its rows are copied straight into
