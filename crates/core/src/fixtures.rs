@@ -762,6 +762,14 @@ fn hostile_values(g: &mut Generator, cases: &mut Vec<InvalidCase>) {
         &["text.bidi"],
         &|s| pat(s).address.insert(0, '\u{202E}'),
     );
+    referral("zero-width space in a name", &["text.invisible"], &|s| {
+        pat(s).full_name.insert(3, '\u{200B}')
+    });
+    referral(
+        "private-use character in an address",
+        &["text.private_use"],
+        &|s| pat(s).address.push('\u{F8FF}'),
+    );
     referral(
         "replacement character in a name",
         &["text.replacement"],

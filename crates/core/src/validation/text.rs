@@ -26,6 +26,24 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Format characters that render as nothing (zero-width spaces and joiners, soft hyphens,
+/// invisible operators, tags, a BOM inside text): a name or code holding one looks like
+/// another and is found by no search. Bidirectional controls are reported on their own.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}'
+        | '\u{206A}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Private-use code points and noncharacters: no meaning any reader shares.
+fn is_private(c: char) -> bool {
+    let u = c as u32;
+    matches!(u, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0xFDD0..=0xFDEF) || (u & 0xFFFE) == 0xFFFE
+}
+
 impl Checker<'_> {
     /// Checks one string field against the rule of its kind. Empty strings pass (required
     /// fields are checked by `required`).
@@ -83,6 +101,24 @@ impl Checker<'_> {
                 Some(format!("U+{:04X}", c as u32)),
                 format!("the text contains the bidirectional control U+{:04X}, which makes it display in another order than it is stored; remove it", c as u32),
                 format!("Văn bản chứa ký tự điều khiển hướng U+{:04X} (hiển thị khác với nội dung lưu); hãy loại bỏ", c as u32),
+            );
+        }
+        if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
+            self.error(
+                "text.invisible",
+                path,
+                Some(format!("U+{:04X}", c as u32)),
+                format!("the text contains the invisible character U+{:04X} (a zero-width space, joiner, soft hyphen or the like), which makes it look like another text; remove it", c as u32),
+                format!("Văn bản chứa ký tự vô hình U+{:04X} (khoảng trắng độ rộng 0, dấu nối mềm…), khiến văn bản trông giống văn bản khác; hãy loại bỏ", c as u32),
+            );
+        }
+        if let Some(c) = value.chars().find(|&c| is_private(c)) {
+            self.error(
+                "text.private_use",
+                path,
+                Some(format!("U+{:04X}", c as u32)),
+                format!("the text contains U+{:04X}, a private-use code point or noncharacter that no other system reads the same; remove it", c as u32),
+                format!("Văn bản chứa ký tự U+{:04X} thuộc vùng dùng riêng hoặc không phải ký tự; hãy loại bỏ", c as u32),
             );
         }
         if value.contains('\u{FFFD}') {
@@ -154,6 +190,16 @@ mod tests {
         assert_eq!(codes("5\u{202E}01 mg", TextKind::Line), ["text.bidi"]);
         assert_eq!(codes("x\u{2067}y", TextKind::Narrative), ["text.bidi"]);
         assert_eq!(codes("Nguy\u{FFFD}n", TextKind::Line), ["text.replacement"]);
+    }
+
+    #[test]
+    fn invisible_and_private_use_characters_are_refused() {
+        assert_eq!(codes("Nguy\u{200B}ễn", TextKind::Line), ["text.invisible"]);
+        assert_eq!(codes("790\u{AD}25", TextKind::Code), ["text.invisible"]);
+        assert_eq!(codes("a\u{FEFF}b", TextKind::Narrative), ["text.invisible"]);
+        assert_eq!(codes("a\u{E000}b", TextKind::Line), ["text.private_use"]);
+        assert_eq!(codes("a\u{FFFF}b", TextKind::Line), ["text.private_use"]);
+        assert!(codes("Điều trị 3 ngày, ổn định — ½ liều", TextKind::Narrative).is_empty());
     }
 
     #[test]
