@@ -10,7 +10,7 @@ use crate::unique_topic;
 
 /// A regional store serving `regions` from `data_dir`, in insecure development mode (tests set
 /// TLS themselves when they need it), reading the given document topics and receipt topic, with
-/// fresh dead-letter and audit topics.
+/// fresh names for its dead-letter and audit topics (the caller creates those it will need).
 pub fn config(
     regions: &[&str],
     data_dir: &Path,

@@ -318,6 +318,8 @@ async fn from_topic(args: &Args, store: &RegionStore, into: &str) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let mut config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
     config.batch_events = batch;
+    // Where conflicts and poison go: without it the consumer would wait for it forever.
+    lienthong_tests::create_topic(&kafka, &config.dlq_topic, 1).await?;
     let before = store.len();
     let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&registry)?);
     let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(15))?;

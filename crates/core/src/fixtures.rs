@@ -47,6 +47,9 @@ const SERVICES: &[(&str, &[Indicator])] = &[
 pub struct Generator {
     state: u64,
     now: OffsetDateTime,
+    /// Slips issued so far: part of every slip number, so one generator never issues the same
+    /// slip twice (two documents under one id would be a version conflict, as in life).
+    slips: u64,
 }
 
 impl Generator {
@@ -55,6 +58,7 @@ impl Generator {
         Self {
             state: seed ^ 0x9e37_79b9_7f4a_7c15,
             now: now.to_offset(VIETNAM),
+            slips: 0,
         }
     }
 
@@ -68,6 +72,12 @@ impl Generator {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
+    }
+
+    /// A slip number with `prefix`, unique within this generator.
+    fn slip_number(&mut self, prefix: &str) -> String {
+        self.slips += 1;
+        format!("{prefix}{:06}.{}", self.below(1_000_000), self.slips)
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -217,7 +227,7 @@ impl Generator {
             to = self.facility();
         }
         let (episode, _, discharged) = self.episode();
-        let slip_number = format!("CT{:06}", self.below(1_000_000));
+        let slip_number = self.slip_number("CT");
         let slip = pb::ReferralSlip {
             episode_id: format!("{from}.{:010}", self.below(10_000_000_000)),
             record_number: format!("HS{:06}", self.below(1_000_000)),
@@ -279,7 +289,7 @@ impl Generator {
     pub fn appointment(&mut self) -> pb::AppointmentEvent {
         let fac = self.facility();
         let (episode, _, discharged) = self.episode();
-        let slip_number = format!("HK{:06}", self.below(1_000_000));
+        let slip_number = self.slip_number("HK");
         let next_days = self.below(30) as i64;
         let appointment = pb::FollowUpAppointment {
             episode_id: format!("{fac}.{:010}", self.below(10_000_000_000)),
