@@ -69,6 +69,29 @@ impl Checker<'_> {
         }
     }
 
+    /// Reports the first character of `value` that `found` picks, under `code`; `{cp}` in the
+    /// messages becomes its code point.
+    fn first_char(
+        &mut self,
+        path: impl Display,
+        value: &str,
+        code: &str,
+        found: impl Fn(char) -> bool,
+        en: &str,
+        vi: &str,
+    ) {
+        if let Some(c) = value.chars().find(|&c| found(c)) {
+            let cp = format!("U+{:04X}", c as u32);
+            self.error(
+                code,
+                path,
+                Some(cp.clone()),
+                en.replace("{cp}", &cp),
+                vi.replace("{cp}", &cp),
+            );
+        }
+    }
+
     fn characters(&mut self, path: impl Display + Copy, value: &str, kind: TextKind) {
         if value.contains('\0') {
             self.error(
@@ -78,49 +101,46 @@ impl Checker<'_> {
                 "the text contains a NUL character (0x00); remove it in the HIS export".into(),
                 "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
             );
-        } else if let Some(c) = value.chars().find(|&c| {
-            c.is_control() && !(kind == TextKind::Narrative && matches!(c, '\t' | '\n' | '\r'))
-        }) {
-            let allowed = if kind == TextKind::Narrative {
+        } else {
+            let breaks = kind == TextKind::Narrative;
+            let allowed = if breaks {
                 "only tab and line breaks are allowed in narrative text"
             } else {
                 "this field is one line and allows none"
             };
-            self.error(
+            self.first_char(
+                path,
+                value,
                 "text.control",
-                path,
-                Some(format!("U+{:04X}", c as u32)),
-                format!("the text contains the control character U+{:04X}; {allowed}; remove it in the HIS export", c as u32),
-                format!("Văn bản chứa ký tự điều khiển U+{:04X}; hãy loại bỏ trong dữ liệu xuất từ HIS", c as u32),
+                |c| c.is_control() && !(breaks && matches!(c, '\t' | '\n' | '\r')),
+                &format!("the text contains the control character {{cp}}; {allowed}; remove it in the HIS export"),
+                "Văn bản chứa ký tự điều khiển {cp}; hãy loại bỏ trong dữ liệu xuất từ HIS",
             );
         }
-        if let Some(c) = value.chars().find(|&c| is_bidi_control(c)) {
-            self.error(
-                "text.bidi",
-                path,
-                Some(format!("U+{:04X}", c as u32)),
-                format!("the text contains the bidirectional control U+{:04X}, which makes it display in another order than it is stored; remove it", c as u32),
-                format!("Văn bản chứa ký tự điều khiển hướng U+{:04X} (hiển thị khác với nội dung lưu); hãy loại bỏ", c as u32),
-            );
-        }
-        if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
-            self.error(
-                "text.invisible",
-                path,
-                Some(format!("U+{:04X}", c as u32)),
-                format!("the text contains the invisible character U+{:04X} (a zero-width space, joiner, soft hyphen or the like), which makes it look like another text; remove it", c as u32),
-                format!("Văn bản chứa ký tự vô hình U+{:04X} (khoảng trắng độ rộng 0, dấu nối mềm…), khiến văn bản trông giống văn bản khác; hãy loại bỏ", c as u32),
-            );
-        }
-        if let Some(c) = value.chars().find(|&c| is_private(c)) {
-            self.error(
-                "text.private_use",
-                path,
-                Some(format!("U+{:04X}", c as u32)),
-                format!("the text contains U+{:04X}, a private-use code point or noncharacter that no other system reads the same; remove it", c as u32),
-                format!("Văn bản chứa ký tự U+{:04X} thuộc vùng dùng riêng hoặc không phải ký tự; hãy loại bỏ", c as u32),
-            );
-        }
+        self.first_char(
+            path,
+            value,
+            "text.bidi",
+            is_bidi_control,
+            "the text contains the bidirectional control {cp}, which makes it display in another order than it is stored; remove it",
+            "Văn bản chứa ký tự điều khiển hướng {cp} (hiển thị khác với nội dung lưu); hãy loại bỏ",
+        );
+        self.first_char(
+            path,
+            value,
+            "text.invisible",
+            is_invisible,
+            "the text contains the invisible character {cp} (a zero-width space, joiner, soft hyphen or the like), which makes it look like another text; remove it",
+            "Văn bản chứa ký tự vô hình {cp} (khoảng trắng độ rộng 0, dấu nối mềm…), khiến văn bản trông giống văn bản khác; hãy loại bỏ",
+        );
+        self.first_char(
+            path,
+            value,
+            "text.private_use",
+            is_private,
+            "the text contains {cp}, a private-use code point or noncharacter that no other system reads the same; remove it",
+            "Văn bản chứa ký tự {cp} thuộc vùng dùng riêng hoặc không phải ký tự; hãy loại bỏ",
+        );
         if value.contains('\u{FFFD}') {
             self.error(
                 "text.replacement",
