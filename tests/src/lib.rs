@@ -200,3 +200,28 @@ pub async fn read_at(
             .detach(),
     )
 }
+
+/// Fails unless `dir` and everything below it is closed to group and others (folders 0700 or
+/// stricter, files 0600 or stricter): what holds personal data.
+pub fn assert_private(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.permissions().mode() & 0o777;
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "{} is open to others (mode {mode:o})",
+            path.display()
+        );
+        seen += 1;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    anyhow::ensure!(seen > 1, "{} holds nothing to check", dir.display());
+    Ok(())
+}

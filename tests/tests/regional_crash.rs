@@ -155,6 +155,8 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
     }
     child.wait().await?;
 
+    // The store holds personal data: nothing in it is open to other users.
+    lienthong_tests::assert_private(&data)?;
     let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
     let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
     assert_eq!(

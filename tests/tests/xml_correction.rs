@@ -100,6 +100,10 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
 
     let original = envelope("01001", &[full_episode("LK1", "001185012345", false)]);
     std::fs::write(inbox.join("01001_a.xml"), &original)?;
+    std::fs::set_permissions(
+        inbox.join("01001_a.xml"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )?;
     let db = connect(&dsn).await?;
     let history = "SELECT count(*) FROM event_history";
     wait_for_count(&db, history, 4, Duration::from_secs(60)).await?;
@@ -168,6 +172,10 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(produced(), 6, "an unchanged export sends nothing");
+    // Kept exports, reports and the outbox hold personal data: private to the agent's user,
+    // though the HIS wrote the exports readable by all.
+    lienthong_tests::assert_private(&inbox.join("done"))?;
+    lienthong_tests::assert_private(&data)?;
 
     // The regional store holds version 2 once its consumer has caught up; read it after stop.
     tokio::time::sleep(Duration::from_secs(3)).await;

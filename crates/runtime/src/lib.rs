@@ -3,9 +3,11 @@
 //! and loading the pseudonym key at start-up.
 
 pub mod keys;
+pub mod private;
 pub mod shutdown;
 
 pub use keys::{KeyError, PseudonymKeyArgs};
+pub use private::{private_dir, private_file, private_files};
 pub use shutdown::{Overrun, drain, shutdown_signal, shutdown_token, with_deadline};
 
 /// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,

@@ -34,17 +34,28 @@ pub struct Taken {
     pub problems: usize,
 }
 
+/// Moves a taken file into `folder` (done/ or rejected/) beside it, with its report. The
+/// folder and what it keeps are private to the agent's user: exports hold personal data,
+/// whatever permissions the HIS wrote them with.
 fn move_to(file: &Path, folder: &str, report: Option<String>) -> std::io::Result<()> {
     let parent = file.parent().unwrap_or(Path::new("."));
     let target_dir = parent.join(folder);
-    std::fs::create_dir_all(&target_dir)?;
+    lienthong_runtime::private_dir(&target_dir)?;
     let name = file.file_name().unwrap_or_default();
     if let Some(text) = report {
         let mut report_name = name.to_os_string();
         report_name.push(".report.txt");
-        std::fs::write(target_dir.join(report_name), text)?;
+        let report_path = target_dir.join(report_name);
+        std::fs::write(&report_path, text)?;
+        lienthong_runtime::private_file(&report_path)?;
     }
-    std::fs::rename(file, target_dir.join(name))
+    let kept = target_dir.join(name);
+    std::fs::rename(file, &kept)?;
+    // A link was moved, not followed: its mode is not the target's to change.
+    if !std::fs::symlink_metadata(&kept)?.file_type().is_symlink() {
+        lienthong_runtime::private_file(&kept)?;
+    }
+    Ok(())
 }
 
 /// Moves a file the agent will not read to `rejected/` with the reason in its report.

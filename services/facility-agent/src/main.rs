@@ -23,6 +23,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The outbox, reports and kept exports hold personal data.
+    lienthong_runtime::private_files();
     lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         let shutdown = lienthong_runtime::shutdown_token();

@@ -164,7 +164,9 @@ pub async fn supervise_region(
 pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<RegionStore> {
     crate::rebuild::swap_in_if_ready(config, region)?;
     let path = config.data_dir.join(format!("region-{region}"));
-    std::fs::create_dir_all(&path)?;
+    // Private whatever created it: the store holds full personal data.
+    lienthong_runtime::private_dir(&config.data_dir)?;
+    lienthong_runtime::private_dir(&path)?;
     let started = std::time::Instant::now();
     let store = RegionStore::open(&path).map_err(|e| {
         anyhow::anyhow!(

@@ -38,6 +38,8 @@ struct Cli {
 fn main() -> ExitCode {
     lienthong_regional_store::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
+    // The stores hold every patient's documents of their regions.
+    lienthong_runtime::private_files();
     lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         if let Some(region) = &cli.rebuild {
