@@ -11,6 +11,7 @@
 //! two digits name (after the 2025 merger), so a row saying otherwise is refused. Parsing is
 //! all or nothing: a directory with one bad row is not used at all.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use time::Date;
@@ -277,29 +278,30 @@ impl FacilityDirectory {
     /// The facilities a document names (issuer, sending, receiving, host) that the directory
     /// does not list, or lists as not operating on `day`.
     pub fn violations(&self, event: &ClinicalEvent, day: Date) -> Vec<Violation> {
-        let mut named: Vec<(String, &str)> = Vec::new();
+        // Paths are written out only for a violation; most are constants.
+        let mut named: Vec<(Cow<'static, str>, &str)> = Vec::new();
         match event {
             ClinicalEvent::Referral(e) => {
                 if let Some(s) = &e.slip {
                     if let Some(f) = &s.issuer {
-                        named.push(("slip.issuer.code".into(), &f.code));
+                        named.push((Cow::Borrowed("slip.issuer.code"), &f.code));
                     }
                     if let Some(f) = &s.receiving {
-                        named.push(("slip.receiving.code".into(), &f.code));
+                        named.push((Cow::Borrowed("slip.receiving.code"), &f.code));
                     }
                     for (i, f) in s.sending.iter().enumerate() {
-                        named.push((format!("slip.sending[{i}].code"), &f.code));
+                        named.push((Cow::Owned(format!("slip.sending[{i}].code")), &f.code));
                     }
                 }
             }
             ClinicalEvent::Appointment(e) => {
                 if let Some(f) = e.appointment.as_ref().and_then(|a| a.facility.as_ref()) {
-                    named.push(("appointment.facility.code".into(), &f.code));
+                    named.push((Cow::Borrowed("appointment.facility.code"), &f.code));
                 }
             }
             ClinicalEvent::LabResult(e) => {
                 if let Some(f) = e.report.as_ref().and_then(|r| r.facility.as_ref()) {
-                    named.push(("report.facility.code".into(), &f.code));
+                    named.push((Cow::Borrowed("report.facility.code"), &f.code));
                 }
             }
         }
@@ -309,7 +311,7 @@ impl FacilityDirectory {
                 None => out.push(Violation {
                     code: "facility.unknown".into(),
                     severity: Severity::Error,
-                    path,
+                    path: path.into_owned(),
                     value: Some(code.to_owned()),
                     message: format!(
                         "facility {code} is not in the facility directory; check the code, or ask \
@@ -323,7 +325,7 @@ impl FacilityDirectory {
                 Some(f) if !f.valid_on(day) => out.push(Violation {
                     code: "facility.inactive".into(),
                     severity: Severity::Error,
-                    path,
+                    path: path.into_owned(),
                     value: Some(code.to_owned()),
                     message: format!(
                         "facility {code} ({}) does not operate on {day} by the facility directory",

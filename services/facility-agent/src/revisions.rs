@@ -54,10 +54,13 @@ pub enum Revision {
 
 /// SHA-256 of the document's content: the event with its header cleared, so that what the
 /// agent itself stamps (ids, version, times) never makes a re-export look changed.
-pub fn content_digest(event: &ClinicalEvent) -> [u8; 32] {
-    let mut bare = event.clone();
-    *bare.header_mut() = pb::EventHeader::default();
-    Sha256::digest(bare.encode_to_vec()).into()
+// `&mut` rather than a clone: every document an export holds is digested at intake; the
+// header is put back as it was.
+pub fn content_digest(event: &mut ClinicalEvent) -> [u8; 32] {
+    let header = std::mem::take(event.header_mut());
+    let digest = Sha256::digest(event.encode_to_vec()).into();
+    *event.header_mut() = header;
+    digest
 }
 
 /// Decides what `event` (as converted: version 1, CREATED) is against `prior`, renumbers it
