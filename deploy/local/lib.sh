@@ -67,3 +67,14 @@ lt_stop_pid() {
   rm -f "$pidfile"
   lt_log "$name stopped"
 }
+
+# Kafka principals of the local stack, one SCRAM user each (deploy/acls.toml grants their rights):
+# admin runs topics, ACLs and schemas (and the tests); each service has its own.
+LT_KAFKA_PRINCIPALS="admin gateway regional warehouse analytics"
+
+# Kafka client settings of one principal, as lienthong environment variables.
+lt_kafka_env() {
+  local user="$1"
+  echo "export LIENTHONG_KAFKA_SASL_USERNAME=$user"
+  echo "export LIENTHONG_KAFKA_SASL_PASSWORD_FILE=$LT_STATE/kafka/users/$user.password"
+}

@@ -17,6 +17,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from lienthong_env import kafka_settings, registry_settings
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -44,9 +46,9 @@ def classes(tmp_path_factory):
 
 
 def test_python_decodes_every_rust_event_through_the_registry(manifest, classes):
-    registry = SchemaRegistryClient({"url": manifest["registry_url"]})
+    registry = SchemaRegistryClient(registry_settings(manifest["registry_url"]))
     consumer = Consumer({
-        "bootstrap.servers": manifest["bootstrap"],
+        **kafka_settings(),
         "group.id": "lienthong-python-test",
         "enable.auto.commit": False,
     })

@@ -15,11 +15,10 @@ use lienthong_kafka::KafkaArgs;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
-/// Kafka settings of the local stack (LIENTHONG_KAFKA_BOOTSTRAP overrides the address).
+/// Kafka settings of the local stack as `.state/env` gives them (`LIENTHONG_KAFKA_*`: SASL_SSL
+/// as the admin principal).
 pub fn kafka() -> KafkaArgs {
-    let mut args = KafkaArgs::local(
-        std::env::var("LIENTHONG_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-    );
+    let mut args = KafkaArgs::from_env().expect("LIENTHONG_KAFKA_* settings");
     args.timeout_secs = 15;
     args
 }
@@ -100,10 +99,7 @@ pub fn repo_root() -> PathBuf {
 /// Registry settings of the local stack (LIENTHONG_REGISTRY_URL overrides the URL), after
 /// registering the contract; panics (fails the test) when the registry is not reachable.
 pub async fn require_registry() -> lienthong_registry::RegistryArgs {
-    let args = lienthong_registry::RegistryArgs::local(
-        std::env::var("LIENTHONG_REGISTRY_URL")
-            .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into()),
-    );
+    let args = lienthong_registry::RegistryArgs::from_env().expect("LIENTHONG_REGISTRY_* settings");
     let client = lienthong_registry::RegistryClient::new(&args).expect("registry client");
     if let Err(e) = lienthong_registry::SchemaSet::built_in()
         .register(&client)

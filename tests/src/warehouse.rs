@@ -10,19 +10,22 @@ use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet, WireCodec};
 
 use crate::{create_topic, kafka, unique_topic};
 
+/// PostgreSQL settings of the local stack (`LIENTHONG_PG_*`: DSN, password file, TLS CA).
+pub fn pg_settings() -> lienthong_warehouse_loader::PgSettings {
+    lienthong_warehouse_loader::PgSettings::from_env().expect("LIENTHONG_PG_* settings")
+}
+
 /// DSN of the local stack's `lienthong` database (LIENTHONG_PG_DSN overrides it).
 pub fn base_dsn() -> String {
-    std::env::var("LIENTHONG_PG_DSN")
-        .unwrap_or_else(|_| "postgres://lienthong@127.0.0.1:5432/lienthong".into())
+    pg_settings().dsn
 }
 
 /// Creates an empty database for one test; returns its DSN. Fails when PostgreSQL is down.
 pub async fn fresh_database() -> anyhow::Result<String> {
     let base = base_dsn();
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("the warehouse tests need the local PostgreSQL at {base}: {e}; run deploy/local/test"))?;
-    tokio::spawn(conn);
+    let client = pg_settings().connect().await.map_err(|e| {
+        anyhow::anyhow!("the warehouse tests need the local PostgreSQL: {e}; run deploy/local/test")
+    })?;
     let name = format!("lt_test_{}", uuid::Uuid::new_v4().simple());
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -31,11 +34,9 @@ pub async fn fresh_database() -> anyhow::Result<String> {
     Ok(format!("{}/{name}", &base[..cut]))
 }
 
-/// Connects to a database.
+/// Connects to a database of the local PostgreSQL (TLS, password from the state folder).
 pub async fn connect(dsn: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(pg_settings().with_dsn(dsn).connect().await?)
 }
 
 /// Unique topics for the three kinds, created, with their schemas registered.
@@ -124,7 +125,7 @@ pub async fn start_loader(
     registry: RegistryArgs,
     history_rows: i64,
 ) -> anyhow::Result<RunningLoader> {
-    let dsn = config.pg_dsn.clone();
+    let dsn = config.pg.dsn.clone();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(lienthong_warehouse_loader::run(
         config,
@@ -157,9 +158,11 @@ pub fn loader_config(
     dsn: &str,
     topics: &BTreeMap<DocumentKind, String>,
 ) -> lienthong_warehouse_loader::LoaderConfig {
-    lienthong_warehouse_loader::LoaderConfig::new(
+    let mut config = lienthong_warehouse_loader::LoaderConfig::new(
         dsn,
         &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
         topics.values().cloned().collect(),
-    )
+    );
+    config.pg = pg_settings().with_dsn(dsn);
+    config
 }

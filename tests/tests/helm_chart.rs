@@ -328,3 +328,100 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
     assert_eq!(of_kind(&prod, "ServiceMonitor").len(), 1);
     assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
 }
+
+/// Every flag and `LIENTHONG_*` variable a rendered container passes is one its binary accepts
+/// (the binary's own `--help`, with subcommands for the CLI), and the production values run
+/// Kafka over SASL_SSL and PostgreSQL with verified TLS: values that the binaries would refuse
+/// at start-up fail here instead of crashing pods.
+#[test]
+fn production_containers_pass_only_what_the_binaries_accept() {
+    let prod = manifests(&render(&["-f", &production()]));
+    let mut checked = 0;
+    for m in &prod {
+        for c in containers(m) {
+            let command: Vec<String> = c["command"]
+                .as_sequence()
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(binary) = command
+                .first()
+                .and_then(|p| p.rsplit('/').next())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let args: Vec<String> = command[1..]
+                .iter()
+                .cloned()
+                .chain(
+                    c["args"]
+                        .as_sequence()
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                )
+                .collect();
+            // The CLI's help is per subcommand: the words before the first flag.
+            let subcommand: Vec<&str> = args
+                .iter()
+                .take_while(|a| !a.starts_with('-'))
+                .map(String::as_str)
+                .collect();
+            let out = Command::new(lienthong_tests::workspace_bin(&binary))
+                .args(&subcommand)
+                .arg("--help")
+                .output()
+                .expect("binary runs");
+            let help = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{binary} {subcommand:?} --help failed"
+            );
+            for flag in args.iter().filter(|a| a.starts_with("--")) {
+                let flag = flag.split('=').next().unwrap_or_default();
+                assert!(
+                    help.contains(flag),
+                    "{} container {}: {binary} has no flag {flag}",
+                    name(m),
+                    c["name"].as_str().unwrap_or("?")
+                );
+            }
+            for env in c["env"].as_sequence().into_iter().flatten() {
+                let var = env["name"].as_str().unwrap_or_default();
+                if var.starts_with("LIENTHONG_") {
+                    assert!(
+                        help.contains(&format!("[env: {var}")),
+                        "{} container {}: {binary} {subcommand:?} reads no {var}",
+                        name(m),
+                        c["name"].as_str().unwrap_or("?")
+                    );
+                }
+                if var == "LIENTHONG_KAFKA_SECURITY_PROTOCOL" {
+                    assert_eq!(env["value"].as_str(), Some("sasl-ssl"), "{}", name(m));
+                }
+                if var == "LIENTHONG_PG_SSLMODE" {
+                    assert_eq!(env["value"].as_str(), Some("verify-full"), "{}", name(m));
+                }
+                if var == "LIENTHONG_PG_DSN" {
+                    assert!(
+                        !env["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("sslmode=disable"),
+                        "{}",
+                        name(m)
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} containers checked");
+}

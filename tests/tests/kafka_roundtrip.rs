@@ -88,9 +88,14 @@ async fn ten_thousand_keyed_messages_come_back_in_per_key_order() -> anyhow::Res
     assert_eq!(next_seq.len(), KEYS);
     drop(consumer);
 
-    // kcat speaks the Kafka protocol itself (librdkafka build of Debian): an independent reader.
+    // kcat speaks the Kafka protocol itself: an independent reader, as the admin principal.
+    let client_config = std::env::var("LIENTHONG_KAFKA_CLIENT_CONFIG").map_err(|_| {
+        anyhow::anyhow!("LIENTHONG_KAFKA_CLIENT_CONFIG is not set; run deploy/local/test")
+    })?;
     let out = Command::new("kcat")
         .args([
+            "-F",
+            &client_config,
             "-C",
             "-b",
             &kafka.bootstrap,

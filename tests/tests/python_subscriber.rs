@@ -64,7 +64,7 @@ async fn python_reads_rust_events() -> anyhow::Result<()> {
     );
     let out = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(repo_root().join("tests/python"))
+        .arg(repo_root().join("tests/python/test_subscribe.py"))
         .env("LIENTHONG_MANIFEST", &manifest)
         .output()?;
     assert!(

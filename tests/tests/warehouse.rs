@@ -386,7 +386,7 @@ async fn a_message_the_database_refuses_is_isolated_from_its_batch_and_dead_lett
         .collect();
     // The poison goes first (the setup reads the first dead letter); the batch holds all seven.
     let poison = events[0].header().unwrap().document_id.clone();
-    let mut db = lienthong_tests::warehouse::connect(&setup.config.pg_dsn).await?;
+    let mut db = lienthong_tests::warehouse::connect(&setup.config.pg.dsn).await?;
     lienthong_warehouse_loader::migrations::migrate(&mut db).await?;
     db.batch_execute(&format!(
         "ALTER TABLE referrals ADD CONSTRAINT not_this_one CHECK (document_id <> '{poison}')"

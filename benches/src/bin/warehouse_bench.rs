@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("wh-bench-{}", uuid::Uuid::new_v4().simple()),
         topics.values().cloned().collect(),
     );
+    config.pg = lienthong_tests::warehouse::pg_settings().with_dsn(&loaded_dsn);
     config.batch_events = args.batch_events;
     config.writers = args.writers;
     let shutdown = CancellationToken::new();

@@ -52,12 +52,12 @@ pub struct KafkaArgs {
         global = true
     )]
     pub bootstrap: String,
-    /// Security protocol.
+    /// Security protocol; plaintext only as an explicit choice on a development machine.
     #[arg(
         long = "kafka-security-protocol",
         env = "LIENTHONG_KAFKA_SECURITY_PROTOCOL",
         value_enum,
-        default_value = "plaintext",
+        default_value = "sasl-ssl",
         global = true
     )]
     pub security_protocol: SecurityProtocol,
@@ -157,6 +157,12 @@ impl KafkaArgs {
         }
     }
 
+    /// The settings the environment gives (`LIENTHONG_KAFKA_*`), defaults elsewhere.
+    pub fn from_env() -> Result<Self> {
+        lienthong_runtime::settings_from_env::<Self>()
+            .map_err(|e| Error::Config(format!("Kafka settings from the environment: {e}")))
+    }
+
     /// How long to wait for the cluster.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
@@ -235,9 +241,8 @@ impl KafkaArgs {
                 "give the SASL password either in LIENTHONG_KAFKA_SASL_PASSWORD or in a file, not both".into(),
             )),
             (Some(p), None) => Ok(p.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| Error::Config(format!("cannot read SASL password file {}: {e}", path.display()))),
+            (None, Some(path)) => lienthong_runtime::read_secret(path, "SASL password")
+                .map_err(|e| Error::Config(e.to_string())),
             (None, None) => Err(Error::Config(
                 "SASL needs a password: set LIENTHONG_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file".into(),
             )),
@@ -294,6 +299,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("pw");
         std::fs::write(&file, "from-file\n").expect("write");
+        set_mode(&file, 0o600);
         let mut args = KafkaArgs::local("b:9092");
         args.security_protocol = SecurityProtocol::SaslPlaintext;
         args.sasl_username = Some("u".into());
@@ -301,6 +307,37 @@ mod tests {
         let cfg = args.client_config().expect("valid");
         assert_eq!(cfg.get("sasl.password"), Some("from-file"));
         assert_eq!(cfg.get("security.protocol"), Some("sasl_plaintext"));
+    }
+
+    fn set_mode(file: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn a_sasl_password_file_every_user_can_read_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lt-sasl-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        set_mode(&file, 0o644);
+        let mut args = KafkaArgs::local("b:9092");
+        args.security_protocol = SecurityProtocol::SaslSsl;
+        args.sasl_username = Some("u".into());
+        args.sasl_password_file = Some(file);
+        let err = args.client_config().expect_err("refused");
+        assert!(err.to_string().contains("readable by every user"), "{err}");
+    }
+
+    #[test]
+    fn the_default_protocol_is_sasl_over_tls() {
+        use clap::Args;
+        let command = KafkaArgs::augment_args(clap::Command::new("t"));
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "security_protocol")
+            .expect("the flag exists");
+        assert_eq!(arg.get_default_values(), ["sasl-ssl"]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Kafka for lienthong: connection settings shared by every binary, the idempotent producer,
-//! and topics as code.
+//! topics and ACLs as code.
 
+pub mod acls;
+pub mod build;
 pub mod connection;
 pub mod consumption;
 pub mod dlq;

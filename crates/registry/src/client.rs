@@ -45,8 +45,8 @@ fn subject_path(subject: &str) -> String {
 impl RegistryClient {
     /// A client for the configured registry.
     pub fn new(args: &RegistryArgs) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(args.timeout())
+        let http = args
+            .http_client_builder()?
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {

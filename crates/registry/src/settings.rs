@@ -13,10 +13,17 @@ pub struct RegistryArgs {
     #[arg(
         long = "registry-url",
         env = "LIENTHONG_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081/apis/ccompat/v7",
+        default_value = "https://localhost:8081/apis/ccompat/v7",
         global = true
     )]
     pub registry_url: String,
+    /// CA bundle (PEM) that signs the registry's certificate; when given, only it is trusted.
+    #[arg(
+        long = "registry-tls-ca",
+        env = "LIENTHONG_REGISTRY_TLS_CA",
+        global = true
+    )]
+    pub registry_tls_ca: Option<PathBuf>,
     /// User for HTTP basic authentication, if the registry needs one.
     #[arg(
         long = "registry-username",
@@ -45,6 +52,7 @@ impl fmt::Debug for RegistryArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryArgs")
             .field("registry_url", &self.registry_url)
+            .field("registry_tls_ca", &self.registry_tls_ca)
             .field("registry_username", &self.registry_username)
             .field("registry_password_file", &self.registry_password_file)
             .field("registry_timeout_secs", &self.registry_timeout_secs)
@@ -57,10 +65,51 @@ impl RegistryArgs {
     pub fn local(url: impl Into<String>) -> Self {
         Self {
             registry_url: url.into(),
+            registry_tls_ca: None,
             registry_username: None,
             registry_password_file: None,
             registry_timeout_secs: 10,
         }
+    }
+
+    /// The settings the environment gives (`LIENTHONG_REGISTRY_*`), defaults elsewhere.
+    pub fn from_env() -> Result<Self> {
+        lienthong_runtime::settings_from_env::<Self>()
+            .map_err(|e| Error::Config(format!("registry settings from the environment: {e}")))
+    }
+
+    /// An HTTP client builder with the timeout and, when configured, the private CA as the
+    /// only trusted root.
+    pub fn http_client_builder(&self) -> Result<reqwest::ClientBuilder> {
+        let mut builder = reqwest::Client::builder().timeout(self.timeout());
+        if let Some(path) = &self.registry_tls_ca {
+            if !self.registry_url.trim().starts_with("https://") {
+                return Err(Error::Config(format!(
+                    "--registry-tls-ca is set but --registry-url {} is not https://",
+                    self.registry_url
+                )));
+            }
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read --registry-tls-ca {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "--registry-tls-ca {} holds no PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "--registry-tls-ca {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        Ok(builder)
     }
 
     /// The base URL without a trailing slash.
@@ -84,16 +133,9 @@ impl RegistryArgs {
         match (&self.registry_username, &self.registry_password_file) {
             (None, None) => Ok(None),
             (Some(user), Some(file)) => {
-                let password = std::fs::read_to_string(file).map_err(|e| {
-                    Error::Config(format!(
-                        "cannot read registry password file {}: {e}",
-                        file.display()
-                    ))
-                })?;
-                Ok(Some((
-                    user.clone(),
-                    password.trim_end_matches(['\r', '\n']).to_owned(),
-                )))
+                let password = lienthong_runtime::read_secret(file, "registry password")
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                Ok(Some((user.clone(), password)))
             }
             _ => Err(Error::Config(
                 "registry basic auth needs both --registry-username and --registry-password-file"

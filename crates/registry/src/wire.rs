@@ -58,7 +58,7 @@ impl WireCodec {
             builder.set_basic_authorization(&user, Some(&password));
         }
         let settings = builder
-            .build()
+            .build_with(args.http_client_builder()?)
             .map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
         Ok(Self {
             encoder: ProtoRawEncoder::new(settings.clone()),

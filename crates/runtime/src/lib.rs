@@ -1,13 +1,15 @@
 //! How every lienthong binary starts and stops: its async main, the one shutdown path (a
 //! `CancellationToken` cancelled at SIGTERM or Ctrl-C), draining owned tasks with a deadline,
-//! and loading the pseudonym key at start-up.
+//! loading the pseudonym key at start-up, and reading secrets only from private files.
 
 pub mod keys;
 pub mod private;
+pub mod secrets;
 pub mod shutdown;
 
 pub use keys::{KeyError, PseudonymKeyArgs};
 pub use private::{private_dir, private_file, private_files};
+pub use secrets::{SecretFileError, check_private, read_secret};
 pub use shutdown::{Overrun, drain, shutdown_signal, shutdown_token, with_deadline};
 
 /// Runs a binary's async main on a multi-threaded Tokio runtime; an error is printed once,
@@ -34,4 +36,12 @@ where
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Settings of type `T` (a clap `Args` group) as the environment gives them, with the defaults
+/// of its flags: what a test or a tool embedding lienthong reads without a command line.
+pub fn settings_from_env<T: clap::Args + clap::FromArgMatches>() -> Result<T, clap::Error> {
+    let command = T::augment_args(clap::Command::new("lienthong").no_binary_name(true));
+    let matches = command.try_get_matches_from(std::iter::empty::<String>())?;
+    T::from_arg_matches(&matches)
 }

@@ -55,6 +55,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 - name: LIENTHONG_REGISTRY_URL
   value: {{ .Values.registry.url | quote }}
+{{- if .Values.registry.tls.caSecret }}
+- name: LIENTHONG_REGISTRY_TLS_CA
+  value: /etc/lienthong/registry-ca/ca.crt
+{{- end }}
 {{- if .Values.registry.credentialsSecret }}
 - name: LIENTHONG_REGISTRY_USERNAME
   valueFrom:
@@ -98,6 +102,11 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /etc/lienthong/registry
   readOnly: true
 {{- end }}
+{{- if .Values.registry.tls.caSecret }}
+- name: registry-ca
+  mountPath: /etc/lienthong/registry-ca
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "lienthong.commonVolumes" -}}
@@ -135,6 +144,14 @@ app.kubernetes.io/component: {{ .component }}
     items:
       - key: password
         path: password
+{{- end }}
+{{- if .Values.registry.tls.caSecret }}
+- name: registry-ca
+  secret:
+    secretName: {{ .Values.registry.tls.caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
 {{- end }}
 {{- end -}}
 

@@ -1,5 +1,6 @@
 //! The `lienthong` command for operators and analysts.
 
+mod acls;
 mod agent;
 mod demo;
 mod dlq;
@@ -22,7 +23,12 @@ use lienthong_telemetry::TelemetryArgs;
 
 /// lienthong: the health-event backbone's operator and analyst tool.
 #[derive(Debug, Parser)]
-#[command(name = "lienthong", version, about)]
+#[command(
+    name = "lienthong",
+    version,
+    long_version = lienthong_kafka::build::long_version(env!("CARGO_PKG_VERSION")),
+    about
+)]
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -39,6 +45,11 @@ enum Command {
     /// Create or update the Kafka topics from the topic spec.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Grant each Kafka principal what the ACL spec says, and show drift.
+    #[command(subcommand)]
+    Acls(acls::AclsCommand),
+    /// Show this build's version and the security features it was built with.
+    Version,
     /// Register and check the event schemas in the schema registry.
     #[command(subcommand)]
     Schemas(schemas::SchemasCommand),
@@ -77,6 +88,20 @@ fn main() -> ExitCode {
         lienthong_telemetry::init(&cli.telemetry)?;
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,
+            Command::Acls(cmd) => acls::run(cmd, &cli.kafka),
+            Command::Version => {
+                println!("lienthong {}", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "{}",
+                    lienthong_kafka::build::ClientFeatures::of_this_build().summary()
+                );
+                println!("registry: HTTPS (rustls), private CA with --registry-tls-ca");
+                println!("gateway and regional query API: TLS and mutual TLS (rustls)");
+                println!(
+                    "postgresql (warehouse loader): TLS verify-full (OpenSSL), private CA with --pg-tls-ca"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Schemas(cmd) => schemas::run(cmd, &cli.registry).await,
             Command::Tail(args) => tail::run(args, &cli.kafka, &cli.registry).await,
             Command::Demo(args) => demo::run(args, &cli.kafka, &cli.registry).await,

@@ -18,7 +18,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The lienthong ingest gateway.
 #[derive(Debug, Parser)]
-#[command(name = "lienthong-gateway", version, about)]
+#[command(
+    name = "lienthong-gateway",
+    version,
+    long_version = lienthong_kafka::build::long_version(env!("CARGO_PKG_VERSION")),
+    about
+)]
 struct Cli {
     #[command(flatten)]
     gateway: GatewayConfig,

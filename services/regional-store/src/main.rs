@@ -17,7 +17,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The lienthong regional store.
 #[derive(Debug, Parser)]
-#[command(name = "lienthong-regional-store", version, about)]
+#[command(
+    name = "lienthong-regional-store",
+    version,
+    long_version = lienthong_kafka::build::long_version(env!("CARGO_PKG_VERSION")),
+    about
+)]
 struct Cli {
     #[command(flatten)]
     regional: RegionalConfig,

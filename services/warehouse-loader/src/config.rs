@@ -5,17 +5,17 @@ use std::time::Duration;
 /// Everything the loader needs besides Kafka, registry and telemetry settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoaderConfig {
-    /// PostgreSQL connection string (key=value or URL form). Keep the password out of it: use
-    /// --pg-password-file or PGPASSWORD.
+    /// The warehouse database.
+    #[command(flatten)]
+    pub pg: crate::postgres::PgSettings,
+    /// Group role granted read access to the views and pseudonymized tables (never the
+    /// `restricted` schema) after every migration; skipped with a warning when it does not exist.
     #[arg(
         long,
-        env = "LIENTHONG_PG_DSN",
-        default_value = "postgres://lienthong@127.0.0.1:5432/lienthong"
+        env = "LIENTHONG_WAREHOUSE_ANALYST_ROLE",
+        default_value = "lienthong_analyst"
     )]
-    pub pg_dsn: String,
-    /// File holding the PostgreSQL password (a mounted Secret), used when the DSN has none.
-    #[arg(long, env = "LIENTHONG_PG_PASSWORD_FILE")]
-    pub pg_password_file: Option<std::path::PathBuf>,
+    pub analyst_role: String,
     /// Consumer group; replicas of one warehouse share it (scale up to the partition count).
     #[arg(
         long,
@@ -76,8 +76,8 @@ impl LoaderConfig {
     /// Defaults with the given DSN and topics (tests and embedding).
     pub fn new(pg_dsn: &str, group: &str, topics: Vec<String>) -> Self {
         Self {
-            pg_dsn: pg_dsn.into(),
-            pg_password_file: None,
+            pg: crate::postgres::PgSettings::new(pg_dsn),
+            analyst_role: "lienthong_analyst".into(),
             group: group.into(),
             topics,
             receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),

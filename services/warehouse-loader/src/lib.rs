@@ -5,8 +5,10 @@ pub mod config;
 pub mod loader;
 pub mod metrics;
 pub mod migrations;
+pub mod postgres;
 pub mod rows;
 pub mod store;
 
 pub use config::LoaderConfig;
 pub use loader::{LoaderError, run};
+pub use postgres::{PgConnectError, PgSettings, PgSslMode};

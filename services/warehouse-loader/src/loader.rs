@@ -13,7 +13,7 @@ use lienthong_registry::{RegistryArgs, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Origin, Retrying, retry, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
@@ -35,9 +35,12 @@ pub enum LoaderError {
     /// Registry settings.
     #[error(transparent)]
     Registry(#[from] lienthong_registry::Error),
-    /// PostgreSQL could not be reached or migrated at start-up.
+    /// PostgreSQL could not be reached at start-up.
+    #[error(transparent)]
+    Connect(#[from] crate::postgres::PgConnectError),
+    /// PostgreSQL could not be migrated at start-up.
     #[error(
-        "PostgreSQL at {dsn}: {source}; is it running? locally run `deploy/local/up`, otherwise check --pg-dsn / LIENTHONG_PG_DSN"
+        "PostgreSQL at {dsn}: {source}; check that the role owns the database (--pg-dsn / LIENTHONG_PG_DSN)"
     )]
     Postgres {
         /// DSN without password.
@@ -45,44 +48,6 @@ pub enum LoaderError {
         /// Client error.
         source: tokio_postgres::Error,
     },
-}
-
-/// Connects and returns the client; the connection task ends when the client is dropped.
-/// A password absent from the DSN comes from `--pg-password-file`, else `PGPASSWORD`.
-pub async fn connect(config: &LoaderConfig) -> Result<Client, tokio_postgres::Error> {
-    let mut pg: tokio_postgres::Config = config.pg_dsn.parse()?;
-    if pg.get_password().is_none() {
-        let password = match &config.pg_password_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| {
-                    tracing::error!(path = %path.display(), error = %e, "cannot read the PostgreSQL password file");
-                })
-                .ok(),
-            None => std::env::var("PGPASSWORD").ok(),
-        };
-        if let Some(p) = password.filter(|p| !p.is_empty()) {
-            pg.password(p);
-        }
-    }
-    let (client, connection) = pg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "PostgreSQL connection closed");
-        }
-    });
-    Ok(client)
-}
-
-fn redact(dsn: &str) -> String {
-    // postgres://user:secret@host → postgres://user:***@host
-    match (dsn.find("://"), dsn.find('@')) {
-        (Some(s), Some(at)) if dsn[s + 3..at].contains(':') => {
-            let colon = s + 3 + dsn[s + 3..at].find(':').unwrap_or(0);
-            format!("{}:***{}", &dsn[..colon], &dsn[at..])
-        }
-        _ => dsn.to_owned(),
-    }
 }
 
 /// Runs until `shutdown`; finishes the open batch before returning.
@@ -95,14 +60,17 @@ pub async fn run(
     crate::metrics::register();
     kafka.probe()?;
     let unreachable = |source| LoaderError::Postgres {
-        dsn: redact(&config.pg_dsn),
+        dsn: config.pg.redacted(),
         source,
     };
     let mut clients = Vec::new();
     for _ in 0..config.writers.max(1) {
-        clients.push(connect(&config).await.map_err(unreachable)?);
+        clients.push(config.pg.connect().await?);
     }
     crate::migrations::migrate(&mut clients[0])
+        .await
+        .map_err(unreachable)?;
+    crate::migrations::grant_analyst_reads(&clients[0], &config.analyst_role)
         .await
         .map_err(unreachable)?;
 
@@ -331,7 +299,7 @@ async fn write_with_retry(
                     return false;
                 }
                 for client in sink.clients.iter_mut().filter(|c| c.is_closed()) {
-                    match connect(sink.config).await {
+                    match sink.config.pg.connect().await {
                         Ok(c) => *client = c,
                         Err(e) => tracing::warn!(error = %e, "PostgreSQL still unreachable"),
                     }

@@ -15,7 +15,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The lienthong warehouse loader.
 #[derive(Debug, Parser)]
-#[command(name = "lienthong-warehouse-loader", version, about)]
+#[command(
+    name = "lienthong-warehouse-loader",
+    version,
+    long_version = lienthong_kafka::build::long_version(env!("CARGO_PKG_VERSION")),
+    about
+)]
 struct Cli {
     #[command(flatten)]
     loader: LoaderConfig,

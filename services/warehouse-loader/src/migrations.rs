@@ -43,6 +43,47 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Er
     result
 }
 
+/// Grants `role` read access to every view and table of the `public` schema (pseudonymized by
+/// construction) and nothing in `restricted`. Runs after every migration so new tables are
+/// covered; returns false, changing nothing, when the role does not exist.
+pub async fn grant_analyst_reads(
+    client: &Client,
+    role: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    // A role name the SQL can carry as a quoted identifier without escaping.
+    if role.is_empty()
+        || !role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        tracing::warn!(
+            role,
+            "analyst role name must be lowercase letters, digits and _; no grants made"
+        );
+        return Ok(false);
+    }
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await?
+        .is_some();
+    if !exists {
+        tracing::warn!(
+            role,
+            "analyst role does not exist; no read grants made (create it, then restart the loader)"
+        );
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO \"{role}\";
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{role}\";
+             REVOKE ALL ON ALL TABLES IN SCHEMA restricted FROM \"{role}\";
+             REVOKE ALL ON SCHEMA restricted FROM \"{role}\";"
+        ))
+        .await?;
+    Ok(true)
+}
+
 async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")

@@ -1,0 +1,284 @@
+//! The secured local stack refuses what it must, each refusal shown by a real client: Kafka
+//! without TLS or with a wrong SCRAM password, principals outside their ACLs (the gateway
+//! consuming, a regional store producing documents, analytics in Python reading documents),
+//! PostgreSQL without TLS, the analyst role on `restricted` or writing, the registry over plain
+//! HTTP. Mutual TLS to Kafka works with a certificate of the development PKI and not without.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use lienthong_kafka::{EventProducer, KafkaArgs, SecurityProtocol};
+use lienthong_tests::{kafka, repo_root, require_kafka};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with deploy/local/test")),
+    )
+}
+
+/// Settings of one principal of the local stack.
+fn as_principal(user: &str) -> KafkaArgs {
+    let mut args = kafka();
+    args.sasl_username = Some(user.into());
+    args.sasl_password = None;
+    args.sasl_password_file =
+        Some(env_path("LIENTHONG_KAFKA_USERS_DIR").join(format!("{user}.password")));
+    args
+}
+
+fn private_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+#[test]
+fn a_plaintext_kafka_client_is_refused() {
+    let secured = require_kafka();
+    let mut plain = KafkaArgs::local(secured.bootstrap.clone());
+    plain.timeout_secs = 5;
+    let err = plain
+        .probe()
+        .expect_err("the broker has no plaintext listener");
+    assert!(err.to_string().contains(&secured.bootstrap), "{err}");
+}
+
+#[test]
+fn a_wrong_scram_password_is_refused() {
+    require_kafka();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut args = kafka();
+    args.sasl_password = None;
+    args.sasl_password_file = Some(private_file(dir.path(), "pw", "not-the-password"));
+    args.timeout_secs = 5;
+    args.probe()
+        .expect_err("a wrong password must not authenticate");
+}
+
+#[test]
+fn the_admin_principal_lists_topics_and_nobody_else_does_with_kcat() {
+    require_kafka();
+    let bootstrap = kafka().bootstrap;
+    let anonymous = Command::new("kcat")
+        .args(["-b", &bootstrap, "-L", "-m", "5"])
+        .output()
+        .expect("kcat runs (deploy/local/test installs it in .state/bin)");
+    assert!(
+        !anonymous.status.success(),
+        "kcat without credentials listed the cluster"
+    );
+    let admin = Command::new("kcat")
+        .arg("-F")
+        .arg(env_path("LIENTHONG_KAFKA_CLIENT_CONFIG"))
+        .args(["-b", &bootstrap, "-L", "-m", "10"])
+        .output()
+        .expect("kcat runs");
+    let listing = String::from_utf8_lossy(&admin.stdout);
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    assert!(listing.contains("lienthong.referral.v1"), "{listing}");
+}
+
+/// Fetches from partition 0 of `topic` as `args`; the first error the consumer reports.
+fn first_fetch_error(args: &KafkaArgs, topic: &str) -> String {
+    let consumer: BaseConsumer = args
+        .client_config()
+        .expect("settings")
+        .set(
+            "group.id",
+            format!("lienthong-security-test-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Err(e)) => return e.to_string(),
+            Some(Ok(m)) => panic!(
+                "{topic} delivered offset {} to a principal that may not read it",
+                m.offset()
+            ),
+            None => {}
+        }
+    }
+    panic!("no error within 30 s while fetching {topic}");
+}
+
+#[test]
+fn the_gateway_principal_cannot_consume_document_topics() {
+    require_kafka();
+    let err = first_fetch_error(&as_principal("gateway"), "lienthong.referral.v1");
+    assert!(
+        err.contains("authoriz") || err.contains("Authoriz"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_regional_store_principal_cannot_produce_documents() {
+    require_kafka();
+    let producer =
+        EventProducer::new(&as_principal("regional"), Duration::from_secs(20)).expect("producer");
+    let err = producer
+        .send("lienthong.referral.v1", b"k", b"not a document", &[])
+        .await
+        .expect_err("the regional principal may not write document topics");
+    let text = chain(&err);
+    assert!(text.to_lowercase().contains("authoriz"), "{text}");
+}
+
+/// An error with its causes, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn pg_reason(e: &tokio_postgres::Error) -> String {
+    lienthong_warehouse_loader::postgres::reason(e)
+}
+
+#[test]
+fn an_analytics_client_in_python_is_refused_document_topics() {
+    require_kafka();
+    let python = env_path("LIENTHONG_PYTHON");
+    let out = Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(repo_root().join("tests/python/analytics_refused.py"))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
+#[test]
+fn mutual_tls_authenticates_with_a_pki_certificate_and_not_without() {
+    require_kafka();
+    let pki = env_path("LIENTHONG_PKI_DIR");
+    let mut args = KafkaArgs::local(
+        std::env::var("LIENTHONG_KAFKA_MTLS_BOOTSTRAP").expect("LIENTHONG_KAFKA_MTLS_BOOTSTRAP"),
+    );
+    args.security_protocol = SecurityProtocol::Ssl;
+    args.kafka_tls_ca = Some(pki.join("ca.pem"));
+    args.timeout_secs = 10;
+    let mut without_cert = args.clone();
+    without_cert.timeout_secs = 5;
+    without_cert
+        .probe()
+        .expect_err("the mutual-TLS listener requires a client certificate");
+    args.kafka_tls_cert = Some(pki.join("client-mtls.pem"));
+    args.kafka_tls_key = Some(pki.join("client-mtls.key"));
+    args.probe()
+        .expect("a certificate of the development PKI authenticates");
+    // Authenticated is not authorized: the certificate's principal has no ACL.
+    let err = first_fetch_error(&args, "lienthong.referral.v1");
+    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+}
+
+#[tokio::test]
+async fn postgresql_refuses_a_connection_without_tls() {
+    let mut settings = lienthong_tests::warehouse::pg_settings();
+    settings.ssl_mode = lienthong_warehouse_loader::PgSslMode::Disable;
+    let err = settings
+        .connect()
+        .await
+        .expect_err("plaintext must be refused");
+    assert!(
+        err.to_string().contains("no pg_hba.conf entry")
+            || err.to_string().contains("no encryption"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_analyst_role_reads_views_but_neither_restricted_nor_writes() -> anyhow::Result<()> {
+    let dsn = lienthong_tests::warehouse::fresh_database().await?;
+    let mut owner = lienthong_tests::warehouse::connect(&dsn).await?;
+    lienthong_warehouse_loader::migrations::migrate(&mut owner).await?;
+    assert!(
+        lienthong_warehouse_loader::migrations::grant_analyst_reads(&owner, "lienthong_analyst")
+            .await?
+    );
+
+    let mut analyst_settings = lienthong_tests::warehouse::pg_settings().with_dsn(&dsn.replacen(
+        "lienthong@",
+        "analyst@",
+        1,
+    ));
+    analyst_settings.password_file =
+        Some(env_path("LIENTHONG_PG_USERS_DIR").join("analyst.password"));
+    let analyst = analyst_settings.connect().await?;
+    let n: i64 = analyst
+        .query_one(
+            "SELECT count(*) FROM v_referrals_by_province_month_reason",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(n, 0);
+    let restricted = analyst
+        .query("SELECT * FROM restricted.referral_notes", &[])
+        .await
+        .expect_err("restricted is not for analysts");
+    assert!(
+        pg_reason(&restricted).contains("permission denied"),
+        "{}",
+        pg_reason(&restricted)
+    );
+    let write = analyst
+        .execute("DELETE FROM event_history", &[])
+        .await
+        .expect_err("analysts do not write");
+    assert!(
+        pg_reason(&write).contains("permission denied"),
+        "{}",
+        pg_reason(&write)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_registry_refuses_plain_http() {
+    let secured = lienthong_tests::require_registry().await;
+    let plain = lienthong_registry::RegistryArgs::local(
+        secured.registry_url.replacen("https://", "http://", 1),
+    );
+    let client = lienthong_registry::RegistryClient::new(&plain).expect("client");
+    client
+        .subjects()
+        .await
+        .expect_err("plain HTTP must not be served");
+    let https = lienthong_registry::RegistryClient::new(&secured).expect("client");
+    https
+        .subjects()
+        .await
+        .expect("HTTPS with the development CA works");
+}
