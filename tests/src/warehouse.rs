@@ -120,11 +120,13 @@ pub struct RunningLoader {
 /// Starts a loader with `config` and waits (60 s at most) until `event_history` holds
 /// `history_rows` rows.
 pub async fn start_loader(
-    config: lienthong_warehouse_loader::LoaderConfig,
+    mut config: lienthong_warehouse_loader::LoaderConfig,
     kafka: lienthong_kafka::KafkaArgs,
     registry: RegistryArgs,
     history_rows: i64,
 ) -> anyhow::Result<RunningLoader> {
+    // The local stack's TLS and password settings, whatever database the test chose.
+    config.pg = pg_settings().with_dsn(&config.pg.dsn);
     let dsn = config.pg.dsn.clone();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(lienthong_warehouse_loader::run(

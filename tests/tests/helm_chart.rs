@@ -180,7 +180,7 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
         "--kube-version",
         KUBE_VERSION,
         "--set",
-        "kafka.securityProtocol=sasl-ssl",
+        "kafka.sasl.secret=",
     ])
     .expect_err("SASL without its secret must be refused");
     assert!(err.contains("kafka.sasl.secret is required"), "{err}");

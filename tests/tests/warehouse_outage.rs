@@ -41,11 +41,12 @@ async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::
     let dsn = fresh_database().await?;
     let topics = topics_with_schemas(&registry).await?;
     let shutdown = CancellationToken::new();
-    let config = LoaderConfig::new(
+    let mut config = LoaderConfig::new(
         &dsn,
         &format!("wh-outage-{}", uuid::Uuid::new_v4().simple()),
         topics.values().cloned().collect(),
     );
+    config.pg = lienthong_tests::warehouse::pg_settings().with_dsn(&dsn);
     let loader = tokio::spawn(lienthong_warehouse_loader::run(
         config,
         kafka,

@@ -165,6 +165,12 @@ fn kafka_perf_test(topic: &str, records: usize, record_size: usize) -> anyhow::R
             "--num-records",
             &records.to_string(),
         ])
+        // The same secured listener and principal as the gateway (.state/env names the file).
+        .args(
+            std::env::var("LIENTHONG_KAFKA_JAVA_CLIENT_CONFIG")
+                .map(|f| vec!["--producer.config".to_owned(), f])
+                .unwrap_or_default(),
+        )
         .args([
             "--record-size",
             &record_size.to_string(),

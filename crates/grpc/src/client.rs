@@ -35,6 +35,9 @@ pub struct GatewayConnection {
 /// Why the gateway could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The token file is readable by every user.
+    #[error(transparent)]
+    Secret(#[from] lienthong_runtime::SecretFileError),
     /// A credential file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -103,7 +106,10 @@ impl GatewayConnection {
     pub fn token(&self) -> Result<Option<String>, ClientError> {
         self.token_file
             .as_ref()
-            .map(|p| read(p).map(|t| String::from_utf8_lossy(&t).trim().to_owned()))
+            .map(|p| {
+                lienthong_runtime::check_private(p, "bearer token")?;
+                read(p).map(|t| String::from_utf8_lossy(&t).trim().to_owned())
+            })
             .transpose()
     }
 

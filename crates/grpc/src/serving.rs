@@ -65,6 +65,9 @@ pub enum ServingError {
     /// The token key.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A key file readable by every user.
+    #[error(transparent)]
+    Secret(#[from] lienthong_runtime::SecretFileError),
     /// tonic refused the TLS settings.
     #[error("TLS settings: {0}")]
     Tls(#[from] tonic::transport::Error),
@@ -193,10 +196,11 @@ pub fn server_tls(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<ServerTlsConfig, ServingError> {
-    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
-        read("TLS certificate", cert)?,
-        read("TLS key", key)?,
-    ));
+    let mut tls =
+        ServerTlsConfig::new().identity(TlsIdentity::from_pem(read("TLS certificate", cert)?, {
+            lienthong_runtime::check_private(key, "TLS key")?;
+            read("TLS key", key)?
+        }));
     if let Some(ca) = client_ca {
         tls = tls
             .client_ca_root(Certificate::from_pem(read("client CA", ca)?))

@@ -27,6 +27,9 @@ pub struct Claims {
 /// Why a token could not be issued or its key read.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The key file is readable by every user.
+    #[error(transparent)]
+    Secret(#[from] lienthong_runtime::SecretFileError),
     /// The subject is not a facility code.
     #[error("cannot issue a token for {facility:?}: {reason}")]
     Subject {
@@ -88,6 +91,7 @@ pub fn issue_token(
 
 /// Reads the HS256 token secret from a file (surrounding whitespace ignored).
 pub fn read_token_secret(path: &Path) -> Result<Vec<u8>, TokenError> {
+    lienthong_runtime::check_private(path, "token signing key")?;
     let bytes = std::fs::read(path).map_err(|source| TokenError::Read {
         path: path.to_owned(),
         source,

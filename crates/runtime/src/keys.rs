@@ -26,6 +26,9 @@ pub enum KeyError {
         /// I/O error.
         source: std::io::Error,
     },
+    /// The key file is readable by every user.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretFileError),
     /// Missing or malformed key.
     #[error(transparent)]
     Invalid(#[from] PseudonymError),
@@ -41,6 +44,7 @@ impl PseudonymKeyArgs {
             (Some(_), Some(_)) => return Err(KeyError::Ambiguous),
             (Some(v), None) => v,
             (None, Some(path)) => {
+                crate::secrets::check_private(path, "pseudonym key")?;
                 std::fs::read_to_string(path).map_err(|source| KeyError::Read {
                     path: path.clone(),
                     source,

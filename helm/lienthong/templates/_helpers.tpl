@@ -26,7 +26,7 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* Settings every binary shares: Kafka, registry, pseudonym key, logs, metrics. */}}
+{{/* Settings every binary shares: Kafka, registry, logs, metrics. */}}
 {{- define "lienthong.commonEnv" -}}
 - name: LIENTHONG_KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
@@ -68,8 +68,6 @@ app.kubernetes.io/component: {{ .component }}
 - name: LIENTHONG_REGISTRY_PASSWORD_FILE
   value: /etc/lienthong/registry/password
 {{- end }}
-- name: LIENTHONG_PSEUDONYM_KEY_FILE
-  value: /etc/lienthong/pseudonym/pseudonym.key
 - name: LIENTHONG_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: LIENTHONG_METRICS_ADDR
@@ -79,9 +77,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "lienthong.commonVolumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-- name: pseudonym-key
-  mountPath: /etc/lienthong/pseudonym
-  readOnly: true
 {{- if .Values.kafka.tls.caSecret }}
 - name: kafka-ca
   mountPath: /etc/lienthong/kafka-ca
@@ -112,10 +107,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "lienthong.commonVolumes" -}}
 - name: tmp
   emptyDir: {}
-- name: pseudonym-key
-  secret:
-    secretName: {{ .Values.pseudonymKey.secret }}
-    defaultMode: 0400
 {{- if .Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
@@ -217,4 +208,22 @@ automountServiceAccountToken: false
 - name: metrics
   containerPort: {{ .Values.metricsPort }}
   protocol: TCP
+{{- end -}}
+
+{{/* The pseudonym key, only for the workloads that compute pseudonyms (gateway, regional
+store): the env entry, the mount and the volume. */}}
+{{- define "lienthong.pseudonymEnv" -}}
+- name: LIENTHONG_PSEUDONYM_KEY_FILE
+  value: /etc/lienthong/pseudonym/pseudonym.key
+{{- end -}}
+{{- define "lienthong.pseudonymMount" -}}
+- name: pseudonym-key
+  mountPath: /etc/lienthong/pseudonym
+  readOnly: true
+{{- end -}}
+{{- define "lienthong.pseudonymVolume" -}}
+- name: pseudonym-key
+  secret:
+    secretName: {{ .Values.pseudonymKey.secret }}
+    defaultMode: 0400
 {{- end -}}

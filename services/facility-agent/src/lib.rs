@@ -24,8 +24,9 @@ pub use config::AgentConfig;
 /// a task owned here and stopped by the same token.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     crate::metrics::register();
-    std::fs::create_dir_all(&config.data_dir)?;
-    std::fs::create_dir_all(&config.inbox)?;
+    // Both hold personal data: exports waiting and events not yet delivered.
+    lienthong_runtime::private_dir(&config.data_dir)?;
+    lienthong_runtime::private_dir(&config.inbox)?;
     let outbox = outbox::Outbox::open(&config.outbox_dir(), config.max_pending)?;
     tracing::info!(pending = outbox.pending(), rejected = outbox.dead(), inbox = %config.inbox.display(), gateway = %config.gateway.url, "facility agent started");
     let state: sender::SharedState = Arc::new(Mutex::new(sender::SenderState::default()));

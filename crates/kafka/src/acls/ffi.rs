@@ -264,87 +264,106 @@ pub(super) fn describe(
     }
 }
 
+/// The signature CreateAcls and DeleteAcls share (a filter is a binding with wildcards).
+type AclRequest = unsafe extern "C" fn(
+    *mut sys::rd_kafka_t,
+    *mut *mut sys::rd_kafka_AclBinding_t,
+    usize,
+    *const sys::rd_kafka_AdminOptions_t,
+    *mut sys::rd_kafka_queue_t,
+);
+
+/// Sends `bindings` with `request` and reports the first one the broker refused; `errors`
+/// reads the per-binding errors of the result event, in request order.
+fn change(
+    admin: &AdminClient<DefaultClientContext>,
+    bindings: &[AclBinding],
+    timeout: Duration,
+    (op, what): (sys::rd_kafka_admin_op_t, &str),
+    request: AclRequest,
+    errors: impl FnOnce(*mut sys::rd_kafka_event_t) -> Option<Vec<*const sys::rd_kafka_error_t>>,
+) -> Result<()> {
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let owned = bindings
+        .iter()
+        .map(new_binding)
+        .collect::<Result<Vec<_>>>()?;
+    let mut raw: Vec<*mut sys::rd_kafka_AclBinding_t> = owned.iter().map(|o| o.ptr).collect();
+    // SAFETY: the bindings outlive the call, which copies them.
+    let event = call(admin, op, timeout, what, |rk, options, queue| unsafe {
+        request(rk, raw.as_mut_ptr(), raw.len(), options, queue)
+    })?;
+    let errors = errors(event.ptr).ok_or_else(|| acl_error(what, "unexpected answer"))?;
+    for (binding, err) in bindings.iter().zip(errors) {
+        if let Some(e) = error_text(err) {
+            return Err(acl_error(what, format!("{binding}: {e}")));
+        }
+    }
+    Ok(())
+}
+
 /// Creates the bindings; the first refused one is the error.
 pub(super) fn create(
     admin: &AdminClient<DefaultClientContext>,
     bindings: &[AclBinding],
     timeout: Duration,
 ) -> Result<()> {
-    if bindings.is_empty() {
-        return Ok(());
-    }
-    let owned = bindings
-        .iter()
-        .map(new_binding)
-        .collect::<Result<Vec<_>>>()?;
-    let mut raw: Vec<*mut sys::rd_kafka_AclBinding_t> = owned.iter().map(|o| o.ptr).collect();
-    let event = call(
+    let op = sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS;
+    change(
         admin,
-        sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
+        bindings,
         timeout,
-        "creating ACLs",
-        // SAFETY: the bindings outlive the call, which copies them.
-        |rk, options, queue| unsafe {
-            sys::rd_kafka_CreateAcls(rk, raw.as_mut_ptr(), raw.len(), options, queue)
-        },
-    )?;
-    // SAFETY: the results live as long as `event`.
-    unsafe {
-        let result = sys::rd_kafka_event_CreateAcls_result(event.ptr);
-        if result.is_null() {
-            return Err(acl_error("creating ACLs", "unexpected answer"));
-        }
-        let mut count = 0usize;
-        let results = sys::rd_kafka_CreateAcls_result_acls(result, &mut count);
-        for (i, binding) in bindings.iter().enumerate().take(count) {
-            if let Some(e) = error_text(sys::rd_kafka_acl_result_error(*results.add(i))) {
-                return Err(acl_error("creating ACLs", format!("{binding}: {e}")));
+        (op, "creating ACLs"),
+        sys::rd_kafka_CreateAcls,
+        |event| {
+            // SAFETY: the results live as long as the event, which outlives this closure.
+            unsafe {
+                let result = sys::rd_kafka_event_CreateAcls_result(event);
+                if result.is_null() {
+                    return None;
+                }
+                let mut count = 0usize;
+                let results = sys::rd_kafka_CreateAcls_result_acls(result, &mut count);
+                Some(
+                    (0..count)
+                        .map(|i| sys::rd_kafka_acl_result_error(*results.add(i)))
+                        .collect(),
+                )
             }
-        }
-    }
-    Ok(())
+        },
+    )
 }
 
-/// Deletes exactly the given bindings.
+/// Deletes exactly the given bindings (a filter with every field given matches one binding).
 pub(super) fn delete(
     admin: &AdminClient<DefaultClientContext>,
     bindings: &[AclBinding],
     timeout: Duration,
 ) -> Result<()> {
-    if bindings.is_empty() {
-        return Ok(());
-    }
-    // A filter with every field given matches that one binding.
-    let owned = bindings
-        .iter()
-        .map(new_binding)
-        .collect::<Result<Vec<_>>>()?;
-    let mut raw: Vec<*mut sys::rd_kafka_AclBinding_t> = owned.iter().map(|o| o.ptr).collect();
-    let event = call(
+    let op = sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS;
+    change(
         admin,
-        sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
+        bindings,
         timeout,
-        "deleting ACLs",
-        // SAFETY: the filters outlive the call, which copies them.
-        |rk, options, queue| unsafe {
-            sys::rd_kafka_DeleteAcls(rk, raw.as_mut_ptr(), raw.len(), options, queue)
-        },
-    )?;
-    // SAFETY: the responses live as long as `event`.
-    unsafe {
-        let result = sys::rd_kafka_event_DeleteAcls_result(event.ptr);
-        if result.is_null() {
-            return Err(acl_error("deleting ACLs", "unexpected answer"));
-        }
-        let mut count = 0usize;
-        let responses = sys::rd_kafka_DeleteAcls_result_responses(result, &mut count);
-        for (i, binding) in bindings.iter().enumerate().take(count) {
-            if let Some(e) = error_text(sys::rd_kafka_DeleteAcls_result_response_error(
-                *responses.add(i),
-            )) {
-                return Err(acl_error("deleting ACLs", format!("{binding}: {e}")));
+        (op, "deleting ACLs"),
+        sys::rd_kafka_DeleteAcls,
+        |event| {
+            // SAFETY: the responses live as long as the event, which outlives this closure.
+            unsafe {
+                let result = sys::rd_kafka_event_DeleteAcls_result(event);
+                if result.is_null() {
+                    return None;
+                }
+                let mut count = 0usize;
+                let responses = sys::rd_kafka_DeleteAcls_result_responses(result, &mut count);
+                Some(
+                    (0..count)
+                        .map(|i| sys::rd_kafka_DeleteAcls_result_response_error(*responses.add(i)))
+                        .collect(),
+                )
             }
-        }
-    }
-    Ok(())
+        },
+    )
 }
