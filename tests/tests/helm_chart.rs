@@ -337,6 +337,7 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
 fn production_containers_pass_only_what_the_binaries_accept() {
     let prod = manifests(&render(&["-f", &production()]));
     let mut checked = 0;
+    let mut kafka_users = std::collections::BTreeSet::new();
     for m in &prod {
         for c in containers(m) {
             let command: Vec<String> = c["command"]
@@ -403,6 +404,12 @@ fn production_containers_pass_only_what_the_binaries_accept() {
                         c["name"].as_str().unwrap_or("?")
                     );
                 }
+                if var == "LIENTHONG_KAFKA_SASL_USERNAME" {
+                    kafka_users.insert(format!(
+                        "{binary}={}",
+                        env["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap_or_default()
+                    ));
+                }
                 if var == "LIENTHONG_KAFKA_SECURITY_PROTOCOL" {
                     assert_eq!(env["value"].as_str(), Some("sasl-ssl"), "{}", name(m));
                 }
@@ -424,4 +431,15 @@ fn production_containers_pass_only_what_the_binaries_accept() {
         }
     }
     assert!(checked >= 4, "only {checked} containers checked");
+    // Least privilege: each kind of workload is its own Kafka principal.
+    let expected: std::collections::BTreeSet<String> = [
+        "lienthong=lienthong-kafka-admin",
+        "lienthong-gateway=lienthong-kafka-gateway",
+        "lienthong-regional-store=lienthong-kafka-regional",
+        "lienthong-warehouse-loader=lienthong-kafka-warehouse",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(kafka_users, expected);
 }

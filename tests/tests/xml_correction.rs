@@ -172,9 +172,9 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(produced(), 6, "an unchanged export sends nothing");
-    // Kept exports, reports and the outbox hold personal data: private to the agent's user,
-    // though the HIS wrote the exports readable by all.
-    lienthong_tests::assert_private(&inbox.join("done"))?;
+    // The inbox, kept exports, reports and the outbox hold personal data: private to the
+    // agent's user (folders 0700, files 0600), though the HIS wrote the exports readable by all.
+    lienthong_tests::assert_private(&inbox)?;
     lienthong_tests::assert_private(&data)?;
 
     // The regional store holds version 2 once its consumer has caught up; read it after stop.
