@@ -407,7 +407,9 @@ fn production_containers_pass_only_what_the_binaries_accept() {
                 if var == "LIENTHONG_KAFKA_SASL_USERNAME" {
                     kafka_users.insert(format!(
                         "{binary}={}",
-                        env["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap_or_default()
+                        env["valueFrom"]["secretKeyRef"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
                     ));
                 }
                 if var == "LIENTHONG_KAFKA_SECURITY_PROTOCOL" {

@@ -282,3 +282,34 @@ async fn the_registry_refuses_plain_http() {
         .await
         .expect("HTTPS with the development CA works");
 }
+
+/// A CA of its own, generated here, that signed none of the stack's certificates.
+fn foreign_ca(dir: &std::path::Path) -> PathBuf {
+    let pki = lienthong_tests::gateway::TestPki::new().expect("test PKI");
+    private_file(dir, "foreign-ca.pem", pki.ca_pem())
+}
+
+#[tokio::test]
+async fn postgresql_and_the_registry_are_not_trusted_under_a_foreign_ca() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let ca = foreign_ca(dir.path());
+    let mut pg = lienthong_tests::warehouse::pg_settings();
+    pg.tls_ca = Some(ca.clone());
+    let err = pg
+        .connect()
+        .await
+        .expect_err("an unverifiable server certificate must be refused");
+    assert!(
+        chain(&err).to_lowercase().contains("certificate"),
+        "{}",
+        chain(&err)
+    );
+
+    let mut registry = lienthong_tests::require_registry().await;
+    registry.registry_tls_ca = Some(ca);
+    let client = lienthong_registry::RegistryClient::new(&registry).expect("client");
+    client
+        .subjects()
+        .await
+        .expect_err("the registry's certificate is not signed by this CA");
+}

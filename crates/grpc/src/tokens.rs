@@ -111,6 +111,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_signing_key_every_user_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lt-token-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("token.key");
+        std::fs::write(&file, "k".repeat(64)).expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = read_token_secret(&file).expect_err("refused");
+        assert!(err.to_string().contains("readable by every user"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            read_token_secret(&file).expect("private key is read").len(),
+            64
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_token_names_a_facility_and_a_short_key_is_refused() {
         assert!(matches!(
             issue_token(&[7; 32], "a", "not a code", 60),

@@ -118,40 +118,30 @@ impl AclSpec {
         let mut out = BTreeSet::new();
         for p in &self.principals {
             let principal = format!("User:{}", p.name);
-            let mut add = |resource, name: &String, pattern, operation| {
-                out.insert(AclBinding {
-                    principal: principal.clone(),
-                    resource,
-                    name: name.clone(),
-                    pattern,
-                    operation,
-                });
-            };
             use Operation::*;
             use PatternKind::*;
             use ResourceKind::*;
-            for t in &p.read {
-                add(Topic, t, Literal, Read);
-                add(Topic, t, Literal, Describe);
-            }
-            for t in &p.read_prefixes {
-                add(Topic, t, Prefixed, Read);
-                add(Topic, t, Prefixed, Describe);
-            }
-            for t in &p.write {
-                add(Topic, t, Literal, Write);
-                add(Topic, t, Literal, Describe);
-            }
-            for t in &p.describe_configs {
-                add(Topic, t, Literal, DescribeConfigs);
-            }
-            for g in &p.groups {
-                add(Group, g, Literal, Read);
-                add(Group, g, Literal, Describe);
-            }
-            for g in &p.group_prefixes {
-                add(Group, g, Prefixed, Read);
-                add(Group, g, Prefixed, Describe);
+            // Each list of the spec, and what one of its entries grants.
+            let lists: [(&Vec<String>, ResourceKind, PatternKind, &[Operation]); 6] = [
+                (&p.read, Topic, Literal, &[Read, Describe]),
+                (&p.read_prefixes, Topic, Prefixed, &[Read, Describe]),
+                (&p.write, Topic, Literal, &[Write, Describe]),
+                (&p.describe_configs, Topic, Literal, &[DescribeConfigs]),
+                (&p.groups, Group, Literal, &[Read, Describe]),
+                (&p.group_prefixes, Group, Prefixed, &[Read, Describe]),
+            ];
+            for (names, resource, pattern, operations) in lists {
+                for name in names {
+                    for &operation in operations {
+                        out.insert(AclBinding {
+                            principal: principal.clone(),
+                            resource,
+                            name: name.clone(),
+                            pattern,
+                            operation,
+                        });
+                    }
+                }
             }
         }
         out
