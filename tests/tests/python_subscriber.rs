@@ -76,3 +76,24 @@ async fn python_reads_rust_events() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     Ok(())
 }
+
+/// A Python client computes event and document ids with its standard library alone and gets
+/// the published test vectors (the Rust core checks the same file).
+#[test]
+fn python_computes_the_published_ids() {
+    let python = std::env::var("LIENTHONG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
+    let out = Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(repo_root().join("tests/python/event_ids.py"))
+        .output()
+        .expect("python runs (deploy/local/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 passed"));
+}

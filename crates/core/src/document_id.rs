@@ -4,10 +4,13 @@
 //! slip number; appointment: facility + slip number; lab report: facility + episode + service).
 //! The event id is derived from the document identity and version, so publishing the same
 //! version twice — e.g. a re-exported XML file — yields the same event id and sinks store it once.
+//! The derivation is the contract's (proto/lienthong/v1/common.proto, `EventHeader.event_id`):
+//! any language computes it with its standard library, and
+//! proto/lienthong/v1/ids.test-vectors.json holds examples every implementation checks.
 
 use std::io::Write as _;
 
-use sha2::{Digest, Sha256};
+use sha1::{Digest, Sha1};
 
 use crate::routing::DocumentKind;
 
@@ -31,8 +34,13 @@ pub fn lab_report(facility: &str, episode_id: &str, service_code: &str) -> Strin
     )
 }
 
-/// The deterministic event id of one version of a document: a UUID-shaped SHA-256 prefix
-/// (version nibble 8, "custom", RFC 9562) so any UUID column can hold it.
+/// Namespace of event ids (UUID version 5), as published in common.proto.
+pub const EVENT_ID_NAMESPACE: [u8; 16] = [
+    0x78, 0xf6, 0x25, 0xd9, 0x77, 0x86, 0x41, 0x90, 0xa2, 0xae, 0xc0, 0x45, 0xbc, 0x26, 0x70, 0xc5,
+];
+
+/// The deterministic event id of one version of a document: the UUID version 5 of
+/// `<kind>\n<document id>\n<version>` under [`EVENT_ID_NAMESPACE`].
 pub fn event_id(kind: DocumentKind, document_id: &str, version: u64) -> String {
     event_id_bytes(kind, document_id, version)
         .iter()
@@ -52,8 +60,10 @@ fn event_id_bytes(kind: DocumentKind, document_id: &str, version: u64) -> [u8; 3
     let mut version_digits = std::io::Cursor::new([0u8; 20]);
     let _ = write!(version_digits, "{version}");
     let digits = usize::try_from(version_digits.position()).unwrap_or(0);
-    let digest = Sha256::new()
-        .chain_update(b"lienthong.v1\n")
+    // UUID v5 is SHA-1 over namespace and name; hashing the name's parts in turn equals
+    // hashing the joined name, without building it (every consumed event is checked).
+    let digest = Sha1::new()
+        .chain_update(EVENT_ID_NAMESPACE)
         .chain_update(kind.as_str())
         .chain_update(b"\n")
         .chain_update(document_id)
@@ -62,7 +72,7 @@ fn event_id_bytes(kind: DocumentKind, document_id: &str, version: u64) -> [u8; 3
         .finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80;
+    b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; 36];
@@ -90,35 +100,36 @@ mod tests {
         assert_ne!(a, event_id(DocumentKind::Referral, &doc, 2));
         assert_ne!(a, event_id(DocumentKind::Appointment, &doc, 1));
         assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "8");
+        assert_eq!(&a[14..15], "5", "UUID version 5");
         assert!(is_event_id(&a, DocumentKind::Referral, &doc, 1));
         assert!(!is_event_id(&a, DocumentKind::Referral, &doc, 2));
     }
 
     #[test]
-    fn event_ids_keep_the_published_derivation() {
-        // The formula of the first release (format, SHA-256, hex): ids already in Kafka and
-        // the warehouse must not change.
-        let (doc, version) = ("lab-report/79025/LK-1/XN001", 12_345u64);
-        let digest =
-            Sha256::digest(format!("lienthong.v1\nlab-result\n{doc}\n{version}").as_bytes());
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&digest[..16]);
-        b[6] = (b[6] & 0x0f) | 0x80;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex::encode(b);
-        let first = format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        );
-        assert_eq!(event_id(DocumentKind::LabResult, doc, version), first);
-        assert_eq!(
-            event_id(DocumentKind::Referral, "referral/79025/CT-1", 0).len(),
-            36
-        );
+    fn event_ids_match_the_published_test_vectors() {
+        let text = include_str!("../../../proto/lienthong/v1/ids.test-vectors.json");
+        let vectors: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let events = vectors["event_ids"].as_array().expect("event_ids");
+        assert!(events.len() >= 6);
+        for v in events {
+            let kind = crate::routing::DocumentKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == v["kind"].as_str().unwrap_or_default())
+                .expect("a known kind");
+            let doc = v["document_id"].as_str().expect("document_id");
+            let version = v["document_version"].as_u64().expect("document_version");
+            let expected = v["event_id"].as_str().expect("event_id");
+            assert_eq!(event_id(kind, doc, version), expected, "{v}");
+            assert!(is_event_id(expected, kind, doc, version));
+        }
+        for v in vectors["document_ids"].as_array().expect("document_ids") {
+            let f = |k: &str| v[k].as_str().unwrap_or_default();
+            let built = match f("kind") {
+                "referral" => referral(f("facility"), f("slip_number")),
+                "appointment" => appointment(f("facility"), f("slip_number")),
+                _ => lab_report(f("facility"), f("episode"), f("service_code")),
+            };
+            assert_eq!(built, f("document_id"), "{v}");
+        }
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn header(
     {
         let expected = document_id::event_id(kind, &h.document_id, h.document_version);
         c.error("header.event_id_mismatch", "header.event_id", Some(h.event_id.clone()),
-            format!("event_id must be the deterministic id {expected} of this document version, so retries are recognised"),
+            format!("event_id must be {expected}: the UUID version 5 of this kind, document_id and version (common.proto, EventHeader.event_id), so retries are recognised"),
             format!("event_id phải là {expected} (xác định theo chứng từ và phiên bản)"));
     }
 }
