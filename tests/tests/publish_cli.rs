@@ -85,7 +85,8 @@ async fn publish_sends_samples_and_files_and_summarizes() -> anyhow::Result<()> 
     std::fs::write(&file, lines.join("\n"))?;
     let out = run(vec!["--file".into(), file.display().to_string()]).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Exit code 3: refused as it is, retrying will not help.
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(
         stdout.contains("2 accepted")
             && stdout.contains("1 rejected")

@@ -190,7 +190,7 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     )?;
     let out = check()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(
         stdout.contains("lienthong.referral.v1-value: INCOMPATIBLE")
             && stdout.contains("Field type changed"),
@@ -216,7 +216,7 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     let out = check()?;
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -89,13 +89,9 @@ pub struct KafkaArgs {
         global = true
     )]
     pub sasl_username: Option<String>,
-    /// SASL password (env only; prefer --kafka-sasl-password-file).
-    #[arg(
-        long = "kafka-sasl-password",
-        env = "LIENTHONG_KAFKA_SASL_PASSWORD",
-        hide_env_values = true,
-        global = true
-    )]
+    /// SASL password from the environment (LIENTHONG_KAFKA_SASL_PASSWORD) only: a command line
+    /// is visible to every user in `ps`. Prefer --kafka-sasl-password-file.
+    #[arg(skip = std::env::var("LIENTHONG_KAFKA_SASL_PASSWORD").ok().filter(|p| !p.is_empty()))]
     pub sasl_password: Option<String>,
     /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
     #[arg(
@@ -327,6 +323,18 @@ mod tests {
         args.sasl_password_file = Some(file);
         let err = args.client_config().expect_err("refused");
         assert!(err.to_string().contains("readable by every user"), "{err}");
+    }
+
+    #[test]
+    fn the_sasl_password_is_no_command_line_flag() {
+        use clap::Args;
+        let command = KafkaArgs::augment_args(clap::Command::new("t"));
+        assert!(
+            command
+                .get_arguments()
+                .all(|a| a.get_long() != Some("kafka-sasl-password")),
+            "a password on the command line is visible in ps"
+        );
     }
 
     #[test]

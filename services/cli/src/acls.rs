@@ -11,7 +11,7 @@ use lienthong_kafka::acls::{self, AclSpec};
 pub enum AclsCommand {
     /// Grant what the spec grants and remove what it does not, for the principals it names.
     Apply(AclSpecArgs),
-    /// Show the spec's grants and how the cluster differs; exit code 2 when it does.
+    /// Show the spec's grants and how the cluster differs; exit code 5 when it does.
     List(AclSpecArgs),
 }
 
@@ -31,9 +31,6 @@ impl AclSpecArgs {
         })
     }
 }
-
-/// Exit code of `list` when the cluster differs from the spec.
-const DRIFT: u8 = 2;
 
 pub fn run(cmd: AclsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -84,7 +81,7 @@ pub fn run(cmd: AclsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
                     drift.missing.len(),
                     drift.extra.len()
                 );
-                Ok(ExitCode::from(DRIFT))
+                Ok(crate::exit::code(crate::exit::DRIFT))
             }
         }
     }

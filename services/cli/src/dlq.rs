@@ -115,6 +115,27 @@ async fn read(kafka: &KafkaArgs, sel: &Selection) -> anyhow::Result<Vec<OwnedMes
     Ok(out)
 }
 
+/// When one dead letter was asked for by its offset and is not there: says so, and the exit
+/// code (a script must not take silence for success).
+fn missing(sel: &Selection, letters: &[OwnedMessage]) -> Option<ExitCode> {
+    let (Some(partition), Some(offset)) = (sel.partition, sel.offset) else {
+        return None;
+    };
+    if !letters.is_empty() {
+        return None;
+    }
+    let group = sel
+        .group
+        .as_deref()
+        .map(|g| format!(" of group {g}"))
+        .unwrap_or_default();
+    eprintln!(
+        "error: no dead letter{group} at {}[{partition}]@{offset}; `lienthong dlq list --topic {}` shows the ones there are",
+        sel.topic, sel.topic
+    );
+    Some(crate::exit::code(crate::exit::REFUSED))
+}
+
 pub async fn run(
     cmd: DlqCommand,
     kafka: &KafkaArgs,
@@ -149,7 +170,11 @@ pub async fn run(
         }
         DlqCommand::Show(sel) => {
             let codec = WireCodec::new(registry)?;
-            for m in read(kafka, &sel).await? {
+            let letters = read(kafka, &sel).await?;
+            if let Some(code) = missing(&sel, &letters) {
+                return Ok(code);
+            }
+            for m in letters {
                 let origin_topic = header(&m, dlq::ORIGIN_TOPIC);
                 let value = match codec.decode(m.payload(), &origin_topic, 0, 0).await {
                     Ok(d) => json::to_json(&d.full_name, &d.payload)
@@ -174,6 +199,9 @@ pub async fn run(
         DlqCommand::Replay(sel) => {
             let producer = EventProducer::new(kafka, Duration::from_secs(30))?;
             let letters = read(kafka, &sel).await?;
+            if let Some(code) = missing(&sel, &letters) {
+                return Ok(code);
+            }
             for m in &letters {
                 let origin = header(m, dlq::ORIGIN_TOPIC);
                 anyhow::ensure!(

@@ -30,7 +30,7 @@ pub fn run(cmd: FacilitiesCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("{}: {e}", file.display());
-                    Ok(ExitCode::from(1))
+                    Ok(crate::exit::code(crate::exit::REFUSED))
                 }
             }
         }

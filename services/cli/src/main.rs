@@ -4,6 +4,7 @@ mod acls;
 mod agent;
 mod demo;
 mod dlq;
+mod exit;
 mod facilities;
 mod keys;
 mod publish;
@@ -83,8 +84,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                exit::code(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     lienthong_runtime::run_main(async {
+        let outcome = async {
         lienthong_telemetry::init(&cli.telemetry)?;
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,
@@ -114,6 +127,13 @@ fn main() -> ExitCode {
             Command::Xml(cmd) => xml::run(cmd),
             Command::Agent(cmd) => agent::run(cmd),
         }
+        }
+        .await;
+        // An error is printed once, with its causes; its exit code says retry or fix.
+        Ok::<_, anyhow::Error>(outcome.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            exit::code(exit::of_error(&e))
+        }))
     })
 }
 

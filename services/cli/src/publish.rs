@@ -21,9 +21,10 @@ pub struct PublishArgs {
     /// Publish this many synthetic events instead of a file.
     #[arg(long)]
     sample: Option<usize>,
-    /// Facility the synthetic events come from (must be the caller's own, or a hub's).
-    #[arg(long, default_value = "01001")]
-    facility: String,
+    /// Facility the synthetic events come from: the caller's own or a member of its hub. The
+    /// facility of the bearer token when omitted.
+    #[arg(long)]
+    facility: Option<String>,
     /// The gateway and this facility's credentials.
     #[command(flatten)]
     connection: lienthong_grpc::GatewayConnection,
@@ -44,11 +45,32 @@ struct Summary {
     reasons: Vec<String>,
 }
 
+/// The facility a bearer token was issued to (its `sub` claim), read without verifying: the
+/// gateway verifies it; this only picks the facility the events should come from.
+fn token_facility(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["sub"].as_str().map(str::to_owned)
+}
+
 fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
     if let Some(n) = args.sample {
+        let facility = match &args.facility {
+            Some(f) => f.clone(),
+            None => args
+                .connection
+                .token()?
+                .as_deref()
+                .and_then(token_facility)
+                .context("give --facility: synthetic events must come from the caller's facility (or a member of its hub), and no bearer token names one")?,
+        };
         let mut g = Generator::new(rand::random(), time::OffsetDateTime::now_utc());
         return Ok((0..n)
-            .map(|i| reassign(g.any(i), &args.facility).into())
+            .map(|i| reassign(g.any(i), &facility).into())
             .collect());
     }
     let path = args.file.as_ref().context("give --file or --sample")?;
@@ -103,16 +125,18 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                     attempt += 1;
                     continue;
                 }
-                Err(s) if s.code() == tonic::Code::Unavailable => bail!(
-                    "cannot reach the gateway at {}: {}; is it running? (`deploy/local/up` starts one)",
-                    args.connection.url,
-                    s.message()
-                ),
-                Err(s) => bail!(
-                    "gateway refused the request: {:?}: {}",
-                    s.code(),
-                    s.message()
-                ),
+                // The status stays in the error's causes: its code decides the exit code.
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    let what = format!(
+                        "cannot reach the gateway at {}; is it running? (`deploy/local/up` starts one)",
+                        args.connection.url
+                    );
+                    return Err(anyhow::Error::new(s).context(what));
+                }
+                Err(s) => {
+                    let what = format!("gateway refused the request ({:?})", s.code());
+                    return Err(anyhow::Error::new(s).context(what));
+                }
             };
             let mut retry = Vec::new();
             let mut wait_ms = 0;
@@ -178,15 +202,27 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     for r in &summary.reasons {
         println!("  rejected {r}");
     }
-    let failed = summary
-        .outcomes
-        .iter()
-        .filter(|(k, _)| !matches!(**k, "accepted" | "duplicate"))
-        .map(|(_, v)| v)
-        .sum::<usize>();
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
+    let count =
+        |names: &[&str]| -> usize { names.iter().filter_map(|n| summary.outcomes.get(n)).sum() };
+    // Rejected events fail again as they are; the rest may pass later.
+    Ok(if count(&["rejected", "unknown"]) > 0 {
+        crate::exit::code(crate::exit::REFUSED)
+    } else if count(&["unavailable", "resource exhausted"]) > 0 {
+        crate::exit::code(crate::exit::UNAVAILABLE)
     } else {
-        ExitCode::FAILURE
+        ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_facility_comes_from_the_token_subject() {
+        let token = lienthong_grpc::tokens::issue_token(&[7; 32], "lienthong-gateway", "79025", 60)
+            .expect("token");
+        assert_eq!(token_facility(&token).as_deref(), Some("79025"));
+        assert_eq!(token_facility("not-a-token"), None);
+    }
 }

@@ -35,7 +35,7 @@ pub async fn run(
             let docs =
                 lienthong_regional_store::rebuild::rebuild(&config, &region, kafka, codec).await?;
             println!(
-                "region {region} rebuilt in {}: {docs} documents; restart the store to swap it in",
+                "region {region} rebuilt in {}: {docs} documents; a running store swaps it in within seconds, a stopped one at its next start",
                 config.data_dir.display()
             );
             Ok(ExitCode::SUCCESS)

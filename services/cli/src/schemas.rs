@@ -71,7 +71,7 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                crate::exit::code(crate::exit::REFUSED)
             })
         }
         SchemasCommand::List => {

@@ -22,6 +22,9 @@ pub enum Format {
     Pretty,
 }
 
+/// How long `--max N` waits for more messages when the topic holds fewer than N.
+const DEFAULT_IDLE_SECS_WITH_MAX: u64 = 10;
+
 /// Tail flags.
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
@@ -31,7 +34,8 @@ pub struct TailArgs {
     /// Start at the oldest message instead of new ones only.
     #[arg(long)]
     from_beginning: bool,
-    /// Stop after this many messages.
+    /// Stop after this many messages, or when no message arrives for --idle-exit-secs (10 s
+    /// unless given) if the topic holds fewer.
     #[arg(long)]
     max: Option<usize>,
     /// Stop when no message arrives for this many seconds.
@@ -86,7 +90,12 @@ pub async fn run(
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
     while args.max.is_none_or(|m| shown + failed < m) {
-        let idle = args.idle_exit_secs.map(Duration::from_secs);
+        // A count asks for an end: without an idle limit it would wait forever for messages
+        // that may never come.
+        let idle = args
+            .idle_exit_secs
+            .or(args.max.map(|_| DEFAULT_IDLE_SECS_WITH_MAX))
+            .map(Duration::from_secs);
         let wait = idle.map_or(Duration::from_secs(3600), |i| {
             i.saturating_sub(last.elapsed())
         });
@@ -139,7 +148,7 @@ pub async fn run(
     stdout.flush()?;
     eprintln!("{shown} message(s) shown, {failed} could not be decoded");
     Ok(if failed > 0 {
-        ExitCode::from(3)
+        crate::exit::code(crate::exit::REFUSED)
     } else {
         ExitCode::SUCCESS
     })

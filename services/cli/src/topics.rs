@@ -98,7 +98,7 @@ pub async fn run(cmd: TopicsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCo
                 }
             }
             Ok(if drift {
-                ExitCode::from(2)
+                crate::exit::code(crate::exit::DRIFT)
             } else {
                 ExitCode::SUCCESS
             })

@@ -107,6 +107,6 @@ pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
     Ok(if reported == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        crate::exit::code(crate::exit::REFUSED)
     })
 }
