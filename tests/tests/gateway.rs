@@ -13,8 +13,8 @@ use rdkafka::Message;
 use rdkafka::message::Headers;
 use tonic::Code;
 
-fn outcomes(resp: &pb::PublishResponse) -> Vec<pb::Outcome> {
-    resp.results
+fn outcomes(results: &[pb::EventResult]) -> Vec<pb::Outcome> {
+    results
         .iter()
         .map(|r| pb::Outcome::try_from(r.outcome).unwrap_or_default())
         .collect()
@@ -26,7 +26,11 @@ async fn accepted_events_are_in_kafka_framed_keyed_and_decodable() -> anyhow::Re
     let mut client = gw.client_with_cert("79025").await?;
     let events = events_from("79025", 31, 6);
     let resp = client.publish(request(events.clone())).await?.into_inner();
-    assert_eq!(outcomes(&resp), vec![pb::Outcome::Accepted; 6], "{resp:?}");
+    assert_eq!(
+        outcomes(&resp.results),
+        vec![pb::Outcome::Accepted; 6],
+        "{resp:?}"
+    );
     let codec = WireCodec::new(&require_registry().await)?;
     for (sent, result) in events.iter().zip(&resp.results) {
         assert_eq!(result.topic, gw.topics[&sent.kind()]);
@@ -83,7 +87,7 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
         p.citizen_id = "07920300123".into();
     }
     let resp = client.publish(request(vec![bad])).await?.into_inner();
-    assert_eq!(outcomes(&resp), vec![pb::Outcome::Rejected]);
+    assert_eq!(outcomes(&resp.results), vec![pb::Outcome::Rejected]);
     let err = &resp.results[0].errors[0];
     assert_eq!(
         (err.code.as_str(), err.path.as_str()),
@@ -104,7 +108,7 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
         })
         .await?
         .into_inner();
-    assert_eq!(outcomes(&resp), vec![pb::Outcome::Rejected]);
+    assert_eq!(outcomes(&resp.results), vec![pb::Outcome::Rejected]);
     assert_eq!(resp.results[0].errors[0].code, "event.unknown_kind");
 
     // Wrong facility for the identity: the whole request is refused.
@@ -194,7 +198,7 @@ async fn tokens_and_hubs_authorize_publishing() -> anyhow::Result<()> {
         );
         let resp = client.publish(req).await?.into_inner();
         assert_eq!(
-            outcomes(&resp),
+            outcomes(&resp.results),
             vec![pb::Outcome::Accepted; 2],
             "{caller} for {source}"
         );
@@ -223,8 +227,8 @@ async fn a_retried_event_is_answered_duplicate_and_stored_once() -> anyhow::Resu
     let topic = gw.topics[&event[0].kind()].clone();
     let first = client.publish(request(event.clone())).await?.into_inner();
     let second = client.publish(request(event)).await?.into_inner();
-    assert_eq!(outcomes(&first), vec![pb::Outcome::Accepted]);
-    assert_eq!(outcomes(&second), vec![pb::Outcome::Duplicate]);
+    assert_eq!(outcomes(&first.results), vec![pb::Outcome::Accepted]);
+    assert_eq!(outcomes(&second.results), vec![pb::Outcome::Duplicate]);
     assert_eq!(
         (second.results[0].partition, second.results[0].offset),
         (first.results[0].partition, first.results[0].offset)
@@ -254,11 +258,15 @@ async fn an_event_id_reused_with_other_content_is_rejected_not_called_duplicate(
     let stored = client.publish(request(vec![first])).await?.into_inner();
     let reused = client.publish(request(vec![corrected])).await?.into_inner();
     let retry = client.publish(request(vec![retried])).await?.into_inner();
-    assert_eq!(outcomes(&stored), vec![pb::Outcome::Accepted]);
-    assert_eq!(outcomes(&reused), vec![pb::Outcome::Rejected], "{reused:?}");
+    assert_eq!(outcomes(&stored.results), vec![pb::Outcome::Accepted]);
+    assert_eq!(
+        outcomes(&reused.results),
+        vec![pb::Outcome::Rejected],
+        "{reused:?}"
+    );
     assert_eq!(reused.results[0].errors[0].code, "header.event_id_conflict");
     assert!(reused.results[0].message.contains("document_version"));
-    assert_eq!(outcomes(&retry), vec![pb::Outcome::Duplicate]);
+    assert_eq!(outcomes(&retry.results), vec![pb::Outcome::Duplicate]);
     assert_eq!(record_count(&topic)?, 1);
     gw.stop().await
 }
@@ -277,7 +285,7 @@ async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<
     ];
     let answer = client.publish(request(twice)).await?.into_inner();
     assert_eq!(
-        outcomes(&answer),
+        outcomes(&answer.results),
         vec![
             pb::Outcome::Accepted,
             pb::Outcome::Duplicate,
@@ -312,7 +320,11 @@ async fn an_event_larger_than_the_topic_accepts_is_rejected_not_retried() -> any
     let event = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(referral), "79025");
     let topic = gw.topics[&event.kind()].clone();
     let answer = client.publish(request(vec![event])).await?.into_inner();
-    assert_eq!(outcomes(&answer), vec![pb::Outcome::Rejected], "{answer:?}");
+    assert_eq!(
+        outcomes(&answer.results),
+        vec![pb::Outcome::Rejected],
+        "{answer:?}"
+    );
     let r = &answer.results[0];
     assert_eq!(r.retry_after_ms, 0, "nothing to retry");
     assert!(
@@ -355,7 +367,7 @@ async fn the_topic_size_limit_is_read_from_the_broker() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(
-        outcomes(&answer),
+        outcomes(&answer.results),
         vec![pb::Outcome::Rejected, pb::Outcome::Accepted],
         "{answer:?}"
     );
@@ -378,11 +390,10 @@ async fn the_topic_size_limit_is_read_from_the_broker() -> anyhow::Result<()> {
 async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
     let gw = start_gateway(|_| {}).await?;
     let mut client = gw.client_with_cert("79025").await?;
-    let requests: Vec<pb::PublishRequest> = (0..20)
-        .map(|i| {
-            let mut r = request(events_from("79025", 100 + i, 5));
-            r.request_id = format!("req-{i}");
-            r
+    let requests: Vec<pb::PublishStreamRequest> = (0..20)
+        .map(|i| pb::PublishStreamRequest {
+            events: request(events_from("79025", 100 + i, 5)).events,
+            request_id: format!("req-{i}"),
         })
         .collect();
     let mut responses = client
@@ -392,7 +403,7 @@ async fn publish_stream_answers_every_request_in_order() -> anyhow::Result<()> {
     let mut i = 0;
     while let Some(resp) = responses.message().await? {
         assert_eq!(resp.request_id, format!("req-{i}"));
-        assert_eq!(outcomes(&resp), vec![pb::Outcome::Accepted; 5]);
+        assert_eq!(outcomes(&resp.results), vec![pb::Outcome::Accepted; 5]);
         i += 1;
     }
     assert_eq!(i, 20);
@@ -594,7 +605,11 @@ async fn facilities_are_checked_against_a_directory_that_reloads() -> anyhow::Re
         .publish(request(vec![event.clone()]))
         .await?
         .into_inner();
-    assert_eq!(outcomes(&answer), vec![pb::Outcome::Rejected], "{answer:?}");
+    assert_eq!(
+        outcomes(&answer.results),
+        vec![pb::Outcome::Rejected],
+        "{answer:?}"
+    );
     let errors = &answer.results[0].errors;
     assert!(
         errors.iter().any(|e| e.code == "facility.unknown"
@@ -611,7 +626,11 @@ async fn facilities_are_checked_against_a_directory_that_reloads() -> anyhow::Re
         .publish(request(vec![event.clone()]))
         .await?
         .into_inner();
-    assert_eq!(outcomes(&again), vec![pb::Outcome::Rejected], "{again:?}");
+    assert_eq!(
+        outcomes(&again.results),
+        vec![pb::Outcome::Rejected],
+        "{again:?}"
+    );
 
     std::fs::write(&file, listed(&["79025", &receiving]))?;
     let mut accepted = false;
@@ -621,7 +640,7 @@ async fn facilities_are_checked_against_a_directory_that_reloads() -> anyhow::Re
             .publish(request(vec![event.clone()]))
             .await?
             .into_inner();
-        if outcomes(&answer) == vec![pb::Outcome::Accepted] {
+        if outcomes(&answer.results) == vec![pb::Outcome::Accepted] {
             accepted = true;
             break;
         }

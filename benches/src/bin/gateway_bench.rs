@@ -99,7 +99,10 @@ async fn streaming(
             let marks = Arc::clone(&sent_at);
             let outbound = futures::stream::iter(chunk).map(move |r| {
                 marks.lock().map(|mut m| m.push(Instant::now())).ok();
-                r
+                pb::PublishStreamRequest {
+                    events: r.events,
+                    request_id: r.request_id,
+                }
             });
             let mut inbound = client.publish_stream(outbound).await?.into_inner();
             let (mut lat, mut acked, mut i) = (Vec::new(), 0usize, 0usize);

@@ -83,11 +83,11 @@ impl IngestService for LocalIngest {
     }
 
     type PublishStreamStream =
-        Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
+        Pin<Box<dyn Stream<Item = Result<pb::PublishStreamResponse, Status>> + Send + 'static>>;
 
     async fn publish_stream(
         &self,
-        _request: Request<Streaming<pb::PublishRequest>>,
+        _request: Request<Streaming<pb::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         Err(Status::unimplemented(
             "the facility agent takes Publish; send batches with it",

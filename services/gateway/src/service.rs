@@ -54,11 +54,11 @@ impl IngestService for IngestApi {
     }
 
     type PublishStreamStream =
-        Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send + 'static>>;
+        Pin<Box<dyn Stream<Item = Result<pb::PublishStreamResponse, Status>> + Send + 'static>>;
 
     async fn publish_stream(
         &self,
-        request: Request<Streaming<pb::PublishRequest>>,
+        request: Request<Streaming<pb::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let started = Instant::now();
         let caller = self
@@ -74,7 +74,11 @@ impl IngestService for IngestApi {
                 let gateway = Arc::clone(&gateway);
                 let caller = caller.clone();
                 async move {
-                    let req = item?;
+                    let item = item?;
+                    let req = pb::PublishRequest {
+                        events: item.events,
+                        request_id: item.request_id,
+                    };
                     let request_id = req.request_id.clone();
                     let ids: Vec<String> = req
                         .events
@@ -82,22 +86,27 @@ impl IngestService for IngestApi {
                         .map(|e| crate::pipeline::event_id_of(e).unwrap_or_default())
                         .collect();
                     match gateway.publish(caller.as_ref(), req).await {
-                        Ok(r) => Ok(r),
-                        // A stream keeps going: capacity problems are answered per event.
-                        Err(RequestError::Exhausted(message, after)) => Ok(pb::PublishResponse {
-                            request_id,
-                            results: ids
-                                .into_iter()
-                                .map(|event_id| pb::EventResult {
-                                    event_id,
-                                    outcome: pb::Outcome::ResourceExhausted as i32,
-                                    message: message.clone(),
-                                    retry_after_ms: u32::try_from(after.as_millis())
-                                        .unwrap_or(u32::MAX),
-                                    ..Default::default()
-                                })
-                                .collect(),
+                        Ok(r) => Ok(pb::PublishStreamResponse {
+                            request_id: r.request_id,
+                            results: r.results,
                         }),
+                        // A stream keeps going: capacity problems are answered per event.
+                        Err(RequestError::Exhausted(message, after)) => {
+                            Ok(pb::PublishStreamResponse {
+                                request_id,
+                                results: ids
+                                    .into_iter()
+                                    .map(|event_id| pb::EventResult {
+                                        event_id,
+                                        outcome: pb::Outcome::ResourceExhausted as i32,
+                                        message: message.clone(),
+                                        retry_after_ms: u32::try_from(after.as_millis())
+                                            .unwrap_or(u32::MAX),
+                                        ..Default::default()
+                                    })
+                                    .collect(),
+                            })
+                        }
                         Err(other) => Err(other.into_status()),
                     }
                 }

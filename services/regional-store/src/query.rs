@@ -225,12 +225,12 @@ impl QueryApi {
     async fn answer_get_patient_record(
         &self,
         request: Request<pb::GetPatientRecordRequest>,
-    ) -> Result<Response<pb::PatientRecord>, Status> {
+    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         let keys = self.patient_keys(&req.citizen_id)?;
-        let mut record = pb::PatientRecord::default();
+        let mut record = pb::GetPatientRecordResponse::default();
         let mut seen = std::collections::HashSet::new();
         for (_, s) in &self
             .stores
@@ -269,7 +269,7 @@ impl QueryApi {
     async fn answer_list_incoming_referrals(
         &self,
         request: Request<pb::ListIncomingReferralsRequest>,
-    ) -> Result<Response<pb::ReferralPage>, Status> {
+    ) -> Result<Response<pb::ListIncomingReferralsResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
@@ -296,7 +296,7 @@ impl QueryApi {
             referrals.len(),
         )
         .await?;
-        Ok(Response::new(pb::ReferralPage {
+        Ok(Response::new(pb::ListIncomingReferralsResponse {
             referrals,
             next_page_token: next,
         }))
@@ -305,7 +305,7 @@ impl QueryApi {
     async fn answer_list_appointments(
         &self,
         request: Request<pb::ListAppointmentsRequest>,
-    ) -> Result<Response<pb::AppointmentPage>, Status> {
+    ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
@@ -331,7 +331,7 @@ impl QueryApi {
             appointments.len(),
         )
         .await?;
-        Ok(Response::new(pb::AppointmentPage {
+        Ok(Response::new(pb::ListAppointmentsResponse {
             appointments,
             next_page_token: next,
         }))
@@ -340,7 +340,7 @@ impl QueryApi {
     async fn answer_find_reusable_lab_results(
         &self,
         request: Request<pb::FindReusableLabResultsRequest>,
-    ) -> Result<Response<pb::LabReportPage>, Status> {
+    ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
@@ -388,7 +388,7 @@ impl QueryApi {
             lab_results.len(),
         )
         .await?;
-        Ok(Response::new(pb::LabReportPage {
+        Ok(Response::new(pb::FindReusableLabResultsResponse {
             lab_results,
             next_page_token: next,
         }))
@@ -500,14 +500,14 @@ impl RegionalQueryService for QueryApi {
     async fn get_patient_record(
         &self,
         request: Request<pb::GetPatientRecordRequest>,
-    ) -> Result<Response<pb::PatientRecord>, Status> {
+    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
         observed("GetPatientRecord", self.answer_get_patient_record(request)).await
     }
 
     async fn list_incoming_referrals(
         &self,
         request: Request<pb::ListIncomingReferralsRequest>,
-    ) -> Result<Response<pb::ReferralPage>, Status> {
+    ) -> Result<Response<pb::ListIncomingReferralsResponse>, Status> {
         observed(
             "ListIncomingReferrals",
             self.answer_list_incoming_referrals(request),
@@ -518,14 +518,14 @@ impl RegionalQueryService for QueryApi {
     async fn list_appointments(
         &self,
         request: Request<pb::ListAppointmentsRequest>,
-    ) -> Result<Response<pb::AppointmentPage>, Status> {
+    ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
         observed("ListAppointments", self.answer_list_appointments(request)).await
     }
 
     async fn find_reusable_lab_results(
         &self,
         request: Request<pb::FindReusableLabResultsRequest>,
-    ) -> Result<Response<pb::LabReportPage>, Status> {
+    ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
         observed(
             "FindReusableLabResults",
             self.answer_find_reusable_lab_results(request),
