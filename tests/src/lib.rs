@@ -221,3 +221,29 @@ pub fn assert_private(dir: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(seen > 1, "{} holds nothing to check", dir.display());
     Ok(())
 }
+
+/// Runs one pytest file of tests/python with the local stack's Python environment (and the
+/// given extra environment); fails the test unless every one of its `passed` tests passed.
+pub fn run_pytest(file: &str, env: &[(&str, &std::path::Path)], passed: usize) {
+    let python = std::env::var("LIENTHONG_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} missing: deploy/local/test installs the Python environment",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(repo_root().join("tests/python").join(file))
+        .envs(env.iter().copied())
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{file} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{passed} passed")), "{stdout}");
+}

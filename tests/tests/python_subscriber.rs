@@ -5,10 +5,8 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::process::Command;
-
 use lienthong_core::ClinicalEvent;
-use lienthong_tests::{keyed_events, publish_framed, repo_root, require_kafka, require_registry};
+use lienthong_tests::{keyed_events, publish_framed, require_kafka, require_registry};
 use serde_json::json;
 
 #[tokio::test]
@@ -54,26 +52,7 @@ async fn python_reads_rust_events() -> anyhow::Result<()> {
         )?,
     )?;
 
-    let python = std::env::var("LIENTHONG_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} missing: deploy/local/test installs the Python subscriber environment",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(repo_root().join("tests/python/test_subscribe.py"))
-        .env("LIENTHONG_MANIFEST", &manifest)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "python subscriber failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    lienthong_tests::run_pytest("test_subscribe.py", &[("LIENTHONG_MANIFEST", &manifest)], 1);
     Ok(())
 }
 
@@ -81,19 +60,5 @@ async fn python_reads_rust_events() -> anyhow::Result<()> {
 /// the published test vectors (the Rust core checks the same file).
 #[test]
 fn python_computes_the_published_ids() {
-    let python = std::env::var("LIENTHONG_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
-    let out = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(repo_root().join("tests/python/event_ids.py"))
-        .output()
-        .expect("python runs (deploy/local/test installs it)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 passed"));
+    lienthong_tests::run_pytest("event_ids.py", &[], 2);
 }

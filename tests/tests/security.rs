@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lienthong_kafka::{EventProducer, KafkaArgs, SecurityProtocol};
-use lienthong_tests::{kafka, repo_root, require_kafka};
+use lienthong_tests::{kafka, require_kafka};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -164,19 +164,7 @@ fn pg_reason(e: &tokio_postgres::Error) -> String {
 #[test]
 fn an_analytics_client_in_python_is_refused_document_topics() {
     require_kafka();
-    let python = env_path("LIENTHONG_PYTHON");
-    let out = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(repo_root().join("tests/python/analytics_refused.py"))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    lienthong_tests::run_pytest("analytics_refused.py", &[], 1);
 }
 
 #[test]
