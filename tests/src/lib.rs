@@ -222,9 +222,9 @@ pub fn assert_private(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one pytest file of tests/python with the local stack's Python environment (and the
-/// given extra environment); fails the test unless every one of its `passed` tests passed.
-pub fn run_pytest(file: &str, env: &[(&str, &std::path::Path)], passed: usize) {
+/// The local stack's Python environment (`LIENTHONG_PYTHON` overrides): what an analytics team
+/// or a HIS vendor would install, from tests/python/requirements.txt.
+pub fn python() -> PathBuf {
     let python = std::env::var("LIENTHONG_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join(".state/py/bin/python"));
@@ -233,7 +233,13 @@ pub fn run_pytest(file: &str, env: &[(&str, &std::path::Path)], passed: usize) {
         "{} missing: deploy/local/test installs the Python environment",
         python.display()
     );
-    let out = std::process::Command::new(&python)
+    python
+}
+
+/// Runs one pytest file of tests/python with the local stack's Python environment (and the
+/// given extra environment); fails the test unless every one of its `passed` tests passed.
+pub fn run_pytest(file: &str, env: &[(&str, &std::path::Path)], passed: usize) {
+    let out = std::process::Command::new(python())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(repo_root().join("tests/python").join(file))
         .envs(env.iter().copied())

@@ -64,7 +64,10 @@ pub enum IdError {
         kind: IdKind,
     },
     /// Wrong number of characters.
-    #[error("{kind} must have {expected:?} characters, found {actual}")]
+    #[error(
+        "{kind} must have {} characters, found {actual}",
+        lengths(expected, "or")
+    )]
     Length {
         /// Identifier kind.
         kind: IdKind,
@@ -152,8 +155,9 @@ impl IdError {
                 expected,
                 actual,
             } => format!(
-                "{} phải có {expected:?} ký tự, hiện có {actual}",
-                kind_vi(*kind)
+                "{} phải có {} ký tự, hiện có {actual}",
+                kind_vi(*kind),
+                lengths(expected, "hoặc")
             ),
             Self::Charset { kind, position, .. } => format!(
                 "{} có ký tự không hợp lệ ở vị trí {position}",
@@ -189,5 +193,36 @@ fn kind_vi(kind: IdKind) -> &'static str {
         IdKind::Icd10 => "Mã ICD-10",
         IdKind::PractitionerLicence => "Số chứng chỉ hành nghề",
         IdKind::XmlDate => "Ngày tháng",
+    }
+}
+
+/// The allowed lengths as a reader says them: "12 or 9".
+fn lengths(expected: &[usize], or: &str) -> String {
+    let words: Vec<String> = expected.iter().map(ToString::to_string).collect();
+    words.join(&format!(" {or} "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_error_names_the_allowed_lengths_in_words() {
+        let e = IdError::Length {
+            kind: IdKind::CitizenId,
+            expected: &[12, 9],
+            actual: 8,
+        };
+        assert!(
+            e.to_string()
+                .contains("must have 12 or 9 characters, found 8"),
+            "{e}"
+        );
+        assert!(
+            e.message_vi()
+                .contains("phải có 12 hoặc 9 ký tự, hiện có 8"),
+            "{}",
+            e.message_vi()
+        );
     }
 }
