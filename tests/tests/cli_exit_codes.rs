@@ -44,21 +44,21 @@ fn a_file_that_cannot_be_read_exits_1_and_one_that_is_refused_exits_3() {
 #[test]
 fn unreachable_services_exit_4() {
     let out = lienthong(&[
+        "topics",
+        "list",
         "--kafka-bootstrap",
         "127.0.0.1:1",
         "--kafka-timeout-secs",
         "2",
-        "topics",
-        "list",
     ]);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     let out = lienthong(&[
+        "schemas",
+        "list",
         "--registry-url",
         "https://localhost:1/apis/ccompat/v7",
         "--registry-timeout-secs",
         "2",
-        "schemas",
-        "list",
     ]);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     let dir = tempfile::tempdir().expect("temporary folder");

@@ -18,10 +18,10 @@ fn demo_publishes_and_reads_back_every_event() -> anyhow::Result<()> {
     assert!(key.status.success());
     let topics = Command::new(&bin)
         .args([
-            "--kafka-bootstrap",
-            &kafka.bootstrap,
             "topics",
             "apply",
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
             "--replication-factor",
             "1",
             "--min-insync-replicas",
@@ -35,9 +35,9 @@ fn demo_publishes_and_reads_back_every_event() -> anyhow::Result<()> {
     );
     let out = Command::new(&bin)
         .args([
+            "demo",
             "--kafka-bootstrap",
             &kafka.bootstrap,
-            "demo",
             "--count",
             "90",
         ])

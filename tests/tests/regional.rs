@@ -476,11 +476,11 @@ async fn poison_goes_to_the_dlq_consumption_continues_and_the_cli_lists_and_repl
 
     let bin = lienthong_tests::workspace_bin("lienthong");
     let args = [
+        "dlq",
         "--kafka-bootstrap",
         &kafka.bootstrap,
         "--registry-url",
         &registry.registry_url,
-        "dlq",
     ];
     let list = tokio::process::Command::new(&bin)
         .args(args)
@@ -781,5 +781,247 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
     );
     let citizen = first.patient().unwrap().citizen_id.clone();
     referrals_of(&a, "the event after the conflict", &citizen, 2).await?;
+    a.stop().await
+}
+
+/// `lienthong regional …` answers every query method from a shell, as a table and as JSON,
+/// with the credentials of `source .state/env`'s variables; refusals and an unreachable store
+/// end in the exit codes a script acts on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()> {
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let a = start(&["79"], &t).await?;
+    let mut g = Generator::new(8080, time::OffsetDateTime::now_utc());
+    let r = referral(&mut g, "79025", "79001", "79");
+    let patient = r.patient().cloned().unwrap_or_default();
+    let citizen = patient.citizen_id.clone();
+    let mut appointment = reassign(ClinicalEvent::Appointment(g.appointment()), "79001");
+    if let ClinicalEvent::Appointment(e) = &mut appointment {
+        e.appointment.get_or_insert_with(Default::default).patient = Some(patient.clone());
+    }
+    let mut lab = reassign(ClinicalEvent::LabResult(g.lab_result()), "79025");
+    if let ClinicalEvent::LabResult(l) = &mut lab {
+        l.report.get_or_insert_with(Default::default).patient = Some(patient.clone());
+    }
+    let (appointment, lab) = (key(appointment), key(lab));
+    publish_to(
+        &registry,
+        &t.docs,
+        &[r.clone(), appointment.clone(), lab.clone()],
+    )
+    .await?;
+    let c = a.client().await?;
+    eventually("the whole record", || {
+        let mut c = c.clone();
+        let citizen = citizen.clone();
+        async move {
+            let rec = c
+                .get_patient_record(authed(
+                    pb::GetPatientRecordRequest {
+                        citizen_id: citizen,
+                        purpose: 1,
+                    },
+                    "79001",
+                ))
+                .await?
+                .into_inner();
+            Ok((rec.referrals.len() == 1
+                && rec.appointments.len() == 1
+                && rec.lab_results.len() == 1)
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    let token = dir.path().join("79001.token");
+    std::fs::write(&ca, a.pki.ca_pem())?;
+    std::fs::write(
+        &token,
+        lienthong_grpc::issue_token(SECRET, lienthong_grpc::DEFAULT_AUDIENCE, "79001", 600)?,
+    )?;
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let url = format!("https://localhost:{}", a.addr.port());
+    let cli = |args: &[&str]| {
+        let bin = lienthong_tests::workspace_bin("lienthong");
+        let (url, ca, token) = (url.clone(), ca.clone(), token.clone());
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        async move {
+            let out = tokio::process::Command::new(bin)
+                .arg("regional")
+                .args(&args)
+                .env("LIENTHONG_REGIONAL_URL", url)
+                .env("LIENTHONG_REGIONAL_CA", ca)
+                .env("LIENTHONG_REGIONAL_TOKEN_FILE", token)
+                .output()
+                .await
+                .expect("lienthong runs");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let doc = |e: &ClinicalEvent| {
+        e.header()
+            .map(|h| h.document_id.clone())
+            .unwrap_or_default()
+    };
+
+    // record: a table with one row per document, the patient's name aligned in its column.
+    let (code, table, err) =
+        cli(&["record", "--citizen-id", &citizen, "--purpose", "treatment"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "heading and three documents:\n{table}");
+    assert!(
+        lines[0].starts_with("KIND") && lines[0].contains("PATIENT"),
+        "{table}"
+    );
+    for e in [&r, &appointment, &lab] {
+        assert!(table.contains(&doc(e)), "{} missing:\n{table}", doc(e));
+    }
+    let column = |line: &str| {
+        use unicode_width::UnicodeWidthStr;
+        line[..line.find(&patient.full_name).expect("name in every row")].width()
+    };
+    assert!(
+        lines[1..].iter().all(|l| column(l) == column(lines[1])),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&citizen),
+        "the table does not print the citizen ID"
+    );
+
+    // record as JSON: the answer message in canonical protobuf JSON.
+    let (code, json, err) = cli(&[
+        "record",
+        "--citizen-id",
+        &citizen,
+        "--purpose",
+        "treatment",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(
+        v["referrals"][0]["referral"]["header"]["documentId"],
+        doc(&r)
+    );
+    assert_eq!(v["referrals"][0]["status"], "REFERRAL_STATUS_PENDING");
+    assert_eq!(
+        v["appointments"][0]["header"]["documentId"],
+        doc(&appointment)
+    );
+    assert_eq!(v["labResults"][0]["header"]["documentId"], doc(&lab));
+
+    // referrals, appointments, lab reports.
+    let (code, out, err) = cli(&[
+        "referrals",
+        "--facility",
+        "79001",
+        "--purpose",
+        "continuity-of-care",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&doc(&r)) && out.contains("pending") && out.contains("79025 → 79001"),
+        "{out}"
+    );
+    let today = time::OffsetDateTime::now_utc();
+    let day = |d: time::OffsetDateTime| {
+        format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
+    };
+    let (from, to) = (
+        day(today - time::Duration::days(30)),
+        day(today + time::Duration::days(90)),
+    );
+    let (code, out, err) = cli(&[
+        "appointments",
+        "--facility",
+        "79001",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--purpose",
+        "treatment",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        v["appointments"][0]["header"]["documentId"],
+        doc(&appointment),
+        "{out}"
+    );
+    let (code, out, err) = cli(&[
+        "lab-reports",
+        "--citizen-id",
+        &citizen,
+        "--purpose",
+        "treatment",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&doc(&lab)) && out.contains("lab-result"),
+        "{out}"
+    );
+
+    // acknowledge: the receipt's coordinates; then the referral reads as received.
+    let (code, out, err) = cli(&["acknowledge", "--referral", &doc(&r)]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&t.receipt), "{out}");
+    eventually("the referral to read as received", || {
+        let (cli, wanted) = (&cli, doc(&r));
+        async move {
+            let (_, out, _) = cli(&[
+                "referrals",
+                "--facility",
+                "79001",
+                "--status",
+                "received",
+                "--purpose",
+                "treatment",
+            ])
+            .await;
+            Ok(out.contains(&wanted).then_some(()))
+        }
+    })
+    .await?;
+
+    // Refused as asked (3): a malformed citizen ID, another facility's list, acknowledging a
+    // referral addressed elsewhere. Usage (2): no purpose. Unreachable store (4).
+    let (code, _, err) = cli(&["record", "--citizen-id", "12ab", "--purpose", "treatment"]).await;
+    assert_eq!(code, Some(3), "{err}");
+    let (code, _, err) = cli(&["referrals", "--facility", "01001", "--purpose", "treatment"]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("PermissionDenied") || err.to_lowercase().contains("permission"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["record", "--citizen-id", &citizen]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = cli(&[
+        "record",
+        "--citizen-id",
+        &citizen,
+        "--purpose",
+        "treatment",
+        "--regional",
+        "https://localhost:1",
+    ])
+    .await;
+    assert_eq!(code, Some(4), "{err}");
     a.stop().await
 }

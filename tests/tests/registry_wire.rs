@@ -89,11 +89,11 @@ async fn bad_frames_give_specific_errors_naming_where_they_came_from() -> anyhow
     // The analyst's tool reports the same and exits non-zero, without panicking.
     let out = Command::new(workspace_bin("lienthong"))
         .args([
+            "tail",
             "--kafka-bootstrap",
             &kafka.bootstrap,
             "--registry-url",
             &registry.registry_url,
-            "tail",
             "--topic",
             &topic,
             "--from-beginning",
@@ -122,11 +122,11 @@ async fn tail_prints_decoded_json_with_partition_offset_key_and_headers() -> any
     // ours out by partition and offset.
     let out = Command::new(workspace_bin("lienthong"))
         .args([
+            "tail",
             "--kafka-bootstrap",
             &kafka.bootstrap,
             "--registry-url",
             &registry.registry_url,
-            "tail",
             "--topic",
             event.kind().topic(),
             "--from-beginning",
@@ -173,10 +173,10 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     let check = || {
         Command::new(workspace_bin("lienthong"))
             .args([
-                "--registry-url",
-                &registry.registry_url,
                 "schemas",
                 "check",
+                "--registry-url",
+                &registry.registry_url,
                 "--proto-dir",
             ])
             .arg(dir.path())

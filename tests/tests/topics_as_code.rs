@@ -87,10 +87,10 @@ fn the_cli_applies_twice_and_reports_no_changes_the_second_time() -> anyhow::Res
     let run = || {
         Command::new(workspace_bin("lienthong"))
             .args([
-                "--kafka-bootstrap",
-                &kafka.bootstrap,
                 "topics",
                 "apply",
+                "--kafka-bootstrap",
+                &kafka.bootstrap,
                 "--spec",
             ])
             .arg(&file)
@@ -143,12 +143,12 @@ fn an_unreachable_broker_fails_fast_naming_the_address() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let out = Command::new(workspace_bin("lienthong"))
         .args([
+            "topics",
+            "list",
             "--kafka-bootstrap",
             "127.0.0.1:1",
             "--kafka-timeout-secs",
             "3",
-            "topics",
-            "list",
         ])
         .output()?;
     // Exit code 4: unavailable, retry later.

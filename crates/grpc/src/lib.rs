@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod serving;
 pub mod tokens;
 
-pub use client::{ClientError, GatewayConnection};
+pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
 pub use identity::{Authenticator, Identity};
 pub use serving::{DEFAULT_AUDIENCE, ServingArgs, ServingError, server_tls};
 pub use tokens::{Claims, TokenError, issue_token, read_token_secret};

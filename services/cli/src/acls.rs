@@ -1,5 +1,6 @@
 //! `lienthong acls apply|list`.
 
+use crate::table::{Align, Table};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,18 +62,19 @@ pub fn run(cmd: AclsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
             let spec = args.load()?;
             let found = acls::describe(kafka)?;
             let drift = acls::drift(&spec, &found);
-            println!("{:<9} GRANT", "STATUS");
+            let mut table = Table::new(&[("STATUS", Align::Left), ("GRANT", Align::Left)]);
             for b in spec.bindings() {
                 let status = if drift.missing.contains(&b) {
                     "missing"
                 } else {
                     "ok"
                 };
-                println!("{status:<9} {b}");
+                table.row([status.to_owned(), b.to_string()]);
             }
             for b in &drift.extra {
-                println!("{:<9} {b}", "extra");
+                table.row(["extra".to_owned(), b.to_string()]);
             }
+            table.print();
             if drift.is_empty() {
                 Ok(ExitCode::SUCCESS)
             } else {

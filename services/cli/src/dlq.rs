@@ -1,5 +1,6 @@
 //! `lienthong dlq list|show|replay`: inspect dead letters and re-publish them after a fix.
 
+use crate::table::{Align, Table};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -145,10 +146,13 @@ pub async fn run(
     match cmd {
         DlqCommand::List(sel) => {
             let letters = read(kafka, &sel).await?;
-            println!(
-                "{:<14} {:<48} {:<28} {:<12} ERROR",
-                "DLQ P@OFFSET", "ORIGIN", "GROUP", "REASON"
-            );
+            let mut table = Table::new(&[
+                ("DLQ P@OFFSET", Align::Left),
+                ("ORIGIN", Align::Left),
+                ("GROUP", Align::Left),
+                ("REASON", Align::Left),
+                ("ERROR", Align::Left),
+            ]);
             for m in &letters {
                 let origin = format!(
                     "{}[{}]@{}",
@@ -157,14 +161,15 @@ pub async fn run(
                     header(m, dlq::ORIGIN_OFFSET)
                 );
                 let error: String = header(m, dlq::ERROR).chars().take(120).collect();
-                println!(
-                    "{:<14} {:<48} {:<28} {:<12} {error}",
+                table.row([
                     format!("{}@{}", m.partition(), m.offset()),
                     origin,
                     header(m, dlq::CONSUMER_GROUP),
-                    header(m, dlq::REASON)
-                );
+                    header(m, dlq::REASON),
+                    error,
+                ]);
             }
+            table.print();
             eprintln!("{} dead letter(s)", letters.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -23,8 +23,25 @@ pub fn code(code: u8) -> ExitCode {
 }
 
 /// The exit code of an error that ended a command: UNAVAILABLE when one of its causes says a
-/// service could not be reached, FAILED otherwise.
+/// service could not be reached, REFUSED when a service refused the request as it is (invalid,
+/// not permitted, not found), FAILED otherwise.
 pub fn of_error(e: &anyhow::Error) -> u8 {
+    let refused = e.chain().any(|cause| {
+        cause.downcast_ref::<tonic::Status>().is_some_and(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::NotFound
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::AlreadyExists
+            )
+        })
+    });
+    if refused {
+        return REFUSED;
+    }
     let unreachable = e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<lienthong_kafka::Error>(),
@@ -53,12 +70,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unreachable_services_mean_retry_and_anything_else_means_fix() {
+    fn unreachable_means_retry_refused_means_change_anything_else_means_fix() {
         let status = anyhow::Error::new(tonic::Status::unavailable("gateway restarting"))
             .context("publishing");
         assert_eq!(of_error(&status), UNAVAILABLE);
         let refused = anyhow::Error::new(tonic::Status::permission_denied("not yours"));
-        assert_eq!(of_error(&refused), FAILED);
+        assert_eq!(of_error(&refused), REFUSED);
+        let invalid = anyhow::Error::new(tonic::Status::invalid_argument("citizen id"));
+        assert_eq!(of_error(&invalid), REFUSED);
+        let bad_token = anyhow::Error::new(tonic::Status::unauthenticated("expired"));
+        assert_eq!(of_error(&bad_token), FAILED);
         assert_eq!(
             of_error(&anyhow::anyhow!("cannot read events.jsonl")),
             FAILED

@@ -10,6 +10,7 @@ mod keys;
 mod publish;
 mod regional;
 mod schemas;
+mod table;
 mod tail;
 mod tokens;
 mod topics;
@@ -31,11 +32,7 @@ use lienthong_telemetry::TelemetryArgs;
     about
 )]
 struct Cli {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    registry: RegistryArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Logging")]
     telemetry: TelemetryArgs,
     #[command(subcommand)]
     command: Command,
@@ -44,18 +41,37 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create or update the Kafka topics from the topic spec.
-    #[command(subcommand)]
-    Topics(topics::TopicsCommand),
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: KafkaArgs,
+    },
     /// Grant each Kafka principal what the ACL spec says, and show drift.
-    #[command(subcommand)]
-    Acls(acls::AclsCommand),
+    Acls {
+        #[command(subcommand)]
+        command: acls::AclsCommand,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: KafkaArgs,
+    },
     /// Show this build's version and the security features it was built with.
     Version,
     /// Register and check the event schemas in the schema registry.
-    #[command(subcommand)]
-    Schemas(schemas::SchemasCommand),
+    Schemas {
+        #[command(subcommand)]
+        command: schemas::SchemasCommand,
+        #[command(flatten, next_help_heading = "Schema registry")]
+        registry: RegistryArgs,
+    },
     /// Print a topic's messages as JSON, decoded through the schema registry.
-    Tail(tail::TailArgs),
+    Tail {
+        #[command(flatten)]
+        args: tail::TailArgs,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: KafkaArgs,
+        #[command(flatten, next_help_heading = "Schema registry")]
+        registry: RegistryArgs,
+    },
     /// Publish events to the gateway (from a JSON Lines file, or synthetic ones).
     Publish(publish::PublishArgs),
     /// The facility directory: check a file, print the synthetic data's.
@@ -65,14 +81,28 @@ enum Command {
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
     /// Publish synthetic events and read them back: a first end-to-end check of a stack.
-    Demo(demo::DemoArgs),
+    Demo {
+        #[command(flatten)]
+        args: demo::DemoArgs,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: KafkaArgs,
+        #[command(flatten, next_help_heading = "Schema registry")]
+        registry: RegistryArgs,
+    },
     /// Dead letters: list, show, replay.
-    #[command(subcommand)]
-    Dlq(dlq::DlqCommand),
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: KafkaArgs,
+        #[command(flatten, next_help_heading = "Schema registry")]
+        registry: RegistryArgs,
+    },
     /// Pseudonym keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Regional stores: rebuild from the topics.
+    /// Regional stores: query a patient's record and the facility lists, acknowledge a
+    /// referral, rebuild a store from the topics.
     #[command(subcommand)]
     Regional(regional::RegionalCommand),
     /// The facility agent: status, retry of rejected events.
@@ -100,8 +130,8 @@ fn main() -> ExitCode {
         let outcome = async {
         lienthong_telemetry::init(&cli.telemetry)?;
         match cli.command {
-            Command::Topics(cmd) => topics::run(cmd, &cli.kafka).await,
-            Command::Acls(cmd) => acls::run(cmd, &cli.kafka),
+            Command::Topics { command, kafka } => topics::run(command, &kafka).await,
+            Command::Acls { command, kafka } => acls::run(command, &kafka),
             Command::Version => {
                 println!("lienthong {}", env!("CARGO_PKG_VERSION"));
                 println!(
@@ -115,15 +145,27 @@ fn main() -> ExitCode {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Schemas(cmd) => schemas::run(cmd, &cli.registry).await,
-            Command::Tail(args) => tail::run(args, &cli.kafka, &cli.registry).await,
-            Command::Demo(args) => demo::run(args, &cli.kafka, &cli.registry).await,
+            Command::Schemas { command, registry } => schemas::run(command, &registry).await,
+            Command::Tail {
+                args,
+                kafka,
+                registry,
+            } => tail::run(args, &kafka, &registry).await,
+            Command::Demo {
+                args,
+                kafka,
+                registry,
+            } => demo::run(args, &kafka, &registry).await,
             Command::Keys(cmd) => keys::run(cmd),
-            Command::Dlq(cmd) => dlq::run(cmd, &cli.kafka, &cli.registry).await,
+            Command::Dlq {
+                command,
+                kafka,
+                registry,
+            } => dlq::run(command, &kafka, &registry).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Tokens(cmd) => tokens::run(cmd),
             Command::Facilities(cmd) => facilities::run(cmd),
-            Command::Regional(cmd) => regional::run(cmd, &cli.kafka, &cli.registry).await,
+            Command::Regional(cmd) => regional::run(cmd).await,
             Command::Xml(cmd) => xml::run(cmd),
             Command::Agent(cmd) => agent::run(cmd),
         }
@@ -143,5 +185,72 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// The long help of `lienthong <path…>`.
+    fn help(path: &[&str]) -> String {
+        use clap::CommandFactory;
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub
+                .find_subcommand_mut(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn each_subcommand_shows_only_the_flags_it_uses() {
+        let kafka = "--kafka-bootstrap";
+        let registry = "--registry-url";
+        for path in [
+            &["tokens", "issue"][..],
+            &["publish"],
+            &["xml", "convert"],
+            &["facilities", "check"],
+            &["keys", "generate"],
+            &["agent", "status"],
+            &["regional", "record"],
+            &["regional", "acknowledge"],
+            &["version"],
+        ] {
+            let text = help(path);
+            assert!(
+                !text.contains(kafka) && !text.contains(registry),
+                "lienthong {} lists Kafka or registry flags:\n{text}",
+                path.join(" ")
+            );
+        }
+        for path in [&["topics", "list"][..], &["acls", "apply"]] {
+            let text = help(path);
+            assert!(
+                text.contains(kafka) && !text.contains(registry),
+                "{path:?}:\n{text}"
+            );
+        }
+        for path in [&["schemas", "register"][..], &["schemas", "list"]] {
+            let text = help(path);
+            assert!(
+                !text.contains(kafka) && text.contains(registry),
+                "{path:?}:\n{text}"
+            );
+        }
+        for path in [
+            &["tail"][..],
+            &["dlq", "list"],
+            &["demo"],
+            &["regional", "rebuild"],
+        ] {
+            let text = help(path);
+            assert!(
+                text.contains(kafka) && text.contains(registry),
+                "{path:?}:\n{text}"
+            );
+        }
+        // Logging applies everywhere; no command takes the SASL password itself.
+        assert!(help(&["tokens", "issue"]).contains("--log-format"));
+        assert!(!help(&["tail"]).contains("--kafka-sasl-password "));
     }
 }

@@ -1,5 +1,6 @@
 //! `lienthong schemas register|check|list`.
 
+use crate::table::{Align, Table};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,16 +39,21 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
     match cmd {
         SchemasCommand::Register(args) => {
             let registered = args.load()?.register(&client).await?;
-            println!("{:<34} {:>7} {:>6}  ", "SUBJECT", "VERSION", "ID");
+            let mut table = Table::new(&[
+                ("SUBJECT", Align::Left),
+                ("VERSION", Align::Right),
+                ("ID", Align::Right),
+                ("", Align::Left),
+            ]);
             for r in &registered {
-                println!(
-                    "{:<34} {:>7} {:>6}  {}",
-                    r.subject,
-                    r.version,
-                    r.id,
-                    if r.created { "registered" } else { "unchanged" }
-                );
+                table.row([
+                    r.subject.clone(),
+                    r.version.to_string(),
+                    r.id.to_string(),
+                    if r.created { "registered" } else { "unchanged" }.to_owned(),
+                ]);
             }
+            table.print();
             Ok(ExitCode::SUCCESS)
         }
         SchemasCommand::Check(args) => {
@@ -75,10 +81,11 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
             })
         }
         SchemasCommand::List => {
-            println!(
-                "{:<34} {:<14} VERSIONS (schema ids)",
-                "SUBJECT", "COMPATIBILITY"
-            );
+            let mut table = Table::new(&[
+                ("SUBJECT", Align::Left),
+                ("COMPATIBILITY", Align::Left),
+                ("VERSIONS (schema ids)", Align::Left),
+            ]);
             for subject in client.subjects().await? {
                 let compat = client
                     .compatibility(&subject)
@@ -91,8 +98,9 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
                         client.version_id(&subject, v).await?
                     ));
                 }
-                println!("{:<34} {:<14} {}", subject, compat, versions.join(", "));
+                table.row([subject, compat, versions.join(", ")]);
             }
+            table.print();
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,5 +1,6 @@
 //! `lienthong topics apply|list`.
 
+use crate::table::{Align, Table};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,19 +65,29 @@ pub async fn run(cmd: TopicsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCo
             let spec = args.load()?;
             let names: Vec<String> = spec.topics.iter().map(|t| t.name.clone()).collect();
             let found = topics::describe(kafka, &names).await?;
-            println!(
-                "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  STATUS",
-                "TOPIC", "PARTITIONS", "RF", "RETENTION.MS", "CLEANUP", "ISR"
-            );
+            let mut table = Table::new(&[
+                ("TOPIC", Align::Left),
+                ("PARTITIONS", Align::Right),
+                ("RF", Align::Right),
+                ("RETENTION.MS", Align::Right),
+                ("CLEANUP", Align::Left),
+                ("ISR", Align::Right),
+                ("STATUS", Align::Left),
+            ]);
             let mut drift = false;
             for t in &spec.topics {
                 match found.iter().find(|f| f.name == t.name) {
                     None => {
                         drift = true;
-                        println!(
-                            "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  missing (run `lienthong topics apply`)",
-                            t.name, "-", "-", "-", "-", "-"
-                        );
+                        table.row([
+                            t.name.as_str(),
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "missing (run `lienthong topics apply`)",
+                        ]);
                     }
                     Some(f) => {
                         let get = |k: &str| f.configs.get(k).map(String::as_str).unwrap_or("?");
@@ -84,19 +95,19 @@ pub async fn run(cmd: TopicsCommand, kafka: &KafkaArgs) -> anyhow::Result<ExitCo
                             && f.replication_factor == t.replication_factor
                             && t.configs().iter().all(|(k, v)| f.configs.get(k) == Some(v));
                         drift |= !matches;
-                        println!(
-                            "{:<28} {:>10} {:>4} {:>14} {:>9} {:>4}  {}",
-                            f.name,
-                            f.partitions,
-                            f.replication_factor,
-                            get("retention.ms"),
-                            get("cleanup.policy"),
-                            get("min.insync.replicas"),
-                            if matches { "ok" } else { "differs from spec" }
-                        );
+                        table.row([
+                            f.name.clone(),
+                            f.partitions.to_string(),
+                            f.replication_factor.to_string(),
+                            get("retention.ms").to_owned(),
+                            get("cleanup.policy").to_owned(),
+                            get("min.insync.replicas").to_owned(),
+                            if matches { "ok" } else { "differs from spec" }.to_owned(),
+                        ]);
                     }
                 }
             }
+            table.print();
             Ok(if drift {
                 crate::exit::code(crate::exit::DRIFT)
             } else {
