@@ -8,7 +8,7 @@ pub mod secrets;
 pub mod shutdown;
 
 pub use keys::{KeyError, PseudonymKeyArgs};
-pub use private::{private_dir, private_file, private_files};
+pub use private::{drop_dir, private_dir, private_file, private_files};
 pub use secrets::{SecretFileError, check_private, read_secret};
 pub use shutdown::{Overrun, drain, shutdown_signal, shutdown_token, with_deadline};
 

@@ -21,6 +21,24 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Prepares a folder another local user drops files into (the HIS's export folder): created
+/// private (0700) when missing; an existing one keeps what its owner and group may do (an
+/// operator may let the HIS's group write it, 2770) and loses every right of others.
+pub fn drop_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        return private_dir(dir);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes an existing file private to this user (0600): an export the HIS wrote more open is
 /// kept as such.
 pub fn private_file(file: &Path) -> std::io::Result<()> {
@@ -53,5 +71,19 @@ mod tests {
         private_file(&file).expect("private file");
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_drop_folder_keeps_its_group_and_loses_others() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let fresh = dir.path().join("fresh");
+        drop_dir(&fresh).expect("created");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode(&fresh), 0o700);
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2777)).expect("chmod");
+        drop_dir(&shared).expect("tightened");
+        assert_eq!(mode(&shared), 0o2770);
     }
 }

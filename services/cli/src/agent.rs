@@ -32,37 +32,25 @@ pub enum AgentCommand {
 
 /// Runs an agent command.
 pub fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
+    use lienthong_facility_agent::status;
     match cmd {
         AgentCommand::Status { data_dir } => {
-            let s = lienthong_facility_agent::status::read(&data_dir).with_context(|| {
+            let s = status::read(&data_dir).with_context(|| {
                 format!(
                     "no status in {}: is the agent running with --data-dir {0}?",
                     data_dir.display()
                 )
             })?;
-            println!(
-                "pending events:       {} (limit {})",
-                s.pending, s.max_pending
-            );
-            println!("oldest pending:       {} s", s.oldest_pending_secs);
-            println!("delivered (this run): {}", s.delivered_since_start);
-            println!(
-                "last error:           {}",
-                s.last_error.as_deref().unwrap_or("none")
-            );
-            println!("rejected events:      {}", s.rejected);
-            for r in &s.recent_rejected {
-                // "REJECTED <document> (file …, MA_LK …, event …): <reason>"
-                println!("  {r}");
-            }
+            print!("{}", s.render());
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::RetryRejected { data_dir } => {
-            let request = data_dir.join("retry-rejected.request");
-            std::fs::write(&request, b"retry\n")
-                .with_context(|| format!("cannot write {}", request.display()))?;
+            let request = status::request_retry(&data_dir).with_context(|| {
+                format!("cannot write a retry request into {}", data_dir.display())
+            })?;
             println!(
-                "asked the agent to send its rejected events again (it does within seconds; if it is not running, at its next start)"
+                "asked the agent to send its rejected events again (it does within seconds; if it is not running, at its next start): {}",
+                request.display()
             );
             Ok(ExitCode::SUCCESS)
         }

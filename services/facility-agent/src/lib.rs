@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod revisions;
 pub mod sender;
+pub mod settings_file;
 pub mod status;
 pub mod xml;
 
@@ -24,9 +25,10 @@ pub use config::AgentConfig;
 /// a task owned here and stopped by the same token.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     crate::metrics::register();
-    // Both hold personal data: exports waiting and events not yet delivered.
+    // Both hold personal data: exports waiting and events not yet delivered. The inbox may be
+    // shared with the HIS's group (it writes there); never with others.
     lienthong_runtime::private_dir(&config.data_dir)?;
-    lienthong_runtime::private_dir(&config.inbox)?;
+    lienthong_runtime::drop_dir(&config.inbox)?;
     let outbox = outbox::Outbox::open(&config.outbox_dir(), config.max_pending)?;
     tracing::info!(pending = outbox.pending(), rejected = outbox.dead(), inbox = %config.inbox.display(), gateway = %config.gateway.url, "facility agent started");
     let state: sender::SharedState = Arc::new(Mutex::new(sender::SenderState::default()));

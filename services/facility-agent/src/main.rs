@@ -1,9 +1,11 @@
 //! `lienthong-facility-agent`: runs next to the HIS.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use lienthong_facility_agent::AgentConfig;
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use lienthong_facility_agent::{AgentConfig, settings_file, status};
 use lienthong_telemetry::TelemetryArgs;
 
 // Many small allocations per event on every hop: mimalloc spends far less time in them
@@ -11,26 +13,150 @@ use lienthong_telemetry::TelemetryArgs;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The lienthong facility agent.
+/// The lienthong facility agent: takes the HIS's MoH XML exports (from its inbox folder, or
+/// over HTTP or gRPC on loopback) and delivers them to the lienthong gateway through a durable
+/// outbox. Without a subcommand it runs.
 #[derive(Debug, Parser)]
-#[command(name = "lienthong-facility-agent", version, about)]
+#[command(
+    name = "lienthong-facility-agent",
+    version,
+    about,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Settings file of `NAME=value` lines (the settings' environment variable names, e.g.
+    /// `LIENTHONG_AGENT_INBOX=/var/spool/lienthong-facility-agent/inbox`); the command line and
+    /// the environment win over it.
+    #[arg(long, env = "LIENTHONG_AGENT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     agent: AgentConfig,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the running agent's status: pending events, the last error, rejected events and
+    /// why (read from its data folder).
+    Status {
+        /// The agent's data folder.
+        #[arg(
+            long,
+            env = "LIENTHONG_AGENT_DATA_DIR",
+            default_value = "lienthong-agent"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Send the events the gateway rejected again (after fixing their cause in the HIS).
+    RetryRejected {
+        /// The agent's data folder.
+        #[arg(
+            long,
+            env = "LIENTHONG_AGENT_DATA_DIR",
+            default_value = "lienthong-agent"
+        )]
+        data_dir: PathBuf,
+    },
+}
+
+/// The settings file named by `--config` (or LIENTHONG_AGENT_CONFIG), found before the command
+/// line is parsed because its values become the command line's defaults.
+fn config_path() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--config=")) {
+            return Some(PathBuf::from(value));
+        }
+    }
+    std::env::var_os("LIENTHONG_AGENT_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// What was asked: a subcommand, or running the agent.
+enum Invocation {
+    Subcommand(Command),
+    Run(Box<Cli>),
+}
+
+fn parse() -> Result<Invocation, settings_file::SettingsFileError> {
+    let mut command = Cli::command();
+    if let Some(path) = config_path() {
+        let mut known = settings_file::known_names(&command);
+        known.remove("LIENTHONG_AGENT_CONFIG");
+        let settings = settings_file::load(&path, &known)?;
+        command = settings_file::apply(command, &settings);
+    }
+    let matches = command.get_matches();
+    // A subcommand needs none of the running agent's settings (no --inbox).
+    Ok(if matches.subcommand().is_some() {
+        Invocation::Subcommand(Command::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+    } else {
+        Invocation::Run(Box::new(
+            Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
+        ))
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(Invocation::Run(cli)) => cli,
+        Ok(Invocation::Subcommand(command)) => return subcommand(command),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The outbox, reports and kept exports hold personal data.
     lienthong_runtime::private_files();
     lienthong_runtime::run_main(async move {
         lienthong_telemetry::init(&cli.telemetry)?;
         let shutdown = lienthong_runtime::shutdown_token();
-        lienthong_facility_agent::run(cli.agent, shutdown).await?;
+        lienthong_facility_agent::run(cli.agent, shutdown)
+            .await
+            .context("the facility agent stopped")?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+fn subcommand(command: Command) -> ExitCode {
+    match command {
+        Command::Status { data_dir } => match status::read(&data_dir) {
+            Ok(s) => {
+                print!("{}", s.render());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: no status in {}: {e}; is the agent running with this data folder (--data-dir, or the settings file's LIENTHONG_AGENT_DATA_DIR)?",
+                    data_dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::RetryRejected { data_dir } => match status::request_retry(&data_dir) {
+            Ok(_) => {
+                println!(
+                    "asked the agent to send its rejected events again (within seconds if it runs, else at its next start)"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot leave a retry request in {}: {e}",
+                    data_dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -147,3 +147,34 @@ pub fn read(config_data_dir: &std::path::Path) -> std::io::Result<Status> {
     let text = std::fs::read_to_string(config_data_dir.join("status.json"))?;
     serde_json::from_str(&text).map_err(std::io::Error::other)
 }
+
+impl Status {
+    /// The report as the facility's IT staff read it (`status` commands).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "pending events:       {} (limit {})\n\
+             oldest pending:       {} s\n\
+             delivered (this run): {}\n\
+             last error:           {}\n\
+             rejected events:      {}\n",
+            self.pending,
+            self.max_pending,
+            self.oldest_pending_secs,
+            self.delivered_since_start,
+            self.last_error.as_deref().unwrap_or("none"),
+            self.rejected
+        );
+        for r in &self.recent_rejected {
+            out.push_str(&format!("  {r}\n"));
+        }
+        out
+    }
+}
+
+/// Asks the agent (running or not) to send its rejected events again: it does within seconds,
+/// or at its next start. Returns the request file it left.
+pub fn request_retry(data_dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let request = data_dir.join("retry-rejected.request");
+    std::fs::write(&request, b"retry\n")?;
+    Ok(request)
+}
