@@ -1,5 +1,7 @@
 //! The contract as a buf module (buf.yaml): `buf lint` is clean, and `buf breaking` finds no
-//! change against the main branch that would break a published client. buf comes from
+//! change that would break a published client, neither against the main branch nor against
+//! the published contract recorded in proto/published-contract.json (`deploy/local/buf
+//! publish`), which catches a break however many commits ago it landed. buf comes from
 //! deploy/local/buf (run by deploy/local/test); a missing tool fails the test.
 
 // Test code: failing loudly on a broken fixture is the point.
@@ -51,6 +53,12 @@ fn nothing_breaks_what_the_main_branch_published() {
     let against = format!("{}#branch=main,subdir=proto", git.display());
     let (ok, text) = buf(&["breaking", "--against", &against]);
     assert!(ok, "buf breaking against main:\n{text}");
+}
+
+#[test]
+fn nothing_breaks_the_published_contract() {
+    let (ok, text) = buf(&["breaking", "--against", "proto/published-contract.json"]);
+    assert!(ok, "buf breaking against proto/published-contract.json:\n{text}");
 }
 
 #[test]
