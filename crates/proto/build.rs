@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/appointment.proto",
     "lienthong/v1/lab_result.proto",
     "lienthong/v1/receipt.proto",
+    "lienthong/v1/audit.proto",
     "lienthong/v1/ingest.proto",
     "lienthong/v1/query.proto",
 ];

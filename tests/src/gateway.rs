@@ -299,6 +299,17 @@ pub fn record_count(topic: &str) -> anyhow::Result<i64> {
 /// Every record of `topic`: (partition, key, `lienthong-event-id` header), in offset order per
 /// partition.
 pub fn read_all(topic: &str) -> anyhow::Result<Vec<(i32, Vec<u8>, String)>> {
+    Ok(read_records(topic)?
+        .into_iter()
+        .map(|(p, key, id, _)| (p, key, id))
+        .collect())
+}
+
+/// One record as read back: (partition, key, `lienthong-event-id` header, payload).
+pub type Record = (i32, Vec<u8>, String, Vec<u8>);
+
+/// Every record of `topic`, in offset order per partition.
+pub fn read_records(topic: &str) -> anyhow::Result<Vec<Record>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
@@ -338,7 +349,12 @@ pub fn read_all(topic: &str) -> anyhow::Result<Vec<(i32, Vec<u8>, String)>> {
                             .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
                     })
                     .unwrap_or_default();
-                out.push((p.id(), m.key().unwrap_or_default().to_vec(), id));
+                out.push((
+                    p.id(),
+                    m.key().unwrap_or_default().to_vec(),
+                    id,
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
             }
         }
     }

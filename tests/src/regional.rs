@@ -25,6 +25,9 @@ pub fn config(
         topic_receipt: receipt.to_owned(),
         dlq_topic: unique_topic("rs.dlq"),
         audit_topic: unique_topic("rs.audit"),
+        care_window_days: 365,
+        patient_reads_per_minute: 6000,
+        patient_read_burst: 1000,
         batch_events: 500,
         session_timeout_ms: 6000,
     }

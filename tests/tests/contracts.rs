@@ -58,7 +58,10 @@ fn nothing_breaks_what_the_main_branch_published() {
 #[test]
 fn nothing_breaks_the_published_contract() {
     let (ok, text) = buf(&["breaking", "--against", "proto/published-contract.json"]);
-    assert!(ok, "buf breaking against proto/published-contract.json:\n{text}");
+    assert!(
+        ok,
+        "buf breaking against proto/published-contract.json:\n{text}"
+    );
 }
 
 #[test]

@@ -134,6 +134,7 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
         aud: lienthong_grpc::DEFAULT_AUDIENCE.into(),
         exp: 1,
         iat: 0,
+        act: None,
     };
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),

@@ -93,6 +93,7 @@ fn alert_rules_use_exported_metrics_and_cover_the_operators_alarms() {
         "LienthongGatewayResourceExhausted",
         "LienthongWarehouseCannotWrite",
         "LienthongAgentBacklogAging",
+        "LienthongBreakGlassAccess",
     ] {
         assert!(alerts.contains(needed), "{needed} missing: {alerts:?}");
     }

@@ -157,6 +157,28 @@ fn authed_for<T>(msg: T, facility: &str, audience: &str) -> tonic::Request<T> {
     r
 }
 
+/// A read while the store catches up: refused for want of a care relationship means the
+/// documents that make it are not applied yet.
+fn not_yet<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<Option<T>> {
+    match answer {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == Code::PermissionDenied => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Every access record of an audit topic, decoded from its registered protobuf frame.
+fn audit_records(topic: &str) -> anyhow::Result<Vec<pb::AccessAuditEvent>> {
+    use prost::Message as _;
+    lienthong_tests::gateway::read_records(topic)?
+        .into_iter()
+        .map(|(_, _, _, payload)| {
+            let frame = lienthong_registry::frame::parse(&payload)?;
+            Ok(pb::AccessAuditEvent::decode(frame.payload)?)
+        })
+        .collect()
+}
+
 /// A referral from `from` to `to` for a patient living in `residence`, keyed with the test key.
 fn referral(g: &mut Generator, from: &str, to: &str, residence: &str) -> ClinicalEvent {
     let mut e = reassign(ClinicalEvent::Referral(g.referral()), from);
@@ -213,16 +235,20 @@ async fn referrals_of(a: &Running, what: &str, citizen: &str, count: usize) -> a
         let mut c = c.clone();
         let citizen = citizen.to_owned();
         async move {
-            let r = c
-                .get_patient_record(authed(
+            let Some(r) = not_yet(
+                c.get_patient_record(authed(
                     pb::GetPatientRecordRequest {
+                        insurance_card_number: String::new(),
                         citizen_id: citizen,
                         purpose: 1,
                     },
                     "79001",
                 ))
-                .await?
-                .into_inner();
+                .await,
+            )?
+            else {
+                return Ok(None);
+            };
             Ok((r.referrals.len() == count).then_some(()))
         }
     })
@@ -272,16 +298,20 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
         let mut c = ca.clone();
         let citizen = citizen.clone();
         async move {
-            let r = c
-                .get_patient_record(authed(
+            let Some(r) = not_yet(
+                c.get_patient_record(authed(
                     pb::GetPatientRecordRequest {
+                        insurance_card_number: String::new(),
                         citizen_id: citizen,
                         purpose: pb::PurposeOfUse::Treatment as i32,
                     },
-                    "01001",
+                    "74001",
                 ))
-                .await?
-                .into_inner();
+                .await,
+            )?
+            else {
+                return Ok(None);
+            };
             Ok((r.referrals.len() == 1
                 && r.lab_results.len() == 1
                 && r.referrals[0]
@@ -299,13 +329,28 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
         "latest version (cancelled) wins over duplicates and older versions"
     );
 
-    // Region 46 (Huế) is not concerned: nothing there.
+    // Region 46 (Huế) is not concerned: nothing there. A facility there has no care
+    // relationship (refused, as when the region holds the patient), and even an emergency read
+    // finds nothing.
     let mut cb = b.client().await?;
+    let refused = cb
+        .get_patient_record(authed(
+            pb::GetPatientRecordRequest {
+                insurance_card_number: String::new(),
+                citizen_id: citizen.clone(),
+                purpose: pb::PurposeOfUse::Treatment as i32,
+            },
+            "46001",
+        ))
+        .await
+        .expect_err("no care relationship");
+    assert_eq!(refused.code(), Code::PermissionDenied);
     let none = cb
         .get_patient_record(authed(
             pb::GetPatientRecordRequest {
+                insurance_card_number: String::new(),
                 citizen_id: citizen.clone(),
-                purpose: pb::PurposeOfUse::Treatment as i32,
+                purpose: pb::PurposeOfUse::Emergency as i32,
             },
             "46001",
         ))
@@ -348,13 +393,14 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
     let labs = ca
         .find_reusable_lab_results(authed(
             pb::FindReusableLabResultsRequest {
+                insurance_card_number: String::new(),
                 citizen_id: citizen.clone(),
                 service_codes: vec![service],
                 max_age_days: 30,
                 page: None,
                 purpose: pb::PurposeOfUse::Treatment as i32,
             },
-            "01001",
+            "79025",
         ))
         .await?
         .into_inner();
@@ -394,6 +440,7 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
     // Refusals: no identity, another facility's worklist, no purpose, another facility acknowledging.
     let anon = ca
         .get_patient_record(pb::GetPatientRecordRequest {
+            insurance_card_number: String::new(),
             citizen_id: citizen.clone(),
             purpose: 1,
         })
@@ -415,6 +462,7 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
     let no_purpose = ca
         .get_patient_record(authed(
             pb::GetPatientRecordRequest {
+                insurance_card_number: String::new(),
                 citizen_id: citizen.clone(),
                 purpose: 0,
             },
@@ -434,20 +482,58 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
         .expect_err("not the receiver");
     assert_eq!(ack.code(), Code::PermissionDenied);
 
-    // Every patient-level read was audited before it was answered.
-    let first = read_at(&t.audit, 0, 0).await?;
-    let text =
-        String::from_utf8_lossy(rdkafka::Message::payload(&first).unwrap_or_default()).into_owned();
+    // Every decision was audited before it was answered, as the registered protobuf message.
+    let records = audit_records(&t.audit)?;
+    let first = records
+        .iter()
+        .find(|r| {
+            r.method == "GetPatientRecord" && r.decision == pb::AccessDecision::Allowed as i32
+        })
+        .expect("an allowed read");
+    assert_eq!(first.caller_facility, "74001");
+    assert_eq!(first.purpose, "PURPOSE_OF_USE_TREATMENT");
+    assert_eq!(first.method, "GetPatientRecord");
+    assert_eq!(first.decision, pb::AccessDecision::Allowed as i32);
     assert!(
-        text.contains("\"caller_facility\":\"01001\"")
-            && text.contains("PURPOSE_OF_USE_TREATMENT")
-            && text.contains("GetPatientRecord"),
-        "{text}"
+        first.reason.contains("74001 issued a referral"),
+        "{}",
+        first.reason
     );
+    let patient_key = r1
+        .header()
+        .map(|h| h.patient_key.clone())
+        .unwrap_or_default();
+    assert!(first.patient_keys.contains(&patient_key), "{first:?}");
+    assert!(!first.request_id.is_empty() && first.client_address.starts_with("127.0.0.1:"));
     assert!(
-        !text.contains(&citizen),
+        !format!("{records:?}").contains(&citizen),
         "the audit holds the pseudonym, not the citizen ID"
     );
+    // Refusals are audited too: the other facility's worklist and the wrong acknowledger.
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.decision == pb::AccessDecision::Refused as i32)
+        .collect();
+    assert!(
+        refused.iter().any(|r| r.method == "ListIncomingReferrals"
+            && r.caller_facility == "79025"
+            && r.subject_facility == "01001"),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.method == "AcknowledgeReferral" && r.caller_facility == "79025")
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.method == "GetPatientRecord" && r.auth_method == "none")
+    );
+    // The list answers name every patient they held.
+    assert!(records.iter().any(|r| r.method == "ListIncomingReferrals"
+        && r.decision == pb::AccessDecision::Allowed as i32
+        && r.patient_keys.len() >= 2));
 
     a.stop().await?;
     b.stop().await
@@ -609,16 +695,20 @@ async fn after_a_key_rotation_a_patient_is_found_under_old_and_new_keys() -> any
         let mut c = c.clone();
         let citizen = citizen.clone();
         async move {
-            let r = c
-                .get_patient_record(authed(
+            let Some(r) = not_yet(
+                c.get_patient_record(authed(
                     pb::GetPatientRecordRequest {
+                        insurance_card_number: String::new(),
                         citizen_id: citizen,
                         purpose: pb::PurposeOfUse::Treatment as i32,
                     },
                     "79001",
                 ))
-                .await?
-                .into_inner();
+                .await,
+            )?
+            else {
+                return Ok(None);
+            };
             Ok((r.referrals.len() == 2 && r.lab_results.len() == 1).then_some(r))
         }
     })
@@ -653,6 +743,7 @@ async fn after_a_key_rotation_a_patient_is_found_under_old_and_new_keys() -> any
     let labs = c
         .find_reusable_lab_results(authed(
             pb::FindReusableLabResultsRequest {
+                insurance_card_number: String::new(),
                 citizen_id: citizen.clone(),
                 service_codes: vec![service],
                 max_age_days: 30,
@@ -816,16 +907,20 @@ async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()>
         let mut c = c.clone();
         let citizen = citizen.clone();
         async move {
-            let rec = c
-                .get_patient_record(authed(
+            let Some(rec) = not_yet(
+                c.get_patient_record(authed(
                     pb::GetPatientRecordRequest {
+                        insurance_card_number: String::new(),
                         citizen_id: citizen,
                         purpose: 1,
                     },
                     "79001",
                 ))
-                .await?
-                .into_inner();
+                .await,
+            )?
+            else {
+                return Ok(None);
+            };
             Ok((rec.referrals.len() == 1
                 && rec.appointments.len() == 1
                 && rec.lab_results.len() == 1)
@@ -1023,5 +1118,225 @@ async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()>
     ])
     .await;
     assert_eq!(code, Some(4), "{err}");
+    a.stop().await
+}
+
+/// A patient's record answers only a facility with a care relationship (issuer or receiver of
+/// a referral, holder of an appointment, producer of a lab report), one that attests presence
+/// with the patient's own insurance card, or an EMERGENCY (break-the-glass); each decision is
+/// audited with its reason; per-facility read limits stop harvesting; acknowledging twice
+/// publishes one receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyhow::Result<()> {
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let a = start_with(&["79"], &t, keyer(), |c| {
+        c.patient_reads_per_minute = 1;
+        c.patient_read_burst = 40;
+    })
+    .await?;
+    let mut g = Generator::new(4242, time::OffsetDateTime::now_utc());
+    let r = referral(&mut g, "79025", "79001", "79");
+    let patient = r.patient().cloned().unwrap_or_default();
+    let citizen = patient.citizen_id.clone();
+    let card = patient.insurance_cards[0].number.clone();
+    let mut lab = reassign(ClinicalEvent::LabResult(g.lab_result()), "79030");
+    if let ClinicalEvent::LabResult(l) = &mut lab {
+        l.report.get_or_insert_with(Default::default).patient = Some(patient.clone());
+    }
+    publish_to(&registry, &t.docs, &[r.clone(), key(lab)]).await?;
+    referrals_of(&a, "the referral", &citizen, 1).await?;
+    let c = a.client().await?;
+    let read = |facility: &'static str, purpose: pb::PurposeOfUse, card: &str| {
+        let mut c = c.clone();
+        let request = pb::GetPatientRecordRequest {
+            citizen_id: citizen.clone(),
+            purpose: purpose as i32,
+            insurance_card_number: card.to_owned(),
+        };
+        async move { c.get_patient_record(authed(request, facility)).await }
+    };
+    use pb::PurposeOfUse::{Emergency, Treatment};
+
+    // Each kind of relationship allows: the receiver of a pending referral, its issuer, the
+    // facility that produced a lab report.
+    for facility in ["79001", "79025", "79030"] {
+        let answer = read(facility, Treatment, "").await?.into_inner();
+        assert_eq!(answer.referrals.len(), 1, "{facility}");
+        assert_eq!(answer.lab_results.len(), 1, "{facility}");
+    }
+    // No relationship: refused with the reason and what would allow it.
+    let refused = read("79777", Treatment, "")
+        .await
+        .expect_err("no relationship");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("no care relationship"),
+        "{}",
+        refused.message()
+    );
+    // Another patient's card attests nothing.
+    let wrong = read("79777", Treatment, "DN4790000000000")
+        .await
+        .expect_err("wrong card");
+    assert!(
+        wrong.message().contains("does not match"),
+        "{}",
+        wrong.message()
+    );
+    // The patient's own card attests presence; the relationship then holds without it.
+    assert_eq!(
+        read("79777", Treatment, &card)
+            .await?
+            .into_inner()
+            .referrals
+            .len(),
+        1
+    );
+    assert_eq!(
+        read("79777", Treatment, "")
+            .await?
+            .into_inner()
+            .referrals
+            .len(),
+        1
+    );
+    // Lab results follow the same rule.
+    let labs = |facility: &'static str| {
+        let mut c = c.clone();
+        let request = pb::FindReusableLabResultsRequest {
+            citizen_id: citizen.clone(),
+            purpose: Treatment as i32,
+            ..Default::default()
+        };
+        async move { c.find_reusable_lab_results(authed(request, facility)).await }
+    };
+    assert_eq!(labs("79001").await?.into_inner().lab_results.len(), 1);
+    assert_eq!(
+        labs("79888").await.expect_err("no relationship").code(),
+        Code::PermissionDenied
+    );
+    // Break-the-glass: an emergency answers without a relationship, and is marked.
+    assert_eq!(
+        read("79888", Emergency, "")
+            .await?
+            .into_inner()
+            .referrals
+            .len(),
+        1
+    );
+
+    // Acknowledging twice publishes one receipt.
+    let doc = r
+        .header()
+        .map(|h| h.document_id.clone())
+        .unwrap_or_default();
+    let ack = || {
+        let mut c = c.clone();
+        let request = pb::AcknowledgeReferralRequest {
+            referral_document_id: doc.clone(),
+        };
+        async move { c.acknowledge_referral(authed(request, "79001")).await }
+    };
+    let first = ack().await?.into_inner();
+    assert!(!first.already_received);
+    let second = ack().await?.into_inner();
+    assert!(second.already_received, "{second:?}");
+    assert_eq!(
+        (second.partition, second.offset),
+        (first.partition, first.offset)
+    );
+    let receipts = lienthong_tests::gateway::read_all(&t.receipt)?;
+    assert_eq!(receipts.len(), 1, "one receipt: {receipts:?}");
+
+    // The read limit: a facility reading patient after patient is stopped at its burst.
+    let mut exhausted = None;
+    for attempt in 0..50 {
+        if let Err(e) = read("79555", Emergency, "").await {
+            exhausted = Some((attempt, e));
+            break;
+        }
+    }
+    let (attempt, e) = exhausted.expect("the read limit stops a harvesting facility");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(attempt, 40, "the burst is 40 reads");
+
+    // Every decision is in the audit, with its reason.
+    let records = audit_records(&t.audit)?;
+    let of = |facility: &str, decision: pb::AccessDecision| {
+        records
+            .iter()
+            .filter(|r| r.caller_facility == facility && r.decision == decision as i32)
+            .collect::<Vec<_>>()
+    };
+    let refusals = of("79777", pb::AccessDecision::Refused);
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r.reason.contains("no care relationship"))
+    );
+    assert!(refusals.iter().any(|r| r.reason.contains("does not match")));
+    let attested = of("79777", pb::AccessDecision::Allowed);
+    assert_eq!(attested.len(), 2);
+    assert!(
+        attested.iter().all(|r| r.reason.contains("attested")),
+        "{attested:?}"
+    );
+    let glass = of("79888", pb::AccessDecision::BreakGlass);
+    assert_eq!(glass.len(), 1);
+    assert_eq!(glass[0].purpose, "PURPOSE_OF_USE_EMERGENCY");
+    let patient_key = r
+        .header()
+        .map(|h| h.patient_key.clone())
+        .unwrap_or_default();
+    assert!(glass[0].patient_keys.contains(&patient_key));
+    assert_eq!(
+        of("79888", pb::AccessDecision::Refused).len(),
+        1,
+        "the refused lab read"
+    );
+    let acks: Vec<_> = records
+        .iter()
+        .filter(|r| r.method == "AcknowledgeReferral")
+        .collect();
+    assert_eq!(acks.len(), 2);
+    assert!(acks.iter().any(|r| r.reason.contains("already received")));
+    assert!(
+        of("79555", pb::AccessDecision::Refused)
+            .iter()
+            .any(|r| r.reason.contains("limit"))
+    );
+    // The audit is a registered schema like the events: `lienthong tail` decodes it.
+    let kafka = require_kafka();
+    let tail = tokio::process::Command::new(lienthong_tests::workspace_bin("lienthong"))
+        .args([
+            "tail",
+            "--topic",
+            &t.audit,
+            "--from-beginning",
+            "--max",
+            "2",
+            "--format",
+            "json",
+        ])
+        .args([
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--registry-url",
+            &registry.registry_url,
+        ])
+        .output()
+        .await?;
+    let out = String::from_utf8_lossy(&tail.stdout);
+    assert!(
+        tail.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    assert!(
+        out.contains("lienthong.v1.AccessAuditEvent") && out.contains("ACCESS_DECISION_"),
+        "{out}"
+    );
     a.stop().await
 }

@@ -18,6 +18,8 @@ pub struct Identity {
     pub facility: String,
     /// How it was established: "mtls" or "token".
     pub method: &'static str,
+    /// The individual acting for the facility, when the credential names one (token `act`).
+    pub individual: Option<String>,
 }
 
 /// Establishes identities and the facilities each caller speaks for.
@@ -58,6 +60,7 @@ impl Authenticator {
                 Some(Identity {
                     facility,
                     method: "mtls",
+                    individual: None,
                 })
             });
         }
@@ -93,9 +96,15 @@ impl Authenticator {
             let facility = FacilityCode::parse(&data.claims.sub).map_err(|e| {
                 Status::unauthenticated(format!("token subject is not a facility code: {e}"))
             })?;
+            // A printable, bounded name only: it goes into audit records.
+            let individual = data
+                .claims
+                .act
+                .filter(|a| !a.is_empty() && a.len() <= 128 && !a.chars().any(char::is_control));
             return Ok(Some(Identity {
                 facility: facility.to_string(),
                 method: "token",
+                individual,
             }));
         }
         if self.insecure {
@@ -184,7 +193,8 @@ mod tests {
             id,
             Identity {
                 facility: "79025".into(),
-                method: "token"
+                method: "token",
+                individual: None,
             }
         );
     }
@@ -210,6 +220,7 @@ mod tests {
             aud: crate::DEFAULT_AUDIENCE.into(),
             exp: 1_000,
             iat: 900,
+            act: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::default(),
@@ -234,6 +245,7 @@ mod tests {
         let hub = Identity {
             facility: "79000".into(),
             method: "token",
+            individual: None,
         };
         assert!(a.may_act_for(Some(&hub), "79025"));
         assert!(a.may_act_for(Some(&hub), "79000"));

@@ -5,10 +5,12 @@
 pub mod client;
 pub mod identity;
 pub mod metrics;
+pub mod rate;
 pub mod serving;
 pub mod tokens;
 
 pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
 pub use identity::{Authenticator, Identity};
+pub use rate::FacilityRateLimit;
 pub use serving::{DEFAULT_AUDIENCE, ServingArgs, ServingError, server_tls};
 pub use tokens::{Claims, TokenError, issue_token, read_token_secret};

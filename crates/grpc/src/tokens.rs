@@ -22,6 +22,10 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
+    /// The individual acting for the facility (practitioner licence number or user id), when
+    /// the token names one; written to the access audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
 }
 
 /// Why a token could not be issued or its key read.
@@ -81,6 +85,7 @@ pub fn issue_token(
         aud: audience.to_owned(),
         exp: now + ttl_secs,
         iat: now,
+        act: None,
     };
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -134,8 +139,11 @@ mod tests {
             issue_token(&[7; 32], "a", "not a code", 60),
             Err(TokenError::Subject { .. })
         ));
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("lt-token-{}", std::process::id()));
         std::fs::write(&dir, b"short\n").expect("write");
+        // Private whatever the umask: this test is about the length.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let err = read_token_secret(&dir).expect_err("short");
         assert!(err.to_string().contains("at least 32"), "{err}");
         std::fs::write(&dir, [b'k'; 40]).expect("write");

@@ -38,6 +38,10 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[
         "lienthong/v1/receipt.proto",
         include_str!("../../../proto/lienthong/v1/receipt.proto"),
     ),
+    (
+        "lienthong/v1/audit.proto",
+        include_str!("../../../proto/lienthong/v1/audit.proto"),
+    ),
 ];
 
 #[cfg(test)]

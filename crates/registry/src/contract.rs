@@ -24,6 +24,10 @@ const TOPIC_FILES: &[(&str, &str)] = &[
         "lienthong/v1/receipt.proto",
         lienthong_core::routing::RECEIPT_TOPIC,
     ),
+    (
+        "lienthong/v1/audit.proto",
+        lienthong_core::routing::AUDIT_TOPIC,
+    ),
 ];
 
 /// One .proto file by import path.
@@ -142,6 +146,15 @@ impl SchemaSet {
     pub fn with_receipt_topic(mut self, topic: &str) -> Self {
         self.topics.insert(
             lienthong_core::routing::RECEIPT_TOPIC.to_owned(),
+            topic.to_owned(),
+        );
+        self
+    }
+
+    /// Registers the access-audit schema for another topic.
+    pub fn with_audit_topic(mut self, topic: &str) -> Self {
+        self.topics.insert(
+            lienthong_core::routing::AUDIT_TOPIC.to_owned(),
             topic.to_owned(),
         );
         self

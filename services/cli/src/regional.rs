@@ -21,6 +21,10 @@ pub enum RegionalCommand {
         /// The patient's citizen ID (or old ID card / passport number), as on SO_CCCD.
         #[arg(long)]
         citizen_id: String,
+        /// The number on the insurance card the patient presents: attests presence when the
+        /// facility has no care relationship with the patient yet.
+        #[arg(long)]
+        insurance_card: Option<String>,
         #[command(flatten)]
         query: QueryArgs,
     },
@@ -61,6 +65,9 @@ pub enum RegionalCommand {
         /// The patient's citizen ID.
         #[arg(long)]
         citizen_id: String,
+        /// The number on the insurance card the patient presents (attests presence).
+        #[arg(long)]
+        insurance_card: Option<String>,
         /// Service code (MA_DICH_VU) wanted; repeat for several; none means any.
         #[arg(long = "service")]
         services: Vec<String>,
@@ -202,10 +209,15 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        RegionalCommand::Record { citizen_id, query } => {
+        RegionalCommand::Record {
+            citizen_id,
+            insurance_card,
+            query,
+        } => {
             let request = pb::GetPatientRecordRequest {
                 citizen_id,
                 purpose: query.purpose.into(),
+                insurance_card_number: insurance_card.unwrap_or_default(),
             };
             let (mut client, token) = connect(&query.connection)?;
             let answer = client
@@ -297,6 +309,7 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
         }
         RegionalCommand::LabReports {
             citizen_id,
+            insurance_card,
             services,
             max_age_days,
             page,
@@ -308,6 +321,7 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
                 max_age_days: max_age_days.unwrap_or(0),
                 page: page.request(),
                 purpose: query.purpose.into(),
+                insurance_card_number: insurance_card.unwrap_or_default(),
             };
             let (mut client, token) = connect(&query.connection)?;
             let answer = client

@@ -17,7 +17,8 @@ use tracing::Instrument;
 use crate::config::GatewayConfig;
 use crate::dedupe::{DuplicateCache, Location};
 use crate::directory::DirectoryFile;
-use crate::limits::{FacilityRateLimit, InFlight};
+use crate::limits::InFlight;
+use lienthong_grpc::FacilityRateLimit;
 use lienthong_grpc::{Authenticator, Identity};
 
 /// Why a whole request was refused (per-event problems are answered per event).

@@ -36,6 +36,30 @@ pub struct RegionalConfig {
     /// Access-audit topic.
     #[arg(long, env = "LIENTHONG_REGIONAL_AUDIT_TOPIC", default_value = AUDIT_TOPIC)]
     pub audit_topic: String,
+    /// How long a referral, appointment or lab report (or an attestation of presence) keeps a
+    /// facility's care relationship with the patient, in days: without one a facility reads
+    /// the patient's record only for an EMERGENCY.
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_CARE_WINDOW_DAYS",
+        default_value_t = 365
+    )]
+    pub care_window_days: u32,
+    /// Patient records (GetPatientRecord, FindReusableLabResults) one facility may read per
+    /// minute, against bulk harvesting; beyond it RESOURCE_EXHAUSTED with how long to wait.
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_PATIENT_READS_PER_MINUTE",
+        default_value_t = 120
+    )]
+    pub patient_reads_per_minute: u32,
+    /// How many patient records a facility may read at once before the per-minute rate applies.
+    #[arg(
+        long,
+        env = "LIENTHONG_REGIONAL_PATIENT_READ_BURST",
+        default_value_t = 60
+    )]
+    pub patient_read_burst: u32,
     /// Most messages read and applied per batch (written as atomic sled batches of 100, each
     /// with its offsets).
     #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 4000)]
@@ -93,6 +117,9 @@ impl RegionalConfig {
                     "--regions: {r:?} is not one of the 34 current province codes"
                 ));
             }
+        }
+        if self.care_window_days == 0 {
+            return Err("--care-window-days must be at least 1".into());
         }
         self.serving
             .check()

@@ -1,7 +1,9 @@
 //! The regional store: per-province materialized views of the clinical documents in sled,
 //! exactly once under crashes and rebalances, with a clinician query API.
 
+pub mod audit;
 pub mod bundles;
+pub mod care;
 pub mod config;
 pub mod consumer;
 pub mod filing;

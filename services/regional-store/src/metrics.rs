@@ -86,6 +86,20 @@ pub const QUERY_SECONDS: Metric = Metric::histogram(
     "Time to answer a query API call, failures included",
 );
 
+/// `lienthong_regional_break_glass_total`: patient reads answered without a care relationship (EMERGENCY)
+pub const BREAK_GLASS: Metric = Metric::counter(
+    "lienthong_regional_break_glass_total",
+    &["facility"],
+    "Patient reads answered without a care relationship because the purpose was EMERGENCY (break-the-glass), by calling facility",
+);
+
+/// `lienthong_regional_access_refused_total`: patient reads refused for want of a care relationship or over the read limit
+pub const ACCESS_REFUSED: Metric = Metric::counter(
+    "lienthong_regional_access_refused_total",
+    &["reason"],
+    "Patient reads refused: no care relationship (no_relationship), a card that does not match (card_mismatch), or over the facility's read limit (read_limit)",
+);
+
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[
     BATCH_RETRIES,
@@ -100,6 +114,8 @@ pub const ALL: &[Metric] = &[
     SWAPS,
     QUERIES,
     QUERY_SECONDS,
+    BREAK_GLASS,
+    ACCESS_REFUSED,
 ];
 
 /// The query methods, as the `method` label names them.
@@ -156,6 +172,9 @@ pub fn register(regions: &[String]) {
         }
     }
     zero(&BATCH_RETRIES, &[]);
+    for reason in ["no_relationship", "card_mismatch", "read_limit"] {
+        zero(&ACCESS_REFUSED, &[("reason", reason.into())]);
+    }
     for method in QUERY_METHODS {
         for code in QUERY_OUTCOMES {
             zero(

@@ -1,6 +1,7 @@
 //! The clinician query API. Callers authenticate as a facility; every read of patient data
-//! states a purpose of use and is written to the audit topic before the answer leaves — a
-//! failed audit write fails the read.
+//! states a purpose of use and needs a care relationship with the patient (crate::care);
+//! every decision, allowed or refused, is written to the audit topic before the answer leaves
+//! (crate::audit) — a failed audit write withholds the answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,8 @@ use pb::regional_query_service_server::RegionalQueryService;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{AccessRecord, AuditLog};
+use crate::care::{Access, Attestations, CareRule, Claim};
 use crate::live::LiveStores;
 use crate::store::{
     LabQuery, ListPage, RegionStore, Status as DocStatus, StoreError, StoredDoc, WorklistQuery,
@@ -28,14 +31,23 @@ pub struct QueryApi {
     pub auth: Authenticator,
     /// Pseudonym key: citizen ID → patient key.
     pub keyer: PatientKeyer,
-    /// Producer of audit records and receipts.
+    /// Producer of receipts.
     pub producer: EventProducer,
     /// Registry framing of receipts.
     pub codec: Arc<WireCodec>,
-    /// Audit topic.
-    pub audit_topic: String,
+    /// Where every access decision is written.
+    pub audit: AuditLog,
     /// Receipt topic.
     pub receipt_topic: String,
+    /// Who may read a patient's data.
+    pub care: CareRule,
+    /// Presence attested with the patient's card, for the care window.
+    pub attestations: Attestations,
+    /// Patient reads per facility.
+    pub read_limit: lienthong_grpc::FacilityRateLimit,
+    /// Referrals acknowledged by this instance and where their receipt went: a second
+    /// acknowledgement, even before the receipt is consumed back, publishes nothing.
+    pub acknowledged: std::sync::Mutex<std::collections::HashMap<String, (i32, i64)>>,
 }
 
 const DEFAULT_PAGE: usize = 50;
@@ -96,8 +108,17 @@ fn record_outcome(method: &'static str, started: Instant, failed: Option<tonic::
 }
 
 impl QueryApi {
-    fn caller<T>(&self, req: &Request<T>) -> Result<Option<Identity>, Status> {
-        self.auth.identify(req)
+    /// Identifies the caller and notes it in the access record.
+    fn caller<T>(
+        &self,
+        req: &Request<T>,
+        record: &mut AccessRecord,
+    ) -> Result<Option<Identity>, Status> {
+        record.identified = false;
+        let caller = self.auth.identify(req)?;
+        record.identified = true;
+        record.caller.clone_from(&caller);
+        Ok(caller)
     }
 
     fn check_facility(&self, caller: Option<&Identity>, facility: &str) -> Result<(), Status> {
@@ -121,38 +142,6 @@ impl QueryApi {
             .into_iter()
             .map(|k| k.value)
             .collect())
-    }
-
-    /// Writes the access record before the answer is returned.
-    async fn audit(
-        &self,
-        caller: Option<&Identity>,
-        method: &str,
-        patient_key: &str,
-        purpose: pb::PurposeOfUse,
-        results: usize,
-    ) -> Result<(), Status> {
-        let facility = caller.map_or("insecure-dev", |c| c.facility.as_str());
-        let now = time::OffsetDateTime::now_utc();
-        let record = format!(
-            "{{\"at\":\"{}\",\"caller_facility\":\"{facility}\",\"method\":\"{method}\",\"patient_key\":\"{patient_key}\",\"purpose\":\"{}\",\"results\":{results}}}",
-            now.unix_timestamp(),
-            purpose.as_str_name()
-        );
-        self.producer
-            .send(
-                &self.audit_topic,
-                facility.as_bytes(),
-                record.as_bytes(),
-                &[("content-type", b"application/json")],
-            )
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "the access could not be audited, so it is refused: {e}"
-                ))
-            })?;
-        Ok(())
     }
 
     fn doc(&self, document_id: &str) -> Result<Option<StoredDoc>, Status> {
@@ -222,15 +211,9 @@ fn referral_view(d: StoredDoc) -> Option<pb::ReferralView> {
 }
 
 impl QueryApi {
-    async fn answer_get_patient_record(
-        &self,
-        request: Request<pb::GetPatientRecordRequest>,
-    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let req = request.into_inner();
-        let purpose = require_purpose(req.purpose)?;
-        let keys = self.patient_keys(&req.citizen_id)?;
-        let mut record = pb::GetPatientRecordResponse::default();
+    /// Every document of the patient in every region this instance serves (each once).
+    fn patient_documents(&self, keys: &[String]) -> Result<Vec<StoredDoc>, Status> {
+        let mut docs = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (_, s) in &self
             .stores
@@ -250,29 +233,124 @@ impl QueryApi {
                     .header()
                     .map(|h| h.document_id.clone())
                     .unwrap_or_default();
-                if !seen.insert(id) {
-                    continue;
-                }
-                match d.event {
-                    ClinicalEvent::Referral(_) => record.referrals.extend(referral_view(d)),
-                    ClinicalEvent::Appointment(e) => record.appointments.push(e),
-                    ClinicalEvent::LabResult(e) => record.lab_results.push(e),
+                if seen.insert(id) {
+                    docs.push(d);
                 }
             }
         }
-        let n = record.referrals.len() + record.appointments.len() + record.lab_results.len();
-        self.audit(caller.as_ref(), "GetPatientRecord", &keys[0], purpose, n)
-            .await?;
-        Ok(Response::new(record))
+        Ok(docs)
+    }
+
+    /// The care-relationship decision for a read of one patient's data, noted in the record;
+    /// Err when refused. Within the facility's read limit first: no bulk harvesting.
+    fn admit(
+        &self,
+        caller: Option<&Identity>,
+        docs: &[StoredDoc],
+        purpose: pb::PurposeOfUse,
+        insurance_card: &str,
+        patient_key: &str,
+        record: &mut AccessRecord,
+    ) -> Result<(), Status> {
+        let Some(id) = caller else {
+            // Insecure development mode: no identities, no relationships.
+            record.reason = "insecure development mode".into();
+            return Ok(());
+        };
+        if let Err(wait) = self.read_limit.try_take(&id.facility, 1) {
+            metrics::counter!(crate::metrics::ACCESS_REFUSED.name, "reason" => "read_limit")
+                .increment(1);
+            return Err(Status::resource_exhausted(format!(
+                "facility {} is over its limit of patient records read per minute; retry in {} ms",
+                id.facility,
+                wait.as_millis()
+            )));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let card = Some(insurance_card.trim()).filter(|c| !c.is_empty());
+        let claim = Claim {
+            emergency: purpose == pb::PurposeOfUse::Emergency,
+            insurance_card: card,
+            attested_before: self.attestations.holds(&id.facility, patient_key, now),
+        };
+        let access = self
+            .care
+            .decide(docs, |f| self.auth.may_act_for(caller, f), claim, now);
+        match access {
+            Access::Allowed(why) => {
+                if card.is_some() && why.contains("attested") {
+                    self.attestations.record(&id.facility, patient_key, now);
+                }
+                record.decision = pb::AccessDecision::Allowed;
+                record.reason = why;
+                Ok(())
+            }
+            Access::BreakGlass => {
+                record.decision = pb::AccessDecision::BreakGlass;
+                record.reason =
+                    "no care relationship; answered because the purpose is EMERGENCY (break-the-glass)".into();
+                Ok(())
+            }
+            Access::Refused(why) => {
+                let label = if why.contains("does not match") {
+                    "card_mismatch"
+                } else {
+                    "no_relationship"
+                };
+                metrics::counter!(crate::metrics::ACCESS_REFUSED.name, "reason" => label)
+                    .increment(1);
+                record.reason.clone_from(&why);
+                Err(Status::permission_denied(why))
+            }
+        }
+    }
+
+    async fn answer_get_patient_record(
+        &self,
+        request: Request<pb::GetPatientRecordRequest>,
+        record: &mut AccessRecord,
+    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
+        let caller = self.caller(&request, record)?;
+        let req = request.into_inner();
+        let purpose = require_purpose(req.purpose)?;
+        record.purpose = purpose.as_str_name().to_owned();
+        let keys = self.patient_keys(&req.citizen_id)?;
+        record.patient(&keys[0]);
+        let docs = self.patient_documents(&keys)?;
+        self.admit(
+            caller.as_ref(),
+            &docs,
+            purpose,
+            &req.insurance_card_number,
+            &keys[0],
+            record,
+        )?;
+        let mut answer = pb::GetPatientRecordResponse::default();
+        for d in docs {
+            if let Some(h) = d.event.header() {
+                record.patient(&h.patient_key);
+            }
+            match d.event {
+                ClinicalEvent::Referral(_) => answer.referrals.extend(referral_view(d)),
+                ClinicalEvent::Appointment(e) => answer.appointments.push(e),
+                ClinicalEvent::LabResult(e) => answer.lab_results.push(e),
+            }
+        }
+        record.results =
+            (answer.referrals.len() + answer.appointments.len() + answer.lab_results.len()) as u32;
+        Ok(Response::new(answer))
     }
 
     async fn answer_list_incoming_referrals(
         &self,
         request: Request<pb::ListIncomingReferralsRequest>,
+        record: &mut AccessRecord,
     ) -> Result<Response<pb::ListIncomingReferralsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request, record)?;
         let req = request.into_inner();
+        record.subject_facility.clone_from(&req.facility_code);
         let purpose = require_purpose(req.purpose)?;
+        record.purpose = purpose.as_str_name().to_owned();
         self.check_facility(caller.as_ref(), &req.facility_code)?;
         let status = match pb::ReferralStatus::try_from(req.status).unwrap_or_default() {
             pb::ReferralStatus::Unspecified => None,
@@ -287,15 +365,13 @@ impl QueryApi {
         let (docs, next) = self.page(req.page.as_ref(), true, |s, after, limit| {
             s.worklist(&req.facility_code, &query, after, limit)
         })?;
-        let referrals: Vec<_> = docs.into_iter().filter_map(referral_view).collect();
-        self.audit(
-            caller.as_ref(),
-            "ListIncomingReferrals",
-            "*",
-            purpose,
-            referrals.len(),
-        )
-        .await?;
+        let referrals: Vec<_> = docs
+            .into_iter()
+            .inspect(|d| note_patient(record, d))
+            .filter_map(referral_view)
+            .collect();
+        record.reason = "the caller's own list".into();
+        record.results = referrals.len() as u32;
         Ok(Response::new(pb::ListIncomingReferralsResponse {
             referrals,
             next_page_token: next,
@@ -305,16 +381,20 @@ impl QueryApi {
     async fn answer_list_appointments(
         &self,
         request: Request<pb::ListAppointmentsRequest>,
+        record: &mut AccessRecord,
     ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request, record)?;
         let req = request.into_inner();
+        record.subject_facility.clone_from(&req.facility_code);
         let purpose = require_purpose(req.purpose)?;
+        record.purpose = purpose.as_str_name().to_owned();
         self.check_facility(caller.as_ref(), &req.facility_code)?;
         let (docs, next) = self.page(req.page.as_ref(), false, |s, after, limit| {
             s.appointments(&req.facility_code, (&req.from, &req.to), after, limit)
         })?;
         let appointments: Vec<_> = docs
             .into_iter()
+            .inspect(|d| note_patient(record, d))
             .filter_map(|d| {
                 if let ClinicalEvent::Appointment(e) = d.event {
                     Some(e)
@@ -323,14 +403,8 @@ impl QueryApi {
                 }
             })
             .collect();
-        self.audit(
-            caller.as_ref(),
-            "ListAppointments",
-            "*",
-            purpose,
-            appointments.len(),
-        )
-        .await?;
+        record.reason = "the caller's own list".into();
+        record.results = appointments.len() as u32;
         Ok(Response::new(pb::ListAppointmentsResponse {
             appointments,
             next_page_token: next,
@@ -340,11 +414,23 @@ impl QueryApi {
     async fn answer_find_reusable_lab_results(
         &self,
         request: Request<pb::FindReusableLabResultsRequest>,
+        record: &mut AccessRecord,
     ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request, record)?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
+        record.purpose = purpose.as_str_name().to_owned();
         let keys = self.patient_keys(&req.citizen_id)?;
+        record.patient(&keys[0]);
+        let docs = self.patient_documents(&keys)?;
+        self.admit(
+            caller.as_ref(),
+            &docs,
+            purpose,
+            &req.insurance_card_number,
+            &keys[0],
+            record,
+        )?;
         let days = if req.max_age_days == 0 {
             30
         } else {
@@ -372,6 +458,7 @@ impl QueryApi {
         let lab_results: Vec<_> = docs
             .into_iter()
             .filter(|d| d.status != DocStatus::Cancelled)
+            .inspect(|d| note_patient(record, d))
             .filter_map(|d| {
                 if let ClinicalEvent::LabResult(e) = d.event {
                     Some(e)
@@ -380,14 +467,7 @@ impl QueryApi {
                 }
             })
             .collect();
-        self.audit(
-            caller.as_ref(),
-            "FindReusableLabResults",
-            &keys[0],
-            purpose,
-            lab_results.len(),
-        )
-        .await?;
+        record.results = lab_results.len() as u32;
         Ok(Response::new(pb::FindReusableLabResultsResponse {
             lab_results,
             next_page_token: next,
@@ -397,9 +477,11 @@ impl QueryApi {
     async fn answer_acknowledge_referral(
         &self,
         request: Request<pb::AcknowledgeReferralRequest>,
+        record: &mut AccessRecord,
     ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request, record)?;
         let req = request.into_inner();
+        record.document_id.clone_from(&req.referral_document_id);
         let doc = self.doc(&req.referral_document_id)?.ok_or_else(|| {
             Status::not_found(format!(
                 "no referral {:?} in this region",
@@ -418,6 +500,8 @@ impl QueryApi {
             .and_then(|s| s.receiving.as_ref())
             .map(|f| f.code.clone())
             .unwrap_or_default();
+        record.subject_facility.clone_from(&receiving);
+        note_patient(record, &doc);
         self.check_facility(caller.as_ref(), &receiving)?;
         if doc.status == DocStatus::Cancelled {
             return Err(Status::failed_precondition(
@@ -425,42 +509,27 @@ impl QueryApi {
             ));
         }
         let h = doc.event.header().cloned().unwrap_or_default();
-        let now = time::OffsetDateTime::now_utc();
-        let receipt = pb::ReferralReceiptEvent {
-            header: Some(pb::EventHeader {
-                event_id: lienthong_core::document_id::event_id(
-                    DocumentKind::Referral,
-                    &format!("receipt/{}", h.document_id),
-                    1,
-                ),
-                document_id: format!("receipt/{}", h.document_id),
-                document_version: 1,
-                action: pb::Action::Created as i32,
-                occurred_at: Some(prost_types::Timestamp {
-                    seconds: now.unix_timestamp(),
-                    nanos: 0,
-                }),
-                recorded_at: Some(prost_types::Timestamp {
-                    seconds: now.unix_timestamp(),
-                    nanos: 0,
-                }),
-                source_facility_code: receiving.clone(),
-                source_system: "lienthong-regional-store".into(),
-                source_system_version: env!("CARGO_PKG_VERSION").into(),
-                trace: None,
-                patient_key: h.patient_key.clone(),
-                patient_key_id: h.patient_key_id.clone(),
-            }),
-            referral_document_id: h.document_id.clone(),
-            received_by: Some(pb::FacilityRef {
-                code: receiving,
-                name: String::new(),
-            }),
-            received_at: Some(prost_types::Timestamp {
-                seconds: now.unix_timestamp(),
-                nanos: 0,
-            }),
-        };
+        let earlier = self
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h.document_id)
+            .copied();
+        if doc.status == DocStatus::Received || earlier.is_some() {
+            record.reason = "already received: no second receipt".into();
+            let (partition, offset) = earlier.unwrap_or((-1, -1));
+            return Ok(Response::new(pb::AcknowledgeReferralResponse {
+                topic: if earlier.is_some() {
+                    self.receipt_topic.clone()
+                } else {
+                    String::new()
+                },
+                partition,
+                offset,
+                already_received: true,
+            }));
+        }
+        let receipt = receipt_of(&h, &receiving);
         let framed = self
             .codec
             .encode_message(
@@ -487,12 +556,75 @@ impl QueryApi {
             )
             .await
             .map_err(|e| Status::unavailable(format!("receipt not stored, retry: {e}")))?;
+        {
+            let mut acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+            // The store soon shows RECEIVED itself; this only covers the receipt's way back.
+            if acked.len() >= 100_000 {
+                acked.clear();
+            }
+            acked.insert(h.document_id.clone(), (d.partition, d.offset));
+        }
+        record.reason = "the receiving facility".into();
         Ok(Response::new(pb::AcknowledgeReferralResponse {
             topic: self.receipt_topic.clone(),
             partition: d.partition,
             offset: d.offset,
+            already_received: false,
         }))
     }
+}
+
+fn note_patient(record: &mut AccessRecord, d: &StoredDoc) {
+    if let Some(h) = d.event.header() {
+        record.patient(&h.patient_key);
+    }
+}
+
+/// The receipt the receiving facility publishes for the referral with header `h`.
+fn receipt_of(h: &pb::EventHeader, receiving: &str) -> pb::ReferralReceiptEvent {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = Some(prost_types::Timestamp {
+        seconds: now.unix_timestamp(),
+        nanos: 0,
+    });
+    pb::ReferralReceiptEvent {
+        header: Some(pb::EventHeader {
+            event_id: lienthong_core::document_id::event_id(
+                DocumentKind::Referral,
+                &format!("receipt/{}", h.document_id),
+                1,
+            ),
+            document_id: format!("receipt/{}", h.document_id),
+            document_version: 1,
+            action: pb::Action::Created as i32,
+            occurred_at: stamp,
+            recorded_at: stamp,
+            source_facility_code: receiving.to_owned(),
+            source_system: "lienthong-regional-store".into(),
+            source_system_version: env!("CARGO_PKG_VERSION").into(),
+            trace: None,
+            patient_key: h.patient_key.clone(),
+            patient_key_id: h.patient_key_id.clone(),
+        }),
+        referral_document_id: h.document_id.clone(),
+        received_by: Some(pb::FacilityRef {
+            code: receiving.to_owned(),
+            name: String::new(),
+        }),
+        received_at: stamp,
+    }
+}
+
+/// Answers one call: the answer and its access record, settled in the audit before it leaves.
+macro_rules! audited {
+    ($self:ident, $method:literal, $request:ident, $answer:ident) => {{
+        let mut record = AccessRecord::of($method, &$request);
+        observed($method, async {
+            let answer = $self.$answer($request, &mut record).await;
+            $self.audit.settle(&record, answer).await
+        })
+        .await
+    }};
 }
 
 #[tonic::async_trait]
@@ -501,47 +633,50 @@ impl RegionalQueryService for QueryApi {
         &self,
         request: Request<pb::GetPatientRecordRequest>,
     ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
-        observed("GetPatientRecord", self.answer_get_patient_record(request)).await
+        audited!(self, "GetPatientRecord", request, answer_get_patient_record)
     }
 
     async fn list_incoming_referrals(
         &self,
         request: Request<pb::ListIncomingReferralsRequest>,
     ) -> Result<Response<pb::ListIncomingReferralsResponse>, Status> {
-        observed(
+        audited!(
+            self,
             "ListIncomingReferrals",
-            self.answer_list_incoming_referrals(request),
+            request,
+            answer_list_incoming_referrals
         )
-        .await
     }
 
     async fn list_appointments(
         &self,
         request: Request<pb::ListAppointmentsRequest>,
     ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
-        observed("ListAppointments", self.answer_list_appointments(request)).await
+        audited!(self, "ListAppointments", request, answer_list_appointments)
     }
 
     async fn find_reusable_lab_results(
         &self,
         request: Request<pb::FindReusableLabResultsRequest>,
     ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
-        observed(
+        audited!(
+            self,
             "FindReusableLabResults",
-            self.answer_find_reusable_lab_results(request),
+            request,
+            answer_find_reusable_lab_results
         )
-        .await
     }
 
     async fn acknowledge_referral(
         &self,
         request: Request<pb::AcknowledgeReferralRequest>,
     ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
-        observed(
+        audited!(
+            self,
             "AcknowledgeReferral",
-            self.answer_acknowledge_referral(request),
+            request,
+            answer_acknowledge_referral
         )
-        .await
     }
 }
 

@@ -36,7 +36,9 @@ pub async fn run(
     let builder = config.serving.server("the query API")?;
     let auth = config.serving.authenticator()?;
     kafka.probe()?;
-    let mut schemas = SchemaSet::built_in().with_receipt_topic(&config.topic_receipt);
+    let mut schemas = SchemaSet::built_in()
+        .with_receipt_topic(&config.topic_receipt)
+        .with_audit_topic(&config.audit_topic);
     for kind in DocumentKind::ALL {
         schemas = schemas.with_topic(kind, config.topic(kind));
     }
@@ -65,14 +67,26 @@ pub async fn run(
         ));
     }
 
+    let window = time::Duration::days(i64::from(config.care_window_days));
     let api = QueryApi {
         stores,
         auth,
         keyer,
         producer: producer.clone(),
-        codec,
-        audit_topic: config.audit_topic.clone(),
+        codec: Arc::clone(&codec),
+        audit: crate::audit::AuditLog {
+            producer: producer.clone(),
+            codec,
+            topic: config.audit_topic.clone(),
+        },
         receipt_topic: config.topic_receipt.clone(),
+        care: crate::care::CareRule { window },
+        attestations: crate::care::Attestations::new(window),
+        read_limit: lienthong_grpc::FacilityRateLimit::new(
+            f64::from(config.patient_reads_per_minute) / 60.0,
+            f64::from(config.patient_read_burst),
+        ),
+        acknowledged: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
