@@ -74,7 +74,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// The PKI its TLS uses.
     pub pki: TestPki,
-    /// HS256 token secret.
+    /// Random bytes the gateway's pseudonym key is made of.
     pub token_secret: Vec<u8>,
     /// Topic per document kind (unique to this gateway).
     pub topics: BTreeMap<DocumentKind, String>,
@@ -110,7 +110,7 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
     config.serving.tls_cert = Some(write("server.pem", cert.as_bytes())?);
     config.serving.tls_key = Some(write("server.key", key.as_bytes())?);
     config.serving.client_ca = Some(write("ca.pem", pki.ca_pem().as_bytes())?);
-    config.serving.token_key_file = Some(write("token.key", &token_secret)?);
+    config.serving.token_keys = Some(crate::tokens::issuer().write_key_set(dir.path()));
     let mut topics = BTreeMap::new();
     for kind in DocumentKind::ALL {
         let topic = unique_topic(&format!("gw.{}", kind.as_str()));
@@ -207,15 +207,14 @@ impl TestGateway {
         Ok(IngestServiceClient::new(channel))
     }
 
-    /// A token for `facility`.
+    /// A publishing token for `facility`.
     pub fn token(&self, facility: &str, ttl_secs: u64) -> String {
-        lienthong_grpc::issue_token(
-            &self.token_secret,
-            lienthong_grpc::DEFAULT_AUDIENCE,
+        crate::tokens::issuer().token(
             facility,
+            lienthong_grpc::GATEWAY_AUDIENCE,
+            &[lienthong_grpc::Scope::Publish],
             ttl_secs,
         )
-        .expect("token")
     }
 
     /// Stops serving (an outage): clients get connection errors until `resume`.

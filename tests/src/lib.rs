@@ -6,6 +6,7 @@
 
 pub mod gateway;
 pub mod regional;
+pub mod tokens;
 pub mod warehouse;
 
 use std::path::PathBuf;

@@ -128,27 +128,67 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
         .expect_err("must be refused");
     assert_eq!(status.code(), Code::Unauthenticated);
 
-    // Expired (beyond the validator's 30 s leeway) and forged tokens.
+    // Expired (beyond the validator's 30 s leeway), forged (another key under the same key id),
+    // read-only (no publish scope) and too long-lived tokens.
     let claims = lienthong_grpc::Claims {
         sub: "79025".into(),
-        aud: lienthong_grpc::DEFAULT_AUDIENCE.into(),
+        aud: vec![lienthong_grpc::GATEWAY_AUDIENCE.into()],
         exp: 1,
         iat: 0,
+        jti: "expired-1".into(),
+        scope: "publish".into(),
         act: None,
     };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(lienthong_tests::tokens::KEY_ID.into());
     let expired = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
+        &header,
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(&gw.token_secret),
+        &jsonwebtoken::EncodingKey::from_ed_pem(lienthong_tests::tokens::issuer().pem.as_bytes())?,
     )?;
-    let forged = lienthong_grpc::issue_token(
-        b"not-the-gateway-key-not-the-gateway-key",
-        lienthong_grpc::DEFAULT_AUDIENCE,
+    let (other_key, _) = lienthong_grpc::generate_signing_key(lienthong_tests::tokens::KEY_ID)?;
+    let request_for = |scopes: Vec<lienthong_grpc::Scope>, ttl_secs| lienthong_grpc::TokenRequest {
+        facility: "79025".into(),
+        audiences: vec![lienthong_grpc::GATEWAY_AUDIENCE.into()],
+        scopes,
+        individual: Some("000001/HCM-CCHN".into()),
+        ttl_secs,
+    };
+    let forged = lienthong_grpc::TokenSigner::from_pem(
+        other_key.as_bytes(),
+        lienthong_tests::tokens::KEY_ID,
+    )?
+    .issue(&request_for(vec![lienthong_grpc::Scope::Publish], 60))?;
+    let issuer = lienthong_tests::tokens::issuer();
+    let read_only = issuer.token(
         "79025",
+        lienthong_grpc::GATEWAY_AUDIENCE,
+        &[lienthong_grpc::Scope::Read],
         60,
-    )
-    .map_err(anyhow::Error::msg)?;
-    for (token, why) in [(expired, "expired"), (forged, "signature")] {
+    );
+    let year = issuer.token(
+        "79025",
+        lienthong_grpc::GATEWAY_AUDIENCE,
+        &[lienthong_grpc::Scope::Publish],
+        366 * 24 * 3600,
+    );
+    for (token, why) in [(read_only, "publish scope")] {
+        let mut req = tonic::Request::new(request(events_from("79025", 35, 1)));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let status = anonymous.publish(req).await.expect_err("must be refused");
+        assert_eq!(status.code(), Code::PermissionDenied, "{why}: {status:?}");
+        assert!(
+            status.message().contains(why),
+            "{why}: {}",
+            status.message()
+        );
+    }
+    for (token, why) in [
+        (expired, "expired"),
+        (forged, "signature"),
+        (year, "longer than"),
+    ] {
         let mut req = tonic::Request::new(request(events_from("79025", 35, 1)));
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);

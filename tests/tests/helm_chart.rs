@@ -169,7 +169,7 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
         "--kube-version",
         KUBE_VERSION,
         "--set",
-        "gateway.tokenKeySecret=",
+        "gateway.tokenKeysConfigMap=",
     ])
     .expect_err("a gateway nobody can authenticate to must be refused");
     assert!(err.contains("gateway: set clientCaSecret"), "{err}");

@@ -17,8 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-const SECRET: &[u8] = b"regional-test-token-secret-0123456789";
-
 fn keyer() -> PatientKeyer {
     PatientKeyer::new("test", &[7u8; 32]).expect("key")
 }
@@ -89,13 +87,12 @@ async fn start_with(
     let (cert, key) = pki.leaf("localhost", false)?;
     std::fs::write(dir.path().join("s.pem"), cert)?;
     std::fs::write(dir.path().join("s.key"), key)?;
-    std::fs::write(dir.path().join("token.key"), SECRET)?;
     let mut config =
         lienthong_tests::regional::config(regions, &dir.path().join("data"), &t.docs, &t.receipt);
     config.serving.insecure_dev = false;
     config.serving.tls_cert = Some(dir.path().join("s.pem"));
     config.serving.tls_key = Some(dir.path().join("s.key"));
-    config.serving.token_key_file = Some(dir.path().join("token.key"));
+    config.serving.token_keys = Some(lienthong_tests::tokens::issuer().write_key_set(dir.path()));
     config.dlq_topic = t.dlq.clone();
     config.audit_topic = t.audit.clone();
     tweak(&mut config);
@@ -144,12 +141,20 @@ impl Running {
 }
 
 fn authed<T>(msg: T, facility: &str) -> tonic::Request<T> {
-    authed_for(msg, facility, lienthong_grpc::DEFAULT_AUDIENCE)
+    authed_for(msg, facility, lienthong_grpc::REGIONAL_AUDIENCE)
 }
 
 fn authed_for<T>(msg: T, facility: &str, audience: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    let token = lienthong_grpc::issue_token(SECRET, audience, facility, 600).expect("token");
+    let token = lienthong_tests::tokens::issuer().token(
+        facility,
+        audience,
+        &[
+            lienthong_grpc::Scope::Read,
+            lienthong_grpc::Scope::Acknowledge,
+        ],
+        600,
+    );
     r.metadata_mut().insert(
         "authorization",
         format!("Bearer {token}").parse().expect("ascii"),
@@ -768,7 +773,7 @@ async fn hubs_read_their_members_lists_with_tokens_of_the_configured_audience() 
     let audience = "lienthong-query-79";
     let store = start_with(&["79"], &t, keyer(), |c| {
         c.serving.hubs = vec!["79000=79025,79026".into()];
-        c.serving.token_audience = audience.into();
+        c.serving.token_audience = Some(audience.into());
     })
     .await?;
     let mut g = Generator::new(909, time::OffsetDateTime::now_utc());
@@ -935,7 +940,15 @@ async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()>
     std::fs::write(&ca, a.pki.ca_pem())?;
     std::fs::write(
         &token,
-        lienthong_grpc::issue_token(SECRET, lienthong_grpc::DEFAULT_AUDIENCE, "79001", 600)?,
+        lienthong_tests::tokens::issuer().token(
+            "79001",
+            lienthong_grpc::REGIONAL_AUDIENCE,
+            &[
+                lienthong_grpc::Scope::Read,
+                lienthong_grpc::Scope::Acknowledge,
+            ],
+            600,
+        ),
     )?;
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let url = format!("https://localhost:{}", a.addr.port());
@@ -1157,6 +1170,57 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
         async move { c.get_patient_record(authed(request, facility)).await }
     };
     use pb::PurposeOfUse::{Emergency, Treatment};
+
+    // The token must be for this service, grant read, and name the individual.
+    let with_token = |token: String| {
+        let mut c = c.clone();
+        let mut request = tonic::Request::new(pb::GetPatientRecordRequest {
+            citizen_id: citizen.clone(),
+            purpose: Treatment as i32,
+            insurance_card_number: String::new(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        async move { c.get_patient_record(request).await }
+    };
+    let issuer = lienthong_tests::tokens::issuer();
+    use lienthong_grpc::Scope;
+    let publish_only = issuer.token(
+        "79001",
+        lienthong_grpc::REGIONAL_AUDIENCE,
+        &[Scope::Publish],
+        60,
+    );
+    let e = with_token(publish_only).await.expect_err("no read scope");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("read scope"), "{}", e.message());
+    let for_gateway = issuer.token(
+        "79001",
+        lienthong_grpc::GATEWAY_AUDIENCE,
+        &[Scope::Read],
+        60,
+    );
+    let e = with_token(for_gateway).await.expect_err("another audience");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": "79001", "aud": [lienthong_grpc::REGIONAL_AUDIENCE], "iat": now,
+        "exp": now + 600, "jti": "no-act", "scope": "read",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(lienthong_tests::tokens::KEY_ID.into());
+    let no_act = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(issuer.pem.as_bytes())?,
+    )?;
+    let e = with_token(no_act).await.expect_err("no individual");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("individual"), "{}", e.message());
 
     // Each kind of relationship allows: the receiver of a pending referral, its issuer, the
     // facility that produced a lab report.

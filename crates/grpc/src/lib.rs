@@ -10,7 +10,12 @@ pub mod serving;
 pub mod tokens;
 
 pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
-pub use identity::{Authenticator, Identity};
+pub use identity::{Authenticator, Identity, Revocations, TokenPolicy};
 pub use rate::FacilityRateLimit;
-pub use serving::{DEFAULT_AUDIENCE, ServingArgs, ServingError, server_tls};
-pub use tokens::{Claims, TokenError, issue_token, read_token_secret};
+pub use serving::{
+    DEFAULT_MAX_TOKEN_LIFETIME_SECS, GATEWAY_AUDIENCE, REGIONAL_AUDIENCE, ServingArgs,
+    ServingError, server_tls,
+};
+pub use tokens::{
+    Claims, KeySet, Scope, TokenError, TokenRequest, TokenSigner, generate_signing_key,
+};

@@ -8,11 +8,17 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 
-use crate::identity::Authenticator;
-use crate::tokens::{TokenError, read_token_secret};
+use std::sync::Arc;
 
-/// Audience bearer tokens name unless a deployment sets its own.
-pub const DEFAULT_AUDIENCE: &str = "lienthong";
+use crate::identity::{Authenticator, Revocations, TokenPolicy};
+use crate::tokens::{KeySet, TokenError};
+
+/// The gateway's audience unless a deployment sets its own.
+pub const GATEWAY_AUDIENCE: &str = "lienthong-gateway";
+/// The regional stores' audience unless a deployment sets its own.
+pub const REGIONAL_AUDIENCE: &str = "lienthong-regional";
+/// Longest token lifetime a service accepts unless configured: 30 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
 /// Listener, TLS and caller authentication of a gRPC API.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,12 +40,17 @@ pub struct ServingArgs {
     /// common name is the facility code.
     #[arg(long, env = "LIENTHONG_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
-    /// File holding the HMAC secret that signs bearer tokens (HS256); enables token auth.
-    #[arg(long, env = "LIENTHONG_TOKEN_KEY_FILE")]
-    pub token_key_file: Option<PathBuf>,
-    /// Audience bearer tokens must name.
-    #[arg(long, env = "LIENTHONG_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-    pub token_audience: String,
+    /// JWK set file of the public keys that sign bearer tokens (Ed25519, one per key id;
+    /// reloaded when it changes); enables token auth. `lienthong tokens keygen` writes it.
+    #[arg(long, env = "LIENTHONG_TOKEN_KEYS")]
+    pub token_keys: Option<PathBuf>,
+    /// Audience bearer tokens must name: this service (each service has its own default:
+    /// lienthong-gateway, lienthong-regional).
+    #[arg(long, env = "LIENTHONG_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+    /// Longest token lifetime (exp − iat) accepted, in seconds; longer tokens are refused.
+    #[arg(long, env = "LIENTHONG_TOKEN_MAX_LIFETIME_SECS", default_value_t = DEFAULT_MAX_TOKEN_LIFETIME_SECS)]
+    pub token_max_lifetime_secs: u64,
     /// Regional hubs that act for other facilities (publish for them at the gateway, read their
     /// lists at the query API): `HUB=F1,F2;HUB2=F3`.
     #[arg(long = "hub", env = "LIENTHONG_HUBS", value_delimiter = ';')]
@@ -90,8 +101,9 @@ impl ServingArgs {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
-            token_key_file: None,
-            token_audience: DEFAULT_AUDIENCE.to_owned(),
+            token_keys: None,
+            token_audience: None,
+            token_max_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             hubs: Vec::new(),
         }
     }
@@ -118,13 +130,22 @@ impl ServingArgs {
                         .into(),
                 ));
             }
-            if self.client_ca.is_none() && self.token_key_file.is_none() {
-                return Err(ServingError::Config("callers must be authenticated: set --client-ca (mutual TLS) and/or --token-key-file (bearer tokens)".into()));
+            if self.client_ca.is_none() && self.token_keys.is_none() {
+                return Err(ServingError::Config("callers must be authenticated: set --client-ca (mutual TLS) and/or --token-keys (bearer tokens)".into()));
             }
         }
-        if self.token_audience.trim().is_empty() {
+        if self
+            .token_audience
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
             return Err(ServingError::Config(
                 "--token-audience must not be empty".into(),
+            ));
+        }
+        if self.token_max_lifetime_secs == 0 {
+            return Err(ServingError::Config(
+                "--token-max-lifetime-secs must be at least 1".into(),
             ));
         }
         self.hub_map().map(|_| ())
@@ -154,16 +175,35 @@ impl ServingArgs {
         Ok(map)
     }
 
-    /// The authenticator these flags describe (reads the token key file).
-    pub fn authenticator(&self) -> Result<Authenticator, ServingError> {
-        let secret = self
-            .token_key_file
+    /// The audience tokens must name: the configured one, or the service's `default`.
+    pub fn audience_or(&self, default: &str) -> String {
+        self.token_audience
             .as_deref()
-            .map(read_token_secret)
+            .map_or(default, str::trim)
+            .to_owned()
+    }
+
+    /// The authenticator these flags describe (reads the key set), for a service whose
+    /// audience is `default_audience` unless configured, refusing the `revocations` it learns.
+    pub fn authenticator(
+        &self,
+        default_audience: &str,
+        revocations: Arc<Revocations>,
+    ) -> Result<Authenticator, ServingError> {
+        let tokens = self
+            .token_keys
+            .as_deref()
+            .map(|path| -> Result<TokenPolicy, ServingError> {
+                Ok(TokenPolicy {
+                    keys: KeySet::from_file(path)?,
+                    audience: self.audience_or(default_audience),
+                    max_lifetime_secs: self.token_max_lifetime_secs,
+                    revocations: Arc::clone(&revocations),
+                })
+            })
             .transpose()?;
         Ok(Authenticator::new(
-            secret.as_deref(),
-            &self.token_audience,
+            tokens,
             self.hub_map()?,
             self.insecure_dev,
         ))
@@ -224,9 +264,9 @@ mod tests {
         c.tls_cert = Some("c".into());
         c.tls_key = Some("k".into());
         assert!(c.check().unwrap_err().to_string().contains("--client-ca"));
-        c.token_key_file = Some("t".into());
+        c.token_keys = Some("t".into());
         assert!(c.check().is_ok());
-        c.token_audience = " ".into();
+        c.token_audience = Some(" ".into());
         assert!(
             c.check()
                 .unwrap_err()

@@ -26,8 +26,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* Settings every binary shares: Kafka, registry, logs, metrics. */}}
-{{- define "lienthong.commonEnv" -}}
+{{/* Kafka connection settings, for a container that talks to Kafka. */}}
+{{- define "lienthong.kafkaEnv" -}}
 - name: LIENTHONG_KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
 - name: LIENTHONG_KAFKA_SECURITY_PROTOCOL
@@ -53,6 +53,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: LIENTHONG_KAFKA_SASL_PASSWORD_FILE
   value: /etc/lienthong/kafka-sasl/password
 {{- end }}
+{{- end -}}
+
+{{/* Schema registry settings, for a container that talks to the registry. */}}
+{{- define "lienthong.registryEnv" -}}
 - name: LIENTHONG_REGISTRY_URL
   value: {{ .Values.registry.url | quote }}
 {{- if .Values.registry.tls.caSecret }}
@@ -68,10 +72,21 @@ app.kubernetes.io/component: {{ .component }}
 - name: LIENTHONG_REGISTRY_PASSWORD_FILE
   value: /etc/lienthong/registry/password
 {{- end }}
+{{- end -}}
+
+{{/* Logs and metrics, for every container. */}}
+{{- define "lienthong.logEnv" -}}
 - name: LIENTHONG_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: LIENTHONG_METRICS_ADDR
   value: {{ printf "0.0.0.0:%v" .Values.metricsPort | quote }}
+{{- end -}}
+
+{{/* Settings every service shares: Kafka, registry, logs, metrics. */}}
+{{- define "lienthong.commonEnv" -}}
+{{ include "lienthong.kafkaEnv" . }}
+{{ include "lienthong.registryEnv" . }}
+{{ include "lienthong.logEnv" . }}
 {{- end -}}
 
 {{- define "lienthong.commonVolumeMounts" -}}
@@ -157,7 +172,7 @@ securityContext:
 automountServiceAccountToken: false
 {{- end -}}
 
-{{/* TLS and caller-authentication volumes of a gRPC server: (dict "tls" .tlsSecret "ca" .clientCaSecret "token" .tokenKeySecret) */}}
+{{/* TLS and caller-authentication volumes of a gRPC server: (dict "tls" .tlsSecret "ca" .clientCaSecret "token" .tokenKeysConfigMap) */}}
 {{- define "lienthong.serverVolumes" -}}
 - name: server-tls
   secret:
@@ -169,10 +184,9 @@ automountServiceAccountToken: false
     secretName: {{ .ca }}
 {{- end }}
 {{- if .token }}
-- name: token-key
-  secret:
-    secretName: {{ .token }}
-    defaultMode: 0400
+- name: token-keys
+  configMap:
+    name: {{ .token }}
 {{- end }}
 {{- end -}}
 
@@ -186,7 +200,7 @@ automountServiceAccountToken: false
   readOnly: true
 {{- end }}
 {{- if .token }}
-- name: token-key
+- name: token-keys
   mountPath: /etc/lienthong/token
   readOnly: true
 {{- end }}
@@ -200,7 +214,7 @@ automountServiceAccountToken: false
 - --client-ca=/etc/lienthong/client-ca/ca.crt
 {{- end }}
 {{- if .token }}
-- --token-key-file=/etc/lienthong/token/token.key
+- --token-keys=/etc/lienthong/token/token-keys.json
 {{- end }}
 {{- end -}}
 

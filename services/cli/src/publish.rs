@@ -220,7 +220,16 @@ mod tests {
 
     #[test]
     fn the_facility_comes_from_the_token_subject() {
-        let token = lienthong_grpc::tokens::issue_token(&[7; 32], "lienthong-gateway", "79025", 60)
+        let (pem, _) = lienthong_grpc::generate_signing_key("k1").expect("key");
+        let token = lienthong_grpc::TokenSigner::from_pem(pem.as_bytes(), "k1")
+            .expect("signer")
+            .issue(&lienthong_grpc::TokenRequest {
+                facility: "79025".into(),
+                audiences: vec![lienthong_grpc::GATEWAY_AUDIENCE.into()],
+                scopes: vec![lienthong_grpc::Scope::Publish],
+                individual: None,
+                ttl_secs: 60,
+            })
             .expect("token");
         assert_eq!(token_facility(&token).as_deref(), Some("79025"));
         assert_eq!(token_facility("not-a-token"), None);

@@ -1,39 +1,173 @@
-//! `lienthong tokens issue`: bearer tokens for facilities that do not use client certificates.
+//! `lienthong tokens`: the bearer tokens of facilities that do not use client certificates —
+//! the issuer's signing key and the services' key set (`keygen`), and tokens (`issue`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
+use lienthong_grpc::{Scope, TokenRequest, TokenSigner};
+
+/// A scope on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// Publish events at the gateway.
+    Publish,
+    /// Read patient data and the facility's lists at a regional store (needs --individual).
+    Read,
+    /// Acknowledge referrals at a regional store.
+    Acknowledge,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Publish => Scope::Publish,
+            ScopeArg::Read => Scope::Read,
+            ScopeArg::Acknowledge => Scope::Acknowledge,
+        }
+    }
+}
+
 /// Token commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokensCommand {
-    /// Print a signed bearer token (HS256) for a facility.
+    /// Print a signed bearer token (EdDSA) for a facility.
     Issue {
         /// Facility code the token speaks for.
         #[arg(long)]
         facility: String,
-        /// The token key file (the same as the services' --token-key-file).
-        #[arg(long, env = "LIENTHONG_TOKEN_KEY_FILE")]
+        /// What the token allows; repeat for several.
+        #[arg(long = "scope", value_enum, required = true)]
+        scopes: Vec<ScopeArg>,
+        /// The individual acting for the facility (practitioner licence number or user id);
+        /// required with --scope read, and written to the access audit.
+        #[arg(long)]
+        individual: Option<String>,
+        /// The issuer's private key (Ed25519, PKCS#8 PEM, from `tokens keygen`).
+        #[arg(long, env = "LIENTHONG_TOKEN_SIGNING_KEY")]
         key_file: PathBuf,
-        /// Audience (the --token-audience of the services the token is for).
-        #[arg(long, default_value = lienthong_grpc::DEFAULT_AUDIENCE)]
-        audience: String,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 30 * 24 * 3600)]
+        /// The key's id in the services' key set.
+        #[arg(long, env = "LIENTHONG_TOKEN_KEY_ID")]
+        key_id: String,
+        /// Services the token is for (their --token-audience); repeat for several. By default
+        /// lienthong-gateway for publish, lienthong-regional for read and acknowledge.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// Validity in seconds (services refuse tokens longer than their
+        /// --token-max-lifetime-secs, 30 days by default).
+        #[arg(long, default_value_t = 24 * 3600)]
         ttl_secs: u64,
+    },
+    /// Make an issuer signing key (private, 0600) and add its public key to a key set file
+    /// (the services' --token-keys). To rotate: make a key with a new id into the same set,
+    /// issue with it, and remove the old key from the set once its tokens have expired.
+    Keygen {
+        /// Id of the new key (e.g. the year and a number: 2026-1).
+        #[arg(long)]
+        key_id: String,
+        /// Where to write the private key (must not exist).
+        #[arg(long)]
+        private_key: PathBuf,
+        /// The key set file to add the public key to (created if missing).
+        #[arg(long)]
+        key_set: PathBuf,
     },
 }
 
+/// Runs a token command.
 pub fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TokensCommand::Issue {
             facility,
+            scopes,
+            individual,
             key_file,
-            audience,
+            key_id,
+            audiences,
             ttl_secs,
         } => {
-            let secret = lienthong_grpc::read_token_secret(&key_file)?;
-            let token = lienthong_grpc::issue_token(&secret, &audience, &facility, ttl_secs)?;
+            let scopes: Vec<Scope> = scopes.into_iter().map(Scope::from).collect();
+            let audiences = if audiences.is_empty() {
+                let mut a = Vec::new();
+                if scopes.contains(&Scope::Publish) {
+                    a.push(lienthong_grpc::GATEWAY_AUDIENCE.to_owned());
+                }
+                if scopes.iter().any(|s| *s != Scope::Publish) {
+                    a.push(lienthong_grpc::REGIONAL_AUDIENCE.to_owned());
+                }
+                a
+            } else {
+                audiences
+            };
+            let signer = TokenSigner::from_file(&key_file, &key_id)?;
+            let token = signer.issue(&TokenRequest {
+                facility,
+                audiences,
+                scopes,
+                individual,
+                ttl_secs,
+            })?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Keygen {
+            key_id,
+            private_key,
+            key_set,
+        } => {
+            if key_id.trim().is_empty()
+                || key_id.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                bail!("--key-id must be a non-empty word without spaces");
+            }
+            if private_key.exists() {
+                bail!(
+                    "{} exists: a signing key is never overwritten; choose another path",
+                    private_key.display()
+                );
+            }
+            let mut set: serde_json::Value = match std::fs::read_to_string(&key_set) {
+                Ok(text) => {
+                    lienthong_grpc::tokens::parse_key_set(&text, &key_set)?;
+                    serde_json::from_str(&text)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    serde_json::json!({ "keys": [] })
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read {}", key_set.display()));
+                }
+            };
+            let keys = set["keys"]
+                .as_array_mut()
+                .context("the key set has no \"keys\" array")?;
+            if keys.iter().any(|k| k["kid"] == key_id.as_str()) {
+                bail!(
+                    "{} already holds a key {key_id:?}; choose a new id",
+                    key_set.display()
+                );
+            }
+            let (pem, jwk) = lienthong_grpc::generate_signing_key(&key_id)?;
+            keys.push(jwk);
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&private_key)
+                    .with_context(|| format!("cannot create {}", private_key.display()))?;
+                f.write_all(pem.as_bytes())?;
+            }
+            std::fs::write(&key_set, serde_json::to_string_pretty(&set)? + "\n")
+                .with_context(|| format!("cannot write {}", key_set.display()))?;
+            println!(
+                "signing key {key_id} written to {} (keep it secret); its public key added to {} ({} key(s))",
+                private_key.display(),
+                key_set.display(),
+                set["keys"].as_array().map_or(0, Vec::len)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -59,7 +59,10 @@ pub async fn run(
     let registered = schemas.register(&RegistryClient::new(&registry)?).await?;
     tracing::info!(subjects = registered.len(), "event schemas registered");
 
-    let auth = config.serving.authenticator()?;
+    let revocations = std::sync::Arc::new(lienthong_grpc::Revocations::default());
+    let auth = config
+        .serving
+        .authenticator(lienthong_grpc::GATEWAY_AUDIENCE, revocations)?;
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
     let topic_limits = topic_limits(&kafka, &config).await?;
     let directory = match &config.facility_directory {

@@ -24,6 +24,20 @@ fn observe(method: &'static str, started: Instant, code: tonic::Code) {
         .record(started.elapsed().as_secs_f64());
 }
 
+impl IngestApi {
+    /// The caller, if its credential grants the publish scope.
+    fn publisher<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<lienthong_grpc::Identity>, Status> {
+        let caller = self.gateway.auth().identify(request)?;
+        if let Some(id) = &caller {
+            id.require(lienthong_grpc::Scope::Publish)?;
+        }
+        Ok(caller)
+    }
+}
+
 #[tonic::async_trait]
 impl IngestService for IngestApi {
     async fn publish(
@@ -31,7 +45,7 @@ impl IngestService for IngestApi {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let started = Instant::now();
-        let caller = match self.gateway.auth().identify(&request) {
+        let caller = match self.publisher(&request) {
             Ok(c) => c,
             Err(s) => {
                 observe("Publish", started, s.code());
@@ -62,9 +76,7 @@ impl IngestService for IngestApi {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let started = Instant::now();
         let caller = self
-            .gateway
-            .auth()
-            .identify(&request)
+            .publisher(&request)
             .inspect_err(|s| observe("PublishStream", started, s.code()))?;
         let gateway = Arc::clone(&self.gateway);
         let inbound = request.into_inner();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer, PersonId};
-use lienthong_grpc::{Authenticator, Identity};
+use lienthong_grpc::{Authenticator, Identity, Scope};
 use lienthong_kafka::EventProducer;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::WireCodec;
@@ -108,17 +108,33 @@ fn record_outcome(method: &'static str, started: Instant, failed: Option<tonic::
 }
 
 impl QueryApi {
-    /// Identifies the caller and notes it in the access record.
+    /// Identifies the caller, notes it in the access record, and checks its credential grants
+    /// `scope`.
     fn caller<T>(
         &self,
         req: &Request<T>,
+        scope: Scope,
         record: &mut AccessRecord,
     ) -> Result<Option<Identity>, Status> {
         record.identified = false;
         let caller = self.auth.identify(req)?;
         record.identified = true;
         record.caller.clone_from(&caller);
+        if let Some(id) = &caller {
+            id.require(scope)?;
+        }
         Ok(caller)
+    }
+
+    /// Patient data is read by a named individual: accountability needs a person, not only a
+    /// facility (the token's `act`, or `x-lienthong-individual` with a certificate).
+    fn require_individual(caller: Option<&Identity>) -> Result<(), Status> {
+        match caller {
+            Some(id) if id.individual.is_none() => Err(Status::permission_denied(
+                "patient data is read by a named individual: use a token naming the individual (act), or send x-lienthong-individual with a client certificate",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn check_facility(&self, caller: Option<&Identity>, facility: &str) -> Result<(), Status> {
@@ -310,7 +326,8 @@ impl QueryApi {
         request: Request<pb::GetPatientRecordRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
-        let caller = self.caller(&request, record)?;
+        let caller = self.caller(&request, Scope::Read, record)?;
+        Self::require_individual(caller.as_ref())?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         record.purpose = purpose.as_str_name().to_owned();
@@ -346,7 +363,7 @@ impl QueryApi {
         request: Request<pb::ListIncomingReferralsRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::ListIncomingReferralsResponse>, Status> {
-        let caller = self.caller(&request, record)?;
+        let caller = self.caller(&request, Scope::Read, record)?;
         let req = request.into_inner();
         record.subject_facility.clone_from(&req.facility_code);
         let purpose = require_purpose(req.purpose)?;
@@ -383,7 +400,7 @@ impl QueryApi {
         request: Request<pb::ListAppointmentsRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
-        let caller = self.caller(&request, record)?;
+        let caller = self.caller(&request, Scope::Read, record)?;
         let req = request.into_inner();
         record.subject_facility.clone_from(&req.facility_code);
         let purpose = require_purpose(req.purpose)?;
@@ -416,7 +433,8 @@ impl QueryApi {
         request: Request<pb::FindReusableLabResultsRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
-        let caller = self.caller(&request, record)?;
+        let caller = self.caller(&request, Scope::Read, record)?;
+        Self::require_individual(caller.as_ref())?;
         let req = request.into_inner();
         let purpose = require_purpose(req.purpose)?;
         record.purpose = purpose.as_str_name().to_owned();
@@ -479,7 +497,7 @@ impl QueryApi {
         request: Request<pb::AcknowledgeReferralRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
-        let caller = self.caller(&request, record)?;
+        let caller = self.caller(&request, Scope::Acknowledge, record)?;
         let req = request.into_inner();
         record.document_id.clone_from(&req.referral_document_id);
         let doc = self.doc(&req.referral_document_id)?.ok_or_else(|| {

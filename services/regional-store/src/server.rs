@@ -34,7 +34,10 @@ pub async fn run(
     config.check().map_err(anyhow::Error::msg)?;
     crate::metrics::register(&config.regions);
     let builder = config.serving.server("the query API")?;
-    let auth = config.serving.authenticator()?;
+    let revocations = Arc::new(lienthong_grpc::Revocations::default());
+    let auth = config
+        .serving
+        .authenticator(lienthong_grpc::REGIONAL_AUDIENCE, revocations)?;
     kafka.probe()?;
     let mut schemas = SchemaSet::built_in()
         .with_receipt_topic(&config.topic_receipt)
