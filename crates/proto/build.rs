@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/lab_result.proto",
     "lienthong/v1/receipt.proto",
     "lienthong/v1/audit.proto",
+    "lienthong/v1/revocation.proto",
     "lienthong/v1/ingest.proto",
     "lienthong/v1/query.proto",
 ];

@@ -689,3 +689,63 @@ async fn facilities_are_checked_against_a_directory_that_reloads() -> anyhow::Re
     assert!(accepted, "accepted once the directory lists the facility");
     gw.stop().await
 }
+
+/// A token revoked with `lienthong tokens revoke` is refused by a running gateway within
+/// seconds (it follows the revocations topic); other tokens of the facility still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_is_refused_within_seconds() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut client = gw.client_without_cert().await?;
+    let (revoked, kept) = (gw.token("79025", 600), gw.token("79025", 600));
+    let publish = |token: &str, seed: u64| -> anyhow::Result<tonic::Request<pb::PublishRequest>> {
+        let mut req = tonic::Request::new(request(events_from("79025", seed, 1)));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        Ok(req)
+    };
+    client.publish(publish(&revoked, 70)?).await?;
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("revoked.token");
+    std::fs::write(&file, &revoked)?;
+    let out = std::process::Command::new(lienthong_tests::workspace_bin("lienthong"))
+        .args([
+            "tokens",
+            "revoke",
+            "--reason",
+            "test: device lost",
+            "--token-file",
+        ])
+        .arg(&file)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked_at = std::time::Instant::now();
+    let mut seed = 71;
+    let refused = loop {
+        seed += 1;
+        match client.publish(publish(&revoked, seed)?).await {
+            Err(status) => break status,
+            Ok(_) => {
+                assert!(
+                    revoked_at.elapsed() < std::time::Duration::from_secs(10),
+                    "the revoked token is still accepted after 10 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    println!("revocation took effect after {:?}", revoked_at.elapsed());
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+    assert!(revoked_at.elapsed() < std::time::Duration::from_secs(5));
+    client.publish(publish(&kept, 99)?).await?;
+    gw.stop().await
+}

@@ -108,6 +108,12 @@ async fn start_with(
         shutdown.clone(),
     ));
     for _ in 0..100 {
+        if handle.is_finished() {
+            return Err(anyhow::anyhow!(
+                "the store stopped during start-up: {:?}",
+                handle.await?
+            ));
+        }
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
@@ -134,9 +140,16 @@ impl Running {
         Ok(RegionalQueryServiceClient::new(ch))
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.handle.await?
+        (&mut self.handle).await?
+    }
+}
+
+impl Drop for Running {
+    /// A test that fails before `stop` still stops its store (and the store's threads).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

@@ -61,6 +61,8 @@ pub const RECEIPT_TOPIC: &str = "lienthong.referral-receipt.v1";
 pub const DLQ_TOPIC: &str = "lienthong.dlq.v1";
 /// Access-audit topic.
 pub const AUDIT_TOPIC: &str = "lienthong.audit.v1";
+/// Revoked bearer tokens, followed by every verifier.
+pub const REVOCATIONS_TOPIC: &str = "lienthong.token-revocations.v1";
 
 fn region_of_facility(code: &str) -> Option<ProvinceCode> {
     FacilityCode::parse(code).ok().map(|f| f.region())

@@ -70,6 +70,30 @@ impl Revocations {
             .contains_key(jti)
     }
 
+    /// Applies one record of the revocations topic (a framed `TokenRevocation`); a record
+    /// that does not decode is logged and skipped (it can revoke nothing).
+    pub fn apply_record(&self, payload: &[u8]) {
+        use prost::Message as _;
+        let decoded = lienthong_registry::frame::parse(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                lienthong_proto::v1::TokenRevocation::decode(f.payload).map_err(|e| e.to_string())
+            });
+        match decoded {
+            Ok(r) if !r.jti.trim().is_empty() => {
+                let expires = r
+                    .expires_at
+                    .map_or(u64::MAX, |t| u64::try_from(t.seconds).unwrap_or(0));
+                tracing::info!(jti = %r.jti, facility = %r.facility, reason = %r.reason, "token revoked");
+                self.revoke(r.jti.trim(), expires);
+            }
+            Ok(_) => tracing::warn!("a token revocation without a token id was skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "a record of the revocations topic does not decode; skipped")
+            }
+        }
+    }
+
     /// How many revocations are held.
     pub fn len(&self) -> usize {
         self.revoked.read().unwrap_or_else(|p| p.into_inner()).len()
@@ -418,6 +442,28 @@ mod tests {
             tonic::Code::Unauthenticated
         );
         assert!(refused(&f, "not.a.jwt").contains("not a JWT"));
+    }
+
+    #[test]
+    fn revocation_records_revoke_and_garbage_is_skipped() {
+        use prost::Message as _;
+        let r = Revocations::default();
+        let record = lienthong_proto::v1::TokenRevocation {
+            jti: "abc".into(),
+            facility: "79025".into(),
+            reason: "device lost".into(),
+            ..Default::default()
+        };
+        r.apply_record(&lienthong_registry::frame::write(
+            7,
+            &[0],
+            &record.encode_to_vec(),
+        ));
+        assert!(r.is_revoked("abc"));
+        r.apply_record(b"not a frame");
+        r.apply_record(&lienthong_registry::frame::write(7, &[0], b"\xff\xff"));
+        r.apply_record(&lienthong_registry::frame::write(7, &[0], &[]));
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

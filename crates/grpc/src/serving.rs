@@ -48,6 +48,10 @@ pub struct ServingArgs {
     /// lienthong-gateway, lienthong-regional).
     #[arg(long, env = "LIENTHONG_TOKEN_AUDIENCE")]
     pub token_audience: Option<String>,
+    /// Topic of revoked tokens, followed from its beginning: a revoked token is refused within
+    /// a second of its revocation.
+    #[arg(long, env = "LIENTHONG_TOKEN_REVOCATIONS_TOPIC", default_value = lienthong_core::routing::REVOCATIONS_TOPIC)]
+    pub token_revocations_topic: String,
     /// Longest token lifetime (exp − iat) accepted, in seconds; longer tokens are refused.
     #[arg(long, env = "LIENTHONG_TOKEN_MAX_LIFETIME_SECS", default_value_t = DEFAULT_MAX_TOKEN_LIFETIME_SECS)]
     pub token_max_lifetime_secs: u64,
@@ -103,6 +107,7 @@ impl ServingArgs {
             client_ca: None,
             token_keys: None,
             token_audience: None,
+            token_revocations_topic: lienthong_core::routing::REVOCATIONS_TOPIC.to_owned(),
             token_max_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             hubs: Vec::new(),
         }

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod consumption;
 pub mod dlq;
 pub mod error;
+pub mod follow;
 pub mod metrics;
 pub mod producer;
 pub mod topics;

@@ -42,6 +42,10 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[
         "lienthong/v1/audit.proto",
         include_str!("../../../proto/lienthong/v1/audit.proto"),
     ),
+    (
+        "lienthong/v1/revocation.proto",
+        include_str!("../../../proto/lienthong/v1/revocation.proto"),
+    ),
 ];
 
 #[cfg(test)]

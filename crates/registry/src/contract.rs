@@ -28,6 +28,10 @@ const TOPIC_FILES: &[(&str, &str)] = &[
         "lienthong/v1/audit.proto",
         lienthong_core::routing::AUDIT_TOPIC,
     ),
+    (
+        "lienthong/v1/revocation.proto",
+        lienthong_core::routing::REVOCATIONS_TOPIC,
+    ),
 ];
 
 /// One .proto file by import path.
@@ -155,6 +159,15 @@ impl SchemaSet {
     pub fn with_audit_topic(mut self, topic: &str) -> Self {
         self.topics.insert(
             lienthong_core::routing::AUDIT_TOPIC.to_owned(),
+            topic.to_owned(),
+        );
+        self
+    }
+
+    /// Registers the token-revocation schema for another topic.
+    pub fn with_revocations_topic(mut self, topic: &str) -> Self {
+        self.topics.insert(
+            lienthong_core::routing::REVOCATIONS_TOPIC.to_owned(),
             topic.to_owned(),
         );
         self

@@ -163,7 +163,7 @@ fn main() -> ExitCode {
                 registry,
             } => dlq::run(command, &kafka, &registry).await,
             Command::Publish(args) => publish::run(args).await,
-            Command::Tokens(cmd) => tokens::run(cmd),
+            Command::Tokens(cmd) => tokens::run(cmd).await,
             Command::Facilities(cmd) => facilities::run(cmd),
             Command::Regional(cmd) => regional::run(cmd).await,
             Command::Xml(cmd) => xml::run(cmd),

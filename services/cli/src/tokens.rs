@@ -58,6 +58,26 @@ pub enum TokensCommand {
         #[arg(long, default_value_t = 24 * 3600)]
         ttl_secs: u64,
     },
+    /// Revoke a token before its expiry: every gateway and regional store refuses it within
+    /// seconds (they follow the revocations topic).
+    Revoke {
+        /// The token to revoke, from its file (its id, facility and expiry are read from it).
+        #[arg(long, conflicts_with = "jti", required_unless_present = "jti")]
+        token_file: Option<PathBuf>,
+        /// Or the token's id (its `jti`), e.g. from the access audit.
+        #[arg(long)]
+        jti: Option<String>,
+        /// Why (kept with the revocation).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The revocations topic the services follow.
+        #[arg(long, env = "LIENTHONG_TOKEN_REVOCATIONS_TOPIC", default_value = lienthong_core::routing::REVOCATIONS_TOPIC)]
+        topic: String,
+        #[command(flatten, next_help_heading = "Kafka connection")]
+        kafka: Box<lienthong_kafka::KafkaArgs>,
+        #[command(flatten, next_help_heading = "Schema registry")]
+        registry: Box<lienthong_registry::RegistryArgs>,
+    },
     /// Make an issuer signing key (private, 0600) and add its public key to a key set file
     /// (the services' --token-keys). To rotate: make a key with a new id into the same set,
     /// issue with it, and remove the old key from the set once its tokens have expired.
@@ -74,9 +94,85 @@ pub enum TokensCommand {
     },
 }
 
+/// Publishes the revocation of a token.
+async fn revoke(
+    token_file: Option<PathBuf>,
+    jti: Option<String>,
+    reason: String,
+    topic: &str,
+    kafka: &lienthong_kafka::KafkaArgs,
+    registry: &lienthong_registry::RegistryArgs,
+) -> anyhow::Result<ExitCode> {
+    use prost::Message as _;
+    let (jti, facility, expires) = match (token_file, jti) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let claims =
+                jsonwebtoken::dangerous::insecure_decode::<lienthong_grpc::Claims>(text.trim())
+                    .with_context(|| format!("{} does not hold a lienthong token", path.display()))?
+                    .claims;
+            (claims.jti, claims.sub, Some(claims.exp))
+        }
+        (None, Some(jti)) => (jti, String::new(), None),
+        (None, None) => bail!("give --token-file or --jti"),
+    };
+    if jti.trim().is_empty() || jti.len() > 128 || jti.chars().any(char::is_control) {
+        bail!("the token id must be 1 to 128 printable characters");
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Without the token, revoke for the longest lifetime any service accepts.
+    let expires = expires.map_or(
+        now + lienthong_grpc::DEFAULT_MAX_TOKEN_LIFETIME_SECS as i64,
+        |e| i64::try_from(e).unwrap_or(i64::MAX),
+    );
+    let record = lienthong_proto::v1::TokenRevocation {
+        jti: jti.trim().to_owned(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: expires,
+            nanos: 0,
+        }),
+        facility,
+        reason,
+        revoked_at: Some(prost_types::Timestamp {
+            seconds: now,
+            nanos: 0,
+        }),
+    };
+    kafka.probe()?;
+    lienthong_registry::SchemaSet::built_in()
+        .with_revocations_topic(topic)
+        .register(&lienthong_registry::RegistryClient::new(registry)?)
+        .await?;
+    let framed = lienthong_registry::WireCodec::new(registry)?
+        .encode_message(
+            topic,
+            "lienthong.v1.TokenRevocation",
+            &record.encode_to_vec(),
+        )
+        .await?;
+    let producer = lienthong_kafka::EventProducer::new(kafka, std::time::Duration::from_secs(15))?;
+    let d = producer
+        .send(topic, record.jti.as_bytes(), &framed, &[])
+        .await?;
+    println!(
+        "token {} revoked ({topic} partition {} offset {}): the services refuse it within seconds",
+        record.jti, d.partition, d.offset
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a token command.
-pub fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        TokensCommand::Revoke {
+            token_file,
+            jti,
+            reason,
+            topic,
+            kafka,
+            registry,
+        } => revoke(token_file, jti, reason, &topic, &kafka, &registry).await,
         TokensCommand::Issue {
             facility,
             scopes,

@@ -59,10 +59,27 @@ pub async fn run(
     let registered = schemas.register(&RegistryClient::new(&registry)?).await?;
     tracing::info!(subjects = registered.len(), "event schemas registered");
 
-    let revocations = std::sync::Arc::new(lienthong_grpc::Revocations::default());
+    let revocations = Arc::new(lienthong_grpc::Revocations::default());
     let auth = config
         .serving
-        .authenticator(lienthong_grpc::GATEWAY_AUDIENCE, revocations)?;
+        .authenticator(lienthong_grpc::GATEWAY_AUDIENCE, Arc::clone(&revocations))?;
+    // Tokens are accepted only once every revocation made before this start is known. The
+    // follower stops with the service, however `run` ends (the guard cancels on return).
+    let follower_stop = shutdown.child_token();
+    let _stop_follower_on_return = follower_stop.clone().drop_guard();
+    let follower = match config.serving.token_keys {
+        Some(_) => Some(
+            lienthong_kafka::follow::follow(
+                &kafka,
+                &config.serving.token_revocations_topic,
+                Duration::from_secs(30),
+                move |record| revocations.apply_record(record),
+                follower_stop,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
     let topic_limits = topic_limits(&kafka, &config).await?;
     let directory = match &config.facility_directory {
@@ -126,6 +143,9 @@ pub async fn run(
     if let Some(watcher) = watcher {
         // Ends with the shutdown token, which has fired.
         let _ = watcher.await;
+    }
+    if let Some(follower) = follower {
+        let _ = follower.await;
     }
     // tonic has stopped accepting and finished in-flight calls; make sure Kafka has the rest.
     tracing::info!("gateway stopping: flushing the producer");

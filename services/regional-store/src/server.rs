@@ -37,8 +37,25 @@ pub async fn run(
     let revocations = Arc::new(lienthong_grpc::Revocations::default());
     let auth = config
         .serving
-        .authenticator(lienthong_grpc::REGIONAL_AUDIENCE, revocations)?;
+        .authenticator(lienthong_grpc::REGIONAL_AUDIENCE, Arc::clone(&revocations))?;
     kafka.probe()?;
+    // Tokens are accepted only once every revocation made before this start is known. The
+    // follower stops with the service, however `run` ends (the guard cancels on return).
+    let follower_stop = shutdown.child_token();
+    let _stop_follower_on_return = follower_stop.clone().drop_guard();
+    let follower = match config.serving.token_keys {
+        Some(_) => Some(
+            lienthong_kafka::follow::follow(
+                &kafka,
+                &config.serving.token_revocations_topic,
+                Duration::from_secs(30),
+                move |record| revocations.apply_record(record),
+                follower_stop,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let mut schemas = SchemaSet::built_in()
         .with_receipt_topic(&config.topic_receipt)
         .with_audit_topic(&config.audit_topic);
@@ -113,6 +130,9 @@ pub async fn run(
     shutdown.cancel();
     lienthong_runtime::drain(&mut tasks, "regional consumer", SHUTDOWN_GRACE).await;
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     served?;
     Ok(())
 }

@@ -169,10 +169,20 @@ mod tests {
                     || b.name.starts_with("lienthong.analytics.")),
             "{analytics:?}"
         );
-        let gateway_reads = bindings
+        let gateway_reads: Vec<_> = bindings
             .iter()
-            .any(|b| b.principal == "User:gateway" && b.operation == Operation::Read);
-        assert!(!gateway_reads, "the gateway never consumes");
+            .filter(|b| {
+                b.principal == "User:gateway"
+                    && b.operation == Operation::Read
+                    && b.resource == ResourceKind::Topic
+            })
+            .collect();
+        assert!(
+            gateway_reads
+                .iter()
+                .all(|b| b.name == "lienthong.token-revocations.v1"),
+            "the gateway consumes only token revocations: {gateway_reads:?}"
+        );
         let regional_writes_documents = bindings.iter().any(|b| {
             b.principal == "User:regional"
                 && b.operation == Operation::Write

@@ -1,0 +1,133 @@
+//! Following a small control topic whole (token revocations): every partition assigned from
+//! the beginning, no consumer group and no committed offsets, so every instance sees every
+//! record. The follower first reads up to the end the topic had when it started — a service
+//! serves only once it knows every revocation made before it — then keeps reading new records
+//! as they arrive, until shutdown.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, KafkaArgs, Result};
+
+/// How long one poll waits: the delay between a record's arrival and its effect.
+const POLL: Duration = Duration::from_millis(200);
+
+fn consumer_of(kafka: &KafkaArgs, topic: &str) -> Result<(BaseConsumer, Vec<(i32, i64)>)> {
+    let mut config = kafka.client_config()?;
+    // No group is joined (assign, not subscribe) and nothing is committed; the client still
+    // names a group (`lienthong-follow-…`, which deploy/acls.toml grants) to be allowed to
+    // assign.
+    config
+        .set("group.id", format!("lienthong-follow-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = config.create().map_err(Error::Client)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), kafka.timeout())
+        .map_err(|source| Error::Unreachable {
+            bootstrap: kafka.bootstrap.clone(),
+            timeout: kafka.timeout(),
+            source,
+        })?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(Error::Topic {
+            topic: topic.to_owned(),
+            message: "does not exist or is not readable by this principal; run `lienthong topics apply` and `lienthong acls apply`".into(),
+        });
+    }
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, kafka.timeout())
+            .map_err(|source| Error::Unreachable {
+                bootstrap: kafka.bootstrap.clone(),
+                timeout: kafka.timeout(),
+                source,
+            })?;
+        ends.push((p, high));
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(Error::Client)?;
+    }
+    consumer.assign(&tpl).map_err(Error::Client)?;
+    Ok((consumer, ends))
+}
+
+/// Follows `topic` on a blocking thread, calling `apply` with each record's payload. Returns
+/// once the records that existed at the start have been applied (or `catch_up` has passed);
+/// the thread goes on until `shutdown`.
+pub async fn follow(
+    kafka: &KafkaArgs,
+    topic: &str,
+    catch_up: Duration,
+    apply: impl Fn(&[u8]) + Send + 'static,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (consumer, ends) = {
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || consumer_of(&kafka, &topic))
+            .await
+            .map_err(|e| {
+                Error::Config(format!("the follower of the topic could not start: {e}"))
+            })??
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let name = topic.to_owned();
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut behind: Vec<(i32, i64)> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+        let mut ready = Some(ready_tx);
+        if behind.is_empty()
+            && let Some(r) = ready.take()
+        {
+            let _ = r.send(());
+        }
+        while !shutdown.is_cancelled() {
+            match consumer.poll(POLL) {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %name, error = %e, "following the topic: retrying");
+                }
+                Some(Ok(m)) => {
+                    if let Some(payload) = m.payload() {
+                        apply(payload);
+                    }
+                    let (p, next) = (m.partition(), m.offset() + 1);
+                    behind.retain(|(bp, end)| !(*bp == p && next >= *end));
+                    if behind.is_empty()
+                        && let Some(r) = ready.take()
+                    {
+                        let _ = r.send(());
+                    }
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    match tokio::time::timeout(catch_up, ready_rx).await {
+        Ok(_) => {
+            tracing::info!(
+                topic,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "caught up with the topic"
+            );
+            Ok(handle)
+        }
+        Err(_) => Err(Error::Topic {
+            topic: topic.to_owned(),
+            message: format!(
+                "could not be read to its end within {catch_up:?}; is Kafka reachable?"
+            ),
+        }),
+    }
+}
