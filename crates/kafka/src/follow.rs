@@ -131,3 +131,39 @@ pub async fn follow(
         }),
     }
 }
+
+/// A running follower that stops when it is dropped or finished, however its owner ends.
+pub struct Follower {
+    handle: tokio::task::JoinHandle<()>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl Follower {
+    /// Follows `topic` when it is given (see [`follow`]; 30 s to catch up), stopping with
+    /// `shutdown` or when the returned value is dropped.
+    pub async fn start(
+        kafka: &KafkaArgs,
+        topic: Option<&str>,
+        apply: impl Fn(&[u8]) + Send + 'static,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>> {
+        let Some(topic) = topic else {
+            return Ok(None);
+        };
+        let stop = shutdown.child_token();
+        let handle = follow(kafka, topic, Duration::from_secs(30), apply, stop.clone()).await?;
+        Ok(Some(Self {
+            handle,
+            _stop_on_drop: stop.drop_guard(),
+        }))
+    }
+
+    /// Waits for the follower to end (after its shutdown token fired).
+    pub async fn finish(self) {
+        let Self {
+            handle,
+            _stop_on_drop,
+        } = self;
+        let _ = handle.await;
+    }
+}

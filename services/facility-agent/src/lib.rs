@@ -2,6 +2,7 @@
 //! (QĐ 130 as amended by QĐ 4750 and QĐ 3176), turns them into lienthong events, and delivers
 //! them to the gateway through a durable outbox that survives outages and restarts.
 
+pub mod commands;
 pub mod config;
 pub mod grpc;
 pub mod http;

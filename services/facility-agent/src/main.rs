@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use lienthong_facility_agent::{AgentConfig, settings_file, status};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use lienthong_facility_agent::commands::AgentCommand;
+use lienthong_facility_agent::{AgentConfig, settings_file};
 use lienthong_telemetry::TelemetryArgs;
 
 // Many small allocations per event on every hop: mimalloc spends far less time in them
@@ -31,36 +32,11 @@ struct Cli {
     #[arg(long, env = "LIENTHONG_AGENT_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<AgentCommand>,
     #[command(flatten)]
     agent: AgentConfig,
     #[command(flatten)]
     telemetry: TelemetryArgs,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the running agent's status: pending events, the last error, rejected events and
-    /// why (read from its data folder).
-    Status {
-        /// The agent's data folder.
-        #[arg(
-            long,
-            env = "LIENTHONG_AGENT_DATA_DIR",
-            default_value = "lienthong-agent"
-        )]
-        data_dir: PathBuf,
-    },
-    /// Send the events the gateway rejected again (after fixing their cause in the HIS).
-    RetryRejected {
-        /// The agent's data folder.
-        #[arg(
-            long,
-            env = "LIENTHONG_AGENT_DATA_DIR",
-            default_value = "lienthong-agent"
-        )]
-        data_dir: PathBuf,
-    },
 }
 
 /// The settings file named by `--config` (or LIENTHONG_AGENT_CONFIG), found before the command
@@ -82,7 +58,7 @@ fn config_path() -> Option<PathBuf> {
 
 /// What was asked: a subcommand, or running the agent.
 enum Invocation {
-    Subcommand(Command),
+    Subcommand(AgentCommand),
     Run(Box<Cli>),
 }
 
@@ -97,7 +73,9 @@ fn parse() -> Result<Invocation, settings_file::SettingsFileError> {
     let matches = command.get_matches();
     // A subcommand needs none of the running agent's settings (no --inbox).
     Ok(if matches.subcommand().is_some() {
-        Invocation::Subcommand(Command::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+        Invocation::Subcommand(
+            AgentCommand::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
+        )
     } else {
         Invocation::Run(Box::new(
             Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
@@ -126,36 +104,16 @@ fn main() -> ExitCode {
     })
 }
 
-fn subcommand(command: Command) -> ExitCode {
-    match command {
-        Command::Status { data_dir } => match status::read(&data_dir) {
-            Ok(s) => {
-                print!("{}", s.render());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: no status in {}: {e}; is the agent running with this data folder (--data-dir, or the settings file's LIENTHONG_AGENT_DATA_DIR)?",
-                    data_dir.display()
-                );
-                ExitCode::FAILURE
-            }
-        },
-        Command::RetryRejected { data_dir } => match status::request_retry(&data_dir) {
-            Ok(_) => {
-                println!(
-                    "asked the agent to send its rejected events again (within seconds if it runs, else at its next start)"
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: cannot leave a retry request in {}: {e}",
-                    data_dir.display()
-                );
-                ExitCode::FAILURE
-            }
-        },
+fn subcommand(command: AgentCommand) -> ExitCode {
+    match command.run() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

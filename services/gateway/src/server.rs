@@ -63,23 +63,18 @@ pub async fn run(
     let auth = config
         .serving
         .authenticator(lienthong_grpc::GATEWAY_AUDIENCE, Arc::clone(&revocations))?;
-    // Tokens are accepted only once every revocation made before this start is known. The
-    // follower stops with the service, however `run` ends (the guard cancels on return).
-    let follower_stop = shutdown.child_token();
-    let _stop_follower_on_return = follower_stop.clone().drop_guard();
-    let follower = match config.serving.token_keys {
-        Some(_) => Some(
-            lienthong_kafka::follow::follow(
-                &kafka,
-                &config.serving.token_revocations_topic,
-                Duration::from_secs(30),
-                move |record| revocations.apply_record(record),
-                follower_stop,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    // Tokens are accepted only once every revocation made before this start is known.
+    let follower = lienthong_kafka::follow::Follower::start(
+        &kafka,
+        config
+            .serving
+            .token_keys
+            .as_ref()
+            .map(|_| config.serving.token_revocations_topic.as_str()),
+        move |record| revocations.apply_record(record),
+        &shutdown,
+    )
+    .await?;
     let producer = EventProducer::new(&kafka, config.produce_timeout())?;
     let topic_limits = topic_limits(&kafka, &config).await?;
     let directory = match &config.facility_directory {
@@ -145,7 +140,7 @@ pub async fn run(
         let _ = watcher.await;
     }
     if let Some(follower) = follower {
-        let _ = follower.await;
+        follower.finish().await;
     }
     // tonic has stopped accepting and finished in-flight calls; make sure Kafka has the rest.
     tracing::info!("gateway stopping: flushing the producer");

@@ -321,25 +321,44 @@ impl QueryApi {
         }
     }
 
-    async fn answer_get_patient_record(
+    /// What every read of one patient's data does first: identify a caller granted `read`
+    /// and naming its individual, check the purpose, find the patient's documents and decide
+    /// the care relationship. `asked` is (citizen ID, purpose, insurance card number). Returns
+    /// the patient's keys and documents.
+    fn admit_patient_read<T>(
         &self,
-        request: Request<pb::GetPatientRecordRequest>,
+        request: &Request<T>,
+        asked: (&str, i32, &str),
         record: &mut AccessRecord,
-    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
-        let caller = self.caller(&request, Scope::Read, record)?;
+    ) -> Result<(Vec<String>, Vec<StoredDoc>), Status> {
+        let (citizen_id, purpose, insurance_card) = asked;
+        let caller = self.caller(request, Scope::Read, record)?;
         Self::require_individual(caller.as_ref())?;
-        let req = request.into_inner();
-        let purpose = require_purpose(req.purpose)?;
+        let purpose = require_purpose(purpose)?;
         record.purpose = purpose.as_str_name().to_owned();
-        let keys = self.patient_keys(&req.citizen_id)?;
+        let keys = self.patient_keys(citizen_id)?;
         record.patient(&keys[0]);
         let docs = self.patient_documents(&keys)?;
         self.admit(
             caller.as_ref(),
             &docs,
             purpose,
-            &req.insurance_card_number,
+            insurance_card,
             &keys[0],
+            record,
+        )?;
+        Ok((keys, docs))
+    }
+
+    async fn answer_get_patient_record(
+        &self,
+        request: Request<pb::GetPatientRecordRequest>,
+        record: &mut AccessRecord,
+    ) -> Result<Response<pb::GetPatientRecordResponse>, Status> {
+        let r = request.get_ref();
+        let (_, docs) = self.admit_patient_read(
+            &request,
+            (&r.citizen_id, r.purpose, &r.insurance_card_number),
             record,
         )?;
         let mut answer = pb::GetPatientRecordResponse::default();
@@ -433,22 +452,13 @@ impl QueryApi {
         request: Request<pb::FindReusableLabResultsRequest>,
         record: &mut AccessRecord,
     ) -> Result<Response<pb::FindReusableLabResultsResponse>, Status> {
-        let caller = self.caller(&request, Scope::Read, record)?;
-        Self::require_individual(caller.as_ref())?;
-        let req = request.into_inner();
-        let purpose = require_purpose(req.purpose)?;
-        record.purpose = purpose.as_str_name().to_owned();
-        let keys = self.patient_keys(&req.citizen_id)?;
-        record.patient(&keys[0]);
-        let docs = self.patient_documents(&keys)?;
-        self.admit(
-            caller.as_ref(),
-            &docs,
-            purpose,
-            &req.insurance_card_number,
-            &keys[0],
+        let r = request.get_ref();
+        let (keys, _) = self.admit_patient_read(
+            &request,
+            (&r.citizen_id, r.purpose, &r.insurance_card_number),
             record,
         )?;
+        let req = request.into_inner();
         let days = if req.max_age_days == 0 {
             30
         } else {

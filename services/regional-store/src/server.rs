@@ -39,23 +39,18 @@ pub async fn run(
         .serving
         .authenticator(lienthong_grpc::REGIONAL_AUDIENCE, Arc::clone(&revocations))?;
     kafka.probe()?;
-    // Tokens are accepted only once every revocation made before this start is known. The
-    // follower stops with the service, however `run` ends (the guard cancels on return).
-    let follower_stop = shutdown.child_token();
-    let _stop_follower_on_return = follower_stop.clone().drop_guard();
-    let follower = match config.serving.token_keys {
-        Some(_) => Some(
-            lienthong_kafka::follow::follow(
-                &kafka,
-                &config.serving.token_revocations_topic,
-                Duration::from_secs(30),
-                move |record| revocations.apply_record(record),
-                follower_stop,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    // Tokens are accepted only once every revocation made before this start is known.
+    let follower = lienthong_kafka::follow::Follower::start(
+        &kafka,
+        config
+            .serving
+            .token_keys
+            .as_ref()
+            .map(|_| config.serving.token_revocations_topic.as_str()),
+        move |record| revocations.apply_record(record),
+        &shutdown,
+    )
+    .await?;
     let mut schemas = SchemaSet::built_in()
         .with_receipt_topic(&config.topic_receipt)
         .with_audit_topic(&config.audit_topic);
@@ -131,7 +126,7 @@ pub async fn run(
     lienthong_runtime::drain(&mut tasks, "regional consumer", SHUTDOWN_GRACE).await;
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     if let Some(follower) = follower {
-        let _ = follower.await;
+        follower.finish().await;
     }
     served?;
     Ok(())
