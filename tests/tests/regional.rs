@@ -248,26 +248,33 @@ where
 
 /// Waits until facility 79001 reads `count` referrals in the record of `citizen`.
 async fn referrals_of(a: &Running, what: &str, citizen: &str, count: usize) -> anyhow::Result<()> {
+    record_when(a, what, citizen, "79001", |r| r.referrals.len() == count)
+        .await
+        .map(drop)
+}
+
+/// The patient's record as `facility` reads it (purpose: treatment), once `done` holds;
+/// refusals while the documents that make the care relationship are not applied yet count as
+/// not yet.
+async fn record_when(
+    a: &Running,
+    what: &str,
+    citizen: &str,
+    facility: &str,
+    done: impl Fn(&pb::GetPatientRecordResponse) -> bool,
+) -> anyhow::Result<pb::GetPatientRecordResponse> {
     let c = a.client().await?;
     eventually(what, || {
         let mut c = c.clone();
-        let citizen = citizen.to_owned();
+        let request = pb::GetPatientRecordRequest {
+            insurance_card_number: String::new(),
+            citizen_id: citizen.to_owned(),
+            purpose: pb::PurposeOfUse::Treatment as i32,
+        };
+        let ready = &done;
         async move {
-            let Some(r) = not_yet(
-                c.get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        insurance_card_number: String::new(),
-                        citizen_id: citizen,
-                        purpose: 1,
-                    },
-                    "79001",
-                ))
-                .await,
-            )?
-            else {
-                return Ok(None);
-            };
-            Ok((r.referrals.len() == count).then_some(()))
+            let answer = not_yet(c.get_patient_record(authed(request, facility)).await)?;
+            Ok(answer.filter(|r| ready(r)))
         }
     })
     .await
@@ -312,34 +319,21 @@ async fn documents_land_in_their_regions_and_queries_answer_with_audit() -> anyh
     publish_to(&registry, &t.docs, &events).await?;
 
     let mut ca = a.client().await?;
-    let rec = eventually("the patient record in region 79/01", || {
-        let mut c = ca.clone();
-        let citizen = citizen.clone();
-        async move {
-            let Some(r) = not_yet(
-                c.get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        insurance_card_number: String::new(),
-                        citizen_id: citizen,
-                        purpose: pb::PurposeOfUse::Treatment as i32,
-                    },
-                    "74001",
-                ))
-                .await,
-            )?
-            else {
-                return Ok(None);
-            };
-            Ok((r.referrals.len() == 1
+    let rec = record_when(
+        &a,
+        "the patient record in region 79/01",
+        &citizen,
+        "74001",
+        |r| {
+            r.referrals.len() == 1
                 && r.lab_results.len() == 1
                 && r.referrals[0]
                     .referral
                     .as_ref()
                     .and_then(|e| e.header.as_ref())
-                    .is_some_and(|h| h.document_version == 3))
-            .then_some(r))
-        }
-    })
+                    .is_some_and(|h| h.document_version == 3)
+        },
+    )
     .await?;
     assert_eq!(
         rec.referrals[0].status,
@@ -709,27 +703,13 @@ async fn after_a_key_rotation_a_patient_is_found_under_old_and_new_keys() -> any
     publish_to(&registry, &t.docs, &[before.clone(), lab, after.clone()]).await?;
 
     let mut c = store.client().await?;
-    let record = eventually("both referrals and the lab report", || {
-        let mut c = c.clone();
-        let citizen = citizen.clone();
-        async move {
-            let Some(r) = not_yet(
-                c.get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        insurance_card_number: String::new(),
-                        citizen_id: citizen,
-                        purpose: pb::PurposeOfUse::Treatment as i32,
-                    },
-                    "79001",
-                ))
-                .await,
-            )?
-            else {
-                return Ok(None);
-            };
-            Ok((r.referrals.len() == 2 && r.lab_results.len() == 1).then_some(r))
-        }
-    })
+    let record = record_when(
+        &store,
+        "both referrals and the lab report",
+        &citizen,
+        "79001",
+        |r| r.referrals.len() == 2 && r.lab_results.len() == 1,
+    )
     .await?;
     let ids: std::collections::BTreeSet<String> = record
         .referrals
@@ -920,30 +900,8 @@ async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()>
         &[r.clone(), appointment.clone(), lab.clone()],
     )
     .await?;
-    let c = a.client().await?;
-    eventually("the whole record", || {
-        let mut c = c.clone();
-        let citizen = citizen.clone();
-        async move {
-            let Some(rec) = not_yet(
-                c.get_patient_record(authed(
-                    pb::GetPatientRecordRequest {
-                        insurance_card_number: String::new(),
-                        citizen_id: citizen,
-                        purpose: 1,
-                    },
-                    "79001",
-                ))
-                .await,
-            )?
-            else {
-                return Ok(None);
-            };
-            Ok((rec.referrals.len() == 1
-                && rec.appointments.len() == 1
-                && rec.lab_results.len() == 1)
-                .then_some(()))
-        }
+    record_when(&a, "the whole record", &citizen, "79001", |r| {
+        r.referrals.len() == 1 && r.appointments.len() == 1 && r.lab_results.len() == 1
     })
     .await?;
 

@@ -180,6 +180,13 @@ impl ServingArgs {
         Ok(map)
     }
 
+    /// The revocations topic to follow: only when bearer tokens are accepted.
+    pub fn revocations_topic(&self) -> Option<&str> {
+        self.token_keys
+            .as_ref()
+            .map(|_| self.token_revocations_topic.as_str())
+    }
+
     /// The audience tokens must name: the configured one, or the service's `default`.
     pub fn audience_or(&self, default: &str) -> String {
         self.token_audience

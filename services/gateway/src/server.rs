@@ -66,11 +66,7 @@ pub async fn run(
     // Tokens are accepted only once every revocation made before this start is known.
     let follower = lienthong_kafka::follow::Follower::start(
         &kafka,
-        config
-            .serving
-            .token_keys
-            .as_ref()
-            .map(|_| config.serving.token_revocations_topic.as_str()),
+        config.serving.revocations_topic(),
         move |record| revocations.apply_record(record),
         &shutdown,
     )
