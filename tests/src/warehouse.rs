@@ -20,6 +20,16 @@ pub fn base_dsn() -> String {
     pg_settings().dsn
 }
 
+/// Settings to reach `dsn` as another role of the local stack (`analyst`, `privacy_officer`),
+/// with that role's password file from the state folder.
+pub fn as_role(dsn: &str, role: &str) -> lienthong_warehouse_loader::PgSettings {
+    let users = std::env::var("LIENTHONG_PG_USERS_DIR")
+        .expect("LIENTHONG_PG_USERS_DIR is not set: run the tests with deploy/local/test");
+    let mut settings = pg_settings().with_dsn(&dsn.replacen("lienthong@", &format!("{role}@"), 1));
+    settings.password_file = Some(std::path::Path::new(&users).join(format!("{role}.password")));
+    settings
+}
+
 /// Creates an empty database for one test; returns its DSN. Fails when PostgreSQL is down.
 pub async fn fresh_database() -> anyhow::Result<String> {
     let base = base_dsn();

@@ -1375,3 +1375,191 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
     );
     a.stop().await
 }
+
+/// `request` with a request id of its own, and that id.
+fn with_id<T>(mut request: tonic::Request<T>) -> (String, tonic::Request<T>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().expect("ascii"));
+    (id, request)
+}
+
+/// The outcome of one access as the audit must record it.
+fn decided<T>(
+    answer: &Result<T, tonic::Status>,
+    emergency_without_relationship: bool,
+) -> &'static str {
+    match answer {
+        Err(_) => "refused",
+        Ok(_) if emergency_without_relationship => "break-glass",
+        Ok(_) => "allowed",
+    }
+}
+
+/// A patient's right to know: every access made to their record (allowed, refused,
+/// break-the-glass, acknowledgement) reaches the warehouse's access table through the audit
+/// topic, and `lienthong audit accesses --citizen-id` lists exactly those, no other patient's;
+/// the privacy officer's role reads it, the analyst's cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_is_told_exactly_the_accesses_made_to_their_record() -> anyhow::Result<()> {
+    use pb::PurposeOfUse::{Emergency, Treatment};
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let a = start(&["79"], &t).await?;
+    let mut g = Generator::new(9191, time::OffsetDateTime::now_utc());
+    let mine = referral(&mut g, "79025", "79001", "79");
+    let other = referral(&mut g, "79025", "79001", "79");
+    let citizen = |e: &ClinicalEvent| {
+        e.patient()
+            .map(|p| p.citizen_id.clone())
+            .unwrap_or_default()
+    };
+    let (me, them) = (citizen(&mine), citizen(&other));
+    assert_ne!(me, them);
+    publish_to(&registry, &t.docs, &[mine.clone(), other.clone()]).await?;
+    let c = a.client().await?;
+
+    // Every request carries a request id of its own; what was made is (request id, facility,
+    // decision) for this patient.
+    let mut made: Vec<(String, String, String)> = Vec::new();
+    let read = |facility: &'static str, purpose: pb::PurposeOfUse, citizen: &str| {
+        let mut c = c.clone();
+        let (id, request) = with_id(authed(
+            pb::GetPatientRecordRequest {
+                citizen_id: citizen.to_owned(),
+                purpose: purpose as i32,
+                insurance_card_number: String::new(),
+            },
+            facility,
+        ));
+        async move { (id, c.get_patient_record(request).await) }
+    };
+    // Until the referrals are applied, the receiver is refused: those reads are accesses too.
+    for patient in [&me, &them] {
+        let mut ready = false;
+        for _ in 0..120 {
+            let (id, answer) = read("79001", Treatment, patient).await;
+            if patient == &me {
+                made.push((id, "79001".into(), decided(&answer, false).into()));
+            }
+            match answer {
+                Ok(r) if r.get_ref().referrals.len() == 1 => {
+                    ready = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(s) if s.code() == Code::PermissionDenied => {}
+                Err(s) => return Err(s.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ready, "the referral was not applied within 30 s");
+    }
+    let (id, answer) = read("79777", Treatment, &me).await;
+    assert_eq!(decided(&answer, false), "refused");
+    made.push((id, "79777".into(), "refused".into()));
+    let (id, answer) = read("79888", Emergency, &me).await;
+    assert_eq!(decided(&answer, true), "break-glass");
+    made.push((id, "79888".into(), "break-glass".into()));
+    let (id, answer) = read("79025", Treatment, &them).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    drop(id); // the other patient's: never listed for this one
+    let (id, request) = with_id(authed(
+        pb::FindReusableLabResultsRequest {
+            citizen_id: me.clone(),
+            purpose: Treatment as i32,
+            ..Default::default()
+        },
+        "79025",
+    ));
+    let answer = c.clone().find_reusable_lab_results(request).await;
+    made.push((id, "79025".into(), decided(&answer, false).into()));
+    let referral_id = mine
+        .header()
+        .map(|h| h.document_id.clone())
+        .unwrap_or_default();
+    let (id, request) = with_id(authed(
+        pb::AcknowledgeReferralRequest {
+            referral_document_id: referral_id,
+        },
+        "79001",
+    ));
+    let answer = c.clone().acknowledge_referral(request).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    made.push((id, "79001".into(), "allowed".into()));
+    a.stop().await?;
+
+    // The warehouse loads the whole audit topic into its access table.
+    let audited = audit_records(&t.audit)?.len() as i64;
+    let dsn = lienthong_tests::warehouse::fresh_database().await?;
+    let mut config = lienthong_warehouse_loader::LoaderConfig::new(
+        &dsn,
+        &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
+        vec![t.audit.clone()],
+    );
+    config.audit_topic = t.audit.clone();
+    config.dlq_topic = t.dlq.clone();
+    let loader =
+        lienthong_tests::warehouse::start_loader(config, kafka.clone(), registry.clone(), 0)
+            .await?;
+    lienthong_tests::warehouse::wait_for_count(
+        &loader.db,
+        "SELECT count(*) FROM restricted.accesses",
+        audited,
+        Duration::from_secs(60),
+    )
+    .await?;
+    loader.stop().await?;
+
+    // The privacy officer asks for this patient's accesses by citizen ID.
+    let accesses = |role: &str| {
+        let settings = lienthong_tests::warehouse::as_role(&dsn, role);
+        let mut command = std::process::Command::new(lienthong_tests::workspace_bin("lienthong"));
+        command
+            .args(["audit", "accesses", "--citizen-id", &me, "--format", "json"])
+            .arg("--pg-dsn")
+            .arg(&settings.dsn)
+            .arg("--pg-password-file")
+            .arg(settings.password_file.as_ref().expect("password file"))
+            .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
+            .env(
+                "LIENTHONG_PSEUDONYM_KEY",
+                format!("test:{}", "07".repeat(32)),
+            );
+        command.output()
+    };
+    let out = accesses("privacy_officer")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let mut listed: Vec<(String, String, String)> = listed
+        .iter()
+        .map(|a| {
+            let field = |name: &str| a[name].as_str().unwrap_or_default().to_owned();
+            (
+                field("request_id"),
+                field("caller_facility"),
+                field("decision"),
+            )
+        })
+        .collect();
+    listed.sort();
+    made.sort();
+    assert_eq!(listed, made, "the accesses listed are exactly those made");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(lienthong_tests::tokens::INDIVIDUAL),
+        "each access names the individual"
+    );
+
+    // An analyst cannot ask: the access table is not theirs.
+    let out = accesses("analyst")?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not read restricted.accesses"), "{err}");
+    Ok(())
+}

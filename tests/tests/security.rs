@@ -216,14 +216,9 @@ async fn the_analyst_role_reads_views_but_neither_restricted_nor_writes() -> any
             .await?
     );
 
-    let mut analyst_settings = lienthong_tests::warehouse::pg_settings().with_dsn(&dsn.replacen(
-        "lienthong@",
-        "analyst@",
-        1,
-    ));
-    analyst_settings.password_file =
-        Some(env_path("LIENTHONG_PG_USERS_DIR").join("analyst.password"));
-    let analyst = analyst_settings.connect().await?;
+    let analyst = lienthong_tests::warehouse::as_role(&dsn, "analyst")
+        .connect()
+        .await?;
     let n: i64 = analyst
         .query_one(
             "SELECT count(*) FROM v_referrals_by_province_month_reason",
@@ -232,15 +227,17 @@ async fn the_analyst_role_reads_views_but_neither_restricted_nor_writes() -> any
         .await?
         .get(0);
     assert_eq!(n, 0);
-    let restricted = analyst
-        .query("SELECT * FROM restricted.referral_notes", &[])
-        .await
-        .expect_err("restricted is not for analysts");
-    assert!(
-        pg_reason(&restricted).contains("permission denied"),
-        "{}",
-        pg_reason(&restricted)
-    );
+    for table in ["restricted.referral_notes", "restricted.accesses"] {
+        let restricted = analyst
+            .query(&format!("SELECT * FROM {table}"), &[])
+            .await
+            .expect_err("restricted is not for analysts");
+        assert!(
+            pg_reason(&restricted).contains("permission denied"),
+            "{table}: {}",
+            pg_reason(&restricted)
+        );
+    }
     let write = analyst
         .execute("DELETE FROM event_history", &[])
         .await
@@ -250,6 +247,41 @@ async fn the_analyst_role_reads_views_but_neither_restricted_nor_writes() -> any
         "{}",
         pg_reason(&write)
     );
+    Ok(())
+}
+
+/// The privacy officers' role reads the access table (to answer a patient) and nothing else:
+/// no pseudonymized tables, no free text, no writes.
+#[tokio::test]
+async fn the_privacy_role_reads_the_access_table_alone() -> anyhow::Result<()> {
+    let dsn = lienthong_tests::warehouse::fresh_database().await?;
+    let mut owner = lienthong_tests::warehouse::connect(&dsn).await?;
+    lienthong_warehouse_loader::migrations::migrate(&mut owner).await?;
+    assert!(
+        lienthong_warehouse_loader::migrations::grant_access_reads(&owner, "lienthong_privacy")
+            .await?
+    );
+    let officer = lienthong_tests::warehouse::as_role(&dsn, "privacy_officer")
+        .connect()
+        .await?;
+    let n: i64 = officer
+        .query_one("SELECT count(*) FROM restricted.accesses", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 0);
+    for sql in [
+        "SELECT * FROM restricted.referral_notes",
+        "SELECT * FROM event_history",
+        "SELECT * FROM referrals",
+        "DELETE FROM restricted.accesses",
+    ] {
+        let e = officer.execute(sql, &[]).await.expect_err(sql);
+        assert!(
+            pg_reason(&e).contains("permission denied"),
+            "{sql}: {}",
+            pg_reason(&e)
+        );
+    }
     Ok(())
 }
 

@@ -124,11 +124,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let rows: Vec<(Position, EventRows)> = latest.into_values().collect();
-    let with_rows: Vec<(Position, Option<EventRows>)> = rows
-        .iter()
-        .map(|(p, r)| (p.clone(), Some(r.clone())))
-        .collect();
-    ensure_history_months(&raw, &mut HashSet::new(), &with_rows).await?;
+    ensure_history_months(&raw, &mut HashSet::new(), rows.iter().map(|(_, r)| r)).await?;
     let t = Instant::now();
     let tx = raw.transaction().await?;
     copy_direct(&tx, &rows).await?;

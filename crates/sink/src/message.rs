@@ -6,7 +6,6 @@ use lienthong_kafka::EventProducer;
 use lienthong_kafka::dlq::Reason;
 use lienthong_proto::v1 as pb;
 use lienthong_registry::{DecodeError, WireCodec};
-use prost::Message as _;
 use rdkafka::message::{Message, OwnedMessage};
 
 /// What a good message holds.
@@ -24,6 +23,8 @@ pub enum Consumed {
     },
     /// A referral receipt.
     Receipt(pb::ReferralReceiptEvent),
+    /// An access audit record of a regional store's query API.
+    Audit(pb::AccessAuditEvent),
 }
 
 /// A failure that says nothing about the message (registry or dead-letter topic unreachable):
@@ -60,8 +61,11 @@ impl std::fmt::Display for Origin<'_> {
 pub struct MessageReader<'a> {
     /// Registry framing.
     pub codec: &'a WireCodec,
-    /// Messages of this topic are referral receipts; every other topic holds clinical events.
+    /// Messages of this topic are referral receipts; every other topic holds clinical events
+    /// (or access audit records, on `audit_topic`).
     pub receipt_topic: &'a str,
+    /// Messages of this topic are access audit records (None: the sink reads no audit).
+    pub audit_topic: Option<&'a str>,
     /// Producer of dead letters (None: poison is only skipped, as a rebuild does: the live
     /// consumer dead-lettered it when it met it).
     pub dlq: Option<&'a EventProducer>,
@@ -69,6 +73,30 @@ pub struct MessageReader<'a> {
     pub dlq_topic: &'a str,
     /// Consumer group, named in each dead letter.
     pub group: &'a str,
+}
+
+/// The message of a topic that holds one message type, `full_name`; poison otherwise.
+fn decoded_as<M: prost::Message + Default>(
+    decoded: &lienthong_registry::Decoded,
+    full_name: &str,
+    what: &str,
+    origin: Origin<'_>,
+) -> Result<M, (Reason, String)> {
+    if decoded.full_name != full_name {
+        return Err((
+            Reason::Undecodable,
+            format!(
+                "{origin}: {} is not a {what} ({full_name})",
+                decoded.full_name
+            ),
+        ));
+    }
+    M::decode(decoded.payload.as_slice()).map_err(|e| {
+        (
+            Reason::Undecodable,
+            format!("{origin}: {what} does not decode: {e}"),
+        )
+    })
 }
 
 impl MessageReader<'_> {
@@ -89,21 +117,22 @@ impl MessageReader<'_> {
             Err(e) => return Ok(Err((Reason::Undecodable, e.to_string()))),
         };
         if m.topic() == self.receipt_topic {
-            return Ok(
-                match pb::ReferralReceiptEvent::decode(decoded.payload.as_slice()) {
-                    Ok(r) if decoded.full_name == "lienthong.v1.ReferralReceiptEvent" => {
-                        Ok(Consumed::Receipt(r))
-                    }
-                    Ok(_) => Err((
-                        Reason::Undecodable,
-                        format!("{origin}: {} is not a referral receipt", decoded.full_name),
-                    )),
-                    Err(e) => Err((
-                        Reason::Undecodable,
-                        format!("{origin}: receipt does not decode: {e}"),
-                    )),
-                },
-            );
+            return Ok(decoded_as(
+                &decoded,
+                "lienthong.v1.ReferralReceiptEvent",
+                "referral receipt",
+                origin,
+            )
+            .map(Consumed::Receipt));
+        }
+        if self.audit_topic == Some(m.topic()) {
+            return Ok(decoded_as(
+                &decoded,
+                "lienthong.v1.AccessAuditEvent",
+                "access audit record",
+                origin,
+            )
+            .map(Consumed::Audit));
         }
         let event = match decoded.event(&origin) {
             Ok(e) => e,

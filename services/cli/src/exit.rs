@@ -52,6 +52,10 @@ pub fn of_error(e: &anyhow::Error) -> u8 {
         ) || matches!(
             cause.downcast_ref::<lienthong_grpc::client::ClientError>(),
             Some(lienthong_grpc::client::ClientError::Transport { .. })
+        ) || matches!(
+            cause.downcast_ref::<lienthong_warehouse_loader::PgConnectError>(),
+            Some(lienthong_warehouse_loader::PgConnectError::Postgres { source, .. })
+                if source.as_db_error().is_none()
         ) || cause.downcast_ref::<tonic::transport::Error>().is_some()
             || cause.downcast_ref::<tonic::Status>().is_some_and(|s| {
                 matches!(

@@ -2,6 +2,7 @@
 
 mod acls;
 mod agent;
+mod audit;
 mod demo;
 mod dlq;
 mod exit;
@@ -111,6 +112,9 @@ enum Command {
     /// MoH XML exports (QĐ 130/4750/3176): convert to events.
     #[command(subcommand)]
     Xml(xml::XmlCommand),
+    /// The access audit: who accessed a patient's record (for a privacy officer).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
             Command::Regional(cmd) => regional::run(cmd).await,
             Command::Xml(cmd) => xml::run(cmd),
             Command::Agent(cmd) => agent::run(cmd),
+            Command::Audit(cmd) => audit::run(cmd).await,
         }
         }
         .await;

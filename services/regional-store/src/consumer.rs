@@ -138,6 +138,7 @@ impl Step<'_> {
         let reader = MessageReader {
             codec: self.codec,
             receipt_topic: &self.config.topic_receipt,
+            audit_topic: None,
             dlq: Some(self.dlq),
             dlq_topic: &self.config.dlq_topic,
             group: self.group,
@@ -243,6 +244,7 @@ pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
         Consumed::Event { event, payload } if event.regions().contains(region) => {
             Change::consumed(event, &payload)
         }
-        Consumed::Event { .. } => Change::Skip,
+        // Audit records are never read by a store (no audit topic is given to its reader).
+        Consumed::Event { .. } | Consumed::Audit(_) => Change::Skip,
     }
 }

@@ -86,6 +86,7 @@ pub async fn rebuild(
         let reader = MessageReader {
             codec: &codec,
             receipt_topic: &config.topic_receipt,
+            audit_topic: None,
             dlq: None,
             dlq_topic: &config.dlq_topic,
             group: "",

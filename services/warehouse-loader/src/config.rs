@@ -16,6 +16,15 @@ pub struct LoaderConfig {
         default_value = "lienthong_analyst"
     )]
     pub analyst_role: String,
+    /// Group role of the privacy officers who answer patients' requests: granted read access
+    /// to `restricted.accesses` alone after every migration; skipped with a warning when it
+    /// does not exist.
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_PRIVACY_ROLE",
+        default_value = "lienthong_privacy"
+    )]
+    pub privacy_role: String,
     /// Consumer group; replicas of one warehouse share it (scale up to the partition count).
     #[arg(
         long,
@@ -28,7 +37,7 @@ pub struct LoaderConfig {
         long,
         env = "LIENTHONG_WAREHOUSE_TOPICS",
         value_delimiter = ',',
-        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1,lienthong.referral-receipt.v1"
+        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1,lienthong.referral-receipt.v1,lienthong.audit.v1"
     )]
     pub topics: Vec<String>,
     /// Which of the topics carries referral receipts.
@@ -38,6 +47,14 @@ pub struct LoaderConfig {
         default_value = "lienthong.referral-receipt.v1"
     )]
     pub receipt_topic: String,
+    /// Which of the topics carries the regional stores' access audit (loaded into
+    /// `restricted.accesses`).
+    #[arg(
+        long,
+        env = "LIENTHONG_WAREHOUSE_AUDIT_TOPIC",
+        default_value = lienthong_core::routing::AUDIT_TOPIC
+    )]
+    pub audit_topic: String,
     /// Dead-letter topic.
     #[arg(
         long,
@@ -78,9 +95,11 @@ impl LoaderConfig {
         Self {
             pg: crate::postgres::PgSettings::new(pg_dsn),
             analyst_role: "lienthong_analyst".into(),
+            privacy_role: "lienthong_privacy".into(),
             group: group.into(),
             topics,
             receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),
+            audit_topic: lienthong_core::routing::AUDIT_TOPIC.into(),
             dlq_topic: "lienthong.dlq.v1".into(),
             batch_events: 10_000,
             batch_ms: 500,

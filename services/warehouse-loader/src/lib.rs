@@ -1,6 +1,8 @@
 //! The national warehouse loader: consumes the document topics and writes pseudonymized rows
-//! to PostgreSQL, one transaction per batch holding both the rows and the consumed offsets.
+//! to PostgreSQL, one transaction per batch holding both the rows and the consumed offsets;
+//! and the access audit into the restricted access table.
 
+pub mod accesses;
 pub mod config;
 pub mod loader;
 pub mod metrics;

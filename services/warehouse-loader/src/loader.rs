@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
-use crate::rows::{EventRows, receipt_rows, rows_with_digest};
+use crate::rows::{MessageRows, receipt_rows, rows_with_digest};
 use crate::store::{Position, WriteError, WriteOptions, ensure_history_months, write_batch};
 
 /// Retries of a batch not decoded or not written.
@@ -71,6 +71,9 @@ pub async fn run(
         .await
         .map_err(unreachable)?;
     crate::migrations::grant_analyst_reads(&clients[0], &config.analyst_role)
+        .await
+        .map_err(unreachable)?;
+    crate::migrations::grant_access_reads(&clients[0], &config.privacy_role)
         .await
         .map_err(unreachable)?;
 
@@ -191,7 +194,7 @@ impl BatchWriter<Prepared> for Warehouse<'_> {
 /// A batch read from Kafka, decoded, with its dead letters already sent: ready to write.
 struct Prepared {
     messages: Vec<OwnedMessage>,
-    items: Vec<(Position, Option<EventRows>)>,
+    items: Vec<(Position, Option<MessageRows>)>,
 }
 
 impl PreparedBatch for Prepared {
@@ -212,6 +215,7 @@ async fn prepare_with_retry(
     let reader = MessageReader {
         codec,
         receipt_topic: &config.receipt_topic,
+        audit_topic: Some(&config.audit_topic),
         dlq: Some(dlq),
         dlq_topic: &config.dlq_topic,
         group: &config.group,
@@ -237,10 +241,11 @@ async fn prepare_with_retry(
 
 /// The warehouse rows of a good message; Err (dead-lettered) when its values do not fit the
 /// warehouse.
-fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<EventRows, String> {
+fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<MessageRows, String> {
     match consumed {
-        Consumed::Receipt(r) => receipt_rows(&r),
-        Consumed::Event { event, .. } => rows_with_digest(event),
+        Consumed::Receipt(r) => receipt_rows(&r).map(MessageRows::Event),
+        Consumed::Event { event, .. } => rows_with_digest(event).map(MessageRows::Event),
+        Consumed::Audit(a) => crate::accesses::access_row(&a).map(MessageRows::Access),
     }
     .map_err(|e| format!("{origin}: {e}"))
 }
@@ -370,6 +375,7 @@ async fn write_or_split(
             p.offset == offset
                 && rows
                     .as_ref()
+                    .and_then(MessageRows::event)
                     .is_some_and(|r| r.history.event_id == event_id)
                 && !skipped.iter().any(|(s, _)| *s == i)
         });
@@ -406,7 +412,14 @@ async fn write_or_split(
 
 async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_history_months(&sink.clients[0], sink.months, items.iter().copied()).await?;
+    ensure_history_months(
+        &sink.clients[0],
+        sink.months,
+        items
+            .iter()
+            .filter_map(|(_, rows)| rows.as_ref().and_then(MessageRows::event)),
+    )
+    .await?;
     let options = WriteOptions {
         free_text: sink.config.free_text,
     };
@@ -433,6 +446,7 @@ async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> 
     .fold(crate::store::Written::default(), |mut all, w| {
         all.history += w.history;
         all.current += w.current;
+        all.accesses += w.accesses;
         all.already_applied += w.already_applied;
         all
     });
@@ -442,13 +456,14 @@ async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> 
     metrics::counter!(crate::metrics::ROWS.name, "table" => "event_history")
         .increment(written.history);
     metrics::counter!(crate::metrics::ROWS.name, "table" => "current").increment(written.current);
+    metrics::counter!(crate::metrics::ROWS.name, "table" => "accesses").increment(written.accesses);
     metrics::counter!(crate::metrics::SKIPPED.name).increment(written.already_applied);
     tracing::debug!(messages = items.len(), ?written, "batch committed");
     Ok(())
 }
 
 /// One message of a batch at its position: its rows, or None when it was dead-lettered.
-type BatchItem = (Position, Option<EventRows>);
+type BatchItem = (Position, Option<MessageRows>);
 
 /// Splits a batch over `writers` connections, whole partitions each (in offset order), the
 /// largest partitions first to the least loaded writer, so the writers finish together: a

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "content_digest",
         include_str!("../migrations/0004_content_digest.sql"),
     ),
+    (
+        5,
+        "accesses",
+        include_str!("../migrations/0005_accesses.sql"),
+    ),
 ];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.
@@ -50,6 +55,42 @@ pub async fn grant_analyst_reads(
     client: &Client,
     role: &str,
 ) -> Result<bool, tokio_postgres::Error> {
+    grant(
+        client,
+        role,
+        "analyst",
+        "GRANT USAGE ON SCHEMA public TO \"{role}\";
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{role}\";
+         REVOKE ALL ON ALL TABLES IN SCHEMA restricted FROM \"{role}\";
+         REVOKE ALL ON SCHEMA restricted FROM \"{role}\";",
+    )
+    .await
+}
+
+/// Grants `role` (the privacy officers who answer patients' requests) read access to
+/// `restricted.accesses` and nothing else; returns false, changing nothing, when the role
+/// does not exist.
+pub async fn grant_access_reads(
+    client: &Client,
+    role: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    grant(
+        client,
+        role,
+        "privacy",
+        "GRANT USAGE ON SCHEMA restricted TO \"{role}\";
+         GRANT SELECT ON restricted.accesses TO \"{role}\";",
+    )
+    .await
+}
+
+/// Runs `sql` (with `{role}` replaced) when `role` is a plain name of an existing role.
+async fn grant(
+    client: &Client,
+    role: &str,
+    kind: &str,
+    sql: &str,
+) -> Result<bool, tokio_postgres::Error> {
     // A role name the SQL can carry as a quoted identifier without escaping.
     if role.is_empty()
         || !role
@@ -58,7 +99,8 @@ pub async fn grant_analyst_reads(
     {
         tracing::warn!(
             role,
-            "analyst role name must be lowercase letters, digits and _; no grants made"
+            kind,
+            "role name must be lowercase letters, digits and _; no grants made"
         );
         return Ok(false);
     }
@@ -69,18 +111,12 @@ pub async fn grant_analyst_reads(
     if !exists {
         tracing::warn!(
             role,
-            "analyst role does not exist; no read grants made (create it, then restart the loader)"
+            kind,
+            "role does not exist; no read grants made (create it, then restart the loader)"
         );
         return Ok(false);
     }
-    client
-        .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA public TO \"{role}\";
-             GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{role}\";
-             REVOKE ALL ON ALL TABLES IN SCHEMA restricted FROM \"{role}\";
-             REVOKE ALL ON SCHEMA restricted FROM \"{role}\";"
-        ))
-        .await?;
+    client.batch_execute(&sql.replace("{role}", role)).await?;
     Ok(true)
 }
 

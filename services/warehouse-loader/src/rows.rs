@@ -171,6 +171,27 @@ pub struct LabLineRow {
     pub loinc_code: String,
 }
 
+/// What one consumed message becomes in the warehouse.
+// One per message, moved straight into its batch (as `EventRows` itself).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageRows {
+    /// A clinical event or a receipt: its history row and current state.
+    Event(EventRows),
+    /// An access audit record: its row of `restricted.accesses`.
+    Access(crate::accesses::AccessRow),
+}
+
+impl MessageRows {
+    /// The event's rows, if it is one.
+    pub fn event(&self) -> Option<&EventRows> {
+        match self {
+            Self::Event(rows) => Some(rows),
+            Self::Access(_) => None,
+        }
+    }
+}
+
 /// Everything one event writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRows {

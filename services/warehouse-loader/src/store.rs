@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
-use crate::rows::{DocumentRow, EventRows, facility_region, history_month};
+use crate::rows::{DocumentRow, EventRows, MessageRows, facility_region, history_month};
 
 /// A consumed message's position.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +32,8 @@ pub struct Written {
     pub history: u64,
     /// Current-state rows inserted or replaced.
     pub current: u64,
+    /// Access audit rows inserted.
+    pub accesses: u64,
     /// Messages skipped because an earlier transaction already applied them.
     pub already_applied: u64,
 }
@@ -287,11 +289,10 @@ pub async fn copy_direct(
 pub async fn ensure_history_months<'a>(
     client: &Client,
     known: &mut HashSet<Date>,
-    items: impl IntoIterator<Item = &'a (Position, Option<EventRows>)>,
+    events: impl IntoIterator<Item = &'a EventRows>,
 ) -> Result<(), tokio_postgres::Error> {
-    let months: BTreeSet<Date> = items
+    let months: BTreeSet<Date> = events
         .into_iter()
-        .filter_map(|(_, r)| r.as_ref())
         .map(|r| history_month(r.history.occurred_at))
         .filter(|m| !known.contains(m))
         .collect();
@@ -325,7 +326,7 @@ pub enum WriteError {
 pub async fn write_batch(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[&(Position, Option<EventRows>)],
+    items: &[&(Position, Option<MessageRows>)],
     options: WriteOptions,
 ) -> Result<Written, WriteError> {
     let mut written = Written::default();
@@ -337,13 +338,19 @@ pub async fn write_batch(
             .map_or(0, |(_, n)| *n)
     };
     let mut fresh: Vec<(&Position, &EventRows)> = Vec::with_capacity(items.len());
+    let mut accesses = Vec::new();
     for (p, rows) in items.iter().copied() {
         if p.offset < stored_next(p) {
             written.already_applied += 1;
-        } else if let Some(rows) = rows {
-            fresh.push((p, rows));
+            continue;
+        }
+        match rows {
+            Some(MessageRows::Event(rows)) => fresh.push((p, rows)),
+            Some(MessageRows::Access(row)) => accesses.push(row),
+            None => {}
         }
     }
+    written.accesses = crate::accesses::insert(tx, &accesses).await?;
 
     let mut stages = String::new();
     for s in [&HISTORY, &REFERRALS, &APPOINTMENTS, &LAB_REPORTS, &RECEIPTS] {
@@ -462,7 +469,7 @@ pub async fn write_batch(
 async fn lock_positions(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[&(Position, Option<EventRows>)],
+    items: &[&(Position, Option<MessageRows>)],
 ) -> Result<HashMap<(String, i32), i64>, tokio_postgres::Error> {
     let partitions: BTreeSet<(&str, i32)> = items
         .iter()
@@ -494,7 +501,7 @@ async fn lock_positions(
 async fn advance_positions(
     tx: &Transaction<'_>,
     group: &str,
-    items: &[&(Position, Option<EventRows>)],
+    items: &[&(Position, Option<MessageRows>)],
 ) -> Result<(), tokio_postgres::Error> {
     let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for (p, _) in items.iter().copied() {
