@@ -9,8 +9,9 @@ use lienthong_gateway::GatewayConfig;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::ingest_service_client::IngestServiceClient;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -51,12 +52,28 @@ impl TestPki {
 
     /// (certificate PEM, key PEM) for `common_name`, valid for localhost.
     pub fn leaf(&self, common_name: &str, client: bool) -> anyhow::Result<(String, String)> {
+        self.leaf_numbered(common_name, client, None)
+    }
+
+    /// A facility's client certificate (PEM) and key with serial number `serial`, so that a
+    /// revocation list can name it.
+    pub fn client_leaf(&self, facility: &str, serial: u64) -> anyhow::Result<(String, String)> {
+        self.leaf_numbered(facility, true, Some(serial))
+    }
+
+    fn leaf_numbered(
+        &self,
+        common_name: &str,
+        client: bool,
+        serial: Option<u64>,
+    ) -> anyhow::Result<(String, String)> {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = serial.map(SerialNumber::from);
         params.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -65,6 +82,28 @@ impl TestPki {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A certificate revocation list (PEM) signed by this CA, revoking `serials`.
+    pub fn crl(&self, serials: &[u64]) -> anyhow::Result<String> {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(7),
+            crl_number: SerialNumber::from(now.unix_timestamp_nanos() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: now,
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 
@@ -78,6 +117,8 @@ pub struct TestGateway {
     pub token_secret: Vec<u8>,
     /// Topic per document kind (unique to this gateway).
     pub topics: BTreeMap<DocumentKind, String>,
+    /// The client certificate revocation list it reads (`--client-crl`).
+    pub crl: std::path::PathBuf,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<Result<(), lienthong_gateway::GatewayError>>>,
     restart: (
@@ -110,6 +151,9 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
     config.serving.tls_cert = Some(write("server.pem", cert.as_bytes())?);
     config.serving.tls_key = Some(write("server.key", key.as_bytes())?);
     config.serving.client_ca = Some(write("ca.pem", pki.ca_pem().as_bytes())?);
+    // An empty revocation list, as production runs with one: `revoke` rewrites it.
+    let crl = write("crl.pem", pki.crl(&[])?.as_bytes())?;
+    config.serving.client_crl = Some(crl.clone());
     config.serving.token_keys = Some(crate::tokens::issuer().write_key_set(dir.path()));
     let mut topics = BTreeMap::new();
     for kind in DocumentKind::ALL {
@@ -136,6 +180,7 @@ pub async fn start_gateway(adjust: impl FnOnce(&mut GatewayConfig)) -> anyhow::R
         pki,
         token_secret,
         topics,
+        crl,
         shutdown,
         handle: Some(handle),
         restart: (config, kafka, registry, keyer),
@@ -190,12 +235,25 @@ impl TestGateway {
     /// A channel authenticated by a client certificate naming `facility` (for raw calls).
     pub async fn channel_with_cert(&self, facility: &str) -> anyhow::Result<Channel> {
         let (cert, key) = self.pki.leaf(facility, true)?;
+        self.channel_with_identity(&cert, &key).await
+    }
+
+    /// A channel authenticated by the client certificate `cert` with its `key` (PEM).
+    pub async fn channel_with_identity(&self, cert: &str, key: &str) -> anyhow::Result<Channel> {
         Ok(
             Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
                 .tls_config(self.tls().identity(Identity::from_pem(cert, key)))?
                 .connect()
                 .await?,
         )
+    }
+
+    /// Replaces the revocation list with one revoking `serials` (the gateway re-reads it).
+    pub fn revoke(&self, serials: &[u64]) -> anyhow::Result<()> {
+        let fresh = self.crl.with_extension("new");
+        std::fs::write(&fresh, self.pki.crl(serials)?)?;
+        std::fs::rename(&fresh, &self.crl)?;
+        Ok(())
     }
 
     /// A TLS client without a certificate (use with a bearer token, or to test refusal).

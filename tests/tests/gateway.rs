@@ -749,3 +749,62 @@ async fn a_revoked_token_is_refused_within_seconds() -> anyhow::Result<()> {
     client.publish(publish(&kept, 99)?).await?;
     gw.stop().await
 }
+
+/// A facility certificate its CA revoked is refused (UNAUTHENTICATED, naming the serial) within
+/// seconds of the revocation list being replaced, on a connection already open; the facility's
+/// other certificates keep working; nothing of the refused request reaches Kafka.
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_within_seconds() -> anyhow::Result<()> {
+    use lienthong_proto::v1::ingest_service_client::IngestServiceClient;
+    let gw = start_gateway(|_| {}).await?;
+    let (lost_cert, lost_key) = gw.pki.client_leaf("79025", 0x7702_5001)?;
+    let (kept_cert, kept_key) = gw.pki.client_leaf("79025", 0x7702_5002)?;
+    let mut lost = IngestServiceClient::new(gw.channel_with_identity(&lost_cert, &lost_key).await?);
+    let mut kept = IngestServiceClient::new(gw.channel_with_identity(&kept_cert, &kept_key).await?);
+    let accepted = |r: pb::PublishResponse| outcomes(&r.results) == vec![pb::Outcome::Accepted];
+    assert!(accepted(
+        lost.publish(request(events_from("79025", 71, 1)))
+            .await?
+            .into_inner()
+    ));
+
+    gw.revoke(&[0x7702_5001])?;
+    let started = std::time::Instant::now();
+    let refusal = loop {
+        match lost.publish(request(events_from("79025", 72, 1))).await {
+            Err(status) => break status,
+            Ok(_) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Ok(_) => panic!("the revoked certificate is still accepted after 10 s"),
+        }
+    };
+    assert_eq!(refusal.code(), Code::Unauthenticated, "{refusal:?}");
+    assert!(
+        refusal.message().contains("revoked") && refusal.message().contains("77:02:50:01"),
+        "{}",
+        refusal.message()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused {:?} after the list changed",
+        started.elapsed()
+    );
+    // What the revoked certificate sends reaches nothing.
+    let before = record_count(&gw.topics[&lienthong_core::DocumentKind::Referral])?;
+    let e = lost
+        .publish(request(events_from("79025", 73, 3)))
+        .await
+        .expect_err("revoked");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(
+        record_count(&gw.topics[&lienthong_core::DocumentKind::Referral])?,
+        before
+    );
+    assert!(accepted(
+        kept.publish(request(events_from("79025", 74, 1)))
+            .await?
+            .into_inner()
+    ));
+    gw.stop().await
+}

@@ -162,28 +162,36 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "{set}: {err}"
         );
     }
-    let err = helm(&[
-        "template",
-        "lt",
-        chart,
-        "--kube-version",
-        KUBE_VERSION,
-        "--set",
-        "gateway.tokenKeysConfigMap=",
-    ])
-    .expect_err("a gateway nobody can authenticate to must be refused");
-    assert!(err.contains("gateway: set clientCaSecret"), "{err}");
-    let err = helm(&[
-        "template",
-        "lt",
-        chart,
-        "--kube-version",
-        KUBE_VERSION,
-        "--set",
-        "kafka.sasl.secret=",
-    ])
-    .expect_err("SASL without its secret must be refused");
-    assert!(err.contains("kafka.sasl.secret is required"), "{err}");
+    // Values the templates themselves refuse, with the message that says what to set.
+    for (set, why, says) in [
+        (
+            "gateway.tokenKeysConfigMap=",
+            "a gateway nobody can authenticate to",
+            "gateway: set clientCaSecret",
+        ),
+        (
+            "kafka.sasl.secret=",
+            "SASL without its secret",
+            "kafka.sasl.secret is required",
+        ),
+        (
+            "regionalStore.clientCrlConfigMap=facility-crl",
+            "a revocation list without the CA it belongs to",
+            "set clientCaSecret too",
+        ),
+    ] {
+        let err = helm(&[
+            "template",
+            "lt",
+            chart,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            set,
+        ])
+        .expect_err(&format!("{why} must be refused"));
+        assert!(err.contains(says), "{set}: {err}");
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use lienthong_core::FacilityCode;
 use tonic::{Request, Status};
 
+use crate::revoked::RevokedCertificates;
 use crate::tokens::{Claims, KeySet, Scope};
 
 /// An authenticated caller.
@@ -129,6 +130,7 @@ pub struct Authenticator {
     tokens: Option<TokenPolicy>,
     hubs: HashMap<String, HashSet<String>>,
     insecure: bool,
+    revoked_certificates: Option<RevokedCertificates>,
 }
 
 /// A printable, bounded name of an individual, or None.
@@ -150,7 +152,15 @@ impl Authenticator {
             tokens,
             hubs,
             insecure,
+            revoked_certificates: None,
         }
+    }
+
+    /// Refuses client certificates on `list` (the `--client-crl` file).
+    #[must_use]
+    pub fn with_revoked_certificates(mut self, list: Option<RevokedCertificates>) -> Self {
+        self.revoked_certificates = list;
+        self
     }
 
     /// The caller of a request; None only in insecure development mode.
@@ -158,6 +168,9 @@ impl Authenticator {
         if let Some(certs) = req.peer_certs()
             && let Some(cert) = certs.first()
         {
+            if let Some(revoked) = &self.revoked_certificates {
+                revoked.check(cert.as_ref())?;
+            }
             let individual = individual_name(
                 req.metadata()
                     .get("x-lienthong-individual")

@@ -6,12 +6,15 @@ pub mod client;
 pub mod identity;
 pub mod metrics;
 pub mod rate;
+pub mod revoked;
 pub mod serving;
 pub mod tokens;
+mod watched;
 
 pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
 pub use identity::{Authenticator, Identity, Revocations, TokenPolicy};
 pub use rate::FacilityRateLimit;
+pub use revoked::{CrlError, RevokedCertificates};
 pub use serving::{
     DEFAULT_MAX_TOKEN_LIFETIME_SECS, GATEWAY_AUDIENCE, REGIONAL_AUDIENCE, ServingArgs,
     ServingError, server_tls,

@@ -9,5 +9,12 @@ pub const MALFORMED_REQUESTS: Metric = Metric::counter(
     "Request bodies that are not valid protobuf, by message type (answered INVALID_ARGUMENT)",
 );
 
+/// `lienthong_grpc_revoked_certificates_total`: requests refused for a revoked client certificate
+pub const REVOKED_CERTIFICATES: Metric = Metric::counter(
+    "lienthong_grpc_revoked_certificates_total",
+    &[],
+    "Requests refused because their client certificate is on the revocation list (--client-crl)",
+);
+
 /// Every metric this crate exports.
-pub const ALL: &[Metric] = &[MALFORMED_REQUESTS];
+pub const ALL: &[Metric] = &[MALFORMED_REQUESTS, REVOKED_CERTIFICATES];

@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsCo
 use std::sync::Arc;
 
 use crate::identity::{Authenticator, Revocations, TokenPolicy};
+use crate::revoked::RevokedCertificates;
 use crate::tokens::{KeySet, TokenError};
 
 /// The gateway's audience unless a deployment sets its own.
@@ -40,6 +41,10 @@ pub struct ServingArgs {
     /// common name is the facility code.
     #[arg(long, env = "LIENTHONG_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation list (PEM with one or more CRLs, or DER) signed by the client
+    /// CA; re-read when it changes. A request with a revoked client certificate is refused.
+    #[arg(long, env = "LIENTHONG_CLIENT_CRL", requires = "client_ca")]
+    pub client_crl: Option<PathBuf>,
     /// JWK set file of the public keys that sign bearer tokens (Ed25519, one per key id;
     /// reloaded when it changes); enables token auth. `lienthong tokens keygen` writes it.
     #[arg(long, env = "LIENTHONG_TOKEN_KEYS")]
@@ -80,6 +85,9 @@ pub enum ServingError {
     /// The token key.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The certificate revocation list.
+    #[error(transparent)]
+    Crl(#[from] crate::revoked::CrlError),
     /// A key file readable by every user.
     #[error(transparent)]
     Secret(#[from] lienthong_runtime::SecretFileError),
@@ -105,6 +113,7 @@ impl ServingArgs {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
+            client_crl: None,
             token_keys: None,
             token_audience: None,
             token_revocations_topic: lienthong_core::routing::REVOCATIONS_TOPIC.to_owned(),
@@ -138,6 +147,11 @@ impl ServingArgs {
             if self.client_ca.is_none() && self.token_keys.is_none() {
                 return Err(ServingError::Config("callers must be authenticated: set --client-ca (mutual TLS) and/or --token-keys (bearer tokens)".into()));
             }
+        }
+        if self.client_crl.is_some() && self.client_ca.is_none() {
+            return Err(ServingError::Config(
+                "--client-crl revokes client certificates: set --client-ca too".into(),
+            ));
         }
         if self
             .token_audience
@@ -214,11 +228,18 @@ impl ServingArgs {
                 })
             })
             .transpose()?;
-        Ok(Authenticator::new(
-            tokens,
-            self.hub_map()?,
-            self.insecure_dev,
-        ))
+        let revoked = match (&self.client_crl, &self.client_ca) {
+            (Some(crl), Some(ca)) => {
+                let list = RevokedCertificates::from_files(crl, ca)?;
+                tracing::info!(path = %crl.display(), revoked = list.len(), "client certificate revocation list read");
+                Some(list)
+            }
+            _ => None,
+        };
+        Ok(
+            Authenticator::new(tokens, self.hub_map()?, self.insecure_dev)
+                .with_revoked_certificates(revoked),
+        )
     }
 
     /// A tonic server builder with the TLS these flags describe (none in insecure mode). Says

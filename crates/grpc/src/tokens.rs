@@ -9,14 +9,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use lienthong_core::FacilityCode;
 use serde::{Deserialize, Serialize};
+
+use crate::watched::WatchedFile;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -308,85 +309,38 @@ pub fn parse_key_set(text: &str, path: &Path) -> Result<HashMap<String, Decoding
     Ok(out)
 }
 
-/// How often a verifier looks whether its key set file changed.
-const RELOAD_CHECK: Duration = Duration::from_secs(2);
-
-struct Loaded {
-    keys: HashMap<String, DecodingKey>,
-    modified: Option<SystemTime>,
-    checked: Instant,
+/// The key set file's bytes as keys.
+fn key_set_of(bytes: &[u8], path: &Path) -> Result<HashMap<String, DecodingKey>, TokenError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| TokenError::Key {
+        path: path.to_owned(),
+        reason: "the key set is not UTF-8 JSON".into(),
+    })?;
+    parse_key_set(text, path)
 }
 
 /// The verifier's public keys, from a JWK set file reloaded when it changes (a rotation adds
 /// the new key beside the old, then removes the old once its tokens have expired). A file that
 /// no longer parses is not used: the keys last read stay, and the error is logged.
 pub struct KeySet {
-    path: PathBuf,
-    loaded: RwLock<Loaded>,
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    file: WatchedFile<HashMap<String, DecodingKey>, TokenError>,
 }
 
 impl KeySet {
     /// Reads the key set file.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
         Ok(Self {
-            path: path.to_owned(),
-            loaded: RwLock::new(Loaded {
-                keys: parse_key_set(&text, path)?,
-                modified: modified(path),
-                checked: Instant::now(),
-            }),
+            file: WatchedFile::open(path, "token key set", Box::new(key_set_of), |source| {
+                TokenError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?,
         })
-    }
-
-    fn reload_if_changed(&self) {
-        {
-            let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-            if loaded.checked.elapsed() < RELOAD_CHECK {
-                return;
-            }
-        }
-        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        loaded.checked = Instant::now();
-        let now = modified(&self.path);
-        if now == loaded.modified {
-            return;
-        }
-        match std::fs::read_to_string(&self.path)
-            .map_err(|source| TokenError::Io {
-                path: self.path.clone(),
-                source,
-            })
-            .and_then(|t| parse_key_set(&t, &self.path))
-        {
-            Ok(keys) => {
-                tracing::info!(path = %self.path.display(), keys = keys.len(), "token key set reloaded");
-                loaded.keys = keys;
-                loaded.modified = now;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the token key set file changed but cannot be used; keeping the keys read before");
-                loaded.modified = now;
-            }
-        }
     }
 
     /// The key with id `kid`, if the set holds it.
     pub fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.reload_if_changed();
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys
-            .get(kid)
-            .cloned()
+        self.file.current().get(kid).cloned()
     }
 }
 

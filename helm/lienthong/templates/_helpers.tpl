@@ -172,8 +172,11 @@ securityContext:
 automountServiceAccountToken: false
 {{- end -}}
 
-{{/* TLS and caller-authentication volumes of a gRPC server: (dict "tls" .tlsSecret "ca" .clientCaSecret "token" .tokenKeysConfigMap) */}}
+{{/* TLS and caller-authentication volumes of a gRPC server: (dict "tls" .tlsSecret "ca" .clientCaSecret "crl" .clientCrlConfigMap "token" .tokenKeysConfigMap) */}}
 {{- define "lienthong.serverVolumes" -}}
+{{- if and .crl (not .ca) }}
+{{- fail "clientCrlConfigMap revokes client certificates: set clientCaSecret too" }}
+{{- end }}
 - name: server-tls
   secret:
     secretName: {{ .tls }}
@@ -182,6 +185,11 @@ automountServiceAccountToken: false
 - name: client-ca
   secret:
     secretName: {{ .ca }}
+{{- end }}
+{{- if .crl }}
+- name: client-crl
+  configMap:
+    name: {{ .crl }}
 {{- end }}
 {{- if .token }}
 - name: token-keys
@@ -199,6 +207,11 @@ automountServiceAccountToken: false
   mountPath: /etc/lienthong/client-ca
   readOnly: true
 {{- end }}
+{{- if .crl }}
+- name: client-crl
+  mountPath: /etc/lienthong/client-crl
+  readOnly: true
+{{- end }}
 {{- if .token }}
 - name: token-keys
   mountPath: /etc/lienthong/token
@@ -212,6 +225,9 @@ automountServiceAccountToken: false
 - --tls-key=/etc/lienthong/tls/tls.key
 {{- if .ca }}
 - --client-ca=/etc/lienthong/client-ca/ca.crt
+{{- end }}
+{{- if .crl }}
+- --client-crl=/etc/lienthong/client-crl/crl.pem
 {{- end }}
 {{- if .token }}
 - --token-keys=/etc/lienthong/token/token-keys.json
