@@ -11,6 +11,11 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/receipt.proto",
     "lienthong/v1/audit.proto",
     "lienthong/v1/revocation.proto",
+    "lienthong/v1/analytics_common.proto",
+    "lienthong/v1/analytics_referral.proto",
+    "lienthong/v1/analytics_appointment.proto",
+    "lienthong/v1/analytics_lab_result.proto",
+    "lienthong/v1/analytics_receipt.proto",
     "lienthong/v1/ingest.proto",
     "lienthong/v1/query.proto",
 ];

@@ -70,7 +70,7 @@ lt_stop_pid() {
 
 # Kafka principals of the local stack, one SCRAM user each (deploy/acls.toml grants their rights):
 # admin runs topics, ACLs and schemas (and the tests); each service has its own.
-LT_KAFKA_PRINCIPALS="admin gateway regional warehouse analytics"
+LT_KAFKA_PRINCIPALS="admin gateway regional deidentifier warehouse analytics"
 
 # Kafka client settings of one principal, as lienthong environment variables.
 lt_kafka_env() {

@@ -157,6 +157,31 @@ pub fn keyed_events(seed: u64, count: usize) -> Vec<lienthong_core::ClinicalEven
         .collect()
 }
 
+/// `documents` keyed events (see [`keyed_events`]) followed by a second version, with
+/// `action`, of every tenth of those documents: what a crash test loads.
+pub fn events_with_second_versions(
+    seed: u64,
+    documents: usize,
+    action: lienthong_proto::v1::Action,
+) -> Vec<lienthong_core::ClinicalEvent> {
+    let mut events = keyed_events(seed, documents);
+    let updates: Vec<_> = events
+        .iter()
+        .step_by(10)
+        .map(|e| {
+            let mut next = e.clone();
+            let kind = next.kind();
+            let h = next.header_mut();
+            h.document_version = 2;
+            h.action = action as i32;
+            h.event_id = lienthong_core::document_id::event_id(kind, &h.document_id, 2);
+            next
+        })
+        .collect();
+    events.extend(updates);
+    events
+}
+
 /// A message's headers as text, by name (dead letters carry their origin and error there).
 pub fn header_map(
     msg: &rdkafka::message::OwnedMessage,

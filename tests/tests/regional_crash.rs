@@ -8,13 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lienthong_core::{DocumentKind, ProvinceCode, document_id};
+use lienthong_core::{DocumentKind, ProvinceCode};
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{
-    kafka, keyed_events, require_kafka, require_registry, unique_topic, workspace_bin,
-};
+use lienthong_tests::{kafka, require_kafka, require_registry, unique_topic, workspace_bin};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const EVENTS: usize = 100_000;
@@ -58,21 +56,11 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
     let topics = topics_with_schemas(&registry).await?;
     let receipt = unique_topic("rc.receipt");
     lienthong_tests::create_topic(&kafka_args, &receipt, 1).await?;
-    let mut events = keyed_events(8080, EVENTS - EVENTS / 10);
-    let updates: Vec<_> = events
-        .iter()
-        .step_by(10)
-        .map(|e| {
-            let mut n = e.clone();
-            let kind = n.kind();
-            let h = n.header_mut();
-            h.document_version = 2;
-            h.action = pb::Action::Cancelled as i32;
-            h.event_id = document_id::event_id(kind, &h.document_id, 2);
-            n
-        })
-        .collect();
-    events.extend(updates);
+    let events = lienthong_tests::events_with_second_versions(
+        8080,
+        EVENTS - EVENTS / 10,
+        pb::Action::Cancelled,
+    );
     let region = ProvinceCode::current(REGION).expect("region");
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for e in events.iter().filter(|e| e.regions().contains(&region)) {

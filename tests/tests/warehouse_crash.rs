@@ -9,10 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lienthong_core::{ClinicalEvent, document_id};
 use lienthong_proto::v1 as pb;
 use lienthong_tests::warehouse::{connect, fresh_database, publish_to, topics_with_schemas};
-use lienthong_tests::{keyed_events, require_kafka, require_registry, workspace_bin};
+use lienthong_tests::{require_kafka, require_registry, workspace_bin};
 
 const EVENTS: usize = 100_000;
 
@@ -60,21 +59,11 @@ async fn killing_the_loader_repeatedly_loses_nothing_and_doubles_nothing() -> an
     let topics = topics_with_schemas(&registry).await?;
 
     // 100,000 events; every tenth document also gets a second version.
-    let mut events = keyed_events(4242, EVENTS - EVENTS / 10);
-    let updates: Vec<ClinicalEvent> = events
-        .iter()
-        .step_by(10)
-        .map(|e| {
-            let mut next = e.clone();
-            let kind = next.kind();
-            let h = next.header_mut();
-            h.document_version = 2;
-            h.action = pb::Action::Updated as i32;
-            h.event_id = document_id::event_id(kind, &h.document_id, 2);
-            next
-        })
-        .collect();
-    events.extend(updates);
+    let events = lienthong_tests::events_with_second_versions(
+        4242,
+        EVENTS - EVENTS / 10,
+        pb::Action::Updated,
+    );
     let mut expected_ids = BTreeSet::new();
     let mut expected_state: BTreeMap<String, i64> = BTreeMap::new();
     for e in &events {

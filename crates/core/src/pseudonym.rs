@@ -131,6 +131,21 @@ impl PatientKeyer {
         }
     }
 
+    /// A keyed hash (hex HMAC-SHA256 under the current key) of `text` in the domain `purpose`:
+    /// for identities other than persons (documents, events) that must not be computable
+    /// from public numbers without the key. The domain keeps a document id from ever hashing
+    /// to the same value as an event id.
+    pub fn keyed_hash(&self, purpose: &str, text: &str) -> String {
+        // HMAC is defined for keys of every length (RFC 2104), so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\n");
+        mac.update(text.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// The pseudonyms of a person under every key, current first: what a lookup must try.
     pub fn all_keys_for(&self, person: &PersonId) -> Vec<PatientKey> {
         std::iter::once(self.key_for(person))

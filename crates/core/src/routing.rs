@@ -63,6 +63,14 @@ pub const DLQ_TOPIC: &str = "lienthong.dlq.v1";
 pub const AUDIT_TOPIC: &str = "lienthong.audit.v1";
 /// Revoked bearer tokens, followed by every verifier.
 pub const REVOCATIONS_TOPIC: &str = "lienthong.token-revocations.v1";
+/// De-identified referrals, what analytics teams and the warehouse read.
+pub const ANALYTICS_REFERRAL_TOPIC: &str = "lienthong.analytics.referral.v1";
+/// De-identified follow-up appointments.
+pub const ANALYTICS_APPOINTMENT_TOPIC: &str = "lienthong.analytics.appointment.v1";
+/// De-identified lab results.
+pub const ANALYTICS_LAB_RESULT_TOPIC: &str = "lienthong.analytics.lab-result.v1";
+/// De-identified referral receipts.
+pub const ANALYTICS_RECEIPT_TOPIC: &str = "lienthong.analytics.referral-receipt.v1";
 
 fn region_of_facility(code: &str) -> Option<ProvinceCode> {
     FacilityCode::parse(code).ok().map(|f| f.region())

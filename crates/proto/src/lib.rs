@@ -46,6 +46,26 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[
         "lienthong/v1/revocation.proto",
         include_str!("../../../proto/lienthong/v1/revocation.proto"),
     ),
+    (
+        "lienthong/v1/analytics_common.proto",
+        include_str!("../../../proto/lienthong/v1/analytics_common.proto"),
+    ),
+    (
+        "lienthong/v1/analytics_referral.proto",
+        include_str!("../../../proto/lienthong/v1/analytics_referral.proto"),
+    ),
+    (
+        "lienthong/v1/analytics_appointment.proto",
+        include_str!("../../../proto/lienthong/v1/analytics_appointment.proto"),
+    ),
+    (
+        "lienthong/v1/analytics_lab_result.proto",
+        include_str!("../../../proto/lienthong/v1/analytics_lab_result.proto"),
+    ),
+    (
+        "lienthong/v1/analytics_receipt.proto",
+        include_str!("../../../proto/lienthong/v1/analytics_receipt.proto"),
+    ),
 ];
 
 #[cfg(test)]

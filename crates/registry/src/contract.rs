@@ -32,6 +32,22 @@ const TOPIC_FILES: &[(&str, &str)] = &[
         "lienthong/v1/revocation.proto",
         lienthong_core::routing::REVOCATIONS_TOPIC,
     ),
+    (
+        "lienthong/v1/analytics_referral.proto",
+        lienthong_core::routing::ANALYTICS_REFERRAL_TOPIC,
+    ),
+    (
+        "lienthong/v1/analytics_appointment.proto",
+        lienthong_core::routing::ANALYTICS_APPOINTMENT_TOPIC,
+    ),
+    (
+        "lienthong/v1/analytics_lab_result.proto",
+        lienthong_core::routing::ANALYTICS_LAB_RESULT_TOPIC,
+    ),
+    (
+        "lienthong/v1/analytics_receipt.proto",
+        lienthong_core::routing::ANALYTICS_RECEIPT_TOPIC,
+    ),
 ];
 
 /// One .proto file by import path.
@@ -170,6 +186,12 @@ impl SchemaSet {
             lienthong_core::routing::REVOCATIONS_TOPIC.to_owned(),
             topic.to_owned(),
         );
+        self
+    }
+
+    /// Registers the schema of any standard topic (an analytics topic, say) for another topic.
+    pub fn with_topic_renamed(mut self, standard: &str, topic: &str) -> Self {
+        self.topics.insert(standard.to_owned(), topic.to_owned());
         self
     }
 

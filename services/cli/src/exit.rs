@@ -14,7 +14,8 @@ pub const REFUSED: u8 = 3;
 /// A service could not be reached or asked to come back later (Kafka, the schema registry,
 /// the gateway): retry later, nothing was refused.
 pub const UNAVAILABLE: u8 = 4;
-/// The cluster differs from the spec (`topics list`, `acls list`).
+/// The cluster differs from the spec (`topics list`, `acls list`), or what is measured is
+/// outside its policy (`analytics risk`: k below the floor).
 pub const DRIFT: u8 = 5;
 
 /// The process exit code for `code`.

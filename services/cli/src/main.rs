@@ -2,6 +2,7 @@
 
 mod acls;
 mod agent;
+mod analytics;
 mod audit;
 mod demo;
 mod dlq;
@@ -115,6 +116,9 @@ enum Command {
     /// The access audit: who accessed a patient's record (for a privacy officer).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// De-identified analytics: the re-identification risk being measured.
+    #[command(subcommand)]
+    Analytics(analytics::AnalyticsCommand),
 }
 
 fn main() -> ExitCode {
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
             Command::Xml(cmd) => xml::run(cmd),
             Command::Agent(cmd) => agent::run(cmd),
             Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Analytics(cmd) => analytics::run(cmd).await,
         }
         }
         .await;

@@ -44,6 +44,10 @@ pub struct TailArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    /// Consumer group named to the broker (nothing joins it, nothing is committed); a
+    /// principal may name only the groups its ACLs allow (analytics: `analytics-…`).
+    #[arg(long, env = "LIENTHONG_TAIL_GROUP", default_value = "lienthong-tail")]
+    group: String,
 }
 
 pub async fn run(
@@ -55,8 +59,10 @@ pub async fn run(
     let codec = WireCodec::new(registry)?;
     let mut cfg = kafka.client_config()?;
     // Reading only: no group membership, no commits (tail must never move anyone's offsets).
-    cfg.set("group.id", "lienthong-tail")
+    // read_committed: what transactions aborted (analytics topics) is never shown.
+    cfg.set("group.id", &args.group)
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
         .set("enable.auto.offset.store", "false");
     let consumer: StreamConsumer = cfg.create().context("cannot create the tail consumer")?;
     let metadata = consumer.fetch_metadata(Some(&args.topic), kafka.timeout())?;

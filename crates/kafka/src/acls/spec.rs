@@ -36,6 +36,10 @@ pub struct PrincipalSpec {
     /// Consumer group prefixes it joins (e.g. `lienthong-regional-`).
     #[serde(default)]
     pub group_prefixes: Vec<String>,
+    /// Transactional id prefixes it produces under (WRITE + DESCRIBE), for a transactional
+    /// producer such as the de-identification service's.
+    #[serde(default)]
+    pub transactional_id_prefixes: Vec<String>,
 }
 
 /// The whole spec.
@@ -91,7 +95,8 @@ impl AclSpec {
                 .chain(&p.write)
                 .chain(&p.describe_configs)
                 .chain(&p.groups)
-                .chain(&p.group_prefixes);
+                .chain(&p.group_prefixes)
+                .chain(&p.transactional_id_prefixes);
             for n in names {
                 if n.trim().is_empty() || n.contains('*') {
                     return Err(Error::Config(format!(
@@ -122,13 +127,19 @@ impl AclSpec {
             use PatternKind::*;
             use ResourceKind::*;
             // Each list of the spec, and what one of its entries grants.
-            let lists: [(&Vec<String>, ResourceKind, PatternKind, &[Operation]); 6] = [
+            let lists: [(&Vec<String>, ResourceKind, PatternKind, &[Operation]); 7] = [
                 (&p.read, Topic, Literal, &[Read, Describe]),
                 (&p.read_prefixes, Topic, Prefixed, &[Read, Describe]),
                 (&p.write, Topic, Literal, &[Write, Describe]),
                 (&p.describe_configs, Topic, Literal, &[DescribeConfigs]),
                 (&p.groups, Group, Literal, &[Read, Describe]),
                 (&p.group_prefixes, Group, Prefixed, &[Read, Describe]),
+                (
+                    &p.transactional_id_prefixes,
+                    TransactionalId,
+                    Prefixed,
+                    &[Write, Describe],
+                ),
             ];
             for (names, resource, pattern, operations) in lists {
                 for name in names {

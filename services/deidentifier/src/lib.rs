@@ -1,0 +1,16 @@
+//! The de-identification service: the one place where personal data leaves the document
+//! topics. It consumes the document topics and produces the analytics topics under the
+//! reviewed policy (policy.toml), exactly once through Kafka transactions, and measures the
+//! re-identification risk of what it publishes.
+
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod risk;
+pub mod transform;
+
+pub use config::{AnalyticsTopics, DeidentifierConfig};
+pub use pipeline::{DeidentifierError, run};
+pub use policy::Policy;
+pub use transform::{AnalyticsKind, Deidentifier};

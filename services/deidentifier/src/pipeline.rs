@@ -1,0 +1,397 @@
+//! Consume → de-identify → produce, exactly once without a database: each batch's analytics
+//! events and its consumed offsets are one Kafka transaction.
+//!
+//! Invariants kept here:
+//! - The consumed offsets of a batch are committed only inside the transaction that holds the
+//!   batch's analytics events (send_offsets_to_transaction), so a crash at any instant leaves
+//!   either both or neither; read_committed readers never see an aborted batch.
+//! - A batch is retried as a whole in a new transaction after an abortable failure; no message
+//!   after it is read before it commits.
+//! - Poison (undecodable, invalid) is dead-lettered, durably, before the transaction that moves
+//!   the offset past it; a dead letter may be sent twice if that transaction then aborts.
+//! - Zombie instances are fenced: the offsets carry the consumer group's generation (KIP-447),
+//!   and a restarted instance with the same transactional id aborts what its predecessor left.
+
+use std::time::{Duration, Instant};
+
+use lienthong_kafka::consumption::{batch_ends, fill_batch, record_lag};
+use lienthong_kafka::{EventProducer, KafkaArgs};
+use lienthong_registry::{RegistryArgs, WireCodec};
+use lienthong_sink::{Consumed, MessageReader, Retrying};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, DeidentifierConfig};
+use crate::risk::{RiskWindow, coarsened_width};
+use crate::transform::{AnalyticsEvent, Deidentifier};
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeidentifierError {
+    /// Settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Kafka settings or connection.
+    #[error(transparent)]
+    Kafka(#[from] lienthong_kafka::Error),
+    /// Kafka client.
+    #[error("kafka: {0}")]
+    Client(#[from] KafkaError),
+    /// Registry settings.
+    #[error(transparent)]
+    Registry(#[from] lienthong_registry::Error),
+    /// A transactional failure nothing but a new producer can clear (fenced by a newer
+    /// instance with the same transactional id, or by a rebalance); restarting is safe.
+    #[error(
+        "the transactional producer failed for good: {0}; restart the instance (nothing is lost: the open batch is read again)"
+    )]
+    Fatal(String),
+}
+
+/// Lag statistics of the consumer.
+struct Lag {
+    group: String,
+}
+
+impl ClientContext for Lag {
+    fn stats(&self, statistics: Statistics) {
+        record_lag(&self.group, &statistics);
+    }
+}
+
+impl ConsumerContext for Lag {}
+
+/// Runs until `shutdown`; a batch not committed by then is read again on the next start.
+pub async fn run(
+    config: DeidentifierConfig,
+    kafka: KafkaArgs,
+    registry: RegistryArgs,
+    shutdown: CancellationToken,
+) -> Result<(), DeidentifierError> {
+    crate::metrics::register();
+    config.check()?;
+    let policy = config.load_policy()?;
+    let key = config.load_key()?;
+    kafka.probe()?;
+    let mut deidentifier = Deidentifier::new(policy, key);
+    let risk = deidentifier.policy().risk().clone();
+    let mut window = RiskWindow::new(risk.k_floor, risk.window_events);
+    metrics::gauge!(crate::metrics::RISK_K_FLOOR.name).set(risk.k_floor as f64);
+    metrics::gauge!(crate::metrics::AGE_BAND_YEARS.name)
+        .set(f64::from(deidentifier.age_band_width()));
+
+    let codec = WireCodec::new(&registry)?;
+    let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
+    let consumer: StreamConsumer<Lag> =
+        consumer_config(&kafka, &config)?.create_with_context(Lag {
+            group: config.group.clone(),
+        })?;
+    let inputs = config.input_topics();
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    lienthong_kafka::metrics::register_consumer(&config.group, &topics);
+
+    let transactional_id = config.transactional_id();
+    let producer: FutureProducer = producer_config(&kafka, &config, &transactional_id)?.create()?;
+    blocking(&producer, |p| p.init_transactions(Duration::from_secs(60)))
+        .await
+        .map_err(|e| DeidentifierError::Fatal(format!("init_transactions: {e}")))?;
+    tracing::info!(
+        group = %config.group,
+        %transactional_id,
+        policy = deidentifier.policy().version(),
+        ?topics,
+        "de-identification service consuming"
+    );
+
+    let reader = MessageReader {
+        codec: &codec,
+        receipt_topic: &config.receipt_topic,
+        audit_topic: None,
+        dlq: Some(&dlq),
+        dlq_topic: &config.dlq_topic,
+        group: &config.group,
+    };
+    while !shutdown.is_cancelled() {
+        let mut batch = Vec::with_capacity(config.batch_events);
+        fill_batch(
+            &consumer,
+            &mut batch,
+            config.batch_events,
+            config.batch_wait(),
+            &shutdown,
+        )
+        .await;
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(events) = deidentify(&reader, &deidentifier, &batch, &shutdown).await else {
+            break;
+        };
+        let Some(framed) = frame(&codec, &config, &events, &shutdown).await else {
+            break;
+        };
+        if !commit(&producer, &consumer, &batch, &framed, &config, &shutdown).await? {
+            break;
+        }
+        for e in &events {
+            metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str()).increment(1);
+            if let Some((q, patient)) = &e.quasi {
+                window.add(q.clone(), patient.clone());
+            }
+        }
+        watch_risk(&mut window, &mut deidentifier);
+    }
+    tracing::info!(
+        "de-identification service stopped; what was not committed is read again on the next start"
+    );
+    Ok(())
+}
+
+/// Decodes, validates and de-identifies a batch (poison dead-lettered); None when stopping.
+async fn deidentify(
+    reader: &MessageReader<'_>,
+    deidentifier: &Deidentifier,
+    batch: &[OwnedMessage],
+    shutdown: &CancellationToken,
+) -> Option<Vec<AnalyticsEvent>> {
+    let mut retrying = Retrying::new(
+        "a batch could not be read",
+        crate::metrics::BATCH_RETRIES.name,
+    );
+    loop {
+        let read = reader
+            .read_batch(batch, |consumed, _| match consumed {
+                Consumed::Event { event, .. } => Ok(deidentifier.event(&event)),
+                Consumed::Receipt(receipt) => Ok(deidentifier.receipt(&receipt)),
+                Consumed::Audit(_) => Err("the access audit is not de-identified here".into()),
+            })
+            .await;
+        match read {
+            Ok(events) => return Some(events.into_iter().flatten().collect()),
+            Err(e) => retrying.failed(&e),
+        }
+        if !retrying.wait(shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// One analytics record, framed for the registry.
+struct Framed {
+    topic: String,
+    key: String,
+    value: Vec<u8>,
+}
+
+/// Frames every event (the schema id is looked up once, then cached); None when stopping.
+async fn frame(
+    codec: &WireCodec,
+    config: &DeidentifierConfig,
+    events: &[AnalyticsEvent],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Framed>> {
+    let mut retrying = Retrying::new(
+        "analytics events could not be framed",
+        crate::metrics::BATCH_RETRIES.name,
+    );
+    'attempt: loop {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let topic = config.analytics.of(e.kind);
+            match codec
+                .encode_message(topic, e.kind.message_name(), &e.payload)
+                .await
+            {
+                Ok(value) => out.push(Framed {
+                    topic: topic.to_owned(),
+                    key: e.key.clone(),
+                    value,
+                }),
+                Err(err) => {
+                    retrying.failed(&err);
+                    if !retrying.wait(shutdown).await {
+                        return None;
+                    }
+                    continue 'attempt;
+                }
+            }
+        }
+        return Some(out);
+    }
+}
+
+/// Produces the batch and commits it with its offsets; retried in a new transaction after an
+/// abortable failure. Ok(false) when stopping before it committed.
+async fn commit(
+    producer: &FutureProducer,
+    consumer: &StreamConsumer<Lag>,
+    batch: &[OwnedMessage],
+    framed: &[Framed],
+    config: &DeidentifierConfig,
+    shutdown: &CancellationToken,
+) -> Result<bool, DeidentifierError> {
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), end) in batch_ends(batch) {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(end))?;
+    }
+    let timeout = Duration::from_millis(config.transaction_timeout_ms);
+    let mut retrying = Retrying::new("a transaction failed", crate::metrics::BATCH_RETRIES.name);
+    loop {
+        let started = Instant::now();
+        let attempt = transaction(producer, consumer, &offsets, framed, timeout).await;
+        match attempt {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::TRANSACTIONS.name, "outcome" => "committed")
+                    .increment(1);
+                metrics::histogram!(crate::metrics::TRANSACTION_SECONDS.name)
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(true);
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::TRANSACTIONS.name, "outcome" => "aborted")
+                    .increment(1);
+                let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort() || t.is_retriable())
+                    || !matches!(e, KafkaError::Transaction(_));
+                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal())
+                    || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced);
+                // Aborting is harmless when nothing is open, and required when something is.
+                let aborted = blocking(producer, move |p| p.abort_transaction(timeout)).await;
+                if fatal || !abortable || aborted.is_err() {
+                    let abort = aborted
+                        .err()
+                        .map(|a| format!("; abort: {a}"))
+                        .unwrap_or_default();
+                    return Err(DeidentifierError::Fatal(format!("{e}{abort}")));
+                }
+                retrying.failed(&e);
+                if !retrying.wait(shutdown).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt: begin, produce every record, add the offsets, commit.
+async fn transaction(
+    producer: &FutureProducer,
+    consumer: &StreamConsumer<Lag>,
+    offsets: &TopicPartitionList,
+    framed: &[Framed],
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    producer.begin_transaction()?;
+    for f in framed {
+        let mut record = FutureRecord::to(&f.topic)
+            .key(f.key.as_bytes())
+            .payload(&f.value);
+        loop {
+            match producer.send_result(record) {
+                // Delivery is confirmed by the commit, which fails if any record failed.
+                Ok(_delivery) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: the local queue drains as the broker acknowledges.
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+    let group = consumer
+        .group_metadata()
+        .ok_or(KafkaError::MessageProduction(RDKafkaErrorCode::State))?;
+    let offsets = offsets.clone();
+    blocking(producer, move |p| {
+        p.send_offsets_to_transaction(&offsets, &group, timeout)?;
+        p.commit_transaction(timeout)
+    })
+    .await
+}
+
+/// Runs a blocking producer call off the async workers.
+async fn blocking<T: Send + 'static>(
+    producer: &FutureProducer,
+    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+}
+
+/// Updates the risk gauges, and widens the age bands when a full window shows a group below
+/// the policy's floor.
+fn watch_risk(window: &mut RiskWindow, deidentifier: &mut Deidentifier) {
+    let risk = window.measure();
+    metrics::gauge!(crate::metrics::RISK_MIN_GROUP.name).set(risk.min_group as f64);
+    metrics::gauge!(crate::metrics::RISK_SHARE_BELOW.name).set(risk.share_below_floor);
+    metrics::gauge!(crate::metrics::RISK_WINDOW_EVENTS.name).set(risk.events as f64);
+    let policy = deidentifier.policy().risk().clone();
+    if let Some(width) = coarsened_width(
+        &risk,
+        policy.k_floor,
+        window.is_full(),
+        deidentifier.age_band_width(),
+        &policy.age_band_widths,
+    ) {
+        tracing::warn!(
+            k = risk.min_group,
+            k_floor = policy.k_floor,
+            share_below = risk.share_below_floor,
+            age_band_years = width,
+            "re-identification risk above the policy's floor; widening the age bands"
+        );
+        deidentifier.set_age_band_width(width);
+        metrics::gauge!(crate::metrics::AGE_BAND_YEARS.name).set(f64::from(width));
+        window.clear();
+    }
+}
+
+fn consumer_config(
+    kafka: &KafkaArgs,
+    config: &DeidentifierConfig,
+) -> lienthong_kafka::Result<ClientConfig> {
+    let mut cfg = kafka.client_config()?;
+    // Offsets are committed only through the producer's transactions.
+    cfg.set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "statistics.interval.ms",
+            lienthong_kafka::consumption::STATISTICS_INTERVAL_MS,
+        );
+    Ok(cfg)
+}
+
+fn producer_config(
+    kafka: &KafkaArgs,
+    config: &DeidentifierConfig,
+    transactional_id: &str,
+) -> lienthong_kafka::Result<ClientConfig> {
+    let mut cfg = kafka.client_config()?;
+    cfg.set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        )
+        .set(
+            "message.max.bytes",
+            lienthong_kafka::producer::MESSAGE_MAX_BYTES.to_string(),
+        );
+    Ok(cfg)
+}

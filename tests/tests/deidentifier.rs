@@ -1,0 +1,385 @@
+//! The de-identification service on the real stack: exactly once through Kafka transactions
+//! while it is killed with SIGKILL again and again; no identifier of the documents anywhere in
+//! the analytics topics; and only the analytics principal reads them.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aho_corasick::AhoCorasick;
+use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer};
+use lienthong_proto::v1 as pb;
+use lienthong_registry::{RegistryClient, SchemaSet};
+use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
+use lienthong_tests::{create_topic, kafka, require_kafka, require_registry, workspace_bin};
+use prost::Message as _;
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const EVENTS: usize = 100_000;
+
+/// Standard analytics topic → this run's topic (under the prefix the analytics principal reads).
+async fn analytics_topics(
+    registry: &lienthong_registry::RegistryArgs,
+) -> anyhow::Result<BTreeMap<&'static str, String>> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut topics = BTreeMap::new();
+    let mut set = SchemaSet::built_in();
+    for (flag, standard) in [
+        (
+            "--analytics-topic-referral",
+            lienthong_core::routing::ANALYTICS_REFERRAL_TOPIC,
+        ),
+        (
+            "--analytics-topic-appointment",
+            lienthong_core::routing::ANALYTICS_APPOINTMENT_TOPIC,
+        ),
+        (
+            "--analytics-topic-lab-result",
+            lienthong_core::routing::ANALYTICS_LAB_RESULT_TOPIC,
+        ),
+        (
+            "--analytics-topic-receipt",
+            lienthong_core::routing::ANALYTICS_RECEIPT_TOPIC,
+        ),
+    ] {
+        let topic = format!(
+            "lienthong.analytics.test-{run}.{}",
+            standard.trim_start_matches("lienthong.analytics.")
+        );
+        create_topic(&kafka(), &topic, 3).await?;
+        set = set.with_topic_renamed(standard, &topic);
+        topics.insert(flag, topic);
+    }
+    set.register(&RegistryClient::new(registry)?).await?;
+    Ok(topics)
+}
+
+struct Run {
+    args: Vec<String>,
+    group: String,
+    inputs: Vec<String>,
+}
+
+impl Run {
+    fn spawn(&self) -> anyhow::Result<tokio::process::Child> {
+        Ok(
+            tokio::process::Command::new(workspace_bin("lienthong-deidentifier"))
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?,
+        )
+    }
+
+    /// Input messages whose offsets the service committed (in its transactions).
+    fn committed(&self) -> i64 {
+        let Ok(mut cfg) = kafka().client_config() else {
+            return 0;
+        };
+        cfg.set("group.id", &self.group)
+            .set("enable.auto.commit", "false");
+        let Ok(c) = cfg.create::<BaseConsumer>() else {
+            return 0;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.inputs {
+            for p in 0..3 {
+                tpl.add_partition(t, p);
+            }
+        }
+        c.committed_offsets(tpl, Duration::from_secs(10))
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Every (key, value) of `topics` a read_committed reader sees, until `expected` or a quiet spell.
+async fn read_committed(
+    topics: &[&String],
+    expected: usize,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut cfg = kafka().client_config()?;
+    cfg.set(
+        "group.id",
+        format!("analytics-verify-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("auto.offset.reset", "earliest")
+    .set("isolation.level", "read_committed");
+    let consumer: StreamConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        for p in 0..3 {
+            tpl.add_partition_offset(t, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(if out.len() >= expected { 3 } else { 20 }),
+            consumer.recv(),
+        )
+        .await
+        {
+            Err(_) => break,
+            Ok(m) => {
+                let m = m?;
+                out.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The identifying strings of a document event, each long enough to be unambiguous.
+fn identifiers(e: &ClinicalEvent) -> Vec<String> {
+    let mut out = Vec::new();
+    let h = e.header().cloned().unwrap_or_default();
+    out.extend([h.document_id, h.event_id, h.patient_key]);
+    if let Some(p) = e.patient() {
+        out.extend([
+            p.citizen_id.clone(),
+            p.full_name.clone(),
+            p.address.clone(),
+            p.facility_patient_number.clone(),
+        ]);
+        out.extend(p.insurance_cards.iter().map(|c| c.number.clone()));
+    }
+    match e {
+        ClinicalEvent::Referral(r) => {
+            let s = r.slip.clone().unwrap_or_default();
+            out.extend([
+                s.slip_number,
+                s.episode_id,
+                s.record_number,
+                s.clinical_signs,
+                s.course_of_illness,
+            ]);
+            out.extend(s.physician.map(|p| p.licence_number));
+        }
+        ClinicalEvent::Appointment(a) => {
+            let a = a.appointment.clone().unwrap_or_default();
+            out.extend([a.slip_number, a.episode_id]);
+        }
+        ClinicalEvent::LabResult(l) => {
+            let r = l.report.clone().unwrap_or_default();
+            out.push(r.episode_id);
+            out.extend(
+                r.lines
+                    .iter()
+                    .flat_map(|l| l.readers.iter().map(|p| p.licence_number.clone())),
+            );
+        }
+    }
+    out.retain(|s| s.chars().count() >= 8);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once()
+-> anyhow::Result<()> {
+    let kafka_args = require_kafka();
+    let registry = require_registry().await;
+    let documents = topics_with_schemas(&registry).await?;
+    let receipts = lienthong_tests::unique_topic("deid.receipt");
+    create_topic(&kafka_args, &receipts, 3).await?;
+    let analytics = analytics_topics(&registry).await?;
+    let key_file = std::env::var("LIENTHONG_ANALYTICS_KEY_FILE")
+        .expect("LIENTHONG_ANALYTICS_KEY_FILE (set by .state/env)");
+    let keyer = PatientKeyer::parse(&std::fs::read_to_string(&key_file)?)?;
+
+    // 100,000 events: 90,909 documents, every tenth of them also in a second version.
+    let events = lienthong_tests::events_with_second_versions(777, 90_909, pb::Action::Updated);
+    assert_eq!(events.len(), EVENTS);
+    publish_to(&registry, &documents, &events).await?;
+    // One analytics record per published message (the fixtures repeat some events, as a
+    // retrying publisher would: each copy is its own message and gets its own record).
+    let expected_keys: Vec<String> = events
+        .iter()
+        .map(|e| keyer.keyed_hash("event", &e.header().expect("header").event_id))
+        .collect();
+    let expected: BTreeSet<String> = expected_keys.iter().cloned().collect();
+
+    let group = format!(
+        "lienthong-deidentifier-test-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut args: Vec<String> = vec![
+        "--group".into(),
+        group.clone(),
+        "--transactional-id".into(),
+        format!(
+            "lienthong-deidentifier-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ),
+        "--receipt-topic".into(),
+        receipts.clone(),
+        "--topic-referral".into(),
+        documents[&DocumentKind::Referral].clone(),
+        "--topic-appointment".into(),
+        documents[&DocumentKind::Appointment].clone(),
+        "--topic-lab-result".into(),
+        documents[&DocumentKind::LabResult].clone(),
+        "--kafka-bootstrap".into(),
+        kafka_args.bootstrap.clone(),
+        "--registry-url".into(),
+        registry.registry_url.clone(),
+        "--log".into(),
+        "warn".into(),
+        "--batch-events".into(),
+        "2000".into(),
+        "--session-timeout-ms".into(),
+        "6000".into(),
+        "--transaction-timeout-ms".into(),
+        "10000".into(),
+    ];
+    for (flag, topic) in &analytics {
+        args.extend([(*flag).to_owned(), topic.clone()]);
+    }
+    let mut inputs: Vec<String> = documents.values().cloned().collect();
+    inputs.push(receipts);
+    let run = Run {
+        args,
+        group,
+        inputs,
+    };
+
+    // Kill while it works, each time after a pseudo-random amount of progress (seeded by the
+    // clock, so every run kills at other moments).
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos() as u64;
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 4 {
+        let before = run.committed();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let progress = 4_000 + ((seed >> 33) % 16_000) as i64;
+        let mut child = run.spawn()?;
+        let until = Instant::now() + Duration::from_secs(90);
+        while run.committed() < before + progress && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        child.kill().await?; // SIGKILL: no shutdown path runs, a transaction may be open
+        kills += 1;
+        let done = run.committed();
+        eprintln!(
+            "kill {kills}: {done} input messages committed (+{})",
+            done - before
+        );
+        anyhow::ensure!(done > before, "no progress between kills");
+        if done as usize >= EVENTS {
+            break;
+        }
+    }
+    let mut child = run.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (run.committed() as usize) < EVENTS {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} committed",
+            run.committed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "all {EVENTS} committed {:.1} s after the first start, {kills} kills",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.kill().await?;
+
+    // Exactly once, as a read_committed analytics consumer sees it: count, set and checksum.
+    let topics: Vec<&String> = analytics.values().collect();
+    let records = read_committed(&topics, EVENTS).await?;
+    let mut seen = BTreeSet::new();
+    let mut checksum = 0u64;
+    for (_, value) in &records {
+        let header = analytics_header(value)?;
+        checksum = checksum.wrapping_add(u64::from_str_radix(&header.event_key[..16], 16)?);
+        seen.insert(header.event_key);
+    }
+    let expected_checksum = expected_keys.iter().fold(0u64, |a, k| {
+        a.wrapping_add(u64::from_str_radix(&k[..16], 16).unwrap())
+    });
+    eprintln!(
+        "read_committed: {} records, {} distinct, checksum {checksum:016x}",
+        records.len(),
+        seen.len()
+    );
+    assert_eq!(records.len(), EVENTS, "every event exactly once (count)");
+    assert_eq!(checksum, expected_checksum, "checksum of the event keys");
+    assert!(
+        seen == expected,
+        "the analytics event keys are those of the published events"
+    );
+
+    // Privacy scan: no identifier of any published document in any analytics key or value.
+    let needles: BTreeSet<String> = events.iter().flat_map(identifiers).collect();
+    let scanner = AhoCorasick::new(&needles)?;
+    let mut hits = Vec::new();
+    for (key, value) in &records {
+        for bytes in [key, value] {
+            if let Some(m) = scanner.find(bytes) {
+                hits.push(
+                    needles
+                        .iter()
+                        .nth(m.pattern().as_usize())
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    eprintln!(
+        "privacy scan: {} identifiers searched in {} records: {} hits",
+        needles.len(),
+        records.len(),
+        hits.len()
+    );
+    assert!(
+        hits.is_empty(),
+        "identifiers in the analytics topics: {:?}",
+        &hits[..hits.len().min(5)]
+    );
+
+    // An analytics team's own client reads them; no other principal does.
+    let referral_topic = std::path::PathBuf::from(&analytics["--analytics-topic-referral"]);
+    lienthong_tests::run_pytest(
+        "analytics_reads.py",
+        &[("LIENTHONG_ANALYTICS_TEST_TOPIC", &referral_topic)],
+        2,
+    );
+    Ok(())
+}
+
+/// The header of any analytics event (field 1 of every analytics message).
+fn analytics_header(framed: &[u8]) -> anyhow::Result<pb::AnalyticsHeader> {
+    let frame = lienthong_registry::frame::parse(framed).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // Every analytics message starts with `AnalyticsHeader header = 1`: any of them decodes as
+    // the receipt message far enough to read it.
+    let event = pb::AnalyticsReferralReceiptEvent::decode(frame.payload)?;
+    event
+        .header
+        .ok_or_else(|| anyhow::anyhow!("an analytics event without a header"))
+}
