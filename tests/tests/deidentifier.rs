@@ -5,59 +5,22 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aho_corasick::AhoCorasick;
 use lienthong_core::{ClinicalEvent, DocumentKind, PatientKeyer};
+use lienthong_deidentifier::AnalyticsKind;
 use lienthong_proto::v1 as pb;
-use lienthong_registry::{RegistryClient, SchemaSet};
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{create_topic, kafka, require_kafka, require_registry, workspace_bin};
 use prost::Message as _;
 use rdkafka::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const EVENTS: usize = 100_000;
-
-/// Standard analytics topic → this run's topic (under the prefix the analytics principal reads).
-async fn analytics_topics(
-    registry: &lienthong_registry::RegistryArgs,
-) -> anyhow::Result<BTreeMap<&'static str, String>> {
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut topics = BTreeMap::new();
-    let mut set = SchemaSet::built_in();
-    for (flag, standard) in [
-        (
-            "--analytics-topic-referral",
-            lienthong_core::routing::ANALYTICS_REFERRAL_TOPIC,
-        ),
-        (
-            "--analytics-topic-appointment",
-            lienthong_core::routing::ANALYTICS_APPOINTMENT_TOPIC,
-        ),
-        (
-            "--analytics-topic-lab-result",
-            lienthong_core::routing::ANALYTICS_LAB_RESULT_TOPIC,
-        ),
-        (
-            "--analytics-topic-receipt",
-            lienthong_core::routing::ANALYTICS_RECEIPT_TOPIC,
-        ),
-    ] {
-        let topic = format!(
-            "lienthong.analytics.test-{run}.{}",
-            standard.trim_start_matches("lienthong.analytics.")
-        );
-        create_topic(&kafka(), &topic, 3).await?;
-        set = set.with_topic_renamed(standard, &topic);
-        topics.insert(flag, topic);
-    }
-    set.register(&RegistryClient::new(registry)?).await?;
-    Ok(topics)
-}
 
 struct Run {
     args: Vec<String>,
@@ -79,37 +42,13 @@ impl Run {
 
     /// Input messages whose offsets the service committed (in its transactions).
     fn committed(&self) -> i64 {
-        let Ok(mut cfg) = kafka().client_config() else {
-            return 0;
-        };
-        cfg.set("group.id", &self.group)
-            .set("enable.auto.commit", "false");
-        let Ok(c) = cfg.create::<BaseConsumer>() else {
-            return 0;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for t in &self.inputs {
-            for p in 0..3 {
-                tpl.add_partition(t, p);
-            }
-        }
-        c.committed_offsets(tpl, Duration::from_secs(10))
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
+        lienthong_tests::deidentifier::committed(&self.group, &self.inputs, 3)
     }
 }
 
 /// Every (key, value) of `topics` a read_committed reader sees, until `expected` or a quiet spell.
 async fn read_committed(
-    topics: &[&String],
+    topics: &[&str],
     expected: usize,
 ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut cfg = kafka().client_config()?;
@@ -201,7 +140,7 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let documents = topics_with_schemas(&registry).await?;
     let receipts = lienthong_tests::unique_topic("deid.receipt");
     create_topic(&kafka_args, &receipts, 3).await?;
-    let analytics = analytics_topics(&registry).await?;
+    let analytics = lienthong_tests::deidentifier::analytics_topics_with_schemas(&registry).await?;
     let key_file = std::env::var("LIENTHONG_ANALYTICS_KEY_FILE")
         .expect("LIENTHONG_ANALYTICS_KEY_FILE (set by .state/env)");
     let keyer = PatientKeyer::parse(&std::fs::read_to_string(&key_file)?)?;
@@ -251,8 +190,14 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
         "--transaction-timeout-ms".into(),
         "10000".into(),
     ];
-    for (flag, topic) in &analytics {
-        args.extend([(*flag).to_owned(), topic.clone()]);
+    for kind in AnalyticsKind::ALL {
+        let flag = match kind {
+            AnalyticsKind::Referral => "--analytics-topic-referral",
+            AnalyticsKind::Appointment => "--analytics-topic-appointment",
+            AnalyticsKind::LabResult => "--analytics-topic-lab-result",
+            AnalyticsKind::Receipt => "--analytics-topic-receipt",
+        };
+        args.extend([flag.to_owned(), analytics.of(kind).to_owned()]);
     }
     let mut inputs: Vec<String> = documents.values().cloned().collect();
     inputs.push(receipts);
@@ -310,7 +255,10 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     child.kill().await?;
 
     // Exactly once, as a read_committed analytics consumer sees it: count, set and checksum.
-    let topics: Vec<&String> = analytics.values().collect();
+    let topics: Vec<&str> = AnalyticsKind::ALL
+        .iter()
+        .map(|k| analytics.of(*k))
+        .collect();
     let records = read_committed(&topics, EVENTS).await?;
     let mut seen = BTreeSet::new();
     let mut checksum = 0u64;
@@ -364,7 +312,7 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     );
 
     // An analytics team's own client reads them; no other principal does.
-    let referral_topic = std::path::PathBuf::from(&analytics["--analytics-topic-referral"]);
+    let referral_topic = std::path::PathBuf::from(analytics.of(AnalyticsKind::Referral));
     lienthong_tests::run_pytest(
         "analytics_reads.py",
         &[("LIENTHONG_ANALYTICS_TEST_TOPIC", &referral_topic)],

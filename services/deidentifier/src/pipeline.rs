@@ -5,8 +5,8 @@
 //! - The consumed offsets of a batch are committed only inside the transaction that holds the
 //!   batch's analytics events (send_offsets_to_transaction), so a crash at any instant leaves
 //!   either both or neither; read_committed readers never see an aborted batch.
-//! - A batch is retried as a whole in a new transaction after an abortable failure; no message
-//!   after it is read before it commits.
+//! - A batch is retried as a whole in a new transaction after an abortable failure; the next
+//!   batch may be read and prepared meanwhile, but nothing of it is produced before it commits.
 //! - Poison (undecodable, invalid) is dead-lettered, durably, before the transaction that moves
 //!   the offset past it; a dead letter may be sent twice if that transaction then aborts.
 //! - Zombie instances are fenced: the offsets carry the consumer group's generation (KIP-447),
@@ -117,35 +117,64 @@ pub async fn run(
         dlq_topic: &config.dlq_topic,
         group: &config.group,
     };
-    while !shutdown.is_cancelled() {
-        let mut batch = Vec::with_capacity(config.batch_events);
-        fill_batch(
-            &consumer,
-            &mut batch,
-            config.batch_events,
-            config.batch_wait(),
-            &shutdown,
-        )
-        .await;
-        if batch.is_empty() {
-            continue;
+    // Pipelined: while batch n's transaction commits (waiting on the broker), batch n+1 is
+    // fetched, de-identified and framed. Nothing of n+1 is produced before n has committed,
+    // so a retried or abandoned transaction never has a later batch's events before it.
+    let prepare = |deidentifier: &Deidentifier| {
+        let (reader, codec, config, consumer, shutdown) =
+            (&reader, &codec, &config, &consumer, &shutdown);
+        let deidentifier = deidentifier.clone();
+        async move {
+            let batch = next_batch(consumer, config, shutdown).await?;
+            let events = deidentify(reader, &deidentifier, &batch, shutdown).await?;
+            let framed = frame(codec, config, &events, shutdown).await?;
+            Some(Prepared {
+                batch,
+                events,
+                framed,
+            })
         }
-        let Some(events) = deidentify(&reader, &deidentifier, &batch, &shutdown).await else {
-            break;
-        };
-        let Some(framed) = frame(&codec, &config, &events, &shutdown).await else {
-            break;
-        };
-        if !commit(&producer, &consumer, &batch, &framed, &config, &shutdown).await? {
+    };
+    let mut next = prepare(&deidentifier).await;
+    while let Some(current) = next.take() {
+        let (committed, following) = tokio::join!(
+            commit(
+                &producer,
+                &consumer,
+                &current.batch,
+                &current.framed,
+                &config,
+                &shutdown
+            ),
+            prepare(&deidentifier)
+        );
+        if !committed? {
             break;
         }
-        for e in &events {
+        for e in &current.events {
             metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str()).increment(1);
             if let Some((q, patient)) = &e.quasi {
                 window.add(q.clone(), patient.clone());
             }
         }
+        let width = deidentifier.age_band_width();
         watch_risk(&mut window, &mut deidentifier);
+        // A batch prepared under bands the risk watch has just widened is prepared again.
+        next = match following {
+            Some(f) if deidentifier.age_band_width() != width => {
+                let events = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
+                let framed = match &events {
+                    Some(events) => frame(&codec, &config, events, &shutdown).await,
+                    None => None,
+                };
+                events.zip(framed).map(|(events, framed)| Prepared {
+                    batch: f.batch,
+                    events,
+                    framed,
+                })
+            }
+            following => following,
+        };
     }
     tracing::info!(
         "de-identification service stopped; what was not committed is read again on the next start"
@@ -183,6 +212,36 @@ async fn deidentify(
 }
 
 /// One analytics record, framed for the registry.
+/// A batch read, de-identified and framed: ready for its transaction.
+struct Prepared {
+    batch: Vec<OwnedMessage>,
+    events: Vec<AnalyticsEvent>,
+    framed: Vec<Framed>,
+}
+
+/// The next non-empty batch; None when stopping.
+async fn next_batch(
+    consumer: &StreamConsumer<Lag>,
+    config: &DeidentifierConfig,
+    shutdown: &CancellationToken,
+) -> Option<Vec<OwnedMessage>> {
+    while !shutdown.is_cancelled() {
+        let mut batch = Vec::with_capacity(config.batch_events);
+        fill_batch(
+            consumer,
+            &mut batch,
+            config.batch_events,
+            config.batch_wait(),
+            shutdown,
+        )
+        .await;
+        if !batch.is_empty() {
+            return Some(batch);
+        }
+    }
+    None
+}
+
 struct Framed {
     topic: String,
     key: String,
