@@ -65,3 +65,76 @@ pub fn committed(group: &str, inputs: &[String], partitions: i32) -> i64 {
         })
         .unwrap_or(0)
 }
+
+/// The local stack's analytics key file (`LIENTHONG_ANALYTICS_KEY_FILE`, set by `.state/env`);
+/// panics with what to do when it is not set, as `require_kafka` does.
+pub fn analytics_key_file() -> String {
+    std::env::var("LIENTHONG_ANALYTICS_KEY_FILE").unwrap_or_else(|_| {
+        panic!(
+            "LIENTHONG_ANALYTICS_KEY_FILE is not set: start the local stack (deploy/local/up) \
+             and `source .state/env`"
+        )
+    })
+}
+
+/// The local stack's analytics key.
+pub fn analytics_keyer() -> lienthong_core::PatientKeyer {
+    let file = analytics_key_file();
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("the analytics key {file} cannot be read: {e}"));
+    lienthong_core::PatientKeyer::parse(&text)
+        .unwrap_or_else(|e| panic!("the analytics key {file} is not a key: {e}"))
+}
+
+/// The analytics key of a document id (its `document_id` in the warehouse).
+pub fn document_key(document_id: &str) -> String {
+    analytics_keyer().keyed_hash("document", document_id)
+}
+
+/// A de-identification service running inside a test over the given document topics, with
+/// analytics topics, a consumer group and a transactional id of its own.
+pub struct RunningDeidentifier {
+    /// The analytics topics it produces to.
+    pub analytics: AnalyticsTopics,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), lienthong_deidentifier::DeidentifierError>>,
+}
+
+/// Starts the service over `documents` and `receipt_topic` with the stack's analytics key.
+pub async fn start_deidentifier(
+    registry: &RegistryArgs,
+    documents: &std::collections::BTreeMap<lienthong_core::DocumentKind, String>,
+    receipt_topic: &str,
+) -> anyhow::Result<RunningDeidentifier> {
+    let analytics = analytics_topics_with_schemas(registry).await?;
+    let group = format!("deid-test-{}", uuid::Uuid::new_v4().simple());
+    let mut config = lienthong_deidentifier::DeidentifierConfig::new(
+        analytics_key_file().into(),
+        &group,
+        lienthong_kafka::topics::DocumentTopics::from_map(documents),
+        receipt_topic,
+        analytics.clone(),
+    );
+    config.transactional_id = Some(format!("{group}-0"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(lienthong_deidentifier::run(
+        config,
+        kafka(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    Ok(RunningDeidentifier {
+        analytics,
+        shutdown,
+        task,
+    })
+}
+
+impl RunningDeidentifier {
+    /// Stops the service gracefully; its error, if it failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}

@@ -1,5 +1,6 @@
 //! Helpers for warehouse tests: a fresh database per test, unique topics with their schemas,
-//! bulk framed publishing, and polling PostgreSQL until the loader caught up.
+//! bulk framed publishing (of documents, and of their analytics events as the de-identification
+//! service makes them), and polling PostgreSQL until the loader caught up.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,7 +9,103 @@ use futures::StreamExt;
 use lienthong_core::{ClinicalEvent, DocumentKind};
 use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet, WireCodec};
 
+use lienthong_deidentifier::{AnalyticsKind, AnalyticsTopics, Deidentifier, Policy};
+
 use crate::{create_topic, kafka, unique_topic};
+
+/// The de-identification the warehouse tests publish through: the shipped policy under the
+/// local stack's analytics key, as the service runs there.
+pub fn test_deidentifier() -> &'static Deidentifier {
+    static ONCE: std::sync::OnceLock<Deidentifier> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        Deidentifier::new(
+            Policy::shipped().expect("the shipped policy loads"),
+            crate::deidentifier::analytics_keyer(),
+        )
+    })
+}
+
+/// The analytics keys of an event as the warehouse stores them: (event_id, document_id).
+pub fn analytics_keys(event: &ClinicalEvent) -> (String, String) {
+    let a = test_deidentifier().event(event);
+    let h = lienthong_sink::AnalyticsMessage::decode(a.kind.message_name(), &a.payload)
+        .and_then(Result::ok)
+        .and_then(|m| m.header().cloned())
+        .unwrap_or_default();
+    (h.event_key, h.document_key)
+}
+
+/// De-identifies `events` with [`test_deidentifier`] and publishes them to the analytics
+/// `topics` (keyed as the service keys them), 256 in flight at once.
+pub async fn publish_analytics(
+    registry: &RegistryArgs,
+    topics: &AnalyticsTopics,
+    events: &[ClinicalEvent],
+) -> anyhow::Result<()> {
+    let analytics: Vec<_> = events
+        .iter()
+        .map(|e| test_deidentifier().event(e))
+        .collect();
+    publish_analytics_events(registry, topics, &analytics).await
+}
+
+/// The warehouse rows of a document event, through the de-identification it takes on its way.
+pub fn warehouse_rows(
+    event: &ClinicalEvent,
+) -> anyhow::Result<lienthong_warehouse_loader::rows::EventRows> {
+    let a = test_deidentifier().event(event);
+    let message = lienthong_sink::AnalyticsMessage::decode(a.kind.message_name(), &a.payload)
+        .ok_or_else(|| anyhow::anyhow!("{} is no analytics message", a.kind.message_name()))??;
+    Ok(lienthong_warehouse_loader::rows::analytics_rows(&message)?)
+}
+
+/// An analytics event changed by `change` (hostile or corrected values).
+pub fn rewritten(
+    event: &lienthong_deidentifier::AnalyticsEvent,
+    change: impl FnOnce(&mut lienthong_sink::AnalyticsMessage),
+) -> lienthong_deidentifier::AnalyticsEvent {
+    let mut m = lienthong_sink::AnalyticsMessage::decode(event.kind.message_name(), &event.payload)
+        .expect("an analytics message")
+        .expect("decodes");
+    change(&mut m);
+    lienthong_deidentifier::AnalyticsEvent {
+        payload: m.encode_to_vec(),
+        ..event.clone()
+    }
+}
+
+/// The event key of an analytics event (its `event_id` in the warehouse).
+pub fn event_key(event: &lienthong_deidentifier::AnalyticsEvent) -> String {
+    lienthong_sink::AnalyticsMessage::decode(event.kind.message_name(), &event.payload)
+        .and_then(Result::ok)
+        .and_then(|m| m.header().map(|h| h.event_key.clone()))
+        .unwrap_or_default()
+}
+
+/// Publishes analytics events, framed, to their `topics`, 256 in flight at once.
+pub async fn publish_analytics_events(
+    registry: &RegistryArgs,
+    topics: &AnalyticsTopics,
+    events: &[lienthong_deidentifier::AnalyticsEvent],
+) -> anyhow::Result<()> {
+    let codec = WireCodec::new(registry)?;
+    let producer = lienthong_kafka::EventProducer::new(&kafka(), Duration::from_secs(30))?;
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(events.iter().map(|a| {
+        let (codec, producer) = (&codec, &producer);
+        async move {
+            let topic = topics.of(a.kind);
+            let framed = codec
+                .encode_message(topic, a.kind.message_name(), &a.payload)
+                .await?;
+            producer.send(topic, a.key.as_bytes(), &framed, &[]).await?;
+            Ok(())
+        }
+    }))
+    .buffered(256)
+    .collect()
+    .await;
+    results.into_iter().collect()
+}
 
 /// PostgreSQL settings of the local stack (`LIENTHONG_PG_*`: DSN, password file, TLS CA).
 pub fn pg_settings() -> lienthong_warehouse_loader::PgSettings {
@@ -165,15 +262,19 @@ impl RunningLoader {
     }
 }
 
-/// A loader configuration for `dsn` and `topics` with a consumer group of its own.
+/// A loader configuration for `dsn` and the analytics `topics` with a consumer group of its
+/// own.
 pub fn loader_config(
     dsn: &str,
-    topics: &BTreeMap<DocumentKind, String>,
+    topics: &AnalyticsTopics,
 ) -> lienthong_warehouse_loader::LoaderConfig {
     let mut config = lienthong_warehouse_loader::LoaderConfig::new(
         dsn,
         &format!("wh-test-{}", uuid::Uuid::new_v4().simple()),
-        topics.values().cloned().collect(),
+        AnalyticsKind::ALL
+            .iter()
+            .map(|k| topics.of(*k).to_owned())
+            .collect(),
     );
     config.pg = pg_settings().with_dsn(dsn);
     config

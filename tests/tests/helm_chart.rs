@@ -144,6 +144,11 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
     for (set, path) in [
         ("warehouseLoader.replicas=two", "/warehouseLoader/replicas"),
         ("warehouseLoader.replicas=40", "/warehouseLoader/replicas"),
+        ("deidentifier.replicas=40", "/deidentifier/replicas"),
+        (
+            "deidentifier.analyticsKeySecret=",
+            "/deidentifier/analyticsKeySecret",
+        ),
         ("kafka.securityProtocol=tls", "/kafka/securityProtocol"),
         (
             "regionalStore.regions[0].code=HCM",
@@ -168,6 +173,11 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "gateway.tokenKeysConfigMap=",
             "a gateway nobody can authenticate to",
             "gateway: set clientCaSecret",
+        ),
+        (
+            "deidentifier.analyticsKeySecret=lienthong-pseudonym-key",
+            "analytics identities joinable to the document topics' keys",
+            "must not be pseudonymKey.secret",
         ),
         (
             "kafka.sasl.secret=",
@@ -213,7 +223,10 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
     assert_eq!(loader["spec"]["replicas"].as_u64(), Some(6));
 
     // Each region its own StatefulSet, volume claim and Service.
-    let sets = of_kind(&prod, "StatefulSet");
+    let sets: Vec<_> = of_kind(&prod, "StatefulSet")
+        .into_iter()
+        .filter(|s| s["metadata"]["labels"]["app.kubernetes.io/component"] == "regional-store")
+        .collect();
     let mut regions: Vec<&str> = sets
         .iter()
         .map(|s| {
@@ -247,6 +260,36 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         .find(|s| name(s).ends_with("-79"))
         .expect("region 79");
     assert_eq!(hcm["spec"]["replicas"].as_u64(), Some(2));
+
+    // The de-identification service: a StatefulSet whose transactional ids are its pod names
+    // (stable across restarts), with the analytics key and no pseudonym key.
+    let deid = of_kind(&prod, "StatefulSet")
+        .into_iter()
+        .find(|s| name(s).ends_with("deidentifier"))
+        .expect("de-identification StatefulSet");
+    assert_eq!(deid["spec"]["replicas"].as_u64(), Some(3));
+    let deid_text = serde_yaml::to_string(deid).unwrap();
+    for expected in [
+        "LIENTHONG_DEIDENTIFIER_TRANSACTIONAL_ID",
+        "lienthong-deidentifier-$(POD_NAME)",
+        "--analytics-key-file=/etc/lienthong/analytics-key/analytics.key",
+        "secretName: lienthong-analytics-key",
+    ] {
+        assert!(
+            deid_text.contains(expected),
+            "{expected} missing: {deid_text}"
+        );
+    }
+    assert!(!deid_text.contains("pseudonym"), "{deid_text}");
+    assert!(
+        of_kind(&prod, "Service")
+            .iter()
+            .any(|svc| name(svc) == name(deid) && svc["spec"]["clusterIP"] == "None"),
+        "a headless Service names the de-identification pods"
+    );
+    let with_policy = render(&["--set", "deidentifier.policyConfigMap=reviewed-policy"]);
+    assert!(with_policy.contains("--policy=/etc/lienthong/policy/policy.toml"));
+    assert!(with_policy.contains("name: reviewed-policy"));
 
     // The gateway: HPA on CPU (and in-flight events when asked), PDB, TLS mounts.
     let hpa = of_kind(&prod, "HorizontalPodAutoscaler");
@@ -447,6 +490,7 @@ fn production_containers_pass_only_what_the_binaries_accept() {
         "lienthong-gateway=lienthong-kafka-gateway",
         "lienthong-regional-store=lienthong-kafka-regional",
         "lienthong-warehouse-loader=lienthong-kafka-warehouse",
+        "lienthong-deidentifier=lienthong-kafka-deidentifier",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -1,13 +1,15 @@
 //! The README's Python subscriber, run exactly as written: its install block, its
 //! `subscribe.py` and its run block, from a folder shaped like the repository root (`proto/`
-//! and the local stack's `.state/`), against the local stack. It must print every referral
-//! this test publishes. If the README drifts from what works, this fails.
+//! and the local stack's `.state/`), against the local stack, as the analytics principal. It
+//! must print the event key of every de-identified referral this test publishes. If the README
+//! drifts from what works, this fails.
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use lienthong_core::ClinicalEvent;
-use lienthong_tests::{keyed_events, publish_framed, repo_root, require_kafka, require_registry};
+use lienthong_deidentifier::AnalyticsTopics;
+use lienthong_tests::{keyed_events, repo_root, require_kafka, require_registry};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 
@@ -49,15 +51,22 @@ async fn the_readme_python_subscriber_works_as_written() -> anyhow::Result<()> {
             );
         }
     }
-    let published = publish_framed(&kafka, &registry, keyed_events(31, 12)).await?;
-    let referral_ids: Vec<String> = published
-        .iter()
-        .filter_map(|(event, _, _)| match event {
-            ClinicalEvent::Referral(e) => e.header.as_ref().map(|h| h.event_id.clone()),
-            _ => None,
-        })
+    // Referrals as the de-identification service writes them to the standard analytics topic.
+    let referrals: Vec<ClinicalEvent> = keyed_events(31, 12)
+        .into_iter()
+        .filter(|event| matches!(event, ClinicalEvent::Referral(_)))
         .collect();
-    assert!(!referral_ids.is_empty(), "the fixture holds referrals");
+    assert!(!referrals.is_empty(), "the fixture holds referrals");
+    lienthong_tests::warehouse::publish_analytics(
+        &registry,
+        &AnalyticsTopics::prefixed(""),
+        &referrals,
+    )
+    .await?;
+    let event_keys: Vec<String> = referrals
+        .iter()
+        .map(|event| lienthong_tests::warehouse::analytics_keys(event).0)
+        .collect();
 
     let dir = tempfile::tempdir()?;
     std::os::unix::fs::symlink(repo_root().join("proto"), dir.path().join("proto"))?;
@@ -91,10 +100,10 @@ async fn the_readme_python_subscriber_works_as_written() -> anyhow::Result<()> {
         "the README subscriber failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for id in &referral_ids {
+    for key in &event_keys {
         assert!(
-            stdout.lines().any(|l| l.starts_with(id.as_str())),
-            "{id} not printed by the README subscriber"
+            stdout.lines().any(|l| l.starts_with(key.as_str())),
+            "{key} not printed by the README subscriber"
         );
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Whatever validation accepts, both sinks store: generated documents with hostile values put
 //! into their fields (any text, any timestamp, any version, any number, any date digits) are
-//! validated, and every one accepted becomes warehouse rows and is applied to a regional store
+//! validated, and every one accepted becomes warehouse rows (through its de-identification) and is applied to a regional store
 //! without an error or a panic. No broker is needed: this is the per-message path alone.
 
 // Test code: failing loudly on a broken fixture is the point.
@@ -189,7 +189,7 @@ fn every_accepted_event_becomes_rows_and_applies() {
                 .any(|v| v.severity == Severity::Error);
             if valid {
                 accepted.fetch_add(1, Ordering::Relaxed);
-                let rows = lienthong_warehouse_loader::rows::rows_of(&event);
+                let rows = lienthong_tests::warehouse::warehouse_rows(&event);
                 prop_assert!(rows.is_ok(), "warehouse rows: {:?}", rows.err());
                 let body = event.encode_to_vec();
                 let at = offset.fetch_add(1, Ordering::Relaxed);

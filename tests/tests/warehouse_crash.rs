@@ -10,7 +10,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lienthong_proto::v1 as pb;
-use lienthong_tests::warehouse::{connect, fresh_database, publish_to, topics_with_schemas};
+use lienthong_tests::deidentifier::analytics_topics_with_schemas as topics_with_schemas;
+use lienthong_tests::warehouse::{
+    analytics_keys, connect, fresh_database, publish_analytics as publish_to,
+};
 use lienthong_tests::{require_kafka, require_registry, workspace_bin};
 
 const EVENTS: usize = 100_000;
@@ -68,14 +71,19 @@ async fn killing_the_loader_repeatedly_loses_nothing_and_doubles_nothing() -> an
     let mut expected_state: BTreeMap<String, i64> = BTreeMap::new();
     for e in &events {
         let h = e.header().cloned().unwrap_or_default();
-        expected_ids.insert(h.event_id);
-        let v = expected_state.entry(h.document_id).or_insert(0);
+        let (event_key, document_key) = analytics_keys(e);
+        expected_ids.insert(event_key);
+        let v = expected_state.entry(document_key).or_insert(0);
         *v = (*v).max(h.document_version as i64);
     }
     publish_to(&registry, &topics, &events).await?;
 
     let group = format!("wh-crash-{}", uuid::Uuid::new_v4().simple());
-    let topic_list = topics.values().cloned().collect::<Vec<_>>().join(",");
+    let topic_list = lienthong_deidentifier::AnalyticsKind::ALL
+        .iter()
+        .map(|k| topics.of(*k).to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
     let db = connect(&dsn).await?;
     let count = || async {
         db.query_one("SELECT count(*) FROM event_history", &[])

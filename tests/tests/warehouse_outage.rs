@@ -10,8 +10,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use lienthong_tests::deidentifier::analytics_topics_with_schemas as topics_with_schemas;
 use lienthong_tests::warehouse::{
-    connect, fresh_database, publish_to, topics_with_schemas, wait_for_count,
+    analytics_keys, connect, fresh_database, publish_analytics as publish_to, wait_for_count,
 };
 use lienthong_tests::{keyed_events, repo_root, require_kafka, require_registry, workspace_bin};
 use lienthong_warehouse_loader::LoaderConfig;
@@ -41,12 +42,10 @@ async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::
     let dsn = fresh_database().await?;
     let topics = topics_with_schemas(&registry).await?;
     let shutdown = CancellationToken::new();
-    let mut config = LoaderConfig::new(
-        &dsn,
-        &format!("wh-outage-{}", uuid::Uuid::new_v4().simple()),
-        topics.values().cloned().collect(),
-    );
-    config.pg = lienthong_tests::warehouse::pg_settings().with_dsn(&dsn);
+    let config = LoaderConfig {
+        group: format!("wh-outage-{}", uuid::Uuid::new_v4().simple()),
+        ..lienthong_tests::warehouse::loader_config(&dsn, &topics)
+    };
     let loader = tokio::spawn(lienthong_warehouse_loader::run(
         config,
         kafka,
@@ -102,13 +101,15 @@ async fn two_replicas_share_the_work_and_one_dying_changes_no_total() -> anyhow:
     let dsn = fresh_database().await?;
     let topics = topics_with_schemas(&registry).await?;
     let events = keyed_events(7100, 20_000);
-    let distinct: std::collections::BTreeSet<String> = events
-        .iter()
-        .filter_map(|e| e.header().map(|h| h.event_id.clone()))
-        .collect();
+    let distinct: std::collections::BTreeSet<String> =
+        events.iter().map(|e| analytics_keys(e).0).collect();
     publish_to(&registry, &topics, &events).await?;
     let group = format!("wh-replicas-{}", uuid::Uuid::new_v4().simple());
-    let topic_list = topics.values().cloned().collect::<Vec<_>>().join(",");
+    let topic_list = lienthong_deidentifier::AnalyticsKind::ALL
+        .iter()
+        .map(|k| topics.of(*k).to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
     let spawn = || {
         tokio::process::Command::new(workspace_bin("lienthong-warehouse-loader"))
             .args([

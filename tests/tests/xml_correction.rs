@@ -14,6 +14,7 @@ use std::time::Duration;
 use lienthong_core::ClinicalEvent;
 use lienthong_core::document_id;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
+use lienthong_tests::deidentifier::document_key;
 use lienthong_tests::gateway::{record_count, start_gateway};
 use lienthong_tests::warehouse::{connect, fresh_database, loader_config, wait_for_count};
 use lienthong_tests::{require_kafka, require_registry, unique_topic, workspace_bin};
@@ -74,17 +75,20 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
             .spawn()?,
     );
 
-    // The sinks: the warehouse, and the store of region 01 (Hà Nội, the issuing facility's).
+    // The sinks: the warehouse (through the de-identification service and the analytics
+    // topics), and the store of region 01 (Hà Nội, the issuing facility's).
     let dsn = fresh_database().await?;
     let shutdown = CancellationToken::new();
+    let receipt = unique_topic("corr.receipt");
+    lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
+    let deidentifier =
+        lienthong_tests::deidentifier::start_deidentifier(&registry, &gw.topics, &receipt).await?;
     let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        loader_config(&dsn, &gw.topics),
+        loader_config(&dsn, &deidentifier.analytics),
         kafka.clone(),
         registry.clone(),
         shutdown.clone(),
     ));
-    let receipt = unique_topic("corr.receipt");
-    lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
     let store_dir = tempfile::tempdir()?;
     let regional_config =
         lienthong_tests::regional::config(&["01"], store_dir.path(), &gw.topics, &receipt);
@@ -138,7 +142,7 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     let row = db
         .query_one(
             "SELECT document_version, main_icd10 FROM referrals WHERE document_id = $1",
-            &[&referral_id],
+            &[&document_key(&referral_id)],
         )
         .await?;
     assert_eq!(row.get::<_, i64>(0), 2);
@@ -146,7 +150,7 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     let row = db
         .query_one(
             "SELECT document_version, main_icd10 FROM appointments WHERE document_id = $1",
-            &[&document_id::appointment("01001", "LK1/GH")],
+            &[&document_key(&document_id::appointment("01001", "LK1/GH"))],
         )
         .await?;
     assert_eq!(
@@ -182,6 +186,7 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     shutdown.cancel();
     regional.await??;
     loader.await??;
+    deidentifier.stop().await?;
     let store = lienthong_regional_store::live::open_store(&regional_config, "01")?;
     let stored = store
         .get(&referral_id)?

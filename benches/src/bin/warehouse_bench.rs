@@ -1,4 +1,5 @@
-//! Warehouse loader: events/s loaded from a pre-filled topic, against a raw binary `COPY` of
+//! Warehouse loader: events/s loaded from pre-filled analytics topics (the events de-identified
+//! as the de-identification service does, before the timing starts), against a raw binary `COPY` of
 //! the same rows into the same PostgreSQL in the same run (target ratio >= 0.7), and the
 //! catch-up time for the whole topic.
 //!
@@ -12,10 +13,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lienthong_tests::warehouse::{connect, fresh_database, publish_to, topics_with_schemas};
+use lienthong_deidentifier::AnalyticsEvent;
+use lienthong_sink::AnalyticsMessage;
+use lienthong_tests::deidentifier::analytics_topics_with_schemas;
+use lienthong_tests::warehouse::{
+    connect, fresh_database, loader_config, publish_analytics_events, test_deidentifier,
+};
 use lienthong_tests::{keyed_events, require_kafka, require_registry};
-use lienthong_warehouse_loader::LoaderConfig;
-use lienthong_warehouse_loader::rows::{EventRows, history_month, rows_of};
+use lienthong_warehouse_loader::rows::{EventRows, analytics_rows, history_month};
 use lienthong_warehouse_loader::store::{Position, copy_direct, ensure_history_months};
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +46,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let kafka = require_kafka();
     let registry = require_registry().await;
-    let events = keyed_events(4242, args.events);
-    let topics = topics_with_schemas(&registry).await?;
+    let events: Vec<AnalyticsEvent> = keyed_events(4242, args.events)
+        .iter()
+        .map(|e| test_deidentifier().event(e))
+        .collect();
+    let topics = analytics_topics_with_schemas(&registry).await?;
     let t = Instant::now();
-    publish_to(&registry, &topics, &events).await?;
+    publish_analytics_events(&registry, &topics, &events).await?;
     println!(
         "pre-filled {} events in {:.1} s",
         events.len(),
@@ -53,12 +61,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The loader, from the first message to the last offset stored.
     let loaded_dsn = fresh_database().await?;
-    let mut config = LoaderConfig::new(
-        &loaded_dsn,
-        &format!("wh-bench-{}", uuid::Uuid::new_v4().simple()),
-        topics.values().cloned().collect(),
-    );
-    config.pg = lienthong_tests::warehouse::pg_settings().with_dsn(&loaded_dsn);
+    let mut config = loader_config(&loaded_dsn, &topics);
     config.batch_events = args.batch_events;
     config.writers = args.writers;
     let shutdown = CancellationToken::new();
@@ -112,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     for (i, e) in events.iter().enumerate() {
         let rows = rows_of(e)?;
         let position = Position {
-            topic: topics[&e.kind()].clone(),
+            topic: topics.of(e.kind).to_owned(),
             partition: 0,
             offset: i as i64,
         };
@@ -185,4 +188,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The warehouse rows of an analytics event.
+fn rows_of(event: &AnalyticsEvent) -> anyhow::Result<EventRows> {
+    let message = AnalyticsMessage::decode(event.kind.message_name(), &event.payload)
+        .ok_or_else(|| anyhow::anyhow!("not an analytics message"))??;
+    Ok(analytics_rows(&message)?)
 }

@@ -25,6 +25,13 @@ pub enum Consumed {
     Receipt(pb::ReferralReceiptEvent),
     /// An access audit record of a regional store's query API.
     Audit(pb::AccessAuditEvent),
+    /// A de-identified event of an analytics topic.
+    Analytics {
+        /// The decoded event.
+        event: crate::AnalyticsMessage,
+        /// Its protobuf bytes as they came.
+        payload: Vec<u8>,
+    },
 }
 
 /// A failure that says nothing about the message (registry or dead-letter topic unreachable):
@@ -61,9 +68,10 @@ impl std::fmt::Display for Origin<'_> {
 pub struct MessageReader<'a> {
     /// Registry framing.
     pub codec: &'a WireCodec,
-    /// Messages of this topic are referral receipts; every other topic holds clinical events
-    /// (or access audit records, on `audit_topic`).
-    pub receipt_topic: &'a str,
+    /// Messages of this topic are referral receipts (None: the sink reads none); every other
+    /// topic holds clinical events (or access audit records, on `audit_topic`, or analytics
+    /// events, recognised by their registered type).
+    pub receipt_topic: Option<&'a str>,
     /// Messages of this topic are access audit records (None: the sink reads no audit).
     pub audit_topic: Option<&'a str>,
     /// Producer of dead letters (None: poison is only skipped, as a rebuild does: the live
@@ -116,7 +124,22 @@ impl MessageReader<'_> {
             Err(e @ DecodeError::Registry { .. }) => return Err(Transient::Registry(e)),
             Err(e) => return Ok(Err((Reason::Undecodable, e.to_string()))),
         };
-        if m.topic() == self.receipt_topic {
+        if let Some(analytics) =
+            crate::AnalyticsMessage::decode(&decoded.full_name, &decoded.payload)
+        {
+            return Ok(analytics
+                .map(|event| Consumed::Analytics {
+                    event,
+                    payload: decoded.payload.clone(),
+                })
+                .map_err(|e| {
+                    (
+                        Reason::Undecodable,
+                        format!("{origin}: {} does not decode: {e}", decoded.full_name),
+                    )
+                }));
+        }
+        if self.receipt_topic == Some(m.topic()) {
             return Ok(decoded_as(
                 &decoded,
                 "lienthong.v1.ReferralReceiptEvent",

@@ -13,4 +13,4 @@ pub mod transform;
 pub use config::{AnalyticsTopics, DeidentifierConfig};
 pub use pipeline::{DeidentifierError, run};
 pub use policy::Policy;
-pub use transform::{AnalyticsKind, Deidentifier};
+pub use transform::{AnalyticsEvent, AnalyticsKind, Deidentifier};

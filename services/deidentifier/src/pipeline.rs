@@ -111,7 +111,7 @@ pub async fn run(
 
     let reader = MessageReader {
         codec: &codec,
-        receipt_topic: &config.receipt_topic,
+        receipt_topic: Some(&config.receipt_topic),
         audit_topic: None,
         dlq: Some(&dlq),
         dlq_topic: &config.dlq_topic,
@@ -199,6 +199,9 @@ async fn deidentify(
                 Consumed::Event { event, .. } => Ok(deidentifier.event(&event)),
                 Consumed::Receipt(receipt) => Ok(deidentifier.receipt(&receipt)),
                 Consumed::Audit(_) => Err("the access audit is not de-identified here".into()),
+                Consumed::Analytics { .. } => {
+                    Err("an analytics event is de-identified already; it is not read here".into())
+                }
             })
             .await;
         match read {

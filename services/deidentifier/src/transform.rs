@@ -291,14 +291,13 @@ impl Deidentifier {
         let h = self
             .part("ReferralReceiptEvent.header", receipt.header.as_ref())
             .unwrap_or(&default_header);
-        let mut header = self.header(h);
-        let document_key = self.hash(
+        let header = self.header(h);
+        // The receipt completes the referral: analysts join them on the referral's key.
+        let referral_document_key = self.hash(
             "ReferralReceiptEvent.referral_document_id",
             "document",
             &receipt.referral_document_id,
         );
-        // The receipt completes the referral: analysts join them on the referral's key.
-        header.document_key = document_key.clone();
         let facility = self
             .facility(
                 "ReferralReceiptEvent.received_by",
@@ -312,11 +311,12 @@ impl Deidentifier {
                 "ReferralReceiptEvent.received_at",
                 receipt.received_at.as_ref(),
             ),
+            referral_document_key: referral_document_key.clone(),
             header: Some(header),
         };
         AnalyticsEvent {
             kind: AnalyticsKind::Receipt,
-            key: document_key,
+            key: referral_document_key,
             payload: body.encode_to_vec(),
             quasi: None,
         }
@@ -645,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn a_receipt_keeps_its_referrals_document_key() {
+    fn a_receipt_names_its_referral_by_the_referrals_document_key() {
         let d = deidentifier(Policy::shipped().expect("policy"));
         let referral = Generator::new(5, now()).referral();
         let document_id = referral
@@ -657,7 +657,7 @@ mod tests {
         let receipt = pb::ReferralReceiptEvent {
             header: Some(pb::EventHeader {
                 event_id: "r-1".into(),
-                document_id: document_id.clone(),
+                document_id: format!("receipt/01001/{document_id}"),
                 ..Default::default()
             }),
             referral_document_id: document_id.clone(),
@@ -678,10 +678,9 @@ mod tests {
                 .as_slice(),
         )
         .expect("decodes");
-        assert_eq!(
-            a.header.expect("header").document_key,
-            referral_out.header.expect("header").document_key
-        );
+        let referral_key = referral_out.header.expect("header").document_key;
+        assert_eq!(a.referral_document_key, referral_key);
+        assert_ne!(a.header.expect("header").document_key, referral_key);
         assert_eq!(a.received_by_facility_code, "01001");
         assert_eq!(a.received_by_province_code, "01");
         assert!(!String::from_utf8_lossy(&r.payload).contains("Bạch Mai"));

@@ -137,7 +137,7 @@ impl Step<'_> {
     async fn classify_with_retry(&self, messages: Vec<OwnedMessage>) -> Option<Classified> {
         let reader = MessageReader {
             codec: self.codec,
-            receipt_topic: &self.config.topic_receipt,
+            receipt_topic: Some(&self.config.topic_receipt),
             audit_topic: None,
             dlq: Some(self.dlq),
             dlq_topic: &self.config.dlq_topic,
@@ -245,6 +245,6 @@ pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
             Change::consumed(event, &payload)
         }
         // Audit records are never read by a store (no audit topic is given to its reader).
-        Consumed::Event { .. } | Consumed::Audit(_) => Change::Skip,
+        Consumed::Event { .. } | Consumed::Audit(_) | Consumed::Analytics { .. } => Change::Skip,
     }
 }

@@ -85,7 +85,7 @@ pub async fn rebuild(
         // Dead letters were sent when the live store met them: here they are only skipped.
         let reader = MessageReader {
             codec: &codec,
-            receipt_topic: &config.topic_receipt,
+            receipt_topic: Some(&config.topic_receipt),
             audit_topic: None,
             dlq: None,
             dlq_topic: &config.dlq_topic,

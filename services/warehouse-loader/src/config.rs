@@ -32,21 +32,15 @@ pub struct LoaderConfig {
         default_value = "lienthong-warehouse"
     )]
     pub group: String,
-    /// Topics to load (comma-separated).
+    /// Topics to load (comma-separated): the de-identified analytics topics and the access
+    /// audit. A document topic's messages are refused (dead-lettered), never loaded.
     #[arg(
         long,
         env = "LIENTHONG_WAREHOUSE_TOPICS",
         value_delimiter = ',',
-        default_value = "lienthong.referral.v1,lienthong.appointment.v1,lienthong.lab-result.v1,lienthong.referral-receipt.v1,lienthong.audit.v1"
+        default_value = "lienthong.analytics.referral.v1,lienthong.analytics.appointment.v1,lienthong.analytics.lab-result.v1,lienthong.analytics.referral-receipt.v1,lienthong.audit.v1"
     )]
     pub topics: Vec<String>,
-    /// Which of the topics carries referral receipts.
-    #[arg(
-        long,
-        env = "LIENTHONG_WAREHOUSE_RECEIPT_TOPIC",
-        default_value = "lienthong.referral-receipt.v1"
-    )]
-    pub receipt_topic: String,
     /// Which of the topics carries the regional stores' access audit (loaded into
     /// `restricted.accesses`).
     #[arg(
@@ -76,11 +70,6 @@ pub struct LoaderConfig {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u64,
-    /// Also load referral free text (clinical signs, course of illness, ...) into the
-    /// `restricted` schema. Off by default: free text can name people, so only turn it on for
-    /// a warehouse whose `restricted` schema is granted to approved roles alone.
-    #[arg(long, env = "LIENTHONG_WAREHOUSE_FREE_TEXT")]
-    pub free_text: bool,
     /// PostgreSQL connections writing a batch in parallel, each over its own partitions.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_WRITERS", default_value_t = 2)]
     pub writers: usize,
@@ -98,13 +87,11 @@ impl LoaderConfig {
             privacy_role: "lienthong_privacy".into(),
             group: group.into(),
             topics,
-            receipt_topic: lienthong_core::routing::RECEIPT_TOPIC.into(),
             audit_topic: lienthong_core::routing::AUDIT_TOPIC.into(),
             dlq_topic: "lienthong.dlq.v1".into(),
             batch_events: 10_000,
             batch_ms: 500,
             session_timeout_ms: 10_000,
-            free_text: false,
             writers: 2,
         }
     }

@@ -1,6 +1,6 @@
-//! The national warehouse loader: consumes the document topics and writes pseudonymized rows
-//! to PostgreSQL, one transaction per batch holding both the rows and the consumed offsets;
-//! and the access audit into the restricted access table.
+//! The national warehouse loader: consumes the de-identified analytics topics and writes their
+//! rows to PostgreSQL, one transaction per batch holding both the rows and the consumed
+//! offsets; and the access audit into the restricted access table.
 
 pub mod accesses;
 pub mod config;

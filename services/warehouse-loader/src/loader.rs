@@ -17,8 +17,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
-use crate::rows::{MessageRows, receipt_rows, rows_with_digest};
-use crate::store::{Position, WriteError, WriteOptions, ensure_history_months, write_batch};
+use crate::rows::{MessageRows, analytics_rows};
+use crate::store::{Position, WriteError, ensure_history_months, write_batch};
 
 /// Retries of a batch not decoded or not written.
 const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
@@ -214,7 +214,7 @@ async fn prepare_with_retry(
 ) -> Option<Prepared> {
     let reader = MessageReader {
         codec,
-        receipt_topic: &config.receipt_topic,
+        receipt_topic: None,
         audit_topic: Some(&config.audit_topic),
         dlq: Some(dlq),
         dlq_topic: &config.dlq_topic,
@@ -240,12 +240,19 @@ async fn prepare_with_retry(
 }
 
 /// The warehouse rows of a good message; Err (dead-lettered) when its values do not fit the
-/// warehouse.
+/// warehouse. Only de-identified analytics events (and the access audit) are loaded: a
+/// document or receipt with personal data never becomes a row, whatever topic it came from.
 fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<MessageRows, String> {
     match consumed {
-        Consumed::Receipt(r) => receipt_rows(&r).map(MessageRows::Event),
-        Consumed::Event { event, .. } => rows_with_digest(event).map(MessageRows::Event),
+        Consumed::Analytics { event, .. } => analytics_rows(&event).map(MessageRows::Event),
         Consumed::Audit(a) => crate::accesses::access_row(&a).map(MessageRows::Access),
+        Consumed::Event { .. } | Consumed::Receipt(_) => {
+            return Err(format!(
+                "{origin}: the warehouse loads de-identified analytics events only, and this \
+                 topic holds documents with personal data; load lienthong.analytics.* topics \
+                 (--topics / LIENTHONG_WAREHOUSE_TOPICS)"
+            ));
+        }
     }
     .map_err(|e| format!("{origin}: {e}"))
 }
@@ -420,9 +427,6 @@ async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> 
             .filter_map(|(_, rows)| rows.as_ref().and_then(MessageRows::event)),
     )
     .await?;
-    let options = WriteOptions {
-        free_text: sink.config.free_text,
-    };
     let group = &sink.config.group;
     // One transaction per writer, each over whole partitions: a partition's rows and its
     // offset always commit together, and one patient's documents (keyed to one partition)
@@ -436,7 +440,7 @@ async fn write(sink: &mut Sink<'_>, items: &[&BatchItem]) -> anyhow::Result<()> 
             .filter(|(_, share)| !share.is_empty())
             .map(|(client, share)| async move {
                 let tx = client.transaction().await?;
-                let written = write_batch(&tx, group, share, options).await?;
+                let written = write_batch(&tx, group, share).await?;
                 tx.commit().await?;
                 Ok::<_, WriteError>(written)
             }),

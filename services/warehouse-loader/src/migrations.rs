@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "accesses",
         include_str!("../migrations/0005_accesses.sql"),
     ),
+    (
+        6,
+        "analytics_source",
+        include_str!("../migrations/0006_analytics_source.sql"),
+    ),
 ];
 
 /// Arbitrary constant key of the advisory lock that serializes migrations.

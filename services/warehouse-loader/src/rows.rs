@@ -1,28 +1,30 @@
-//! Events as warehouse rows: pseudonymized by construction. Only the patient key, an age band at
-//! the event, sex and region of residence describe a patient; no identifier, name, address or
-//! card number has a field here to go into.
+//! Analytics events as warehouse rows. The warehouse reads the analytics topics alone, so what
+//! reaches it was de-identified by the de-identification service under its reviewed policy:
+//! keyed hashes for events, documents and patients, an age band, sex, province of residence,
+//! facility codes and days. A day is stored as the start of that day in Vietnam (UTC+7), or of
+//! its month or year when the source knew no more.
 
-use lienthong_core::datetime::XmlDateTime;
-use lienthong_core::{ClinicalEvent, FacilityCode, ProvinceCode};
+use lienthong_core::FacilityCode;
 use lienthong_proto::v1 as pb;
+use lienthong_sink::AnalyticsMessage;
 use time::{Date, OffsetDateTime};
 
 /// The row of `event_history`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
-    /// Deterministic event id.
+    /// The event's analytics key (a keyed hash of its event id).
     pub event_id: String,
     /// referral / appointment / lab-result.
     pub kind: &'static str,
-    /// Document id.
+    /// The document's analytics key (a keyed hash of its document id).
     pub document_id: String,
     /// Document version.
     pub document_version: i64,
     /// created / updated / cancelled.
     pub action: &'static str,
-    /// When it happened.
+    /// The day it happened.
     pub occurred_at: Option<OffsetDateTime>,
-    /// When the gateway accepted it.
+    /// The day the gateway accepted it.
     pub recorded_at: Option<OffsetDateTime>,
     /// Publishing facility.
     pub source_facility: String,
@@ -30,18 +32,18 @@ pub struct HistoryRow {
     pub source_region: Option<String>,
     /// Patient pseudonym.
     pub patient: PatientFacts,
-    /// SHA-256 of the event's content (`ClinicalEvent::content_digest`), when known.
+    /// SHA-256 of the analytics event's content (`content_digest`), when known.
     pub content_digest: Option<Vec<u8>>,
 }
 
 /// What the warehouse knows of a patient.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PatientFacts {
-    /// Pseudonymous key.
+    /// The patient's analytics key.
     pub patient_key: String,
-    /// Key id.
+    /// Id of the analytics key that made it.
     pub patient_key_id: String,
-    /// Age band at the event, e.g. "25-34".
+    /// Age band at the event under the policy, e.g. "25-29" or "90+".
     pub age_band: Option<String>,
     /// male / female / undetermined.
     pub sex: Option<&'static str>,
@@ -67,7 +69,7 @@ pub enum DocumentRow {
 /// `referral_receipts` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiptRow {
-    /// The referral received.
+    /// The analytics key of the referral received.
     pub referral_document_id: String,
     /// Receiving facility.
     pub received_by: String,
@@ -100,28 +102,6 @@ pub struct ReferralRow {
     pub admitted_at: Option<OffsetDateTime>,
     /// Discharge.
     pub discharged_at: Option<OffsetDateTime>,
-    /// Free-text clinical narrative; written only to the restricted schema, and only when
-    /// the loader runs with `--free-text`.
-    pub notes: ReferralNotes,
-}
-
-/// The free-text fields of a referral slip (`restricted.referral_notes`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ReferralNotes {
-    /// DAU_HIEU_LS.
-    pub clinical_signs: Option<String>,
-    /// CHAN_DOAN_RV.
-    pub diagnosis_text: Option<String>,
-    /// QT_BENHLY.
-    pub course_of_illness: Option<String>,
-    /// TOMTAT_KQ.
-    pub test_summary: Option<String>,
-    /// PP_DIEUTRI.
-    pub treatment: Option<String>,
-    /// TINH_TRANG_CT.
-    pub condition_at_transfer: Option<String>,
-    /// HUONG_DIEU_TRI.
-    pub planned_treatment: Option<String>,
 }
 
 /// `appointments` row.
@@ -157,15 +137,11 @@ pub struct LabLineRow {
     pub line_number: i32,
     /// MA_CHI_SO.
     pub indicator_code: String,
-    /// TEN_CHI_SO.
-    pub indicator_name: String,
     /// Numeric value.
     pub value_numeric: Option<f64>,
-    /// GIA_TRI as exported.
-    pub value_text: String,
     /// Unit.
     pub unit: String,
-    /// NGAY_KQ.
+    /// The day of NGAY_KQ.
     pub result_at: Option<OffsetDateTime>,
     /// LOINC.
     pub loinc_code: String,
@@ -224,17 +200,9 @@ impl EventRows {
         ];
         match &self.document {
             DocumentRow::Referral(r) => {
-                let n = &r.notes;
                 optional.extend([
                     ("receiving_facility", &r.receiving_facility),
                     ("main_icd10", &r.main_icd10),
-                    ("clinical_signs", &n.clinical_signs),
-                    ("diagnosis_text", &n.diagnosis_text),
-                    ("course_of_illness", &n.course_of_illness),
-                    ("test_summary", &n.test_summary),
-                    ("treatment", &n.treatment),
-                    ("condition_at_transfer", &n.condition_at_transfer),
-                    ("planned_treatment", &n.planned_treatment),
                 ]);
                 t.push(("issuer_facility", &r.issuer_facility));
                 t.extend(
@@ -253,8 +221,6 @@ impl EventRows {
                 for line in &l.lines {
                     t.extend([
                         ("indicator_code", line.indicator_code.as_str()),
-                        ("indicator_name", &line.indicator_name),
-                        ("value_text", &line.value_text),
                         ("unit", &line.unit),
                         ("loinc_code", &line.loinc_code),
                     ]);
@@ -287,20 +253,62 @@ impl EventRows {
     }
 }
 
-fn ts(t: Option<&prost_types::Timestamp>) -> Option<OffsetDateTime> {
-    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+/// Why an analytics event cannot become rows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RowError(pub String);
+
+/// Vietnam's offset: the days of analytics events are Vietnam days.
+fn vietnam() -> time::UtcOffset {
+    time::UtcOffset::from_hms(7, 0, 0).unwrap_or(time::UtcOffset::UTC)
 }
 
-fn xml_instant(d: Option<&pb::PartialDateTime>) -> Option<OffsetDateTime> {
-    d.filter(|d| !d.value.is_empty())
-        .and_then(|d| XmlDateTime::from_proto(d).ok())
-        .map(|d| d.earliest())
+/// A day of an analytics event (`yyyy-mm-dd`, or `yyyy-mm` / `yyyy` when the source knew no
+/// more) as the first day it covers; Ok(None) when empty.
+fn period_start(field: &str, text: &str) -> Result<Option<(Date, bool)>, RowError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let refused = || {
+        RowError(format!(
+            "{field} {text:?} is not a day (yyyy-mm-dd, yyyy-mm or yyyy); analytics events carry \
+             days as the de-identification service writes them"
+        ))
+    };
+    let number = |part: Option<&str>, digits: usize| {
+        part.filter(|p| p.len() == digits && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<i32>().ok())
+    };
+    let mut parts = text.split('-');
+    let year = number(parts.next(), 4).ok_or_else(refused)?;
+    let month = match parts.next() {
+        None => 1,
+        m => number(m, 2).ok_or_else(refused)?,
+    };
+    let (day, whole) = match parts.next() {
+        None => (1, false),
+        d => (number(d, 2).ok_or_else(refused)?, true),
+    };
+    if parts.next().is_some() {
+        return Err(refused());
+    }
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or_else(refused)?;
+    let day = u8::try_from(day).map_err(|_| refused())?;
+    let date = Date::from_calendar_date(year, month, day).map_err(|_| refused())?;
+    Ok(Some((date, whole)))
 }
 
-fn xml_date(d: Option<&pb::PartialDateTime>) -> Option<Date> {
-    d.filter(|d| !d.value.is_empty())
-        .and_then(|d| XmlDateTime::from_proto(d).ok())
-        .and_then(|d| d.date())
+/// The start, in Vietnam, of the day (or month, or year) `text` names.
+fn day_start(field: &str, text: &str) -> Result<Option<OffsetDateTime>, RowError> {
+    Ok(period_start(field, text)?.map(|(d, _)| d.midnight().assume_offset(vietnam())))
+}
+
+/// The date `text` names, only when it names a whole day.
+fn whole_day(field: &str, text: &str) -> Result<Option<Date>, RowError> {
+    Ok(period_start(field, text)?.and_then(|(d, whole)| whole.then_some(d)))
 }
 
 fn region_of_facility(code: &str) -> Option<String> {
@@ -309,237 +317,151 @@ fn region_of_facility(code: &str) -> Option<String> {
         .map(|f| f.region().to_string())
 }
 
-/// Age band at `at` for a birth date; None when unknown.
-pub fn age_band(birth: Option<&pb::PartialDateTime>, at: Option<OffsetDateTime>) -> Option<String> {
-    let birth = XmlDateTime::from_proto(birth?).ok()?;
-    let at = at?;
-    let age = at.year() - birth.year();
-    Some(
-        match age {
-            i32::MIN..=-1 => return None,
-            0..=4 => "0-4",
-            5..=14 => "5-14",
-            15..=24 => "15-24",
-            25..=34 => "25-34",
-            35..=44 => "35-44",
-            45..=54 => "45-54",
-            55..=64 => "55-64",
-            65..=74 => "65-74",
-            _ => "75+",
-        }
-        .to_owned(),
-    )
+fn non_empty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_owned())
 }
 
-fn patient_facts(
-    h: &pb::EventHeader,
-    p: Option<&pb::Patient>,
-    at: Option<OffsetDateTime>,
-) -> PatientFacts {
+fn patient_facts(h: &pb::AnalyticsHeader, p: Option<&pb::AnalyticsPatient>) -> PatientFacts {
     PatientFacts {
-        patient_key: h.patient_key.clone(),
-        patient_key_id: h.patient_key_id.clone(),
-        age_band: p.and_then(|p| age_band(p.birth_date.as_ref(), at)),
+        patient_key: p.map(|p| p.patient_key.clone()).unwrap_or_default(),
+        patient_key_id: h.analytics_key_id.clone(),
+        age_band: p.and_then(|p| non_empty(&p.age_band)),
         sex: p.and_then(|p| match pb::Sex::try_from(p.sex).unwrap_or_default() {
             pb::Sex::Male => Some("male"),
             pb::Sex::Female => Some("female"),
             pb::Sex::Undetermined => Some("undetermined"),
             pb::Sex::Unspecified => None,
         }),
-        residence_region: p
-            .and_then(|p| ProvinceCode::region_of(&p.residence_province_code))
-            .map(|r| r.to_string()),
+        residence_region: p.and_then(|p| non_empty(&p.residence_province_code)),
     }
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    (!s.trim().is_empty()).then(|| s.trim().to_owned())
+/// SHA-256 of an analytics event without what may differ between two publications of the
+/// same document version: the day it was recorded, the policy and key versions, and the age
+/// band (the policy widens bands when re-identification risk rises).
+pub fn content_digest(event: &AnalyticsMessage) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut event = event.clone();
+    let h = event.header_mut();
+    h.recorded_on.clear();
+    h.policy_version.clear();
+    h.analytics_key_id.clear();
+    let patient = match &mut event {
+        AnalyticsMessage::Referral(e) => e.patient.as_mut(),
+        AnalyticsMessage::Appointment(e) => e.patient.as_mut(),
+        AnalyticsMessage::LabResult(e) => e.patient.as_mut(),
+        AnalyticsMessage::Receipt(_) => None,
+    };
+    if let Some(p) = patient {
+        p.age_band.clear();
+    }
+    sha2::Sha256::digest(event.encode_to_vec()).to_vec()
 }
 
-/// Why an event cannot become rows.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RowError(pub String);
-
-/// Maps an event to its rows.
-pub fn rows_of(event: &ClinicalEvent) -> Result<EventRows, RowError> {
+/// Maps an analytics event to its rows, with its content digest.
+pub fn analytics_rows(event: &AnalyticsMessage) -> Result<EventRows, RowError> {
     let h = event
         .header()
-        .ok_or_else(|| RowError("event has no header".into()))?;
-    if h.event_id.is_empty() || h.document_id.is_empty() || h.patient_key.is_empty() {
-        return Err(RowError(
-            "event header lacks event_id, document_id or patient_key".into(),
-        ));
+        .ok_or_else(|| RowError(format!("{} event has no header", event.kind())))?;
+    if h.event_key.is_empty() || h.document_key.is_empty() {
+        return Err(RowError(format!(
+            "{} event header lacks event_key or document_key",
+            event.kind()
+        )));
     }
-    let occurred_at = ts(h.occurred_at.as_ref());
     let action = match pb::Action::try_from(h.action).unwrap_or_default() {
         pb::Action::Created => "created",
         pb::Action::Updated => "updated",
         pb::Action::Cancelled => "cancelled",
         pb::Action::Unspecified => return Err(RowError("event action is unspecified".into())),
     };
-    let patient = patient_facts(h, event.patient(), occurred_at);
+    let patient = patient_facts(h, event.patient());
+    if patient.patient_key.is_empty() && !matches!(event, AnalyticsMessage::Receipt(_)) {
+        return Err(RowError(format!(
+            "{} event has no patient key",
+            event.kind()
+        )));
+    }
     let document = match event {
-        ClinicalEvent::Referral(e) => {
-            let s = e
-                .slip
-                .as_ref()
-                .ok_or_else(|| RowError("referral event without slip".into()))?;
-            let d = s.diagnosis.clone().unwrap_or_default();
-            let ep = s.episode.clone().unwrap_or_default();
-            DocumentRow::Referral(ReferralRow {
-                issuer_facility: s
-                    .issuer
-                    .as_ref()
-                    .map(|f| f.code.clone())
-                    .unwrap_or_default(),
-                receiving_facility: s.receiving.as_ref().and_then(|f| non_empty(&f.code)),
-                reason: match pb::ReferralReason::try_from(s.reason).unwrap_or_default() {
-                    pb::ReferralReason::MeetsRules => Some("meets_rules"),
-                    pb::ReferralReason::BeyondCapability => Some("beyond_capability"),
-                    pb::ReferralReason::PatientRequest => Some("patient_request"),
-                    pb::ReferralReason::Unspecified => None,
-                },
-                discharge_type: match pb::DischargeType::try_from(s.discharge_type)
-                    .unwrap_or_default()
-                {
-                    pb::DischargeType::TransferredProfessional => Some("transferred_professional"),
-                    pb::DischargeType::TransferredOnRequest => Some("transferred_on_request"),
-                    pb::DischargeType::Unspecified => None,
-                    _ => Some("other"),
-                },
-                main_icd10: non_empty(&d.main_icd10),
-                secondary_icd10: d.secondary_icd10,
-                issued_on: xml_date(s.issued_at.as_ref()),
-                valid_until: xml_date(s.valid_until.as_ref()),
-                chronic_validity: s.chronic_validity,
-                admitted_at: xml_instant(ep.admitted_at.as_ref()),
-                discharged_at: xml_instant(ep.discharged_at.as_ref()),
-                notes: ReferralNotes {
-                    clinical_signs: non_empty(&s.clinical_signs),
-                    diagnosis_text: non_empty(&d.text),
-                    course_of_illness: non_empty(&s.course_of_illness),
-                    test_summary: non_empty(&s.test_summary),
-                    treatment: non_empty(&s.treatment),
-                    condition_at_transfer: non_empty(&s.condition_at_transfer),
-                    planned_treatment: non_empty(&s.planned_treatment),
-                },
-            })
-        }
-        ClinicalEvent::Appointment(e) => {
-            let a = e
-                .appointment
-                .as_ref()
-                .ok_or_else(|| RowError("appointment event without appointment".into()))?;
-            DocumentRow::Appointment(AppointmentRow {
-                facility: a
-                    .facility
-                    .as_ref()
-                    .map(|f| f.code.clone())
-                    .unwrap_or_default(),
-                appointment_at: xml_instant(a.appointment_at.as_ref()),
-                issued_on: xml_date(a.issued_at.as_ref()),
-                main_icd10: a.diagnosis.as_ref().and_then(|d| non_empty(&d.main_icd10)),
-            })
-        }
-        ClinicalEvent::LabResult(e) => {
-            let r = e
-                .report
-                .as_ref()
-                .ok_or_else(|| RowError("lab-result event without report".into()))?;
-            let lines: Vec<LabLineRow> = r
+        AnalyticsMessage::Referral(e) => DocumentRow::Referral(ReferralRow {
+            issuer_facility: e.issuer_facility_code.clone(),
+            receiving_facility: non_empty(&e.receiving_facility_code),
+            reason: match pb::ReferralReason::try_from(e.reason).unwrap_or_default() {
+                pb::ReferralReason::MeetsRules => Some("meets_rules"),
+                pb::ReferralReason::BeyondCapability => Some("beyond_capability"),
+                pb::ReferralReason::PatientRequest => Some("patient_request"),
+                pb::ReferralReason::Unspecified => None,
+            },
+            discharge_type: match pb::DischargeType::try_from(e.discharge_type).unwrap_or_default()
+            {
+                pb::DischargeType::TransferredProfessional => Some("transferred_professional"),
+                pb::DischargeType::TransferredOnRequest => Some("transferred_on_request"),
+                pb::DischargeType::Unspecified => None,
+                _ => Some("other"),
+            },
+            main_icd10: non_empty(&e.main_icd10),
+            secondary_icd10: e.secondary_icd10.clone(),
+            issued_on: whole_day("issued_on", &e.issued_on)?,
+            valid_until: whole_day("valid_until", &e.valid_until)?,
+            chronic_validity: e.chronic_validity,
+            admitted_at: day_start("admitted_on", &e.admitted_on)?,
+            discharged_at: day_start("discharged_on", &e.discharged_on)?,
+        }),
+        AnalyticsMessage::Appointment(e) => DocumentRow::Appointment(AppointmentRow {
+            facility: e.facility_code.clone(),
+            appointment_at: day_start("appointment_on", &e.appointment_on)?,
+            issued_on: whole_day("issued_on", &e.issued_on)?,
+            main_icd10: non_empty(&e.main_icd10),
+        }),
+        AnalyticsMessage::LabResult(e) => {
+            let lines = e
                 .lines
                 .iter()
-                .map(|l| LabLineRow {
-                    line_number: i32::try_from(l.line_number).unwrap_or(i32::MAX),
-                    indicator_code: l.indicator_code.clone(),
-                    indicator_name: l.indicator_name.clone(),
-                    value_numeric: l.value_numeric.as_ref().map(|n| n.value),
-                    value_text: l.value_text.clone(),
-                    unit: l.unit.clone(),
-                    result_at: xml_instant(l.result_at.as_ref()),
-                    loinc_code: l.loinc_code.clone(),
+                .map(|l| {
+                    Ok(LabLineRow {
+                        line_number: i32::try_from(l.line_number).unwrap_or(i32::MAX),
+                        indicator_code: l.indicator_code.clone(),
+                        value_numeric: l.value_numeric,
+                        unit: l.unit.clone(),
+                        result_at: day_start("result_on", &l.result_on)?,
+                        loinc_code: l.loinc_code.clone(),
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, RowError>>()?;
             DocumentRow::LabReport(LabReportRow {
-                facility: r
-                    .facility
-                    .as_ref()
-                    .map(|f| f.code.clone())
-                    .unwrap_or_default(),
-                service_code: r.service_code.clone(),
+                facility: e.facility_code.clone(),
+                service_code: e.service_code.clone(),
                 first_result_at: lines.iter().filter_map(|l| l.result_at).min(),
                 lines,
+            })
+        }
+        AnalyticsMessage::Receipt(e) => {
+            if e.referral_document_key.is_empty() {
+                return Err(RowError("receipt lacks referral_document_key".into()));
+            }
+            DocumentRow::Receipt(ReceiptRow {
+                referral_document_id: e.referral_document_key.clone(),
+                received_by: e.received_by_facility_code.clone(),
+                received_at: day_start("received_on", &e.received_on)?,
             })
         }
     };
     EventRows {
         history: HistoryRow {
-            event_id: h.event_id.clone(),
-            kind: event.kind().as_str(),
-            document_id: h.document_id.clone(),
+            event_id: h.event_key.clone(),
+            kind: event.kind(),
+            document_id: h.document_key.clone(),
             document_version: i64::try_from(h.document_version).unwrap_or(i64::MAX),
             action,
-            occurred_at,
-            recorded_at: ts(h.recorded_at.as_ref()),
+            occurred_at: day_start("occurred_on", &h.occurred_on)?,
+            recorded_at: day_start("recorded_on", &h.recorded_on)?,
             source_facility: h.source_facility_code.clone(),
-            source_region: region_of_facility(&h.source_facility_code),
+            source_region: non_empty(&h.source_province_code)
+                .or_else(|| region_of_facility(&h.source_facility_code)),
             patient,
-            content_digest: None,
+            content_digest: Some(content_digest(event)),
         },
         document,
-    }
-    .storable()
-}
-
-/// The rows of a consumed event with its content digest, so the same version arriving again
-/// with other content is found (`store::WriteError::Conflict`).
-pub fn rows_with_digest(mut event: ClinicalEvent) -> Result<EventRows, RowError> {
-    let digest = event.content_digest();
-    let mut rows = rows_of(&event)?;
-    rows.history.content_digest = Some(digest.to_vec());
-    Ok(rows)
-}
-
-/// Maps a referral receipt to its rows.
-pub fn receipt_rows(r: &pb::ReferralReceiptEvent) -> Result<EventRows, RowError> {
-    let h = r
-        .header
-        .as_ref()
-        .ok_or_else(|| RowError("receipt has no header".into()))?;
-    if h.event_id.is_empty() || r.referral_document_id.is_empty() {
-        return Err(RowError(
-            "receipt lacks event_id or referral_document_id".into(),
-        ));
-    }
-    let received_by = r
-        .received_by
-        .as_ref()
-        .map(|f| f.code.clone())
-        .unwrap_or_default();
-    EventRows {
-        history: HistoryRow {
-            event_id: h.event_id.clone(),
-            kind: "referral-receipt",
-            document_id: h.document_id.clone(),
-            document_version: i64::try_from(h.document_version).unwrap_or(i64::MAX),
-            action: "created",
-            occurred_at: ts(h.occurred_at.as_ref()),
-            recorded_at: ts(h.recorded_at.as_ref()),
-            source_facility: h.source_facility_code.clone(),
-            source_region: region_of_facility(&h.source_facility_code),
-            patient: PatientFacts {
-                patient_key: h.patient_key.clone(),
-                patient_key_id: h.patient_key_id.clone(),
-                ..Default::default()
-            },
-            content_digest: None,
-        },
-        document: DocumentRow::Receipt(ReceiptRow {
-            referral_document_id: r.referral_document_id.clone(),
-            received_by,
-            received_at: ts(r.received_at.as_ref()),
-        }),
     }
     .storable()
 }
@@ -566,68 +488,170 @@ pub fn facility_region(code: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lienthong_core::fixtures::Generator;
 
-    #[test]
-    fn rows_hold_no_identity_and_derive_age_band_and_region() {
-        let mut g = Generator::new(5, OffsetDateTime::now_utc());
-        let mut e = ClinicalEvent::Referral(g.referral());
-        e.header_mut().patient_key = "k".repeat(64);
-        e.header_mut().patient_key_id = "k1".into();
-        let patient = e.patient().cloned().unwrap_or_default();
-        let rows = rows_of(&e).expect("rows");
-        let text = format!("{rows:?}");
-        for secret in [
-            &patient.citizen_id,
-            &patient.full_name,
-            &patient.address,
-            &patient.insurance_cards[0].number,
-        ] {
-            assert!(!text.contains(secret.as_str()), "{secret} leaked into rows");
+    fn header(event: &str, document: &str) -> pb::AnalyticsHeader {
+        pb::AnalyticsHeader {
+            event_key: event.into(),
+            document_key: document.into(),
+            document_version: 2,
+            action: pb::Action::Updated as i32,
+            occurred_on: "2026-07-01".into(),
+            recorded_on: "2026-07-02".into(),
+            source_facility_code: "79025".into(),
+            source_province_code: "79".into(),
+            policy_version: "2026.12-1".into(),
+            analytics_key_id: "a1".into(),
         }
-        assert!(rows.history.patient.age_band.is_some());
-        assert!(rows.history.source_region.is_some());
-        assert_eq!(rows.history.action, "created");
+    }
+
+    fn patient() -> pb::AnalyticsPatient {
+        pb::AnalyticsPatient {
+            patient_key: "p".repeat(64),
+            age_band: "30-34".into(),
+            sex: pb::Sex::Female as i32,
+            residence_province_code: "79".into(),
+        }
+    }
+
+    fn referral() -> pb::AnalyticsReferralEvent {
+        pb::AnalyticsReferralEvent {
+            header: Some(header("e1", "d1")),
+            patient: Some(patient()),
+            issuer_facility_code: "79025".into(),
+            receiving_facility_code: "01001".into(),
+            receiving_province_code: "01".into(),
+            reason: pb::ReferralReason::BeyondCapability as i32,
+            main_icd10: "J18.9".into(),
+            secondary_icd10: vec!["I10".into()],
+            issued_on: "2026-07-01".into(),
+            valid_until: "2026-07".into(),
+            admitted_on: "2026-06-28".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn a_text_with_a_nul_character_is_refused_with_its_field_named() {
-        let mut g = Generator::new(6, OffsetDateTime::now_utc());
-        // As the gateway publishes them: pseudonymized.
-        let keyed = |mut e: ClinicalEvent| {
-            e.header_mut().patient_key = "k".repeat(64);
-            e
+    fn a_referral_becomes_rows_of_keys_bands_and_vietnam_days() {
+        let rows = analytics_rows(&AnalyticsMessage::Referral(referral())).expect("rows");
+        let h = &rows.history;
+        assert_eq!((h.event_id.as_str(), h.document_id.as_str()), ("e1", "d1"));
+        assert_eq!(
+            (h.kind, h.action, h.document_version),
+            ("referral", "updated", 2)
+        );
+        assert_eq!(h.patient.patient_key_id, "a1");
+        assert_eq!(h.patient.age_band.as_deref(), Some("30-34"));
+        assert_eq!(h.patient.sex, Some("female"));
+        assert_eq!(h.source_region.as_deref(), Some("79"));
+        // The Vietnam day 2026-07-01 starts at 2026-06-30 17:00 UTC.
+        let start = h.occurred_at.expect("a day");
+        assert_eq!(
+            start.to_offset(time::UtcOffset::UTC).to_string(),
+            "2026-06-30 17:00:00.0 +00:00:00"
+        );
+        assert_eq!(history_month(h.occurred_at).to_string(), "2026-07-01");
+        let DocumentRow::Referral(r) = &rows.document else {
+            panic!("a referral row")
         };
-        let mut lab = g.lab_result();
-        if let Some(r) = lab.report.as_mut() {
-            r.lines[0].value_text = "5.4\0".into();
-        }
-        let err = rows_of(&keyed(ClinicalEvent::LabResult(lab)))
-            .expect_err("NUL refused")
-            .to_string();
+        assert_eq!(r.receiving_facility.as_deref(), Some("01001"));
+        assert_eq!(r.reason, Some("beyond_capability"));
+        assert_eq!(
+            r.issued_on.map(|d| d.to_string()).as_deref(),
+            Some("2026-07-01")
+        );
+        // A month is no date, but it still starts somewhere.
+        assert_eq!(r.valid_until, None);
+        assert!(r.admitted_at.is_some());
+    }
+
+    #[test]
+    fn a_receipt_keeps_its_own_document_and_names_the_referral() {
+        let receipt = pb::AnalyticsReferralReceiptEvent {
+            header: Some(header("e9", "receipt-doc")),
+            received_by_facility_code: "01001".into(),
+            received_by_province_code: "01".into(),
+            received_on: "2026-07-03".into(),
+            referral_document_key: "d1".into(),
+        };
+        let rows = analytics_rows(&AnalyticsMessage::Receipt(receipt.clone())).expect("rows");
+        assert_eq!(rows.history.document_id, "receipt-doc");
+        assert_eq!(rows.history.kind, "referral-receipt");
+        let DocumentRow::Receipt(r) = &rows.document else {
+            panic!("a receipt row")
+        };
+        assert_eq!(r.referral_document_id, "d1");
+        let mut without = receipt;
+        without.referral_document_key.clear();
+        let err = analytics_rows(&AnalyticsMessage::Receipt(without)).unwrap_err();
+        assert!(err.0.contains("referral_document_key"), "{err}");
+    }
+
+    #[test]
+    fn hostile_analytics_events_are_refused_with_the_field_named() {
+        let mut bad_day = referral();
+        bad_day.admitted_on = "2026-13-01".into();
+        let err = analytics_rows(&AnalyticsMessage::Referral(bad_day)).unwrap_err();
         assert!(
-            err.starts_with("value_text contains a NUL character") && err.contains("publish"),
+            err.0.starts_with("admitted_on \"2026-13-01\" is not a day"),
             "{err}"
         );
-        let mut referral = g.referral();
-        if let Some(s) = referral.slip.as_mut() {
-            s.clinical_signs = "sốt\0".into();
+        for text in ["20260701", "2026-7-1", "2026-07-01T00", "-2026", "２０２６"] {
+            let mut e = referral();
+            e.header.as_mut().expect("header").occurred_on = text.into();
+            assert!(
+                analytics_rows(&AnalyticsMessage::Referral(e)).is_err(),
+                "{text:?} accepted"
+            );
         }
-        let err = rows_of(&keyed(ClinicalEvent::Referral(referral)))
-            .expect_err("NUL refused")
-            .to_string();
-        assert!(err.starts_with("clinical_signs "), "{err}");
-        let receipt = pb::ReferralReceiptEvent {
-            header: Some(pb::EventHeader {
-                event_id: "e".into(),
+        let mut no_key = referral();
+        no_key.patient = None;
+        assert!(
+            analytics_rows(&AnalyticsMessage::Referral(no_key))
+                .unwrap_err()
+                .0
+                .contains("patient key")
+        );
+        let mut no_header = referral();
+        no_header.header = None;
+        assert!(analytics_rows(&AnalyticsMessage::Referral(no_header)).is_err());
+        let mut no_action = referral();
+        no_action.header.as_mut().expect("header").action = 0;
+        assert!(analytics_rows(&AnalyticsMessage::Referral(no_action)).is_err());
+        let lab = pb::AnalyticsLabResultEvent {
+            header: Some(header("e2", "d2")),
+            patient: Some(patient()),
+            facility_code: "79025".into(),
+            service_code: "22.0120.1370".into(),
+            lines: vec![pb::AnalyticsLabLine {
+                line_number: 1,
+                indicator_code: "HGB\0".into(),
+                result_on: "2026-07-01".into(),
                 ..Default::default()
-            }),
-            referral_document_id: "referral/79025/\0".into(),
-            ..Default::default()
+            }],
+            admitted_on: String::new(),
         };
-        let err = receipt_rows(&receipt).expect_err("NUL refused").to_string();
-        assert!(err.starts_with("referral_document_id "), "{err}");
-        assert!(rows_of(&keyed(ClinicalEvent::Appointment(g.appointment()))).is_ok());
+        let err = analytics_rows(&AnalyticsMessage::LabResult(lab)).unwrap_err();
+        assert!(
+            err.0.starts_with("indicator_code contains a NUL character"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_content_digest_ignores_what_a_republication_may_change() {
+        let digest = |e: pb::AnalyticsReferralEvent| content_digest(&AnalyticsMessage::Referral(e));
+        let base = digest(referral());
+        let mut republished = referral();
+        let h = republished.header.as_mut().expect("header");
+        h.recorded_on = "2026-08-01".into();
+        h.policy_version = "2027.01-1".into();
+        if let Some(p) = republished.patient.as_mut() {
+            p.age_band = "30-39".into();
+        }
+        assert_eq!(digest(republished), base);
+        let mut corrected = referral();
+        corrected.main_icd10 = "J15".into();
+        assert_ne!(digest(corrected), base);
     }
 
     #[test]
@@ -639,47 +663,5 @@ mod tests {
         // No Vietnam date exists for the last second of 9999: no panic, the unknown month.
         let edge = OffsetDateTime::from_unix_timestamp(253_402_300_799).ok();
         assert_eq!(history_month(edge).to_string(), "1970-01-01");
-    }
-
-    #[test]
-    fn referral_free_text_is_kept_apart_from_the_analytic_columns() {
-        let mut g = Generator::new(7, OffsetDateTime::now_utc());
-        let mut e = ClinicalEvent::Referral(g.referral());
-        e.header_mut().patient_key = "k".repeat(64);
-        if let ClinicalEvent::Referral(r) = &mut e
-            && let Some(s) = r.slip.as_mut()
-        {
-            s.course_of_illness = "  sốt cao 3 ngày ".into();
-        }
-        let rows = rows_of(&e).expect("rows");
-        let DocumentRow::Referral(r) = rows.document else {
-            panic!("referral row expected")
-        };
-        assert_eq!(r.notes.course_of_illness.as_deref(), Some("sốt cao 3 ngày"));
-    }
-
-    #[test]
-    fn age_bands() {
-        let at = OffsetDateTime::from_unix_timestamp(1_750_000_000).ok();
-        let b = |y: &str| {
-            age_band(
-                Some(&pb::PartialDateTime {
-                    value: y.into(),
-                    precision: 3,
-                }),
-                at,
-            )
-        };
-        assert_eq!(b("20240101").as_deref(), Some("0-4"));
-        assert_eq!(b("19900101").as_deref(), Some("35-44"));
-        assert_eq!(b("19200101").as_deref(), Some("75+"));
-        assert_eq!(b("21000101"), None);
-    }
-
-    #[test]
-    fn an_event_without_key_or_action_is_refused() {
-        let mut g = Generator::new(6, OffsetDateTime::now_utc());
-        let e = ClinicalEvent::Appointment(g.appointment());
-        assert!(rows_of(&e).unwrap_err().0.contains("patient_key"));
     }
 }

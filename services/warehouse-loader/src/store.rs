@@ -38,13 +38,6 @@ pub struct Written {
     pub already_applied: u64,
 }
 
-/// How rows are written.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WriteOptions {
-    /// Also keep referral free text in `restricted.referral_notes`.
-    pub free_text: bool,
-}
-
 /// A table filled through a staging copy of itself: target, staging table, conflict key and
 /// the typed columns COPY fills (in `write` order).
 struct Staged {
@@ -156,9 +149,7 @@ const LAB_LINES: Staged = Staged {
         ("document_id", Type::TEXT),
         ("line_number", Type::INT4),
         ("indicator_code", Type::TEXT),
-        ("indicator_name", Type::TEXT),
         ("value_numeric", Type::FLOAT8),
-        ("value_text", Type::TEXT),
         ("unit", Type::TEXT),
         ("result_at", Type::TIMESTAMPTZ),
         ("loinc_code", Type::TEXT),
@@ -175,23 +166,6 @@ const RECEIPTS: Staged = Staged {
         ("received_by_facility", Type::TEXT),
         ("received_by_region", Type::TEXT),
         ("received_at", Type::TIMESTAMPTZ),
-    ],
-};
-
-const NOTES: Staged = Staged {
-    table: "restricted.referral_notes",
-    stage: "stage_referral_notes",
-    key: "document_id",
-    columns: &[
-        ("document_id", Type::TEXT),
-        ("document_version", Type::INT8),
-        ("clinical_signs", Type::TEXT),
-        ("diagnosis_text", Type::TEXT),
-        ("course_of_illness", Type::TEXT),
-        ("test_summary", Type::TEXT),
-        ("treatment", Type::TEXT),
-        ("condition_at_transfer", Type::TEXT),
-        ("planned_treatment", Type::TEXT),
     ],
 };
 
@@ -274,13 +248,7 @@ pub async fn copy_direct(
 ) -> Result<(), tokio_postgres::Error> {
     let fresh: Vec<(&Position, &EventRows)> = rows.iter().map(|(p, r)| (p, r)).collect();
     stage_history(tx, &fresh, CopyTarget::Table).await?;
-    stage_current(
-        tx,
-        rows.iter().map(|(_, r)| r),
-        WriteOptions::default(),
-        CopyTarget::Table,
-    )
-    .await?;
+    stage_current(tx, rows.iter().map(|(_, r)| r), CopyTarget::Table).await?;
     Ok(())
 }
 
@@ -327,7 +295,6 @@ pub async fn write_batch(
     tx: &Transaction<'_>,
     group: &str,
     items: &[&(Position, Option<MessageRows>)],
-    options: WriteOptions,
 ) -> Result<Written, WriteError> {
     let mut written = Written::default();
     let next = lock_positions(tx, group, items).await?;
@@ -356,9 +323,6 @@ pub async fn write_batch(
     for s in [&HISTORY, &REFERRALS, &APPOINTMENTS, &LAB_REPORTS, &RECEIPTS] {
         stages.push_str(&s.create_stage());
     }
-    if options.free_text {
-        stages.push_str(&NOTES.create_stage());
-    }
     tx.batch_execute(&stages).await?;
 
     if !fresh.is_empty() {
@@ -385,7 +349,7 @@ pub async fn write_batch(
     let mut staged_rows = known;
     if !new.is_empty() {
         tx.batch_execute("SAVEPOINT current_copy").await?;
-        match stage_current(tx, new.iter().copied(), options, CopyTarget::Table).await {
+        match stage_current(tx, new.iter().copied(), CopyTarget::Table).await {
             Ok(_) => {
                 tx.batch_execute("RELEASE SAVEPOINT current_copy").await?;
                 written.current += new.len() as u64;
@@ -404,7 +368,7 @@ pub async fn write_batch(
         .into_iter()
         .map(|r| (r.history.document_id.as_str(), r))
         .collect();
-    let staged = stage_current(tx, latest.values().copied(), options, CopyTarget::Stage).await?;
+    let staged = stage_current(tx, latest.values().copied(), CopyTarget::Stage).await?;
     if staged.referrals {
         written.current += tx.execute(&REFERRALS.upsert_newer(), &[]).await?;
     }
@@ -413,9 +377,6 @@ pub async fn write_batch(
     }
     if staged.receipts {
         written.current += tx.execute(&RECEIPTS.insert_absent(), &[]).await?;
-    }
-    if staged.notes {
-        tx.execute(&NOTES.upsert_newer(), &[]).await?;
     }
     if staged.lab_reports {
         // The upsert says which reports changed (inserted, or replaced by a newer version);
@@ -704,13 +665,11 @@ struct StagedKinds {
     appointments: bool,
     lab_reports: bool,
     receipts: bool,
-    notes: bool,
 }
 
 async fn stage_current<'r>(
     tx: &Transaction<'_>,
     latest: impl Iterator<Item = &'r EventRows>,
-    options: WriteOptions,
     into: CopyTarget,
 ) -> Result<StagedKinds, tokio_postgres::Error> {
     let mut referrals = Vec::new();
@@ -730,7 +689,6 @@ async fn stage_current<'r>(
         appointments: !appointments.is_empty(),
         lab_reports: !labs.is_empty(),
         receipts: !receipts.is_empty(),
-        notes: options.free_text && !referrals.is_empty(),
     };
     if kinds.referrals {
         let mut w = REFERRALS.copy(tx, into).await?;
@@ -765,28 +723,6 @@ async fn stage_current<'r>(
                 &d.admitted_at,
                 &d.discharged_at,
                 &h.occurred_at,
-            ];
-            w.as_mut().write(&row).await?;
-        }
-        w.as_mut().finish().await?;
-    }
-    if kinds.notes {
-        let mut w = NOTES.copy(tx, into).await?;
-        for r in &referrals {
-            let DocumentRow::Referral(d) = &r.document else {
-                continue;
-            };
-            let n = &d.notes;
-            let row: [&(dyn ToSql + Sync); 9] = [
-                &r.history.document_id,
-                &r.history.document_version,
-                &n.clinical_signs,
-                &n.diagnosis_text,
-                &n.course_of_illness,
-                &n.test_summary,
-                &n.treatment,
-                &n.condition_at_transfer,
-                &n.planned_treatment,
             ];
             w.as_mut().write(&row).await?;
         }
@@ -888,13 +824,11 @@ async fn copy_lab_lines<'r>(
             continue;
         };
         for l in &d.lines {
-            let row: [&(dyn ToSql + Sync); 9] = [
+            let row: [&(dyn ToSql + Sync); 7] = [
                 &r.history.document_id,
                 &l.line_number,
                 &l.indicator_code,
-                &l.indicator_name,
                 &l.value_numeric,
-                &l.value_text,
                 &l.unit,
                 &l.result_at,
                 &l.loinc_code,
@@ -931,7 +865,6 @@ mod tests {
             &LAB_REPORTS,
             &LAB_LINES,
             &RECEIPTS,
-            &NOTES,
         ] {
             let sql = s.create_stage();
             assert!(

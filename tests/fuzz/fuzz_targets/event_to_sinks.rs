@@ -1,5 +1,5 @@
 //! Any bytes as the payload of a document topic: decode → validate, and whatever validation
-//! accepts becomes warehouse rows and is applied to a regional store without panic.
+//! accepts is de-identified, becomes warehouse rows and is applied to a regional store without panic.
 //! The first byte picks the document kind.
 #![no_main]
 
@@ -15,6 +15,7 @@ struct Scratch {
     _dir: tempfile::TempDir,
     store: RegionStore,
     offset: AtomicI64,
+    deidentifier: lienthong_deidentifier::Deidentifier,
 }
 
 fn scratch() -> &'static Scratch {
@@ -26,6 +27,10 @@ fn scratch() -> &'static Scratch {
             _dir: dir,
             store,
             offset: AtomicI64::new(0),
+            deidentifier: lienthong_deidentifier::Deidentifier::new(
+                lienthong_deidentifier::Policy::shipped().expect("the shipped policy"),
+                lienthong_core::PatientKeyer::new("fuzz", &[7; 32]).expect("a key"),
+            ),
         }
     })
 }
@@ -51,7 +56,16 @@ fuzz_target!(|bytes: &[u8]| {
     if !accepted {
         return;
     }
-    lienthong_warehouse_loader::rows::rows_of(&event).expect("accepted events fit the warehouse");
+    // The warehouse takes the event as the de-identification service makes it.
+    let analytics = scratch().deidentifier.event(&event);
+    let message = lienthong_sink::AnalyticsMessage::decode(
+        analytics.kind.message_name(),
+        &analytics.payload,
+    )
+    .expect("an analytics message")
+    .expect("de-identified events decode");
+    lienthong_warehouse_loader::rows::analytics_rows(&message)
+        .expect("accepted events fit the warehouse");
     let s = scratch();
     let offset = s.offset.fetch_add(1, Ordering::Relaxed);
     s.store
