@@ -5,6 +5,7 @@
 //! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
 
 mod catalogue;
+pub mod process;
 
 pub use catalogue::{Metric, MetricKind, describe, zero};
 
@@ -118,6 +119,7 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
         .with_http_listener(addr)
         .install()
         .map_err(failed)?;
+    process::start();
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     Ok(())
 }
@@ -175,5 +177,16 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("quantile="), "no summaries: {body}");
+        // Every service's process figures and build, from the start.
+        for name in process::ALL.iter().map(|m| m.name) {
+            assert!(
+                body.contains(&format!("\n{name}")),
+                "{name} missing: {body}"
+            );
+        }
+        assert!(
+            body.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+            "{body}"
+        );
     }
 }
