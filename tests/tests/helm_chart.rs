@@ -309,6 +309,24 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         "with autoscaling on, the HPA owns the gateway's replica count"
     );
 
+    // Metrics stay inside the cluster: no Service reachable from outside carries them.
+    for svc in of_kind(&prod, "Service") {
+        if svc["spec"]["type"] == "LoadBalancer" || svc["spec"]["type"] == "NodePort" {
+            let ports = serde_yaml::to_string(&svc["spec"]["ports"]).unwrap();
+            assert!(
+                !ports.contains("metrics"),
+                "{} publishes metrics",
+                name(svc)
+            );
+        }
+    }
+    assert!(
+        of_kind(&prod, "Service")
+            .iter()
+            .any(|svc| name(svc).ends_with("gateway-metrics")),
+        "the gateway's metrics have a Service of their own"
+    );
+
     // Topics and schemas before install and upgrade.
     let job = of_kind(&prod, "Job");
     assert_eq!(job.len(), 1);
