@@ -138,6 +138,36 @@ fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
 }
 
 #[test]
+fn the_region_codes_the_schema_accepts_are_the_34_current_provinces() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("values.schema.json")).expect("schema"),
+    )
+    .expect("the schema is JSON");
+    let accepted: Vec<&str> = schema["properties"]["regionalStore"]["properties"]["regions"]
+        ["items"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("an enum of region codes")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let current: Vec<&str> = lienthong_core::province::Province::all_current()
+        .iter()
+        .map(|p| p.code)
+        .collect();
+    assert_eq!(accepted, current);
+    assert_eq!(accepted.len(), 34);
+}
+
+/// `--set-string` for region codes (strings, as "01" must be), `--set` for the rest.
+fn set_flag(set: &str) -> &'static str {
+    if set.contains(".code=") {
+        "--set-string"
+    } else {
+        "--set"
+    }
+}
+
+#[test]
 fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
     let chart = chart();
     let chart = chart.to_str().expect("utf-8 path");
@@ -154,13 +184,18 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "regionalStore.regions[0].code=HCM",
             "/regionalStore/regions/0/code",
         ),
+        (
+            // Bình Dương (74) was a province until 1 July 2025; it is part of 79 since.
+            "regionalStore.regions[0].code=74",
+            "/regionalStore/regions/0/code",
+        ),
         ("gateway.replicaz=3", "/gateway"),
         (
             "warehouseLoader.pgDsn=postgres://u:secret@db/w",
             "/warehouseLoader/pgDsn",
         ),
     ] {
-        let err = helm(&["template", "lt", chart, "--set", set])
+        let err = helm(&["template", "lt", chart, set_flag(set), set])
             .expect_err(&format!("{set} must be refused"));
         assert!(
             err.contains("values don't meet the specifications") && err.contains(path),
@@ -180,6 +215,16 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "must not be pseudonymKey.secret",
         ),
         (
+            "gateway.autoscaling.minReplicas=20",
+            "an autoscaler minimum above its maximum",
+            "minReplicas (20) is above maxReplicas (10)",
+        ),
+        (
+            "regionalStore.regions[0].code=79,regionalStore.regions[1].code=79",
+            "one region twice",
+            "lists region 79 twice",
+        ),
+        (
             "kafka.sasl.secret=",
             "SASL without its secret",
             "kafka.sasl.secret is required",
@@ -196,7 +241,7 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             chart,
             "--kube-version",
             KUBE_VERSION,
-            "--set",
+            set_flag(set),
             set,
         ])
         .expect_err(&format!("{why} must be refused"));
