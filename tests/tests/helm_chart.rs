@@ -121,15 +121,18 @@ fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
                 "{}/{{{{ .NormalizedKubernetesVersion }}}}-standalone{{{{ .StrictSuffix }}}}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
                 schemas.display()
             ))
-            // The Prometheus Operator's CRD has no schema among Kubernetes' own.
-            .args(["-skip", "ServiceMonitor"])
+            // The Prometheus Operator's CRDs have no schema among Kubernetes' own.
+            .args(["-skip", "ServiceMonitor,PrometheusRule"])
             .arg(file.path())
             .output()
             .expect("kubeconform runs");
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "kubeconform {values:?}:\n{report}");
         let all = manifests(&rendered);
-        let checked = all.iter().filter(|m| m["kind"] != "ServiceMonitor").count();
+        let checked = all
+            .iter()
+            .filter(|m| m["kind"] != "ServiceMonitor" && m["kind"] != "PrometheusRule")
+            .count();
         assert!(
             report.contains(&format!("Valid: {checked}, Invalid: 0, Errors: 0")),
             "every manifest validated: {report}"
@@ -441,6 +444,30 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
     );
     assert_eq!(of_kind(&prod, "ServiceMonitor").len(), 1);
     assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
+
+    // The alert rules and the dashboard ship with the chart, as their files say.
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart().join("files/prometheus-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let rule = of_kind(&prod, "PrometheusRule");
+    assert_eq!(rule.len(), 1);
+    assert_eq!(rule[0]["spec"]["groups"], rules["groups"]);
+    assert_eq!(rule[0]["metadata"]["labels"]["release"], "prometheus");
+    let dashboard = of_kind(&prod, "ConfigMap")
+        .into_iter()
+        .find(|c| name(c).ends_with("-dashboard"))
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["lienthong.json"].as_str().unwrap()).unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("files/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json, file);
+    assert!(of_kind(&defaults, "PrometheusRule").is_empty());
+    assert!(of_kind(&defaults, "ConfigMap").is_empty());
 }
 
 /// Every flag and `LIENTHONG_*` variable a rendered container passes is one its binary accepts

@@ -1,4 +1,4 @@
-//! The dashboards and alert rules under deploy/observability refer only to metrics the
+//! The dashboard and alert rules under helm/lienthong/files refer only to metrics the
 //! services export, and cover what operators watch.
 
 // Test code: failing loudly on a broken fixture is the point.
@@ -66,7 +66,7 @@ fn assert_exported(exprs: &[String], what: &str) {
 #[test]
 fn alert_rules_use_exported_metrics_and_cover_the_operators_alarms() {
     let text =
-        std::fs::read_to_string(repo_root().join("deploy/observability/prometheus-rules.yaml"))
+        std::fs::read_to_string(repo_root().join("helm/lienthong/files/prometheus-rules.yaml"))
             .expect("rules file");
     let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("rules parse");
     let mut exprs = Vec::new();
@@ -107,7 +107,7 @@ fn alert_rules_use_exported_metrics_and_cover_the_operators_alarms() {
 #[test]
 fn the_dashboard_uses_exported_metrics_and_shows_every_hop() {
     let text =
-        std::fs::read_to_string(repo_root().join("deploy/observability/grafana-dashboard.json"))
+        std::fs::read_to_string(repo_root().join("helm/lienthong/files/grafana-dashboard.json"))
             .expect("dashboard file");
     let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard parses");
     let exprs: Vec<String> = dash["panels"]
