@@ -80,8 +80,17 @@ fn name(m: &Value) -> &str {
     m["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// The pod spec of a workload (or of a bare Pod, as `helm test` hooks are).
+fn pod_spec(m: &Value) -> &Value {
+    if m["kind"] == "Pod" {
+        &m["spec"]
+    } else {
+        &m["spec"]["template"]["spec"]
+    }
+}
+
 fn containers(m: &Value) -> Vec<&Value> {
-    let spec = &m["spec"]["template"]["spec"];
+    let spec = pod_spec(m);
     let mut all: Vec<&Value> = Vec::new();
     for key in ["initContainers", "containers"] {
         if let Some(list) = spec[key].as_sequence() {
@@ -415,8 +424,10 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         }
         if !containers(m).is_empty() {
             assert_eq!(
-                m["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
-                true
+                pod_spec(m)["securityContext"]["runAsNonRoot"],
+                true,
+                "{}",
+                name(m)
             );
         }
     }
@@ -444,6 +455,23 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
     );
     assert_eq!(of_kind(&prod, "ServiceMonitor").len(), 1);
     assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
+
+    // `helm test` checks the cluster against the release: ACLs without drift, schemas as built.
+    let test_pod = of_kind(&prod, "Pod");
+    assert_eq!(test_pod.len(), 1);
+    assert_eq!(
+        test_pod[0]["metadata"]["annotations"]["helm.sh/hook"],
+        "test"
+    );
+    let steps = serde_yaml::to_string(&containers(test_pod[0])).unwrap();
+    assert!(
+        steps.contains("- acls\n") && steps.contains("- list\n"),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("- schemas\n") && steps.contains("- check\n"),
+        "{steps}"
+    );
 
     // The alert rules and the dashboard ship with the chart, as their files say.
     let rules: serde_yaml::Value = serde_yaml::from_str(
