@@ -105,7 +105,16 @@ fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
     let chart = chart();
     let chart = chart.to_str().expect("utf-8 path");
     let production = production();
-    for values in [vec![], vec!["-f", production.as_str()]] {
+    for values in [
+        vec![],
+        vec!["-f", production.as_str()],
+        vec![
+            "-f",
+            production.as_str(),
+            "--set",
+            "warehouseLoader.keda.enabled=true",
+        ],
+    ] {
         let mut args = vec!["lint", chart, "--strict"];
         args.extend(values.iter().copied());
         helm(&args).unwrap_or_else(|e| panic!("helm lint {values:?}: {e}"));
@@ -131,7 +140,7 @@ fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
                 schemas.display()
             ))
             // The Prometheus Operator's CRDs have no schema among Kubernetes' own.
-            .args(["-skip", "ServiceMonitor,PrometheusRule"])
+            .args(["-skip", "ServiceMonitor,PrometheusRule,ScaledObject,TriggerAuthentication"])
             .arg(file.path())
             .output()
             .expect("kubeconform runs");
@@ -140,7 +149,15 @@ fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
         let all = manifests(&rendered);
         let checked = all
             .iter()
-            .filter(|m| m["kind"] != "ServiceMonitor" && m["kind"] != "PrometheusRule")
+            .filter(|m| {
+                ![
+                    "ServiceMonitor",
+                    "PrometheusRule",
+                    "ScaledObject",
+                    "TriggerAuthentication",
+                ]
+                .contains(&m["kind"].as_str().unwrap_or_default())
+            })
             .count();
         assert!(
             report.contains(&format!("Valid: {checked}, Invalid: 0, Errors: 0")),
@@ -227,6 +244,11 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "must not be pseudonymKey.secret",
         ),
         (
+            "warehouseLoader.keda.enabled=true,warehouseLoader.keda.minReplicas=20",
+            "a KEDA minimum above its maximum",
+            "keda.minReplicas (20) is above maxReplicas (12)",
+        ),
+        (
             "gateway.autoscaling.minReplicas=20",
             "an autoscaler minimum above its maximum",
             "minReplicas (20) is above maxReplicas (10)",
@@ -278,6 +300,34 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         .find(|d| name(d).ends_with("warehouse-loader"))
         .expect("warehouse loader Deployment");
     assert_eq!(loader["spec"]["replicas"].as_u64(), Some(6));
+
+    // Or KEDA scales it on the group's lag read from the brokers, as the loader's own user.
+    let keda = manifests(&render(&[
+        "-f",
+        &production(),
+        "--set",
+        "warehouseLoader.keda.enabled=true",
+    ]));
+    let scaled = of_kind(&keda, "ScaledObject");
+    assert_eq!(scaled.len(), 1);
+    let trigger = &scaled[0]["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "kafka");
+    assert_eq!(trigger["metadata"]["consumerGroup"], "lienthong-warehouse");
+    assert_eq!(trigger["metadata"]["sasl"], "scram_sha512");
+    assert_eq!(trigger["metadata"]["tls"], "enable");
+    let auth = serde_yaml::to_string(&of_kind(&keda, "TriggerAuthentication")[0]["spec"]).unwrap();
+    assert!(
+        auth.contains("lienthong-kafka-warehouse") && auth.contains("kafka-cluster-ca"),
+        "{auth}"
+    );
+    let loader = of_kind(&keda, "Deployment")
+        .into_iter()
+        .find(|d| name(d).ends_with("warehouse-loader"))
+        .expect("warehouse loader Deployment");
+    assert!(
+        loader["spec"]["replicas"].is_null(),
+        "KEDA owns the replica count"
+    );
 
     // Each region its own StatefulSet, volume claim and Service.
     let sets: Vec<_> = of_kind(&prod, "StatefulSet")
