@@ -65,6 +65,14 @@ fn production() -> String {
         .into_owned()
 }
 
+/// The values file that sets every scheduling and identity knob.
+fn scheduling() -> String {
+    chart()
+        .join("ci/scheduling-values.yaml")
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn manifests(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
@@ -104,10 +112,11 @@ fn containers(m: &Value) -> Vec<&Value> {
 fn the_chart_lints_and_every_manifest_is_valid_kubernetes() {
     let chart = chart();
     let chart = chart.to_str().expect("utf-8 path");
-    let production = production();
+    let (production, scheduling) = (production(), scheduling());
     for values in [
         vec![],
         vec!["-f", production.as_str()],
+        vec!["-f", production.as_str(), "-f", scheduling.as_str()],
         vec![
             "-f",
             production.as_str(),
@@ -219,6 +228,11 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "/regionalStore/regions/0/code",
         ),
         ("gateway.replicaz=3", "/gateway"),
+        ("pod.nodeSelectr.zone=a", "/pod"),
+        (
+            "gateway.pod.extraEnv[0].name=1-BAD",
+            "/gateway/pod/extraEnv/0/name",
+        ),
         (
             "warehouseLoader.pgDsn=postgres://u:secret@db/w",
             "/warehouseLoader/pgDsn",
@@ -280,6 +294,84 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
         ])
         .expect_err(&format!("{why} must be refused"));
         assert!(err.contains(says), "{set}: {err}");
+    }
+}
+
+#[test]
+fn pod_settings_reach_every_workload_and_a_workload_block_wins() {
+    let all = manifests(&render(&["-f", &production(), "-f", &scheduling()]));
+    let workloads: Vec<&Value> = all.iter().filter(|m| !containers(m).is_empty()).collect();
+    // Gateway, three regions, de-identification, warehouse loader, setup Job, helm test Pod.
+    assert_eq!(
+        workloads.len(),
+        8,
+        "{:?}",
+        workloads.iter().map(|m| name(m)).collect::<Vec<_>>()
+    );
+    for m in &workloads {
+        let pod = pod_spec(m);
+        let meta = if m["kind"] == "Pod" {
+            &m["metadata"]
+        } else {
+            &m["spec"]["template"]["metadata"]
+        };
+        let gateway = name(m).ends_with("-gateway");
+        assert_eq!(
+            pod["nodeSelector"]["kubernetes.io/os"],
+            "linux",
+            "{}",
+            name(m)
+        );
+        assert_eq!(pod["tolerations"][0]["key"], "dedicated", "{}", name(m));
+        assert_eq!(pod["serviceAccountName"], "lt-lienthong", "{}", name(m));
+        assert_eq!(pod["automountServiceAccountToken"], false, "{}", name(m));
+        assert_eq!(
+            pod["priorityClassName"],
+            if gateway {
+                "lienthong-critical"
+            } else {
+                "lienthong-high"
+            },
+            "{}",
+            name(m)
+        );
+        assert_eq!(
+            pod["topologySpreadConstraints"].is_sequence(),
+            gateway,
+            "{}",
+            name(m)
+        );
+        if m["kind"] != "Pod" {
+            assert_eq!(meta["labels"]["team"], "moh-platform", "{}", name(m));
+            assert_eq!(
+                meta["annotations"]["example.org/owner"],
+                "lienthong",
+                "{}",
+                name(m)
+            );
+        }
+        // The services get the extra environment; the setup steps keep theirs.
+        let service = !matches!(m["kind"].as_str(), Some("Job" | "Pod"));
+        for c in containers(m) {
+            let env = serde_yaml::to_string(&c["env"]).unwrap();
+            assert_eq!(env.contains("Asia/Ho_Chi_Minh"), service, "{}", name(m));
+        }
+    }
+    let accounts = of_kind(&all, "ServiceAccount");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["automountServiceAccountToken"], false);
+    // Without the file, none of it.
+    let plain = render(&["-f", &production()]);
+    for absent in [
+        "nodeSelector",
+        "tolerations",
+        "priorityClassName",
+        "serviceAccountName",
+    ] {
+        assert!(
+            !plain.contains(absent),
+            "{absent} rendered without being asked for"
+        );
     }
 }
 

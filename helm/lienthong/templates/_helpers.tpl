@@ -257,3 +257,70 @@ store): the env entry, the mount and the volume. */}}
     secretName: {{ .Values.pseudonymKey.secret }}
     defaultMode: 0400
 {{- end -}}
+
+{{/* The pod settings of one workload: the release-wide `pod` values with the workload's own
+`pod` block over them. (dict "ctx" $ "pod" .Values.gateway.pod) */}}
+{{- define "lienthong.podValues" -}}
+{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.pod) (deepCopy (default dict .pod))) }}
+{{- end -}}
+
+{{/* Extra pod labels and annotations, under the pod template's metadata (after its labels). */}}
+{{- define "lienthong.podMetadata" -}}
+{{- $p := include "lienthong.podValues" . | fromYaml }}
+{{- with $p.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "lienthong.podAnnotations" -}}
+{{- $p := include "lienthong.podValues" . | fromYaml }}
+{{- with $p.annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Scheduling and identity of a pod: node selection, tolerations, affinity, spread, priority,
+service account. */}}
+{{- define "lienthong.podScheduling" -}}
+{{- $p := include "lienthong.podValues" . | fromYaml }}
+{{- with $p.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $p.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $p.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $p.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $p.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (include "lienthong.serviceAccountName" .ctx) }}
+serviceAccountName: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Extra environment variables of a workload's containers. */}}
+{{- define "lienthong.extraEnv" -}}
+{{- $p := include "lienthong.podValues" . | fromYaml }}
+{{- with $p.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The service account pods run as: the one the chart creates, or one named in values. */}}
+{{- define "lienthong.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lienthong.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end -}}
