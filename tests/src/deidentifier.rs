@@ -38,32 +38,30 @@ pub async fn analytics_topics_with_schemas(
 }
 
 /// Messages of `inputs` (partitions 0..`partitions`) whose offsets `group` committed.
-pub fn committed(group: &str, inputs: &[String], partitions: i32) -> i64 {
-    let Ok(mut cfg) = kafka().client_config() else {
-        return 0;
-    };
+///
+/// While a killed instance's transaction still holds offsets the broker answers "unstable
+/// offset commit" until that transaction is aborted (after the transaction timeout), so a
+/// query can fail for that long: callers retry, and never read a failure as zero.
+pub fn committed(group: &str, inputs: &[String], partitions: i32) -> anyhow::Result<i64> {
+    let mut cfg = kafka().client_config()?;
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false");
-    let Ok(c) = cfg.create::<BaseConsumer>() else {
-        return 0;
-    };
+    let c = cfg.create::<BaseConsumer>()?;
     let mut tpl = TopicPartitionList::new();
     for t in inputs {
         for p in 0..partitions {
             tpl.add_partition(t, p);
         }
     }
-    c.committed_offsets(tpl, Duration::from_secs(10))
-        .map(|tpl| {
-            tpl.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .sum()
+    let tpl = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(tpl
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
         })
-        .unwrap_or(0)
+        .sum())
 }
 
 /// The local stack's analytics key file (`LIENTHONG_ANALYTICS_KEY_FILE`, set by `.state/env`);

@@ -40,9 +40,25 @@ impl Run {
         )
     }
 
-    /// Input messages whose offsets the service committed (in its transactions).
-    fn committed(&self) -> i64 {
-        lienthong_tests::deidentifier::committed(&self.group, &self.inputs, 3)
+    /// Input messages whose offsets the service committed (in its transactions), or `None`
+    /// while the broker cannot say (a killed instance's transaction still open).
+    fn committed_now(&self) -> Option<i64> {
+        lienthong_tests::deidentifier::committed(&self.group, &self.inputs, 3).ok()
+    }
+
+    /// Input messages whose offsets the service committed, waiting out an open transaction
+    /// (aborted by the broker after the 10 s transaction timeout).
+    async fn committed(&self) -> anyhow::Result<i64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match lienthong_tests::deidentifier::committed(&self.group, &self.inputs, 3) {
+                Ok(n) => return Ok(n),
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!("committed offsets unreadable for 60 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 }
 
@@ -215,19 +231,19 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let mut kills = 0;
     let started = Instant::now();
     while kills < 4 {
-        let before = run.committed();
+        let before = run.committed().await?;
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let progress = 4_000 + ((seed >> 33) % 16_000) as i64;
         let mut child = run.spawn()?;
         let until = Instant::now() + Duration::from_secs(90);
-        while run.committed() < before + progress && Instant::now() < until {
+        while run.committed_now().unwrap_or(before) < before + progress && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         child.kill().await?; // SIGKILL: no shutdown path runs, a transaction may be open
         kills += 1;
-        let done = run.committed();
+        let done = run.committed().await?;
         eprintln!(
             "kill {kills}: {done} input messages committed (+{})",
             done - before
@@ -239,11 +255,11 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     }
     let mut child = run.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while (run.committed() as usize) < EVENTS {
+    while (run.committed().await? as usize) < EVENTS {
         anyhow::ensure!(
             Instant::now() < deadline,
             "only {} of {EVENTS} committed",
-            run.committed()
+            run.committed().await?
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
