@@ -26,12 +26,7 @@ pub enum Consumed {
     /// An access audit record of a regional store's query API.
     Audit(pb::AccessAuditEvent),
     /// A de-identified event of an analytics topic.
-    Analytics {
-        /// The decoded event.
-        event: crate::AnalyticsMessage,
-        /// Its protobuf bytes as they came.
-        payload: Vec<u8>,
-    },
+    Analytics(crate::AnalyticsMessage),
 }
 
 /// A failure that says nothing about the message (registry or dead-letter topic unreachable):
@@ -127,17 +122,12 @@ impl MessageReader<'_> {
         if let Some(analytics) =
             crate::AnalyticsMessage::decode(&decoded.full_name, &decoded.payload)
         {
-            return Ok(analytics
-                .map(|event| Consumed::Analytics {
-                    event,
-                    payload: decoded.payload.clone(),
-                })
-                .map_err(|e| {
-                    (
-                        Reason::Undecodable,
-                        format!("{origin}: {} does not decode: {e}", decoded.full_name),
-                    )
-                }));
+            return Ok(analytics.map(Consumed::Analytics).map_err(|e| {
+                (
+                    Reason::Undecodable,
+                    format!("{origin}: {} does not decode: {e}", decoded.full_name),
+                )
+            }));
         }
         if self.receipt_topic == Some(m.topic()) {
             return Ok(decoded_as(

@@ -199,7 +199,7 @@ async fn deidentify(
                 Consumed::Event { event, .. } => Ok(deidentifier.event(&event)),
                 Consumed::Receipt(receipt) => Ok(deidentifier.receipt(&receipt)),
                 Consumed::Audit(_) => Err("the access audit is not de-identified here".into()),
-                Consumed::Analytics { .. } => {
+                Consumed::Analytics(_) => {
                     Err("an analytics event is de-identified already; it is not read here".into())
                 }
             })

@@ -245,6 +245,6 @@ pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
             Change::consumed(event, &payload)
         }
         // Audit records are never read by a store (no audit topic is given to its reader).
-        Consumed::Event { .. } | Consumed::Audit(_) | Consumed::Analytics { .. } => Change::Skip,
+        Consumed::Event { .. } | Consumed::Audit(_) | Consumed::Analytics(_) => Change::Skip,
     }
 }

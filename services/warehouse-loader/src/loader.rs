@@ -244,7 +244,7 @@ async fn prepare_with_retry(
 /// document or receipt with personal data never becomes a row, whatever topic it came from.
 fn rows_for(consumed: Consumed, origin: Origin<'_>) -> Result<MessageRows, String> {
     match consumed {
-        Consumed::Analytics { event, .. } => analytics_rows(&event).map(MessageRows::Event),
+        Consumed::Analytics(event) => analytics_rows(&event).map(MessageRows::Event),
         Consumed::Audit(a) => crate::accesses::access_row(&a).map(MessageRows::Access),
         Consumed::Event { .. } | Consumed::Receipt(_) => {
             return Err(format!(
