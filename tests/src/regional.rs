@@ -29,6 +29,9 @@ pub fn config(
         patient_reads_per_minute: 6000,
         patient_read_burst: 1000,
         batch_events: 500,
-        session_timeout_ms: 6000,
+        replica: "0".into(),
+        ready_max_lag: 1000,
+        cutoff_secs: 30,
+        checkpoint_secs: 60,
     }
 }

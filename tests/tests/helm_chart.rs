@@ -459,6 +459,50 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         .find(|s| name(s).ends_with("-79"))
         .expect("region 79");
     assert_eq!(hcm["spec"]["replicas"].as_u64(), Some(2));
+    // Replicas of a region are full copies: stable names from a headless Service (metrics
+    // included), queries through a Service of ready replicas only, a disruption budget, and
+    // readiness that means open and caught up, apart from liveness.
+    for s in &sets {
+        let headless = format!("{}-headless", name(s));
+        assert_eq!(s["spec"]["serviceName"], headless.as_str());
+        let svc = of_kind(&prod, "Service")
+            .into_iter()
+            .find(|svc| name(svc) == headless)
+            .expect("a headless Service per region");
+        assert_eq!(svc["spec"]["clusterIP"], "None");
+        let ports = serde_yaml::to_string(&svc["spec"]["ports"]).unwrap();
+        assert!(
+            ports.contains("metrics") && ports.contains("grpc"),
+            "{ports}"
+        );
+        let queries = of_kind(&prod, "Service")
+            .into_iter()
+            .find(|svc| name(svc) == name(s))
+            .expect("a query Service per region");
+        let ports = serde_yaml::to_string(&queries["spec"]["ports"]).unwrap();
+        assert!(!ports.contains("metrics"), "queries only: {ports}");
+        let pdb = of_kind(&prod, "PodDisruptionBudget")
+            .into_iter()
+            .find(|p| name(p) == name(s))
+            .expect("a PodDisruptionBudget per region");
+        assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"]["lienthong.vn/region"],
+            s["metadata"]["labels"]["lienthong.vn/region"]
+        );
+        let c = &containers(s)[0];
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+        let text = serde_yaml::to_string(c).unwrap();
+        for expected in [
+            "LIENTHONG_REGIONAL_REPLICA",
+            "apps.kubernetes.io/pod-index",
+            "--ready-max-lag=",
+            "--cutoff-secs=",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+    }
 
     // The de-identification service: a StatefulSet whose transactional ids are its pod names
     // (stable across restarts), with the analytics key and no pseudonym key.

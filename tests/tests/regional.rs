@@ -107,37 +107,64 @@ async fn start_with(
         listener,
         shutdown.clone(),
     ));
-    for _ in 0..100 {
-        if handle.is_finished() {
-            return Err(anyhow::anyhow!(
-                "the store stopped during start-up: {:?}",
-                handle.await?
-            ));
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(Running {
+    let running = Running {
         addr,
         pki,
         shutdown,
         handle,
         _dir: dir,
-    })
+    };
+    // Health says SERVING once every region's store is open and caught up; queries before
+    // that are refused (UNAVAILABLE), as a replica that could answer only part of a region.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if running.handle.is_finished() {
+            let mut running = running;
+            return Err(anyhow::anyhow!(
+                "the store stopped during start-up: {:?}",
+                (&mut running.handle).await?
+            ));
+        }
+        if running.serving().await {
+            return Ok(running);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "the store did not say SERVING within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Running {
     async fn client(&self) -> anyhow::Result<RegionalQueryServiceClient<Channel>> {
+        Ok(RegionalQueryServiceClient::new(self.channel().await?))
+    }
+
+    /// Whether gRPC health says the query service is SERVING.
+    async fn serving(&self) -> bool {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let Ok(channel) = self.channel().await else {
+            return false;
+        };
+        let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "lienthong.v1.RegionalQueryService".into(),
+            })
+            .await;
+        answer.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.pki.ca_pem()))
             .domain_name("localhost");
-        let ch = Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
-            .tls_config(tls)?
-            .connect()
-            .await?;
-        Ok(RegionalQueryServiceClient::new(ch))
+        Ok(
+            Channel::from_shared(format!("https://localhost:{}", self.addr.port()))?
+                .tls_config(tls)?
+                .connect()
+                .await?,
+        )
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {

@@ -18,11 +18,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 const EVENTS: usize = 100_000;
 const REGION: &str = "79";
 
-/// Messages the region's group has not committed yet (advisory commits follow each flush).
+/// Messages replica 0 of the region has not committed yet (advisory commits follow each flush).
 fn lag(topics: &[String]) -> anyhow::Result<i64> {
     let args = kafka();
     let mut cfg = args.client_config()?;
-    cfg.set("group.id", format!("lienthong-regional-{REGION}"));
+    cfg.set("group.id", format!("lienthong-regional-{REGION}-0"));
     let consumer: BaseConsumer = cfg.create()?;
     let mut total = 0;
     let md = consumer.fetch_metadata(None, args.timeout())?;
@@ -88,8 +88,6 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         topics[&DocumentKind::LabResult].clone(),
         "--topic-receipt".into(),
         receipt.clone(),
-        "--session-timeout-ms".into(),
-        "6000".into(),
         "--kafka-bootstrap".into(),
         kafka_args.bootstrap.clone(),
         "--registry-url".into(),

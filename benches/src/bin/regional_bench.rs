@@ -42,6 +42,14 @@ struct Args {
     /// Most messages per applied batch in part 2 (the service's --batch-events default).
     #[arg(long, default_value_t = 4000)]
     topic_batch: usize,
+    /// Events applied after the last checkpoint before the kill -9 that the open after a
+    /// crash replays (one checkpoint interval of a region's traffic).
+    #[arg(long, default_value_t = 100_000)]
+    interval_events: usize,
+    /// Only open the store in this folder and print one line of figures (what the bench runs
+    /// in a fresh process to measure an open and its memory).
+    #[arg(long, hide = true)]
+    open_only: Option<std::path::PathBuf>,
 }
 
 /// What the queries of part 1 ask for.
@@ -57,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     // As the service does.
     lienthong_regional_store::memory::disable_transparent_huge_pages();
     let args = Args::parse();
+    if let Some(dir) = &args.open_only {
+        return open_only(dir);
+    }
     decoding_side(args.events.min(200_000))?;
     let (_dir, filled) = store_level(&args)?;
     if args.topic_events > 0 {
@@ -220,17 +231,96 @@ fn store_level(args: &Args) -> anyhow::Result<(tempfile::TempDir, RegionStore)> 
         "(store work only: the API adds TLS, authentication and the audit record, which must be \
          acknowledged by Kafka before the answer)"
     );
-    // A restart rebuilds the filing and the lists from the documents.
     drop(store);
+    let store = opening(dir.path(), args, &mut g, &patients, &mut targets)?;
+    Ok((dir, store))
+}
+
+/// One open of the store in `dir`, in this (fresh) process: seconds, how, documents, and the
+/// resident memory the open added.
+fn open_only(dir: &std::path::Path) -> anyhow::Result<()> {
+    let before = lienthong_benches::rss_mib();
     let t = Instant::now();
-    let store = RegionStore::open(dir.path())?;
+    let store = RegionStore::open(dir)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let added = lienthong_benches::rss_mib() - before;
     println!(
-        "| open (the catalogue, the document filing and the lists rebuilt in memory from the bundles: {} documents, {} list entries) | {:.2} s | |",
+        "{seconds} {added} {} {} {:?}",
         store.filed_documents(),
         store.listed_documents(),
+        store.opened_from()
+    );
+    Ok(())
+}
+
+/// Opens the store in `dir` in a fresh process (so its memory is the open's alone).
+fn open_in_child(dir: &std::path::Path) -> anyhow::Result<(f64, f64, usize, String)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--open-only")
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the open failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout)?;
+    let mut parts = line.trim().splitn(5, ' ');
+    let mut next = || parts.next().unwrap_or_default().to_owned();
+    Ok((next().parse()?, next().parse()?, next().parse()?, {
+        let _listed = next();
+        next()
+    }))
+}
+
+/// Opening after a restart: without a checkpoint (every bundle replayed), after a clean stop
+/// (the checkpoint alone) and after a kill -9 one checkpoint interval after the last
+/// checkpoint; each in a fresh process, with the memory it added. Returns the store, open.
+fn opening(
+    dir: &std::path::Path,
+    args: &Args,
+    g: &mut Generator,
+    patients: &[String],
+    targets: &mut Targets,
+) -> anyhow::Result<RegionStore> {
+    let per_million = |mib: f64, docs: usize| mib * 1e6 / docs.max(1) as f64;
+    let (full, full_mib, docs, how) = open_in_child(dir)?;
+    println!(
+        "| open without a checkpoint ({how}: {docs} documents) | {full:.2} s, {:.0} MiB per million documents | |",
+        per_million(full_mib, docs)
+    );
+    let store = RegionStore::open(dir)?;
+    let t = Instant::now();
+    let bytes = store.checkpoint()?;
+    println!(
+        "| checkpoint write ({:.0} MiB) | {:.2} s | |",
+        bytes as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    Ok((dir, store))
+    drop(store);
+    let (clean, clean_mib, docs, how) = open_in_child(dir)?;
+    println!(
+        "| open after a clean stop ({how}: {docs} documents) | {clean:.2} s, {:.0} MiB per million documents | <= 1 s per million; <= 150 MiB per million |",
+        per_million(clean_mib, docs)
+    );
+    // A kill -9 one interval after the checkpoint: what sled has (flushed) past it is replayed.
+    let store = RegionStore::open(dir)?;
+    store.checkpoint()?;
+    let t = Instant::now();
+    apply_all(args.interval_events, &store, g, patients, targets)?;
+    let interval_apply = t.elapsed().as_secs_f64();
+    futures::executor::block_on(store.flush())?;
+    drop(store);
+    let (crashed, _, docs, how) = open_in_child(dir)?;
+    println!(
+        "| open after kill -9, {} events after the last checkpoint ({how}: {docs} documents) | {crashed:.2} s (clean open {clean:.2} s + replay; applying those events took {interval_apply:.2} s) | <= the replay of one checkpoint interval |",
+        args.interval_events
+    );
+    println!(
+        "| open time, full replay / after a clean stop | {:.1}x | |",
+        full / clean.max(1e-9)
+    );
+    Ok(RegionStore::open(dir)?)
 }
 
 /// Applies `events` generated events in batches of 1,000 as the consumer does; the seconds
@@ -340,6 +430,7 @@ async fn from_topic(args: &Args, store: &RegionStore, into: &str) -> anyhow::Res
         codec,
         producer,
         store.clone(),
+        lienthong_regional_store::health::RegionHealth::unobserved(&[region.to_owned()]).await,
         shutdown.clone(),
     ));
     let mut first: Option<(Instant, i64)> = None;

@@ -72,6 +72,20 @@ impl PositionSource for StoredPositions {
     }
 }
 
+/// Consumer context of a reader that assigns its partitions itself: reports lag.
+pub struct ReportsLag {
+    /// The group its advisory commits name, the lag metric's label.
+    pub group: String,
+}
+
+impl ClientContext for ReportsLag {
+    fn stats(&self, statistics: Statistics) {
+        record_lag(&self.group, &statistics);
+    }
+}
+
+impl ConsumerContext for ReportsLag {}
+
 /// Consumer context that starts every assigned partition at its stored position (or the
 /// beginning when nothing of it was ever stored), so the consumer's own store, not Kafka's
 /// advisory commits, decides where reading resumes; it also reports lag.
@@ -103,19 +117,11 @@ impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                // The stored positions are also committed: a process killed between its write
-                // and its advisory commit would otherwise show lag on a partition that gets
-                // no new message (nothing to consume, so nothing ever commits it again).
-                let mut stored = TopicPartitionList::new();
-                for (topic, partition) in parts {
-                    let next = self.positions.next_offset(&topic, partition);
+                for (topic, partition) in &parts {
+                    let next = self.positions.next_offset(topic, *partition);
                     let start = next.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(err) = tpl.set_partition_offset(&topic, partition, start) {
+                    if let Err(err) = tpl.set_partition_offset(topic, *partition, start) {
                         tracing::error!(%err, topic, partition, "cannot set start offset");
-                    }
-                    if let Some(next) = next {
-                        let _ =
-                            stored.add_partition_offset(&topic, partition, Offset::Offset(next));
                     }
                 }
                 tracing::info!(
@@ -123,11 +129,8 @@ impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
                     "partitions assigned; starting from the stored positions"
                 );
                 let assigned = consumer.assign(tpl);
-                if assigned.is_ok()
-                    && stored.count() > 0
-                    && let Err(e) = consumer.commit(&stored, CommitMode::Async)
-                {
-                    tracing::debug!(error = %e, "advisory commit of the stored positions failed");
+                if assigned.is_ok() {
+                    crate::assignment::commit_stored(consumer, &parts, &self.positions);
                 }
                 assigned
             }

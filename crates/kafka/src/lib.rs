@@ -2,6 +2,7 @@
 //! topics and ACLs as code.
 
 pub mod acls;
+pub mod assignment;
 pub mod build;
 pub mod connection;
 pub mod consumption;

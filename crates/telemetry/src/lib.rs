@@ -5,6 +5,7 @@
 //! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
 
 mod catalogue;
+pub mod health;
 pub mod process;
 
 pub use catalogue::{Metric, MetricKind, describe, zero};
@@ -105,23 +106,57 @@ pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Starts the Prometheus exporter on `addr` and installs it as the global metrics recorder.
+/// Installs the Prometheus recorder as the global metrics recorder and serves, on `addr`,
+/// `/metrics`, `/livez` and `/readyz` (see [`health`]). The server and the recorder's upkeep
+/// are tasks of the current runtime that live as long as it: they own nothing to flush.
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
-    let failed = |e: metrics_exporter_prometheus::BuildError| Error::Metrics {
-        addr,
-        message: e.to_string(),
-    };
+    let failed = |message: String| Error::Metrics { addr, message };
     // Durations as histograms, not summaries: the dashboards aggregate quantiles over every
     // replica (histogram_quantile over summed buckets), which summaries cannot do.
-    PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-        .map_err(failed)?
-        .with_http_listener(addr)
-        .install()
-        .map_err(failed)?;
+        .map_err(|e| failed(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| failed(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| failed(e.to_string()))?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| failed(e.to_string()))?;
+    metrics::set_global_recorder(recorder).map_err(|_| Error::AlreadyInitialised)?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
+        .route("/livez", axum::routing::get(|| async { "alive\n" }))
+        .route("/readyz", axum::routing::get(readyz));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics and health endpoint stopped");
+        }
+    });
     process::start();
-    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /livez and /readyz");
     Ok(())
+}
+
+async fn readyz() -> (axum::http::StatusCode, String) {
+    match health::readiness() {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n".into()),
+        Err(reasons) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", reasons.join("\n")),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -151,21 +186,22 @@ mod tests {
         serve_metrics(addr).expect("exporter starts");
         metrics::counter!("lienthong_test_events_total", "outcome" => "accepted").increment(3);
         metrics::histogram!("lienthong_test_seconds").record(0.003);
-        let body = tokio::task::spawn_blocking(move || {
-            for _ in 0..50 {
-                if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-                    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-                        .expect("write");
-                    let mut body = String::new();
-                    s.read_to_string(&mut body).expect("read");
-                    return body;
+        let get = move |path: &'static str| {
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..50 {
+                    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                            .expect("write");
+                        let mut body = String::new();
+                        s.read_to_string(&mut body).expect("read");
+                        return body;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            String::new()
-        })
-        .await
-        .expect("join");
+                String::new()
+            })
+        };
+        let body = get("/metrics").await.expect("join");
         assert!(
             body.contains("lienthong_test_events_total{outcome=\"accepted\"} 3"),
             "{body}"
@@ -188,5 +224,20 @@ mod tests {
             body.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
             "{body}"
         );
+        // Liveness and readiness apart from the scrape; readiness follows what parts set.
+        let live = get("/livez").await.expect("join");
+        assert!(
+            live.starts_with("HTTP/1.0 200") && live.ends_with("alive\n"),
+            "{live}"
+        );
+        health::set_ready("endpoint-test", Err("still opening".into()));
+        let ready = get("/readyz").await.expect("join");
+        assert!(
+            ready.starts_with("HTTP/1.0 503") && ready.contains("endpoint-test: still opening"),
+            "{ready}"
+        );
+        health::set_ready("endpoint-test", Ok(()));
+        let ready = get("/readyz").await.expect("join");
+        assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
     }
 }

@@ -249,6 +249,58 @@ impl Catalogue {
         self.bundles.get(&bundle).is_some_and(|u| u.live == 0)
     }
 
+    /// The highest bundle number held or seen (new bundles get higher ones).
+    pub fn last_number(&self) -> u64 {
+        self.next
+    }
+
+    /// Every bundle held: (number, records, current records).
+    pub fn uses(&self) -> impl Iterator<Item = (u64, u32, u32)> + '_ {
+        self.bundles.iter().map(|(n, u)| (*n, u.records, u.live))
+    }
+
+    /// Bundles none of whose records is current.
+    pub fn unused(&self) -> Vec<u64> {
+        self.bundles
+            .iter()
+            .filter(|(_, u)| u.live == 0)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// A catalogue as a checkpoint recorded it: spans in key order, bundle uses (number,
+    /// records, current records) and the highest bundle number seen.
+    pub fn restore(
+        spans: Vec<(Box<[u8]>, Span)>,
+        uses: impl IntoIterator<Item = (u64, u32, u32)>,
+        last_number: u64,
+    ) -> Self {
+        let mut c = Self {
+            // Built in bulk from sorted keys: far faster than inserting one by one.
+            spans: spans
+                .into_iter()
+                .map(|(bytes, span)| {
+                    (
+                        Key {
+                            head: head(&bytes),
+                            bytes,
+                        },
+                        span,
+                    )
+                })
+                .collect(),
+            next: last_number,
+            ..Self::default()
+        };
+        for (number, records, live) in uses {
+            c.bundles.insert(number, Use { records, live });
+            if live * 2 < records {
+                c.sparse.insert(number);
+            }
+        }
+        c
+    }
+
     /// Forgets a bundle (compacted or empty; none of its records is current any more).
     pub fn forget_bundle(&mut self, bundle: u64) {
         self.bundles.remove(&bundle);

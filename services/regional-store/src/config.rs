@@ -64,13 +64,23 @@ pub struct RegionalConfig {
     /// with its offsets).
     #[arg(long, env = "LIENTHONG_REGIONAL_BATCH_EVENTS", default_value_t = 4000)]
     pub batch_events: usize,
-    /// Kafka session timeout in ms (how soon a crashed instance's partitions move on).
-    #[arg(
-        long,
-        env = "LIENTHONG_REGIONAL_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
-    pub session_timeout_ms: u64,
+    /// Seconds between checkpoints of a store's in-memory structures (and one at every clean
+    /// stop): after a crash, opening replays at most what was applied in this time.
+    #[arg(long, env = "LIENTHONG_REGIONAL_CHECKPOINT_SECS", default_value_t = 60)]
+    pub checkpoint_secs: u64,
+    /// This replica's name within its region (the StatefulSet pod index): every replica
+    /// reads every partition of its region and keeps its own positions, and names its
+    /// advisory offset commits (the lag of `lienthong-regional-<region>-<replica>`) with it.
+    #[arg(long, env = "LIENTHONG_REGIONAL_REPLICA", default_value = "0")]
+    pub replica: String,
+    /// Messages a region's store may be behind its topics' ends and still be ready (gRPC
+    /// health SERVING, `/readyz` 200); further behind, it is catching up and not ready.
+    #[arg(long, env = "LIENTHONG_REGIONAL_READY_MAX_LAG", default_value_t = 1000)]
+    pub ready_max_lag: u64,
+    /// Seconds a region's store may go without reaching Kafka before it stops being ready
+    /// (its answers may be missing what was published since).
+    #[arg(long, env = "LIENTHONG_REGIONAL_CUTOFF_SECS", default_value_t = 30)]
+    pub cutoff_secs: u64,
 }
 
 impl RegionalConfig {
@@ -98,9 +108,10 @@ impl RegionalConfig {
         self.serving.listen_or(Self::DEFAULT_LISTEN)
     }
 
-    /// Consumer group of a region.
-    pub fn group(region: &str) -> String {
-        format!("lienthong-regional-{region}")
+    /// The group named by a replica's advisory commits (no group is joined: every replica
+    /// reads every partition).
+    pub fn group(&self, region: &str) -> String {
+        format!("lienthong-regional-{region}-{}", self.replica)
     }
 
     /// Checks the settings together.
@@ -117,6 +128,21 @@ impl RegionalConfig {
                     "--regions: {r:?} is not one of the 34 current province codes"
                 ));
             }
+        }
+        if self.replica.is_empty()
+            || !self
+                .replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(format!(
+                "--replica {:?}: give the replica's name in letters, digits, '-', '_' or '.' \
+                 (in Kubernetes, the pod index)",
+                self.replica
+            ));
+        }
+        if self.checkpoint_secs == 0 {
+            return Err("--checkpoint-secs must be at least 1".into());
         }
         if self.care_window_days == 0 {
             return Err("--care-window-days must be at least 1".into());

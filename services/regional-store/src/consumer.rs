@@ -1,11 +1,15 @@
-//! Consumption of one region: its own consumer group, seek to the store's offsets on every
-//! assignment, atomic sled batches with their offsets inside, dead letters for poison.
+//! Consumption of one region: every partition of its topics assigned to this replica (no
+//! group is joined, so every replica holds the whole region), started at the store's own
+//! offsets; atomic sled batches with their offsets inside; dead letters for poison. Beside
+//! it, a watch of how far the store is behind its topics, which decides the region's health.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_core::ProvinceCode;
+use lienthong_kafka::assignment;
 use lienthong_kafka::consumption::{
-    BatchPreparer, BatchWriter, PipelineEnd, PositionSource, PreparedBatch, SeekToStored,
+    BatchPreparer, BatchWriter, PipelineEnd, PositionSource, PreparedBatch, ReportsLag,
     consume_pipelined,
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
@@ -16,12 +20,20 @@ use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
+use crate::health::{Condition, RegionHealth};
 use crate::store::{Change, RegionStore};
 
 /// Retries of a batch not decoded or not applied.
 const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
 
-/// The store's own positions: where each partition resumes after a (re)assignment.
+/// How often the watch measures how far behind the store is.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the watch looks for partitions added to the region's topics.
+const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(30);
+
+/// The store's own positions: where each partition starts.
+#[derive(Clone)]
 struct StorePositions(RegionStore);
 
 impl PositionSource for StorePositions {
@@ -32,29 +44,54 @@ impl PositionSource for StorePositions {
     }
 }
 
+/// The region's consumer as the loop and the watch share it.
+type RegionConsumer = StreamConsumer<ReportsLag>;
+
 /// Consumes for `region` into `store` until `shutdown`; finishes the open batch first.
+/// `health` follows how far behind the store is.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_region(
     region: String,
     config: RegionalConfig,
     kafka: KafkaArgs,
-    codec: std::sync::Arc<WireCodec>,
+    codec: Arc<WireCodec>,
     dlq: EventProducer,
     store: RegionStore,
+    health: RegionHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let group = RegionalConfig::group(&region);
+    let group = config.group(&region);
     let region_code =
         ProvinceCode::current(&region).ok_or_else(|| anyhow::anyhow!("unknown region {region}"))?;
-    let cfg = sink_consumer_config(&kafka, &group, config.session_timeout_ms)?;
-    let consumer: StreamConsumer<SeekToStored<StorePositions>> =
-        cfg.create_with_context(SeekToStored {
-            group: group.clone(),
-            positions: StorePositions(store.clone()),
-        })?;
-    let topics = config.consumed_topics();
-    consumer.subscribe(&topics)?;
-    lienthong_kafka::metrics::register_consumer(&group, &topics);
-    tracing::info!(%region, %group, "regional consumer started");
+    let cfg = sink_consumer_config(&kafka, &group, None)?;
+    let positions = StorePositions(store.clone());
+    let consumer: Arc<RegionConsumer> = Arc::new(cfg.create_with_context(ReportsLag {
+        group: group.clone(),
+    })?);
+    let topics: Vec<String> = config
+        .consumed_topics()
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    let parts = {
+        let (consumer, topics, positions, timeout) = (
+            Arc::clone(&consumer),
+            topics.clone(),
+            positions.clone(),
+            kafka.timeout(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let parts = assignment::partitions(&*consumer, &names, timeout)?;
+            consumer.assign(&assignment::starting_at_stored(&parts, &positions)?)?;
+            assignment::commit_stored(&*consumer, &parts, &positions);
+            anyhow::Ok(parts)
+        })
+        .await??
+    };
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    lienthong_kafka::metrics::register_consumer(&group, &names);
+    tracing::info!(%region, %group, partitions = parts.len(), "regional consumer started: every partition of the region's topics");
 
     // Pipelined: while batch n is applied to sled (a blocking thread), batch n+1 is fetched,
     // decoded, validated and dead-lettered. n+1 is applied only after n; if n is not applied
@@ -68,16 +105,44 @@ pub async fn run_region(
         store: &store,
         shutdown: &shutdown,
     };
-    let end = consume_pipelined(
-        &consumer,
-        config.batch_events,
-        Duration::from_millis(200),
-        &shutdown,
-        &step,
-        &mut &step,
-    )
-    .await;
+    let watch_stop = shutdown.child_token();
+    let watch = Watch {
+        region: region.clone(),
+        consumer: Arc::clone(&consumer),
+        // A client of its own: on the consumer's connections, a watermark request waits
+        // behind the fetch long-poll (up to 500 ms each, half a minute for the region).
+        probe: Arc::new(kafka.client_config()?.set("group.id", &group).create()?),
+        topics,
+        parts,
+        positions,
+        timeout: kafka.timeout(),
+        max_lag: i64::try_from(config.ready_max_lag).unwrap_or(i64::MAX),
+        cutoff: Duration::from_secs(config.cutoff_secs),
+        health,
+    };
+    let consuming = async {
+        let end = consume_pipelined(
+            &*consumer,
+            config.batch_events,
+            Duration::from_millis(200),
+            &shutdown,
+            &step,
+            &mut &step,
+        )
+        .await;
+        watch_stop.cancel();
+        end
+    };
+    let checkpoints = checkpoint_every(
+        &region,
+        &store,
+        Duration::from_secs(config.checkpoint_secs),
+        &watch_stop,
+    );
+    let (end, (), ()) = tokio::join!(consuming, watch.run(&watch_stop), checkpoints);
     store.flush().await?;
+    // A clean stop leaves a checkpoint of everything applied: the next start opens from it.
+    checkpoint(&region, &store).await;
     match end {
         PipelineEnd::Drained => {
             tracing::info!(%region, "regional consumer stopped after its last batch");
@@ -88,6 +153,137 @@ pub async fn run_region(
         ),
     }
     Ok(())
+}
+
+/// Checkpoints `store` every `every` until `stop`.
+async fn checkpoint_every(
+    region: &str,
+    store: &RegionStore,
+    every: Duration,
+    stop: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => checkpoint(region, store).await,
+        }
+    }
+}
+
+/// Writes a checkpoint of `store` off the runtime's workers. A failure is logged: the store
+/// stays correct without one, it only opens more slowly.
+async fn checkpoint(region: &str, store: &RegionStore) {
+    let started = Instant::now();
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.checkpoint()).await {
+        Ok(Ok(bytes)) => {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS.name).record(seconds);
+            tracing::debug!(region, bytes, seconds, "checkpoint written");
+        }
+        Ok(Err(e)) => tracing::warn!(region, error = %e, "no checkpoint written"),
+        Err(e) => tracing::warn!(region, error = %e, "no checkpoint written"),
+    }
+}
+
+/// Measures how far behind its topics a region's store is, and what that makes its health;
+/// assigns partitions added to the topics.
+struct Watch {
+    region: String,
+    consumer: Arc<RegionConsumer>,
+    probe: Arc<rdkafka::consumer::BaseConsumer>,
+    topics: Vec<String>,
+    parts: Vec<(String, i32)>,
+    positions: StorePositions,
+    timeout: Duration,
+    max_lag: i64,
+    cutoff: Duration,
+    health: RegionHealth,
+}
+
+impl Watch {
+    async fn run(mut self, stop: &CancellationToken) {
+        let mut last_contact = Instant::now();
+        let mut partitions_checked = Instant::now();
+        loop {
+            let look_for_new = partitions_checked.elapsed() >= NEW_PARTITIONS_EVERY;
+            let (consumer, probe, topics, parts, positions, timeout) = (
+                Arc::clone(&self.consumer),
+                Arc::clone(&self.probe),
+                self.topics.clone(),
+                self.parts.clone(),
+                self.positions.clone(),
+                self.timeout,
+            );
+            let began = Instant::now();
+            let measured = tokio::task::spawn_blocking(move || {
+                let mut added = Vec::new();
+                if look_for_new {
+                    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    added = assignment::partitions(&*probe, &names, timeout)?
+                        .into_iter()
+                        .filter(|p| !parts.contains(p))
+                        .collect();
+                    if !added.is_empty() {
+                        consumer.incremental_assign(&assignment::starting_at_stored(
+                            &added, &positions,
+                        )?)?;
+                        assignment::commit_stored(&*consumer, &added, &positions);
+                    }
+                }
+                let all: Vec<(String, i32)> = parts.iter().chain(&added).cloned().collect();
+                let behind = assignment::lag(&*probe, &all, &positions, timeout)?;
+                anyhow::Ok((behind, added))
+            })
+            .await;
+            tracing::debug!(
+                region = self.region,
+                seconds = began.elapsed().as_secs_f64(),
+                ok = matches!(measured, Ok(Ok(_))),
+                "lag measured"
+            );
+            let condition = match measured {
+                Ok(Ok((behind, added))) => {
+                    if look_for_new {
+                        partitions_checked = Instant::now();
+                    }
+                    if !added.is_empty() {
+                        tracing::info!(region = self.region, ?added, "new partitions assigned");
+                        self.parts.extend(added);
+                    }
+                    last_contact = Instant::now();
+                    metrics::gauge!(crate::metrics::BEHIND.name, "region" => self.region.clone())
+                        .set(behind as f64);
+                    if behind <= self.max_lag {
+                        Condition::Serving
+                    } else {
+                        Condition::CatchingUp { behind }
+                    }
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => format!("{e:#}"),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::debug!(region = self.region, error, "cannot measure the lag");
+                    let silent = last_contact.elapsed();
+                    if silent > self.cutoff {
+                        Condition::CutOff {
+                            seconds: silent.as_secs(),
+                        }
+                    } else {
+                        self.health.of(&self.region)
+                    }
+                }
+            };
+            self.health.set(&self.region, condition).await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+        }
+    }
 }
 
 /// A batch read from Kafka with what each message changes (dead letters already sent).

@@ -7,6 +7,7 @@ pub mod care;
 pub mod config;
 pub mod consumer;
 pub mod filing;
+pub mod health;
 pub mod lists;
 pub mod live;
 pub mod memory;

@@ -128,6 +128,13 @@ impl Lists {
             .collect()
     }
 
+    /// Every entry of both lists, the worklist's first, each list in order.
+    pub fn entries(&self) -> impl Iterator<Item = (List, &[u8])> {
+        let worklist = self.worklist.iter().map(|e| (List::Worklist, &**e));
+        let appointments = self.appointments.iter().map(|e| (List::Appointments, &**e));
+        worklist.chain(appointments)
+    }
+
     /// Entries held in memory, over both lists.
     pub fn len(&self) -> usize {
         self.worklist.len() + self.appointments.len()

@@ -10,47 +10,73 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
 use crate::consumer::run_region;
+use crate::health::{Condition, RegionHealth};
 use crate::store::RegionStore;
 
 /// How often a serving instance looks for a completed rebuild.
 pub const REBUILD_POLL: Duration = Duration::from_secs(2);
 
-/// A region's store, or None while a swap opens the rebuilt store.
+/// A region's store, or None while it opens (at start, or a swap opens the rebuilt store).
 type Slot = (String, Option<Arc<RegionStore>>);
 
-/// The stores of the regions an instance serves, shared by the query API and the consumers.
-#[derive(Clone, Default)]
+/// The stores of the regions an instance serves, shared by the query API and the consumers,
+/// with whether each may answer.
+#[derive(Clone)]
 pub struct LiveStores {
     slots: Arc<RwLock<Vec<Slot>>>,
+    health: RegionHealth,
 }
 
-/// A region's store is being swapped for its rebuild; retry in a moment.
+/// A region's store cannot answer now; another replica, or this one in a moment, can.
 #[derive(Debug, thiserror::Error)]
-#[error("the store of region {0} is being swapped for its rebuilt copy; retry in a moment")]
-pub struct Swapping(pub String);
+#[error(
+    "region {region} cannot answer on this replica now ({why}); retry on another replica or in a moment"
+)]
+pub struct NotAnswering {
+    /// The region.
+    pub region: String,
+    /// Why: opening, catching up.
+    pub why: String,
+}
 
 impl LiveStores {
-    /// Stores serving the given regions.
-    pub fn new(stores: Vec<(String, RegionStore)>) -> Self {
+    /// The given regions, every store still to open.
+    pub fn opening(regions: &[String], health: RegionHealth) -> Self {
         Self {
             slots: Arc::new(RwLock::new(
-                stores
-                    .into_iter()
-                    .map(|(r, s)| (r, Some(Arc::new(s))))
-                    .collect(),
+                regions.iter().map(|r| (r.clone(), None)).collect(),
             )),
+            health,
         }
     }
 
-    /// Every region's current store (cheap handles, safe to hold for one request).
-    pub fn snapshot(&self) -> Result<Vec<(String, Arc<RegionStore>)>, Swapping> {
+    /// Puts `region`'s opened store in service (answering once its health says so).
+    pub fn put(&self, region: &str, store: RegionStore) {
+        self.set(region, Some(Arc::new(store)));
+    }
+
+    /// The regions' health.
+    pub fn health(&self) -> &RegionHealth {
+        &self.health
+    }
+
+    /// Every region's current store (cheap handles, safe to hold for one request); an error
+    /// when one is not open or not caught up.
+    pub fn snapshot(&self) -> Result<Vec<(String, Arc<RegionStore>)>, NotAnswering> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
             .iter()
             .map(|(r, s)| {
-                s.clone()
-                    .map(|s| (r.clone(), s))
-                    .ok_or_else(|| Swapping(r.clone()))
+                let condition = self.health.of(r);
+                match s {
+                    Some(s) if condition.answers() => Ok((r.clone(), Arc::clone(s))),
+                    _ => Err(NotAnswering {
+                        region: r.clone(),
+                        why: condition
+                            .reason()
+                            .unwrap_or_else(|| "the store is opening".into()),
+                    }),
+                }
             })
             .collect()
     }
@@ -80,6 +106,7 @@ impl LiveStores {
         config: &RegionalConfig,
         region: &str,
     ) -> anyhow::Result<()> {
+        self.health.set(region, Condition::Opening).await;
         if let Some(mut old) = self.set(region, None) {
             loop {
                 match Arc::try_unwrap(old) {
@@ -94,20 +121,21 @@ impl LiveStores {
                 }
             }
         }
-        // Opening builds the filing and the lists from every document: seconds per million.
+        // A rebuild leaves a checkpoint: opening it reads no bundle.
         let opened = {
             let (config, region) = (config.clone(), region.to_owned());
             tokio::task::spawn_blocking(move || open_store(&config, &region)).await?
         };
         // On failure the region stays out of service (queries say so) rather than serving a
         // half-swapped store; the error goes to the supervisor's log and the next start.
+        // Answering again once the consumer's next check finds it caught up.
         let store = opened?;
-        self.set(region, Some(Arc::new(store)));
+        self.put(region, store);
         Ok(())
     }
 }
 
-/// Runs a region's consumer and, whenever a completed rebuild appears, stops the consumer
+/// Opens a region's store, then runs its consumer and, whenever a completed rebuild appears, stops the consumer
 /// (it finishes its batch and flushes), swaps the rebuilt store in and starts again from the
 /// rebuilt store's own offsets. Returns at `shutdown`, or with the consumer's error.
 pub async fn supervise_region(
@@ -119,6 +147,12 @@ pub async fn supervise_region(
     stores: LiveStores,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    {
+        // Off the runtime's workers: opening reads the store's structures.
+        let (c, r) = (config.clone(), region.clone());
+        let store = tokio::task::spawn_blocking(move || open_store(&c, &r)).await??;
+        stores.put(&region, store);
+    }
     loop {
         let store = stores
             .get(&region)
@@ -131,6 +165,7 @@ pub async fn supervise_region(
             Arc::clone(&codec),
             producer.clone(),
             RegionStore::clone(&store),
+            stores.health().clone(),
             stop.clone(),
         ));
         drop(store);
@@ -174,11 +209,12 @@ pub fn open_store(config: &RegionalConfig, region: &str) -> anyhow::Result<Regio
             path.display()
         )
     })?;
-    // Opening reads every document (seconds per million): say what the wait was.
+    // Say what the wait was and why: a checkpoint and what came after it, or every bundle.
     tracing::info!(
         region,
         documents = store.filed_documents(),
         listed = store.listed_documents(),
+        from = ?store.opened_from(),
         seconds = started.elapsed().as_secs_f64(),
         "store opened"
     );

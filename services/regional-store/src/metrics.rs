@@ -100,6 +100,27 @@ pub const ACCESS_REFUSED: Metric = Metric::counter(
     "Patient reads refused: no care relationship (no_relationship), a card that does not match (card_mismatch), or over the facility's read limit (read_limit)",
 );
 
+/// `lienthong_regional_ready`: 1 while the region's store is open, caught up and in touch with Kafka
+pub const READY: Metric = Metric::gauge(
+    "lienthong_regional_ready",
+    &["region"],
+    "1 while the region's store is open, caught up within --ready-max-lag and in touch with Kafka (gRPC health SERVING), else 0",
+);
+
+/// `lienthong_regional_behind_messages`: messages of the region's topics not yet in its store
+pub const BEHIND: Metric = Metric::gauge(
+    "lienthong_regional_behind_messages",
+    &["region"],
+    "Messages of the region's topics not yet in this replica's store (high watermarks less stored positions)",
+);
+
+/// `lienthong_regional_checkpoint_seconds`: time to write a checkpoint of a store's in-memory structures
+pub const CHECKPOINT_SECONDS: Metric = Metric::histogram(
+    "lienthong_regional_checkpoint_seconds",
+    &[],
+    "Time to write a checkpoint of a store's in-memory structures (the writer waits for part of it)",
+);
+
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[
     BATCH_RETRIES,
@@ -116,6 +137,9 @@ pub const ALL: &[Metric] = &[
     QUERY_SECONDS,
     BREAK_GLASS,
     ACCESS_REFUSED,
+    READY,
+    BEHIND,
+    CHECKPOINT_SECONDS,
 ];
 
 /// The query methods, as the `method` label names them.
@@ -167,8 +191,8 @@ pub fn register(regions: &[String]) {
     describe(lienthong_kafka::metrics::ALL);
     describe(lienthong_grpc::metrics::ALL);
     for region in regions {
-        for counter in [&APPLIED, &STALE, &CONFLICTS, &SWAPS] {
-            zero(counter, &[("region", region.clone())]);
+        for metric in [&APPLIED, &STALE, &CONFLICTS, &SWAPS, &READY] {
+            zero(metric, &[("region", region.clone())]);
         }
     }
     zero(&BATCH_RETRIES, &[]);

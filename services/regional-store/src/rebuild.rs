@@ -110,6 +110,8 @@ pub async fn rebuild(
         store.apply_skipping_conflicts(&batch)?;
     }
     store.flush().await?;
+    // Swapped in, it opens from this checkpoint instead of reading every bundle again.
+    let store = tokio::task::spawn_blocking(move || store.checkpoint().map(|_| store)).await??;
     let docs = store.len();
     drop(store);
     std::fs::write(dir.join(READY), format!("{docs}\n"))?;

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
+use crate::health::RegionHealth;
 use crate::live::{LiveStores, supervise_region};
 use crate::query::QueryApi;
 
@@ -33,6 +34,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
     crate::metrics::register(&config.regions);
+    // Not ready from the first moment (the revocations and the registry come first); the
+    // query API listens once those are done, NOT_SERVING until every region's store is open
+    // and caught up.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let region_health = RegionHealth::opening(&config.regions, health_reporter).await;
     let builder = config.serving.server("the query API")?;
     let revocations = Arc::new(lienthong_grpc::Revocations::default());
     let auth = config
@@ -57,15 +63,8 @@ pub async fn run(
     let codec = Arc::new(WireCodec::new(&registry)?);
     let producer = EventProducer::new(&kafka, Duration::from_secs(15))?;
 
+    let stores = LiveStores::opening(&config.regions, region_health);
     let mut tasks = JoinSet::new();
-    let mut opened = Vec::new();
-    for region in &config.regions {
-        // Off the runtime's workers: opening reads every stored document.
-        let (c, r) = (config.clone(), region.clone());
-        let store = tokio::task::spawn_blocking(move || crate::live::open_store(&c, &r)).await??;
-        opened.push((region.clone(), store));
-    }
-    let stores = LiveStores::new(opened);
     for region in &config.regions {
         tasks.spawn(supervise_region(
             region.clone(),
@@ -99,10 +98,6 @@ pub async fn run(
         ),
         acknowledged: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RegionalQueryServiceServer<QueryApi>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -117,12 +112,33 @@ pub async fn run(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
         );
-    let served = serve.await;
+    tokio::pin!(serve);
+    // A region whose store cannot be opened or whose consumer stops with an error stops the
+    // instance: a replica that can no longer follow its region must not linger half alive.
+    let mut failed = None;
+    let served = loop {
+        tokio::select! {
+            served = &mut serve => break served,
+            Some(ended) = tasks.join_next() => {
+                let error = match ended {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::Error::new(e),
+                };
+                tracing::error!(error = format!("{error:#}"), "a region stopped; stopping the store");
+                failed.get_or_insert(error);
+                shutdown.cancel();
+            }
+        }
+    };
     shutdown.cancel();
     lienthong_runtime::drain(&mut tasks, "regional consumer", SHUTDOWN_GRACE).await;
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     if let Some(follower) = follower {
         follower.finish().await;
+    }
+    if let Some(error) = failed {
+        return Err(error);
     }
     served?;
     Ok(())

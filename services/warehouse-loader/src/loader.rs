@@ -81,7 +81,7 @@ pub async fn run(
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
     // Offsets live in PostgreSQL with the rows; Kafka commits are advisory, made after the
     // transaction, so the committed offset never runs ahead of the warehouse.
-    let cfg = sink_consumer_config(&kafka, &config.group, config.session_timeout_ms)?;
+    let cfg = sink_consumer_config(&kafka, &config.group, Some(config.session_timeout_ms))?;
     // Start every partition where the warehouse says it stands (PostgreSQL is the truth; a
     // new or restored database must not trust Kafka's advisory commits).
     let positions = StoredPositions::default();

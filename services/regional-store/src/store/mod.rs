@@ -15,6 +15,7 @@
 //!   document id is filed under is kept in memory too (see `filing`).
 //! - `r` receipts:   referral document_id → received-at seconds (receipts may arrive first)
 //! - `o` offsets:    topic, partition → next offset
+//! - `c` checkpoint: the serial of the latest checkpoint written (see `checkpoint`)
 //!
 //! Why bundles: sled 0.34 costs about the same per key written whatever its size, most of all
 //! at a random place of a large tree, so a sled batch writes one key for all of its documents.
@@ -25,10 +26,11 @@
 //! two interleaved writers could lose an update.
 //!
 //! The modules: `layout` (the bytes), `documents` (reading through catalogue → bundle),
-//! `writer` (applying batches, compaction), `open` (replay at open), `reads` (the typed read
-//! API). docs/regional-store.md describes the whole design and its costs.
+//! `writer` (applying batches, compaction), `open` (opening), `checkpoint` (the in-memory
+//! structures saved, so opening need not read every bundle), `reads` (the typed read API). docs/regional-store.md describes the whole design and its costs.
 
 mod changes;
+mod checkpoint;
 mod documents;
 mod layout;
 mod open;
@@ -43,6 +45,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use changes::{Change, PreparedEvent};
 use documents::*;
 use layout::*;
+pub use open::OpenedFrom;
 pub use reads::*;
 use writer::*;
 
@@ -127,6 +130,9 @@ pub struct Applied {
 pub struct RegionStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// The store's folder (its checkpoint lies beside sled's files).
+    dir: Arc<std::path::Path>,
+    opened_from: OpenedFrom,
     /// The stored documents (read by queries, changed by the writer).
     documents: Documents,
     /// The worklists and appointment lists (read by queries, changed by the writer).
@@ -163,6 +169,28 @@ impl RegionStore {
             ));
         }
         Ok(out)
+    }
+
+    /// A SHA-256 (hex) over every stored document (key and value: content, version, status)
+    /// and every list entry, in order: two replicas that hold the same region have the same.
+    pub fn digest(&self) -> Result<String, StoreError> {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        for (k, v) in self.documents.with_prefix(&[DOCS])? {
+            part(&k);
+            part(&v);
+        }
+        let lists = self.lists.read().unwrap_or_else(|p| p.into_inner());
+        for (list, entry) in lists.entries() {
+            part(&[list as u8]);
+            part(entry);
+        }
+        drop(lists);
+        Ok(hex::encode(hash.finalize()))
     }
 
     /// Number of stored documents.

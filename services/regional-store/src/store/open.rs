@@ -1,11 +1,28 @@
-//! Opening a store: sled with its segment size, then the in-memory structures replayed from
-//! the bundles in the order they were written.
+//! Opening a store: sled with its segment size, then the in-memory structures loaded from the
+//! checkpoint and the bundles written after it, or replayed from every bundle in the order
+//! they were written; and writing checkpoints.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// How a store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedFrom {
+    /// From its checkpoint, replaying the bundles written after it.
+    Checkpoint {
+        /// Bundles replayed after the checkpoint.
+        replayed: usize,
+    },
+    /// By replaying every bundle (no usable checkpoint).
+    FullReplay {
+        /// Bundles replayed.
+        replayed: usize,
+    },
+}
+
 impl RegionStore {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path`: from its checkpoint when it has a usable one,
+    /// else by replaying every bundle.
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         let db = open_sled(path)?;
         let tree = db.open_tree("region")?;
@@ -14,21 +31,34 @@ impl RegionStore {
             catalogue: Arc::default(),
             filing: Arc::default(),
         };
-        replay_bundles(&docs)?;
-        // The current records' list entries, bundle by bundle (one read of each).
-        let mut listed = Vec::new();
-        {
-            let catalogue = docs.catalogue();
-            for kv in tree.scan_prefix([BUNDLES]) {
-                let (k, bytes) = kv?;
-                for record in crate::bundles::records(bundle_number(&k)?, &bytes) {
-                    let (key, span) = record?;
-                    if catalogue.get(key) == Some(span) {
-                        listed.extend(stored_list_entry(&value_at(span, &bytes)?)?);
-                    }
+        let from_checkpoint = match checkpoint::load(path, &tree) {
+            Ok(None) => None,
+            Ok(Some(cp)) => match open_from_checkpoint(&docs, cp) {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "the checkpoint does not fit the store; replaying every bundle");
+                    *docs.catalogue.write().unwrap_or_else(|p| p.into_inner()) =
+                        Catalogue::default();
+                    *docs.filing.write().unwrap_or_else(|p| p.into_inner()) =
+                        DocumentFiling::default();
+                    None
                 }
+            },
+            Err(why) => {
+                tracing::warn!(path = %path.display(), %why, "the checkpoint cannot be used; replaying every bundle");
+                None
             }
-        }
+        };
+        let (listed, opened_from) = match from_checkpoint {
+            Some((listed, replayed)) => (listed, OpenedFrom::Checkpoint { replayed }),
+            None => {
+                let replayed = replay_bundles(&docs, 0, None)?;
+                (
+                    current_list_entries(&docs)?,
+                    OpenedFrom::FullReplay { replayed },
+                )
+            }
+        };
         let lists = Lists::from_entries(listed);
         let mut receipts = KnownReceipts::default();
         for k in tree.scan_prefix([RECEIPTS]).keys() {
@@ -37,11 +67,118 @@ impl RegionStore {
         Ok(Self {
             tree,
             db,
+            dir: Arc::from(path),
+            opened_from,
             documents: docs,
             lists: Arc::new(RwLock::new(lists)),
             writer: Arc::new(Mutex::new(receipts)),
         })
     }
+
+    /// How this store was opened.
+    pub fn opened_from(&self) -> OpenedFrom {
+        self.opened_from
+    }
+
+    /// Writes a checkpoint of the in-memory structures (see `checkpoint`): the writer waits
+    /// while sled flushes and the structures are copied. Returns the checkpoint's size.
+    pub fn checkpoint(&self) -> Result<u64, StoreError> {
+        let (serial, bytes) = {
+            let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // Everything the checkpoint reflects must be durable before it exists.
+            self.db.flush()?;
+            let serial = checkpoint::stored_serial(&self.tree)? + 1;
+            let catalogue = self.documents.catalogue();
+            let lists = self.lists.read().unwrap_or_else(|p| p.into_inner());
+            (serial, checkpoint::encode(serial, &catalogue, &lists))
+        };
+        checkpoint::write(&self.dir, &bytes).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "cannot write the checkpoint in {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        // From here the file is this store's latest checkpoint; until sled has the serial,
+        // it is stale and a crash falls back to the full replay.
+        self.tree
+            .insert(checkpoint::SERIAL_KEY, &serial.to_be_bytes())?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Restores the catalogue and the filing from `cp`, replays the bundles written after it and
+/// returns the list entries (the checkpoint's, those of documents changed since replaced) and
+/// the number of bundles replayed.
+fn open_from_checkpoint(
+    docs: &Documents,
+    cp: checkpoint::Checkpoint,
+) -> Result<(Vec<ListEntry>, usize), StoreError> {
+    let catalogue = Catalogue::restore(cp.spans, cp.uses, cp.last);
+    {
+        let mut filing = docs.filing.write().unwrap_or_else(|p| p.into_inner());
+        for (key, _) in catalogue.all() {
+            let (patient, doc) = split_doc_key(key)
+                .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
+            filing.add(doc, patient)?;
+        }
+    }
+    *docs.catalogue.write().unwrap_or_else(|p| p.into_inner()) = catalogue;
+    let mut touched = Vec::new();
+    let replayed = replay_bundles(docs, cp.last, Some(&mut touched))?;
+    let changed: HashSet<&[u8]> = touched
+        .iter()
+        .filter_map(|k| split_doc_key(k).map(|(_, doc)| doc))
+        .collect();
+    let mut listed: Vec<ListEntry> = cp
+        .lists
+        .into_iter()
+        .filter(|(_, entry)| !changed.contains(listed_document(entry)))
+        .collect();
+    // The entries of the changed documents' current values, each bundle read once.
+    let mut current: Vec<Span> = {
+        let catalogue = docs.catalogue();
+        touched.iter().filter_map(|k| catalogue.get(k)).collect()
+    };
+    current.sort_by_key(|s| (s.bundle, s.offset));
+    current.dedup();
+    let mut bundle: Option<(u64, IVec)> = None;
+    for span in current {
+        if bundle.as_ref().is_none_or(|(n, _)| *n != span.bundle) {
+            let bytes = docs
+                .tree
+                .get(bundle_key(span.bundle))?
+                .ok_or_else(|| StoreError::Corrupt(format!("bundle {} is missing", span.bundle)))?;
+            bundle = Some((span.bundle, bytes));
+        }
+        if let Some((_, bytes)) = &bundle {
+            listed.extend(stored_list_entry(&value_at(span, bytes)?)?);
+        }
+    }
+    Ok((listed, replayed))
+}
+
+/// The document id of a list entry: its last component.
+fn listed_document(entry: &[u8]) -> &[u8] {
+    entry
+        .iter()
+        .rposition(|b| *b == 0)
+        .map_or(entry, |at| &entry[at + 1..])
+}
+
+/// The list entries of every current document, bundle by bundle (one read of each).
+fn current_list_entries(docs: &Documents) -> Result<Vec<ListEntry>, StoreError> {
+    let mut listed = Vec::new();
+    let catalogue = docs.catalogue();
+    for kv in docs.tree.scan_prefix([BUNDLES]) {
+        let (k, bytes) = kv?;
+        for record in crate::bundles::records(bundle_number(&k)?, &bytes) {
+            let (key, span) = record?;
+            if catalogue.get(key) == Some(span) {
+                listed.extend(stored_list_entry(&value_at(span, &bytes)?)?);
+            }
+        }
+    }
+    Ok(listed)
 }
 
 /// sled's log segment size for new stores: a log item above a quarter of a segment is written
@@ -87,18 +224,24 @@ pub(super) fn open_sled(path: &std::path::Path) -> Result<sled::Db, StoreError> 
 /// back (never lose: the offsets go back with it, and the consumer reads it again).
 pub(super) const FLUSH_EVERY_MS: u64 = 500;
 
-/// Builds the catalogue and the filing by replaying the bundles in the order they were
-/// written: a record is its document's current value until a later record of the same
-/// document id (under its key or, moved, under another). Bundles left without a current
-/// record (by a compaction cut short) are removed.
-pub(super) fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
+/// Builds the catalogue and the filing by replaying the bundles numbered above `after` in the
+/// order they were written: a record is its document's current value until a later record of
+/// the same document id (under its key or, moved, under another). The keys it sets go to
+/// `touched`. Bundles left without a current record (by a compaction cut short, or compacted
+/// since a checkpoint) are removed. Returns the number of bundles replayed.
+pub(super) fn replay_bundles(
+    docs: &Documents,
+    after: u64,
+    mut touched: Option<&mut Vec<Box<[u8]>>>,
+) -> Result<usize, StoreError> {
     let mut catalogue = docs.catalogue.write().unwrap_or_else(|p| p.into_inner());
     let mut filing = docs.filing.write().unwrap_or_else(|p| p.into_inner());
-    let mut numbers = Vec::new();
-    for kv in docs.tree.scan_prefix([BUNDLES]) {
+    let mut replayed = 0;
+    let range = bundle_key(after.saturating_add(1))..=bundle_key(u64::MAX);
+    for kv in docs.tree.range(range) {
         let (k, bytes) = kv?;
         let number = bundle_number(&k)?;
-        numbers.push(number);
+        replayed += 1;
         let records = crate::bundles::records(number, &bytes).collect::<Result<Vec<_>, _>>()?;
         catalogue.add_bundle(number, records.len() as u32);
         for (key, span) in records {
@@ -112,16 +255,15 @@ pub(super) fn replay_bundles(docs: &Documents) -> Result<(), StoreError> {
             }
             catalogue.set(key, Some(span));
             filing.add(doc, patient)?;
+            if let Some(t) = touched.as_mut() {
+                t.push(key.into());
+            }
         }
     }
     drop(filing);
-    let empty: Vec<u64> = numbers
-        .into_iter()
-        .filter(|n| catalogue.is_unused(*n))
-        .collect();
-    for n in empty {
+    for n in catalogue.unused() {
         docs.tree.remove(bundle_key(n))?;
         catalogue.forget_bundle(n);
     }
-    Ok(())
+    Ok(replayed)
 }

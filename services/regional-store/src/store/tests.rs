@@ -734,3 +734,143 @@ fn the_stored_version_with_other_content_stops_the_batch_at_it() {
             .is_some()
     );
 }
+
+/// Versions, cancellations, moved patients and receipts (before and after their referral) of
+/// `count` documents, then `rounds` more versions of each: what makes lists change and
+/// bundles go sparse (and so compact).
+fn eventful(seed: u64, count: usize, rounds: u64) -> Vec<Change> {
+    let mut g = Generator::new(seed, time::OffsetDateTime::now_utc());
+    let firsts: Vec<_> = (0..count)
+        .map(|i| keyed(g.any(i), &format!("p{}", i % 40)))
+        .collect();
+    let mut messages = Vec::new();
+    for (i, e) in firsts.iter().enumerate() {
+        let receipt = Change::receipt(pb::ReferralReceiptEvent {
+            referral_document_id: e.header().expect("h").document_id.clone(),
+            ..Default::default()
+        });
+        if i % 11 == 0 {
+            messages.push(receipt.clone());
+        }
+        messages.push(Change::event(e.clone()));
+        if i % 7 == 0 {
+            messages.push(receipt);
+        }
+    }
+    for v in 2..2 + rounds {
+        for (i, e) in firsts.iter().enumerate() {
+            let action = if v == 1 + rounds && i % 5 == 1 {
+                pb::Action::Cancelled
+            } else {
+                pb::Action::Updated
+            };
+            let next = version(e, v, action);
+            messages.push(Change::event(if i % 5 == 2 && v % 2 == 0 {
+                keyed(next, &format!("moved{v}"))
+            } else {
+                next
+            }));
+        }
+    }
+    messages
+}
+
+#[test]
+fn a_store_opened_from_its_checkpoint_equals_the_full_replay() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let positioned: Vec<_> = eventful(21, 500, 4)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ("t".to_owned(), 0, i as i64, c))
+        .collect();
+    let (before, after) = positioned.split_at(positioned.len() / 3);
+    let s = RegionStore::open(dir.path()).expect("open");
+    for chunk in before.chunks(SLED_BATCH * 2 + 3) {
+        s.apply_batch(chunk).expect("apply");
+    }
+    assert!(s.checkpoint().expect("checkpoint") > 0);
+    // What comes after the checkpoint (new versions, moves, receipts, compactions) is in
+    // sled only, as after a kill -9 between two checkpoints.
+    for chunk in after.chunks(SLED_BATCH * 2 + 3) {
+        s.apply_batch(chunk).expect("apply");
+    }
+    futures::executor::block_on(s.flush()).expect("flush");
+    let (digest, versions, listed) = (
+        s.digest().expect("digest"),
+        read_back(&s),
+        s.listed_documents(),
+    );
+    assert!(listed > 100, "{listed}");
+    drop(s);
+
+    let reopen = || RegionStore::open(dir.path()).expect("reopen");
+    let s = reopen();
+    assert!(
+        matches!(s.opened_from(), OpenedFrom::Checkpoint { replayed } if replayed > 0),
+        "{:?}",
+        s.opened_from()
+    );
+    assert_eq!(s.digest().expect("digest"), digest);
+    assert_eq!(read_back(&s), versions);
+    assert_eq!(s.bundles(), s.tree.scan_prefix([BUNDLES]).count());
+    // Still a working store: a checkpoint now reopens with nothing to replay.
+    s.checkpoint().expect("checkpoint");
+    let older = std::fs::read(dir.path().join(checkpoint::FILE)).expect("file");
+    drop(s);
+    let s = reopen();
+    assert_eq!(s.opened_from(), OpenedFrom::Checkpoint { replayed: 0 });
+    assert_eq!(s.digest().expect("digest"), digest);
+    // A newer checkpoint makes the older file stale.
+    s.checkpoint().expect("checkpoint");
+    drop(s);
+    std::fs::write(dir.path().join(checkpoint::FILE), &older).expect("older back");
+    let s = reopen();
+    assert!(matches!(s.opened_from(), OpenedFrom::FullReplay { .. }));
+    assert_eq!(s.digest().expect("digest"), digest);
+    s.checkpoint().expect("checkpoint");
+    drop(s);
+    // A corrupt file: the full replay, the same store.
+    let path = dir.path().join(checkpoint::FILE);
+    let mut bytes = std::fs::read(&path).expect("file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("corrupted");
+    let s = reopen();
+    assert!(matches!(s.opened_from(), OpenedFrom::FullReplay { .. }));
+    assert_eq!(s.digest().expect("digest"), digest);
+    assert_eq!(read_back(&s), versions);
+}
+
+#[test]
+fn a_truncated_or_foreign_checkpoint_is_refused_with_its_reason() {
+    let (dir, s) = store();
+    let mut g = Generator::new(22, time::OffsetDateTime::now_utc());
+    let e = keyed(ClinicalEvent::Referral(g.referral()), "p1");
+    s.apply_batch(&[("t".to_owned(), 0, 0, Change::event(e))])
+        .expect("apply");
+    s.checkpoint().expect("checkpoint");
+    let path = dir.path().join(checkpoint::FILE);
+    let bytes = std::fs::read(&path).expect("file");
+    let why = |b: &[u8]| {
+        std::fs::write(&path, b).expect("write");
+        match checkpoint::load(dir.path(), &s.tree) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::from("accepted"),
+        }
+    };
+    assert!(why(&bytes[..bytes.len() - 5]).contains("checksum"));
+    assert!(why(b"").contains("shorter than its checksum"));
+    assert!(why(&[0u8; 40]).contains("checksum"));
+    // The right checksum over foreign bytes: refused for what it is, not trusted.
+    let mut foreign = b"NOTACKPT".to_vec();
+    foreign.extend_from_slice(&[0; 24]);
+    let sum = <sha2::Sha256 as sha2::Digest>::digest(&foreign);
+    foreign.extend_from_slice(&sum);
+    assert!(why(&foreign).contains("not a lienthong checkpoint"));
+    std::fs::write(&path, &bytes).expect("restore");
+    assert!(
+        checkpoint::load(dir.path(), &s.tree)
+            .expect("usable")
+            .is_some()
+    );
+}
