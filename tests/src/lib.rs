@@ -41,9 +41,17 @@ pub fn unique_topic(prefix: &str) -> String {
     format!("lienthong.test.{prefix}.{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Creates a topic with one replica (the local broker is a single node).
+/// Creates a topic with the replication of the local stack (one replica on a single broker).
 pub async fn create_topic(args: &KafkaArgs, name: &str, partitions: i32) -> anyhow::Result<()> {
     create_topic_with(args, name, partitions, &[]).await
+}
+
+/// A replication setting of the local stack's topics (its env file), or `default`.
+fn topics_setting(name: &str, default: i32) -> i32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Creates a topic with topic-level configs (`max.message.bytes`, …).
@@ -55,8 +63,13 @@ pub async fn create_topic_with(
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    // As many replicas as the local stack's brokers allow (three on the cluster of
+    // `deploy/local/up --brokers 3`), as the checked-in topics get.
+    let replication = topics_setting("LIENTHONG_TOPICS_REPLICATION_FACTOR", 1);
+    let min_insync = topics_setting("LIENTHONG_TOPICS_MIN_INSYNC_REPLICAS", 1).to_string();
     let topic = configs.iter().fold(
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
+            .set("min.insync.replicas", &min_insync),
         |t, (k, v)| t.set(k, v),
     );
     for r in admin.create_topics(&[topic], &opts).await? {
