@@ -35,3 +35,49 @@ pub fn config(
         checkpoint_secs: 60,
     }
 }
+
+/// The latest version of each document of `events` that concerns `region`: what its store
+/// must hold.
+pub fn latest_versions(
+    events: &[lienthong_core::ClinicalEvent],
+    region: &str,
+) -> BTreeMap<String, u64> {
+    let code = lienthong_core::ProvinceCode::current(region).expect("a current province code");
+    let mut latest = BTreeMap::new();
+    for e in events.iter().filter(|e| e.regions().contains(&code)) {
+        let h = e.header().cloned().unwrap_or_default();
+        let v = latest.entry(h.document_id).or_insert(0);
+        *v = (*v).max(h.document_version);
+    }
+    latest
+}
+
+/// The `--topic-*` flags of a store or a rebuild reading `topics` and `receipt`.
+pub fn topic_flags(topics: &BTreeMap<DocumentKind, String>, receipt: &str) -> Vec<String> {
+    vec![
+        "--topic-referral".into(),
+        topics[&DocumentKind::Referral].clone(),
+        "--topic-appointment".into(),
+        topics[&DocumentKind::Appointment].clone(),
+        "--topic-lab-result".into(),
+        topics[&DocumentKind::LabResult].clone(),
+        "--topic-receipt".into(),
+        receipt.to_owned(),
+    ]
+}
+
+/// A `lienthong-regional-store` process with `args` and the tests' pseudonym key, killed when
+/// dropped.
+pub fn spawn_store(args: &[String]) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(crate::workspace_bin("lienthong-regional-store"))
+        .args(args)
+        .env(
+            "LIENTHONG_PSEUDONYM_KEY",
+            format!("test:{}", "07".repeat(32)),
+        )
+        // The stack's env file names a key file; this process gets its key from the env.
+        .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+}

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lienthong_core::{ClinicalEvent, ProvinceCode};
+use lienthong_core::ClinicalEvent;
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::deidentifier::{document_key, start_deidentifier};
@@ -288,13 +288,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
 
     // The regional store: exactly the latest version of every document (sled locks an open
     // store: it is stopped to look, and started again if not done).
-    let region = ProvinceCode::current("79").expect("region");
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.regions().contains(&region)) {
-        let h = e.header().cloned().unwrap_or_default();
-        let v = expected.entry(h.document_id).or_insert(0);
-        *v = (*v).max(h.document_version);
-    }
+    let expected = lienthong_tests::regional::latest_versions(&events, "79");
     let until = Instant::now() + Duration::from_secs(300);
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lienthong_core::{DocumentKind, ProvinceCode};
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{kafka, require_kafka, require_registry, unique_topic, workspace_bin};
+use lienthong_tests::{kafka, require_kafka, require_registry, unique_topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const EVENTS: usize = 100_000;
@@ -61,18 +60,12 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         EVENTS - EVENTS / 10,
         pb::Action::Cancelled,
     );
-    let region = ProvinceCode::current(REGION).expect("region");
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.regions().contains(&region)) {
-        let h = e.header().cloned().unwrap_or_default();
-        let v = expected.entry(h.document_id).or_insert(0);
-        *v = (*v).max(h.document_version);
-    }
+    let expected = lienthong_tests::regional::latest_versions(&events, REGION);
     publish_to(&registry, &topics, &events).await?;
 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--regions".into(),
         REGION.into(),
         "--insecure-dev".into(),
@@ -80,14 +73,6 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         "127.0.0.1:0".into(),
         "--data-dir".into(),
         data.display().to_string(),
-        "--topic-referral".into(),
-        topics[&DocumentKind::Referral].clone(),
-        "--topic-appointment".into(),
-        topics[&DocumentKind::Appointment].clone(),
-        "--topic-lab-result".into(),
-        topics[&DocumentKind::LabResult].clone(),
-        "--topic-receipt".into(),
-        receipt.clone(),
         "--kafka-bootstrap".into(),
         kafka_args.bootstrap.clone(),
         "--registry-url".into(),
@@ -95,19 +80,8 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         "--log".into(),
         "warn".into(),
     ];
-    let spawn = || {
-        tokio::process::Command::new(workspace_bin("lienthong-regional-store"))
-            .args(&args)
-            .env(
-                "LIENTHONG_PSEUDONYM_KEY",
-                format!("test:{}", "07".repeat(32)),
-            )
-            // The stack's env file names a key file; this process gets its key from the env.
-            .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-    };
+    args.extend(lienthong_tests::regional::topic_flags(&topics, &receipt));
+    let spawn = || lienthong_tests::regional::spawn_store(&args);
     let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
     let total = events.len() as i64;
     let mut seed = std::time::SystemTime::now()

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lienthong_core::{DocumentKind, ProvinceCode};
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{keyed_events, require_kafka, require_registry, unique_topic};
@@ -23,13 +22,7 @@ async fn rebuild_replays_the_topics_into_a_fresh_store_that_is_swapped_in_at_sta
     lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
     let region = "51";
     let events = keyed_events(9191, 5_000);
-    let code = ProvinceCode::current(region).expect("region");
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.regions().contains(&code)) {
-        let h = e.header().cloned().unwrap_or_default();
-        let v = expected.entry(h.document_id).or_insert(0);
-        *v = (*v).max(h.document_version);
-    }
+    let expected = lienthong_tests::regional::latest_versions(&events, region);
     publish_to(&registry, &topics, &events).await?;
     let dir = tempfile::tempdir()?;
     let config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
@@ -59,15 +52,9 @@ async fn a_serving_store_swaps_in_a_cli_rebuild_without_restarting() -> anyhow::
     lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
     // Its own region, so the consumer group is fresh: Cần Thơ (92).
     let region = "92";
-    let code = ProvinceCode::current(region).expect("region");
     let events = keyed_events(9292, 6_000);
     let (before, after) = events.split_at(4_000);
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.regions().contains(&code)) {
-        let h = e.header().cloned().unwrap_or_default();
-        let v = expected.entry(h.document_id).or_insert(0);
-        *v = (*v).max(h.document_version);
-    }
+    let expected = lienthong_tests::regional::latest_versions(&events, region);
     publish_to(&registry, &topics, before).await?;
     let dir = tempfile::tempdir()?;
     let config = lienthong_tests::regional::config(&[region], dir.path(), &topics, &receipt);
@@ -87,16 +74,7 @@ async fn a_serving_store_swaps_in_a_cli_rebuild_without_restarting() -> anyhow::
     let out = tokio::process::Command::new(lienthong_tests::workspace_bin("lienthong"))
         .args(["regional", "rebuild", "--region", region, "--data-dir"])
         .arg(dir.path())
-        .args([
-            "--topic-referral",
-            &topics[&DocumentKind::Referral],
-            "--topic-appointment",
-            &topics[&DocumentKind::Appointment],
-            "--topic-lab-result",
-            &topics[&DocumentKind::LabResult],
-            "--topic-receipt",
-            &receipt,
-        ])
+        .args(lienthong_tests::regional::topic_flags(&topics, &receipt))
         .env("LIENTHONG_KAFKA_BOOTSTRAP", &kafka.bootstrap)
         .env("LIENTHONG_REGISTRY_URL", &registry.registry_url)
         .output()

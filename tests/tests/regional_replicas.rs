@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lienthong_core::{ClinicalEvent, DocumentKind, ProvinceCode};
+use lienthong_core::{ClinicalEvent, ProvinceCode};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::regional_query_service_client::RegionalQueryServiceClient;
 use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::gateway::TestPki;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{keyed_events, require_kafka, require_registry, unique_topic, workspace_bin};
+use lienthong_tests::{keyed_events, require_kafka, require_registry, unique_topic};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const REGION: &str = "48";
@@ -39,17 +39,7 @@ struct Replica {
 
 impl Replica {
     fn start(&mut self) -> anyhow::Result<()> {
-        let child = tokio::process::Command::new(workspace_bin("lienthong-regional-store"))
-            .args(&self.args)
-            .env(
-                "LIENTHONG_PSEUDONYM_KEY",
-                format!("test:{}", "07".repeat(32)),
-            )
-            // The stack's env file names a key file; this process gets its key from the env.
-            .env_remove("LIENTHONG_PSEUDONYM_KEY_FILE")
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
+        let child = lienthong_tests::regional::spawn_store(&self.args)?;
         self.child = Some(child);
         Ok(())
     }
@@ -224,14 +214,6 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
                 &format!("127.0.0.1:{grpc}"),
                 "--metrics-addr",
                 &format!("127.0.0.1:{metrics}"),
-                "--topic-referral",
-                &topics[&DocumentKind::Referral],
-                "--topic-appointment",
-                &topics[&DocumentKind::Appointment],
-                "--topic-lab-result",
-                &topics[&DocumentKind::LabResult],
-                "--topic-receipt",
-                &receipt,
                 "--audit-topic",
                 &audit,
                 "--dlq-topic",
@@ -245,6 +227,7 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
             ]
             .map(String::from)
             .to_vec();
+            args.extend(lienthong_tests::regional::topic_flags(&topics, &receipt));
             for (flag, path) in [
                 ("--data-dir", data.clone()),
                 ("--tls-cert", dir.path().join("s.pem")),
@@ -332,13 +315,7 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
     }
     let (a, b) = (digest_of(&replicas[0].data)?, digest_of(&replicas[1].data)?);
     assert_eq!(a, b, "both replicas hold the same region");
-    let code = region;
-    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.regions().contains(&code)) {
-        let h = e.header().cloned().unwrap_or_default();
-        let v = latest.entry(h.document_id).or_insert(0);
-        *v = (*v).max(h.document_version);
-    }
+    let latest = lienthong_tests::regional::latest_versions(&events, REGION);
     assert_eq!(a.1, latest.len(), "each replica holds the whole region");
     Ok(())
 }
