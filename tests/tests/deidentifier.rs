@@ -62,11 +62,12 @@ impl Run {
     }
 }
 
-/// Every (key, value) of `topics` a read_committed reader sees, until `expected` or a quiet spell.
+/// Every (key, value, timestamp in ms) of `topics` a read_committed reader sees, until
+/// `expected` or a quiet spell.
 async fn read_committed(
     topics: &[&str],
     expected: usize,
-) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>, Option<i64>)>> {
     let mut cfg = kafka().client_config()?;
     cfg.set(
         "group.id",
@@ -97,6 +98,7 @@ async fn read_committed(
                 out.push((
                     m.key().unwrap_or_default().to_vec(),
                     m.payload().unwrap_or_default().to_vec(),
+                    m.timestamp().to_millis(),
                 ));
             }
         }
@@ -165,6 +167,11 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let events = lienthong_tests::events_with_second_versions(777, 90_909, pb::Action::Updated);
     assert_eq!(events.len(), EVENTS);
     publish_to(&registry, &documents, &events).await?;
+    let published_by_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
     // One analytics record per published message (the fixtures repeat some events, as a
     // retrying publisher would: each copy is its own message and gets its own record).
     let expected_keys: Vec<String> = events
@@ -278,7 +285,14 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let records = read_committed(&topics, EVENTS).await?;
     let mut seen = BTreeSet::new();
     let mut checksum = 0u64;
-    for (_, value) in &records {
+    // Each record keeps its source's acceptance time (all published before the service
+    // started), so the warehouse measures freshness from acceptance, not from re-production.
+    let restamped = records
+        .iter()
+        .filter(|(_, _, ts)| ts.is_none_or(|t| t > published_by_ms))
+        .count();
+    assert_eq!(restamped, 0, "records not stamped with their source's time");
+    for (_, value, _) in &records {
         let header = analytics_header(value)?;
         checksum = checksum.wrapping_add(u64::from_str_radix(&header.event_key[..16], 16)?);
         seen.insert(header.event_key);
@@ -302,7 +316,7 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let needles: BTreeSet<String> = events.iter().flat_map(identifiers).collect();
     let scanner = AhoCorasick::new(&needles)?;
     let mut hits = Vec::new();
-    for (key, value) in &records {
+    for (key, value, _) in &records {
         for bytes in [key, value] {
             if let Some(m) = scanner.find(bytes) {
                 hits.push(

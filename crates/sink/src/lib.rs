@@ -5,6 +5,7 @@
 //! backoff, belongs here too, as do the settings of a consumer that keeps its own offsets.
 
 pub mod analytics;
+pub mod freshness;
 pub mod message;
 pub mod retry;
 pub mod settings;

@@ -18,6 +18,7 @@ use lienthong_kafka::consumption::{batch_ends, fill_batch, record_lag};
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Retrying};
+use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
@@ -195,12 +196,19 @@ async fn deidentify(
     );
     loop {
         let read = reader
-            .read_batch(batch, |consumed, _| match consumed {
-                Consumed::Event { event, .. } => Ok(deidentifier.event(&event)),
-                Consumed::Receipt(receipt) => Ok(deidentifier.receipt(&receipt)),
-                Consumed::Audit(_) => Err("the access audit is not de-identified here".into()),
-                Consumed::Analytics(_) => {
-                    Err("an analytics event is de-identified already; it is not read here".into())
+            .read_batch(batch, |consumed, origin| {
+                let accepted_at_ms = origin.0.timestamp().to_millis();
+                let stamped = |mut e: AnalyticsEvent| {
+                    e.accepted_at_ms = accepted_at_ms;
+                    e
+                };
+                match consumed {
+                    Consumed::Event { event, .. } => Ok(stamped(deidentifier.event(&event))),
+                    Consumed::Receipt(receipt) => Ok(stamped(deidentifier.receipt(&receipt))),
+                    Consumed::Audit(_) => Err("the access audit is not de-identified here".into()),
+                    Consumed::Analytics(_) => Err(
+                        "an analytics event is de-identified already; it is not read here".into(),
+                    ),
                 }
             })
             .await;
@@ -249,6 +257,8 @@ struct Framed {
     topic: String,
     key: String,
     value: Vec<u8>,
+    /// The source event's acceptance time, kept as the record's timestamp.
+    timestamp: Option<i64>,
 }
 
 /// Frames every event (the schema id is looked up once, then cached); None when stopping.
@@ -274,6 +284,7 @@ async fn frame(
                     topic: topic.to_owned(),
                     key: e.key.clone(),
                     value,
+                    timestamp: e.accepted_at_ms,
                 }),
                 Err(err) => {
                     retrying.failed(&err);
@@ -353,6 +364,9 @@ async fn transaction(
         let mut record = FutureRecord::to(&f.topic)
             .key(f.key.as_bytes())
             .payload(&f.value);
+        if let Some(ts) = f.timestamp {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send_result(record) {
                 // Delivery is confirmed by the commit, which fails if any record failed.

@@ -91,6 +91,9 @@ pub struct AnalyticsEvent {
     pub payload: Vec<u8>,
     /// Quasi-identifiers and the patient (None for receipts, which describe no patient).
     pub quasi: Option<(QuasiIdentifiers, String)>,
+    /// When the gateway accepted the source event (its Kafka timestamp, ms since the epoch):
+    /// the analytics record carries it, so the warehouse measures freshness from acceptance.
+    pub accepted_at_ms: Option<i64>,
 }
 
 /// Makes analytics events under one policy and one analytics key.
@@ -319,6 +322,7 @@ impl Deidentifier {
             key: referral_document_key,
             payload: body.encode_to_vec(),
             quasi: None,
+            accepted_at_ms: None,
         }
     }
 
@@ -342,6 +346,7 @@ impl Deidentifier {
             key: patient.patient_key.clone(),
             payload,
             quasi: Some((quasi, patient.patient_key)),
+            accepted_at_ms: None,
         }
     }
 

@@ -420,6 +420,7 @@ impl Step<'_> {
             .increment(applied.stale + applied.replayed);
         metrics::histogram!(crate::metrics::APPLY_SECONDS.name)
             .record(started.elapsed().as_secs_f64());
+        lienthong_sink::freshness::record(crate::metrics::FRESHNESS.name, &batch.messages);
         metrics::gauge!(crate::metrics::STORE_BYTES.name, "region" => region.clone())
             .set(self.store.size_on_disk() as f64);
         metrics::gauge!(crate::metrics::FILED.name, "region" => region.clone())

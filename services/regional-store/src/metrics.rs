@@ -121,6 +121,13 @@ pub const CHECKPOINT_SECONDS: Metric = Metric::histogram(
     "Time to write a checkpoint of a store's in-memory structures (the writer waits for part of it)",
 );
 
+/// `lienthong_regional_freshness_seconds`: time from an event's acceptance at the gateway to its being stored
+pub const FRESHNESS: Metric = Metric::histogram(
+    "lienthong_regional_freshness_seconds",
+    &[],
+    "Time from an event's acceptance at the gateway (its Kafka timestamp) to its batch being stored in the region's store",
+);
+
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[
     BATCH_RETRIES,
@@ -140,6 +147,7 @@ pub const ALL: &[Metric] = &[
     READY,
     BEHIND,
     CHECKPOINT_SECONDS,
+    FRESHNESS,
 ];
 
 /// The query methods, as the `method` label names them.

@@ -187,6 +187,7 @@ impl BatchWriter<Prepared> for Warehouse<'_> {
         for ((topic, partition), end) in batch_ends(&batch.messages) {
             self.positions.record(topic, partition, end);
         }
+        lienthong_sink::freshness::record(crate::metrics::FRESHNESS.name, &batch.messages);
         true
     }
 }

@@ -44,6 +44,13 @@ pub const BATCH_SIZE: Metric = Metric::histogram(
     "Messages per committed batch",
 );
 
+/// `lienthong_warehouse_freshness_seconds`: time from an event's acceptance at the gateway to its rows being committed
+pub const FRESHNESS: Metric = Metric::histogram(
+    "lienthong_warehouse_freshness_seconds",
+    &[],
+    "Time from an event's acceptance at the gateway (the analytics record carries its timestamp) to its rows being committed in the warehouse",
+);
+
 /// Every metric this crate exports.
 pub const ALL: &[Metric] = &[
     ROWS,
@@ -52,6 +59,7 @@ pub const ALL: &[Metric] = &[
     BATCH_RETRIES,
     COMMIT_SECONDS,
     BATCH_SIZE,
+    FRESHNESS,
 ];
 
 /// Describes these metrics and starts their counters at zero.
