@@ -279,3 +279,49 @@ pub fn loader_config(
     config.pg = pg_settings().with_dsn(dsn);
     config
 }
+
+/// The warehouse path over some document topics: the de-identification service, and a loader
+/// of its analytics topics into a fresh database, as the tests and benchmarks that follow an
+/// event end to end run them.
+pub struct WarehousePath {
+    /// The de-identification service.
+    pub deidentifier: crate::deidentifier::RunningDeidentifier,
+    /// The fresh database the loader writes.
+    pub dsn: String,
+    loader: tokio::task::JoinHandle<Result<(), lienthong_warehouse_loader::LoaderError>>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Starts the de-identification service over `documents` and `receipt` and a loader of its
+/// analytics topics into a fresh database.
+pub async fn start_warehouse_path(
+    registry: &RegistryArgs,
+    documents: &BTreeMap<DocumentKind, String>,
+    receipt: &str,
+) -> anyhow::Result<WarehousePath> {
+    let dsn = fresh_database().await?;
+    let deidentifier =
+        crate::deidentifier::start_deidentifier(registry, documents, receipt).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let loader = tokio::spawn(lienthong_warehouse_loader::run(
+        loader_config(&dsn, &deidentifier.analytics),
+        kafka(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    Ok(WarehousePath {
+        deidentifier,
+        dsn,
+        loader,
+        shutdown,
+    })
+}
+
+impl WarehousePath {
+    /// Stops the loader, then the de-identification service; the first error either had.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.loader.await??;
+        self.deidentifier.stop().await
+    }
+}

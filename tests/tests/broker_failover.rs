@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use lienthong_core::ClinicalEvent;
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
-use lienthong_tests::deidentifier::{document_key, start_deidentifier};
+use lienthong_tests::deidentifier::document_key;
 use lienthong_tests::gateway::{events_from, request, start_gateway};
-use lienthong_tests::warehouse::{connect, fresh_database, loader_config};
+use lienthong_tests::warehouse::{connect, start_warehouse_path};
 use lienthong_tests::{repo_root, require_kafka, require_registry, unique_topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -82,15 +82,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
     busiest_leader(&doc_topics)?;
     let receipt = unique_topic("fo.receipt");
     lienthong_tests::create_topic(&kafka, &receipt, 3).await?;
-    let deidentifier = start_deidentifier(&registry, &gw.topics, &receipt).await?;
-    let dsn = fresh_database().await?;
-    let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        loader_config(&dsn, &deidentifier.analytics),
-        kafka.clone(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
+    let warehouse = start_warehouse_path(&registry, &gw.topics, &receipt).await?;
     let store_dir = tempfile::tempdir()?;
     let mut regional_config =
         lienthong_tests::regional::config(&["79"], store_dir.path(), &gw.topics, &receipt);
@@ -251,7 +243,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
     assert_eq!(acknowledged, all_ids, "every event ends accepted");
 
     // The warehouse: every event once (a row per event id), and exactly the documents sent.
-    let db = connect(&dsn).await?;
+    let db = connect(&warehouse.dsn).await?;
     let until = Instant::now() + Duration::from_secs(300);
     loop {
         let row = db
@@ -312,8 +304,6 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
         "both sinks hold all {EVENTS} events exactly once ({} documents in region 79)",
         expected.len()
     );
-    shutdown.cancel();
-    loader.await??;
-    deidentifier.stop().await?;
+    warehouse.stop().await?;
     gw.stop().await
 }

@@ -16,7 +16,7 @@ use lienthong_core::document_id;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_tests::deidentifier::document_key;
 use lienthong_tests::gateway::{record_count, start_gateway};
-use lienthong_tests::warehouse::{connect, fresh_database, loader_config, wait_for_count};
+use lienthong_tests::warehouse::{connect, start_warehouse_path, wait_for_count};
 use lienthong_tests::{require_kafka, require_registry, unique_topic, workspace_bin};
 use tokio_util::sync::CancellationToken;
 
@@ -77,18 +77,10 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
 
     // The sinks: the warehouse (through the de-identification service and the analytics
     // topics), and the store of region 01 (Hà Nội, the issuing facility's).
-    let dsn = fresh_database().await?;
     let shutdown = CancellationToken::new();
     let receipt = unique_topic("corr.receipt");
     lienthong_tests::create_topic(&kafka, &receipt, 1).await?;
-    let deidentifier =
-        lienthong_tests::deidentifier::start_deidentifier(&registry, &gw.topics, &receipt).await?;
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        loader_config(&dsn, &deidentifier.analytics),
-        kafka.clone(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
+    let warehouse = start_warehouse_path(&registry, &gw.topics, &receipt).await?;
     let store_dir = tempfile::tempdir()?;
     let regional_config =
         lienthong_tests::regional::config(&["01"], store_dir.path(), &gw.topics, &receipt);
@@ -108,7 +100,7 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
         inbox.join("01001_a.xml"),
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
     )?;
-    let db = connect(&dsn).await?;
+    let db = connect(&warehouse.dsn).await?;
     let history = "SELECT count(*) FROM event_history";
     wait_for_count(&db, history, 4, Duration::from_secs(60)).await?;
 
@@ -185,8 +177,7 @@ async fn a_corrected_export_becomes_version_two_in_both_sinks() -> anyhow::Resul
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.cancel();
     regional.await??;
-    loader.await??;
-    deidentifier.stop().await?;
+    warehouse.stop().await?;
     let store = lienthong_regional_store::live::open_store(&regional_config, "01")?;
     let stored = store
         .get(&referral_id)?

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lienthong_benches::percentiles;
-use lienthong_tests::deidentifier::start_deidentifier;
 use lienthong_tests::gateway::{request, start_gateway};
-use lienthong_tests::warehouse::{fresh_database, loader_config};
+use lienthong_tests::warehouse::start_warehouse_path;
 use lienthong_tests::{require_kafka, require_registry, unique_topic};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use tokio_util::sync::CancellationToken;
@@ -121,15 +120,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let receipt = unique_topic("fresh.receipt");
     lienthong_tests::create_topic(&kafka, &receipt, 3).await?;
-    let deidentifier = start_deidentifier(&registry, &gw.topics, &receipt).await?;
-    let dsn = fresh_database().await?;
+    let warehouse = start_warehouse_path(&registry, &gw.topics, &receipt).await?;
     let shutdown = CancellationToken::new();
-    let loader = tokio::spawn(lienthong_warehouse_loader::run(
-        loader_config(&dsn, &deidentifier.analytics),
-        kafka.clone(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
     let store_dir = tempfile::tempdir()?;
     let regional_config =
         lienthong_tests::regional::config(&["79"], store_dir.path(), &gw.topics, &receipt);
@@ -250,8 +242,7 @@ async fn main() -> anyhow::Result<()> {
     }
     shutdown.cancel();
     let _ = regional.await;
-    let _ = loader.await;
-    deidentifier.stop().await?;
+    warehouse.stop().await?;
     gw.stop().await
 }
 
