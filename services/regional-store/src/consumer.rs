@@ -242,8 +242,10 @@ impl Watch {
                 ok = matches!(measured, Ok(Ok(_))),
                 "lag measured"
             );
+            // A panicked measurement is a failed one: the region's condition decides either way.
+            let measured = measured.map_err(anyhow::Error::from).and_then(|m| m);
             let condition = match measured {
-                Ok(Ok((behind, added))) => {
+                Ok((behind, added)) => {
                     if look_for_new {
                         partitions_checked = Instant::now();
                     }
@@ -260,13 +262,12 @@ impl Watch {
                         Condition::CatchingUp { behind }
                     }
                 }
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => format!("{e:#}"),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    tracing::debug!(region = self.region, error, "cannot measure the lag");
+                Err(e) => {
+                    tracing::debug!(
+                        region = self.region,
+                        error = format!("{e:#}"),
+                        "cannot measure the lag"
+                    );
                     let silent = last_contact.elapsed();
                     if silent > self.cutoff {
                         Condition::CutOff {
