@@ -4,6 +4,7 @@
 // Test support: stopping the test with a clear message is exactly what these helpers are for.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod chart_readme;
 pub mod deidentifier;
 pub mod gateway;
 pub mod regional;

@@ -801,3 +801,109 @@ fn production_containers_pass_only_what_the_binaries_accept() {
     .collect();
     assert_eq!(kafka_users, expected);
 }
+
+/// `checksum/mounted` of each long-running workload, by workload name.
+fn mounted_checksums(extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let mut args = vec!["-f".to_owned(), production()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    manifests(&render(&args))
+        .iter()
+        .filter(|m| matches!(m["kind"].as_str(), Some("Deployment" | "StatefulSet")))
+        .map(|m| {
+            let sum = m["spec"]["template"]["metadata"]["annotations"]["checksum/mounted"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{} has no checksum/mounted annotation", name(m)));
+            (name(m).to_owned(), sum.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_secret_or_start_time_config_restarts_exactly_the_pods_that_mount_it() {
+    let base = mounted_checksums(&[]);
+    // Gateway, three regions, de-identification, warehouse loader.
+    assert_eq!(base.len(), 6, "{base:?}");
+    for sum in base.values() {
+        assert!(
+            sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{sum}"
+        );
+    }
+    let changed = |set: &str| -> Vec<String> {
+        let now = mounted_checksums(&["--set", set]);
+        base.iter()
+            .filter(|(name, sum)| now.get(*name) != Some(sum))
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let regions = [
+        "lt-lienthong-regional-01",
+        "lt-lienthong-regional-48",
+        "lt-lienthong-regional-79",
+    ];
+    assert_eq!(
+        changed("gateway.tlsSecret=rotated"),
+        ["lt-lienthong-gateway"]
+    );
+    assert_eq!(changed("regionalStore.tlsSecret=rotated"), regions);
+    assert_eq!(
+        changed("warehouseLoader.pgPasswordSecret=rotated"),
+        ["lt-lienthong-warehouse-loader"]
+    );
+    assert_eq!(
+        changed("deidentifier.policyConfigMap=reviewed-policy"),
+        ["lt-lienthong-deidentifier"]
+    );
+    let mut readers = vec!["lt-lienthong-gateway"];
+    readers.extend(regions);
+    assert_eq!(changed("pseudonymKey.secret=rotated"), readers);
+    // Every Kafka client mounts its SASL secret.
+    assert_eq!(changed("kafka.tls.caSecret=new-ca").len(), 6);
+    // What the services re-read by themselves restarts nothing when it changes.
+    assert!(changed("gateway.tokenKeysConfigMap=other-keys").is_empty());
+    assert!(changed("gateway.facilityDirectoryConfigMap=directory").is_empty());
+    // Operators' own annotations stay beside the checksum.
+    let all = manifests(&render(&["-f", &production(), "-f", &scheduling()]));
+    for m in of_kind(&all, "Deployment") {
+        let annotations = &m["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["example.org/owner"], "lienthong", "{}", name(m));
+        assert!(annotations["checksum/mounted"].is_string(), "{}", name(m));
+    }
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_as_values_yaml_documents_it() {
+    use lienthong_tests::chart_readme::with_fresh_table;
+    let values = std::fs::read_to_string(chart().join("values.yaml")).unwrap();
+    let path = chart().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let fresh = with_fresh_table(&readme, &values).unwrap();
+    if std::env::var_os("LIENTHONG_WRITE_CHART_README").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+        return;
+    }
+    assert!(
+        readme == fresh,
+        "helm/lienthong/README.md is out of date with values.yaml: regenerate it with \
+         LIENTHONG_WRITE_CHART_README=1 cargo test -p lienthong-tests --test helm_chart the_chart_readme"
+    );
+    // Every value carries a description, its own or its group's.
+    let rows = lienthong_tests::chart_readme::value_rows(&values).unwrap();
+    let undocumented: Vec<&str> = rows
+        .iter()
+        .filter(|r| {
+            r.description.is_empty()
+                && !rows.iter().any(|g| {
+                    g.default.is_empty()
+                        && !g.description.is_empty()
+                        && r.key.starts_with(&format!("{}.", g.key))
+                })
+        })
+        .map(|r| r.key.as_str())
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "values without a description in values.yaml: {undocumented:?}"
+    );
+}

@@ -274,10 +274,45 @@ store): the env entry, the mount and the volume. */}}
 
 {{- define "lienthong.podAnnotations" -}}
 {{- $p := include "lienthong.podValues" . | fromYaml }}
-{{- with $p.annotations }}
+{{- $a := deepCopy (default dict $p.annotations) }}
+{{- if hasKey . "secrets" }}
+{{- $_ := set $a "checksum/mounted" (include "lienthong.mountedChecksum" .) }}
+{{- end }}
+{{- with $a }}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* A hash over the contents of the Secrets and ConfigMaps a workload reads only at start,
+as the cluster holds them at install or upgrade (Helm's lookup): a rotated password, key or
+certificate, or an edited policy, changes the pod template on the next `helm upgrade` and so
+restarts the pods. What the services re-read by themselves (token key sets, revocation lists,
+the facility directory) stays out, so that editing it restarts nothing. Without a cluster
+(`helm template`) lookup finds nothing and only the names count.
+(dict "ctx" $ "secrets" (list ...) "configMaps" (list ...)) */}}
+{{- define "lienthong.mountedChecksum" -}}
+{{- $ns := .ctx.Release.Namespace }}
+{{- $parts := list }}
+{{- range $name := compact (default list .secrets) | uniq | sortAlpha }}
+{{- $found := lookup "v1" "Secret" $ns $name }}
+{{- $parts = append $parts (printf "Secret/%s=%s" $name (toJson (default dict $found.data))) }}
+{{- end }}
+{{- range $name := compact (default list .configMaps) | uniq | sortAlpha }}
+{{- $found := lookup "v1" "ConfigMap" $ns $name }}
+{{- $parts = append $parts (printf "ConfigMap/%s=%s" $name (toJson (default dict $found.data))) }}
+{{- end }}
+{{- join "\n" $parts | sha256sum }}
+{{- end -}}
+
+{{/* The Secrets every Kafka and registry client mounts, as a JSON list; called with the
+workload's Kafka context (its own SASL secret). */}}
+{{- define "lienthong.clientSecrets" -}}
+{{- $s := list .Values.kafka.tls.caSecret .Values.kafka.tls.clientCertSecret .Values.registry.tls.caSecret .Values.registry.credentialsSecret }}
+{{- if hasPrefix "sasl" .Values.kafka.securityProtocol }}
+{{- $s = append $s .Values.kafka.sasl.secret }}
+{{- end }}
+{{- toJson (compact $s) }}
 {{- end -}}
 
 {{/* Scheduling and identity of a pod: node selection, tolerations, affinity, spread, priority,
