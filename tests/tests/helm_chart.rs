@@ -860,6 +860,7 @@ fn a_changed_secret_or_start_time_config_restarts_exactly_the_pods_that_mount_it
     assert_eq!(changed("pseudonymKey.secret=rotated"), readers);
     // Every Kafka client mounts its SASL secret.
     assert_eq!(changed("kafka.tls.caSecret=new-ca").len(), 6);
+    assert_eq!(changed("tracing.clientCertSecret=rotated").len(), 6);
     // What the services re-read by themselves restarts nothing when it changes.
     assert!(changed("gateway.tokenKeysConfigMap=other-keys").is_empty());
     assert!(changed("gateway.facilityDirectoryConfigMap=directory").is_empty());
@@ -906,4 +907,72 @@ fn the_chart_readme_lists_every_value_as_values_yaml_documents_it() {
         undocumented.is_empty(),
         "values without a description in values.yaml: {undocumented:?}"
     );
+}
+
+#[test]
+fn every_workload_exports_traces_to_the_collector_the_values_name() {
+    let prod = manifests(&render(&["-f", &production()]));
+    let workloads: Vec<&Value> = prod
+        .iter()
+        .filter(|m| matches!(m["kind"].as_str(), Some("Deployment" | "StatefulSet")))
+        .collect();
+    assert_eq!(workloads.len(), 6);
+    for m in workloads {
+        let c = containers(m)[0];
+        let env: std::collections::BTreeMap<&str, &str> = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+            .collect();
+        assert_eq!(
+            env.get("LIENTHONG_OTLP_ENDPOINT"),
+            Some(&"https://otel-collector.observability:4318"),
+            "{}",
+            name(m)
+        );
+        assert_eq!(
+            env.get("LIENTHONG_TRACE_SAMPLE_RATIO"),
+            Some(&"0.05"),
+            "{}",
+            name(m)
+        );
+        let mounts = serde_yaml::to_string(&c["volumeMounts"]).unwrap();
+        for (path, file) in [
+            ("/etc/lienthong/otlp-ca", env["LIENTHONG_OTLP_CA"]),
+            ("/etc/lienthong/otlp-client", env["LIENTHONG_OTLP_KEY"]),
+        ] {
+            assert!(
+                mounts.contains(path) && file.starts_with(path),
+                "{}: {path}",
+                name(m)
+            );
+        }
+        let volumes = serde_yaml::to_string(&pod_spec(m)["volumes"]).unwrap();
+        assert!(
+            volumes.contains("secretName: lienthong-otlp-client"),
+            "{}",
+            name(m)
+        );
+    }
+    // Without an endpoint nothing is exported and nothing is mounted for it.
+    let defaults = render(&["--set", "tracing.caSecret=ca"]);
+    assert!(!defaults.contains("LIENTHONG_OTLP") && !defaults.contains("otlp-ca"));
+    // A sample ratio outside 0..1 or an endpoint that is no URL stops the install.
+    for bad in [
+        "tracing.sampleRatio=1.5",
+        "tracing.otlpEndpoint=collector:4318",
+    ] {
+        let err = helm(&[
+            "template",
+            "lt",
+            chart().to_str().unwrap(),
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            bad,
+        ])
+        .expect_err(bad);
+        assert!(err.contains("tracing"), "{bad}: {err}");
+    }
 }

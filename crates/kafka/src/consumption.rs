@@ -262,7 +262,7 @@ where
     loop {
         let writing = async {
             match ready.take() {
-                Some(batch) if writer.write(&batch).await => Ok(Some(batch)),
+                Some(batch) if traced_write(writer, &batch).await => Ok(Some(batch)),
                 Some(_) => Err(()),
                 None => Ok(None),
             }
@@ -285,7 +285,7 @@ where
         ready = next;
         if shutdown.is_cancelled() {
             if let Some(batch) = ready.take() {
-                if !writer.write(&batch).await {
+                if !traced_write(writer, &batch).await {
                     return PipelineEnd::LeftOpenBatch;
                 }
                 commit_advisory(consumer, batch.messages());
@@ -293,6 +293,18 @@ where
             return PipelineEnd::Drained;
         }
     }
+}
+
+/// Writes `batch` under one `apply` span per traced message, each lasting the write.
+async fn traced_write<B: PreparedBatch, W: BatchWriter<B>>(writer: &mut W, batch: &B) -> bool {
+    let spans: Vec<tracing::Span> = batch
+        .messages()
+        .iter()
+        .filter_map(crate::trace::apply_span)
+        .collect();
+    let written = writer.write(batch).await;
+    drop(spans);
+    written
 }
 
 /// The end offset (last + 1) of each partition in `batch`.

@@ -12,6 +12,7 @@ pub mod follow;
 pub mod metrics;
 pub mod producer;
 pub mod topics;
+pub mod trace;
 
 pub use connection::{KafkaArgs, SecurityProtocol};
 pub use error::{Error, Result};

@@ -1,12 +1,14 @@
-//! Logging and metrics set-up shared by every lienthong binary.
+//! Logging, metrics and trace export set-up shared by every lienthong binary.
 //!
-//! Each binary flattens [`TelemetryArgs`] into its clap arguments and calls [`init`] once.
+//! Each binary flattens [`TelemetryArgs`] into its clap arguments and calls [`init`] once,
+//! keeping the [`Telemetry`] it returns until it exits (dropping it flushes buffered spans).
 //! Each crate that exports metrics lists them in a `metrics` module of [`Metric`]s, described
 //! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
 
 mod catalogue;
 pub mod health;
 pub mod process;
+pub mod trace;
 
 pub use catalogue::{Metric, MetricKind, describe, zero};
 
@@ -18,7 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, filter, fmt, prelude::*};
 
 /// Errors while setting up telemetry.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum Error {
         /// Parser error.
         source: tracing_subscriber::filter::ParseError,
     },
+    /// Trace export could not be set up.
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
     /// A global subscriber or recorder was already installed.
     #[error("telemetry was already initialised in this process")]
     AlreadyInitialised,
@@ -75,19 +80,65 @@ pub struct TelemetryArgs {
     /// Address of the Prometheus /metrics endpoint; unset means no endpoint.
     #[arg(long, env = "LIENTHONG_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Where spans go.
+    #[command(flatten)]
+    pub trace: trace::TraceArgs,
 }
 
-/// Installs the global tracing subscriber (logs go to stderr) and, when asked, the Prometheus
-/// exporter. Must be called from within a Tokio runtime when `metrics_addr` is set.
-pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
+/// What [`init`] set up that needs an orderly end: dropping it flushes the spans still
+/// buffered for the trace collector (for at most the exporter's timeout).
+#[must_use = "dropping it stops trace export; keep it until the process exits"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // The exporter's blocking client must not be driven from an async worker.
+            let flushed = std::thread::spawn(move || provider.shutdown()).join();
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "spans still buffered for the trace collector were lost");
+            }
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (logs go to stderr; spans of lienthong's own code go
+/// to the trace collector when `--otlp-endpoint` is set, as `service`) and, when asked, the
+/// Prometheus exporter. Must be called from within a Tokio runtime when `metrics_addr` is set.
+pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<Telemetry, Error> {
     let filter = EnvFilter::try_new(&args.log_filter).map_err(|source| Error::Filter {
         filter: args.log_filter.clone(),
         source,
     })?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let trace_args = args.trace.clone();
+    // Built off any async worker: the exporter's blocking HTTP client runs a runtime of its own.
+    let provider = std::thread::spawn(move || trace::provider(&trace_args, service))
+        .join()
+        .unwrap_or_else(|_| {
+            Err(trace::TraceError::Exporter {
+                endpoint: args.trace.otlp_endpoint.clone().unwrap_or_default(),
+                reason: "setting up the exporter panicked".into(),
+            })
+        })?;
+    // The log filter decides what is logged, not what is traced: spans of lienthong's own
+    // stages are exported whatever the log level.
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(trace::tracer(p))
+            .with_filter(filter::filter_fn(|m| {
+                m.target().starts_with("lienthong") && *m.level() <= tracing::Level::INFO
+            }))
+    });
+    let registry = tracing_subscriber::registry().with(spans);
     let result = match args.log_format {
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -95,7 +146,8 @@ pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
     };
@@ -103,7 +155,7 @@ pub fn init(args: &TelemetryArgs) -> Result<(), Error> {
     if let Some(addr) = args.metrics_addr {
         serve_metrics(addr)?;
     }
-    Ok(())
+    Ok(Telemetry { provider })
 }
 
 /// Installs the Prometheus recorder as the global metrics recorder and serves, on `addr`,
@@ -169,9 +221,42 @@ mod tests {
             log_filter: "info,[[[".into(),
             log_format: LogFormat::Json,
             metrics_addr: None,
+            trace: untraced(),
         };
-        let err = init(&args).expect_err("must reject");
+        let err = init(&args, "test").err().expect("must reject");
         assert!(err.to_string().contains("invalid log filter"), "{err}");
+    }
+
+    fn untraced() -> trace::TraceArgs {
+        trace::TraceArgs {
+            otlp_endpoint: None,
+            otlp_ca: None,
+            otlp_cert: None,
+            otlp_key: None,
+            trace_sample_ratio: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_unreadable_collector_ca_or_a_bad_endpoint_is_a_clear_error() {
+        let mut args = TelemetryArgs {
+            log_filter: "info".into(),
+            log_format: LogFormat::Json,
+            metrics_addr: None,
+            trace: untraced(),
+        };
+        args.trace.otlp_endpoint = Some("https://collector:4318".into());
+        args.trace.otlp_ca = Some("/nonexistent/ca.pem".into());
+        let err = init(&args, "test").err().expect("must reject");
+        assert!(
+            err.to_string().contains("/nonexistent/ca.pem")
+                && err.to_string().contains("trace collector"),
+            "{err}"
+        );
+        args.trace.otlp_ca = None;
+        args.trace.otlp_endpoint = Some("not a url at all".into());
+        let err = init(&args, "test").err().expect("must reject");
+        assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
     }
 
     #[tokio::test]

@@ -80,6 +80,24 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.logFormat | quote }}
 - name: LIENTHONG_METRICS_ADDR
   value: {{ printf "0.0.0.0:%v" .Values.metricsPort | quote }}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: LIENTHONG_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: LIENTHONG_TRACE_SAMPLE_RATIO
+  value: {{ .sampleRatio | quote }}
+{{- if .caSecret }}
+- name: LIENTHONG_OTLP_CA
+  value: /etc/lienthong/otlp-ca/ca.crt
+{{- end }}
+{{- if .clientCertSecret }}
+- name: LIENTHONG_OTLP_CERT
+  value: /etc/lienthong/otlp-client/tls.crt
+- name: LIENTHONG_OTLP_KEY
+  value: /etc/lienthong/otlp-client/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Settings every service shares: Kafka, registry, logs, metrics. */}}
@@ -115,6 +133,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.registry.tls.caSecret }}
 - name: registry-ca
   mountPath: /etc/lienthong/registry-ca
+  readOnly: true
+{{- end }}
+{{- if and .Values.tracing.otlpEndpoint .Values.tracing.caSecret }}
+- name: otlp-ca
+  mountPath: /etc/lienthong/otlp-ca
+  readOnly: true
+{{- end }}
+{{- if and .Values.tracing.otlpEndpoint .Values.tracing.clientCertSecret }}
+- name: otlp-client
+  mountPath: /etc/lienthong/otlp-client
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -158,6 +186,20 @@ app.kubernetes.io/component: {{ .component }}
     items:
       - key: ca.crt
         path: ca.crt
+{{- end }}
+{{- if and .Values.tracing.otlpEndpoint .Values.tracing.caSecret }}
+- name: otlp-ca
+  secret:
+    secretName: {{ .Values.tracing.caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- if and .Values.tracing.otlpEndpoint .Values.tracing.clientCertSecret }}
+- name: otlp-client
+  secret:
+    secretName: {{ .Values.tracing.clientCertSecret }}
+    defaultMode: 0400
 {{- end }}
 {{- end -}}
 
@@ -309,6 +351,9 @@ the facility directory) stays out, so that editing it restarts nothing. Without 
 workload's Kafka context (its own SASL secret). */}}
 {{- define "lienthong.clientSecrets" -}}
 {{- $s := list .Values.kafka.tls.caSecret .Values.kafka.tls.clientCertSecret .Values.registry.tls.caSecret .Values.registry.credentialsSecret }}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- $s = concat $s (list .Values.tracing.caSecret .Values.tracing.clientCertSecret) }}
+{{- end }}
 {{- if hasPrefix "sasl" .Values.kafka.securityProtocol }}
 {{- $s = append $s .Values.kafka.sasl.secret }}
 {{- end }}

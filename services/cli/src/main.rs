@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     };
     lienthong_runtime::run_main(async {
         let outcome = async {
-        lienthong_telemetry::init(&cli.telemetry)?;
+        let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong")?;
         match cli.command {
             Command::Topics { command, kafka } => topics::run(command, &kafka).await,
             Command::Acls { command, kafka } => acls::run(command, &kafka),

@@ -35,7 +35,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     lienthong_runtime::run_main(async move {
-        lienthong_telemetry::init(&cli.telemetry)?;
+        let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong-deidentifier")?;
         let shutdown = lienthong_runtime::shutdown_token();
         let grace = std::time::Duration::from_secs(30);
         let service =

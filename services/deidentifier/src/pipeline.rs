@@ -15,13 +15,15 @@
 use std::time::{Duration, Instant};
 
 use lienthong_kafka::consumption::{batch_ends, fill_batch, record_lag};
+use lienthong_kafka::trace::sampled_traceparent;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Retrying};
+use lienthong_telemetry::trace::{TRACEPARENT, continue_trace, traceparent_of};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
@@ -127,51 +129,61 @@ pub async fn run(
         let deidentifier = deidentifier.clone();
         async move {
             let batch = next_batch(consumer, config, shutdown).await?;
-            let events = deidentify(reader, &deidentifier, &batch, shutdown).await?;
+            let Deidentified { events, spans } =
+                deidentify(reader, &deidentifier, &batch, shutdown).await?;
             let framed = frame(codec, config, &events, shutdown).await?;
             Some(Prepared {
                 batch,
                 events,
                 framed,
+                spans,
             })
         }
     };
     let mut next = prepare(&deidentifier).await;
     while let Some(current) = next.take() {
-        let (committed, following) = tokio::join!(
-            commit(
-                &producer,
-                &consumer,
-                &current.batch,
-                &current.framed,
-                &config,
-                &shutdown
-            ),
-            prepare(&deidentifier)
-        );
+        let Prepared {
+            batch,
+            events,
+            framed,
+            spans,
+        } = current;
+        // Settled as soon as the transaction is, not when the next batch has arrived (the join
+        // below waits for that too, which takes as long as the topics stay quiet).
+        let committing = async {
+            let committed = commit(&producer, &consumer, &batch, &framed, &config, &shutdown).await;
+            if matches!(committed, Ok(true)) {
+                // The traced events' stage ends with the commit that made their records visible.
+                drop(spans);
+                for e in &events {
+                    metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str())
+                        .increment(1);
+                    if let Some((q, patient)) = &e.quasi {
+                        window.add(q.clone(), patient.clone());
+                    }
+                }
+            }
+            committed
+        };
+        let (committed, following) = tokio::join!(committing, prepare(&deidentifier));
         if !committed? {
             break;
-        }
-        for e in &current.events {
-            metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str()).increment(1);
-            if let Some((q, patient)) = &e.quasi {
-                window.add(q.clone(), patient.clone());
-            }
         }
         let width = deidentifier.age_band_width();
         watch_risk(&mut window, &mut deidentifier);
         // A batch prepared under bands the risk watch has just widened is prepared again.
         next = match following {
             Some(f) if deidentifier.age_band_width() != width => {
-                let events = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
-                let framed = match &events {
-                    Some(events) => frame(&codec, &config, events, &shutdown).await,
+                let read = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
+                let framed = match &read {
+                    Some(read) => frame(&codec, &config, &read.events, &shutdown).await,
                     None => None,
                 };
-                events.zip(framed).map(|(events, framed)| Prepared {
+                read.zip(framed).map(|(read, framed)| Prepared {
                     batch: f.batch,
-                    events,
+                    events: read.events,
                     framed,
+                    spans: read.spans,
                 })
             }
             following => following,
@@ -183,23 +195,44 @@ pub async fn run(
     Ok(())
 }
 
+/// A batch's analytics events, and the spans of the traced ones (open until committed).
+struct Deidentified {
+    events: Vec<AnalyticsEvent>,
+    spans: Vec<tracing::Span>,
+}
+
 /// Decodes, validates and de-identifies a batch (poison dead-lettered); None when stopping.
 async fn deidentify(
     reader: &MessageReader<'_>,
     deidentifier: &Deidentifier,
     batch: &[OwnedMessage],
     shutdown: &CancellationToken,
-) -> Option<Vec<AnalyticsEvent>> {
+) -> Option<Deidentified> {
     let mut retrying = Retrying::new(
         "a batch could not be read",
         crate::metrics::BATCH_RETRIES.name,
     );
     loop {
+        let mut spans = Vec::new();
         let read = reader
             .read_batch(batch, |consumed, origin| {
                 let accepted_at_ms = origin.0.timestamp().to_millis();
+                // A traced event's analytics record continues its trace from this stage.
+                let trace = sampled_traceparent(origin.0).and_then(|parent| {
+                    let span = tracing::info_span!(
+                        "deidentify",
+                        topic = origin.0.topic(),
+                        partition = origin.0.partition(),
+                        offset = origin.0.offset(),
+                    );
+                    continue_trace(&span, Some(parent));
+                    let own = traceparent_of(&span);
+                    spans.push(span);
+                    own
+                });
                 let stamped = |mut e: AnalyticsEvent| {
                     e.accepted_at_ms = accepted_at_ms;
+                    e.trace = trace;
                     e
                 };
                 match consumed {
@@ -213,7 +246,12 @@ async fn deidentify(
             })
             .await;
         match read {
-            Ok(events) => return Some(events.into_iter().flatten().collect()),
+            Ok(events) => {
+                return Some(Deidentified {
+                    events: events.into_iter().flatten().collect(),
+                    spans,
+                });
+            }
             Err(e) => retrying.failed(&e),
         }
         if !retrying.wait(shutdown).await {
@@ -228,6 +266,8 @@ struct Prepared {
     batch: Vec<OwnedMessage>,
     events: Vec<AnalyticsEvent>,
     framed: Vec<Framed>,
+    /// Open until the transaction commits: a traced event's span covers its whole stage.
+    spans: Vec<tracing::Span>,
 }
 
 /// The next non-empty batch; None when stopping.
@@ -259,6 +299,8 @@ struct Framed {
     value: Vec<u8>,
     /// The source event's acceptance time, kept as the record's timestamp.
     timestamp: Option<i64>,
+    /// The `traceparent` header, for a traced event.
+    trace: Option<String>,
 }
 
 /// Frames every event (the schema id is looked up once, then cached); None when stopping.
@@ -285,6 +327,7 @@ async fn frame(
                     key: e.key.clone(),
                     value,
                     timestamp: e.accepted_at_ms,
+                    trace: e.trace.clone(),
                 }),
                 Err(err) => {
                     retrying.failed(&err);
@@ -366,6 +409,12 @@ async fn transaction(
             .payload(&f.value);
         if let Some(ts) = f.timestamp {
             record = record.timestamp(ts);
+        }
+        if let Some(trace) = &f.trace {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: TRACEPARENT,
+                value: Some(trace.as_bytes()),
+            }));
         }
         loop {
             match producer.send_result(record) {

@@ -94,6 +94,9 @@ pub struct AnalyticsEvent {
     /// When the gateway accepted the source event (its Kafka timestamp, ms since the epoch):
     /// the analytics record carries it, so the warehouse measures freshness from acceptance.
     pub accepted_at_ms: Option<i64>,
+    /// The `traceparent` its record carries on to the warehouse (the de-identification
+    /// span's), when the source event was traced.
+    pub trace: Option<String>,
 }
 
 /// Makes analytics events under one policy and one analytics key.
@@ -323,6 +326,7 @@ impl Deidentifier {
             payload: body.encode_to_vec(),
             quasi: None,
             accepted_at_ms: None,
+            trace: None,
         }
     }
 
@@ -347,6 +351,7 @@ impl Deidentifier {
             payload,
             quasi: Some((quasi, patient.patient_key)),
             accepted_at_ms: None,
+            trace: None,
         }
     }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::outbox::{Outbox, OutboxError};
+use tracing::Instrument as _;
 
 /// `IngestService` in front of the outbox.
 pub struct LocalIngest {
@@ -71,10 +72,15 @@ impl IngestService for LocalIngest {
             }
         }
         if !queue.is_empty() {
-            self.outbox.enqueue(queue).await.map_err(|e| match e {
-                OutboxError::Full { .. } => Status::resource_exhausted(e.to_string()),
-                other => Status::internal(other.to_string()),
-            })?;
+            let span = tracing::info_span!("intake", via = "grpc", events = queue.len());
+            self.outbox
+                .enqueue(queue)
+                .instrument(span)
+                .await
+                .map_err(|e| match e {
+                    OutboxError::Full { .. } => Status::resource_exhausted(e.to_string()),
+                    other => Status::internal(other.to_string()),
+                })?;
         }
         Ok(Response::new(pb::PublishResponse {
             request_id: request.request_id,

@@ -23,6 +23,7 @@ use crate::outbox::{Outbox, OutboxError};
 use crate::revisions::Revision;
 use crate::sender::SharedState;
 use crate::xml::{Limits, convert};
+use tracing::Instrument as _;
 
 struct Intake {
     outbox: Outbox,
@@ -68,7 +69,13 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
     let revisions = if c.events.is_empty() {
         Vec::new()
     } else {
-        match intake.outbox.enqueue_revised(c.events, &name).await {
+        let span = tracing::info_span!("intake", via = "http-xml", events = c.events.len());
+        match intake
+            .outbox
+            .enqueue_revised(c.events, &name)
+            .instrument(span)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return outbox_error(e),
         }
@@ -135,7 +142,8 @@ async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
         return answer(StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors}));
     }
     let n = accepted.len();
-    if let Err(e) = intake.outbox.enqueue(accepted).await {
+    let span = tracing::info_span!("intake", via = "http-events", events = n);
+    if let Err(e) = intake.outbox.enqueue(accepted).instrument(span).await {
         return outbox_error(e);
     }
     answer(StatusCode::OK, json!({"queued": n}))

@@ -16,6 +16,7 @@ use lienthong_core::validation::ValidationContext;
 use crate::outbox::{Outbox, OutboxError};
 use crate::revisions::Revision;
 use crate::xml::{Limits, convert};
+use tracing::Instrument as _;
 
 /// Files seen on the previous look: path → (size, modified).
 #[derive(Debug, Default)]
@@ -189,7 +190,11 @@ impl Inbox {
         let revisions = if events.is_empty() {
             Vec::new()
         } else {
-            outbox.enqueue_revised(events, &name).await?
+            let span = tracing::info_span!("intake", via = "inbox", events = events.len());
+            outbox
+                .enqueue_revised(events, &name)
+                .instrument(span)
+                .await?
         };
         let mut count = 0;
         let mut notes = String::new();

@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     // The outbox, reports and kept exports hold personal data.
     lienthong_runtime::private_files();
     lienthong_runtime::run_main(async move {
-        lienthong_telemetry::init(&cli.telemetry)?;
+        let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong-facility-agent")?;
         let shutdown = lienthong_runtime::shutdown_token();
         lienthong_facility_agent::run(cli.agent, shutdown)
             .await

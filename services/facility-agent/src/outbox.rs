@@ -6,8 +6,10 @@
 //! dead entry, `v` + document id → what was last taken in of that document from XML
 //! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue keeps intake
 //! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
-//! [origin length u32 BE][origin][EventEnvelope protobuf] (queued entries have an empty
-//! reason; the origin is the export file an event came from, empty for pushed events).
+//! [origin length u32 BE][origin][trace length u32 BE][trace][EventEnvelope protobuf] (queued
+//! entries have an empty reason; the origin is the export file an event came from, empty for
+//! pushed events; the trace is the W3C `traceparent` of the intake that took the event in,
+//! empty when that intake was not traced).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +62,8 @@ pub struct Entry {
     pub reason: String,
     /// The export file it came from (empty for events pushed over HTTP or gRPC).
     pub origin: String,
+    /// The `traceparent` of its intake, empty when not traced: delivery continues that trace.
+    pub trace: String,
     /// The event.
     pub envelope: pb::EventEnvelope,
 }
@@ -88,11 +92,17 @@ fn key(space: u8, seq: u64) -> [u8; 9] {
     k
 }
 
-fn encode(enqueued_ms: u64, reason: &str, origin: &str, envelope: &pb::EventEnvelope) -> Vec<u8> {
+fn encode(
+    enqueued_ms: u64,
+    reason: &str,
+    origin: &str,
+    trace: &str,
+    envelope: &pb::EventEnvelope,
+) -> Vec<u8> {
     let body = envelope.encode_to_vec();
-    let mut v = Vec::with_capacity(16 + reason.len() + origin.len() + body.len());
+    let mut v = Vec::with_capacity(20 + reason.len() + origin.len() + trace.len() + body.len());
     v.extend_from_slice(&enqueued_ms.to_be_bytes());
-    for text in [reason, origin] {
+    for text in [reason, origin, trace] {
         v.extend_from_slice(&(text.len() as u32).to_be_bytes());
         v.extend_from_slice(text.as_bytes());
     }
@@ -122,14 +132,21 @@ fn decode(seq: u64, v: &[u8]) -> Result<Entry, OutboxError> {
     };
     let reason = text()?;
     let origin = text()?;
+    let trace = text()?;
     let envelope = pb::EventEnvelope::decode(rest).map_err(|_| corrupt())?;
     Ok(Entry {
         seq,
         enqueued_ms,
         reason,
         origin,
+        trace,
         envelope,
     })
+}
+
+/// The trace of the intake running now (the current span), empty when it is not traced.
+fn intake_trace() -> String {
+    lienthong_telemetry::trace::traceparent_of(&tracing::Span::current()).unwrap_or_default()
 }
 
 fn seq_of(k: &[u8]) -> u64 {
@@ -172,9 +189,13 @@ impl Outbox {
             return Err(OutboxError::Full { pending });
         }
         let at = now_ms();
+        let trace = intake_trace();
         let mut batch = sled::Batch::default();
         for e in &envelopes {
-            batch.insert(&key(QUEUED, self.db.generate_id()?), encode(at, "", "", e));
+            batch.insert(
+                &key(QUEUED, self.db.generate_id()?),
+                encode(at, "", "", &trace, e),
+            );
         }
         self.tree.apply_batch(batch)?;
         self.db.flush_async().await?;
@@ -222,11 +243,12 @@ impl Outbox {
             return Err(OutboxError::Full { pending });
         }
         let at = now_ms();
+        let trace = intake_trace();
         let mut batch = sled::Batch::default();
         for e in &queued {
             batch.insert(
                 &key(QUEUED, self.db.generate_id()?),
-                encode(at, "", origin, e),
+                encode(at, "", origin, &trace, e),
             );
         }
         for (k, d) in &records {
@@ -266,7 +288,13 @@ impl Outbox {
             batch.remove(&key(QUEUED, entry.seq));
             batch.insert(
                 &key(DEAD, entry.seq),
-                encode(entry.enqueued_ms, reason, &entry.origin, &entry.envelope),
+                encode(
+                    entry.enqueued_ms,
+                    reason,
+                    &entry.origin,
+                    &entry.trace,
+                    &entry.envelope,
+                ),
             );
         }
         self.tree.apply_batch(batch)?;
@@ -296,7 +324,7 @@ impl Outbox {
             batch.remove(&key(DEAD, e.seq));
             batch.insert(
                 &key(QUEUED, e.seq),
-                encode(e.enqueued_ms, "", &e.origin, &e.envelope),
+                encode(e.enqueued_ms, "", &e.origin, &e.trace, &e.envelope),
             );
         }
         self.tree.apply_batch(batch)?;

@@ -11,6 +11,8 @@ use lienthong_proto::v1 as pb;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
 use crate::outbox::{Entry, Outbox};
 
 /// What the sender last saw, for the status report.
@@ -65,7 +67,7 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let entries = outbox.peek(batch.max(1))?;
+        let entries = of_one_trace(outbox.peek(batch.max(1))?);
         if entries.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {},
@@ -73,11 +75,20 @@ pub async fn run(
             }
             continue;
         }
-        let request = gateway.request(
+        let mut request = gateway.request(
             token.as_deref(),
             entries.iter().map(|e| e.envelope.clone()).collect(),
         )?;
-        let wait = match client.clone().publish(request).await {
+        let span = tracing::info_span!("send", events = entries.len());
+        lienthong_telemetry::trace::continue_trace(&span, Some(entries[0].trace.as_str()));
+        if let Some(traceparent) = lienthong_telemetry::trace::traceparent_of(&span)
+            && let Ok(value) = traceparent.parse()
+        {
+            request
+                .metadata_mut()
+                .insert(lienthong_telemetry::trace::TRACEPARENT, value);
+        }
+        let wait = match client.clone().publish(request).instrument(span).await {
             Ok(resp) => {
                 let results = resp.into_inner().results;
                 if results.len() != entries.len() {
@@ -110,6 +121,18 @@ pub async fn run(
             None => backoff = Duration::from_millis(250),
         }
     }
+}
+
+/// The longest run of `entries`, from the oldest, taken in under one trace: a request to the
+/// gateway continues one trace, so events of another traced intake wait for the next request.
+/// Untraced entries travel together.
+fn of_one_trace(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let run = entries
+        .iter()
+        .take_while(|e| entries.first().is_some_and(|first| first.trace == e.trace))
+        .count();
+    entries.truncate(run);
+    entries
 }
 
 /// Applies a batch's answers; Some(wait) when some must be retried.
@@ -197,6 +220,26 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_request_carries_the_events_of_one_traced_intake_or_untraced_ones() {
+        let entry = |seq: u64, trace: &str| Entry {
+            seq,
+            enqueued_ms: 0,
+            reason: String::new(),
+            origin: String::new(),
+            trace: trace.into(),
+            envelope: env(&seq.to_string()),
+        };
+        let seqs = |v: Vec<Entry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let t1 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mixed = vec![entry(1, t1), entry(2, t1), entry(3, t2), entry(4, t1)];
+        assert_eq!(seqs(of_one_trace(mixed)), [1, 2]);
+        let untraced = vec![entry(1, ""), entry(2, ""), entry(3, t1)];
+        assert_eq!(seqs(of_one_trace(untraced)), [1, 2]);
+        assert!(of_one_trace(Vec::new()).is_empty());
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ struct Cli {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    lienthong_telemetry::init(&cli.telemetry)?;
+    let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong-gateway")?;
     let keyer = cli.key.load()?;
     let listen = cli.gateway.listen();
     let listener = tokio::net::TcpListener::bind(listen)

@@ -390,7 +390,10 @@ impl Gateway {
                     return r;
                 }
             };
-            let headers: [(&str, &[u8]); 3] = [
+            // The consumers continue the publishing request's trace from this header.
+            let traceparent =
+                lienthong_telemetry::trace::traceparent_of(&tracing::Span::current());
+            let mut headers: Vec<(&str, &[u8])> = vec![
                 ("lienthong-event-id", header.event_id.as_bytes()),
                 ("lienthong-message-type", kind.message_name().as_bytes()),
                 (
@@ -398,6 +401,9 @@ impl Gateway {
                     header.source_facility_code.as_bytes(),
                 ),
             ];
+            if let Some(t) = &traceparent {
+                headers.push((lienthong_telemetry::trace::TRACEPARENT, t.as_bytes()));
+            }
             let limit = self.topic_limits.get(&topic).copied();
             let record_size = framed.len()
                 + key.value.len()

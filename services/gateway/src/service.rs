@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use lienthong_proto::v1 as pb;
 use pb::ingest_service_server::IngestService;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::pipeline::{Gateway, RequestError};
 
@@ -22,6 +23,23 @@ fn observe(method: &'static str, started: Instant, code: tonic::Code) {
     metrics::counter!(crate::metrics::REQUESTS.name, "method" => method, "code" => format!("{code:?}")).increment(1);
     metrics::histogram!(crate::metrics::REQUEST_SECONDS.name, "method" => method)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// The caller's trace context (gRPC metadata `traceparent`), if it sent one.
+fn traceparent_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(lienthong_telemetry::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The span of one request's publication, continuing the caller's trace when it sent one;
+/// its context goes into every record's `traceparent` header.
+fn publish_span<T>(request: &Request<T>) -> tracing::Span {
+    let span = tracing::info_span!("publish");
+    lienthong_telemetry::trace::continue_trace(&span, traceparent_of(request).as_deref());
+    span
 }
 
 impl IngestApi {
@@ -52,9 +70,11 @@ impl IngestService for IngestApi {
                 return Err(s);
             }
         };
+        let span = publish_span(&request);
         let result = self
             .gateway
             .publish(caller.as_ref(), request.into_inner())
+            .instrument(span)
             .await
             .map_err(RequestError::into_status);
         observe(
@@ -79,12 +99,15 @@ impl IngestService for IngestApi {
             .publisher(&request)
             .inspect_err(|s| observe("PublishStream", started, s.code()))?;
         let gateway = Arc::clone(&self.gateway);
+        let traceparent = traceparent_of(&request);
         let inbound = request.into_inner();
         // `buffered` runs a bounded number of requests concurrently and yields in input order.
         let responses = inbound
             .map(move |item| {
                 let gateway = Arc::clone(&gateway);
                 let caller = caller.clone();
+                let span = tracing::info_span!("publish");
+                lienthong_telemetry::trace::continue_trace(&span, traceparent.as_deref());
                 async move {
                     let item = item?;
                     let req = pb::PublishRequest {
@@ -122,6 +145,7 @@ impl IngestService for IngestApi {
                         Err(other) => Err(other.into_status()),
                     }
                 }
+                .instrument(span)
             })
             .buffered(STREAM_PIPELINE_DEPTH);
         observe("PublishStream", started, tonic::Code::Ok);

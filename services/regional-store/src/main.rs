@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     // The stores hold every patient's documents of their regions.
     lienthong_runtime::private_files();
     lienthong_runtime::run_main(async move {
-        lienthong_telemetry::init(&cli.telemetry)?;
+        let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong-regional-store")?;
         if let Some(region) = &cli.rebuild {
             let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&cli.registry)?);
             cli.kafka.probe()?;
