@@ -275,6 +275,40 @@ impl TestGateway {
         )
     }
 
+    /// Flags of a `lienthong-facility-agent` delivering to this gateway as `facility`, with
+    /// its data in `dir/agent` and its inbox (created) at `dir/inbox`; the CA and a token for
+    /// an hour are written into `dir`. Files are the only intake: no HTTP or gRPC listener,
+    /// whose fixed ports could be taken.
+    pub fn inbox_agent_args(
+        &self,
+        facility: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Vec<String>> {
+        let (ca, token, inbox) = (dir.join("ca.pem"), dir.join("token"), dir.join("inbox"));
+        std::fs::write(&ca, self.pki.ca_pem())?;
+        std::fs::write(&token, self.token(facility, 3600))?;
+        std::fs::create_dir_all(&inbox)?;
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        Ok(vec![
+            "--data-dir".into(),
+            path(dir.join("agent")),
+            "--inbox".into(),
+            path(inbox),
+            "--poll-ms".into(),
+            "200".into(),
+            "--http-listen".into(),
+            String::new(),
+            "--grpc-listen".into(),
+            String::new(),
+            "--gateway".into(),
+            format!("https://localhost:{}", self.addr.port()),
+            "--ca".into(),
+            path(ca),
+            "--token-file".into(),
+            path(token),
+        ])
+    }
+
     /// Stops serving (an outage): clients get connection errors until `resume`.
     pub async fn pause(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -92,33 +92,7 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
     gw.pause().await?; // the outage starts before the first file arrives
     let dir = tempfile::tempdir()?;
     let (data, inbox) = (dir.path().join("agent"), dir.path().join("inbox"));
-    std::fs::create_dir_all(&inbox)?;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, gw.pki.ca_pem())?;
-    let token = dir.path().join("token");
-    std::fs::write(&token, gw.token("01001", 3600))?;
-    let args: Vec<String> = [
-        "--data-dir",
-        &data.display().to_string(),
-        "--inbox",
-        &inbox.display().to_string(),
-        "--poll-ms",
-        "200",
-        // No HTTP or gRPC intake here: the files are the intake, and a fixed port could be taken.
-        "--http-listen",
-        "",
-        "--grpc-listen",
-        "",
-        "--gateway",
-        &format!("https://localhost:{}", gw.addr.port()),
-        "--ca",
-        &ca.display().to_string(),
-        "--token-file",
-        &token.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = gw.inbox_agent_args("01001", dir.path())?;
 
     // The exports, and what they must become (intake order per patient).
     let mut exports: Vec<(PathBuf, String)> = Vec::new();

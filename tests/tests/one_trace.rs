@@ -271,30 +271,8 @@ async fn one_trace_links_the_agents_intake_the_gateways_publish_and_both_sinks()
     let _loader = spawn("lienthong-warehouse-loader", &loader_args)?;
 
     // The facility agent, taking in one HIS export from its inbox.
+    let agent_args = gw.inbox_agent_args("01001", dir.path())?;
     let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox)?;
-    std::fs::write(path("ca.pem"), gw.pki.ca_pem())?;
-    std::fs::write(path("token"), gw.token("01001", 3600))?;
-    let agent_args: Vec<String> = [
-        "--data-dir",
-        &path("agent"),
-        "--inbox",
-        &inbox.display().to_string(),
-        "--poll-ms",
-        "200",
-        "--http-listen",
-        "",
-        "--grpc-listen",
-        "",
-        "--gateway",
-        &format!("https://localhost:{}", gw.addr.port()),
-        "--ca",
-        &path("ca.pem"),
-        "--token-file",
-        &path("token"),
-    ]
-    .map(String::from)
-    .to_vec();
     let _agent = spawn("lienthong-facility-agent", &agent_args)?;
     let export = envelope("01001", &[full_episode("LKTRACE01", "001185000001", true)]);
     std::fs::write(inbox.join(".export.tmp"), export)?;
