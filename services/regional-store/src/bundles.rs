@@ -11,16 +11,18 @@
 //! The catalogue is derived from the bundles: rebuilt at open by replaying them in the order
 //! they were written (the latest record of each document id is its current value; a document
 //! has one key at a time, so its older records under other keys are dead), and changed by the
-//! writer only after the sled batch holding the bundle has landed. About 120 bytes of memory
-//! per document.
+//! writer only after the sled batch holding the bundle has landed. Its keys are held in
+//! prefix-compressed blocks (see `packed`): about 60 bytes of memory per document.
 //!
 //! A bundle whose records are mostly dead (newer versions written since) is compacted: its
 //! live records are copied into a new bundle, and only once the catalogue points there is the
 //! old one removed, so a reader holding an old span finds either the old bundle or, looking
 //! again, the new span.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+
+use crate::packed::PackedMap;
 
 /// Where a document's stored value lies: a span of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,31 +122,22 @@ pub fn records(
     })
 }
 
-/// A document's key as the catalogue orders it: its bytes, led by its first eight as a
-/// number. Ordering by (head, bytes) is ordering by bytes (the head is a
-/// zero-padded prefix), and most comparisons of a lookup end at the head without following
-/// the pointer to the bytes: the writer's catalogue updates took a third of its CPU, most of
-/// it in cache misses on compared keys.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
-    head: u64,
-    bytes: Box<[u8]>,
-}
-
-impl Key {
-    fn new(bytes: &[u8]) -> Self {
-        Self {
-            head: head(bytes),
-            bytes: bytes.into(),
-        }
+impl crate::packed::Packed for Span {
+    fn pack(&self, out: &mut Vec<u8>) {
+        use crate::packed::put_varint;
+        put_varint(out, self.bundle);
+        put_varint(out, u64::from(self.offset));
+        put_varint(out, u64::from(self.len));
     }
-}
 
-fn head(bytes: &[u8]) -> u64 {
-    let mut h = [0u8; 8];
-    let n = bytes.len().min(8);
-    h[..n].copy_from_slice(&bytes[..n]);
-    u64::from_be_bytes(h)
+    fn unpack(bytes: &[u8], at: &mut usize) -> Option<Self> {
+        use crate::packed::take_varint;
+        Some(Self {
+            bundle: take_varint(bytes, at)?,
+            offset: u32::try_from(take_varint(bytes, at)?).ok()?,
+            len: u32::try_from(take_varint(bytes, at)?).ok()?,
+        })
+    }
 }
 
 /// How many records a bundle holds and how many of them are current.
@@ -158,7 +151,7 @@ struct Use {
 /// patient's documents and a patient's lab reports by service and time are range scans).
 #[derive(Debug, Default)]
 pub struct Catalogue {
-    spans: BTreeMap<Key, Span>,
+    spans: PackedMap<Span>,
     bundles: HashMap<u64, Use, foldhash::fast::RandomState>,
     /// Bundles with fewer than half of their records current, to compact.
     sparse: BTreeSet<u64>,
@@ -168,26 +161,21 @@ pub struct Catalogue {
 impl Catalogue {
     /// The span of the document at `key`.
     pub fn get(&self, key: &[u8]) -> Option<Span> {
-        self.spans.get(&Key::new(key)).copied()
+        self.spans.get(key)
     }
 
-    /// The documents whose key starts with `prefix`, in key order (reversible).
-    pub fn with_prefix<'a>(
-        &'a self,
-        prefix: &'a [u8],
-    ) -> impl DoubleEndedIterator<Item = (&'a [u8], Span)> + 'a {
-        let end = crate::lists::prefix_end(prefix).map(|e| Key::new(&e));
-        self.spans
-            .range((
-                Bound::Included(Key::new(prefix)),
-                end.map_or(Bound::Unbounded, Bound::Excluded),
-            ))
-            .map(|(k, s)| (&*k.bytes, *s))
+    /// The documents whose key starts with `prefix`, in key order.
+    pub fn with_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = (Vec<u8>, Span)> + '_ {
+        let end = crate::lists::prefix_end(prefix);
+        self.spans.range(
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        )
     }
 
     /// Every document, in key order.
-    pub fn all(&self) -> impl Iterator<Item = (&[u8], Span)> {
-        self.spans.iter().map(|(k, s)| (&*k.bytes, *s))
+    pub fn all(&self) -> impl Iterator<Item = (Vec<u8>, Span)> + '_ {
+        self.spans.iter()
     }
 
     /// Documents held.
@@ -225,9 +213,9 @@ impl Catalogue {
                 if let Some(u) = self.bundles.get_mut(&s.bundle) {
                     u.live += 1;
                 }
-                self.spans.insert(Key::new(key), s)
+                self.spans.insert(key, s)
             }
-            None => self.spans.remove(&Key::new(key)),
+            None => self.spans.remove(key),
         };
         if let Some(old) = old
             && let Some(u) = self.bundles.get_mut(&old.bundle)
@@ -268,27 +256,15 @@ impl Catalogue {
             .collect()
     }
 
-    /// A catalogue as a checkpoint recorded it: spans in key order, bundle uses (number,
+    /// A catalogue as a checkpoint recorded it: the spans by key, bundle uses (number,
     /// records, current records) and the highest bundle number seen.
     pub fn restore(
-        spans: Vec<(Box<[u8]>, Span)>,
+        spans: PackedMap<Span>,
         uses: impl IntoIterator<Item = (u64, u32, u32)>,
         last_number: u64,
     ) -> Self {
         let mut c = Self {
-            // Built in bulk from sorted keys: far faster than inserting one by one.
-            spans: spans
-                .into_iter()
-                .map(|(bytes, span)| {
-                    (
-                        Key {
-                            head: head(&bytes),
-                            bytes,
-                        },
-                        span,
-                    )
-                })
-                .collect(),
+            spans,
             next: last_number,
             ..Self::default()
         };
@@ -299,6 +275,11 @@ impl Catalogue {
             }
         }
         c
+    }
+
+    /// Bytes the keys and spans take in memory (packed, without the allocator's overhead).
+    pub fn packed_bytes(&self) -> usize {
+        self.spans.packed_bytes()
     }
 
     /// Forgets a bundle (compacted or empty; none of its records is current any more).

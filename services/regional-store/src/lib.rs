@@ -12,6 +12,7 @@ pub mod lists;
 pub mod live;
 pub mod memory;
 pub mod metrics;
+pub mod packed;
 pub mod query;
 pub mod rebuild;
 pub mod server;

@@ -25,12 +25,84 @@ const MAGIC: &[u8; 8] = b"LTCKPT01";
 /// The sled key recording the serial of the latest checkpoint written.
 pub(super) const SERIAL_KEY: &[u8] = b"c";
 
-/// What a checkpoint holds.
+/// A checkpoint whose checksum, header and serial are verified, read section by section as
+/// the store is built from it (so its bytes are never all in memory at once): `spans`, then
+/// `uses`, then `lists`, then `finish`.
 pub(super) struct Checkpoint {
     pub(super) last: u64,
-    pub(super) spans: Vec<(Box<[u8]>, Span)>,
-    pub(super) uses: Vec<(u64, u32, u32)>,
-    pub(super) lists: Vec<ListEntry>,
+    r: Stream,
+}
+
+impl Checkpoint {
+    /// How many documents there are (read first).
+    pub(super) fn documents(&mut self) -> Result<usize, StoreError> {
+        Ok(self.r.count()?)
+    }
+
+    /// Hands over the key and span of each of the `documents`, in key order.
+    pub(super) fn spans(
+        &mut self,
+        documents: usize,
+        mut each: impl FnMut(&[u8], Span) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..documents {
+            let key_len = self.r.u32()? as usize;
+            let record = self.r.take(key_len + 16)?;
+            let (key, span) = record.split_at(key_len);
+            let span = Span {
+                bundle: u64::from_be_bytes(span[..8].try_into().unwrap_or_default()),
+                offset: u32::from_be_bytes(span[8..12].try_into().unwrap_or_default()),
+                len: u32::from_be_bytes(span[12..].try_into().unwrap_or_default()),
+            };
+            each(key, span)?;
+        }
+        Ok(())
+    }
+
+    /// Every bundle's use: (number, records, current records).
+    pub(super) fn uses(&mut self) -> Result<Vec<(u64, u32, u32)>, StoreError> {
+        let n = self.r.count()?;
+        let mut uses = Vec::with_capacity(n);
+        for _ in 0..n {
+            uses.push((self.r.u64()?, self.r.u32()?, self.r.u32()?));
+        }
+        Ok(uses)
+    }
+
+    /// Hands over every list entry, the worklist's first, each list in order.
+    pub(super) fn lists(
+        &mut self,
+        mut each: impl FnMut(List, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..self.r.count()? {
+            let list = match self.r.take(1)?[0] {
+                0 => List::Worklist,
+                1 => List::Appointments,
+                _ => return Err(corrupt("a list it does not know")),
+            };
+            let n = self.r.u32()? as usize;
+            each(list, self.r.take(n)?)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that nothing follows the last section.
+    pub(super) fn finish(self) -> Result<(), StoreError> {
+        if self.r.left != 0 {
+            return Err(corrupt("bytes after its last section"));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(why: &str) -> StoreError {
+    StoreError::Corrupt(format!("the checkpoint is corrupt ({why})"))
+}
+
+impl From<Unusable> for StoreError {
+    fn from(e: Unusable) -> Self {
+        StoreError::Corrupt(format!("the checkpoint cannot be used: {e}"))
+    }
 }
 
 /// Why a checkpoint cannot be used (the store is then opened by the full replay).
@@ -62,7 +134,7 @@ pub(super) fn encode(serial: u64, catalogue: &Catalogue, lists: &Lists) -> Vec<u
     out.extend_from_slice(&catalogue.last_number().to_be_bytes());
     out.extend_from_slice(&(catalogue.len() as u64).to_be_bytes());
     for (key, span) in catalogue.all() {
-        put_bytes(&mut out, key);
+        put_bytes(&mut out, &key);
         out.extend_from_slice(&span.bundle.to_be_bytes());
         out.extend_from_slice(&span.offset.to_be_bytes());
         out.extend_from_slice(&span.len.to_be_bytes());
@@ -77,7 +149,7 @@ pub(super) fn encode(serial: u64, catalogue: &Catalogue, lists: &Lists) -> Vec<u
     out.extend_from_slice(&(lists.len() as u64).to_be_bytes());
     for (list, entry) in lists.entries() {
         out.push(list as u8);
-        put_bytes(&mut out, entry);
+        put_bytes(&mut out, &entry);
     }
     let sum = sha2::Sha256::digest(&out);
     out.extend_from_slice(&sum);
@@ -104,24 +176,49 @@ pub(super) fn write(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> 
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The checkpoint in `dir`, if there is one; an error says why it cannot be used.
+/// The checkpoint in `dir`, if there is one, its checksum and serial verified; an error says
+/// why it cannot be used.
 pub(super) fn load(
     dir: &std::path::Path,
     tree: &sled::Tree,
 ) -> Result<Option<Checkpoint>, Unusable> {
-    let bytes = match std::fs::read(dir.join(FILE)) {
-        Ok(b) => b,
+    use std::io::Read as _;
+    let path = dir.join(FILE);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if bytes.len() < MAGIC.len() + 32 {
+    let len = file.metadata()?.len();
+    if len < (MAGIC.len() + 32) as u64 {
         return Err(Unusable::Corrupt("shorter than its checksum"));
     }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    if sha2::Sha256::digest(body).as_slice() != sum {
+    // The checksum first, over the file streamed, so nothing unverified is used.
+    let body = len - 32;
+    let mut hash = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut body_reader = std::io::Read::by_ref(&mut file).take(body);
+    loop {
+        let n = body_reader.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&chunk[..n]);
+    }
+    let mut sum = [0u8; 32];
+    file.read_exact(&mut sum)?;
+    if hash.finalize().as_slice() != sum {
         return Err(Unusable::Corrupt("its checksum does not match"));
     }
-    let mut r = Reader { bytes: body, at: 0 };
+    let file = std::fs::File::open(&path)?;
+    if file.metadata()?.len() != len {
+        return Err(Unusable::Corrupt("it changed while read"));
+    }
+    let mut r = Stream {
+        file: std::io::BufReader::with_capacity(1 << 16, file.take(body)),
+        left: body,
+        buf: Vec::new(),
+    };
     if r.take(8)? != MAGIC {
         return Err(Unusable::Corrupt(
             "not a lienthong checkpoint of this version",
@@ -136,59 +233,26 @@ pub(super) fn load(
         });
     }
     let last = r.u64()?;
-    let n = r.count()?;
-    let mut spans = Vec::with_capacity(n);
-    for _ in 0..n {
-        let key: Box<[u8]> = r.bytes()?.into();
-        let span = Span {
-            bundle: r.u64()?,
-            offset: r.u32()?,
-            len: r.u32()?,
-        };
-        spans.push((key, span));
-    }
-    if !spans.is_sorted_by(|a, b| a.0 < b.0) {
-        return Err(Unusable::Corrupt("its keys are out of order"));
-    }
-    let n = r.count()?;
-    let mut uses = Vec::with_capacity(n);
-    for _ in 0..n {
-        uses.push((r.u64()?, r.u32()?, r.u32()?));
-    }
-    let n = r.count()?;
-    let mut lists = Vec::with_capacity(n);
-    for _ in 0..n {
-        let list = match r.take(1)?[0] {
-            0 => List::Worklist,
-            1 => List::Appointments,
-            _ => return Err(Unusable::Corrupt("a list it does not know")),
-        };
-        lists.push((list, r.bytes()?.into()));
-    }
-    if r.at != body.len() {
-        return Err(Unusable::Corrupt("bytes after its last section"));
-    }
-    Ok(Some(Checkpoint {
-        last,
-        spans,
-        uses,
-        lists,
-    }))
+    Ok(Some(Checkpoint { last, r }))
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A checkpoint file's body read in order, never past its checksum.
+struct Stream {
+    file: std::io::BufReader<std::io::Take<std::fs::File>>,
+    left: u64,
+    buf: Vec<u8>,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Unusable> {
-        let part = self
-            .bytes
-            .get(self.at..self.at.saturating_add(n))
-            .ok_or(Unusable::Corrupt("truncated"))?;
-        self.at += n;
-        Ok(part)
+impl Stream {
+    fn take(&mut self, n: usize) -> Result<&[u8], Unusable> {
+        use std::io::Read as _;
+        if n as u64 > self.left {
+            return Err(Unusable::Corrupt("truncated"));
+        }
+        self.buf.resize(n, 0);
+        self.file.read_exact(&mut self.buf)?;
+        self.left -= n as u64;
+        Ok(&self.buf)
     }
 
     fn u64(&mut self) -> Result<u64, Unusable> {
@@ -207,14 +271,9 @@ impl<'a> Reader<'a> {
     /// make a huge allocation).
     fn count(&mut self) -> Result<usize, Unusable> {
         let n = usize::try_from(self.u64()?).map_err(|_| Unusable::Corrupt("a huge count"))?;
-        if n > self.bytes.len() - self.at {
+        if n as u64 > self.left {
             return Err(Unusable::Corrupt("a count beyond its length"));
         }
         Ok(n)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], Unusable> {
-        let n = self.u32()? as usize;
-        self.take(n)
     }
 }

@@ -148,7 +148,7 @@ pub(super) fn find_document(
 /// of the writer and queries and by the replay at open.
 pub(super) fn held_key(
     catalogue: &Catalogue,
-    candidates: &[Arc<[u8]>],
+    candidates: &[Box<[u8]>],
     document_id: &[u8],
     likely: Option<&[u8]>,
 ) -> Option<(Box<[u8]>, Span)> {

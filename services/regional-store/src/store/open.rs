@@ -49,17 +49,16 @@ impl RegionStore {
                 None
             }
         };
-        let (listed, opened_from) = match from_checkpoint {
-            Some((listed, replayed)) => (listed, OpenedFrom::Checkpoint { replayed }),
+        let (lists, opened_from) = match from_checkpoint {
+            Some((lists, replayed)) => (lists, OpenedFrom::Checkpoint { replayed }),
             None => {
                 let replayed = replay_bundles(&docs, 0, None)?;
                 (
-                    current_list_entries(&docs)?,
+                    Lists::from_entries(current_list_entries(&docs)?),
                     OpenedFrom::FullReplay { replayed },
                 )
             }
         };
-        let lists = Lists::from_entries(listed);
         let mut receipts = KnownReceipts::default();
         for k in tree.scan_prefix([RECEIPTS]).keys() {
             receipts.add(&k?[1..]);
@@ -107,21 +106,28 @@ impl RegionStore {
 }
 
 /// Restores the catalogue and the filing from `cp`, replays the bundles written after it and
-/// returns the list entries (the checkpoint's, those of documents changed since replaced) and
-/// the number of bundles replayed.
+/// returns the lists (the checkpoint's, with the entries of documents changed since replaced)
+/// and the number of bundles replayed.
 fn open_from_checkpoint(
     docs: &Documents,
-    cp: checkpoint::Checkpoint,
-) -> Result<(Vec<ListEntry>, usize), StoreError> {
-    let catalogue = Catalogue::restore(cp.spans, cp.uses, cp.last);
+    mut cp: checkpoint::Checkpoint,
+) -> Result<(Lists, usize), StoreError> {
+    let out_of_order = |_| StoreError::Corrupt("the checkpoint's keys are out of order".into());
+    let mut spans = crate::packed::Builder::default();
     {
         let mut filing = docs.filing.write().unwrap_or_else(|p| p.into_inner());
-        for (key, _) in catalogue.all() {
+        let documents = cp.documents()?;
+        filing.reserve(documents);
+        cp.spans(documents, |key, span| {
+            spans.push(key, span).map_err(out_of_order)?;
             let (patient, doc) = split_doc_key(key)
                 .ok_or_else(|| StoreError::Corrupt("document key without a patient".into()))?;
-            filing.add(doc, patient)?;
-        }
+            filing.add_unsettled(doc, patient)?;
+            Ok(())
+        })?;
+        filing.settle()?;
     }
+    let catalogue = Catalogue::restore(spans.finish(), cp.uses()?, cp.last);
     *docs.catalogue.write().unwrap_or_else(|p| p.into_inner()) = catalogue;
     let mut touched = Vec::new();
     let replayed = replay_bundles(docs, cp.last, Some(&mut touched))?;
@@ -129,11 +135,16 @@ fn open_from_checkpoint(
         .iter()
         .filter_map(|k| split_doc_key(k).map(|(_, doc)| doc))
         .collect();
-    let mut listed: Vec<ListEntry> = cp
-        .lists
-        .into_iter()
-        .filter(|(_, entry)| !changed.contains(listed_document(entry)))
-        .collect();
+    let mut kept = crate::lists::ListsBuilder::default();
+    cp.lists(|list, entry| {
+        if !changed.contains(listed_document(entry)) {
+            kept.push(list, entry).map_err(out_of_order)?;
+        }
+        Ok(())
+    })?;
+    cp.finish()?;
+    let mut lists = kept.finish();
+    let mut listed: Vec<ListEntry> = Vec::new();
     // The entries of the changed documents' current values, each bundle read once.
     let mut current: Vec<Span> = {
         let catalogue = docs.catalogue();
@@ -154,7 +165,8 @@ fn open_from_checkpoint(
             listed.extend(stored_list_entry(&value_at(span, bytes)?)?);
         }
     }
-    Ok((listed, replayed))
+    lists.apply(listed.into_iter().map(|(l, e)| ListChange::Add(l, e)));
+    Ok((lists, replayed))
 }
 
 /// The document id of a list entry: its last component.

@@ -168,13 +168,16 @@ impl RegionStore {
             Index::Labs => {
                 let mut scanned = spaced(DOCS, prefix);
                 scanned.push(LAB_MARK);
-                let catalogue = self.documents.catalogue();
-                let keys = catalogue.with_prefix(&scanned).map(|(k, _)| k);
-                let keys: Box<dyn Iterator<Item = &[u8]>> = if reverse {
-                    Box::new(keys.rev())
-                } else {
-                    Box::new(keys)
-                };
+                // One patient's reports: few enough to gather before turning them round.
+                let mut keys: Vec<Vec<u8>> = self
+                    .documents
+                    .catalogue()
+                    .with_prefix(&scanned)
+                    .map(|(k, _)| k)
+                    .collect();
+                if reverse {
+                    keys.reverse();
+                }
                 let mut out = Vec::new();
                 for stored in keys {
                     if out.len() >= limit {
