@@ -400,9 +400,7 @@ impl<V: Packed> PackedMap<V> {
         Range {
             blocks,
             cursor: None,
-            lower: owned(lower),
-            upper: owned(upper),
-            done: false,
+            bounds: Bounds::new(lower, upper),
         }
     }
 
@@ -417,9 +415,7 @@ impl<V: Packed> PackedMap<V> {
         RangeRev {
             blocks: blocks.rev(),
             buffer: Vec::new(),
-            lower: owned(lower),
-            upper: owned(upper),
-            done: false,
+            bounds: Bounds::new(lower, upper),
         }
     }
 
@@ -434,23 +430,36 @@ fn up_to(key: &[u8]) -> (Bound<&[u8]>, Bound<&[u8]>) {
     (Bound::Unbounded, Bound::Included(key))
 }
 
-fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
-    b.map(<[u8]>::to_vec)
+/// The bounds of a range being read, and whether it has passed the far one.
+struct Bounds {
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    done: bool,
 }
 
-fn above_lower(lower: &Bound<Vec<u8>>, key: &[u8]) -> bool {
-    match lower {
-        Bound::Included(l) => key >= l.as_slice(),
-        Bound::Excluded(l) => key > l.as_slice(),
-        Bound::Unbounded => true,
+impl Bounds {
+    fn new(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Self {
+        Self {
+            lower: lower.map(<[u8]>::to_vec),
+            upper: upper.map(<[u8]>::to_vec),
+            done: false,
+        }
     }
-}
 
-fn below_upper(upper: &Bound<Vec<u8>>, key: &[u8]) -> bool {
-    match upper {
-        Bound::Included(u) => key <= u.as_slice(),
-        Bound::Excluded(u) => key < u.as_slice(),
-        Bound::Unbounded => true,
+    fn above_lower(&self, key: &[u8]) -> bool {
+        match &self.lower {
+            Bound::Included(l) => key >= l.as_slice(),
+            Bound::Excluded(l) => key > l.as_slice(),
+            Bound::Unbounded => true,
+        }
+    }
+
+    fn below_upper(&self, key: &[u8]) -> bool {
+        match &self.upper {
+            Bound::Included(u) => key <= u.as_slice(),
+            Bound::Excluded(u) => key < u.as_slice(),
+            Bound::Unbounded => true,
+        }
     }
 }
 
@@ -458,16 +467,14 @@ fn below_upper(upper: &Bound<Vec<u8>>, key: &[u8]) -> bool {
 pub struct Range<'a, V> {
     blocks: btree_map::Range<'a, Box<[u8]>, Block>,
     cursor: Option<Cursor<'a, V>>,
-    lower: Bound<Vec<u8>>,
-    upper: Bound<Vec<u8>>,
-    done: bool,
+    bounds: Bounds,
 }
 
 impl<V: Packed> Iterator for Range<'_, V> {
     type Item = (Vec<u8>, V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
+        while !self.bounds.done {
             let cursor = match &mut self.cursor {
                 Some(c) => c,
                 None => self.cursor.insert(Cursor::new(self.blocks.next()?.1)),
@@ -476,11 +483,11 @@ impl<V: Packed> Iterator for Range<'_, V> {
                 self.cursor = None;
                 continue;
             };
-            if !above_lower(&self.lower, &cursor.key) {
+            if !self.bounds.above_lower(&cursor.key) {
                 continue;
             }
-            if !below_upper(&self.upper, &cursor.key) {
-                self.done = true;
+            if !self.bounds.below_upper(&cursor.key) {
+                self.bounds.done = true;
                 break;
             }
             return Some((cursor.key.clone(), v));
@@ -494,27 +501,25 @@ pub struct RangeRev<'a, V> {
     blocks: std::iter::Rev<btree_map::Range<'a, Box<[u8]>, Block>>,
     /// The entries of the current block within the upper bound, the next one last.
     buffer: Vec<(Vec<u8>, V)>,
-    lower: Bound<Vec<u8>>,
-    upper: Bound<Vec<u8>>,
-    done: bool,
+    bounds: Bounds,
 }
 
 impl<V: Packed> Iterator for RangeRev<'_, V> {
     type Item = (Vec<u8>, V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
+        while !self.bounds.done {
             if let Some((key, v)) = self.buffer.pop() {
-                if above_lower(&self.lower, &key) {
+                if self.bounds.above_lower(&key) {
                     return Some((key, v));
                 }
-                self.done = true;
+                self.bounds.done = true;
                 break;
             }
             let (_, block) = self.blocks.next()?;
             let mut c = Cursor::<V>::new(block);
             while let Some(v) = c.advance() {
-                if !below_upper(&self.upper, &c.key) {
+                if !self.bounds.below_upper(&c.key) {
                     break;
                 }
                 self.buffer.push((c.key.clone(), v));
