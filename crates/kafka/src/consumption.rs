@@ -150,20 +150,40 @@ impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
 }
 
 /// Adds messages to `batch` until it holds `max`, `wait` has passed, a consume error occurs
-/// (logged; the caller goes on with what it has) or `shutdown` is cancelled.
+/// (logged; the caller goes on with what it has) or `shutdown` is cancelled; and, once the
+/// stage the batch goes to is `free`, as soon as no further message is already waiting. So a batch is what arrived while the previous one was being written: small
+/// and quick when the load is light, up to `max` under a backlog, and an event never waits
+/// for a batch to fill while nothing else is being done.
 pub async fn fill_batch<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     batch: &mut Vec<OwnedMessage>,
     max: usize,
     wait: Duration,
+    free: &mut StageFree,
     shutdown: &CancellationToken,
 ) {
     let deadline = Instant::now() + wait;
     while batch.len() < max {
+        if free.is_free() && !batch.is_empty() {
+            // Only what librdkafka already holds: the recv future is polled once.
+            tokio::select! {
+                biased;
+                r = consumer.recv() => match r {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error");
+                        return;
+                    }
+                },
+                () = std::future::ready(()) => return,
+            }
+            continue;
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
+            () = free.wait(), if !free.is_free() => {}
             r = tokio::time::timeout(remaining, consumer.recv()) => match r {
                 Err(_) => return,
                 Ok(Ok(m)) => batch.push(m.detach()),
@@ -173,6 +193,42 @@ pub async fn fill_batch<C: ConsumerContext + 'static>(
                 }
             },
         }
+    }
+}
+
+/// Whether the stage a batch is filled for (a write, a transaction) is free: it becomes free
+/// when the `StageBusy` paired with it is dropped, and stays free.
+#[derive(Debug)]
+pub struct StageFree(Option<tokio::sync::oneshot::Receiver<()>>);
+
+/// Held by a stage while it works; dropping it frees the batch being filled (see `fill_batch`).
+#[derive(Debug)]
+pub struct StageBusy {
+    _held: tokio::sync::oneshot::Sender<()>,
+}
+
+impl StageFree {
+    /// A stage that is busy until the returned `StageBusy` is dropped.
+    pub fn busy() -> (StageBusy, Self) {
+        let (busy, free) = tokio::sync::oneshot::channel();
+        (StageBusy { _held: busy }, Self(Some(free)))
+    }
+
+    /// A stage that is free already.
+    pub fn now() -> Self {
+        Self(None)
+    }
+
+    /// Completes once the stage is free (at once if it was already).
+    pub async fn wait(&mut self) {
+        if let Some(free) = &mut self.0 {
+            let _ = free.await;
+            self.0 = None;
+        }
+    }
+
+    fn is_free(&self) -> bool {
+        self.0.is_none()
     }
 }
 
@@ -241,7 +297,8 @@ pub enum PipelineEnd {
 }
 
 /// Consumes in batches of up to `max` messages (waiting at most `wait` to fill one), preparing
-/// batch n+1 while batch n is written, so decoding and the store work at the same time.
+/// batch n+1 while batch n is written, so decoding and the store work at the same time; batch
+/// n+1 holds what arrived while n was written (see `fill_batch`).
 /// Batch n+1 is written only after n was; a batch the writer gives up on (only when stopping)
 /// ends the loop with nothing after it written. Each written batch is committed to Kafka as
 /// advisory. On shutdown the batch already prepared is written first.
@@ -260,16 +317,19 @@ where
 {
     let mut ready: Option<P::Batch> = None;
     loop {
+        let (busy, mut writer_free) = StageFree::busy();
         let writing = async {
-            match ready.take() {
+            let written = match ready.take() {
                 Some(batch) if traced_write(writer, &batch).await => Ok(Some(batch)),
                 Some(_) => Err(()),
                 None => Ok(None),
-            }
+            };
+            drop(busy);
+            written
         };
         let reading = async {
             let mut batch = Vec::with_capacity(max);
-            fill_batch(consumer, &mut batch, max, wait, shutdown).await;
+            fill_batch(consumer, &mut batch, max, wait, &mut writer_free, shutdown).await;
             if batch.is_empty() {
                 None
             } else {

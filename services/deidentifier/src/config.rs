@@ -90,7 +90,8 @@ pub struct DeidentifierConfig {
         default_value_t = 5_000
     )]
     pub batch_events: usize,
-    /// Longest a batch waits to fill, in milliseconds.
+    /// Longest a batch fills while the one before it is still being written, in milliseconds
+    /// (once that is done, a batch takes what has arrived and goes).
     #[arg(long, env = "LIENTHONG_DEIDENTIFIER_BATCH_MS", default_value_t = 100)]
     pub batch_ms: u64,
     /// Kafka transaction timeout, in ms: how long the broker waits for a crashed instance's

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use lienthong_kafka::consumption::{batch_ends, fill_batch, record_lag};
+use lienthong_kafka::consumption::{StageFree, batch_ends, fill_batch, record_lag};
 use lienthong_kafka::trace::sampled_traceparent;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, WireCodec};
@@ -123,12 +123,12 @@ pub async fn run(
     // Pipelined: while batch n's transaction commits (waiting on the broker), batch n+1 is
     // fetched, de-identified and framed. Nothing of n+1 is produced before n has committed,
     // so a retried or abandoned transaction never has a later batch's events before it.
-    let prepare = |deidentifier: &Deidentifier| {
+    let prepare = |deidentifier: &Deidentifier, free: StageFree| {
         let (reader, codec, config, consumer, shutdown) =
             (&reader, &codec, &config, &consumer, &shutdown);
         let deidentifier = deidentifier.clone();
         async move {
-            let batch = next_batch(consumer, config, shutdown).await?;
+            let batch = next_batch(consumer, config, free, shutdown).await?;
             let Deidentified { events, spans } =
                 deidentify(reader, &deidentifier, &batch, shutdown).await?;
             let framed = frame(codec, config, &events, shutdown).await?;
@@ -140,7 +140,7 @@ pub async fn run(
             })
         }
     };
-    let mut next = prepare(&deidentifier).await;
+    let mut next = prepare(&deidentifier, StageFree::now()).await;
     while let Some(current) = next.take() {
         let Prepared {
             batch,
@@ -150,8 +150,10 @@ pub async fn run(
         } = current;
         // Settled as soon as the transaction is, not when the next batch has arrived (the join
         // below waits for that too, which takes as long as the topics stay quiet).
+        let (busy, producer_free) = StageFree::busy();
         let committing = async {
             let committed = commit(&producer, &consumer, &batch, &framed, &config, &shutdown).await;
+            drop(busy);
             if matches!(committed, Ok(true)) {
                 // The traced events' stage ends with the commit that made their records visible.
                 drop(spans);
@@ -165,7 +167,8 @@ pub async fn run(
             }
             committed
         };
-        let (committed, following) = tokio::join!(committing, prepare(&deidentifier));
+        let (committed, following) =
+            tokio::join!(committing, prepare(&deidentifier, producer_free));
         if !committed? {
             break;
         }
@@ -270,10 +273,12 @@ struct Prepared {
     spans: Vec<tracing::Span>,
 }
 
-/// The next non-empty batch; None when stopping.
+/// The next non-empty batch, cut as soon as the transaction before it has ended (`free`) and
+/// nothing more is waiting; None when stopping.
 async fn next_batch(
     consumer: &StreamConsumer<Lag>,
     config: &DeidentifierConfig,
+    mut free: StageFree,
     shutdown: &CancellationToken,
 ) -> Option<Vec<OwnedMessage>> {
     while !shutdown.is_cancelled() {
@@ -283,6 +288,7 @@ async fn next_batch(
             &mut batch,
             config.batch_events,
             config.batch_wait(),
+            &mut free,
             shutdown,
         )
         .await;

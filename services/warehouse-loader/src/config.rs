@@ -73,7 +73,8 @@ pub struct LoaderConfig {
     /// PostgreSQL connections writing a batch in parallel, each over its own partitions.
     #[arg(long, env = "LIENTHONG_WAREHOUSE_WRITERS", default_value_t = 2)]
     pub writers: usize,
-    /// Longest a batch waits to fill, in milliseconds.
+    /// Longest a batch fills while the one before it is still being written, in milliseconds
+    /// (once that is done, a batch takes what has arrived and goes).
     #[arg(long, env = "LIENTHONG_WAREHOUSE_BATCH_MS", default_value_t = 500)]
     pub batch_ms: u64,
 }
