@@ -149,7 +149,7 @@ struct Use {
 
 /// Where each stored document's current value lies, by the document's key (ordered, so a
 /// patient's documents and a patient's lab reports by service and time are range scans).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalogue {
     spans: PackedMap<Span>,
     bundles: HashMap<u64, Use, foldhash::fast::RandomState>,

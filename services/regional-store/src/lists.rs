@@ -38,7 +38,7 @@ pub enum ListChange {
 }
 
 /// The lists of one region's store.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Lists {
     worklist: PackedMap<()>,
     appointments: PackedMap<()>,

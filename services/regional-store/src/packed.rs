@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, btree_map};
 use std::marker::PhantomData;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Most entries in a block.
 const MAX_ENTRIES: usize = 64;
@@ -60,9 +61,10 @@ pub fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// Entries front-coded one after the other: [shared varint][rest length varint][rest][value].
-#[derive(Debug, Default)]
+/// A block is never changed in place (an edit makes a new one), so copies of a map share them.
+#[derive(Debug, Default, Clone)]
 struct Block {
-    bytes: Box<[u8]>,
+    bytes: Arc<[u8]>,
     entries: u16,
 }
 
@@ -122,15 +124,9 @@ impl Encoder {
     }
 
     fn finish(self) -> Block {
-        // An allocation of the block's size: shrinking a grown vector in place may keep its
-        // capacity (the allocator's choice), up to twice what the block needs.
-        let bytes = if self.bytes.capacity() - self.bytes.len() > self.bytes.len() / 8 {
-            Box::from(self.bytes.as_slice())
-        } else {
-            self.bytes.into_boxed_slice()
-        };
         Block {
-            bytes,
+            // An allocation of the block's size, whatever capacity the vector grew to.
+            bytes: Arc::from(self.bytes.as_slice()),
             // At most MAX_ENTRIES + 1 (a split follows).
             entries: u16::try_from(self.entries).unwrap_or(u16::MAX),
         }
@@ -244,6 +240,18 @@ impl<V> Default for PackedMap<V> {
         Self {
             blocks: BTreeMap::new(),
             len: 0,
+            value: PhantomData,
+        }
+    }
+}
+
+/// A copy sharing every block with the original: a snapshot taken in the time it takes to copy
+/// the block index (one entry per up to 64 keys).
+impl<V> Clone for PackedMap<V> {
+    fn clone(&self) -> Self {
+        Self {
+            blocks: self.blocks.clone(),
+            len: self.len,
             value: PhantomData,
         }
     }
@@ -710,6 +718,40 @@ mod tests {
             "{} of {raw}",
             map.packed_bytes()
         );
+    }
+
+    #[test]
+    fn a_copy_is_a_snapshot_that_later_edits_of_either_leave_alone() {
+        let mut map = PackedMap::default();
+        let mut model = BTreeMap::new();
+        for n in 0..500u32 {
+            map.insert(&key(n), n);
+            model.insert(key(n), n);
+        }
+        let snapshot = map.clone();
+        let taken = model.clone();
+        // Blocks are shared, not copied, and one edit makes a new block of its own.
+        let shared = |a: &PackedMap<u32>, b: &PackedMap<u32>| {
+            a.blocks
+                .values()
+                .zip(b.blocks.values())
+                .filter(|(x, y)| Arc::ptr_eq(&x.bytes, &y.bytes))
+                .count()
+        };
+        assert_eq!(shared(&map, &snapshot), snapshot.blocks.len());
+        map.insert(&key(250), 1);
+        model.insert(key(250), 1);
+        assert_eq!(shared(&map, &snapshot), snapshot.blocks.len() - 1);
+        for n in (0..500u32).step_by(3) {
+            map.remove(&key(n));
+            model.remove(&key(n));
+        }
+        for n in 500..700u32 {
+            map.insert(&key(n), n);
+            model.insert(key(n), n);
+        }
+        check(&map, &model);
+        check(&snapshot, &taken);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! bundle: the catalogue (every document's key and where its value lies, every bundle's use)
 //! and the list entries, as they stood after bundle `last`, in a file beside sled's.
 //!
-//! Why it is safe: a checkpoint is taken under the writer's lock right after sled flushed, so
-//! every bundle it reflects is durable; opening loads it and replays only the bundles numbered
+//! Why it is safe: a checkpoint is a copy of the structures taken under the writer's lock, and
+//! sled is flushed after the copy and before the file exists, so every bundle it reflects is
+//! durable (the writer goes on meanwhile: what it adds is replayed like any later bundle); opening loads it and replays only the bundles numbered
 //! above `last` (bundle numbers only grow; a compaction's copy is a new bundle, replayed like
 //! any other). The document filing is rebuilt from the catalogue's keys; the receipts and the
 //! offsets stay in sled. A checkpoint names a serial that sled also records once the file is

@@ -139,6 +139,8 @@ pub struct RegionStore {
     lists: Arc<RwLock<Lists>>,
     /// The writer's lock, over the referrals it knows have a receipt.
     writer: Arc<Mutex<KnownReceipts>>,
+    /// Held while a checkpoint is written: one at a time, each with the next serial.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 impl RegionStore {

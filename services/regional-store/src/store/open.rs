@@ -71,6 +71,7 @@ impl RegionStore {
             documents: docs,
             lists: Arc::new(RwLock::new(lists)),
             writer: Arc::new(Mutex::new(receipts)),
+            checkpointing: Arc::new(Mutex::new(())),
         })
     }
 
@@ -80,17 +81,22 @@ impl RegionStore {
     }
 
     /// Writes a checkpoint of the in-memory structures (see `checkpoint`): the writer waits
-    /// while sled flushes and the structures are copied. Returns the checkpoint's size.
+    /// only while they are copied (their blocks are shared, not duplicated); sled's flush, the
+    /// encoding and the file are done beside it. Returns the checkpoint's size.
     pub fn checkpoint(&self) -> Result<u64, StoreError> {
-        let (serial, bytes) = {
+        let _one_at_a_time = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        let (catalogue, lists) = {
             let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            // Everything the checkpoint reflects must be durable before it exists.
-            self.db.flush()?;
-            let serial = checkpoint::stored_serial(&self.tree)? + 1;
-            let catalogue = self.documents.catalogue();
-            let lists = self.lists.read().unwrap_or_else(|p| p.into_inner());
-            (serial, checkpoint::encode(serial, &catalogue, &lists))
+            let catalogue = self.documents.catalogue().clone();
+            let lists = self.lists.read().unwrap_or_else(|p| p.into_inner()).clone();
+            (catalogue, lists)
         };
+        // Everything the copy reflects must be durable before the checkpoint exists: the
+        // flush makes it so (and what the writer did since, which a later open replays).
+        self.db.flush()?;
+        let serial = checkpoint::stored_serial(&self.tree)? + 1;
+        let bytes = checkpoint::encode(serial, &catalogue, &lists);
+        drop((catalogue, lists));
         checkpoint::write(&self.dir, &bytes).map_err(|e| {
             StoreError::Corrupt(format!(
                 "cannot write the checkpoint in {}: {e}",
