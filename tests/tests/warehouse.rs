@@ -210,8 +210,17 @@ impl DeadLetterSetup {
     /// Publishes the analytics `events`, starts the loader, waits for the history rows of all
     /// but the first, and reads the first dead letter.
     async fn load(self, events: &[AnalyticsEvent]) -> anyhow::Result<DeadLettered> {
+        self.load_refusing(events, 1).await
+    }
+
+    /// As `load`, with `refused` of the events dead-lettered.
+    async fn load_refusing(
+        self,
+        events: &[AnalyticsEvent],
+        refused: usize,
+    ) -> anyhow::Result<DeadLettered> {
         publish_analytics_events(&self.registry, &self.topics, events).await?;
-        let loaded = i64::try_from(events.len())? - 1;
+        let loaded = i64::try_from(events.len() - refused)?;
         let loader = start_loader(self.config, self.kafka.clone(), self.registry, loaded).await?;
         let headers =
             lienthong_tests::header_map(&lienthong_tests::read_at(&self.dlq, 0, 0).await?);
@@ -453,13 +462,15 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
             }
         })
     };
-    // In one batch: the second is the conflict (the setup reads the first dead letter).
+    // In one batch: the second and the third are conflicts, both dead-lettered (the setup
+    // reads the first dead letter).
     let events = vec![
         with_icd10("J18.9"),
         with_icd10("J15.0"),
         test_deidentifier().event(&ClinicalEvent::Appointment(g.appointment())),
+        with_icd10("J20.0"),
     ];
-    let done = setup.load(&events).await?;
+    let done = setup.load_refusing(&events, 2).await?;
     let doc = document_key(&events[0]);
     let id = event_key(&events[0]);
     assert!(
@@ -469,6 +480,12 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
             && done.headers.get("lienthong-error-code").map(String::as_str) == Some("conflict"),
         "{:?}",
         done.headers
+    );
+    let also = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 1).await?);
+    assert!(
+        also.get("lienthong-error")
+            .is_some_and(|e| e.contains(&format!("conflict: event {id}"))),
+        "{also:?}"
     );
     // In a later batch: a copy (recorded another day, under a wider age band) is skipped,
     // other content dead-lettered.
@@ -482,7 +499,7 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
     });
     let later = with_icd10("A09");
     publish_analytics_events(&registry, &topics, &[copy, later]).await?;
-    let second = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 1).await?);
+    let second = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 2).await?);
     assert!(
         second
             .get("lienthong-error")
@@ -494,7 +511,7 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
         m.header_mut().occurred_on = "2020-01-15".into();
     });
     publish_analytics_events(&registry, &topics, &[moved]).await?;
-    let third = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 2).await?);
+    let third = lienthong_tests::header_map(&lienthong_tests::read_at(&dlq, 0, 3).await?);
     assert!(
         third
             .get("lienthong-error")

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LoaderConfig;
 use crate::rows::{MessageRows, analytics_rows};
-use crate::store::{Position, WriteError, ensure_history_months, write_batch};
+use crate::store::{Conflict, Position, WriteError, ensure_history_months, write_batch};
 
 /// Retries of a batch not decoded or not written.
 const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
@@ -338,11 +338,11 @@ fn refused_by_data(e: &anyhow::Error) -> bool {
         .any(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
 }
 
-/// The conflict a failed write found, if that is why it failed.
-fn conflict_of(e: &anyhow::Error) -> Option<(&str, i64)> {
+/// The conflicts a failed write found, if that is why it failed.
+fn conflicts_of(e: &anyhow::Error) -> Option<&[Conflict]> {
     e.chain()
         .find_map(|c| match c.downcast_ref::<WriteError>() {
-            Some(WriteError::Conflict { event_id, offset }) => Some((event_id.as_str(), *offset)),
+            Some(WriteError::Conflicts(found)) => Some(found.as_slice()),
             _ => None,
         })
 }
@@ -373,30 +373,43 @@ async fn write_or_split(
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        // The same document version with other content: that message is dead-lettered and
-        // the rest written, whatever its place in the batch.
-        let Some((event_id, offset)) = conflict_of(&e) else {
+        // The same document version with other content: those messages are dead-lettered
+        // and the rest written, whatever their place in the batch.
+        let Some(conflicts) = conflicts_of(&e) else {
             break e;
         };
-        let found = at.iter().copied().find(|&i| {
-            let (p, rows) = &batch.items[i];
-            p.offset == offset
-                && rows
-                    .as_ref()
-                    .and_then(MessageRows::event)
-                    .is_some_and(|r| r.history.event_id == event_id)
-                && !skipped.iter().any(|(s, _)| *s == i)
-        });
-        let Some(i) = found else { break e };
-        let message = &batch.messages[i];
-        let why = format!(
-            "{}: conflict: event {event_id} (its document version) is stored with other \
-             content; a correction must be published as the next version",
-            Origin(message)
-        );
-        sink.dead_letter(message, Reason::Conflict, &why).await?;
-        metrics::counter!(crate::metrics::CONFLICTS.name).increment(1);
-        skipped.push((i, (batch.items[i].0.clone(), None)));
+        let found: Vec<(usize, &Conflict)> = conflicts
+            .iter()
+            .filter_map(|c| {
+                at.iter()
+                    .copied()
+                    .find(|&i| {
+                        let (p, rows) = &batch.items[i];
+                        p.offset == c.offset
+                            && rows
+                                .as_ref()
+                                .and_then(MessageRows::event)
+                                .is_some_and(|r| r.history.event_id == c.event_id)
+                            && !skipped.iter().any(|(s, _)| *s == i)
+                    })
+                    .map(|i| (i, c))
+            })
+            .collect();
+        if found.is_empty() {
+            break e;
+        }
+        for (i, c) in found {
+            let message = &batch.messages[i];
+            let why = format!(
+                "{}: conflict: event {} (its document version) is stored with other \
+                 content; a correction must be published as the next version",
+                Origin(message),
+                c.event_id
+            );
+            sink.dead_letter(message, Reason::Conflict, &why).await?;
+            metrics::counter!(crate::metrics::CONFLICTS.name).increment(1);
+            skipped.push((i, (batch.items[i].0.clone(), None)));
+        }
     };
     if !refused_by_data(&e) {
         return Err(e);

@@ -279,15 +279,20 @@ pub enum WriteError {
     /// PostgreSQL failed or refused the rows.
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
-    /// An event stored before (same event id, so the same document version) arrived again with
-    /// other content: the message at `offset` must be dead-lettered, not written.
-    #[error("event {event_id} (offset {offset}) is stored with other content")]
-    Conflict {
-        /// The event id.
-        event_id: String,
-        /// The offset of the message that conflicts.
-        offset: i64,
-    },
+    /// Events stored before (same event id, so the same document version) arrived again with
+    /// other content: those messages must be dead-lettered, not written. Every such message
+    /// of the batch (of one writer's share) is named, so one retry writes the rest.
+    #[error("{} event(s) of the batch are stored with other content, the first {}", .0.len(), .0.first().map_or("", |c| c.event_id.as_str()))]
+    Conflicts(Vec<Conflict>),
+}
+
+/// A message whose event is stored with other content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The event id.
+    pub event_id: String,
+    /// The offset of the message that conflicts.
+    pub offset: i64,
 }
 
 /// Writes a batch: `items` are (position, rows or None for a dead-lettered message).
@@ -540,6 +545,7 @@ async fn conflict_across_months(
     fresh: &[(&Position, &EventRows)],
     stored: &HashMap<String, i64>,
 ) -> Result<Option<WriteError>, tokio_postgres::Error> {
+    let mut found = Vec::new();
     for (p, r) in fresh {
         let h = &r.history;
         if h.content_digest.is_none() || stored.get(&h.document_id) != Some(&h.document_version) {
@@ -553,13 +559,13 @@ async fn conflict_across_months(
             .await?
             .get(0);
         if contents > 1 {
-            return Ok(Some(WriteError::Conflict {
+            found.push(Conflict {
                 event_id: h.event_id.clone(),
                 offset: p.offset,
-            }));
+            });
         }
     }
-    Ok(None)
+    Ok((!found.is_empty()).then_some(WriteError::Conflicts(found)))
 }
 
 /// Writes new history rows. Almost every event is new, so its rows are copied straight into
@@ -572,6 +578,7 @@ async fn write_history(
 ) -> Result<u64, WriteError> {
     let mut seen: HashMap<&str, Option<&[u8]>> = HashMap::with_capacity(fresh.len());
     let mut once: Vec<(&Position, &EventRows)> = Vec::with_capacity(fresh.len());
+    let mut conflicts = Vec::new();
     for (p, r) in fresh {
         let digest = r.history.content_digest.as_deref();
         match seen.get(r.history.event_id.as_str()) {
@@ -580,13 +587,16 @@ async fn write_history(
                 once.push((p, r));
             }
             Some(Some(first)) if digest.is_some_and(|d| d != *first) => {
-                return Err(WriteError::Conflict {
+                conflicts.push(Conflict {
                     event_id: r.history.event_id.clone(),
                     offset: p.offset,
                 });
             }
             Some(_) => {}
         }
+    }
+    if !conflicts.is_empty() {
+        return Err(WriteError::Conflicts(conflicts));
     }
     tx.batch_execute("SAVEPOINT history_copy").await?;
     match stage_history(tx, &once, CopyTarget::Table).await {
@@ -600,21 +610,27 @@ async fn write_history(
             stage_history(tx, &once, CopyTarget::Stage).await?;
             // Events already stored: copies are skipped, but the same event (so the same
             // document version) with other content is a conflict, never a silent duplicate.
-            if let Some(row) = tx
-                .query_opt(
+            let stored_otherwise: HashSet<String> = tx
+                .query(
                     "SELECT s.event_id FROM stage_event_history s JOIN event_history h \
                      ON h.event_id = s.event_id AND h.event_month = s.event_month \
-                     WHERE h.content_digest <> s.content_digest LIMIT 1",
+                     WHERE h.content_digest <> s.content_digest",
                     &[],
                 )
                 .await?
-            {
-                let event_id: String = row.get(0);
-                let offset = once
-                    .iter()
-                    .find(|(_, r)| r.history.event_id == event_id)
-                    .map_or(0, |(p, _)| p.offset);
-                return Err(WriteError::Conflict { event_id, offset });
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if !stored_otherwise.is_empty() {
+                return Err(WriteError::Conflicts(
+                    once.iter()
+                        .filter(|(_, r)| stored_otherwise.contains(&r.history.event_id))
+                        .map(|(p, r)| Conflict {
+                            event_id: r.history.event_id.clone(),
+                            offset: p.offset,
+                        })
+                        .collect(),
+                ));
             }
             Ok(tx.execute(&HISTORY.insert_absent(), &[]).await?)
         }
