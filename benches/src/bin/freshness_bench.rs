@@ -50,11 +50,42 @@ struct Args {
     max_seconds: u64,
 }
 
-/// Every freshness sample of both sinks, as they record them.
-#[derive(Default)]
+/// Every freshness sample of both sinks, as they record them: (seconds since the bench
+/// started when it was recorded, freshness in seconds).
 struct Samples {
-    regional: Mutex<Vec<f64>>,
-    warehouse: Mutex<Vec<f64>>,
+    started: Instant,
+    regional: Mutex<Vec<(f32, f32)>>,
+    warehouse: Mutex<Vec<(f32, f32)>>,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            regional: Mutex::default(),
+            warehouse: Mutex::default(),
+        }
+    }
+
+    /// The freshness values of a sink.
+    fn values(list: &Mutex<Vec<(f32, f32)>>) -> Vec<f64> {
+        list.lock()
+            .map(|v| v.iter().map(|(_, f)| f64::from(*f)).collect())
+            .unwrap_or_default()
+    }
+
+    /// When (seconds into the bench) the events of the longest delay of a sink were
+    /// accepted, and that delay: where a stall was.
+    fn longest(list: &Mutex<Vec<(f32, f32)>>) -> (f32, f32) {
+        list.lock()
+            .ok()
+            .and_then(|v| {
+                v.iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(at, f)| (at - f, *f))
+            })
+            .unwrap_or_default()
+    }
 }
 
 struct Sample(Arc<Samples>, bool);
@@ -67,7 +98,9 @@ impl metrics::HistogramFn for Sample {
         } else {
             &samples.warehouse
         };
-        list.lock().unwrap_or_else(|p| p.into_inner()).push(value);
+        #[allow(clippy::cast_possible_truncation)]
+        let sample = (samples.started.elapsed().as_secs_f32(), value as f32);
+        list.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
     }
 }
 
@@ -106,7 +139,15 @@ fn stored(samples: &Samples) -> (usize, usize) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let samples = Arc::new(Samples::default());
+    let samples = Arc::new(Samples::new());
+    // Warnings of the services (RUST_LOG to see more) go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     metrics::set_global_recorder(Capture(Arc::clone(&samples)))
         .map_err(|_| anyhow::anyhow!("a metrics recorder was already installed"))?;
     let kafka = require_kafka();
@@ -154,22 +195,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let drained = drain(&samples, accepted, Duration::from_secs(300)).await;
-    let (regional_p, warehouse_p) = {
-        let r = samples
-            .regional
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        let w = samples
-            .warehouse
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        (
-            percentiles(r, &[50.0, 99.0, 100.0]),
-            percentiles(w, &[50.0, 99.0, 100.0]),
-        )
-    };
+    let regional_p = percentiles(Samples::values(&samples.regional), &[50.0, 99.0, 100.0]);
+    let warehouse_p = percentiles(Samples::values(&samples.warehouse), &[50.0, 99.0, 100.0]);
     println!(
         "| steady publishing through the gateway, {} s | {:.0} events/s ({accepted} accepted) | {} events/s |",
         args.seconds,
@@ -188,6 +215,16 @@ async fn main() -> anyhow::Result<()> {
         warehouse_p[1] * 1000.0,
         warehouse_p[2] * 1000.0
     );
+    for (sink, list) in [
+        ("regional store", &samples.regional),
+        ("warehouse", &samples.warehouse),
+    ] {
+        let (at, longest) = Samples::longest(list);
+        println!(
+            "| {sink}: the longest delay, for an event accepted {at:.0} s into the run | {:.0} ms | |",
+            longest * 1000.0
+        );
+    }
     println!(
         "| both sinks stored everything {} after the last publish | {} | |",
         if drained.is_some() {

@@ -47,8 +47,10 @@ const SERVICES: &[(&str, &[Indicator])] = &[
 pub struct Generator {
     state: u64,
     now: OffsetDateTime,
-    /// Slips issued so far: part of every slip number, so one generator never issues the same
-    /// slip twice (two documents under one id would be a version conflict, as in life).
+    /// The seed and the slips issued so far are part of every slip number, so no two
+    /// generators of different seeds, and no generator twice, issue the same slip (two
+    /// documents under one id would be a version conflict, as in life).
+    seed: u64,
     slips: u64,
 }
 
@@ -58,6 +60,7 @@ impl Generator {
         Self {
             state: seed ^ 0x9e37_79b9_7f4a_7c15,
             now: now.to_offset(VIETNAM),
+            seed,
             slips: 0,
         }
     }
@@ -74,10 +77,15 @@ impl Generator {
         self.next() % n.max(1)
     }
 
-    /// A slip number with `prefix`, unique within this generator.
+    /// A slip number with `prefix`, unique among every generator's.
     fn slip_number(&mut self, prefix: &str) -> String {
         self.slips += 1;
-        format!("{prefix}{:06}.{}", self.below(1_000_000), self.slips)
+        format!(
+            "{prefix}{:06}.{:x}.{}",
+            self.below(1_000_000),
+            self.seed,
+            self.slips
+        )
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
