@@ -11,6 +11,7 @@ use lienthong_kafka::EventProducer;
 use lienthong_kafka::consumption::{StageFree, fill_batch};
 use lienthong_tests::{create_topic, require_kafka, unique_topic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -41,50 +42,42 @@ async fn filled_topic() -> anyhow::Result<StreamConsumer> {
     // Everything fetched before the batches are cut: read it all once while busy, then seek
     // back (the messages stay in librdkafka's buffer of the partition).
     let (_busy, mut free) = StageFree::busy();
-    let mut all = Vec::new();
-    fill_batch(
-        &consumer,
-        &mut all,
-        MESSAGES,
-        Duration::from_secs(60),
-        &mut free,
-        &CancellationToken::new(),
-    )
-    .await;
+    let all = fill(&consumer, MESSAGES, Duration::from_secs(60), &mut free).await;
     assert_eq!(all.len(), MESSAGES, "the topic's messages within 60 s");
     consumer.seek(&topic, 0, Offset::Beginning, Duration::from_secs(10))?;
     Ok(consumer)
+}
+
+/// One batch of at most `max` messages, filled for at most `wait`.
+async fn fill(
+    consumer: &StreamConsumer,
+    max: usize,
+    wait: Duration,
+    free: &mut StageFree,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::new();
+    fill_batch(
+        consumer,
+        &mut batch,
+        max,
+        wait,
+        free,
+        &CancellationToken::new(),
+    )
+    .await;
+    batch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_stage_lets_the_batch_fill_to_its_maximum_or_its_deadline() -> anyhow::Result<()> {
     let consumer = filled_topic().await?;
     let (_busy, mut free) = StageFree::busy();
-    let never = CancellationToken::new();
-    let mut batch = Vec::new();
-    fill_batch(
-        &consumer,
-        &mut batch,
-        50,
-        Duration::from_secs(60),
-        &mut free,
-        &never,
-    )
-    .await;
+    let batch = fill(&consumer, 50, Duration::from_secs(60), &mut free).await;
     assert_eq!(batch.len(), 50, "filled to its maximum");
 
     // 150 are left; a maximum of 1,000 is never reached, so the deadline cuts the batch.
     let started = Instant::now();
-    let mut batch = Vec::new();
-    fill_batch(
-        &consumer,
-        &mut batch,
-        1_000,
-        Duration::from_secs(2),
-        &mut free,
-        &never,
-    )
-    .await;
+    let batch = fill(&consumer, 1_000, Duration::from_secs(2), &mut free).await;
     assert_eq!(
         batch.len(),
         MESSAGES - 50,
@@ -101,20 +94,15 @@ async fn a_busy_stage_lets_the_batch_fill_to_its_maximum_or_its_deadline() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_free_stage_takes_what_waits_without_waiting_for_the_deadline() -> anyhow::Result<()> {
     let consumer = filled_topic().await?;
-    let never = CancellationToken::new();
     let started = Instant::now();
     let mut taken = 0;
     let mut batches = 0;
     while taken < MESSAGES {
-        let mut batch = Vec::new();
-        let mut free = StageFree::now();
-        fill_batch(
+        let batch = fill(
             &consumer,
-            &mut batch,
             10_000,
             Duration::from_secs(600),
-            &mut free,
-            &never,
+            &mut StageFree::now(),
         )
         .await;
         assert!(
@@ -138,22 +126,12 @@ async fn a_free_stage_takes_what_waits_without_waiting_for_the_deadline() -> any
 async fn a_stage_freed_during_the_fill_cuts_the_batch() -> anyhow::Result<()> {
     let consumer = filled_topic().await?;
     let (busy, mut free) = StageFree::busy();
-    let never = CancellationToken::new();
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(busy);
     });
     let started = Instant::now();
-    let mut batch = Vec::new();
-    fill_batch(
-        &consumer,
-        &mut batch,
-        10_000,
-        Duration::from_secs(600),
-        &mut free,
-        &never,
-    )
-    .await;
+    let batch = fill(&consumer, 10_000, Duration::from_secs(600), &mut free).await;
     release.await?;
     assert_eq!(batch.len(), MESSAGES, "everything that waited");
     assert!(
