@@ -151,9 +151,10 @@ impl<S: PositionSource> ConsumerContext for SeekToStored<S> {
 
 /// Adds messages to `batch` until it holds `max`, `wait` has passed, a consume error occurs
 /// (logged; the caller goes on with what it has) or `shutdown` is cancelled; and, once the
-/// stage the batch goes to is `free`, as soon as no further message is already waiting. So a batch is what arrived while the previous one was being written: small
-/// and quick when the load is light, up to `max` under a backlog, and an event never waits
-/// for a batch to fill while nothing else is being done.
+/// stage the batch goes to is `free`, as soon as no further message is already waiting. So a
+/// batch is what arrived while the previous one was being written: small and quick when the
+/// load is light, up to `max` under a backlog, and an event never waits for a batch to fill
+/// while nothing else is being done.
 pub async fn fill_batch<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     batch: &mut Vec<OwnedMessage>,
@@ -164,22 +165,13 @@ pub async fn fill_batch<C: ConsumerContext + 'static>(
 ) {
     let deadline = Instant::now() + wait;
     while batch.len() < max {
-        if free.is_free() && !batch.is_empty() {
-            // Only what librdkafka already holds: the recv future is polled once.
-            tokio::select! {
-                biased;
-                r = consumer.recv() => match r {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consume error");
-                        return;
-                    }
-                },
-                () = std::future::ready(()) => return,
-            }
-            continue;
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // With the stage free and something to hand it, only what librdkafka already holds
+        // is taken: a timeout of zero still polls the receive once before it expires.
+        let remaining = if free.is_free() && !batch.is_empty() {
+            Duration::ZERO
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,

@@ -4,13 +4,14 @@
 //!
 //! Why it is safe: a checkpoint is a copy of the structures taken under the writer's lock, and
 //! sled is flushed after the copy and before the file exists, so every bundle it reflects is
-//! durable (the writer goes on meanwhile: what it adds is replayed like any later bundle); opening loads it and replays only the bundles numbered
-//! above `last` (bundle numbers only grow; a compaction's copy is a new bundle, replayed like
-//! any other). The document filing is rebuilt from the catalogue's keys; the receipts and the
-//! offsets stay in sled. A checkpoint names a serial that sled also records once the file is
-//! in place: a file whose serial is not sled's (a crash between the two, a copied folder, a
-//! file from elsewhere) is stale, a file whose checksum fails is corrupt, and either is set
-//! aside for the full replay, with a log line saying why.
+//! durable (the writer goes on meanwhile: what it adds is replayed like any later bundle);
+//! opening loads it and replays only the bundles numbered above `last` (bundle numbers only
+//! grow; a compaction's copy is a new bundle, replayed like any other). The document filing is
+//! rebuilt from the catalogue's keys; the receipts and the offsets stay in sled. A checkpoint
+//! names a serial that sled also records once the file is in place: a file whose serial is not
+//! sled's (a crash between the two, a copied folder, a file from elsewhere) is stale, a file
+//! whose checksum fails is corrupt, and either is set aside for the full replay, with a log
+//! line saying why.
 //!
 //! The file: magic, serial, last bundle number, then counted sections (spans in key order,
 //! bundle uses, list entries), then the SHA-256 of everything before it.
