@@ -223,6 +223,18 @@ pub async fn read_at(
     partition: i32,
     offset: i64,
 ) -> anyhow::Result<rdkafka::message::OwnedMessage> {
+    let mut one = read_from(topic, partition, offset, 1).await?;
+    one.pop()
+        .ok_or_else(|| anyhow::anyhow!("no message at {topic}[{partition}]@{offset}"))
+}
+
+/// Reads `count` messages of `topic[partition]` from `offset` on, from the local broker.
+pub async fn read_from(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    count: usize,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let mut cfg = kafka().client_config()?;
     cfg.set("group.id", "lienthong-test-reader")
@@ -231,11 +243,19 @@ pub async fn read_at(
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
     consumer.assign(&tpl)?;
-    Ok(
-        tokio::time::timeout(Duration::from_secs(15), consumer.recv())
-            .await??
-            .detach(),
-    )
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let m = tokio::time::timeout(Duration::from_secs(15), consumer.recv())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{topic}[{partition}] held {} of the {count} messages expected from offset {offset} after 15 s",
+                    out.len()
+                )
+            })??;
+        out.push(m.detach());
+    }
+    Ok(out)
 }
 
 /// Fails unless `dir` and everything below it is closed to group and others (folders 0700 or

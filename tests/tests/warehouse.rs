@@ -231,6 +231,21 @@ impl DeadLetterSetup {
         })
     }
 
+    /// Sends `payloads` as they are, unframed, to the referral topic under one key (so they
+    /// keep their order); what Kafka acknowledged for each.
+    async fn send_raw(
+        &self,
+        payloads: &[Vec<u8>],
+    ) -> anyhow::Result<Vec<lienthong_kafka::Delivery>> {
+        let topic = self.topics.of(AnalyticsKind::Referral);
+        let producer = lienthong_kafka::EventProducer::new(&self.kafka, Duration::from_secs(10))?;
+        let mut sent = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            sent.push(producer.send(topic, b"one key", payload, &[]).await?);
+        }
+        Ok(sent)
+    }
+
     async fn new() -> anyhow::Result<Self> {
         let kafka = require_kafka();
         let registry = require_registry().await;
@@ -252,26 +267,17 @@ impl DeadLetterSetup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyhow::Result<()> {
-    let DeadLetterSetup {
-        kafka,
-        registry,
-        topics,
-        dlq,
-        config,
-    } = DeadLetterSetup::new().await?;
-    let referral_topic = topics.of(AnalyticsKind::Referral).to_owned();
-    let producer = lienthong_kafka::EventProducer::new(&kafka, Duration::from_secs(10))?;
-    let bad = producer
-        .send(&referral_topic, b"k", b"\x0a\x02not framed", &[])
-        .await?;
+    let setup = DeadLetterSetup::new().await?;
+    let referral_topic = setup.topics.of(AnalyticsKind::Referral).to_owned();
+    let bad = setup.send_raw(&[b"\x0a\x02not framed".to_vec()]).await?[0];
     let mut g = Generator::new(901, time::OffsetDateTime::now_utc());
     let good = ClinicalEvent::Referral(g.referral());
-    publish_to(&registry, &topics, std::slice::from_ref(&good)).await?;
+    publish_to(&setup.registry, &setup.topics, std::slice::from_ref(&good)).await?;
 
-    let group = config.group.clone();
-    let loader = start_loader(config, kafka.clone(), registry, 1).await?;
+    let group = setup.config.group.clone();
+    let loader = start_loader(setup.config, setup.kafka, setup.registry, 1).await?;
 
-    let msg = lienthong_tests::read_at(&dlq, 0, 0).await?;
+    let msg = lienthong_tests::read_at(&setup.dlq, 0, 0).await?;
     let headers = lienthong_tests::header_map(&msg);
     assert_eq!(headers.get("lienthong-origin-topic"), Some(&referral_topic));
     assert_eq!(
@@ -290,6 +296,38 @@ async fn an_undecodable_message_goes_to_the_dlq_and_loading_continues() -> anyho
         "{headers:?}"
     );
     assert_eq!(msg.payload(), Some(&b"\x0a\x02not framed"[..]));
+    loader.stop().await?;
+    Ok(())
+}
+
+/// A flood of poison (here sixty undecodable messages before one good event) is dead-lettered
+/// whole, in the order it was consumed, and the good event behind it is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_poison_is_dead_lettered_in_order_and_loading_continues() -> anyhow::Result<()> {
+    let setup = DeadLetterSetup::new().await?;
+    let payloads: Vec<Vec<u8>> = (0..60)
+        .map(|i| format!("poison {i}").into_bytes())
+        .collect();
+    let poison = setup.send_raw(&payloads).await?;
+    let mut g = Generator::new(902, time::OffsetDateTime::now_utc());
+    let good = ClinicalEvent::Referral(g.referral());
+    publish_to(&setup.registry, &setup.topics, std::slice::from_ref(&good)).await?;
+
+    let loader = start_loader(setup.config, setup.kafka, setup.registry, 1).await?;
+    let letters = lienthong_tests::read_from(&setup.dlq, 0, 0, poison.len()).await?;
+    for (i, (letter, sent)) in letters.iter().zip(&poison).enumerate() {
+        let headers = lienthong_tests::header_map(letter);
+        assert_eq!(
+            headers.get("lienthong-origin-offset"),
+            Some(&sent.offset.to_string()),
+            "dead letter {i}"
+        );
+        assert_eq!(
+            headers.get("lienthong-origin-partition"),
+            Some(&sent.partition.to_string())
+        );
+        assert_eq!(letter.payload(), Some(format!("poison {i}").as_bytes()));
+    }
     loader.stop().await?;
     Ok(())
 }

@@ -179,29 +179,30 @@ impl MessageReader<'_> {
     ) -> Result<Vec<Option<T>>, Transient> {
         let ctx = ValidationContext::now();
         let mut out = Vec::with_capacity(batch.len());
+        let mut poison = Vec::new();
         for m in batch {
             let mapped = match self.read(m, &ctx).await? {
                 Ok(consumed) => map(consumed, Origin(m)).map_err(|why| (Reason::Unfit, why)),
-                Err(poison) => Err(poison),
+                Err(bad) => Err(bad),
             };
             match mapped {
                 Ok(t) => out.push(Some(t)),
                 Err((reason, why)) => {
-                    if let Some(dlq) = self.dlq {
-                        // Durable before the offset moves past the message.
-                        lienthong_kafka::dlq::send(
-                            dlq,
-                            self.dlq_topic,
-                            self.group,
-                            m,
-                            reason,
-                            &why,
-                        )
-                        .await?;
-                    }
+                    poison.push((m, reason, why));
                     out.push(None);
                 }
             }
+        }
+        if let Some(dlq) = self.dlq {
+            // Durable before the offsets move past them (the caller stores after this
+            // returns). All of a batch's dead letters are in flight at once, so a batch of
+            // poison waits for one acknowledgement, not one per message; each is queued when
+            // first polled, and try_join_all first polls them in order, so the dead-letter
+            // topic keeps the batch's order.
+            futures::future::try_join_all(poison.iter().map(|(m, reason, why)| {
+                lienthong_kafka::dlq::send(dlq, self.dlq_topic, self.group, m, *reason, why)
+            }))
+            .await?;
         }
         Ok(out)
     }
