@@ -234,14 +234,14 @@ async fn main() -> anyhow::Result<()> {
         },
         drained.map_or("300 s".into(), |d| format!("{:.1} s", d.as_secs_f64()))
     );
-    println!(
-        "| resident memory of the process (gateway, regional store, de-identification, loader) | {:.0} MiB | |",
-        lienthong_benches::rss_mib()
-    );
+    for (role, mib) in &lienthong_benches::processes::usage().memory().0 {
+        println!("| memory (proportional set size) of {role} | {mib:.0} MiB | |");
+    }
 
     // Phase 2: as fast as the clients go; the rate both sinks sustained.
     if args.max_seconds > 0 {
         let before = stored(&samples);
+        let cpu_before = lienthong_benches::processes::usage();
         let started = Instant::now();
         let (accepted, took) = publish(
             &gw,
@@ -266,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let both = started.elapsed();
+        let cpu = lienthong_benches::processes::usage().cpu_since(&cpu_before);
         println!(
             "| highest rate: published with {} clients for {} s | {:.0} events/s accepted | |",
             args.max_clients,
@@ -276,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
             "| … stored by both sinks (events over the time until both had all) | {:.0} events/s | >= 20,000 events/s |",
             accepted as f64 / both.as_secs_f64()
         );
+        print_cpu(&cpu, accepted, both);
     }
     shutdown.cancel();
     let _ = regional.await;
@@ -330,6 +332,25 @@ async fn publish(
         accepted += done??;
     }
     Ok((accepted, started.elapsed()))
+}
+
+/// Where the machine's processor time went while `events` were published and stored in
+/// `took`, and the rate the two cores could carry at that cost per event.
+fn print_cpu(cpu: &lienthong_benches::processes::ByRole, events: usize, took: Duration) {
+    let per_event = |seconds: f64| seconds / events.max(1) as f64 * 1e6;
+    for (role, seconds) in &cpu.0 {
+        println!(
+            "| … processor time of {role} | {:.2} cores, {:.0} µs per event | |",
+            seconds / took.as_secs_f64(),
+            per_event(*seconds)
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "| … every process, and the rate {cores} cores carry at that cost | {:.0} µs per event: {:.0} events/s | |",
+        per_event(cpu.total()),
+        cores as f64 * 1e6 / per_event(cpu.total()).max(f64::MIN_POSITIVE)
+    );
 }
 
 /// Waits until each sink has a sample per accepted event; how long after the call that took.
