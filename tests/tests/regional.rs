@@ -851,7 +851,7 @@ async fn hubs_read_their_members_lists_with_tokens_of_the_configured_audience() 
 
 /// An event that is the stored version of its document with other content (published straight
 /// to Kafka, past the gateway's check) is dead-lettered as a conflict; the first content stays
-/// and consumption goes on.
+/// and consumption goes on. Two such events in a row are both dead-lettered, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() -> anyhow::Result<()>
 {
@@ -859,42 +859,68 @@ async fn the_same_version_with_other_content_is_dead_lettered_as_a_conflict() ->
     let t = topics().await?;
     let mut g = Generator::new(557, time::OffsetDateTime::now_utc());
     let first = referral(&mut g, "79025", "79001", "79");
-    let mut other = first.clone();
-    if let ClinicalEvent::Referral(r) = &mut other
-        && let Some(s) = r.slip.as_mut()
-    {
-        s.clinical_signs = "Khác nội dung".into();
-    }
+    let with_signs = |signs: &str| {
+        let mut other = first.clone();
+        if let ClinicalEvent::Referral(r) = &mut other
+            && let Some(s) = r.slip.as_mut()
+        {
+            s.clinical_signs = signs.into();
+        }
+        other
+    };
+    let others = [with_signs("Khác nội dung"), with_signs("Nội dung thứ ba")];
     // Same patient, so the three keep their order on one partition.
     let mut later = referral(&mut g, "79025", "79002", "79");
     if let (ClinicalEvent::Referral(l), Some(p)) = (&mut later, first.patient().cloned()) {
         l.slip.get_or_insert_with(Default::default).patient = Some(p);
     }
     let later = key(later);
-    publish_to(&registry, &t.docs, &[first.clone(), other, later.clone()]).await?;
+    let mut events = vec![first.clone()];
+    events.extend(others.iter().cloned());
+    events.push(later.clone());
+    publish_to(&registry, &t.docs, &events).await?;
     let a = start(&["79"], &t).await?;
-    let headers = eventually("the conflict's dead letter", || {
+    let wanted = others.len();
+    let letters = eventually("the conflicts' dead letters", || {
         let dlq = t.dlq.clone();
-        async move {
-            Ok(read_at(&dlq, 0, 0)
-                .await
-                .ok()
-                .map(|m| lienthong_tests::header_map(&m)))
-        }
+        async move { Ok(lienthong_tests::read_from(&dlq, 0, 0, wanted).await.ok()) }
     })
     .await?;
     let doc = first.header().unwrap().document_id.clone();
-    assert_eq!(
-        headers.get("lienthong-error-code").map(String::as_str),
-        Some("conflict")
-    );
-    let error = headers.get("lienthong-error").cloned().unwrap_or_default();
-    assert!(
-        error.contains(&format!(
-            "conflict: version 1 of {doc} is stored with other content"
-        )),
-        "{headers:?}"
-    );
+    let mut origins = Vec::new();
+    for (letter, other) in letters.iter().zip(&others) {
+        let headers = lienthong_tests::header_map(letter);
+        assert_eq!(
+            headers.get("lienthong-error-code").map(String::as_str),
+            Some("conflict")
+        );
+        let error = headers.get("lienthong-error").cloned().unwrap_or_default();
+        assert!(
+            error.contains(&format!(
+                "conflict: version 1 of {doc} is stored with other content"
+            )),
+            "{headers:?}"
+        );
+        use rdkafka::Message;
+        let signs = match other {
+            ClinicalEvent::Referral(r) => r.slip.as_ref().unwrap().clinical_signs.clone(),
+            _ => unreachable!("the conflicts are referrals"),
+        };
+        assert!(
+            letter
+                .payload()
+                .unwrap_or_default()
+                .windows(signs.len())
+                .any(|w| w == signs.as_bytes()),
+            "dead letters keep the order they were consumed in"
+        );
+        origins.push(
+            headers
+                .get("lienthong-origin-offset")
+                .and_then(|o| o.parse::<i64>().ok()),
+        );
+    }
+    assert!(origins[0] < origins[1], "{origins:?}");
     let citizen = first.patient().unwrap().citizen_id.clone();
     referrals_of(&a, "the event after the conflict", &citizen, 2).await?;
     a.stop().await

@@ -404,9 +404,9 @@ impl Step<'_> {
             .await?;
             metrics::counter!(crate::metrics::CONFLICTS.name, "region" => self.region.to_string())
                 .increment(1);
-            let mut owned = (*changes).clone();
-            owned[at].3 = Change::Skip;
-            changes = std::sync::Arc::new(owned);
+            // Copied once per batch at most: the first conflict parts from the batch's own
+            // list, later ones find this copy held only here (the blocking task is done).
+            std::sync::Arc::make_mut(&mut changes)[at].3 = Change::Skip;
             start = at;
         }
         // Not flushed here: the batch's offsets are in its own sled batches, so whatever a
