@@ -181,10 +181,10 @@ impl MessageReader<'_> {
         let mut out = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for m in batch {
-            let mapped = match self.read(m, &ctx).await? {
-                Ok(consumed) => map(consumed, Origin(m)).map_err(|why| (Reason::Unfit, why)),
-                Err(bad) => Err(bad),
-            };
+            let mapped = self
+                .read(m, &ctx)
+                .await?
+                .and_then(|consumed| map(consumed, Origin(m)).map_err(|why| (Reason::Unfit, why)));
             match mapped {
                 Ok(t) => out.push(Some(t)),
                 Err((reason, why)) => {
