@@ -61,6 +61,33 @@ impl RegistryClient {
         &self.base
     }
 
+    /// Makes one request (built afresh for each attempt) and reads its answer: status and
+    /// body. A failure in transport is tried again (see `retry`).
+    async fn exchange(
+        &self,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(u16, String)> {
+        crate::retry::transport_failures(
+            url,
+            || async {
+                let mut req = build();
+                if let Some((user, password)) = &self.credentials {
+                    req = req.basic_auth(user, Some(password));
+                }
+                let resp = req.send().await?;
+                let status = resp.status().as_u16();
+                Ok((status, resp.text().await?))
+            },
+            |e: &reqwest::Error| e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
+        )
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.to_owned(),
+            source,
+        })
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -68,27 +95,19 @@ impl RegistryClient {
         body: Option<Value>,
         what: &str,
     ) -> Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header("Accept", CONTENT_TYPE);
-        if let Some((user, password)) = &self.credentials {
-            req = req.basic_auth(user, Some(password));
-        }
-        if let Some(body) = body {
-            req = req
-                .header("Content-Type", CONTENT_TYPE)
-                .body(body.to_string());
-        }
-        let resp = req.send().await.map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|source| Error::Unreachable { url, source })?;
+        let body = body.map(|b| b.to_string());
+        let (status, text) = self
+            .exchange(&url, || {
+                let req = self
+                    .http
+                    .request(method.clone(), &url)
+                    .header("Accept", CONTENT_TYPE);
+                match &body {
+                    Some(body) => req.header("Content-Type", CONTENT_TYPE).body(body.clone()),
+                    None => req,
+                }
+            })
+            .await?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
             Ok((status, value))
@@ -307,21 +326,17 @@ impl RegistryClient {
             .iter()
             .map(|r| json!({ "groupId": "default", "artifactId": r.subject, "version": r.version.to_string(), "name": r.name }))
             .collect();
-        let body = json!({ "content": { "content": schema, "contentType": "application/x-protobuf", "references": refs } });
-        let mut req = self
-            .http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-        if let Some((user, password)) = &self.credentials {
-            req = req.basic_auth(user, Some(password));
-        }
-        let resp = req.send().await.map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-        let status = resp.status().as_u16();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        let body = json!({ "content": { "content": schema, "contentType": "application/x-protobuf", "references": refs } })
+            .to_string();
+        let (status, text) = self
+            .exchange(&url, || {
+                self.http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
             200..=299 => Ok(Compatibility {
                 compatible: true,
@@ -380,4 +395,71 @@ fn registry_message(v: &Value) -> String {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry that holds its first connection open without answering (as one stalled
+    /// under load does), then answers every later request with `body`.
+    async fn stalling_registry(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            // Held (never read, never answered) for as long as the server runs.
+            let (_stalled, _) = listener.accept().await.unwrap();
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        (url, server)
+    }
+
+    #[tokio::test]
+    async fn a_call_the_registry_left_unanswered_is_made_again() {
+        let (url, server) = stalling_registry(r#"["lienthong.referral.v1-value"]"#).await;
+        let mut args = RegistryArgs::local(url);
+        args.registry_timeout_secs = 1;
+        let client = RegistryClient::new(&args).unwrap();
+        assert_eq!(
+            client.subjects().await.unwrap(),
+            vec!["lienthong.referral.v1-value".to_owned()]
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_never_answers_is_reported_unreachable_with_its_url() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts and holds every connection, answering none.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let mut args = RegistryArgs::local(url.clone());
+        args.registry_timeout_secs = 1;
+        let err = RegistryClient::new(&args)
+            .unwrap()
+            .subjects()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Unreachable { url: u, .. } if u.starts_with(&url)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("is it running?"), "{err}");
+        server.abort();
+    }
 }

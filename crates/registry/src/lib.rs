@@ -7,6 +7,7 @@ pub mod client;
 pub mod contract;
 pub mod error;
 pub mod frame;
+pub mod retry;
 pub mod settings;
 pub mod wire;
 

@@ -90,40 +90,34 @@ impl WireCodec {
         payload: &[u8],
     ) -> Result<Vec<u8>> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        // A transport failure (a pooled connection the registry closed, a timeout under load)
-        // is tried again twice before the caller sees it: the schema lookup is idempotent.
-        let mut tries = 0u32;
-        loop {
-            match self
-                .encoder
-                .encode(payload, full_name, strategy.clone())
-                .await
-            {
-                Ok(framed) => return Ok(framed),
-                Err(e) => {
-                    // Failures are cached by the converter; clear them so a later call can
-                    // succeed once the schema is registered or the registry reachable.
+        crate::retry::transport_failures(
+            topic,
+            || async {
+                let framed = self
+                    .encoder
+                    .encode(payload, full_name, strategy.clone())
+                    .await;
+                // Failures are cached by the converter; clear them so a later call can
+                // succeed once the schema is registered or the registry reachable.
+                if framed.is_err() {
                     self.encoder.remove_errors_from_cache();
-                    tries += 1;
-                    if e.retriable && tries < 3 {
-                        tokio::time::sleep(std::time::Duration::from_millis(
-                            100 * u64::from(tries),
-                        ))
-                        .await;
-                        continue;
-                    }
-                    let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
-                    return Err(Error::Encode {
-                        topic: topic.to_owned(),
-                        message_name: full_name.to_owned(),
-                        message: format!(
-                            "{}{cause}; register the schemas with `lienthong schemas register`",
-                            e.error
-                        ),
-                    });
                 }
+                framed
+            },
+            |e| e.retriable,
+        )
+        .await
+        .map_err(|e| {
+            let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
+            Error::Encode {
+                topic: topic.to_owned(),
+                message_name: full_name.to_owned(),
+                message: format!(
+                    "{}{cause}; register the schemas with `lienthong schemas register`",
+                    e.error
+                ),
             }
-        }
+        })
     }
 
     /// Removes the frame of a message read from `topic[partition]@offset`.
