@@ -38,6 +38,26 @@ pub struct RegistryClient {
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// Why one attempt at a call got no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    /// Nothing (or no whole answer) came back.
+    #[error("{0}")]
+    Transport(reqwest::Error),
+    /// The registry answered that it failed (5xx), as when a storage lock timed out.
+    #[error("HTTP {0}: {1}")]
+    ServerError(u16, String),
+}
+
+impl Unanswered {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(e) => e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
+            Self::ServerError(..) => true,
+        }
+    }
+}
+
 fn subject_path(subject: &str) -> String {
     subject.replace('%', "%25").replace('/', "%2F")
 }
@@ -62,30 +82,39 @@ impl RegistryClient {
     }
 
     /// Makes one request (built afresh for each attempt) and reads its answer: status and
-    /// body. A failure in transport is tried again (see `retry`).
+    /// body. A failure in transport or of the registry itself (5xx) is tried again (see
+    /// `retry`); after the last attempt a 5xx answer is returned for the caller to report.
     async fn exchange(
         &self,
         url: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(u16, String)> {
-        crate::retry::transport_failures(
+        let answered = crate::retry::transient_failures(
             url,
             || async {
                 let mut req = build();
                 if let Some((user, password)) = &self.credentials {
                     req = req.basic_auth(user, Some(password));
                 }
-                let resp = req.send().await?;
+                let resp = req.send().await.map_err(Unanswered::Transport)?;
                 let status = resp.status().as_u16();
-                Ok((status, resp.text().await?))
+                let text = resp.text().await.map_err(Unanswered::Transport)?;
+                if status >= 500 {
+                    return Err(Unanswered::ServerError(status, text));
+                }
+                Ok((status, text))
             },
-            |e: &reqwest::Error| e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
+            Unanswered::is_transient,
         )
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.to_owned(),
-            source,
-        })
+        .await;
+        match answered {
+            Ok(answer) => Ok(answer),
+            Err(Unanswered::ServerError(status, text)) => Ok((status, text)),
+            Err(Unanswered::Transport(source)) => Err(Error::Unreachable {
+                url: url.to_owned(),
+                source,
+            }),
+        }
     }
 
     async fn call(
@@ -120,6 +149,21 @@ impl RegistryClient {
         }
     }
 
+    /// As `call`, with "not found" (404) answered as `None`.
+    async fn call_if_found(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Option<Value>> {
+        match self.call(method, url, body, what).await {
+            Ok((_, v)) => Ok(Some(v)),
+            Err(Error::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets the subject's compatibility level (e.g. `BACKWARD`).
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<()> {
         let url = format!("{}/config/{}", self.base, subject_path(subject));
@@ -144,23 +188,20 @@ impl RegistryClient {
     /// The subject's compatibility level, if one is set.
     pub async fn compatibility(&self, subject: &str) -> Result<Option<String>> {
         let url = format!("{}/config/{}", self.base, subject_path(subject));
-        match self
-            .call(
+        let found = self
+            .call_if_found(
                 reqwest::Method::GET,
                 url,
                 None,
                 &format!("reading compatibility of {subject}"),
             )
-            .await
-        {
-            Ok((_, v)) => Ok(v
-                .get("compatibilityLevel")
+            .await?;
+        Ok(found.and_then(|v| {
+            v.get("compatibilityLevel")
                 .or_else(|| v.get("compatibility"))
                 .and_then(Value::as_str)
-                .map(str::to_owned)),
-            Err(Error::Refused { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+                .map(str::to_owned)
+        }))
     }
 
     /// Registers a protobuf schema (no-op if identical to an existing version); returns its id.
@@ -192,22 +233,20 @@ impl RegistryClient {
     ) -> Result<Option<(u32, u32)>> {
         let url = format!("{}/subjects/{}", self.base, subject_path(subject));
         let body = json!({ "schemaType": "PROTOBUF", "schema": schema, "references": references });
-        match self
-            .call(
+        let found = self
+            .call_if_found(
                 reqwest::Method::POST,
                 url,
                 Some(body),
                 &format!("looking up {subject}"),
             )
-            .await
-        {
-            Ok((_, v)) => {
+            .await?;
+        found
+            .map(|v| {
                 let version = v.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
-                Ok(Some((id_of(&v, subject)?, version)))
-            }
-            Err(Error::Refused { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+                Ok((id_of(&v, subject)?, version))
+            })
+            .transpose()
     }
 
     /// All subjects.
@@ -226,19 +265,17 @@ impl RegistryClient {
     /// Versions of a subject (empty if it does not exist).
     pub async fn versions(&self, subject: &str) -> Result<Vec<u32>> {
         let url = format!("{}/subjects/{}/versions", self.base, subject_path(subject));
-        match self
-            .call(
+        let found = self
+            .call_if_found(
                 reqwest::Method::GET,
                 url,
                 None,
                 &format!("listing versions of {subject}"),
             )
-            .await
-        {
-            Ok((_, v)) => Ok(serde_json::from_value(v).unwrap_or_default()),
-            Err(Error::Refused { status: 404, .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(found
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default())
     }
 
     /// The schema id of a subject's version.
@@ -402,59 +439,99 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A registry that holds its first connection open without answering (as one stalled
-    /// under load does), then answers every later request with `body`.
-    async fn stalling_registry(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    /// What a scripted registry does with one connection.
+    #[derive(Clone, Copy)]
+    enum Turn {
+        /// Holds it open and never answers (as a registry stalled under load does).
+        Stall,
+        /// Answers with this status and JSON body.
+        Answer(u16, &'static str),
+    }
+
+    /// A registry that plays `turns`, one per connection, then answers `last` to every later
+    /// connection.
+    async fn scripted_registry(
+        turns: Vec<Turn>,
+        last: Turn,
+    ) -> (String, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            // Held (never read, never answered) for as long as the server runs.
-            let (_stalled, _) = listener.accept().await.unwrap();
-            loop {
+            let mut held = Vec::new();
+            for turn in turns.into_iter().chain(std::iter::repeat(last)) {
                 let (mut conn, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                conn.write_all(answer.as_bytes()).await.unwrap();
+                match turn {
+                    Turn::Stall => held.push(conn),
+                    Turn::Answer(status, body) => {
+                        let mut buf = [0u8; 4096];
+                        let _ = conn.read(&mut buf).await;
+                        let answer = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        conn.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                }
             }
         });
         (url, server)
     }
 
-    #[tokio::test]
-    async fn a_call_the_registry_left_unanswered_is_made_again() {
-        let (url, server) = stalling_registry(r#"["lienthong.referral.v1-value"]"#).await;
+    fn client_of(url: String) -> RegistryClient {
         let mut args = RegistryArgs::local(url);
         args.registry_timeout_secs = 1;
-        let client = RegistryClient::new(&args).unwrap();
+        RegistryClient::new(&args).unwrap()
+    }
+
+    const SUBJECTS: &str = r#"["lienthong.referral.v1-value"]"#;
+
+    #[tokio::test]
+    async fn a_call_the_registry_left_unanswered_is_made_again() {
+        let (url, server) = scripted_registry(vec![Turn::Stall], Turn::Answer(200, SUBJECTS)).await;
         assert_eq!(
-            client.subjects().await.unwrap(),
+            client_of(url).subjects().await.unwrap(),
             vec!["lienthong.referral.v1-value".to_owned()]
         );
         server.abort();
     }
 
     #[tokio::test]
+    async fn a_call_the_registry_failed_itself_is_made_again() {
+        let lock = Turn::Answer(500, r#"{"message":"Timeout trying to lock table"}"#);
+        let (url, server) = scripted_registry(vec![lock, lock], Turn::Answer(200, SUBJECTS)).await;
+        assert_eq!(client_of(url).subjects().await.unwrap().len(), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_registry_failing_every_attempt_is_reported_with_its_message() {
+        let lock = Turn::Answer(503, r#"{"message":"storage unavailable"}"#);
+        let (url, server) = scripted_registry(vec![], lock).await;
+        let err = client_of(url).subjects().await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused { status: 503, message, .. } if message == "storage unavailable"),
+            "{err:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_not_made_again() {
+        let refused = Turn::Answer(422, r#"{"message":"Syntax violation"}"#);
+        // A second connection would be answered 200: the refusal must be what the caller sees.
+        let (url, server) = scripted_registry(vec![refused], Turn::Answer(200, SUBJECTS)).await;
+        let err = client_of(url).subjects().await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused { status: 422, .. }),
+            "{err:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn a_registry_that_never_answers_is_reported_unreachable_with_its_url() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        // Accepts and holds every connection, answering none.
-        let server = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = listener.accept().await {
-                held.push(conn);
-            }
-        });
-        let mut args = RegistryArgs::local(url.clone());
-        args.registry_timeout_secs = 1;
-        let err = RegistryClient::new(&args)
-            .unwrap()
-            .subjects()
-            .await
-            .unwrap_err();
+        let (url, server) = scripted_registry(vec![], Turn::Stall).await;
+        let err = client_of(url.clone()).subjects().await.unwrap_err();
         assert!(
             matches!(&err, Error::Unreachable { url: u, .. } if u.starts_with(&url)),
             "{err:?}"

@@ -241,22 +241,32 @@ impl SchemaSet {
         for file in self.in_dependency_order()? {
             let subject = file.subject_with(&self.topics);
             let refs = references(file, &versions)?;
-            client.set_compatibility(&subject, COMPATIBILITY).await?;
-            let before = client.versions(&subject).await?;
-            let id = client.register(&subject, &file.source, &refs).await?;
-            let version = match client.lookup(&subject, &file.source, &refs).await? {
-                Some((_, v)) => v,
-                None => client
-                    .versions(&subject)
-                    .await?
-                    .into_iter()
-                    .max()
-                    .unwrap_or(1),
+            // Only what is missing is written: services and tests register the same files
+            // at once, and writes to one subject contend in the registry's storage (a stall
+            // there outlasts a client's timeout); reads do not.
+            if client.compatibility(&subject).await?.as_deref() != Some(COMPATIBILITY) {
+                client.set_compatibility(&subject, COMPATIBILITY).await?;
+            }
+            let (id, version, created) = match client.lookup(&subject, &file.source, &refs).await? {
+                Some((id, version)) => (id, version, false),
+                None => {
+                    let id = client.register(&subject, &file.source, &refs).await?;
+                    let version = match client.lookup(&subject, &file.source, &refs).await? {
+                        Some((_, v)) => v,
+                        None => client
+                            .versions(&subject)
+                            .await?
+                            .into_iter()
+                            .max()
+                            .unwrap_or(1),
+                    };
+                    (id, version, true)
+                }
             };
             tracing::debug!(%subject, id, version, "schema registered");
             versions.insert(file.path.clone(), (subject.clone(), version));
             out.push(Registered {
-                created: !before.contains(&version),
+                created,
                 subject,
                 id,
                 version,

@@ -90,7 +90,7 @@ impl WireCodec {
         payload: &[u8],
     ) -> Result<Vec<u8>> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        crate::retry::transport_failures(
+        crate::retry::transient_failures(
             topic,
             || async {
                 let framed = self
