@@ -157,6 +157,18 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |s| processes::kib_field(&s, "VmRSS:") / 1024.0)
 }
 
+/// Peak resident memory of this process (MiB) since `reset_peak_rss` or its start.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .map_or(0.0, |s| processes::kib_field(&s, "VmHWM:") / 1024.0)
+}
+
+/// Starts a new peak at the present resident memory (Linux `clear_refs` 5), so that
+/// `peak_rss_mib` shows what one step reached.
+pub fn reset_peak_rss() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -297,12 +297,15 @@ fn opening(
         per_million(full_mib, docs)
     );
     let store = RegionStore::open(dir)?;
+    lienthong_benches::reset_peak_rss()?;
+    let before = lienthong_benches::rss_mib();
     let t = Instant::now();
     let bytes = store.checkpoint()?;
+    let took = t.elapsed().as_secs_f64();
     println!(
-        "| checkpoint write ({:.0} MiB) | {:.2} s | |",
+        "| checkpoint write ({:.0} MiB file) | {took:.2} s, peak memory added {:.0} MiB | |",
         bytes as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
+        lienthong_benches::peak_rss_mib() - before
     );
     drop(store);
     let (clean, clean_mib, docs, how) = open_in_child(dir)?;

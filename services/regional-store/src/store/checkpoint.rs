@@ -128,54 +128,88 @@ pub(super) fn stored_serial(tree: &sled::Tree) -> Result<u64, sled::Error> {
         .unwrap_or(0))
 }
 
-/// The bytes of a checkpoint of `catalogue` and `lists` with `serial`.
-pub(super) fn encode(serial: u64, catalogue: &Catalogue, lists: &Lists) -> Vec<u8> {
-    let mut out = Vec::with_capacity(catalogue.len() * 80 + lists.len() * 60 + 64);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&serial.to_be_bytes());
-    out.extend_from_slice(&catalogue.last_number().to_be_bytes());
-    out.extend_from_slice(&(catalogue.len() as u64).to_be_bytes());
-    for (key, span) in catalogue.all() {
-        put_bytes(&mut out, &key);
-        out.extend_from_slice(&span.bundle.to_be_bytes());
-        out.extend_from_slice(&span.offset.to_be_bytes());
-        out.extend_from_slice(&span.len.to_be_bytes());
-    }
-    let uses: Vec<_> = catalogue.uses().collect();
-    out.extend_from_slice(&(uses.len() as u64).to_be_bytes());
-    for (number, records, live) in uses {
-        out.extend_from_slice(&number.to_be_bytes());
-        out.extend_from_slice(&records.to_be_bytes());
-        out.extend_from_slice(&live.to_be_bytes());
-    }
-    out.extend_from_slice(&(lists.len() as u64).to_be_bytes());
-    for (list, entry) in lists.entries() {
-        out.push(list as u8);
-        put_bytes(&mut out, &entry);
-    }
-    let sum = sha2::Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    out
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Keys and list entries are short (ids and codes); a longer one is a bug, not input.
-    #[allow(clippy::cast_possible_truncation)]
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Writes `bytes` as the store's checkpoint in `dir`: a temporary file made durable, then
-/// renamed over the last one, so a crash leaves the old file or the new one, never half.
-pub(super) fn write(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a checkpoint of `catalogue` and `lists` with `serial` as the store's checkpoint in
+/// `dir`, streamed (its bytes are never all in memory: a large store's would be hundreds of
+/// megabytes beside the structures themselves): a temporary file made durable, then renamed
+/// over the last one, so a crash leaves the old file or the new one, never half. Returns the
+/// file's size.
+pub(super) fn write(
+    dir: &std::path::Path,
+    serial: u64,
+    catalogue: &Catalogue,
+    lists: &Lists,
+) -> std::io::Result<u64> {
     use std::io::Write as _;
     let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
+    let file = std::fs::File::create(&tmp)?;
+    let mut out = Summed {
+        inner: std::io::BufWriter::with_capacity(1 << 16, file),
+        hash: sha2::Sha256::new(),
+        len: 0,
+    };
+    out.write_all(MAGIC)?;
+    out.write_all(&serial.to_be_bytes())?;
+    out.write_all(&catalogue.last_number().to_be_bytes())?;
+    out.write_all(&(catalogue.len() as u64).to_be_bytes())?;
+    for (key, span) in catalogue.all() {
+        put_bytes(&mut out, &key)?;
+        out.write_all(&span.bundle.to_be_bytes())?;
+        out.write_all(&span.offset.to_be_bytes())?;
+        out.write_all(&span.len.to_be_bytes())?;
+    }
+    let uses: Vec<_> = catalogue.uses().collect();
+    out.write_all(&(uses.len() as u64).to_be_bytes())?;
+    for (number, records, live) in uses {
+        out.write_all(&number.to_be_bytes())?;
+        out.write_all(&records.to_be_bytes())?;
+        out.write_all(&live.to_be_bytes())?;
+    }
+    out.write_all(&(lists.len() as u64).to_be_bytes())?;
+    for (list, entry) in lists.entries() {
+        out.write_all(&[list as u8])?;
+        put_bytes(&mut out, &entry)?;
+    }
+    let Summed {
+        mut inner,
+        hash,
+        len,
+    } = out;
+    inner.write_all(&hash.finalize())?;
+    let file = inner
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
     std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(len + 32)
+}
+
+/// A writer that sums (SHA-256) and counts what passes through it.
+struct Summed<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn put_bytes(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
+    // Keys and list entries are short (ids and codes); a longer one is a bug, not input.
+    #[allow(clippy::cast_possible_truncation)]
+    out.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    out.write_all(bytes)
 }
 
 /// The checkpoint in `dir`, if there is one, its checksum and serial verified; an error says

@@ -81,8 +81,8 @@ impl RegionStore {
     }
 
     /// Writes a checkpoint of the in-memory structures (see `checkpoint`): the writer waits
-    /// only while they are copied (their blocks are shared, not duplicated); sled's flush, the
-    /// encoding and the file are done beside it. Returns the checkpoint's size.
+    /// only while they are copied (their blocks are shared, not duplicated); sled's flush and
+    /// the file, streamed from the copy, are done beside it. Returns the checkpoint's size.
     pub fn checkpoint(&self) -> Result<u64, StoreError> {
         let _one_at_a_time = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         let (catalogue, lists) = {
@@ -95,9 +95,7 @@ impl RegionStore {
         // flush makes it so (and what the writer did since, which a later open replays).
         self.db.flush()?;
         let serial = checkpoint::stored_serial(&self.tree)? + 1;
-        let bytes = checkpoint::encode(serial, &catalogue, &lists);
-        drop((catalogue, lists));
-        checkpoint::write(&self.dir, &bytes).map_err(|e| {
+        let size = checkpoint::write(&self.dir, serial, &catalogue, &lists).map_err(|e| {
             StoreError::Corrupt(format!(
                 "cannot write the checkpoint in {}: {e}",
                 self.dir.display()
@@ -107,7 +105,7 @@ impl RegionStore {
         // it is stale and a crash falls back to the full replay.
         self.tree
             .insert(checkpoint::SERIAL_KEY, &serial.to_be_bytes())?;
-        Ok(bytes.len() as u64)
+        Ok(size)
     }
 }
 
