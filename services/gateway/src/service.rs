@@ -34,11 +34,11 @@ fn traceparent_of<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The span of one request's publication, continuing the caller's trace when it sent one;
-/// its context goes into every record's `traceparent` header.
-fn publish_span<T>(request: &Request<T>) -> tracing::Span {
+/// The span of one request's publication, continuing the caller's trace (`traceparent`)
+/// when it sent one; its context goes into every record's `traceparent` header.
+fn publish_span(traceparent: Option<&str>) -> tracing::Span {
     let span = tracing::info_span!("publish");
-    lienthong_telemetry::trace::continue_trace(&span, traceparent_of(request).as_deref());
+    lienthong_telemetry::trace::continue_trace(&span, traceparent);
     span
 }
 
@@ -70,7 +70,7 @@ impl IngestService for IngestApi {
                 return Err(s);
             }
         };
-        let span = publish_span(&request);
+        let span = publish_span(traceparent_of(&request).as_deref());
         let result = self
             .gateway
             .publish(caller.as_ref(), request.into_inner())
@@ -106,8 +106,7 @@ impl IngestService for IngestApi {
             .map(move |item| {
                 let gateway = Arc::clone(&gateway);
                 let caller = caller.clone();
-                let span = tracing::info_span!("publish");
-                lienthong_telemetry::trace::continue_trace(&span, traceparent.as_deref());
+                let span = publish_span(traceparent.as_deref());
                 async move {
                     let item = item?;
                     let req = pb::PublishRequest {
