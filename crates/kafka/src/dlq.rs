@@ -57,6 +57,24 @@ impl Reason {
     ];
 }
 
+/// Sends each of `letters` (message, reason, error) as `send` does, all at once: they are
+/// queued in the order given (so one partition of the DLQ keeps it) and this waits until the
+/// broker has every one. A batch's dead letters then cost one round trip, not one each.
+pub async fn send_all(
+    producer: &EventProducer,
+    dlq_topic: &str,
+    group: &str,
+    letters: &[(&OwnedMessage, Reason, String)],
+) -> Result<Vec<Delivery>> {
+    // try_join_all polls its futures in order, and each queues its record at its first poll.
+    futures::future::try_join_all(
+        letters.iter().map(|(message, reason, error)| {
+            send(producer, dlq_topic, group, message, *reason, error)
+        }),
+    )
+    .await
+}
+
 /// Sends `message` (key and payload unchanged) to `dlq_topic` with origin headers and waits for
 /// the broker: the caller may move its offset past the message only after this succeeds.
 pub async fn send(

@@ -371,43 +371,39 @@ impl Step<'_> {
 
     async fn apply(&self, batch: &Classified) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut changes = std::sync::Arc::clone(&batch.changes);
-        let mut applied = crate::store::Applied::default();
-        let mut start = 0;
-        // An event that is the stored version with other content stops the batch where it
-        // stands (its offset has not moved): it is dead-lettered, then the rest is applied
-        // with it skipped. A retry after a failure here re-applies nothing twice (offsets).
-        loop {
-            let (store, all) = (self.store.clone(), std::sync::Arc::clone(&changes));
-            let step =
-                tokio::task::spawn_blocking(move || store.apply_batch(&all[start..])).await??;
-            applied.applied += step.applied;
-            applied.stale += step.stale;
-            applied.replayed += step.replayed;
-            let Some(i) = step.conflict else { break };
-            let at = start + i;
-            let message = &batch.messages[at];
-            let (document, version) = changes[at].3.document().unwrap_or_default();
-            let why = format!(
-                "{}: conflict: version {version} of {document} is stored with other content; \
-                 a correction must be published as the next version",
-                lienthong_sink::Origin(message)
-            );
-            lienthong_kafka::dlq::send(
-                self.dlq,
-                &self.config.dlq_topic,
-                self.group,
-                message,
-                lienthong_kafka::dlq::Reason::Conflict,
-                &why,
-            )
-            .await?;
+        let changes = std::sync::Arc::clone(&batch.changes);
+        let mut applied = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.apply_batch(&changes)).await??
+        };
+        // Events that are the stored version with other content are applied by no one: their
+        // partitions' positions stay before them until they are dead-lettered, all at once;
+        // then the batch is applied again with them skipped, which moves those positions (what
+        // followed them is stored already). A retry after a failure here re-applies nothing
+        // twice (offsets) and dead-letters again only what was not yet passed.
+        if !applied.conflicts.is_empty() {
+            let letters: Vec<_> = applied
+                .conflicts
+                .iter()
+                .map(|&at| {
+                    let message = &batch.messages[at];
+                    let (document, version) = batch.changes[at].3.document().unwrap_or_default();
+                    let why = format!(
+                        "{}: conflict: version {version} of {document} is stored with other \
+                         content; a correction must be published as the next version",
+                        lienthong_sink::Origin(message)
+                    );
+                    (message, lienthong_kafka::dlq::Reason::Conflict, why)
+                })
+                .collect();
+            lienthong_kafka::dlq::send_all(self.dlq, &self.config.dlq_topic, self.group, &letters)
+                .await?;
             metrics::counter!(crate::metrics::CONFLICTS.name, "region" => self.region.to_string())
-                .increment(1);
-            // Copied once per batch at most: the first conflict parts from the batch's own
-            // list, later ones find this copy held only here (the blocking task is done).
-            std::sync::Arc::make_mut(&mut changes)[at].3 = Change::Skip;
-            start = at;
+                .increment(letters.len() as u64);
+            let skipped = crate::store::skipping(&batch.changes, &applied.conflicts);
+            let store = self.store.clone();
+            let again = tokio::task::spawn_blocking(move || store.apply_batch(&skipped)).await??;
+            applied.applied += again.applied;
         }
         // Not flushed here: the batch's offsets are in its own sled batches, so whatever a
         // crash takes back (at most sled's flush interval, see `store`) is read again from

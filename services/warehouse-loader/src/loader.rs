@@ -398,18 +398,33 @@ async fn write_or_split(
         if found.is_empty() {
             break e;
         }
-        for (i, c) in found {
-            let message = &batch.messages[i];
-            let why = format!(
-                "{}: conflict: event {} (its document version) is stored with other \
-                 content; a correction must be published as the next version",
-                Origin(message),
-                c.event_id
-            );
-            sink.dead_letter(message, Reason::Conflict, &why).await?;
-            metrics::counter!(crate::metrics::CONFLICTS.name).increment(1);
-            skipped.push((i, (batch.items[i].0.clone(), None)));
-        }
+        let letters: Vec<_> = found
+            .iter()
+            .map(|&(i, c)| {
+                let message = &batch.messages[i];
+                let why = format!(
+                    "{}: conflict: event {} (its document version) is stored with other \
+                     content; a correction must be published as the next version",
+                    Origin(message),
+                    c.event_id
+                );
+                (message, Reason::Conflict, why)
+            })
+            .collect();
+        // All of the write's conflicts at once: one round trip to the broker, not one each.
+        lienthong_kafka::dlq::send_all(
+            sink.dlq,
+            &sink.config.dlq_topic,
+            &sink.config.group,
+            &letters,
+        )
+        .await?;
+        metrics::counter!(crate::metrics::CONFLICTS.name).increment(letters.len() as u64);
+        skipped.extend(
+            found
+                .iter()
+                .map(|&(i, _)| (i, (batch.items[i].0.clone(), None))),
+        );
     };
     if !refused_by_data(&e) {
         return Err(e);

@@ -47,6 +47,7 @@ use documents::*;
 use layout::*;
 pub use open::OpenedFrom;
 pub use reads::*;
+pub use writer::skipping;
 use writer::*;
 
 use crate::bundles::{BundleWriter, Catalogue, Span};
@@ -111,7 +112,7 @@ pub struct StoredDoc {
 }
 
 /// Counts of what a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Documents inserted or replaced by a newer version.
     pub applied: u64,
@@ -119,10 +120,11 @@ pub struct Applied {
     pub stale: u64,
     /// Messages already applied by an earlier batch (replays after a crash).
     pub replayed: u64,
-    /// The batch stopped at this index: its event is the version stored, with other content.
-    /// Everything before it is applied; it and what follows are not. The caller dead-letters
-    /// it and applies the rest with it skipped.
-    pub conflict: Option<usize>,
+    /// Indexes of events that are the version stored, with other content, in batch order.
+    /// None of them is applied, and the position of a partition that has one stays before its
+    /// first (what follows it is applied but not yet marked read). The caller dead-letters them
+    /// and applies the batch again with them skipped, which marks the rest read.
+    pub conflicts: Vec<usize>,
 }
 
 /// The sled store of one region.

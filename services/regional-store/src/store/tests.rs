@@ -686,7 +686,7 @@ fn a_batch_larger_than_one_sled_batch_applies_once_and_replays_as_a_whole() {
 }
 
 #[test]
-fn the_stored_version_with_other_content_stops_the_batch_at_it() {
+fn conflicts_are_reported_together_and_hold_their_partitions_until_skipped() {
     let (_d, s) = store();
     let mut g = Generator::new(61, time::OffsetDateTime::now_utc());
     let v1 = keyed(ClinicalEvent::Referral(g.referral()), "p1");
@@ -703,23 +703,29 @@ fn the_stored_version_with_other_content_stops_the_batch_at_it() {
     {
         d.main_icd10 = "Z99.9".into();
     }
-    let other_doc = keyed(ClinicalEvent::Referral(g.referral()), "p2");
+    let after = keyed(ClinicalEvent::Referral(g.referral()), "p2");
+    let elsewhere = keyed(ClinicalEvent::Referral(g.referral()), "p3");
     let batch = vec![
         ("t".to_owned(), 0, 0, Change::event(v1.clone())),
         ("t".to_owned(), 0, 1, Change::event(copy)),
         ("t".to_owned(), 0, 2, Change::event(other.clone())),
-        ("t".to_owned(), 0, 3, Change::event(other_doc.clone())),
+        ("t".to_owned(), 1, 0, Change::event(elsewhere.clone())),
+        ("t".to_owned(), 0, 3, Change::event(after.clone())),
+        ("t".to_owned(), 0, 4, Change::event(other.clone())),
     ];
     let a = s.apply_batch(&batch).expect("apply");
-    assert_eq!((a.applied, a.stale, a.conflict), (1, 1, Some(2)));
+    assert_eq!((a.applied, a.stale), (3, 1));
+    assert_eq!(
+        a.conflicts,
+        vec![2, 5],
+        "every conflict of the batch, in order"
+    );
     assert_eq!(
         s.next_offset("t", 0).expect("offset"),
         Some(2),
-        "the conflicting message's offset has not moved"
+        "partition 0 stays before its first conflict"
     );
-    let (rest, conflicts) = s.apply_skipping_conflicts(&batch[2..]).expect("apply");
-    assert_eq!((rest.applied, conflicts), (1, vec![0]));
-    assert_eq!(s.next_offset("t", 0).expect("offset"), Some(4));
+    assert_eq!(s.next_offset("t", 1).expect("offset"), Some(1));
     let ClinicalEvent::Referral(kept) = s.get(&doc).expect("get").expect("stored").event else {
         panic!("a referral")
     };
@@ -728,11 +734,24 @@ fn the_stored_version_with_other_content_stops_the_batch_at_it() {
         Some("Z99.9".to_owned()),
         "the first content stays"
     );
-    assert!(
-        s.get(&other_doc.header().expect("h").document_id)
-            .expect("get")
-            .is_some()
-    );
+    for e in [&after, &elsewhere] {
+        let id = &e.header().expect("h").document_id;
+        assert!(s.get(id).expect("get").is_some(), "{id} is stored");
+    }
+
+    // Read again from the held position: the conflicts again, nothing applied twice.
+    let again = s.apply_batch(&batch).expect("apply");
+    assert_eq!((again.applied, &again.conflicts[..]), (0, &[2, 5][..]));
+    let skipped = super::skipping(&batch, &again.conflicts);
+    let done = s.apply_batch(&skipped).expect("apply");
+    assert_eq!((done.applied, done.conflicts.len()), (0, 0));
+    assert_eq!(s.next_offset("t", 0).expect("offset"), Some(5));
+    assert_eq!(s.next_offset("t", 1).expect("offset"), Some(1));
+
+    let (_d2, fresh) = store();
+    let (total, conflicts) = fresh.apply_skipping_conflicts(&batch).expect("apply");
+    assert_eq!((total.applied, conflicts), (3, vec![2, 5]));
+    assert_eq!(fresh.next_offset("t", 0).expect("offset"), Some(5));
 }
 
 /// Versions, cancellations, moved patients and receipts (before and after their referral) of

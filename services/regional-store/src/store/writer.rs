@@ -191,6 +191,8 @@ impl RegionStore {
         let mut receipts = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Applied::default();
         let mut next_offsets: HashMap<(&str, i32), i64> = HashMap::new();
+        // Partitions whose position stays before a conflict of this batch.
+        let mut held: HashSet<(&str, i32)> = HashSet::new();
         let mut index = 0;
         // sled makes every read wait while a batch is applied: smaller sled batches keep a
         // clinician's query from waiting for a whole consumer batch. Each carries the offsets
@@ -225,15 +227,20 @@ impl RegionStore {
                         Outcome::Applied => out.applied += 1,
                         Outcome::Stale => out.stale += 1,
                         Outcome::Conflict => {
-                            // Its offset does not move: it is read again unless the caller
-                            // dead-letters it and applies it skipped.
-                            out.conflict = Some(at);
-                            break;
+                            // Its partition's position stays before it: it is read again
+                            // unless the caller dead-letters it and applies it skipped. A
+                            // conflict changes nothing stored, so what follows it is applied
+                            // now exactly as it would be after the skip.
+                            out.conflicts.push(at);
+                            held.insert((topic.as_str(), *partition));
+                            continue;
                         }
                     }
                 }
-                *next = offset + 1;
-                moved.insert((topic.as_str(), *partition));
+                if !held.contains(&(topic.as_str(), *partition)) {
+                    *next = offset + 1;
+                    moved.insert((topic.as_str(), *partition));
+                }
                 if let Change::Receipt(r) = change {
                     apply_receipt(&mut w, r)?;
                 }
@@ -257,9 +264,6 @@ impl RegionStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .apply(sealed.listed);
             self.compact_sparse_bundle()?;
-            if out.conflict.is_some() {
-                break;
-            }
         }
         Ok(out)
     }
@@ -271,23 +275,16 @@ impl RegionStore {
         &self,
         batch: &[(String, i32, i64, Change)],
     ) -> Result<(Applied, Vec<usize>), StoreError> {
-        let mut owned: Option<Vec<(String, i32, i64, Change)>> = None;
-        let mut total = Applied::default();
-        let mut conflicts = Vec::new();
-        let mut start = 0;
-        loop {
-            let rest = &owned.as_deref().unwrap_or(batch)[start..];
-            let applied = self.apply_batch(rest)?;
-            total.applied += applied.applied;
-            total.stale += applied.stale;
-            total.replayed += applied.replayed;
-            let Some(i) = applied.conflict else {
-                return Ok((total, conflicts));
-            };
-            start += i;
-            conflicts.push(start);
-            owned.get_or_insert_with(|| batch.to_vec())[start].3 = Change::Skip;
+        let mut first = self.apply_batch(batch)?;
+        if first.conflicts.is_empty() {
+            return Ok((first, Vec::new()));
         }
+        let conflicts = std::mem::take(&mut first.conflicts);
+        let skipped = skipping(batch, &conflicts);
+        // What followed a conflict was applied by the first pass; this one marks it read.
+        let again = self.apply_batch(&skipped)?;
+        first.applied += again.applied;
+        Ok((first, conflicts))
     }
 
     /// Copies the current records of a bundle most of whose records are dead into a new
@@ -414,4 +411,16 @@ pub(super) fn apply_receipt(
         }
     }
     Ok(())
+}
+
+/// `batch` with the changes at `indexes` replaced by skips (their offsets move, nothing else).
+pub fn skipping(
+    batch: &[(String, i32, i64, Change)],
+    indexes: &[usize],
+) -> Vec<(String, i32, i64, Change)> {
+    let mut copy = batch.to_vec();
+    for &i in indexes {
+        copy[i].3 = Change::Skip;
+    }
+    copy
 }
