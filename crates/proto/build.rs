@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "lienthong/v1/analytics_appointment.proto",
     "lienthong/v1/analytics_lab_result.proto",
     "lienthong/v1/analytics_receipt.proto",
+    "lienthong/v1/age_band_widening.proto",
     "lienthong/v1/ingest.proto",
     "lienthong/v1/query.proto",
 ];

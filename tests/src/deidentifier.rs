@@ -37,6 +37,18 @@ pub async fn analytics_topics_with_schemas(
     Ok(topics)
 }
 
+/// A fresh age band widenings topic (one partition, as the real one) with its schema
+/// registered: a test's widenings never reach another test's service, nor the stack's.
+pub async fn age_bands_topic_with_schema(registry: &RegistryArgs) -> anyhow::Result<String> {
+    let topic = crate::unique_topic("deid.age-bands");
+    create_topic(&kafka(), &topic, 1).await?;
+    SchemaSet::built_in()
+        .with_topic_renamed(lienthong_core::routing::AGE_BANDS_TOPIC, &topic)
+        .register(&RegistryClient::new(registry)?)
+        .await?;
+    Ok(topic)
+}
+
 /// Messages of `inputs` (partitions 0..`partitions`) whose offsets `group` committed in
 /// committed transactions.
 ///
@@ -119,6 +131,7 @@ pub async fn start_deidentifier(
         analytics.clone(),
     );
     config.transactional_id = Some(format!("{group}-0"));
+    config.age_bands_topic = age_bands_topic_with_schema(registry).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(lienthong_deidentifier::run(
         config,

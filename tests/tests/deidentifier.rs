@@ -1,6 +1,7 @@
 //! The de-identification service on the real stack: exactly once through Kafka transactions
 //! while it is killed with SIGKILL again and again; no identifier of the documents anywhere in
-//! the analytics topics; and only the analytics principal reads them.
+//! the analytics topics; only the analytics principal reads them; and age bands the risk
+//! widened stay wide across a restart.
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -62,10 +63,11 @@ impl Run {
     }
 }
 
-/// Every (key, value, timestamp in ms) of `topics` a read_committed reader sees, until
-/// `expected` or a quiet spell.
+/// Every (key, value, timestamp in ms) of `topics` (partitions 0..`partitions`) a
+/// read_committed reader sees, until `expected` or a quiet spell.
 async fn read_committed(
     topics: &[&str],
+    partitions: i32,
     expected: usize,
 ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>, Option<i64>)>> {
     let mut cfg = kafka().client_config()?;
@@ -79,7 +81,7 @@ async fn read_committed(
     let consumer: StreamConsumer = cfg.create()?;
     let mut tpl = TopicPartitionList::new();
     for t in topics {
-        for p in 0..3 {
+        for p in 0..partitions {
             tpl.add_partition_offset(t, p, Offset::Beginning)?;
         }
     }
@@ -159,6 +161,7 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
     let receipts = lienthong_tests::unique_topic("deid.receipt");
     create_topic(&kafka_args, &receipts, 3).await?;
     let analytics = lienthong_tests::deidentifier::analytics_topics_with_schemas(&registry).await?;
+    let age_bands = lienthong_tests::deidentifier::age_bands_topic_with_schema(&registry).await?;
     let key_file = std::env::var("LIENTHONG_ANALYTICS_KEY_FILE")
         .expect("LIENTHONG_ANALYTICS_KEY_FILE (set by .state/env)");
     let keyer = PatientKeyer::parse(&std::fs::read_to_string(&key_file)?)?;
@@ -212,6 +215,8 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
         "6000".into(),
         "--transaction-timeout-ms".into(),
         "10000".into(),
+        "--age-bands-topic".into(),
+        age_bands,
     ];
     for kind in AnalyticsKind::ALL {
         let flag = match kind {
@@ -282,7 +287,7 @@ async fn killing_the_deidentifier_repeatedly_publishes_every_event_exactly_once(
         .iter()
         .map(|k| analytics.of(*k))
         .collect();
-    let records = read_committed(&topics, EVENTS).await?;
+    let records = read_committed(&topics, 3, EVENTS).await?;
     let mut seen = BTreeSet::new();
     let mut checksum = 0u64;
     // Each record keeps its source's acceptance time (all published before the service
@@ -367,4 +372,173 @@ fn analytics_header(framed: &[u8]) -> anyhow::Result<pb::AnalyticsHeader> {
     event
         .header
         .ok_or_else(|| anyhow::anyhow!("an analytics event without a header"))
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PatientOnly {
+    #[prost(message, optional, tag = "2")]
+    patient: Option<pb::AnalyticsPatient>,
+}
+
+/// The age band of a document's analytics event (field 2 of every document's analytics message
+/// is its patient).
+fn age_band(framed: &[u8]) -> anyhow::Result<String> {
+    let frame = lienthong_registry::frame::parse(framed).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(PatientOnly::decode(frame.payload)?
+        .patient
+        .map(|p| p.age_band)
+        .unwrap_or_default())
+}
+
+/// Runs the service in-process under `policy` until `group` has committed `until` input
+/// messages, then stops it gracefully.
+async fn run_until_committed(
+    config: lienthong_deidentifier::DeidentifierConfig,
+    registry: &lienthong_registry::RegistryArgs,
+    until: i64,
+) -> anyhow::Result<()> {
+    let (group, inputs) = (config.group.clone(), config.input_topics());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(lienthong_deidentifier::run(
+        config,
+        kafka(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        anyhow::ensure!(!task.is_finished(), "the service stopped by itself");
+        let done = lienthong_tests::deidentifier::committed(&group, &inputs, 3).unwrap_or(0);
+        if done >= until {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{done} of {until} input messages committed after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn age_bands_the_risk_widened_stay_wide_after_a_restart() -> anyhow::Result<()> {
+    let _ = require_kafka();
+    let registry = require_registry().await;
+    let documents = topics_with_schemas(&registry).await?;
+    let receipts = lienthong_tests::unique_topic("deid.receipt");
+    create_topic(&kafka(), &receipts, 3).await?;
+    let analytics = lienthong_tests::deidentifier::analytics_topics_with_schemas(&registry).await?;
+    let age_bands = lienthong_tests::deidentifier::age_bands_topic_with_schema(&registry).await?;
+    let shipped = std::fs::read_to_string(
+        lienthong_tests::repo_root().join("services/deidentifier/policy.toml"),
+    )?;
+    anyhow::ensure!(shipped.contains("window_events = 20000\n"));
+    let dir = tempfile::tempdir()?;
+    // The same policy version twice: a window the fixtures fill (their facility-day groups are
+    // small, so every full window is below the floor), then one they never fill, so the
+    // second run cannot widen by itself.
+    let policy = |window: &str| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.path().join(format!("policy-{window}.toml"));
+        std::fs::write(
+            &path,
+            shipped.replace(
+                "window_events = 20000\n",
+                &format!("window_events = {window}\n"),
+            ),
+        )?;
+        Ok(path)
+    };
+    let group = format!("deid-bands-{}", uuid::Uuid::new_v4().simple());
+    let config = |policy: std::path::PathBuf| {
+        let mut c = lienthong_deidentifier::DeidentifierConfig::new(
+            lienthong_tests::deidentifier::analytics_key_file().into(),
+            &group,
+            lienthong_kafka::topics::DocumentTopics::from_map(&documents),
+            &receipts,
+            analytics.clone(),
+        );
+        c.transactional_id = Some(format!("{group}-0"));
+        c.age_bands_topic = age_bands.clone();
+        c.batch_events = 100;
+        c.policy = Some(policy);
+        c
+    };
+
+    // First run: 2,000 events through a window of 300 widen the bands 5 → 10 → 20 years.
+    let first = lienthong_tests::keyed_events(4242, 2_000);
+    publish_to(&registry, &documents, &first).await?;
+    run_until_committed(config(policy("300")?), &registry, 2_000).await?;
+    let records = read_committed(&[age_bands.as_str()], 1, 2).await?;
+    let widenings: Vec<pb::AgeBandWidening> = records
+        .iter()
+        .map(|(_, value, _)| {
+            let frame =
+                lienthong_registry::frame::parse(value).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(pb::AgeBandWidening::decode(frame.payload)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let widths: Vec<u32> = widenings.iter().map(|w| w.age_band_years).collect();
+    assert_eq!(widths, [10, 20], "one record per widening, in order");
+    let shipped_version = lienthong_deidentifier::Policy::shipped()?
+        .version()
+        .to_owned();
+    for (w, (key, _, _)) in widenings.iter().zip(&records) {
+        assert_eq!(w.policy_version, shipped_version);
+        assert_eq!(w.k_floor, 5);
+        assert!(w.min_group < 5, "{w:?}");
+        assert_eq!(
+            std::str::from_utf8(key)?,
+            format!("{shipped_version}/{}", w.age_band_years)
+        );
+    }
+
+    // Second run, after a restart, under a window it cannot fill: what it publishes is in
+    // 20-year bands from its first event on, and it records nothing new.
+    let second = lienthong_tests::keyed_events(4243, 500);
+    publish_to(&registry, &documents, &second).await?;
+    run_until_committed(config(policy("1000000")?), &registry, 2_500).await?;
+    let keyer = lienthong_tests::deidentifier::analytics_keyer();
+    let second_keys: BTreeSet<String> = second
+        .iter()
+        .map(|e| keyer.keyed_hash("event", &e.header().expect("header").event_id))
+        .collect();
+    let topics: Vec<&str> = [
+        AnalyticsKind::Referral,
+        AnalyticsKind::Appointment,
+        AnalyticsKind::LabResult,
+    ]
+    .iter()
+    .map(|&k| analytics.of(k))
+    .collect();
+    let published = read_committed(&topics, 3, 2_500).await?;
+    let mut bands = Vec::new();
+    for (_, value, _) in &published {
+        if second_keys.contains(&analytics_header(value)?.event_key) {
+            bands.push(age_band(value)?);
+        }
+    }
+    assert_eq!(bands.len(), 500, "every event of the second run published");
+    let mut twenty_wide = 0;
+    for band in bands.iter().filter(|b| !b.is_empty() && !b.ends_with('+')) {
+        let (low, high) = band
+            .split_once('-')
+            .and_then(|(l, h)| Some((l.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("age band {band:?} is not low-high"))?;
+        assert_eq!(low % 20, 0, "band {band} is not a 20-year band");
+        // The last band below the open top one may be cut short by it.
+        if high - low + 1 == 20 {
+            twenty_wide += 1;
+        }
+    }
+    assert!(
+        twenty_wide > 100,
+        "{twenty_wide} of 500 events in full 20-year bands: {:?}",
+        &bands[..10]
+    );
+    let after = read_committed(&[age_bands.as_str()], 1, 2).await?;
+    assert_eq!(after.len(), 2, "the second run widened nothing itself");
+    Ok(())
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_telemetry::trace::TraceArgs;
 use lienthong_telemetry::{LogFormat, TelemetryArgs};
-use lienthong_tests::deidentifier::{analytics_key_file, analytics_topics_with_schemas};
+use lienthong_tests::deidentifier::{
+    age_bands_topic_with_schema, analytics_key_file, analytics_topics_with_schemas,
+};
 use lienthong_tests::gateway::{TestPki, start_gateway};
 use lienthong_tests::warehouse::fresh_database;
 use lienthong_tests::{create_topic, require_kafka, require_registry, unique_topic, workspace_bin};
@@ -205,6 +207,7 @@ async fn one_trace_links_the_agents_intake_the_gateways_publish_and_both_sinks()
 
     // De-identification into analytics topics of its own, and the loader of those.
     let analytics = analytics_topics_with_schemas(&registry).await?;
+    let age_bands = age_bands_topic_with_schema(&registry).await?;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut deid_args: Vec<String> = [
         "--analytics-key-file",
@@ -227,6 +230,8 @@ async fn one_trace_links_the_agents_intake_the_gateways_publish_and_both_sinks()
         &analytics.analytics_topic_receipt,
         "--batch-ms",
         "100",
+        "--age-bands-topic",
+        &age_bands,
     ]
     .map(String::from)
     .to_vec();

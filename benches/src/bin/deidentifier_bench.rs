@@ -14,7 +14,9 @@ use clap::Parser;
 use lienthong_core::{ClinicalEvent, PatientKeyer};
 use lienthong_deidentifier::{Deidentifier, DeidentifierConfig, Policy};
 use lienthong_kafka::topics::DocumentTopics;
-use lienthong_tests::deidentifier::{analytics_topics_with_schemas, committed};
+use lienthong_tests::deidentifier::{
+    age_bands_topic_with_schema, analytics_topics_with_schemas, committed,
+};
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{create_topic, keyed_events, require_kafka, require_registry, unique_topic};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     );
     config.batch_events = args.batch_events;
     config.transactional_id = Some(format!("{group}-0"));
+    config.age_bands_topic = age_bands_topic_with_schema(&registry).await?;
     let inputs = config.input_topics();
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -63,6 +63,8 @@ pub const DLQ_TOPIC: &str = "lienthong.dlq.v1";
 pub const AUDIT_TOPIC: &str = "lienthong.audit.v1";
 /// Revoked bearer tokens, followed by every verifier.
 pub const REVOCATIONS_TOPIC: &str = "lienthong.token-revocations.v1";
+/// Age band widenings of the de-identification service, followed by each of its instances.
+pub const AGE_BANDS_TOPIC: &str = "lienthong.deidentifier.age-bands.v1";
 /// De-identified referrals, what analytics teams and the warehouse read.
 pub const ANALYTICS_REFERRAL_TOPIC: &str = "lienthong.analytics.referral.v1";
 /// De-identified follow-up appointments.

@@ -1,6 +1,6 @@
-//! Following a small control topic whole (token revocations): every partition assigned from
-//! the beginning, no consumer group and no committed offsets, so every instance sees every
-//! record. The follower first reads up to the end the topic had when it started — a service
+//! Following a small control topic whole (token revocations, age band widenings): every
+//! partition assigned from the beginning, no consumer group and no committed offsets, so every
+//! instance sees every record. The follower first reads up to the end the topic had when it started — a service
 //! serves only once it knows every revocation made before it — then keeps reading new records
 //! as they arrive, until shutdown.
 
@@ -94,7 +94,25 @@ pub async fn follow(
         }
         while !shutdown.is_cancelled() {
             match consumer.poll(POLL) {
-                None => {}
+                // A transactional topic ends with a commit marker, which is never delivered:
+                // idle, the consumer's position tells whether the end is reached.
+                None => {
+                    if ready.is_some()
+                        && let Ok(positions) = consumer.position()
+                    {
+                        behind.retain(|(p, end)| {
+                            positions
+                                .find_partition(&name, *p)
+                                .and_then(|e| e.offset().to_raw())
+                                .is_none_or(|at| at < *end)
+                        });
+                        if behind.is_empty()
+                            && let Some(r) = ready.take()
+                        {
+                            let _ = r.send(());
+                        }
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(topic = %name, error = %e, "following the topic: retrying");
                 }
@@ -156,6 +174,16 @@ impl Follower {
             handle,
             _stop_on_drop: stop.drop_guard(),
         }))
+    }
+
+    /// Stops the follower and waits for its thread to end.
+    pub async fn stop(self) {
+        let Self {
+            handle,
+            _stop_on_drop,
+        } = self;
+        _stop_on_drop.disarm().cancel();
+        let _ = handle.await;
     }
 
     /// Waits for the follower to end (after its shutdown token fired).

@@ -66,6 +66,10 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[
         "lienthong/v1/analytics_receipt.proto",
         include_str!("../../../proto/lienthong/v1/analytics_receipt.proto"),
     ),
+    (
+        "lienthong/v1/age_band_widening.proto",
+        include_str!("../../../proto/lienthong/v1/age_band_widening.proto"),
+    ),
 ];
 
 #[cfg(test)]

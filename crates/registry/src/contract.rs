@@ -48,6 +48,10 @@ const TOPIC_FILES: &[(&str, &str)] = &[
         "lienthong/v1/analytics_receipt.proto",
         lienthong_core::routing::ANALYTICS_RECEIPT_TOPIC,
     ),
+    (
+        "lienthong/v1/age_band_widening.proto",
+        lienthong_core::routing::AGE_BANDS_TOPIC,
+    ),
 ];
 
 /// One .proto file by import path.
@@ -328,13 +332,15 @@ mod tests {
             .into_iter()
             .map(|f| f.subject())
             .collect();
-        assert_eq!(order[0], "lienthong.v1.common");
+        let at = |s: &str| order.iter().position(|o| o == s);
+        let common = at("lienthong.v1.common").expect("common registered");
         for s in [
             "lienthong.referral.v1-value",
             "lienthong.appointment.v1-value",
             "lienthong.lab-result.v1-value",
         ] {
-            assert!(order.contains(&s.to_owned()), "{s} missing from {order:?}");
+            let importer = at(s).unwrap_or_else(|| panic!("{s} missing from {order:?}"));
+            assert!(common < importer, "{s} before its import: {order:?}");
         }
     }
 

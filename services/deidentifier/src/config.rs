@@ -80,6 +80,10 @@ pub struct DeidentifierConfig {
     /// and differ between instances (default: `lienthong-deidentifier-<host name>`).
     #[arg(long, env = "LIENTHONG_DEIDENTIFIER_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
+    /// Compacted topic of age band widenings, followed by every instance and written in the
+    /// transaction of the first events under wider bands.
+    #[arg(long, env = "LIENTHONG_DEIDENTIFIER_AGE_BANDS_TOPIC", default_value = lienthong_core::routing::AGE_BANDS_TOPIC)]
+    pub age_bands_topic: String,
     /// Dead-letter topic.
     #[arg(long, env = "LIENTHONG_DEIDENTIFIER_DLQ_TOPIC", default_value = lienthong_core::routing::DLQ_TOPIC)]
     pub dlq_topic: String,
@@ -149,6 +153,7 @@ impl DeidentifierConfig {
             analytics_key_file,
             group: group.into(),
             transactional_id: None,
+            age_bands_topic: lienthong_core::routing::AGE_BANDS_TOPIC.into(),
             dlq_topic: lienthong_core::routing::DLQ_TOPIC.into(),
             batch_events: 5_000,
             batch_ms: 100,
@@ -220,6 +225,16 @@ impl DeidentifierConfig {
             ));
         }
         let inputs = self.input_topics();
+        if inputs.contains(&self.age_bands_topic)
+            || AnalyticsKind::ALL
+                .iter()
+                .any(|&k| self.analytics.of(k) == self.age_bands_topic)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--age-bands-topic {} is also a document or analytics topic; it needs a topic of its own",
+                self.age_bands_topic
+            )));
+        }
         for kind in AnalyticsKind::ALL {
             let out = self.analytics.of(kind);
             if inputs.iter().any(|t| t == out) {

@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod risk;
 pub mod transform;
+pub mod widening;
 
 pub use config::{AnalyticsTopics, DeidentifierConfig};
 pub use pipeline::{DeidentifierError, run};

@@ -9,12 +9,17 @@
 //!   batch may be read and prepared meanwhile, but nothing of it is produced before it commits.
 //! - Poison (undecodable, invalid) is dead-lettered, durably, before the transaction that moves
 //!   the offset past it; a dead letter may be sent twice if that transaction then aborts.
+//! - Age bands only widen: an instance starts under the widest bands recorded for its policy
+//!   (see `widening`), and records its own widening in the transaction of the first events
+//!   published under it, so no committed event under wider bands lacks its record.
 //! - Zombie instances are fenced: the offsets carry the consumer group's generation (KIP-447),
 //!   and a restarted instance with the same transactional id aborts what its predecessor left.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_kafka::consumption::{StageFree, batch_ends, fill_batch, record_lag};
+use lienthong_kafka::follow::Follower;
 use lienthong_kafka::trace::sampled_traceparent;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, WireCodec};
@@ -30,8 +35,9 @@ use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionLis
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, DeidentifierConfig};
-use crate::risk::{RiskWindow, coarsened_width};
+use crate::risk::{Risk, RiskWindow, coarsened_width};
 use crate::transform::{AnalyticsEvent, Deidentifier};
+use crate::widening::{Widenings, adopted_width};
 
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +93,19 @@ pub async fn run(
     metrics::gauge!(crate::metrics::RISK_K_FLOOR.name).set(risk.k_floor as f64);
     metrics::gauge!(crate::metrics::AGE_BAND_YEARS.name)
         .set(f64::from(deidentifier.age_band_width()));
+    // Nothing is published before every widening recorded for this policy is known.
+    let widenings = Arc::new(Widenings::new(deidentifier.policy().version()));
+    let follower = {
+        let widenings = Arc::clone(&widenings);
+        Follower::start(
+            &kafka,
+            Some(&config.age_bands_topic),
+            move |record| widenings.apply_record(record),
+            &shutdown,
+        )
+        .await?
+    };
+    adopt_recorded(&widenings, &mut deidentifier, &mut window);
 
     let codec = WireCodec::new(&registry)?;
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
@@ -173,15 +192,23 @@ pub async fn run(
             break;
         }
         let width = deidentifier.age_band_width();
-        watch_risk(&mut window, &mut deidentifier);
-        // A batch prepared under bands the risk watch has just widened is prepared again.
+        let widened = watch_risk(&mut window, &mut deidentifier);
+        adopt_recorded(&widenings, &mut deidentifier, &mut window);
+        // A batch prepared under bands that have just widened is prepared again; when this
+        // instance's own risk watch widened them, the batch's transaction records it.
         next = match following {
             Some(f) if deidentifier.age_band_width() != width => {
                 let read = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
-                let framed = match &read {
+                let mut framed = match &read {
                     Some(read) => frame(&codec, &config, &read.events, &shutdown).await,
                     None => None,
                 };
+                if let (Some(risk), Some(framed)) = (widened, framed.as_mut()) {
+                    match frame_widening(&codec, &config, &deidentifier, &risk, &shutdown).await {
+                        Some(record) => framed.push(record),
+                        None => break,
+                    }
+                }
                 read.zip(framed).map(|(read, framed)| Prepared {
                     batch: f.batch,
                     events: read.events,
@@ -191,6 +218,9 @@ pub async fn run(
             }
             following => following,
         };
+    }
+    if let Some(follower) = follower {
+        follower.stop().await;
     }
     tracing::info!(
         "de-identification service stopped; what was not committed is read again on the next start"
@@ -320,31 +350,87 @@ async fn frame(
         "analytics events could not be framed",
         crate::metrics::BATCH_RETRIES.name,
     );
-    'attempt: loop {
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let topic = config.analytics.of(e.kind);
-            match codec
-                .encode_message(topic, e.kind.message_name(), &e.payload)
-                .await
-            {
-                Ok(value) => out.push(Framed {
-                    topic: topic.to_owned(),
-                    key: e.key.clone(),
-                    value,
-                    timestamp: e.accepted_at_ms,
-                    trace: e.trace.clone(),
-                }),
-                Err(err) => {
-                    retrying.failed(&err);
-                    if !retrying.wait(shutdown).await {
-                        return None;
-                    }
-                    continue 'attempt;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let topic = config.analytics.of(e.kind);
+        let value = encode(
+            codec,
+            topic,
+            e.kind.message_name(),
+            &e.payload,
+            &mut retrying,
+            shutdown,
+        )
+        .await?;
+        out.push(Framed {
+            topic: topic.to_owned(),
+            key: e.key.clone(),
+            value,
+            timestamp: e.accepted_at_ms,
+            trace: e.trace.clone(),
+        });
+    }
+    Some(out)
+}
+
+/// The framed record of this instance's widening to its current age bands; None when stopping.
+async fn frame_widening(
+    codec: &WireCodec,
+    config: &DeidentifierConfig,
+    deidentifier: &Deidentifier,
+    risk: &Risk,
+    shutdown: &CancellationToken,
+) -> Option<Framed> {
+    let policy = deidentifier.policy();
+    let (key, payload) = crate::widening::record(
+        policy.version(),
+        deidentifier.age_band_width(),
+        risk,
+        policy.risk().k_floor,
+        std::time::SystemTime::now(),
+    );
+    let mut retrying = Retrying::new(
+        "the age band widening could not be framed",
+        crate::metrics::BATCH_RETRIES.name,
+    );
+    let topic = &config.age_bands_topic;
+    let value = encode(
+        codec,
+        topic,
+        crate::widening::MESSAGE,
+        &payload,
+        &mut retrying,
+        shutdown,
+    )
+    .await?;
+    Some(Framed {
+        topic: topic.clone(),
+        key,
+        value,
+        timestamp: None,
+        trace: None,
+    })
+}
+
+/// One record framed for the registry, retried until it is; None when stopping.
+async fn encode(
+    codec: &WireCodec,
+    topic: &str,
+    message: &str,
+    payload: &[u8],
+    retrying: &mut Retrying,
+    shutdown: &CancellationToken,
+) -> Option<Vec<u8>> {
+    loop {
+        match codec.encode_message(topic, message, payload).await {
+            Ok(value) => return Some(value),
+            Err(err) => {
+                retrying.failed(&err);
+                if !retrying.wait(shutdown).await {
+                    return None;
                 }
             }
         }
-        return Some(out);
     }
 }
 
@@ -458,31 +544,50 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Updates the risk gauges, and widens the age bands when a full window shows a group below
-/// the policy's floor.
-fn watch_risk(window: &mut RiskWindow, deidentifier: &mut Deidentifier) {
+/// the policy's floor; the risk that made it widen, if it did.
+fn watch_risk(window: &mut RiskWindow, deidentifier: &mut Deidentifier) -> Option<Risk> {
     let risk = window.measure();
     metrics::gauge!(crate::metrics::RISK_MIN_GROUP.name).set(risk.min_group as f64);
     metrics::gauge!(crate::metrics::RISK_SHARE_BELOW.name).set(risk.share_below_floor);
     metrics::gauge!(crate::metrics::RISK_WINDOW_EVENTS.name).set(risk.events as f64);
     let policy = deidentifier.policy().risk().clone();
-    if let Some(width) = coarsened_width(
+    let width = coarsened_width(
         &risk,
         policy.k_floor,
         window.is_full(),
         deidentifier.age_band_width(),
         &policy.age_band_widths,
-    ) {
+    )?;
+    tracing::warn!(
+        k = risk.min_group,
+        k_floor = policy.k_floor,
+        share_below = risk.share_below_floor,
+        age_band_years = width,
+        "re-identification risk above the policy's floor; widening the age bands"
+    );
+    widen(deidentifier, window, width);
+    Some(risk)
+}
+
+/// Moves to the widest bands recorded for the policy (by an earlier run or another instance)
+/// when they are wider than the current ones.
+fn adopt_recorded(widenings: &Widenings, deidentifier: &mut Deidentifier, window: &mut RiskWindow) {
+    let widths = &deidentifier.policy().risk().age_band_widths;
+    if let Some(width) = adopted_width(widenings.widest(), deidentifier.age_band_width(), widths) {
         tracing::warn!(
-            k = risk.min_group,
-            k_floor = policy.k_floor,
-            share_below = risk.share_below_floor,
+            policy = deidentifier.policy().version(),
             age_band_years = width,
-            "re-identification risk above the policy's floor; widening the age bands"
+            "publishing under the widest age bands recorded for this policy"
         );
-        deidentifier.set_age_band_width(width);
-        metrics::gauge!(crate::metrics::AGE_BAND_YEARS.name).set(f64::from(width));
-        window.clear();
+        widen(deidentifier, window, width);
     }
+}
+
+/// Publishes under `width` from now on; the window measures the new bands afresh.
+fn widen(deidentifier: &mut Deidentifier, window: &mut RiskWindow, width: u8) {
+    deidentifier.set_age_band_width(width);
+    metrics::gauge!(crate::metrics::AGE_BAND_YEARS.name).set(f64::from(width));
+    window.clear();
 }
 
 fn consumer_config(
