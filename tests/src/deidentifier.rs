@@ -132,21 +132,35 @@ pub async fn start_deidentifier(
     );
     config.transactional_id = Some(format!("{group}-0"));
     config.age_bands_topic = age_bands_topic_with_schema(registry).await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(lienthong_deidentifier::run(
-        config,
-        kafka(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
-    Ok(RunningDeidentifier {
-        analytics,
-        shutdown,
-        task,
-    })
+    Ok(RunningDeidentifier::spawn(config, registry))
 }
 
 impl RunningDeidentifier {
+    /// Runs the service with `config` inside the test.
+    pub fn spawn(
+        config: lienthong_deidentifier::DeidentifierConfig,
+        registry: &RegistryArgs,
+    ) -> Self {
+        let analytics = config.analytics.clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(lienthong_deidentifier::run(
+            config,
+            kafka(),
+            registry.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            analytics,
+            shutdown,
+            task,
+        }
+    }
+
+    /// True once the service has stopped, by itself unless [`Self::stop`] was called.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops the service gracefully; its error, if it failed.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -398,16 +398,10 @@ async fn run_until_committed(
     until: i64,
 ) -> anyhow::Result<()> {
     let (group, inputs) = (config.group.clone(), config.input_topics());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(lienthong_deidentifier::run(
-        config,
-        kafka(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
+    let service = lienthong_tests::deidentifier::RunningDeidentifier::spawn(config, registry);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        anyhow::ensure!(!task.is_finished(), "the service stopped by itself");
+        anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
         let done = lienthong_tests::deidentifier::committed(&group, &inputs, 3).unwrap_or(0);
         if done >= until {
             break;
@@ -418,9 +412,7 @@ async fn run_until_committed(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    shutdown.cancel();
-    task.await??;
-    Ok(())
+    service.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
