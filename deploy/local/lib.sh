@@ -72,6 +72,16 @@ lt_stop_pid() {
 # admin runs topics, ACLs and schemas (and the tests); each service has its own.
 LT_KAFKA_PRINCIPALS="admin gateway regional deidentifier warehouse analytics"
 
+# The newest PostgreSQL server's binaries folder (Debian installs them by major version).
+lt_pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+
+# psql as the local cluster's administrator, over TLS checked against the development CA.
+lt_psql_admin() {
+  PGPASSWORD="$(cat "$LT_STATE/postgres-users/postgres.password")" PGSSLMODE=verify-full \
+    PGSSLROOTCERT="$LT_STATE/pki/ca.pem" "$(lt_pg_bindir)/psql" -h localhost \
+    -p "${LIENTHONG_PG_PORT:-5432}" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+}
+
 # Kafka client settings of one principal, as lienthong environment variables.
 lt_kafka_env() {
   local user="$1"
