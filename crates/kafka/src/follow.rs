@@ -1,8 +1,8 @@
 //! Following a small control topic whole (token revocations, age band widenings): every
 //! partition assigned from the beginning, no consumer group and no committed offsets, so every
-//! instance sees every record. The follower first reads up to the end the topic had when it started — a service
-//! serves only once it knows every revocation made before it — then keeps reading new records
-//! as they arrive, until shutdown.
+//! instance sees every record. The follower first reads up to the end the topic had when it
+//! started — a service serves only once it knows every revocation made before it — then keeps
+//! reading new records as they arrive, until shutdown.
 
 use std::time::{Duration, Instant};
 
@@ -87,11 +87,7 @@ pub async fn follow(
     let handle = tokio::task::spawn_blocking(move || {
         let mut behind: Vec<(i32, i64)> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
         let mut ready = Some(ready_tx);
-        if behind.is_empty()
-            && let Some(r) = ready.take()
-        {
-            let _ = r.send(());
-        }
+        caught_up_when_none_behind(&behind, &mut ready);
         while !shutdown.is_cancelled() {
             match consumer.poll(POLL) {
                 // A transactional topic ends with a commit marker, which is never delivered:
@@ -106,11 +102,7 @@ pub async fn follow(
                                 .and_then(|e| e.offset().to_raw())
                                 .is_none_or(|at| at < *end)
                         });
-                        if behind.is_empty()
-                            && let Some(r) = ready.take()
-                        {
-                            let _ = r.send(());
-                        }
+                        caught_up_when_none_behind(&behind, &mut ready);
                     }
                 }
                 Some(Err(e)) => {
@@ -122,11 +114,7 @@ pub async fn follow(
                     }
                     let (p, next) = (m.partition(), m.offset() + 1);
                     behind.retain(|(bp, end)| !(*bp == p && next >= *end));
-                    if behind.is_empty()
-                        && let Some(r) = ready.take()
-                    {
-                        let _ = r.send(());
-                    }
+                    caught_up_when_none_behind(&behind, &mut ready);
                 }
             }
         }
@@ -147,6 +135,15 @@ pub async fn follow(
                 "could not be read to its end within {catch_up:?}; is Kafka reachable?"
             ),
         }),
+    }
+}
+
+/// Tells the waiting start that the topic is read to its end, once no partition is behind.
+fn caught_up_when_none_behind(behind: &[(i32, i64)], ready: &mut Option<oneshot::Sender<()>>) {
+    if behind.is_empty()
+        && let Some(r) = ready.take()
+    {
+        let _ = r.send(());
     }
 }
 
