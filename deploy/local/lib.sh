@@ -72,6 +72,17 @@ lt_stop_pid() {
 # admin runs topics, ACLs and schemas (and the tests); each service has its own.
 LT_KAFKA_PRINCIPALS="admin gateway regional deidentifier warehouse analytics"
 
+# Users of the local schema registry (deploy/local/registry/start gives each its role): admin
+# administers it (and runs the tests), services register and read schemas, analytics reads.
+LT_REGISTRY_USERS="admin services analytics"
+
+# Registry client settings of one user, as lienthong environment variables.
+lt_registry_env() {
+  local user="$1"
+  echo "export LIENTHONG_REGISTRY_USERNAME=$user"
+  echo "export LIENTHONG_REGISTRY_PASSWORD_FILE=$LT_STATE/registry/users/$user.password"
+}
+
 # The newest PostgreSQL server's binaries folder (Debian installs them by major version).
 lt_pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 

@@ -1,5 +1,6 @@
 """Client settings of the local stack for Python clients, from the variables `.state/env`
-exports: SASL_SSL with SCRAM-SHA-512 for Kafka, the development CA for Kafka and the registry."""
+exports: SASL_SSL with SCRAM-SHA-512 for Kafka, HTTP basic authentication for the registry, the
+development CA for both."""
 
 import os
 import pathlib
@@ -19,6 +20,13 @@ def kafka_settings(user=None):
     }
 
 
-def registry_settings(url):
-    """SchemaRegistryClient settings for the HTTPS registry at `url`."""
-    return {"url": url, "ssl.ca.location": os.environ["LIENTHONG_REGISTRY_TLS_CA"]}
+def registry_settings(url, user=None):
+    """SchemaRegistryClient settings for the HTTPS registry at `url`, as `user` (the
+    environment's registry user when None)."""
+    user = user or os.environ["LIENTHONG_REGISTRY_USERNAME"]
+    password = (pathlib.Path(os.environ["LIENTHONG_REGISTRY_USERS_DIR"]) / f"{user}.password").read_text().strip()
+    return {
+        "url": url,
+        "ssl.ca.location": os.environ["LIENTHONG_REGISTRY_TLS_CA"],
+        "basic.auth.user.info": f"{user}:{password}",
+    }

@@ -307,6 +307,67 @@ async fn the_registry_refuses_plain_http() {
         .expect("HTTPS with the development CA works");
 }
 
+/// The local stack's registry settings as `user` (one of deploy/local's registry users).
+fn registry_as(user: &str) -> lienthong_registry::RegistryArgs {
+    let mut args = lienthong_registry::RegistryArgs::from_env().expect("LIENTHONG_REGISTRY_*");
+    args.registry_username = Some(user.into());
+    args.registry_password_file =
+        Some(env_path("LIENTHONG_REGISTRY_USERS_DIR").join(format!("{user}.password")));
+    args
+}
+
+#[tokio::test]
+async fn the_registry_refuses_callers_without_valid_credentials() {
+    let secured = lienthong_tests::require_registry().await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut anonymous = secured.clone();
+    anonymous.registry_username = None;
+    anonymous.registry_password_file = None;
+    let mut wrong = secured.clone();
+    wrong.registry_password_file = Some(private_file(dir.path(), "wrong.password", "not-it"));
+    for (who, args) in [("anonymous", anonymous), ("wrong password", wrong)] {
+        let client = lienthong_registry::RegistryClient::new(&args).expect("client");
+        let err = client.subjects().await.expect_err(who);
+        assert!(
+            matches!(err, lienthong_registry::Error::Refused { status: 401, .. }),
+            "{who}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_analytics_registry_user_reads_schemas_and_registers_none() {
+    lienthong_tests::require_registry().await;
+    let analytics =
+        lienthong_registry::RegistryClient::new(&registry_as("analytics")).expect("client");
+    let subjects = analytics
+        .subjects()
+        .await
+        .expect("the analytics user reads the subjects");
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s == "lienthong.analytics.referral.v1-value"),
+        "{subjects:?}"
+    );
+    let subject = format!("lienthong.test.registry-{}-value", uuid::Uuid::new_v4());
+    let schema = "syntax = \"proto3\";\npackage probe;\nmessage Probe { string x = 1; }\n";
+    let err = analytics
+        .register(&subject, schema, &[])
+        .await
+        .expect_err("a read-only user must not register a schema");
+    assert!(
+        matches!(err, lienthong_registry::Error::Refused { status: 403, .. }),
+        "{err}"
+    );
+    let services =
+        lienthong_registry::RegistryClient::new(&registry_as("services")).expect("client");
+    services
+        .register(&subject, schema, &[])
+        .await
+        .expect("the services user registers a schema");
+}
+
 /// A CA of its own, generated here, that signed none of the stack's certificates.
 fn foreign_ca(dir: &std::path::Path) -> PathBuf {
     let pki = lienthong_tests::gateway::TestPki::new().expect("test PKI");

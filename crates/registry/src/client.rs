@@ -62,6 +62,22 @@ fn subject_path(subject: &str) -> String {
     subject.replace('%', "%25").replace('/', "%2F")
 }
 
+/// The registry's message, with what to do when the refusal is about who is asking.
+fn with_remedy(status: u16, message: String) -> String {
+    match status {
+        401 => format!(
+            "{message}; the registry asks who is calling: give a registry user with \
+             --registry-username and --registry-password-file (LIENTHONG_REGISTRY_USERNAME, \
+             LIENTHONG_REGISTRY_PASSWORD_FILE), and check the password"
+        ),
+        403 => format!(
+            "{message}; this registry user may not do it: registering schemas needs a user \
+             with the developer role, rules and deletions the administrator"
+        ),
+        _ => message,
+    }
+}
+
 impl RegistryClient {
     /// A client for the configured registry.
     pub fn new(args: &RegistryArgs) -> Result<Self> {
@@ -144,7 +160,7 @@ impl RegistryClient {
             Err(Error::Refused {
                 what: what.to_owned(),
                 status,
-                message: registry_message(&value),
+                message: with_remedy(status, registry_message(&value)),
             })
         }
     }
@@ -526,6 +542,21 @@ mod tests {
             "{err:?}"
         );
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_who_is_asking_says_which_setting_to_fix() {
+        for (status, names) in [(401, "--registry-password-file"), (403, "developer role")] {
+            let refused = Turn::Answer(status, r#"{"message":"not authorized"}"#);
+            let (url, server) = scripted_registry(vec![], refused).await;
+            let err = client_of(url).subjects().await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("not authorized") && text.contains(names),
+                "{text}"
+            );
+            server.abort();
+        }
     }
 
     #[tokio::test]
