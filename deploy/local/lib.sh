@@ -68,6 +68,11 @@ lt_stop_pid() {
   lt_log "$name stopped"
 }
 
+# Writes a random password to file $1, readable by this user only, unless it holds one already.
+lt_password_file() {
+  [ -s "$1" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$1")
+}
+
 # Kafka principals of the local stack, one SCRAM user each (deploy/acls.toml grants their rights):
 # admin runs topics, ACLs and schemas (and the tests); each service has its own.
 LT_KAFKA_PRINCIPALS="admin gateway regional deidentifier warehouse analytics"
