@@ -29,7 +29,7 @@ pub fn kafka() -> KafkaArgs {
 /// Kafka settings after checking the broker answers; panics (fails the test) with what to run.
 pub fn require_kafka() -> KafkaArgs {
     let args = kafka();
-    if let Err(e) = args.probe() {
+    if let Err(e) = args.probe_blocking() {
         panic!(
             "the end-to-end tests need the local stack: {e}; start it with deploy/local/test or deploy/local/up"
         );

@@ -48,7 +48,7 @@ fn a_plaintext_kafka_client_is_refused() {
     let mut plain = KafkaArgs::local(secured.bootstrap.clone());
     plain.timeout_secs = 5;
     let err = plain
-        .probe()
+        .probe_blocking()
         .expect_err("the broker has no plaintext listener");
     assert!(err.to_string().contains(&secured.bootstrap), "{err}");
 }
@@ -61,7 +61,7 @@ fn a_wrong_scram_password_is_refused() {
     args.sasl_password = None;
     args.sasl_password_file = Some(private_file(dir.path(), "pw", "not-the-password"));
     args.timeout_secs = 5;
-    args.probe()
+    args.probe_blocking()
         .expect_err("a wrong password must not authenticate");
 }
 
@@ -187,11 +187,11 @@ fn mutual_tls_authenticates_with_a_pki_certificate_and_not_without() {
     let mut without_cert = args.clone();
     without_cert.timeout_secs = 5;
     without_cert
-        .probe()
+        .probe_blocking()
         .expect_err("the mutual-TLS listener requires a client certificate");
     args.kafka_tls_cert = Some(pki.join("client-mtls.pem"));
     args.kafka_tls_key = Some(pki.join("client-mtls.key"));
-    args.probe()
+    args.probe_blocking()
         .expect("a certificate of the development PKI authenticates");
     // Authenticated is not authorized: the certificate's principal has no ACL.
     let err = first_fetch_error(&args, "lienthong.referral.v1");

@@ -245,8 +245,20 @@ impl KafkaArgs {
         }
     }
 
-    /// Checks within the timeout that the cluster answers; the error names the address.
-    pub fn probe(&self) -> Result<()> {
+    /// Checks within the timeout that the cluster answers; the error names the address. The
+    /// wait is librdkafka's own and blocks, so it runs on a blocking thread, never on one of
+    /// the runtime's workers.
+    pub async fn probe(&self) -> Result<()> {
+        let args = self.clone();
+        tokio::task::spawn_blocking(move || args.probe_blocking())
+            .await
+            .map_err(|e| {
+                Error::Config(format!("the check that Kafka answers did not finish: {e}"))
+            })?
+    }
+
+    /// As `probe`, waiting on the calling thread: for callers outside an async runtime.
+    pub fn probe_blocking(&self) -> Result<()> {
         let consumer: BaseConsumer = self.client_config()?.create().map_err(Error::Client)?;
         consumer
             .fetch_metadata(None, self.timeout())
@@ -348,13 +360,13 @@ mod tests {
         assert_eq!(arg.get_default_values(), ["sasl-ssl"]);
     }
 
-    #[test]
-    fn unreachable_broker_fails_in_bounded_time_naming_the_address() {
+    #[tokio::test]
+    async fn unreachable_broker_fails_in_bounded_time_naming_the_address() {
         // Port 1 on loopback: nothing listens, connection refused.
         let mut args = KafkaArgs::local("127.0.0.1:1");
         args.timeout_secs = 2;
         let started = std::time::Instant::now();
-        let err = args.probe().expect_err("nothing listens there");
+        let err = args.probe().await.expect_err("nothing listens there");
         assert!(started.elapsed() < Duration::from_secs(10));
         let text = err.to_string();
         assert!(

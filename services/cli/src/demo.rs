@@ -44,7 +44,7 @@ pub async fn run(
     registry: &RegistryArgs,
 ) -> anyhow::Result<ExitCode> {
     let keyer = args.key.load()?;
-    kafka.probe()?;
+    kafka.probe().await?;
     let codec = WireCodec::new(registry)?;
     let producer = EventProducer::new(kafka, Duration::from_secs(30))?;
     let ctx = ValidationContext::now();

@@ -142,7 +142,7 @@ pub async fn run(
     kafka: &KafkaArgs,
     registry: &RegistryArgs,
 ) -> anyhow::Result<ExitCode> {
-    kafka.probe()?;
+    kafka.probe().await?;
     match cmd {
         DlqCommand::List(sel) => {
             let letters = read(kafka, &sel).await?;

@@ -199,7 +199,7 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             kafka,
             registry,
         } => {
-            kafka.probe()?;
+            kafka.probe().await?;
             let codec = Arc::new(WireCodec::new(&registry)?);
             let docs =
                 lienthong_regional_store::rebuild::rebuild(&config, &region, &kafka, codec).await?;

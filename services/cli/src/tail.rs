@@ -55,7 +55,7 @@ pub async fn run(
     kafka: &KafkaArgs,
     registry: &RegistryArgs,
 ) -> anyhow::Result<ExitCode> {
-    kafka.probe()?;
+    kafka.probe().await?;
     let codec = WireCodec::new(registry)?;
     let mut cfg = kafka.client_config()?;
     // Reading only: no group membership, no commits (tail must never move anyone's offsets).

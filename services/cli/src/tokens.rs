@@ -139,7 +139,7 @@ async fn revoke(
             nanos: 0,
         }),
     };
-    kafka.probe()?;
+    kafka.probe().await?;
     lienthong_registry::SchemaSet::built_in()
         .with_revocations_topic(topic)
         .register(&lienthong_registry::RegistryClient::new(registry)?)

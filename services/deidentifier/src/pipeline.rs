@@ -86,7 +86,7 @@ pub async fn run(
     config.check()?;
     let policy = config.load_policy()?;
     let key = config.load_key()?;
-    kafka.probe()?;
+    kafka.probe().await?;
     let mut deidentifier = Deidentifier::new(policy, key);
     let risk = deidentifier.policy().risk().clone();
     let mut window = RiskWindow::new(risk.k_floor, risk.window_events);

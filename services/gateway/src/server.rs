@@ -49,7 +49,7 @@ pub async fn run(
     config.check().map_err(GatewayError::Config)?;
     crate::metrics::register();
     let builder = config.serving.server("the ingest API")?;
-    kafka.probe()?;
+    kafka.probe().await?;
 
     // Every event schema is registered at start-up, under the topics this gateway writes.
     let mut schemas = SchemaSet::built_in();

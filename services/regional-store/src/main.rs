@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         let _telemetry = lienthong_telemetry::init(&cli.telemetry, "lienthong-regional-store")?;
         if let Some(region) = &cli.rebuild {
             let codec = std::sync::Arc::new(lienthong_registry::WireCodec::new(&cli.registry)?);
-            cli.kafka.probe()?;
+            cli.kafka.probe().await?;
             let docs = lienthong_regional_store::rebuild::rebuild(
                 &cli.regional,
                 region,

@@ -44,7 +44,7 @@ pub async fn run(
     let auth = config
         .serving
         .authenticator(lienthong_grpc::REGIONAL_AUDIENCE, Arc::clone(&revocations))?;
-    kafka.probe()?;
+    kafka.probe().await?;
     // Tokens are accepted only once every revocation made before this start is known.
     let follower = lienthong_kafka::follow::Follower::start(
         &kafka,

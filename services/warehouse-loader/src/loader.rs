@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LoaderError> {
     crate::metrics::register();
-    kafka.probe()?;
+    kafka.probe().await?;
     let unreachable = |source| LoaderError::Postgres {
         dsn: config.pg.redacted(),
         source,
