@@ -7,6 +7,7 @@
 pub mod chart_readme;
 pub mod deidentifier;
 pub mod gateway;
+pub mod privacy;
 pub mod regional;
 pub mod tokens;
 pub mod warehouse;
