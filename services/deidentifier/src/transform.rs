@@ -179,14 +179,8 @@ impl Deidentifier {
                     chronic_validity: slip.is_some_and(|s| {
                         self.keep("ReferralSlip.chronic_validity", s.chronic_validity)
                     }),
-                    admitted_on: self.day(
-                        "EpisodeDates.admitted_at",
-                        episode.and_then(|e| e.admitted_at.as_ref()),
-                    ),
-                    discharged_on: self.day(
-                        "EpisodeDates.discharged_at",
-                        episode.and_then(|e| e.discharged_at.as_ref()),
-                    ),
+                    admitted_on: self.admitted_on(episode),
+                    discharged_on: self.discharged_on(episode),
                     header: Some(header),
                     patient: Some(patient.clone()),
                 };
@@ -235,14 +229,8 @@ impl Deidentifier {
                             )
                         })
                         .unwrap_or_default(),
-                    admitted_on: self.day(
-                        "EpisodeDates.admitted_at",
-                        episode.and_then(|e| e.admitted_at.as_ref()),
-                    ),
-                    discharged_on: self.day(
-                        "EpisodeDates.discharged_at",
-                        episode.and_then(|e| e.discharged_at.as_ref()),
-                    ),
+                    admitted_on: self.admitted_on(episode),
+                    discharged_on: self.discharged_on(episode),
                     header: Some(header),
                     patient: Some(patient.clone()),
                 };
@@ -273,10 +261,7 @@ impl Deidentifier {
                         .map(|r| self.keep("LabReport.service_code", r.service_code.clone()))
                         .unwrap_or_default(),
                     lines,
-                    admitted_on: self.day(
-                        "EpisodeDates.admitted_at",
-                        episode.and_then(|e| e.admitted_at.as_ref()),
-                    ),
+                    admitted_on: self.admitted_on(episode),
                     header: Some(header),
                     patient: Some(patient.clone()),
                 };
@@ -433,6 +418,20 @@ impl Deidentifier {
     fn secondary_icd10(&self, d: Option<&pb::Diagnosis>) -> Vec<String> {
         d.map(|d| self.keep("Diagnosis.secondary_icd10", d.secondary_icd10.clone()))
             .unwrap_or_default()
+    }
+
+    fn admitted_on(&self, episode: Option<&pb::EpisodeDates>) -> String {
+        self.day(
+            "EpisodeDates.admitted_at",
+            episode.and_then(|e| e.admitted_at.as_ref()),
+        )
+    }
+
+    fn discharged_on(&self, episode: Option<&pb::EpisodeDates>) -> String {
+        self.day(
+            "EpisodeDates.discharged_at",
+            episode.and_then(|e| e.discharged_at.as_ref()),
+        )
     }
 
     /// A container field: Some when the policy keeps it.
