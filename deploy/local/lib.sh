@@ -78,7 +78,8 @@ lt_password_file() {
 LT_KAFKA_PRINCIPALS="admin gateway regional deidentifier warehouse analytics"
 
 # Users of the local schema registry (deploy/local/registry/start gives each its role): admin
-# administers it (and runs the tests), services register and read schemas, analytics reads.
+# administers it, registers the schemas (deploy/local/stack) and runs the tests; services and
+# analytics read schemas only.
 LT_REGISTRY_USERS="admin services analytics"
 
 # Registry client settings of one user, as lienthong environment variables.

@@ -693,6 +693,7 @@ fn production_containers_pass_only_what_the_binaries_accept() {
     let prod = manifests(&render(&["-f", &production()]));
     let mut checked = 0;
     let mut kafka_users = std::collections::BTreeSet::new();
+    let mut registry_users = std::collections::BTreeSet::new();
     for m in &prod {
         for c in containers(m) {
             let command: Vec<String> = c["command"]
@@ -759,13 +760,15 @@ fn production_containers_pass_only_what_the_binaries_accept() {
                         c["name"].as_str().unwrap_or("?")
                     );
                 }
-                if var == "LIENTHONG_KAFKA_SASL_USERNAME" {
-                    kafka_users.insert(format!(
-                        "{binary}={}",
-                        env["valueFrom"]["secretKeyRef"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                    ));
+                // Which user each binary is, by the Secret its user name comes from.
+                let users = match var {
+                    "LIENTHONG_KAFKA_SASL_USERNAME" => Some(&mut kafka_users),
+                    "LIENTHONG_REGISTRY_USERNAME" => Some(&mut registry_users),
+                    _ => None,
+                };
+                if let Some(users) = users {
+                    let secret = env["valueFrom"]["secretKeyRef"]["name"].as_str();
+                    users.insert(format!("{binary}={}", secret.unwrap_or_default()));
                 }
                 if var == "LIENTHONG_KAFKA_SECURITY_PROTOCOL" {
                     assert_eq!(env["value"].as_str(), Some("sasl-ssl"), "{}", name(m));
@@ -788,18 +791,33 @@ fn production_containers_pass_only_what_the_binaries_accept() {
         }
     }
     assert!(checked >= 4, "only {checked} containers checked");
+    let set = |users: &[&str]| -> std::collections::BTreeSet<String> {
+        users.iter().map(|u| (*u).to_owned()).collect()
+    };
     // Least privilege: each kind of workload is its own Kafka principal.
-    let expected: std::collections::BTreeSet<String> = [
-        "lienthong=lienthong-kafka-admin",
-        "lienthong-gateway=lienthong-kafka-gateway",
-        "lienthong-regional-store=lienthong-kafka-regional",
-        "lienthong-warehouse-loader=lienthong-kafka-warehouse",
-        "lienthong-deidentifier=lienthong-kafka-deidentifier",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    assert_eq!(kafka_users, expected);
+    assert_eq!(
+        kafka_users,
+        set(&[
+            "lienthong=lienthong-kafka-admin",
+            "lienthong-gateway=lienthong-kafka-gateway",
+            "lienthong-regional-store=lienthong-kafka-regional",
+            "lienthong-warehouse-loader=lienthong-kafka-warehouse",
+            "lienthong-deidentifier=lienthong-kafka-deidentifier",
+        ])
+    );
+    // The registry: the setup job registers schemas as a writer; the services and `helm test`
+    // (`lienthong schemas check`) only read them.
+    assert_eq!(
+        registry_users,
+        set(&[
+            "lienthong=lienthong-registry-schemas",
+            "lienthong=lienthong-registry-user",
+            "lienthong-gateway=lienthong-registry-user",
+            "lienthong-regional-store=lienthong-registry-user",
+            "lienthong-warehouse-loader=lienthong-registry-user",
+            "lienthong-deidentifier=lienthong-registry-user",
+        ])
+    );
 }
 
 /// `checksum/mounted` of each long-running workload, by workload name.

@@ -336,36 +336,48 @@ async fn the_registry_refuses_callers_without_valid_credentials() {
 }
 
 #[tokio::test]
-async fn the_analytics_registry_user_reads_schemas_and_registers_none() {
+async fn services_and_analytics_read_schemas_and_register_none() {
     lienthong_tests::require_registry().await;
-    let analytics =
-        lienthong_registry::RegistryClient::new(&registry_as("analytics")).expect("client");
-    let subjects = analytics
-        .subjects()
-        .await
-        .expect("the analytics user reads the subjects");
-    assert!(
-        subjects
-            .iter()
-            .any(|s| s == "lienthong.analytics.referral.v1-value"),
-        "{subjects:?}"
-    );
     let subject = format!("lienthong.test.registry-{}-value", uuid::Uuid::new_v4());
     let schema = "syntax = \"proto3\";\npackage probe;\nmessage Probe { string x = 1; }\n";
-    let err = analytics
-        .register(&subject, schema, &[])
-        .await
-        .expect_err("a read-only user must not register a schema");
-    assert!(
-        matches!(err, lienthong_registry::Error::Refused { status: 403, .. }),
-        "{err}"
-    );
+    for user in ["analytics", "services"] {
+        let reader = lienthong_registry::RegistryClient::new(&registry_as(user)).expect("client");
+        let subjects = reader
+            .subjects()
+            .await
+            .expect("a reader lists the subjects");
+        assert!(
+            subjects
+                .iter()
+                .any(|s| s == "lienthong.analytics.referral.v1-value"),
+            "{user}: {subjects:?}"
+        );
+        let err = reader
+            .register(&subject, schema, &[])
+            .await
+            .expect_err("a read-only user must not register a schema");
+        assert!(
+            matches!(err, lienthong_registry::Error::Refused { status: 403, .. }),
+            "{user}: {err}"
+        );
+        assert!(
+            err.to_string().contains("lienthong schemas register"),
+            "{err}"
+        );
+    }
+    // What a service does at start-up needs no write once the contract is registered.
     let services =
         lienthong_registry::RegistryClient::new(&registry_as("services")).expect("client");
-    services
+    let confirmed = lienthong_registry::SchemaSet::built_in()
+        .register(&services)
+        .await
+        .expect("the services user confirms the registered contract");
+    assert!(confirmed.iter().all(|r| !r.created), "{confirmed:?}");
+    let admin = lienthong_registry::RegistryClient::new(&registry_as("admin")).expect("client");
+    admin
         .register(&subject, schema, &[])
         .await
-        .expect("the services user registers a schema");
+        .expect("the administrator registers a schema");
 }
 
 /// A CA of its own, generated here, that signed none of the stack's certificates.

@@ -72,7 +72,9 @@ fn with_remedy(status: u16, message: String) -> String {
         ),
         403 => format!(
             "{message}; this registry user may not do it: registering schemas needs a user \
-             with the developer role, rules and deletions the administrator"
+             with the developer role, global rules the administrator; a service that \
+             reads only starts once `lienthong schemas register` has registered the contract \
+             as such a user (the chart's setup job does)"
         ),
         _ => message,
     }

@@ -51,13 +51,18 @@ pub async fn run(
     let builder = config.serving.server("the ingest API")?;
     kafka.probe().await?;
 
-    // Every event schema is registered at start-up, under the topics this gateway writes.
+    // Every event schema is confirmed registered at start-up, under the topics this gateway
+    // writes; only a missing one is written, so a registered contract needs read access only.
     let mut schemas = SchemaSet::built_in();
     for (kind, topic) in config.topics() {
         schemas = schemas.with_topic(kind, &topic);
     }
     let registered = schemas.register(&RegistryClient::new(&registry)?).await?;
-    tracing::info!(subjects = registered.len(), "event schemas registered");
+    tracing::info!(
+        subjects = registered.len(),
+        written = registered.iter().filter(|r| r.created).count(),
+        "event schemas registered"
+    );
 
     let revocations = Arc::new(lienthong_grpc::Revocations::default());
     let auth = config
