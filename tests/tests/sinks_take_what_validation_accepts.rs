@@ -38,7 +38,19 @@ fn edit() -> impl Strategy<Value = Edit> {
         (any::<i64>(), any::<i32>()).prop_map(|(s, n)| Edit::Occurred(s, n)),
         prop_oneof![any::<u64>(), 0..3u64].prop_map(Edit::Version),
         (any::<f64>(), "[0-9.,eE+-]{0,10}").prop_map(|(v, t)| Edit::LabValue(v, t)),
-        (0..4usize, "[0-9]{8}|[0-9]{12}|[0-9]{14}").prop_map(|(f, d)| Edit::Date(f, d)),
+        (0..5usize, "[0-9]{8}|[0-9]{12}|[0-9]{14}").prop_map(|(f, d)| Edit::Date(f, d)),
+        // Calendar-shaped dates, unknown parts written 00 as the MoH tables do (`20261200`).
+        (
+            0..5usize,
+            prop_oneof![1900..2200u32, 2000..2027u32],
+            prop_oneof![Just(0u32), 1..13u32],
+            prop_oneof![Just(0u32), 1..32u32],
+            prop::option::of(0..2400u32)
+        )
+            .prop_map(|(f, y, m, d, time)| {
+                let time = time.map(|t| format!("{t:04}")).unwrap_or_default();
+                Edit::Date(f, format!("{y:04}{m:02}{d:02}{time}"))
+            }),
         "[a-zA-Z][0-9]{2}\\.?[0-9a-zA-Z]{0,2}[ ]?".prop_map(Edit::Icd),
     ]
 }
@@ -133,6 +145,16 @@ fn apply(event: &mut ClinicalEvent, edit: &Edit) {
                 (2, ClinicalEvent::LabResult(l)) => {
                     if let Some(r) = l.report.as_mut() {
                         r.lines[0].result_at = date;
+                    }
+                }
+                (3, ClinicalEvent::Appointment(a)) => {
+                    if let Some(a) = a.appointment.as_mut() {
+                        a.issued_at = date;
+                    }
+                }
+                (3, ClinicalEvent::Referral(r)) => {
+                    if let Some(s) = r.slip.as_mut() {
+                        s.issued_at = date;
                     }
                 }
                 (_, ClinicalEvent::Referral(r)) => {

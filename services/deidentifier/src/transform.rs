@@ -3,7 +3,8 @@
 //! empties it here.
 
 use lienthong_core::{
-    ClinicalEvent, DocumentKind, FacilityCode, PatientKeyer, PersonId, ProvinceCode,
+    ClinicalEvent, DocumentKind, FacilityCode, PatientKeyer, PersonId, Precision, ProvinceCode,
+    XmlDateTime,
 };
 use lienthong_proto::v1 as pb;
 use prost::Message;
@@ -463,7 +464,7 @@ impl Deidentifier {
 
     fn day(&self, field: &str, d: Option<&pb::PartialDateTime>) -> String {
         if self.policy.action(field) == FieldAction::Day {
-            d.map(|d| partial_day(&d.value)).unwrap_or_default()
+            d.map(partial_day).unwrap_or_default()
         } else {
             String::new()
         }
@@ -493,36 +494,35 @@ pub fn vietnam_day(t: &prost_types::Timestamp) -> Option<String> {
     ))
 }
 
-/// An XML date or date-time (`yyyy[mm[dd[HHMM]]]`) cut to at most its day, with dashes.
-pub fn partial_day(digits: &str) -> String {
-    let d = digits.trim();
-    if !d.bytes().all(|b| b.is_ascii_digit()) {
+/// An XML date or date-time cut to at most its day, with dashes: `yyyy-mm-dd`, `yyyy-mm` or
+/// `yyyy` as much as it knows; empty when it is no date. The MoH tables write an unknown day or
+/// month as `00` (`20261200`), which validation accepts: it becomes `2026-12`, never a day 00.
+pub fn partial_day(date: &pb::PartialDateTime) -> String {
+    let Ok(date) = XmlDateTime::from_proto(date) else {
         return String::new();
-    }
-    match d.len() {
-        n if n >= 8 => format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]),
-        6 | 7 => format!("{}-{}", &d[..4], &d[4..6]),
-        4 | 5 => d[..4].to_owned(),
-        _ => String::new(),
+    };
+    let d = date.digits();
+    match date.precision() {
+        Precision::Year => d,
+        Precision::Month => format!("{}-{}", &d[..4], &d[4..6]),
+        Precision::Day | Precision::Minute => format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]),
     }
 }
 
 /// The age band (`30-34`, `90+`) at `on` (`yyyy-mm-dd`) of a birth date; empty when unknown.
 pub fn age_band(birth: Option<&pb::PartialDateTime>, on: &str, width: u8) -> String {
-    let birth = birth.map(|b| partial_day(&b.value)).unwrap_or_default();
+    let birth = birth.map(partial_day).unwrap_or_default();
     let number =
         |s: &str, range: std::ops::Range<usize>| s.get(range).and_then(|x| x.parse::<i32>().ok());
     let (Some(by), Some(oy)) = (number(&birth, 0..4), number(on, 0..4)) else {
         return String::new();
     };
     let mut age = oy - by;
-    // Birthday not reached yet this year, when both month and day say so.
-    if let (Some(bm), Some(bd), Some(om), Some(od)) = (
-        number(&birth, 5..7),
-        number(&birth, 8..10),
-        number(on, 5..7),
-        number(on, 8..10),
-    ) && (om, od) < (bm, bd)
+    // Birthday not reached yet this year: before the birth day, or before the birth month when
+    // only the month is known.
+    if let (Some(bm), Some(om), Some(od)) =
+        (number(&birth, 5..7), number(on, 5..7), number(on, 8..10))
+        && (om, od) < (bm, number(&birth, 8..10).unwrap_or(0))
     {
         age -= 1;
     }
@@ -725,11 +725,22 @@ mod tests {
 
     #[test]
     fn dates_are_cut_to_the_day_in_vietnam_and_extreme_instants_do_not_panic() {
-        assert_eq!(partial_day("202612011530"), "2026-12-01");
-        assert_eq!(partial_day("20261201"), "2026-12-01");
-        assert_eq!(partial_day("202612"), "2026-12");
-        assert_eq!(partial_day("2026"), "2026");
-        assert_eq!(partial_day("20x6"), "");
+        let day = |value: &str| {
+            partial_day(&pb::PartialDateTime {
+                value: value.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(day("202612011530"), "2026-12-01");
+        assert_eq!(day("20261201"), "2026-12-01");
+        assert_eq!(day("202612"), "2026-12");
+        assert_eq!(day("2026"), "2026");
+        // Unknown parts written as 00, as the MoH tables do: no day 00 or month 00.
+        assert_eq!(day("20261200"), "2026-12");
+        assert_eq!(day("202612000000"), "2026-12");
+        assert_eq!(day("20260000"), "2026");
+        assert_eq!(day("20x6"), "");
+        assert_eq!(day("20261232"), "", "no such day");
         // 2026-11-30 20:00 UTC is 2026-12-01 03:00 in Vietnam.
         let t = prost_types::Timestamp {
             seconds: 1_796_068_800,
@@ -769,6 +780,10 @@ mod tests {
             "30-39"
         );
         assert_eq!(age_band(Some(&birth("1930")), "2026-06-15", 5), "90+");
+        // Only the month known: the birthday counts as reached from the first of that month.
+        assert_eq!(age_band(Some(&birth("19910700")), "2026-06-15", 5), "30-34");
+        assert_eq!(age_band(Some(&birth("199107")), "2026-06-30", 5), "30-34");
+        assert_eq!(age_band(Some(&birth("19910600")), "2026-06-01", 5), "35-39");
         assert_eq!(
             age_band(Some(&birth("20300101")), "2026-06-15", 5),
             "",
