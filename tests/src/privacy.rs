@@ -10,6 +10,9 @@
 
 use std::ops::Range;
 
+// The project's LEB128 reader: protobuf keys and lengths are the same varints.
+use lienthong_regional_store::packed::take_varint as varint;
+
 /// Shortest run of hex characters taken for a keyed hash (a 128-bit digest, hex).
 const SHORTEST_HASH: usize = 32;
 
@@ -99,19 +102,6 @@ fn length_delimited_fields(message: &[u8]) -> Option<Vec<Range<usize>>> {
         at = end;
     }
     Some(out)
-}
-
-fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
