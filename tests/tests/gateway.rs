@@ -603,6 +603,71 @@ async fn a_malformed_request_body_is_invalid_argument_not_internal() -> anyhow::
     gw.stop().await
 }
 
+/// One host opening connections and never finishing the TLS handshake (a slowloris, or a
+/// scanner) holds at most its per-address share, each for the handshake deadline only; a
+/// facility on another address publishes meanwhile as if nothing were happening.
+#[tokio::test]
+async fn stalled_connections_from_one_host_do_not_shut_out_facilities() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const PER_PEER: usize = 20;
+    let gw = start_gateway(|c| {
+        c.serving.max_connections_per_peer = PER_PEER;
+        c.serving.tls_handshake_timeout_secs = 2;
+    })
+    .await?;
+    // The first bytes of a TLS ClientHello, never finished, from 127.0.0.2 (all of 127/8 is
+    // this host; the facility below calls from 127.0.0.1).
+    let mut stalled = Vec::new();
+    for _ in 0..3 * PER_PEER {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0)))?;
+        let mut stream = socket.connect(gw.addr).await?;
+        stream
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01])
+            .await?;
+        stalled.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let mut client = gw.client_with_cert("79025").await?;
+    let answer = client.publish(request(events_from("79025", 77, 1))).await?;
+    assert_eq!(
+        outcomes(&answer.into_inner().results),
+        vec![pb::Outcome::Accepted]
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the facility waited {:?}",
+        started.elapsed()
+    );
+
+    // Every stalled connection is closed: those over the share at once, the rest at the
+    // handshake deadline.
+    let closed_at = futures::future::join_all(stalled.iter_mut().map(|stream| async move {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("closed by the gateway within the deadline");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        started.elapsed()
+    }))
+    .await;
+    let at_once = closed_at
+        .iter()
+        .filter(|t| **t < std::time::Duration::from_millis(1500))
+        .count();
+    assert!(
+        at_once >= 2 * PER_PEER,
+        "{at_once} closed at once: {closed_at:?}"
+    );
+    assert!(
+        closed_at
+            .iter()
+            .all(|t| *t < std::time::Duration::from_secs(6)),
+        "{closed_at:?}"
+    );
+    gw.stop().await
+}
+
 /// With a facility directory, a document naming a facility it does not list is REJECTED
 /// `facility.unknown`; the operator adds the facility to the file and, without a restart,
 /// the same document is accepted.

@@ -228,6 +228,10 @@ fn the_values_schema_refuses_bad_values_with_the_path_of_the_value() {
             "/regionalStore/regions/0/code",
         ),
         ("gateway.replicaz=3", "/gateway"),
+        (
+            "gateway.service.externalTrafficPolicy=Nearest",
+            "/gateway/service/externalTrafficPolicy",
+        ),
         ("pod.nodeSelectr.zone=a", "/pod"),
         (
             "gateway.pod.extraEnv[0].name=1-BAD",
@@ -568,6 +572,23 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
             .iter()
             .any(|svc| name(svc).ends_with("gateway-metrics")),
         "the gateway's metrics have a Service of their own"
+    );
+    // The public Service keeps callers' addresses: the gateway limits connections per address.
+    let public = |rendered: &[Value]| {
+        of_kind(rendered, "Service")
+            .into_iter()
+            .find(|svc| name(svc).ends_with("gateway"))
+            .map(|svc| svc["spec"].clone())
+            .expect("the gateway's Service")
+    };
+    assert_eq!(public(&prod)["externalTrafficPolicy"], "Local");
+    assert!(
+        public(&manifests(&render(&[
+            "--set",
+            "gateway.service.type=ClusterIP"
+        ])))["externalTrafficPolicy"]
+            .is_null(),
+        "a ClusterIP Service has no external traffic policy"
     );
 
     // Topics and schemas before install and upgrade.

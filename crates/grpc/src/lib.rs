@@ -3,6 +3,7 @@
 //! connection the facility agent and the CLI open to the gateway.
 
 pub mod client;
+pub mod connections;
 pub mod identity;
 pub mod metrics;
 pub mod rate;
@@ -12,6 +13,7 @@ pub mod tokens;
 mod watched;
 
 pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
+pub use connections::{BoundedIncoming, ConnectionLimits};
 pub use identity::{Authenticator, Identity, Revocations, TokenPolicy};
 pub use rate::FacilityRateLimit;
 pub use revoked::{CrlError, RevokedCertificates};

@@ -6,7 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+
+use crate::connections::{BoundedIncoming, ConnectionLimits};
 
 use std::sync::Arc;
 
@@ -64,7 +69,31 @@ pub struct ServingArgs {
     /// lists at the query API): `HUB=F1,F2;HUB2=F3`.
     #[arg(long = "hub", env = "LIENTHONG_HUBS", value_delimiter = ';')]
     pub hubs: Vec<String>,
+    /// Most connections held open at once; a connection beyond it is closed as soon as it is
+    /// accepted. The open-file limit is raised to fit it where the hard limit allows.
+    #[arg(long, env = "LIENTHONG_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections held open at once from one peer address, so that one host cannot take
+    /// every connection; 0 for no per-address limit (only behind a proxy that hides client
+    /// addresses: the chart preserves them).
+    #[arg(long, env = "LIENTHONG_MAX_CONNECTIONS_PER_PEER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    pub max_connections_per_peer: usize,
+    /// Seconds a caller has to complete the TLS handshake before its connection is closed.
+    #[arg(long, env = "LIENTHONG_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS)]
+    pub tls_handshake_timeout_secs: u64,
 }
+
+/// Connections an API holds open at once unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Connections an API holds open at once from one address unless configured.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// Seconds allowed for a TLS handshake unless configured.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// How often an idle connection's peer is asked to show it is still there (HTTP/2 ping), so
+/// that connections of peers gone without a word give their place back.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why an API could not be set up to serve.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +148,9 @@ impl ServingArgs {
             token_revocations_topic: lienthong_core::routing::REVOCATIONS_TOPIC.to_owned(),
             token_max_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             hubs: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            tls_handshake_timeout_secs: DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
         }
     }
 
@@ -160,6 +192,16 @@ impl ServingArgs {
         {
             return Err(ServingError::Config(
                 "--token-audience must not be empty".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ServingError::Config(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        if self.tls_handshake_timeout_secs == 0 {
+            return Err(ServingError::Config(
+                "--tls-handshake-timeout-secs must be at least 1".into(),
             ));
         }
         if self.token_max_lifetime_secs == 0 {
@@ -242,22 +284,44 @@ impl ServingArgs {
         )
     }
 
-    /// A tonic server builder with the TLS these flags describe (none in insecure mode). Says
-    /// so loudly in insecure mode, naming `what` is exposed.
+    /// The connection limits these flags describe.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            total: self.max_connections,
+            per_peer: (self.max_connections_per_peer > 0).then_some(self.max_connections_per_peer),
+        }
+    }
+
+    /// The connections to serve from `listener`, within the connection limits (and the
+    /// open-file limit raised to fit them): pass it to `serve_with_incoming_shutdown`.
+    pub fn incoming(&self, listener: TcpListener) -> BoundedIncoming {
+        let limits = self.connection_limits();
+        crate::connections::reserve_descriptors(limits);
+        BoundedIncoming::new(listener, limits)
+    }
+
+    /// A tonic server builder with the TLS these flags describe (none in insecure mode) and
+    /// keepalive pings that close the connections of vanished peers. Says so loudly in
+    /// insecure mode, naming `what` is exposed.
     pub fn server(&self, what: &str) -> Result<Server, ServingError> {
         self.check()?;
+        let builder = Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if self.insecure_dev {
             tracing::warn!(
                 "INSECURE DEVELOPMENT MODE: {what} is plain-text and callers are NOT authenticated. Never use this with real data."
             );
-            return Ok(Server::builder());
+            return Ok(builder);
         }
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Err(ServingError::Config(
                 "TLS certificate and key are required".into(),
             ));
         };
-        Ok(Server::builder().tls_config(server_tls(cert, key, self.client_ca.as_deref())?)?)
+        let tls = server_tls(cert, key, self.client_ca.as_deref())?
+            .timeout(Duration::from_secs(self.tls_handshake_timeout_secs));
+        Ok(builder.tls_config(tls)?)
     }
 }
 
@@ -305,6 +369,35 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--token-audience")
+        );
+    }
+
+    #[test]
+    fn connection_limits_must_allow_a_connection_and_zero_per_peer_means_none() {
+        let mut c = ServingArgs::insecure(addr());
+        assert_eq!(
+            c.connection_limits(),
+            ConnectionLimits {
+                total: DEFAULT_MAX_CONNECTIONS,
+                per_peer: Some(DEFAULT_MAX_CONNECTIONS_PER_PEER)
+            }
+        );
+        c.max_connections_per_peer = 0;
+        assert_eq!(c.connection_limits().per_peer, None);
+        c.max_connections = 0;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("--max-connections")
+        );
+        c.max_connections = 1;
+        c.tls_handshake_timeout_secs = 0;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-handshake-timeout-secs")
         );
     }
 

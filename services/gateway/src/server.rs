@@ -9,7 +9,6 @@ use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_proto::v1::ingest_service_server::IngestServiceServer;
 use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet, WireCodec};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
@@ -133,7 +132,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain.cancelled_owned())
+        .serve_with_incoming_shutdown(config.serving.incoming(listener), drain.cancelled_owned())
         .await?;
 
     if let Some(watcher) = watcher {

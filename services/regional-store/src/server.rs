@@ -11,7 +11,6 @@ use lienthong_proto::v1::regional_query_service_server::RegionalQueryServiceServ
 use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet, WireCodec};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
@@ -109,7 +108,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(RegionalQueryServiceServer::new(api))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            config.serving.incoming(listener),
             shutdown.clone().cancelled_owned(),
         );
     tokio::pin!(serve);
