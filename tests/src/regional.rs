@@ -81,3 +81,35 @@ pub fn spawn_store(args: &[String]) -> std::io::Result<tokio::process::Child> {
         .kill_on_drop(true)
         .spawn()
 }
+
+/// Messages replica 0 of `region` has not committed yet across `topics` (its advisory commits
+/// follow each batch the store took).
+pub fn replica_lag(region: &str, topics: &[String]) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let args = crate::kafka();
+    let mut cfg = args.client_config()?;
+    cfg.set("group.id", format!("lienthong-regional-{region}-0"));
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut total = 0;
+    let md = consumer.fetch_metadata(None, args.timeout())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|x| x == t.name()))
+    {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, args.timeout())?;
+    for e in committed.elements() {
+        let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), args.timeout())?;
+        let done = match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        };
+        total += high - done;
+    }
+    Ok(total)
+}

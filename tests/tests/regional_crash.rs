@@ -10,43 +10,12 @@ use std::time::{Duration, Instant};
 
 use lienthong_proto::v1 as pb;
 use lienthong_regional_store::store::RegionStore;
+use lienthong_tests::regional::replica_lag;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{kafka, require_kafka, require_registry, unique_topic};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use lienthong_tests::{require_kafka, require_registry, unique_topic};
 
 const EVENTS: usize = 100_000;
 const REGION: &str = "79";
-
-/// Messages replica 0 of the region has not committed yet (advisory commits follow each flush).
-fn lag(topics: &[String]) -> anyhow::Result<i64> {
-    let args = kafka();
-    let mut cfg = args.client_config()?;
-    cfg.set("group.id", format!("lienthong-regional-{REGION}-0"));
-    let consumer: BaseConsumer = cfg.create()?;
-    let mut total = 0;
-    let md = consumer.fetch_metadata(None, args.timeout())?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md
-        .topics()
-        .iter()
-        .filter(|t| topics.iter().any(|x| x == t.name()))
-    {
-        for p in t.partitions() {
-            tpl.add_partition(t.name(), p.id());
-        }
-    }
-    let committed = consumer.committed_offsets(tpl, args.timeout())?;
-    for e in committed.elements() {
-        let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), args.timeout())?;
-        let done = match e.offset() {
-            rdkafka::Offset::Offset(o) => o,
-            _ => 0,
-        };
-        total += high - done;
-    }
-    drop(committed);
-    Ok(total)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> anyhow::Result<()> {
@@ -88,22 +57,27 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         .duration_since(std::time::UNIX_EPOCH)?
         .subsec_nanos() as u64;
     for kill in 1..=4 {
-        let before = lag(&all_topics)?;
+        let before = replica_lag(REGION, &all_topics)?;
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let progress = 5_000 + ((seed >> 33) % 15_000) as i64;
         let mut child = spawn()?;
         let until = Instant::now() + Duration::from_secs(90);
-        while lag(&all_topics)? > (before - progress).max(0) && Instant::now() < until {
+        while replica_lag(REGION, &all_topics)? > (before - progress).max(0)
+            && Instant::now() < until
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         child.kill().await?; // SIGKILL
-        eprintln!("kill {kill}: lag {} of {total}", lag(&all_topics)?);
+        eprintln!(
+            "kill {kill}: lag {} of {total}",
+            replica_lag(REGION, &all_topics)?
+        );
     }
     let mut child = spawn()?;
     let until = Instant::now() + Duration::from_secs(300);
-    while lag(&all_topics)? > 0 {
+    while replica_lag(REGION, &all_topics)? > 0 {
         anyhow::ensure!(Instant::now() < until, "the store did not catch up");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -2,6 +2,12 @@
 //! group is joined, so every replica holds the whole region), started at the store's own
 //! offsets; atomic sled batches with their offsets inside; dead letters for poison. Beside
 //! it, a watch of how far the store is behind its topics, which decides the region's health.
+//!
+//! A batch the store cannot take stops the region, and with it the instance, instead of being
+//! retried: sled keeps an I/O error (a full disk) for the life of the process, so a retry
+//! fails the same way even once space is back, while a restart recovers sled from its log and
+//! reads again from the stored offsets. What is retried is what heals by itself: the registry
+//! and the dead-letter topic.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,14 +20,14 @@ use lienthong_kafka::consumption::{
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::WireCodec;
-use lienthong_sink::{Consumed, MessageReader, retry, sink_consumer_config};
+use lienthong_sink::{Consumed, MessageReader, Retrying, retry, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegionalConfig;
 use crate::health::{Condition, RegionHealth};
-use crate::store::{Change, RegionStore};
+use crate::store::{Change, RegionStore, StoreError};
 
 /// Retries of a batch not decoded or not applied.
 const RETRIES: &str = crate::metrics::BATCH_RETRIES.name;
@@ -96,6 +102,8 @@ pub async fn run_region(
     // Pipelined: while batch n is applied to sled (a blocking thread), batch n+1 is fetched,
     // decoded, validated and dead-lettered. n+1 is applied only after n; if n is not applied
     // (stopping), neither is n+1, and both are read again from the store's offsets.
+    let stop = shutdown.child_token();
+    let failure = std::sync::Mutex::new(None);
     let step = Step {
         config: &config,
         region: &region_code,
@@ -103,9 +111,10 @@ pub async fn run_region(
         codec: &codec,
         dlq: &dlq,
         store: &store,
-        shutdown: &shutdown,
+        shutdown: &stop,
+        failure: &failure,
     };
-    let watch_stop = shutdown.child_token();
+    let watch_stop = stop.child_token();
     let watch = Watch {
         region: region.clone(),
         consumer: Arc::clone(&consumer),
@@ -125,7 +134,7 @@ pub async fn run_region(
             &*consumer,
             config.batch_events,
             Duration::from_millis(200),
-            &shutdown,
+            &stop,
             &step,
             &mut &step,
         )
@@ -140,6 +149,18 @@ pub async fn run_region(
         &watch_stop,
     );
     let (end, (), ()) = tokio::join!(consuming, watch.run(&watch_stop), checkpoints);
+    if let Some(failed) = failure
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        // Neither flushed nor checkpointed: the store refuses writes until a new process
+        // opens it.
+        return Err(failed.context(format!(
+            "region {region}: the store refused a write, so this instance stops; start it \
+             again (on a full disk, once its volume has space): it recovers the store and \
+             reads again from the store's offsets"
+        )));
+    }
     store.flush().await?;
     // A clean stop leaves a checkpoint of everything applied: the next start opens from it.
     checkpoint(&region, &store).await;
@@ -325,7 +346,10 @@ struct Step<'a> {
     codec: &'a WireCodec,
     dlq: &'a EventProducer,
     store: &'a RegionStore,
+    /// Cancelled at shutdown, or by the step itself when the store fails.
     shutdown: &'a CancellationToken,
+    /// Why the store failed, when it did.
+    failure: &'a std::sync::Mutex<Option<anyhow::Error>>,
 }
 
 impl Step<'_> {
@@ -359,14 +383,29 @@ impl Step<'_> {
         })
     }
 
-    /// Applies a classified batch with its offsets and makes it durable; a store failure is
-    /// retried. False when stopping first.
+    /// Applies a classified batch with its offsets; a dead-letter failure is retried, a store
+    /// failure stops the region (see the module's documentation). False when stopping first.
     async fn apply_with_retry(&self, batch: &Classified) -> bool {
-        retry("batch not applied", RETRIES, self.shutdown, || {
-            self.apply(batch)
-        })
-        .await
-        .is_some()
+        let mut retrying = Retrying::new("batch not applied", RETRIES);
+        loop {
+            match self.apply(batch).await {
+                Ok(()) => return true,
+                Err(e) if after_failure(&e) == AfterFailure::Restart => {
+                    tracing::error!(region = %self.region, error = format!("{e:#}"),
+                        "the store cannot take a batch; stopping the region (a restart recovers the store and reads again from its offsets)");
+                    *self
+                        .failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    self.shutdown.cancel();
+                    return false;
+                }
+                Err(e) => retrying.failed(&e),
+            }
+            if !retrying.wait(self.shutdown).await {
+                return false;
+            }
+        }
     }
 
     async fn apply(&self, batch: &Classified) -> anyhow::Result<()> {
@@ -430,6 +469,25 @@ impl Step<'_> {
     }
 }
 
+/// What follows a batch that could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterFailure {
+    /// Try again after a wait: the failure was outside the store (the dead-letter topic).
+    Retry,
+    /// Stop: the store failed, or panicked, and only a new process recovers it.
+    Restart,
+}
+
+fn after_failure(e: &anyhow::Error) -> AfterFailure {
+    if e.downcast_ref::<StoreError>().is_some()
+        || e.downcast_ref::<tokio::task::JoinError>().is_some()
+    {
+        AfterFailure::Restart
+    } else {
+        AfterFailure::Retry
+    }
+}
+
 /// What a good message changes in the store of `region`: a receipt always (it may meet its
 /// referral later), an event only if it concerns the region.
 pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
@@ -440,5 +498,22 @@ pub(crate) fn change_for(region: &ProvinceCode, consumed: Consumed) -> Change {
         }
         // Audit records are never read by a store (no audit topic is given to its reader).
         Consumed::Event { .. } | Consumed::Audit(_) | Consumed::Analytics(_) => Change::Skip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_restarts_and_a_dead_letter_failure_is_retried() {
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let store = anyhow::Error::from(StoreError::Sled(sled::Error::Io(full)))
+            .context("applying a batch");
+        assert_eq!(after_failure(&store), AfterFailure::Restart);
+        let corrupt = anyhow::Error::from(StoreError::Corrupt("bundle 7".into()));
+        assert_eq!(after_failure(&corrupt), AfterFailure::Restart);
+        let dlq = anyhow::anyhow!("dead letter not acknowledged: Message timed out");
+        assert_eq!(after_failure(&dlq), AfterFailure::Retry);
     }
 }

@@ -1,0 +1,151 @@
+//! A regional store whose disk fills: it stops (exit status non-zero, so a supervisor restarts
+//! it and an operator sees it) rather than retrying a store that refuses every write; once
+//! there is space again, the next start catches up and holds exactly the latest version of
+//! every document. The disk is a small tmpfs mounted for the test, so it needs root.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lienthong_proto::v1 as pb;
+use lienthong_regional_store::store::RegionStore;
+use lienthong_tests::regional::replica_lag;
+use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
+use lienthong_tests::{require_kafka, require_registry, unique_topic};
+
+const EVENTS: usize = 10_000;
+const REGION: &str = "79";
+
+/// A tmpfs of a few megabytes, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("lienthong-small-disk")
+            .arg(dir.path())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "this test fills a disk, a tmpfs it mounts, which needs root: mount said {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn grow(&self, size: &str) -> anyhow::Result<()> {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.path())
+            .status()?;
+        anyhow::ensure!(status.success(), "remount of the small disk failed");
+        Ok(())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_bavail * s.f_frsize)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() -> anyhow::Result<()>
+{
+    let kafka_args = require_kafka();
+    let registry = require_registry().await;
+    let topics = topics_with_schemas(&registry).await?;
+    let receipt = unique_topic("df.receipt");
+    lienthong_tests::create_topic(&kafka_args, &receipt, 1).await?;
+    let events = lienthong_tests::events_with_second_versions(
+        8181,
+        EVENTS - EVENTS / 10,
+        pb::Action::Cancelled,
+    );
+    let expected = lienthong_tests::regional::latest_versions(&events, REGION);
+    publish_to(&registry, &topics, &events).await?;
+
+    let disk = SmallDisk::mount("3m")?;
+    let data: PathBuf = disk.path().join("data");
+    let mut args: Vec<String> = vec![
+        "--regions".into(),
+        REGION.into(),
+        "--insecure-dev".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--kafka-bootstrap".into(),
+        kafka_args.bootstrap.clone(),
+        "--registry-url".into(),
+        registry.registry_url.clone(),
+        "--log".into(),
+        "error".into(),
+    ];
+    args.extend(lienthong_tests::regional::topic_flags(&topics, &receipt));
+    let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
+
+    let mut child = lienthong_tests::regional::spawn_store(&args)?;
+    let status = tokio::time::timeout(Duration::from_secs(180), child.wait())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the store kept running on a full disk ({} bytes free) instead of stopping",
+                free_bytes(disk.path())
+            )
+        })??;
+    assert!(
+        !status.success(),
+        "a store that cannot write must not exit 0"
+    );
+    let behind = replica_lag(REGION, &all_topics)?;
+    assert!(behind > 0, "the disk did not fill: nothing left to apply");
+    eprintln!("full disk: the store stopped ({status}) with {behind} messages to apply");
+
+    disk.grow("256m")?;
+    let mut child = lienthong_tests::regional::spawn_store(&args)?;
+    let until = Instant::now() + Duration::from_secs(300);
+    while replica_lag(REGION, &all_topics)? > 0 {
+        anyhow::ensure!(Instant::now() < until, "the store did not catch up");
+        anyhow::ensure!(
+            child.try_wait()?.is_none(),
+            "the store stopped again with space on its disk"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if let Some(pid) = child.id() {
+        Command::new("kill").arg(pid.to_string()).status()?;
+    }
+    child.wait().await?;
+
+    let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
+    let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "document count of region {REGION}"
+    );
+    assert!(
+        got == expected,
+        "stored versions differ from the latest version of each document"
+    );
+    Ok(())
+}
