@@ -668,6 +668,44 @@ async fn stalled_connections_from_one_host_do_not_shut_out_facilities() -> anyho
     gw.stop().await
 }
 
+/// A connection may have at most 256 requests in progress: the gateway says so in its HTTP/2
+/// settings, so one peer cannot open streams without end, each holding server state.
+#[tokio::test]
+async fn a_connection_may_open_a_bounded_number_of_streams() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let gw = start_gateway(|_| {}).await?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    {
+        use rustls::pki_types::pem::PemObject as _;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(gw.pki.ca_pem().as_bytes()) {
+            roots.add(cert?)?;
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (send, connection) = h2::client::handshake(stream).await?;
+    let driver = tokio::spawn(connection);
+    let mut send = send.ready().await?;
+    // The server's settings arrive with its first frames.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while send.current_max_send_streams() == usize::MAX && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        send = send.ready().await?;
+    }
+    assert_eq!(send.current_max_send_streams(), 256);
+    driver.abort();
+    gw.stop().await
+}
+
 /// With a facility directory, a document naming a facility it does not list is REJECTED
 /// `facility.unknown`; the operator adds the facility to the file and, without a restart,
 /// the same document is accepted.

@@ -89,6 +89,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
 /// Seconds allowed for a TLS handshake unless configured.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Requests in progress on one connection: the HTTP/2 streams a peer may open at once (it
+/// queues the rest) and the calls served at once. Without it h2 admits any number of
+/// streams, each holding server state while its body trickles in.
+const STREAMS_PER_CONNECTION: u32 = 256;
 /// How often an idle connection's peer is asked to show it is still there (HTTP/2 ping), so
 /// that connections of peers gone without a word give their place back.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -300,12 +304,15 @@ impl ServingArgs {
         BoundedIncoming::new(listener, limits)
     }
 
-    /// A tonic server builder with the TLS these flags describe (none in insecure mode) and
-    /// keepalive pings that close the connections of vanished peers. Says so loudly in
+    /// A tonic server builder with the TLS these flags describe (none in insecure mode), a
+    /// bound on the requests in progress per connection, and keepalive pings that close the
+    /// connections of vanished peers. Says so loudly in
     /// insecure mode, naming `what` is exposed.
     pub fn server(&self, what: &str) -> Result<Server, ServingError> {
         self.check()?;
         let builder = Server::builder()
+            .max_concurrent_streams(Some(STREAMS_PER_CONNECTION))
+            .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if self.insecure_dev {

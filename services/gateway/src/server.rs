@@ -118,9 +118,7 @@ pub async fn run(
     })
     .max_decoding_message_size(config.max_message_bytes);
 
-    let mut builder = builder
-        .concurrency_limit_per_connection(256)
-        .timeout(Duration::from_secs(120));
+    let mut builder = builder.timeout(Duration::from_secs(120));
     let addr = listener.local_addr().ok();
     tracing::info!(
         ?addr,
