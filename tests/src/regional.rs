@@ -113,3 +113,84 @@ pub fn replica_lag(region: &str, topics: &[String]) -> anyhow::Result<i64> {
     }
     Ok(total)
 }
+
+/// Flags of a `lienthong-regional-store` process serving `region` alone from `data`, in
+/// insecure development mode on a free port, reading `topics` and `receipt`.
+pub fn process_args(
+    region: &str,
+    data: &Path,
+    kafka: &lienthong_kafka::KafkaArgs,
+    registry: &lienthong_registry::RegistryArgs,
+    topics: &BTreeMap<DocumentKind, String>,
+    receipt: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--regions".into(),
+        region.into(),
+        "--insecure-dev".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--kafka-bootstrap".into(),
+        kafka.bootstrap.clone(),
+        "--registry-url".into(),
+        registry.registry_url.clone(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    args.extend(topic_flags(topics, receipt));
+    args
+}
+
+/// Waits (at most `within`) until the store process `child` of replica 0 of `region` has
+/// applied everything in `topics`, then stops it cleanly (SIGTERM: it finishes its batch and
+/// flushes). Fails if the process ends first.
+pub async fn catch_up_and_stop(
+    mut child: tokio::process::Child,
+    region: &str,
+    topics: &[String],
+    within: std::time::Duration,
+) -> anyhow::Result<()> {
+    let until = std::time::Instant::now() + within;
+    while replica_lag(region, topics)? > 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "the store did not catch up"
+        );
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the store stopped ({status}) before it caught up");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    if let Some(pid) = child.id() {
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()?;
+    }
+    child.wait().await?;
+    Ok(())
+}
+
+/// Checks that the store of `region` under the process data folder `data` holds exactly
+/// `expected` (document → version); returns how many documents that is.
+pub fn assert_latest_versions(
+    data: &Path,
+    region: &str,
+    expected: &BTreeMap<String, u64>,
+) -> anyhow::Result<usize> {
+    let store =
+        lienthong_regional_store::store::RegionStore::open(&data.join(format!("region-{region}")))?;
+    let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
+    anyhow::ensure!(
+        got.len() == expected.len(),
+        "region {region} holds {} documents, {} expected",
+        got.len(),
+        expected.len()
+    );
+    anyhow::ensure!(
+        &got == expected,
+        "stored versions differ from the latest version of each document"
+    );
+    Ok(got.len())
+}

@@ -5,11 +5,9 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lienthong_proto::v1 as pb;
-use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::regional::replica_lag;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{require_kafka, require_registry, unique_topic};
@@ -34,22 +32,14 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let mut args: Vec<String> = vec![
-        "--regions".into(),
-        REGION.into(),
-        "--insecure-dev".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--kafka-bootstrap".into(),
-        kafka_args.bootstrap.clone(),
-        "--registry-url".into(),
-        registry.registry_url.clone(),
-        "--log".into(),
-        "warn".into(),
-    ];
-    args.extend(lienthong_tests::regional::topic_flags(&topics, &receipt));
+    let args = lienthong_tests::regional::process_args(
+        REGION,
+        &data,
+        &kafka_args,
+        &registry,
+        &topics,
+        &receipt,
+    );
     let spawn = || lienthong_tests::regional::spawn_store(&args);
     let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
     let total = events.len() as i64;
@@ -75,36 +65,17 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
             replica_lag(REGION, &all_topics)?
         );
     }
-    let mut child = spawn()?;
-    let until = Instant::now() + Duration::from_secs(300);
-    while replica_lag(REGION, &all_topics)? > 0 {
-        anyhow::ensure!(Instant::now() < until, "the store did not catch up");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // A clean stop (SIGTERM) finishes the batch and flushes sled.
-    if let Some(pid) = child.id() {
-        std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status()?;
-    }
-    child.wait().await?;
+    lienthong_tests::regional::catch_up_and_stop(
+        spawn()?,
+        REGION,
+        &all_topics,
+        Duration::from_secs(300),
+    )
+    .await?;
 
     // The store holds personal data: nothing in it is open to other users.
     lienthong_tests::assert_private(&data)?;
-    let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
-    let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "document count of region {REGION}"
-    );
-    assert!(
-        got == expected,
-        "stored versions differ from the latest version of each document"
-    );
-    eprintln!(
-        "region {REGION}: {} documents exact after 4 kills",
-        got.len()
-    );
+    let documents = lienthong_tests::regional::assert_latest_versions(&data, REGION, &expected)?;
+    eprintln!("region {REGION}: {documents} documents exact after 4 kills");
     Ok(())
 }

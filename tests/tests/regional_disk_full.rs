@@ -6,13 +6,11 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lienthong_proto::v1 as pb;
-use lienthong_regional_store::store::RegionStore;
 use lienthong_tests::regional::replica_lag;
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{require_kafka, require_registry, unique_topic};
@@ -85,22 +83,17 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
 
     let disk = SmallDisk::mount("3m")?;
     let data: PathBuf = disk.path().join("data");
-    let mut args: Vec<String> = vec![
-        "--regions".into(),
-        REGION.into(),
-        "--insecure-dev".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--kafka-bootstrap".into(),
-        kafka_args.bootstrap.clone(),
-        "--registry-url".into(),
-        registry.registry_url.clone(),
-        "--log".into(),
-        "error".into(),
-    ];
-    args.extend(lienthong_tests::regional::topic_flags(&topics, &receipt));
+    let mut args = lienthong_tests::regional::process_args(
+        REGION,
+        &data,
+        &kafka_args,
+        &registry,
+        &topics,
+        &receipt,
+    );
+    // The full disk's errors are expected.
+    let log = args.iter().position(|a| a == "--log").expect("--log") + 1;
+    args[log] = "error".into();
     let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
 
     let mut child = lienthong_tests::regional::spawn_store(&args)?;
@@ -121,31 +114,13 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
     eprintln!("full disk: the store stopped ({status}) with {behind} messages to apply");
 
     disk.grow("256m")?;
-    let mut child = lienthong_tests::regional::spawn_store(&args)?;
-    let until = Instant::now() + Duration::from_secs(300);
-    while replica_lag(REGION, &all_topics)? > 0 {
-        anyhow::ensure!(Instant::now() < until, "the store did not catch up");
-        anyhow::ensure!(
-            child.try_wait()?.is_none(),
-            "the store stopped again with space on its disk"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    if let Some(pid) = child.id() {
-        Command::new("kill").arg(pid.to_string()).status()?;
-    }
-    child.wait().await?;
-
-    let store = RegionStore::open(&data.join(format!("region-{REGION}")))?;
-    let got: BTreeMap<String, u64> = store.versions()?.into_iter().collect();
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "document count of region {REGION}"
-    );
-    assert!(
-        got == expected,
-        "stored versions differ from the latest version of each document"
-    );
+    lienthong_tests::regional::catch_up_and_stop(
+        lienthong_tests::regional::spawn_store(&args)?,
+        REGION,
+        &all_topics,
+        Duration::from_secs(300),
+    )
+    .await?;
+    lienthong_tests::regional::assert_latest_versions(&data, REGION, &expected)?;
     Ok(())
 }
