@@ -41,6 +41,7 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         max_pending: 1000,
         http_listen: format!("127.0.0.1:{port}"),
         grpc_listen: format!("127.0.0.1:{grpc_port}"),
+        intake_beyond_loopback: false,
         gateway: GatewayConnection {
             url: format!("https://localhost:{}", gw.addr.port()),
             ca: Some(ca),

@@ -43,6 +43,10 @@ pub struct AgentConfig {
         default_value = "127.0.0.1:8471"
     )]
     pub grpc_listen: String,
+    /// Lets the intakes listen beyond loopback. They take events without authentication or
+    /// encryption: only for a container whose ports are published on the host's loopback alone.
+    #[arg(long, env = "LIENTHONG_AGENT_INTAKE_BEYOND_LOOPBACK")]
+    pub intake_beyond_loopback: bool,
     /// The gateway and this facility's credentials.
     #[command(flatten)]
     pub gateway: GatewayConnection,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod inbox;
+pub mod listen;
 pub mod metrics;
 pub mod outbox;
 pub mod revisions;
@@ -42,14 +43,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         shutdown.clone(),
     ));
     if !config.http_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.http_listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} for the HTTP intake: {e}; pick another --http-listen",
-                    config.http_listen
-                )
-            })?;
+        let listener = listen::bind_intake(
+            "HTTP",
+            "--http-listen",
+            &config.http_listen,
+            config.intake_beyond_loopback,
+        )
+        .await?;
         tracing::info!(addr = %config.http_listen, "HTTP intake listening");
         tasks.spawn(http::serve(
             listener,
@@ -59,14 +59,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         ));
     }
     if !config.grpc_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.grpc_listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} for the gRPC intake: {e}; pick another --grpc-listen",
-                    config.grpc_listen
-                )
-            })?;
+        let listener = listen::bind_intake(
+            "gRPC",
+            "--grpc-listen",
+            &config.grpc_listen,
+            config.intake_beyond_loopback,
+        )
+        .await?;
         tracing::info!(addr = %config.grpc_listen, "gRPC intake listening");
         tasks.spawn(grpc::serve(listener, outbox.clone(), shutdown.clone()));
     }
