@@ -335,6 +335,57 @@ async fn the_registry_refuses_callers_without_valid_credentials() {
     }
 }
 
+/// A client guessing passwords cannot flood the registry's log: each refusal is one audit
+/// line naming the client's address, not the authorizer's stack trace (26 KB each).
+#[tokio::test]
+async fn a_refused_registry_login_is_one_audit_line() {
+    use std::io::{Read as _, Seek as _};
+    let log_path = env_path("LIENTHONG_REGISTRY_USERS_DIR")
+        .parent()
+        .expect("the registry's folder")
+        .join("logs/registry.log");
+    let before = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut wrong = lienthong_tests::require_registry().await;
+    wrong.registry_password_file = Some(private_file(dir.path(), "wrong.password", "guess"));
+    let client = lienthong_registry::RegistryClient::new(&wrong).expect("client");
+    const GUESSES: usize = 20;
+    for _ in 0..GUESSES {
+        client.subjects().await.expect_err("refused");
+    }
+    let refusals = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("apicurio.audit") && l.contains("response_code=\\\"401"))
+            .count()
+    };
+    // The registry writes its log asynchronously.
+    let mut written = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut file = std::fs::File::open(&log_path).expect("the registry's log");
+        let len = file.metadata().expect("metadata").len();
+        // A rotated log starts again from its beginning.
+        file.seek(std::io::SeekFrom::Start(if len >= before {
+            before
+        } else {
+            0
+        }))
+        .expect("seek");
+        written.clear();
+        file.read_to_string(&mut written).expect("read");
+        if refusals(&written) >= GUESSES {
+            break;
+        }
+    }
+    let audited = refusals(&written);
+    assert!(audited >= GUESSES, "{audited} refusals audited:\n{written}");
+    let longest = written.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        !written.contains("AuthorizedInterceptor") && longest < 4096,
+        "a refusal logged a stack trace (longest line {longest} bytes)"
+    );
+}
+
 #[tokio::test]
 async fn services_and_analytics_read_schemas_and_register_none() {
     lienthong_tests::require_registry().await;
