@@ -384,6 +384,39 @@ mod tests {
     }
 
     #[test]
+    fn the_open_file_limit_is_raised_to_fit_the_connections() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limits = ConnectionLimits {
+            total: 4096,
+            per_peer: None,
+        };
+        let needed = limits.total as u64 + DESCRIPTOR_RESERVE;
+        let now = getrlimit(Resource::Nofile);
+        let hard = now.maximum.unwrap_or(u64::MAX);
+        // As a service started with systemd's default soft limit would find it.
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(1024.min(hard)),
+                maximum: now.maximum,
+            },
+        )
+        .expect("lowering the soft limit");
+        reserve_descriptors(limits);
+        let raised = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        assert_eq!(raised, needed.min(hard));
+        // Never lowered: a limit already above what is needed stays.
+        reserve_descriptors(ConnectionLimits {
+            total: 10,
+            per_peer: None,
+        });
+        assert_eq!(
+            getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX),
+            raised
+        );
+    }
+
+    #[test]
     fn refusals_have_stable_labels() {
         assert_eq!(Refusal::Total.as_str(), "total_limit");
         assert_eq!(Refusal::PerPeer.as_str(), "peer_limit");
