@@ -157,6 +157,7 @@ fn every_exported_metric_is_documented_in_the_operations_guide() {
         lienthong_facility_agent::metrics::ALL,
         lienthong_deidentifier::metrics::ALL,
         lienthong_telemetry::process::ALL,
+        lienthong_telemetry::connections::ALL,
     ];
     let missing: Vec<&str> = exported
         .iter()

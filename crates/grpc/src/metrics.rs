@@ -16,24 +16,5 @@ pub const REVOKED_CERTIFICATES: Metric = Metric::counter(
     "Requests refused because their client certificate is on the revocation list (--client-crl)",
 );
 
-/// `lienthong_grpc_connections_open`: connections the API holds open
-pub const CONNECTIONS_OPEN: Metric = Metric::gauge(
-    "lienthong_grpc_connections_open",
-    &[],
-    "Connections the gRPC API holds open, TLS handshakes in progress included (at most --max-connections)",
-);
-
-/// `lienthong_grpc_connections_refused_total`: connections closed at once, over a limit
-pub const CONNECTIONS_REFUSED: Metric = Metric::counter(
-    "lienthong_grpc_connections_refused_total",
-    &["reason"],
-    "Connections closed as soon as they were accepted, by the limit they were over (total_limit: --max-connections, peer_limit: --max-connections-per-peer)",
-);
-
 /// Every metric this crate exports.
-pub const ALL: &[Metric] = &[
-    MALFORMED_REQUESTS,
-    REVOKED_CERTIFICATES,
-    CONNECTIONS_OPEN,
-    CONNECTIONS_REFUSED,
-];
+pub const ALL: &[Metric] = &[MALFORMED_REQUESTS, REVOKED_CERTIFICATES];

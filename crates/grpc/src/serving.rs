@@ -300,7 +300,7 @@ impl ServingArgs {
     /// open-file limit raised to fit them): pass it to `serve_with_incoming_shutdown`.
     pub fn incoming(&self, listener: TcpListener) -> BoundedIncoming {
         let limits = self.connection_limits();
-        crate::connections::reserve_descriptors(limits);
+        lienthong_telemetry::connections::reserve_descriptors(limits);
         BoundedIncoming::new(listener, limits)
     }
 

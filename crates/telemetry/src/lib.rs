@@ -6,6 +6,7 @@
 //! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
 
 mod catalogue;
+pub mod connections;
 pub mod health;
 pub mod process;
 pub mod trace;
@@ -177,6 +178,9 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| failed(e.to_string()))?;
     metrics::set_global_recorder(recorder).map_err(|_| Error::AlreadyInitialised)?;
+    describe(connections::ALL);
+    // Probes and scrapes keep their share while a scanner holds connections open.
+    let listener = connections::EndpointListener::new(listener);
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
