@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -306,8 +305,8 @@ impl ServingArgs {
 
     /// A tonic server builder with the TLS these flags describe (none in insecure mode), a
     /// bound on the requests in progress per connection, and keepalive pings that close the
-    /// connections of vanished peers. Says so loudly in
-    /// insecure mode, naming `what` is exposed.
+    /// connections of vanished peers. Says so loudly in insecure mode, naming `what` is
+    /// exposed.
     pub fn server(&self, what: &str) -> Result<Server, ServingError> {
         self.check()?;
         let builder = Server::builder()

@@ -12,5 +12,5 @@ pub mod settings;
 
 pub use analytics::AnalyticsMessage;
 pub use message::{Consumed, MessageReader, Origin, Transient};
-pub use retry::{Retrying, retry};
+pub use retry::{Retrying, retry, retry_unless};
 pub use settings::sink_consumer_config;

@@ -42,8 +42,27 @@ pub async fn retry<T, E, F, Fut>(
     what: &'static str,
     retries: &'static str,
     shutdown: &CancellationToken,
-    mut attempt: F,
+    attempt: F,
 ) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_unless(what, retries, shutdown, attempt, |_| false)
+        .await
+        .unwrap_or_default()
+}
+
+/// Runs `attempt` until it succeeds, as [`retry`] does, except that a failure `lasting` says
+/// will not heal by waiting is returned at once. Ok(None) when `shutdown` came first.
+pub async fn retry_unless<T, E, F, Fut>(
+    what: &'static str,
+    retries: &'static str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+    lasting: impl Fn(&E) -> bool,
+) -> Result<Option<T>, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -52,11 +71,12 @@ where
     let mut retrying = Retrying::new(what, retries);
     loop {
         match attempt().await {
-            Ok(t) => return Some(t),
+            Ok(t) => return Ok(Some(t)),
+            Err(e) if lasting(&e) => return Err(e),
             Err(e) => retrying.failed(&e),
         }
         if !retrying.wait(shutdown).await {
-            return None;
+            return Ok(None);
         }
     }
 }
@@ -90,5 +110,25 @@ mod tests {
         )
         .await;
         assert_eq!(never, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_failure_is_returned_at_once() {
+        let shutdown = CancellationToken::new();
+        let attempts = std::cell::Cell::new(0u32);
+        let got: Result<Option<()>, &str> = retry_unless(
+            "step failed",
+            "lienthong_test_retries_total",
+            &shutdown,
+            || {
+                let n = attempts.get() + 1;
+                attempts.set(n);
+                async move { Err(if n < 3 { "transient" } else { "disk full" }) }
+            },
+            |e| *e == "disk full",
+        )
+        .await;
+        assert_eq!(got, Err("disk full"));
+        assert_eq!(attempts.get(), 3);
     }
 }

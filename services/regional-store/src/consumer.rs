@@ -20,7 +20,7 @@ use lienthong_kafka::consumption::{
 };
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::WireCodec;
-use lienthong_sink::{Consumed, MessageReader, Retrying, retry, sink_consumer_config};
+use lienthong_sink::{Consumed, MessageReader, retry, retry_unless, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
@@ -386,24 +386,25 @@ impl Step<'_> {
     /// Applies a classified batch with its offsets; a dead-letter failure is retried, a store
     /// failure stops the region (see the module's documentation). False when stopping first.
     async fn apply_with_retry(&self, batch: &Classified) -> bool {
-        let mut retrying = Retrying::new("batch not applied", RETRIES);
-        loop {
-            match self.apply(batch).await {
-                Ok(()) => return true,
-                Err(e) if after_failure(&e) == AfterFailure::Restart => {
-                    tracing::error!(region = %self.region, error = format!("{e:#}"),
-                        "the store cannot take a batch; stopping the region (a restart recovers the store and reads again from its offsets)");
-                    *self
-                        .failure
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-                    self.shutdown.cancel();
-                    return false;
-                }
-                Err(e) => retrying.failed(&e),
-            }
-            if !retrying.wait(self.shutdown).await {
-                return false;
+        let applied = retry_unless(
+            "batch not applied",
+            RETRIES,
+            self.shutdown,
+            || self.apply(batch),
+            |e| after_failure(e) == AfterFailure::Restart,
+        )
+        .await;
+        match applied {
+            Ok(applied) => applied.is_some(),
+            Err(e) => {
+                tracing::error!(region = %self.region, error = format!("{e:#}"),
+                    "the store cannot take a batch; stopping the region (a restart recovers the store and reads again from its offsets)");
+                *self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                self.shutdown.cancel();
+                false
             }
         }
     }
