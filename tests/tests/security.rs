@@ -1,5 +1,5 @@
 //! The secured local stack refuses what it must, each refusal shown by a real client: Kafka
-//! without TLS or with a wrong SCRAM password, principals outside their ACLs (the gateway
+//! without TLS, with a wrong SCRAM password or under a foreign CA (each told as what it is), principals outside their ACLs (the gateway
 //! consuming, a regional store producing documents, analytics in Python reading documents),
 //! PostgreSQL without TLS, the analyst role on `restricted` or writing, the registry over plain
 //! HTTP. Mutual TLS to Kafka works with a certificate of the development PKI and not without.
@@ -61,8 +61,49 @@ fn a_wrong_scram_password_is_refused() {
     args.sasl_password = None;
     args.sasl_password_file = Some(private_file(dir.path(), "pw", "not-the-password"));
     args.timeout_secs = 5;
-    args.probe_blocking()
+    let started = std::time::Instant::now();
+    let err = args
+        .probe_blocking()
         .expect_err("a wrong password must not authenticate");
+    // The refusal is told as a refusal, naming the user and the setting, as soon as the
+    // broker gives it: not as an unreachable broker after the whole wait.
+    let text = err.to_string();
+    assert!(
+        matches!(err, lienthong_kafka::Error::Refused { .. }),
+        "{text}"
+    );
+    let user = args.sasl_username.as_deref().expect("a SASL user");
+    for part in [
+        format!("user `{user}`"),
+        "--kafka-sasl-password-file".to_owned(),
+        "invalid credentials".to_owned(),
+    ] {
+        assert!(text.contains(&part), "{part} missing from: {text}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "told after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_broker_certificate_under_a_foreign_ca_is_a_tls_refusal() {
+    require_kafka();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut args = kafka();
+    args.kafka_tls_ca = Some(foreign_ca(dir.path()));
+    args.timeout_secs = 5;
+    let err = args
+        .probe_blocking()
+        .expect_err("the broker's certificate is not signed by this CA");
+    let text = err.to_string();
+    assert!(
+        matches!(err, lienthong_kafka::Error::Refused { .. })
+            && text.contains("--kafka-tls-ca")
+            && text.contains("certificate verify failed"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -4,12 +4,21 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
+
+/// How long the start-up probe waits for metadata before it looks at what librdkafka reported.
+const PROBE_STEP: Duration = Duration::from_secs(1);
+/// Most queued client events the probe reads between two metadata calls.
+const PROBE_EVENTS_PER_STEP: usize = 64;
 
 /// How the client talks to the brokers (librdkafka `security.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -259,17 +268,126 @@ impl KafkaArgs {
 
     /// As `probe`, waiting on the calling thread: for callers outside an async runtime.
     pub fn probe_blocking(&self) -> Result<()> {
-        let consumer: BaseConsumer = self.client_config()?.create().map_err(Error::Client)?;
-        consumer
-            .fetch_metadata(None, self.timeout())
-            .map(|_| ())
-            .map_err(|source| Error::Unreachable {
-                bootstrap: self.bootstrap.clone(),
-                timeout: self.timeout(),
-                source,
-            })
+        let consumer: BaseConsumer<RemembersRefusal> = self
+            .client_config()?
+            .create_with_context(RemembersRefusal::default())
+            .map_err(Error::Client)?;
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PROBE_STEP);
+            let source = match consumer.fetch_metadata(None, step) {
+                Ok(_) => return Ok(()),
+                Err(source) => source,
+            };
+            // librdkafka hands its error reports (a refused login, a failed handshake) to
+            // the client only when it is polled; a metadata call alone never sees them.
+            for _ in 0..PROBE_EVENTS_PER_STEP {
+                if consumer.poll(Duration::ZERO).is_none() {
+                    break;
+                }
+            }
+            if let Some(refusal) = consumer.context().refusal() {
+                return Err(self.refused(refusal));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unreachable {
+                    bootstrap: self.bootstrap.clone(),
+                    timeout: self.timeout(),
+                    source,
+                });
+            }
+        }
+    }
+
+    /// The error for a broker that answered but refused this client, saying which setting
+    /// to check.
+    fn refused(&self, refusal: Refusal) -> Error {
+        let hint = match refusal.kind {
+            RefusalKind::Authentication => format!(
+                "the broker refused the credentials of user `{}` ({}): check \
+                 --kafka-sasl-username and the password (--kafka-sasl-password-file), and \
+                 that the user exists on the cluster",
+                self.sasl_username.as_deref().unwrap_or("(none)"),
+                self.sasl_mechanism
+            ),
+            RefusalKind::Tls => "the TLS handshake failed: check that --kafka-tls-ca holds the \
+                 CA that signs the brokers' certificates, that --kafka-bootstrap names a TLS \
+                 listener by a name its certificate carries, and the client certificate if \
+                 the listener asks for one"
+                .to_owned(),
+        };
+        Error::Refused {
+            bootstrap: self.bootstrap.clone(),
+            hint,
+            reason: refusal.reason,
+        }
     }
 }
+
+/// Why a broker that answered would not serve this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefusalKind {
+    /// SASL authentication failed.
+    Authentication,
+    /// The TLS handshake failed.
+    Tls,
+}
+
+/// A refusal and librdkafka's words for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    kind: RefusalKind,
+    reason: String,
+}
+
+impl Refusal {
+    /// The refusal an error callback reports, None for errors that are not one (a broker
+    /// down, a timeout): those leave the cause at "unreachable".
+    fn of(error: &KafkaError, reason: &str) -> Option<Self> {
+        let kind = match error.rdkafka_error_code()? {
+            RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::IllegalSASLState
+            | RDKafkaErrorCode::UnsupportedSASLMechanism => RefusalKind::Authentication,
+            RDKafkaErrorCode::SSL => RefusalKind::Tls,
+            _ => return None,
+        };
+        Some(Self {
+            kind,
+            reason: reason.to_owned(),
+        })
+    }
+}
+
+/// Client context of the start-up probe: keeps the last refusal librdkafka reported, which
+/// its metadata call alone would only call a transport failure.
+#[derive(Default)]
+struct RemembersRefusal {
+    last: Mutex<Option<Refusal>>,
+}
+
+impl RemembersRefusal {
+    fn refusal(&self) -> Option<Refusal> {
+        self.last.lock().map(|last| last.clone()).unwrap_or(None)
+    }
+}
+
+impl ClientContext for RemembersRefusal {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match Refusal::of(&error, reason) {
+            Some(refusal) => {
+                if let Ok(mut last) = self.last.lock() {
+                    *last = Some(refusal);
+                }
+            }
+            None => tracing::debug!(%error, reason, "Kafka client error while probing"),
+        }
+    }
+}
+
+impl ConsumerContext for RemembersRefusal {}
 
 #[cfg(test)]
 mod tests {
@@ -358,6 +476,49 @@ mod tests {
             .find(|a| a.get_id() == "security_protocol")
             .expect("the flag exists");
         assert_eq!(arg.get_default_values(), ["sasl-ssl"]);
+    }
+
+    #[test]
+    fn credentials_and_tls_failures_are_refusals_and_a_dead_broker_is_not() {
+        let refusal = |code| Refusal::of(&KafkaError::Global(code), "why").map(|r| r.kind);
+        assert_eq!(
+            refusal(RDKafkaErrorCode::Authentication),
+            Some(RefusalKind::Authentication)
+        );
+        assert_eq!(refusal(RDKafkaErrorCode::SSL), Some(RefusalKind::Tls));
+        assert_eq!(refusal(RDKafkaErrorCode::BrokerTransportFailure), None);
+        assert_eq!(refusal(RDKafkaErrorCode::AllBrokersDown), None);
+    }
+
+    #[test]
+    fn a_refusal_names_the_user_and_the_flags_to_check() {
+        let mut args = KafkaArgs::local("broker-1:9093");
+        args.sasl_username = Some("gateway".into());
+        let text = args
+            .refused(Refusal {
+                kind: RefusalKind::Authentication,
+                reason: "SASL authentication error: invalid credentials".into(),
+            })
+            .to_string();
+        for part in [
+            "broker-1:9093",
+            "user `gateway`",
+            "--kafka-sasl-password-file",
+            "invalid credentials",
+        ] {
+            assert!(text.contains(part), "{part} missing from: {text}");
+        }
+        assert!(!text.contains("is the broker running"), "{text}");
+        let text = args
+            .refused(Refusal {
+                kind: RefusalKind::Tls,
+                reason: "certificate verify failed".into(),
+            })
+            .to_string();
+        assert!(
+            text.contains("--kafka-tls-ca") && text.contains("certificate verify failed"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,16 @@ pub enum Error {
         /// Client error.
         source: rdkafka::error::KafkaError,
     },
+    /// A broker answered but refused this client: its credentials or its TLS settings.
+    #[error("Kafka at {bootstrap} refused this client: {hint} (librdkafka: {reason})")]
+    Refused {
+        /// Bootstrap servers tried.
+        bootstrap: String,
+        /// What was refused and which settings to check.
+        hint: String,
+        /// librdkafka's own words.
+        reason: String,
+    },
     /// A connection setting is inconsistent or unreadable.
     #[error("invalid Kafka settings: {0}")]
     Config(String),
