@@ -35,6 +35,43 @@ async fn framed_events_round_trip_field_by_field() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A registry that refuses the reader's credentials says nothing about the message: the error
+/// is the registry's (retried by every sink), never "this message cannot be decoded" (which
+/// would send a good event to the dead letters).
+#[tokio::test]
+async fn a_registry_refusing_the_reader_is_a_registry_failure_not_the_message_s()
+-> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let published = publish_framed(&kafka, &registry, keyed_events(61, 1)).await?;
+    let (event, partition, offset) = published.first().expect("one event").clone();
+    let topic = event.kind().topic();
+    let msg = read_at(topic, partition, offset).await?;
+
+    let dir = tempfile::tempdir()?;
+    let wrong = dir.path().join("password");
+    std::fs::write(&wrong, "not-the-password")?;
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600))?;
+    let mut refused = registry.clone();
+    refused.registry_password_file = Some(wrong);
+    let codec = WireCodec::new(&refused)?;
+    for attempt in 0..2 {
+        match codec.decode(msg.payload(), topic, partition, offset).await {
+            Err(DecodeError::Registry { message, .. }) => {
+                assert!(message.contains("401"), "{message}");
+            }
+            other => panic!("attempt {attempt}: expected a registry failure, got {other:?}"),
+        }
+    }
+    // The same message decodes with the right credentials.
+    let decoded = WireCodec::new(&registry)?
+        .decode(msg.payload(), topic, partition, offset)
+        .await?;
+    assert_eq!(decoded.event(&"test")?, event);
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_frames_give_specific_errors_naming_where_they_came_from() -> anyhow::Result<()> {
     let kafka = require_kafka();

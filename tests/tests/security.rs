@@ -330,6 +330,36 @@ async fn the_privacy_role_reads_the_access_table_alone() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A warehouse loader whose registry password is wrong (a rotation half done) stops at
+/// start-up saying so, rather than starting and failing on its first message.
+#[tokio::test]
+async fn a_loader_with_refused_registry_credentials_stops_at_start_saying_why() {
+    let kafka = as_principal("warehouse");
+    let mut registry = lienthong_tests::require_registry().await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    registry.registry_password_file = Some(private_file(dir.path(), "pw", "not-the-password"));
+    let config = lienthong_warehouse_loader::LoaderConfig::new(
+        &lienthong_tests::warehouse::base_dsn(),
+        "lienthong-warehouse-refused-registry",
+        vec!["lienthong.analytics.referral.v1".to_owned()],
+    );
+    let run = lienthong_warehouse_loader::run(
+        config,
+        kafka,
+        registry,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the loader stops at start-up")
+        .expect_err("refused credentials must stop it");
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 401") && text.contains("--registry-password-file"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_registry_refuses_plain_http() {
     let secured = lienthong_tests::require_registry().await;

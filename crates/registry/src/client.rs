@@ -267,6 +267,13 @@ impl RegistryClient {
             .transpose()
     }
 
+    /// Checks that the registry answers and accepts these credentials, so that a service
+    /// that only reads schemas stops at start-up with the reason rather than failing on its
+    /// first message.
+    pub async fn probe(&self) -> Result<()> {
+        self.subjects().await.map(|_| ())
+    }
+
     /// All subjects.
     pub async fn subjects(&self) -> Result<Vec<String>> {
         let (_, v) = self

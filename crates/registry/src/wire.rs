@@ -165,34 +165,131 @@ impl WireCodec {
                 let origin = origin();
                 let text = e.error.clone();
                 let cause = e.cause.clone().unwrap_or_default();
-                let unknown = [&text, &cause]
-                    .iter()
-                    .any(|t| t.contains("404") || t.contains("not found") || t.contains("40403"));
-                if e.retriable {
+                let failure = Failure::of(&text, &cause, e.retriable);
+                if failure == Failure::Registry {
+                    // The converter keeps failed look-ups; the retry must ask again.
                     self.decoder.remove_errors_from_cache();
                 }
-                if unknown {
-                    Err(DecodeError::UnknownSchema { origin, schema_id })
-                } else if text.contains("index") || cause.contains("index") {
-                    Err(DecodeError::Truncated {
+                let message = if cause.is_empty() {
+                    text
+                } else {
+                    format!("{text}: {cause}")
+                };
+                Err(match failure {
+                    Failure::Registry => DecodeError::Registry { origin, message },
+                    Failure::UnknownSchema => DecodeError::UnknownSchema { origin, schema_id },
+                    Failure::BadIndexes => DecodeError::Truncated {
                         origin,
                         len: bytes.len(),
-                    })
-                } else {
-                    let message = if cause.is_empty() {
-                        text
-                    } else {
-                        format!("{text}: {cause}")
-                    };
-                    // Only a failure to reach the registry is worth retrying; a schema that
-                    // cannot be used will not get better and must not block the partition.
-                    if e.retriable {
-                        Err(DecodeError::Registry { origin, message })
-                    } else {
-                        Err(DecodeError::Schema { origin, message })
-                    }
-                }
+                    },
+                    Failure::Schema => DecodeError::Schema { origin, message },
+                })
             }
         }
+    }
+}
+
+/// What a failed schema look-up says: about the registry (retry: it says nothing about the
+/// message) or about the message (dead-letter it: it will not get better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The registry could not be reached or did not serve: refused credentials or
+    /// permissions (401, 403), overloaded or failing (429, 5xx), a timeout. Retried.
+    Registry,
+    /// The registry answered that it has no schema of that id (404).
+    UnknownSchema,
+    /// The frame's message indexes fit no message of the schema.
+    BadIndexes,
+    /// The schema was served but cannot be used.
+    Schema,
+}
+
+impl Failure {
+    /// Classifies the converter's error, whose only record of the HTTP answer is its text
+    /// ("HTTP request to schema registry failed with status 401 Unauthorized").
+    fn of(text: &str, cause: &str, retriable: bool) -> Self {
+        let status = http_status(text).or_else(|| http_status(cause));
+        match status {
+            Some(404) => Self::UnknownSchema,
+            Some(_) => Self::Registry,
+            None if retriable => Self::Registry,
+            None if [text, cause]
+                .iter()
+                .any(|t| t.contains("not found") || t.contains("40403")) =>
+            {
+                Self::UnknownSchema
+            }
+            None if text.contains("index") || cause.contains("index") => Self::BadIndexes,
+            None => Self::Schema,
+        }
+    }
+}
+
+/// The HTTP status a converter error reports, if it reports one.
+fn http_status(text: &str) -> Option<u16> {
+    let (_, after) = text.split_once("failed with status ")?;
+    after.get(..3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "HTTP request to schema registry failed with status";
+    const UNPARSED: &str = "error_code: 0, message: couldn't parse schema registry error json";
+
+    #[test]
+    fn a_registry_that_refuses_or_fails_is_retried_never_blamed_on_the_message() {
+        for status in [
+            "401 Unauthorized",
+            "403 Forbidden",
+            "408 Request Timeout",
+            "429 Too Many Requests",
+            "500 Internal Server Error",
+            "502 Bad Gateway",
+            "504 Gateway Timeout",
+        ] {
+            let text = format!("{STATUS} {status}");
+            assert_eq!(
+                Failure::of(&text, UNPARSED, false),
+                Failure::Registry,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            Failure::of("error sending request", "connection refused", true),
+            Failure::Registry
+        );
+    }
+
+    #[test]
+    fn an_unknown_id_and_an_unusable_schema_are_the_message_s() {
+        let not_found = format!("{STATUS} 404 Not Found");
+        assert_eq!(
+            Failure::of(
+                &not_found,
+                "error_code: 40403, message: Schema not found",
+                false
+            ),
+            Failure::UnknownSchema
+        );
+        assert_eq!(
+            Failure::of("could not get index", "", false),
+            Failure::BadIndexes
+        );
+        assert_eq!(
+            Failure::of("could not parse schema", "unexpected token", false),
+            Failure::Schema
+        );
+    }
+
+    #[test]
+    fn the_status_is_read_from_the_converter_s_words() {
+        assert_eq!(
+            http_status(&format!("{STATUS} 401 Unauthorized")),
+            Some(401)
+        );
+        assert_eq!(http_status("failed with status 5"), None);
+        assert_eq!(http_status("no status here"), None);
     }
 }

@@ -22,7 +22,7 @@ use lienthong_kafka::consumption::{StageFree, batch_ends, fill_batch, record_lag
 use lienthong_kafka::follow::Follower;
 use lienthong_kafka::trace::sampled_traceparent;
 use lienthong_kafka::{EventProducer, KafkaArgs};
-use lienthong_registry::{RegistryArgs, WireCodec};
+use lienthong_registry::{RegistryArgs, RegistryClient, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Retrying};
 use lienthong_telemetry::trace::{TRACEPARENT, continue_trace, traceparent_of};
 use rdkafka::Message as _;
@@ -87,6 +87,7 @@ pub async fn run(
     let policy = config.load_policy()?;
     let key = config.load_key()?;
     kafka.probe().await?;
+    RegistryClient::new(&registry)?.probe().await?;
     let mut deidentifier = Deidentifier::new(policy, key);
     let risk = deidentifier.policy().risk().clone();
     let mut window = RiskWindow::new(risk.k_floor, risk.window_events);

@@ -9,7 +9,7 @@ use lienthong_kafka::consumption::{
 };
 use lienthong_kafka::dlq::Reason;
 use lienthong_kafka::{EventProducer, KafkaArgs};
-use lienthong_registry::{RegistryArgs, WireCodec};
+use lienthong_registry::{RegistryArgs, RegistryClient, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Origin, Retrying, retry, sink_consumer_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -59,6 +59,9 @@ pub async fn run(
 ) -> Result<(), LoaderError> {
     crate::metrics::register();
     kafka.probe().await?;
+    // Asked now so that refused credentials stop the loader with the reason at start-up;
+    // later, a registry failure only holds loading back until it heals.
+    RegistryClient::new(&registry)?.probe().await?;
     let unreachable = |source| LoaderError::Postgres {
         dsn: config.pg.redacted(),
         source,
