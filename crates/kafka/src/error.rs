@@ -66,13 +66,14 @@ pub enum Error {
         /// What failed and what to do.
         message: String,
     },
-    /// A message could not be delivered to Kafka.
-    #[error("delivery to {topic} failed")]
+    /// A message could not be delivered to Kafka. The broker's reason is part of the message
+    /// (not a separate source), so that every log line of it says why.
+    #[error("delivery to {topic} failed: {cause}")]
     Delivery {
         /// Topic.
         topic: String,
         /// Client error.
-        source: rdkafka::error::KafkaError,
+        cause: rdkafka::error::KafkaError,
     },
     /// Any other client error.
     #[error(transparent)]
@@ -85,7 +86,7 @@ impl Error {
     pub fn is_too_large(&self) -> bool {
         use rdkafka::types::RDKafkaErrorCode;
         let code = match self {
-            Self::Delivery { source, .. } | Self::Kafka(source) => source.rdkafka_error_code(),
+            Self::Delivery { cause, .. } | Self::Kafka(cause) => cause.rdkafka_error_code(),
             _ => None,
         };
         matches!(
@@ -105,7 +106,7 @@ mod too_large_tests {
     fn a_message_too_large_is_told_from_a_passing_failure() {
         let delivery = |code| Error::Delivery {
             topic: "t".into(),
-            source: KafkaError::MessageProduction(code),
+            cause: KafkaError::MessageProduction(code),
         };
         assert!(delivery(RDKafkaErrorCode::MessageSizeTooLarge).is_too_large());
         assert!(!delivery(RDKafkaErrorCode::BrokerTransportFailure).is_too_large());

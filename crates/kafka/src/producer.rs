@@ -84,11 +84,11 @@ impl EventProducer {
                     offset: d.offset,
                 })
             }
-            Err((source, _)) => {
+            Err((cause, _)) => {
                 metrics::counter!(crate::metrics::PRODUCED.name, "topic" => topic.to_owned(), "outcome" => "error").increment(1);
                 Err(Error::Delivery {
                     topic: topic.to_owned(),
-                    source,
+                    cause,
                 })
             }
         }
@@ -118,5 +118,7 @@ mod tests {
             .await
             .expect_err("must not be delivered");
         assert!(matches!(err, Error::Delivery { .. }), "{err}");
+        // The reason is in the message itself, so every log line of it says why.
+        assert!(err.to_string().contains("MessageTimedOut"), "{err}");
     }
 }
