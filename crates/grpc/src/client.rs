@@ -2,6 +2,7 @@
 //! the connection settings every client shares (the `lienthong` CLI, the facility agent) and
 //! the authenticated channel they open.
 
+use std::error::Error as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,6 +112,146 @@ pub enum ClientError {
     /// The token is not a valid header value.
     #[error("the token in the token file is not a valid header value")]
     Token,
+}
+
+/// Why a call never reached the API it was meant for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// The API's certificate is not one this client trusts; the reason, in plain words.
+    Untrusted(String),
+    /// An `https://` URL whose server answered in plain text.
+    NotTls,
+    /// Something answered that is no gRPC API of this kind: an `http://` URL to a server that
+    /// speaks TLS, or another service's port.
+    NotGrpc,
+    /// Nothing answered, or the connection broke: the API may be down or restarting.
+    Down,
+}
+
+/// A call that never reached the API, told as what to check. Only [`Why::Down`] is worth
+/// retrying as it is; the others are settings to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.explain())]
+pub struct Unreached {
+    /// Which API ("gateway", "regional store").
+    pub service: &'static str,
+    /// The URL called.
+    pub url: String,
+    /// What went wrong.
+    pub why: Why,
+    /// The client's own status, kept for its details (not a source: the explanation says
+    /// what matters of it, and its own text repeats each cause twice).
+    pub status: tonic::Status,
+}
+
+impl Unreached {
+    /// Ok when `status` says the call never reached `endpoint`'s API; the status back when it
+    /// is the API's own answer.
+    pub fn of(endpoint: &Endpoint<'_>, status: tonic::Status) -> Result<Self, tonic::Status> {
+        let mut text = status.message().to_owned();
+        let mut transport = false;
+        let mut cause = std::error::Error::source(&status);
+        while let Some(c) = cause {
+            transport |= c.is::<tonic::transport::Error>();
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        let why = if let Some(reason) = text
+            .split("invalid peer certificate: ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_alphanumeric()).next())
+        {
+            Why::Untrusted(untrusted(reason))
+        } else if text.contains("InvalidContentType") {
+            Why::NotTls
+        } else if text.contains("HTTP/2 was not negotiated")
+            || text.contains("frame with invalid size")
+            || text.contains("grpc-status header missing")
+        {
+            Why::NotGrpc
+        } else if transport {
+            Why::Down
+        } else {
+            return Err(status);
+        };
+        Ok(Self {
+            service: endpoint.service,
+            url: endpoint.url.to_owned(),
+            why,
+            status,
+        })
+    }
+
+    /// True when retrying later may succeed as it is.
+    pub fn may_heal(&self) -> bool {
+        self.why == Why::Down
+    }
+
+    fn explain(&self) -> String {
+        let (service, url) = (self.service, &self.url);
+        match &self.why {
+            Why::Untrusted(reason) => format!(
+                "the {service} at {url} presented a certificate this client does not trust: \
+                 {reason}"
+            ),
+            Why::NotTls => format!(
+                "the server at {url} does not speak TLS; the {service} URL should be the \
+                 https:// address of its TLS listener (plain http:// only for a development \
+                 {service} run with --insecure-dev)"
+            ),
+            Why::NotGrpc => format!(
+                "the server at {url} is not a {service} API over this scheme: if it serves \
+                 TLS the URL must start with https://; otherwise check the host and port"
+            ),
+            Why::Down => {
+                let cause = self.status.source().map_or_else(
+                    || self.status.message().to_owned(),
+                    |s| deepest(s).to_string(),
+                );
+                // A TLS server closes a plain-text connection at once, which looks like a
+                // server going away.
+                let scheme = if url.starts_with("http://") {
+                    "; if it serves TLS, the URL must start with https://"
+                } else {
+                    ""
+                };
+                format!(
+                    "cannot reach the {service} at {url}: {cause}; is it running? (locally \
+                     `deploy/local/up` starts one){scheme}"
+                )
+            }
+        }
+    }
+}
+
+/// The last cause of an error chain: the one that says what happened.
+fn deepest<'a>(
+    mut e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e
+}
+
+/// rustls's name for a refused certificate, in words that say what to do.
+fn untrusted(reason: &str) -> String {
+    match reason {
+        "UnknownIssuer" => "it is signed by a CA this client does not know; give the CA \
+             certificate that signs it with --ca"
+            .to_owned(),
+        "BadSignature" => "its signature does not verify under the CA this client was given \
+             (another CA of the same name?); give the CA certificate that signs it with --ca"
+            .to_owned(),
+        "NotValidForName" => "it does not name the host of the URL; use the host name its \
+             certificate carries"
+            .to_owned(),
+        "Expired" => "it has expired; the API's operator must renew it".to_owned(),
+        "NotValidYet" => "it is not valid yet; check the clocks of both machines".to_owned(),
+        "Revoked" => "it is revoked".to_owned(),
+        other => format!("{other}; check --ca and the URL's host name"),
+    }
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
@@ -229,5 +370,77 @@ impl RegionalConnection {
     pub fn client(&self) -> Result<RegionalQueryServiceClient<Channel>, ClientError> {
         Ok(RegionalQueryServiceClient::new(self.endpoint().channel()?)
             .max_decoding_message_size(64 * 1024 * 1024))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint<'static> {
+        Endpoint {
+            service: "gateway",
+            url: "https://gateway.example:443",
+            ca: None,
+            identity: None,
+            token_file: None,
+        }
+    }
+
+    fn why(status: tonic::Status) -> Option<Why> {
+        Unreached::of(&endpoint(), status).ok().map(|u| u.why)
+    }
+
+    #[test]
+    fn a_wrong_ca_scheme_or_port_is_a_setting_to_fix() {
+        let untrusted = Unreached::of(
+            &endpoint(),
+            tonic::Status::unavailable("invalid peer certificate: UnknownIssuer"),
+        )
+        .expect("not reached");
+        assert!(!untrusted.may_heal());
+        let text = untrusted.to_string();
+        assert!(
+            text.contains("https://gateway.example:443") && text.contains("--ca"),
+            "{text}"
+        );
+        assert_eq!(
+            why(tonic::Status::unavailable(
+                "received corrupt message of type InvalidContentType"
+            )),
+            Some(Why::NotTls)
+        );
+        assert_eq!(
+            why(tonic::Status::unavailable("HTTP/2 was not negotiated.")),
+            Some(Why::NotGrpc)
+        );
+        assert_eq!(
+            why(tonic::Status::unimplemented(
+                "grpc-status header missing, mapped from HTTP status code 404"
+            )),
+            Some(Why::NotGrpc)
+        );
+    }
+
+    #[test]
+    fn every_refused_certificate_reason_says_what_to_do() {
+        for reason in [
+            "UnknownIssuer",
+            "BadSignature",
+            "NotValidForName",
+            "Expired",
+            "NotValidYet",
+        ] {
+            let said = untrusted(reason);
+            assert!(!said.contains(reason), "{reason}: {said}");
+        }
+    }
+
+    #[test]
+    fn the_api_s_own_answer_is_given_back_as_it_came() {
+        let answer = tonic::Status::unavailable("gateway shutting down; retry");
+        let back = Unreached::of(&endpoint(), answer).expect_err("the API answered");
+        assert_eq!(back.message(), "gateway shutting down; retry");
+        assert!(why(tonic::Status::permission_denied("not yours")).is_none());
     }
 }

@@ -27,6 +27,18 @@ pub fn code(code: u8) -> ExitCode {
 /// service could not be reached, REFUSED when a service refused the request as it is (invalid,
 /// not permitted, not found), FAILED otherwise.
 pub fn of_error(e: &anyhow::Error) -> u8 {
+    // A call that never reached its API: retry only when the API may be down, otherwise a
+    // setting (URL, CA) is wrong, whatever code the client gave the status.
+    if let Some(unreached) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<lienthong_grpc::client::Unreached>())
+    {
+        return if unreached.may_heal() {
+            UNAVAILABLE
+        } else {
+            FAILED
+        };
+    }
     let refused = e.chain().any(|cause| {
         cause.downcast_ref::<tonic::Status>().is_some_and(|s| {
             matches!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lienthong_core::fixtures::{Generator, reassign};
+use lienthong_grpc::client::Unreached;
 use lienthong_proto::v1 as pb;
 use prost::Message;
 
@@ -126,16 +127,14 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 // The status stays in the error's causes: its code decides the exit code.
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    let what = format!(
-                        "cannot reach the gateway at {}; is it running? (`deploy/local/up` starts one)",
-                        args.connection.url
-                    );
-                    return Err(anyhow::Error::new(s).context(what));
-                }
                 Err(s) => {
-                    let what = format!("gateway refused the request ({:?})", s.code());
-                    return Err(anyhow::Error::new(s).context(what));
+                    return Err(match Unreached::of(&args.connection.endpoint(), s) {
+                        Ok(unreached) => anyhow::Error::new(unreached),
+                        Err(s) => {
+                            let what = format!("gateway refused the request ({:?})", s.code());
+                            anyhow::Error::new(s).context(what)
+                        }
+                    });
                 }
             };
             let mut retry = Vec::new();

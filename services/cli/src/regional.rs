@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use lienthong_grpc::client::Unreached;
 use lienthong_grpc::{RegionalConnection, authorized};
 use lienthong_kafka::KafkaArgs;
 use lienthong_proto::v1 as pb;
@@ -222,7 +223,8 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let (mut client, token) = connect(&query.connection)?;
             let answer = client
                 .get_patient_record(authorized(token.as_deref(), request)?)
-                .await?
+                .await
+                .map_err(|s| call_failed(&query.connection, s))?
                 .into_inner();
             show(
                 query.format,
@@ -260,7 +262,8 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let (mut client, token) = connect(&query.connection)?;
             let answer = client
                 .list_incoming_referrals(authorized(token.as_deref(), request)?)
-                .await?
+                .await
+                .map_err(|s| call_failed(&query.connection, s))?
                 .into_inner();
             show(
                 query.format,
@@ -292,7 +295,8 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let (mut client, token) = connect(&query.connection)?;
             let answer = client
                 .list_appointments(authorized(token.as_deref(), request)?)
-                .await?
+                .await
+                .map_err(|s| call_failed(&query.connection, s))?
                 .into_inner();
             show(
                 query.format,
@@ -326,7 +330,8 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let (mut client, token) = connect(&query.connection)?;
             let answer = client
                 .find_reusable_lab_results(authorized(token.as_deref(), request)?)
-                .await?
+                .await
+                .map_err(|s| call_failed(&query.connection, s))?
                 .into_inner();
             show(
                 query.format,
@@ -352,7 +357,8 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let (mut client, token) = connect(&connection)?;
             let answer = client
                 .acknowledge_referral(authorized(token.as_deref(), request)?)
-                .await?
+                .await
+                .map_err(|s| call_failed(&connection, s))?
                 .into_inner();
             show(
                 format,
@@ -380,6 +386,14 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
 
 type Client =
     pb::regional_query_service_client::RegionalQueryServiceClient<tonic::transport::Channel>;
+
+/// A failed call as the error to show: why the store was not reached, or its own answer.
+fn call_failed(connection: &RegionalConnection, status: tonic::Status) -> anyhow::Error {
+    match Unreached::of(&connection.endpoint(), status) {
+        Ok(unreached) => anyhow::Error::new(unreached),
+        Err(status) => anyhow::Error::new(status),
+    }
+}
 
 fn connect(connection: &RegionalConnection) -> anyhow::Result<(Client, Option<String>)> {
     Ok((connection.client()?, connection.endpoint().token()?))

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lienthong_grpc::GatewayConnection;
+use lienthong_grpc::client::Unreached;
 use lienthong_proto::v1 as pb;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
@@ -105,8 +106,14 @@ pub async fn run(
             Err(status) => {
                 metrics::counter!(crate::metrics::SEND_FAILURES.name, "code" => format!("{:?}", status.code()))
                     .increment(1);
-                tracing::warn!(code = ?status.code(), message = status.message(), pending = outbox.pending(), "gateway not reachable; events stay in the outbox");
-                set_error(Some(format!("{:?}: {}", status.code(), status.message())));
+                // Why the gateway was not reached says what to fix (a CA, a URL); the
+                // gateway's own answer is shown as it came.
+                let why = match Unreached::of(&gateway.endpoint(), status) {
+                    Ok(unreached) => unreached.to_string(),
+                    Err(status) => format!("{:?}: {}", status.code(), status.message()),
+                };
+                tracing::warn!(error = %why, pending = outbox.pending(), "events not delivered; they stay in the outbox");
+                set_error(Some(why));
                 Some(backoff)
             }
         };
