@@ -220,3 +220,73 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
     drop(agent);
     Ok(())
 }
+
+/// A token renewed by replacing its file is sent within seconds, without restarting the agent:
+/// events refused under the old token wait in the outbox, then reach Kafka, and the status
+/// shows when the new token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_token_file_is_used_without_a_restart() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("agent");
+    let args = gw.inbox_agent_args("79025", dir.path())?;
+    let token = dir.path().join("token");
+    // A token for another service: the gateway refuses it.
+    let wrong = lienthong_tests::tokens::issuer().token(
+        "79025",
+        lienthong_grpc::REGIONAL_AUDIENCE,
+        &[lienthong_grpc::Scope::Publish],
+        3600,
+    );
+    std::fs::write(&token, wrong)?;
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let export = Command::new(workspace_bin("lienthong"))
+        .args([
+            "xml",
+            "sample",
+            "--facility",
+            "79025",
+            "--episodes",
+            "2",
+            "--seed",
+            "11",
+        ])
+        .output()?;
+    assert!(export.status.success(), "{export:?}");
+    let _agent = Agent::start(&args)?;
+    std::fs::write(
+        dir.path().join("inbox").join("79025_01.xml"),
+        &export.stdout,
+    )?;
+    wait_until("the old token refused", Duration::from_secs(30), || {
+        status(&data).contains("Unauthenticated")
+    })?;
+    let sent = |gw: &lienthong_tests::gateway::TestGateway| {
+        gw.topics
+            .values()
+            .map(|t| record_count(t).unwrap_or(-1))
+            .sum::<i64>()
+    };
+    assert_eq!(sent(&gw), 0);
+
+    // Renewed: written beside it and renamed into place, as an operator would.
+    let renewed = dir.path().join("token.new");
+    std::fs::write(&renewed, gw.token("79025", 3600))?;
+    std::fs::set_permissions(
+        &renewed,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    std::fs::rename(&renewed, &token)?;
+    wait_until(
+        "delivery under the renewed token",
+        Duration::from_secs(30),
+        || status(&data).contains("pending events:       0") && sent(&gw) > 0,
+    )?;
+    let shown = status(&data);
+    assert!(
+        shown.contains("last error:           none")
+            && shown.contains("token expires in:     59 min"),
+        "{shown}"
+    );
+    gw.stop().await
+}

@@ -2,6 +2,7 @@
 //! for, bearer tokens, server TLS and the serving flags every API shares, and the client
 //! connection the facility agent and the CLI open to the gateway.
 
+pub mod bearer;
 pub mod client;
 pub mod connections;
 pub mod identity;
@@ -12,6 +13,7 @@ pub mod serving;
 pub mod tokens;
 mod watched;
 
+pub use bearer::{BearerToken, TokenFile};
 pub use client::{ClientError, Endpoint, GatewayConnection, RegionalConnection, authorized};
 pub use connections::{BoundedIncoming, ConnectionLimits};
 pub use identity::{Authenticator, Identity, Revocations, TokenPolicy};

@@ -44,6 +44,13 @@ pub const SEND_FAILURES: Metric = Metric::counter(
     "Failed sends to the gateway, by gRPC code",
 );
 
+/// `lienthong_agent_token_expiry_timestamp_seconds`: when the bearer token being sent expires
+pub const TOKEN_EXPIRY: Metric = Metric::gauge(
+    "lienthong_agent_token_expiry_timestamp_seconds",
+    &[],
+    "When the bearer token the agent sends expires (unix seconds; absent without a token)",
+);
+
 /// `lienthong_agent_pending_events`: events waiting in the outbox
 pub const PENDING: Metric = Metric::gauge(
     "lienthong_agent_pending_events",
@@ -84,6 +91,7 @@ pub const ALL: &[Metric] = &[
     OLDEST_PENDING_SECONDS,
     REJECTED,
     OUTBOX_FILL_RATIO,
+    TOKEN_EXPIRY,
 ];
 
 /// Describes these metrics and starts their counters at zero.

@@ -23,6 +23,8 @@ pub struct SenderState {
     pub last_error: Option<String>,
     /// Events delivered since start.
     pub delivered: u64,
+    /// When the token being sent expires (unix seconds), if it says.
+    pub token_expires_at: Option<u64>,
 }
 
 /// Shared sender state.
@@ -57,7 +59,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = gateway.channel()?;
-    let token = gateway.token()?;
+    // Re-read when replaced: a renewed token is sent within seconds, without a restart.
+    let token = gateway
+        .token_file
+        .as_deref()
+        .map(lienthong_grpc::TokenFile::open)
+        .transpose()?;
     let mut backoff = Duration::from_millis(250);
     let set_error = |e: Option<String>| {
         if let Ok(mut s) = state.lock() {
@@ -68,6 +75,10 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
+        let bearer = token.as_ref().map(|t| t.current());
+        if let Ok(mut s) = state.lock() {
+            s.token_expires_at = bearer.as_ref().and_then(|b| b.expires_at);
+        }
         let entries = of_one_trace(outbox.peek(batch.max(1))?);
         if entries.is_empty() {
             tokio::select! {
@@ -77,7 +88,7 @@ pub async fn run(
             continue;
         }
         let mut request = gateway.request(
-            token.as_deref(),
+            bearer.as_ref().map(|b| b.text.as_str()),
             entries.iter().map(|e| e.envelope.clone()).collect(),
         )?;
         let span = tracing::info_span!("send", events = entries.len());

@@ -43,9 +43,15 @@ pub struct Status {
     pub delivered_since_start: u64,
     /// The last delivery error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// When the token expires (unix seconds), if it says.
+    #[serde(default)]
+    pub token_expires_at: Option<u64>,
     /// When this report was written (unix seconds).
     pub written_at: u64,
 }
+
+/// How long before its token expires the agent starts to warn.
+pub const TOKEN_WARNING_SECS: i64 = 7 * 24 * 3600;
 
 impl RejectedEvent {
     /// The rejected event of `envelope`, named by its ids and episode.
@@ -93,9 +99,9 @@ impl std::fmt::Display for RejectedEvent {
 
 /// Builds the status, sets the metrics, warns as the bound nears.
 pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxError> {
-    let (last_error, delivered) = state
+    let (last_error, delivered, token_expires_at) = state
         .lock()
-        .map(|s| (s.last_error.clone(), s.delivered))
+        .map(|s| (s.last_error.clone(), s.delivered, s.token_expires_at))
         .unwrap_or_default();
     let dead = outbox.dead_entries()?;
     let status = Status {
@@ -111,6 +117,7 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
             .collect(),
         delivered_since_start: delivered,
         last_error,
+        token_expires_at,
         written_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -122,6 +129,14 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
     metrics::gauge!(crate::metrics::REJECTED.name).set(status.rejected as f64);
     let fill = status.pending as f64 / status.max_pending.max(1) as f64;
     metrics::gauge!(crate::metrics::OUTBOX_FILL_RATIO.name).set(fill);
+    if let Some(at) = status.token_expires_at {
+        metrics::gauge!(crate::metrics::TOKEN_EXPIRY.name).set(at as f64);
+    }
+    if let Some(left) = status.token_expires_in()
+        && left < TOKEN_WARNING_SECS
+    {
+        warn_token_expiry(left, status.written_at);
+    }
     if fill >= 0.8 {
         tracing::warn!(
             pending = status.pending,
@@ -131,6 +146,42 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
         );
     }
     Ok(status)
+}
+
+/// Warns that the token expires soon (or has), at most once an hour: the status is written
+/// every few seconds.
+fn warn_token_expiry(left: i64, now: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < 3600 {
+        return;
+    }
+    LAST.store(now, Ordering::Relaxed);
+    tracing::warn!(
+        expires_in = %token_left(left),
+        "the bearer token expires soon or has expired: replace the token file with a renewed \
+         token (the agent reads it within seconds, no restart)"
+    );
+}
+
+/// `3 d 4 h`, `5 h 10 min`, `expired 2 h ago`.
+fn token_left(secs: i64) -> String {
+    let words = |s: i64| {
+        let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+        if d > 0 {
+            format!("{d} d {h} h")
+        } else if h > 0 {
+            format!("{h} h {m} min")
+        } else {
+            format!("{m} min")
+        }
+    };
+    if secs < 0 {
+        format!("EXPIRED {} ago", words(-secs))
+    } else {
+        words(secs)
+    }
 }
 
 /// Writes the status file atomically (a reader never sees half of it).
@@ -149,6 +200,13 @@ pub fn read(config_data_dir: &std::path::Path) -> std::io::Result<Status> {
 }
 
 impl Status {
+    /// Seconds left before the token expires, as of when the report was written.
+    pub fn token_expires_in(&self) -> Option<i64> {
+        self.token_expires_at.map(|at| {
+            i64::try_from(at).unwrap_or(i64::MAX) - i64::try_from(self.written_at).unwrap_or(0)
+        })
+    }
+
     /// The report as the facility's IT staff read it (`status` commands).
     pub fn render(&self) -> String {
         let mut out = format!(
@@ -164,6 +222,17 @@ impl Status {
             self.last_error.as_deref().unwrap_or("none"),
             self.rejected
         );
+        if let Some(left) = self.token_expires_in() {
+            let advice = if left < TOKEN_WARNING_SECS {
+                " (replace the token file with a renewed token)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "token expires in:     {}{advice}\n",
+                token_left(left)
+            ));
+        }
         for r in &self.recent_rejected {
             out.push_str(&format!("  {r}\n"));
         }
@@ -177,4 +246,28 @@ pub fn request_retry(data_dir: &std::path::Path) -> std::io::Result<std::path::P
     let request = data_dir.join("retry-rejected.request");
     std::fs::write(&request, b"retry\n")?;
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_s_expiry_is_shown_with_advice_when_near() {
+        let status = |left: i64| Status {
+            written_at: 1_000_000,
+            token_expires_at: Some((1_000_000 + left) as u64),
+            ..Status::default()
+        };
+        let far = status(30 * 86_400).render();
+        assert!(far.contains("token expires in:     30 d 0 h\n"), "{far}");
+        let near = status(2 * 86_400 + 3600).render();
+        assert!(
+            near.contains("2 d 1 h (replace the token file with a renewed token)"),
+            "{near}"
+        );
+        let gone = status(-7200).render();
+        assert!(gone.contains("EXPIRED 2 h 0 min ago (replace"), "{gone}");
+        assert!(!Status::default().render().contains("token expires"));
+    }
 }
