@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -343,6 +344,23 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// The refusal a log line of librdkafka tells, if it tells one.
+    fn in_log(message: &str) -> Option<Self> {
+        let kind = if message.contains("SASL authentication error")
+            || message.contains("Authentication failed")
+        {
+            RefusalKind::Authentication
+        } else if message.contains("SSL handshake failed") {
+            RefusalKind::Tls
+        } else {
+            return None;
+        };
+        Some(Self {
+            kind,
+            reason: message.to_owned(),
+        })
+    }
+
     /// The refusal an error callback reports, None for errors that are not one (a broker
     /// down, a timeout): those leave the cause at "unreachable".
     fn of(error: &KafkaError, reason: &str) -> Option<Self> {
@@ -383,6 +401,21 @@ impl ClientContext for RemembersRefusal {
                 }
             }
             None => tracing::debug!(%error, reason, "Kafka client error while probing"),
+        }
+    }
+
+    // The error callback may come only after several failed attempts; the log line of the
+    // first one says the same at once.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let Some(refusal) = Refusal::in_log(log_message)
+            && let Ok(mut last) = self.last.lock()
+        {
+            *last = Some(refusal);
+        }
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+        } else {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}");
         }
     }
 }
@@ -488,6 +521,23 @@ mod tests {
         assert_eq!(refusal(RDKafkaErrorCode::SSL), Some(RefusalKind::Tls));
         assert_eq!(refusal(RDKafkaErrorCode::BrokerTransportFailure), None);
         assert_eq!(refusal(RDKafkaErrorCode::AllBrokersDown), None);
+        let logged = |line: &str| Refusal::in_log(line).map(|r| r.kind);
+        assert_eq!(
+            logged(
+                "sasl_ssl://b:9092/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials"
+            ),
+            Some(RefusalKind::Authentication)
+        );
+        assert_eq!(
+            logged("sasl_ssl://b:9092/bootstrap: SSL handshake failed: certificate verify failed"),
+            Some(RefusalKind::Tls)
+        );
+        assert_eq!(
+            logged(
+                "sasl_ssl://b:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+            ),
+            None
+        );
     }
 
     #[test]
