@@ -165,7 +165,7 @@ impl Authenticator {
 
     /// The caller of a request; None only in insecure development mode.
     pub fn identify<T>(&self, req: &Request<T>) -> Result<Option<Identity>, Status> {
-        if let Some(certs) = req.peer_certs()
+        if let Some(certs) = crate::tls::PeerInfo::of(req).and_then(|p| p.certs.as_ref())
             && let Some(cert) = certs.first()
         {
             if let Some(revoked) = &self.revoked_certificates {

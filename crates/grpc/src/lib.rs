@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod rate;
 pub mod revoked;
 pub mod serving;
+pub mod tls;
 pub mod tokens;
 mod watched;
 
@@ -20,8 +21,7 @@ pub use identity::{Authenticator, Identity, Revocations, TokenPolicy};
 pub use rate::FacilityRateLimit;
 pub use revoked::{CrlError, RevokedCertificates};
 pub use serving::{
-    DEFAULT_MAX_TOKEN_LIFETIME_SECS, GATEWAY_AUDIENCE, REGIONAL_AUDIENCE, ServingArgs,
-    ServingError, server_tls,
+    DEFAULT_MAX_TOKEN_LIFETIME_SECS, GATEWAY_AUDIENCE, REGIONAL_AUDIENCE, ServingArgs, ServingError,
 };
 pub use tokens::{
     Claims, KeySet, Scope, TokenError, TokenRequest, TokenSigner, generate_signing_key,

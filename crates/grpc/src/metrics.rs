@@ -16,5 +16,16 @@ pub const REVOKED_CERTIFICATES: Metric = Metric::counter(
     "Requests refused because their client certificate is on the revocation list (--client-crl)",
 );
 
+/// `lienthong_grpc_tls_handshake_failures_total`: connections closed before their TLS handshake completed
+pub const TLS_HANDSHAKE_FAILURES: Metric = Metric::counter(
+    "lienthong_grpc_tls_handshake_failures_total",
+    &["reason"],
+    "Connections closed before their TLS handshake completed: refused (an untrusted or revoked client certificate, not TLS) or timeout",
+);
+
 /// Every metric this crate exports.
-pub const ALL: &[Metric] = &[MALFORMED_REQUESTS, REVOKED_CERTIFICATES];
+pub const ALL: &[Metric] = &[
+    MALFORMED_REQUESTS,
+    REVOKED_CERTIFICATES,
+    TLS_HANDSHAKE_FAILURES,
+];

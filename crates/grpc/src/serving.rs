@@ -4,13 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::connections::{BoundedIncoming, ConnectionLimits};
+use crate::tls::{CallerConnections, ReloadingTls, TlsFiles, caller_connections};
 
 use std::sync::Arc;
 
@@ -126,14 +127,6 @@ pub enum ServingError {
     /// tonic refused the TLS settings.
     #[error("TLS settings: {0}")]
     Tls(#[from] tonic::transport::Error),
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServingError> {
-    std::fs::read(path).map_err(|source| ServingError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
 }
 
 impl ServingArgs {
@@ -295,18 +288,40 @@ impl ServingArgs {
         }
     }
 
-    /// The connections to serve from `listener`, within the connection limits (and the
-    /// open-file limit raised to fit them): pass it to `serve_with_incoming_shutdown`.
-    pub fn incoming(&self, listener: TcpListener) -> BoundedIncoming {
+    /// The connections to serve from `listener`: accepted within the connection limits (the
+    /// open-file limit raised to fit them) and, unless insecure, handshaken with the TLS of
+    /// these flags, which follows its files (see `tls`). Pass it to
+    /// `serve_with_incoming_shutdown`.
+    pub fn incoming(&self, listener: TcpListener) -> Result<CallerConnections, ServingError> {
         let limits = self.connection_limits();
         lienthong_telemetry::connections::reserve_descriptors(limits);
-        BoundedIncoming::new(listener, limits)
+        let tls = if self.insecure_dev {
+            None
+        } else {
+            let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+                return Err(ServingError::Config(
+                    "TLS certificate and key are required".into(),
+                ));
+            };
+            Some(ReloadingTls::new(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+                client_crl: self.client_crl.clone(),
+            })?)
+        };
+        Ok(caller_connections(
+            BoundedIncoming::new(listener, limits),
+            tls,
+            Duration::from_secs(self.tls_handshake_timeout_secs),
+            limits.total,
+        ))
     }
 
-    /// A tonic server builder with the TLS these flags describe (none in insecure mode), a
-    /// bound on the requests in progress per connection, and keepalive pings that close the
-    /// connections of vanished peers. Says so loudly in insecure mode, naming `what` is
-    /// exposed.
+    /// A tonic server builder with a bound on the requests in progress per connection and
+    /// keepalive pings that close the connections of vanished peers (TLS is `incoming`'s).
+    /// Checks the flags first, and the TLS files can be read; says so loudly in insecure mode,
+    /// naming `what` is exposed.
     pub fn server(&self, what: &str) -> Result<Server, ServingError> {
         self.check()?;
         let builder = Server::builder()
@@ -325,31 +340,16 @@ impl ServingArgs {
                 "TLS certificate and key are required".into(),
             ));
         };
-        let tls = server_tls(cert, key, self.client_ca.as_deref())?
-            .timeout(Duration::from_secs(self.tls_handshake_timeout_secs));
-        Ok(builder.tls_config(tls)?)
+        // Read now, so that a wrong file stops the service before anything else starts.
+        TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_crl: self.client_crl.clone(),
+        }
+        .server_config()?;
+        Ok(builder)
     }
-}
-
-/// Server TLS from PEM files; with a client CA, client certificates are verified when
-/// presented. Optional, so that token-authenticated callers can connect without one; a caller
-/// with neither is refused by the authenticator.
-pub fn server_tls(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<ServerTlsConfig, ServingError> {
-    let mut tls =
-        ServerTlsConfig::new().identity(TlsIdentity::from_pem(read("TLS certificate", cert)?, {
-            lienthong_runtime::check_private(key, "TLS key")?;
-            read("TLS key", key)?
-        }));
-    if let Some(ca) = client_ca {
-        tls = tls
-            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
-            .client_auth_optional(true);
-    }
-    Ok(tls)
 }
 
 #[cfg(test)]
@@ -420,8 +420,13 @@ mod tests {
 
     #[test]
     fn a_missing_tls_file_is_named() {
-        let err = server_tls(Path::new("/nonexistent/cert.pem"), Path::new("k"), None)
-            .expect_err("missing");
+        let files = TlsFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "k".into(),
+            client_ca: None,
+            client_crl: None,
+        };
+        let err = files.server_config().expect_err("missing");
         assert!(
             err.to_string()
                 .contains("TLS certificate /nonexistent/cert.pem"),

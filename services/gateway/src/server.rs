@@ -130,7 +130,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
-        .serve_with_incoming_shutdown(config.serving.incoming(listener), drain.cancelled_owned())
+        .serve_with_incoming_shutdown(config.serving.incoming(listener)?, drain.cancelled_owned())
         .await?;
 
     if let Some(watcher) = watcher {

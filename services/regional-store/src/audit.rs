@@ -59,8 +59,8 @@ impl AccessRecord {
         Self {
             method,
             request_id: request_id_of(request),
-            client_address: request
-                .remote_addr()
+            client_address: lienthong_grpc::tls::PeerInfo::of(request)
+                .and_then(|p| p.remote)
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
             ..Self::default()

@@ -108,7 +108,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(RegionalQueryServiceServer::new(api))
         .serve_with_incoming_shutdown(
-            config.serving.incoming(listener),
+            config.serving.incoming(listener)?,
             shutdown.clone().cancelled_owned(),
         );
     tokio::pin!(serve);
