@@ -107,6 +107,26 @@ impl TestPki {
     }
 }
 
+/// A MoH XML export of `episodes` synthetic episodes of `facility`, as a HIS drops it into
+/// an agent's inbox (`lienthong xml sample`).
+pub fn xml_export(facility: &str, episodes: u32, seed: u64) -> anyhow::Result<Vec<u8>> {
+    let out = std::process::Command::new(crate::workspace_bin("lienthong"))
+        .args(["xml", "sample", "--facility", facility])
+        .args([
+            "--episodes",
+            &episodes.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "lienthong xml sample failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.stdout)
+}
+
 /// A running gateway.
 pub struct TestGateway {
     /// Listening address.

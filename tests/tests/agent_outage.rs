@@ -240,24 +240,9 @@ async fn a_replaced_token_file_is_used_without_a_restart() -> anyhow::Result<()>
     );
     std::fs::write(&token, wrong)?;
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let export = Command::new(workspace_bin("lienthong"))
-        .args([
-            "xml",
-            "sample",
-            "--facility",
-            "79025",
-            "--episodes",
-            "2",
-            "--seed",
-            "11",
-        ])
-        .output()?;
-    assert!(export.status.success(), "{export:?}");
+    let export = lienthong_tests::gateway::xml_export("79025", 2, 11)?;
     let _agent = Agent::start(&args)?;
-    std::fs::write(
-        dir.path().join("inbox").join("79025_01.xml"),
-        &export.stdout,
-    )?;
+    std::fs::write(dir.path().join("inbox").join("79025_01.xml"), &export)?;
     wait_until("the old token refused", Duration::from_secs(30), || {
         status(&data).contains("Unauthenticated")
     })?;

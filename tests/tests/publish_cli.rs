@@ -170,23 +170,8 @@ async fn a_gateway_reached_with_wrong_settings_says_what_to_fix() -> anyhow::Res
     let mut args = gw.inbox_agent_args("79025", dir.path())?;
     let at = args.iter().position(|a| a == "--ca").expect("--ca") + 1;
     args[at] = foreign_ca.display().to_string();
-    let export = std::process::Command::new(workspace_bin("lienthong"))
-        .args([
-            "xml",
-            "sample",
-            "--facility",
-            "79025",
-            "--episodes",
-            "1",
-            "--seed",
-            "7",
-        ])
-        .output()?;
-    assert!(export.status.success(), "{export:?}");
-    std::fs::write(
-        dir.path().join("inbox").join("79025_01.xml"),
-        &export.stdout,
-    )?;
+    let export = lienthong_tests::gateway::xml_export("79025", 1, 7)?;
+    std::fs::write(dir.path().join("inbox").join("79025_01.xml"), &export)?;
     let mut agent = tokio::process::Command::new(workspace_bin("lienthong-facility-agent"))
         .args(&args)
         .kill_on_drop(true)

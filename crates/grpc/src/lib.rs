@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod rate;
 pub mod revoked;
 pub mod serving;
+#[cfg(test)]
+mod test_pki;
 pub mod tls;
 pub mod tokens;
 mod watched;

@@ -201,57 +201,7 @@ impl RevokedCertificates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
-    };
-
-    /// A CA: its certificate (PEM) and what signs with it.
-    fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("key");
-        let pem = params.self_signed(&key).expect("self-signed").pem();
-        (pem, Issuer::new(params, key))
-    }
-
-    fn certificate(issuer: &Issuer<'_, KeyPair>, serial: u64) -> Vec<u8> {
-        let mut params = CertificateParams::new(vec!["localhost".into()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "79025");
-        params.serial_number = Some(SerialNumber::from(serial));
-        let key = KeyPair::generate().expect("key");
-        params
-            .signed_by(&key, issuer)
-            .expect("signed")
-            .der()
-            .to_vec()
-    }
-
-    fn revocation_list(
-        issuer: &Issuer<'_, KeyPair>,
-        serials: &[u64],
-    ) -> rcgen::CertificateRevocationList {
-        let now = time::OffsetDateTime::now_utc();
-        CertificateRevocationListParams {
-            this_update: now,
-            next_update: now + time::Duration::days(1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|&s| RevokedCertParams {
-                    serial_number: SerialNumber::from(s),
-                    revocation_time: now,
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(issuer)
-        .expect("crl")
-    }
+    use crate::test_pki::Authority;
 
     struct Files {
         dir: tempfile::TempDir,
@@ -275,9 +225,10 @@ mod tests {
 
     #[test]
     fn a_listed_serial_is_refused_and_others_pass_in_pem_and_der() {
-        let (ca_pem, ca) = authority("facility CA");
+        let ca = Authority::new("facility CA");
+        let ca_pem = ca.ca_pem.clone();
         let files = Files::new(&ca_pem);
-        let crl = revocation_list(&ca, &[41, 42]);
+        let crl = ca.crl(&[41, 42]);
         for list in [
             files
                 .open(crl.pem().expect("pem").as_bytes())
@@ -285,46 +236,47 @@ mod tests {
             files.open(crl.der()).expect("der list"),
         ] {
             assert_eq!(list.len(), 2);
-            let refused = list.check(&certificate(&ca, 42)).expect_err("revoked");
+            let refused = list.check(&ca.leaf("79025", 42).der).expect_err("revoked");
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
             assert!(
                 refused.message().contains("revoked"),
                 "{}",
                 refused.message()
             );
-            list.check(&certificate(&ca, 43)).expect("not revoked");
+            list.check(&ca.leaf("79025", 43).der).expect("not revoked");
         }
         // The same serial from another CA is another certificate.
-        let (_, other) = authority("another CA");
+        let other = Authority::new("another CA");
         files
             .open(crl.der())
             .expect("list")
-            .check(&certificate(&other, 42))
+            .check(&other.leaf("79025", 42).der)
             .expect("other issuer");
     }
 
     #[test]
     fn a_list_that_is_not_the_client_cas_is_refused_with_what_to_do() {
-        let (ca_pem, ca) = authority("facility CA");
+        let ca = Authority::new("facility CA");
+        let ca_pem = ca.ca_pem.clone();
         let files = Files::new(&ca_pem);
         let reason = |r: Result<RevokedCertificates, CrlError>| match r {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         };
-        let (_, stranger) = authority("stranger CA");
-        let foreign = revocation_list(&stranger, &[1]);
+        let stranger = Authority::new("stranger CA");
+        let foreign = stranger.crl(&[1]);
         assert!(
             reason(files.open(foreign.der()))
                 .contains("not signed by a certificate of the client CA")
         );
         // A list with the right issuer name but another key is forged.
-        let (_, impostor) = authority("facility CA");
-        let forged = revocation_list(&impostor, &[1]);
+        let impostor = Authority::new("facility CA");
+        let forged = impostor.crl(&[1]);
         assert!(reason(files.open(forged.der())).contains("not signed"));
         assert!(reason(files.open(ca_pem.as_bytes())).contains("only X509 CRL blocks"));
         assert!(reason(files.open(b"\x30\x03\x02\x01\x00")).contains("not an X.509 CRL"));
         assert!(reason(files.open(b"")).contains("not an X.509 CRL"));
-        let crl = revocation_list(&ca, &[]);
+        let crl = ca.crl(&[]);
         let no_ca = Files::new("not a certificate");
         assert!(reason(no_ca.open(crl.der())).contains("holds no certificate"));
         assert!(files.open(crl.der()).expect("empty list").is_empty());

@@ -367,68 +367,10 @@ fn handshake_failed(reason: &'static str) {
 mod tests {
     use super::*;
     use crate::connections::ConnectionLimits;
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
-    };
+    use crate::test_pki::{Authority, Leaf};
     use tokio::io::AsyncReadExt as _;
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsConnector;
-
-    struct Pki {
-        ca_pem: String,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl Pki {
-        fn new() -> Self {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "test CA");
-            let key = KeyPair::generate().expect("key");
-            let ca_pem = params.self_signed(&key).expect("self-signed").pem();
-            Self {
-                ca_pem,
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        /// (certificate PEM, key PEM, certificate DER).
-        fn leaf(&self, name: &str, serial: u64) -> (String, String, Vec<u8>) {
-            let mut params = CertificateParams::new(vec!["localhost".into()]).expect("params");
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.serial_number = Some(SerialNumber::from(serial));
-            let key = KeyPair::generate().expect("key");
-            let cert = params.signed_by(&key, &self.issuer).expect("signed");
-            (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-        }
-
-        fn crl(&self, serials: &[u64]) -> String {
-            let now = time::OffsetDateTime::now_utc();
-            CertificateRevocationListParams {
-                this_update: now,
-                next_update: now + time::Duration::days(1),
-                crl_number: SerialNumber::from(1u64),
-                issuing_distribution_point: None,
-                revoked_certs: serials
-                    .iter()
-                    .map(|&s| RevokedCertParams {
-                        serial_number: SerialNumber::from(s),
-                        revocation_time: now,
-                        reason_code: None,
-                        invalidity_date: None,
-                    })
-                    .collect(),
-                key_identifier_method: KeyIdMethod::Sha256,
-            }
-            .signed_by(&self.issuer)
-            .expect("crl")
-            .pem()
-            .expect("pem")
-        }
-    }
 
     fn private(path: &Path, text: &str) {
         use std::os::unix::fs::PermissionsExt;
@@ -437,6 +379,26 @@ mod tests {
         std::fs::write(&tmp, text).expect("write");
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::fs::rename(&tmp, path).expect("rename");
+    }
+
+    /// A CA, server TLS files in `dir` with a certificate of serial 1 (and, with `clients`,
+    /// the CA for client certificates and an empty revocation list), and that certificate.
+    fn setup(dir: &Path, clients: bool) -> (Authority, TlsFiles, Leaf) {
+        let pki = Authority::new("test CA");
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: clients.then(|| dir.join("ca.pem")),
+            client_crl: clients.then(|| dir.join("crl.pem")),
+        };
+        let server = pki.leaf("gateway", 1);
+        private(&files.cert, &server.cert_pem);
+        private(&files.key, &server.key_pem);
+        if let (Some(ca), Some(crl)) = (&files.client_ca, &files.client_crl) {
+            private(ca, &pki.ca_pem);
+            private(crl, &pki.crl(&[]).pem().expect("pem"));
+        }
+        (pki, files, server)
     }
 
     /// A server of `caller_connections` on a loopback port; what each accepted connection
@@ -512,78 +474,63 @@ mod tests {
 
     #[tokio::test]
     async fn a_renewed_server_certificate_is_served_without_a_restart() {
-        let pki = Pki::new();
         let dir = tempfile::tempdir().expect("dir");
-        let files = TlsFiles {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-            client_ca: None,
-            client_crl: None,
-        };
-        let (cert, key, first) = pki.leaf("gateway", 1);
-        private(&files.cert, &cert);
-        private(&files.key, &key);
+        let (pki, files, first) = setup(dir.path(), false);
         let (addr, _accepted) = serve(
             ReloadingTls::new(files.clone()).expect("tls"),
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(connect(addr, &pki.ca_pem, None).await.expect("tls"), first);
+        assert_eq!(
+            connect(addr, &pki.ca_pem, None).await.expect("tls"),
+            first.der
+        );
 
-        let (cert, key, renewed) = pki.leaf("gateway", 2);
-        private(&files.cert, &cert);
-        private(&files.key, &key);
+        let renewed = pki.leaf("gateway", 2);
+        private(&files.cert, &renewed.cert_pem);
+        private(&files.key, &renewed.key_pem);
         tokio::time::sleep(CHECK_EVERY + Duration::from_millis(200)).await;
         assert_eq!(
             connect(addr, &pki.ca_pem, None).await.expect("tls"),
-            renewed
+            renewed.der
         );
 
         // A replacement that does not work (a key of another certificate) is not used.
-        let (_, other_key, _) = pki.leaf("gateway", 3);
-        private(&files.key, &other_key);
+        private(&files.key, &pki.leaf("gateway", 3).key_pem);
         tokio::time::sleep(CHECK_EVERY + Duration::from_millis(200)).await;
         assert_eq!(
             connect(addr, &pki.ca_pem, None).await.expect("tls"),
-            renewed
+            renewed.der
         );
     }
 
     #[tokio::test]
     async fn a_revoked_client_certificate_is_refused_in_the_handshake() {
-        let pki = Pki::new();
         let dir = tempfile::tempdir().expect("dir");
-        let files = TlsFiles {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-            client_ca: Some(dir.path().join("ca.pem")),
-            client_crl: Some(dir.path().join("crl.pem")),
-        };
-        let (cert, key, _) = pki.leaf("gateway", 1);
-        private(&files.cert, &cert);
-        private(&files.key, &key);
-        private(files.client_ca.as_deref().expect("ca"), &pki.ca_pem);
-        private(files.client_crl.as_deref().expect("crl"), &pki.crl(&[]));
+        let (pki, files, _) = setup(dir.path(), true);
         let (addr, mut accepted) = serve(
             ReloadingTls::new(files.clone()).expect("tls"),
             Duration::from_secs(5),
         )
         .await;
-        let (facility_cert, facility_key, facility_der) = pki.leaf("79025", 42);
-        let identity = Some((facility_cert.as_str(), facility_key.as_str()));
+        let facility = pki.leaf("79025", 42);
+        let identity = Some((facility.cert_pem.as_str(), facility.key_pem.as_str()));
         connect(addr, &pki.ca_pem, identity)
             .await
             .expect("not revoked yet");
         let shown = accepted.recv().await.expect("accepted");
         assert_eq!(
             shown.certs.expect("a client certificate")[0].as_ref(),
-            facility_der.as_slice()
+            facility.der.as_slice()
         );
         connect(addr, &pki.ca_pem, None)
             .await
             .expect("a caller without a certificate connects (bearer tokens)");
 
-        private(files.client_crl.as_deref().expect("crl"), &pki.crl(&[42]));
+        private(
+            files.client_crl.as_deref().expect("crl"),
+            &pki.crl(&[42]).pem().expect("pem"),
+        );
         tokio::time::sleep(CHECK_EVERY + Duration::from_millis(200)).await;
         connect(addr, &pki.ca_pem, identity)
             .await
@@ -592,17 +539,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_never_handshakes_holds_up_nobody() {
-        let pki = Pki::new();
         let dir = tempfile::tempdir().expect("dir");
-        let files = TlsFiles {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-            client_ca: None,
-            client_crl: None,
-        };
-        let (cert, key, first) = pki.leaf("gateway", 1);
-        private(&files.cert, &cert);
-        private(&files.key, &key);
+        let (pki, files, first) = setup(dir.path(), false);
         let (addr, _accepted) = serve(
             ReloadingTls::new(files).expect("tls"),
             Duration::from_secs(1),
@@ -610,7 +548,10 @@ mod tests {
         .await;
         let mut silent = TcpStream::connect(addr).await.expect("connect");
         // Another caller is served while the first says nothing.
-        assert_eq!(connect(addr, &pki.ca_pem, None).await.expect("tls"), first);
+        assert_eq!(
+            connect(addr, &pki.ca_pem, None).await.expect("tls"),
+            first.der
+        );
         // The silent one is closed at the handshake timeout.
         let mut buf = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
