@@ -72,6 +72,20 @@ pub const REJECTED: Metric = Metric::gauge(
     "Events the gateway refused, kept for review",
 );
 
+/// `lienthong_agent_outbox_set_aside_total`: outbox entries set aside because unreadable
+pub const SET_ASIDE: Metric = Metric::counter(
+    "lienthong_agent_outbox_set_aside_total",
+    &[],
+    "Outbox entries set aside because they could not be read back (kept, not sent)",
+);
+
+/// `lienthong_agent_outbox_set_aside_entries`: unreadable entries kept in the outbox
+pub const SET_ASIDE_ENTRIES: Metric = Metric::gauge(
+    "lienthong_agent_outbox_set_aside_entries",
+    &[],
+    "Unreadable entries kept aside in the outbox (not sent; contact support)",
+);
+
 /// `lienthong_agent_outbox_fill_ratio`: outbox fill, 0 to 1
 pub const OUTBOX_FILL_RATIO: Metric = Metric::gauge(
     "lienthong_agent_outbox_fill_ratio",
@@ -92,6 +106,8 @@ pub const ALL: &[Metric] = &[
     REJECTED,
     OUTBOX_FILL_RATIO,
     TOKEN_EXPIRY,
+    SET_ASIDE,
+    SET_ASIDE_ENTRIES,
 ];
 
 /// Describes these metrics and starts their counters at zero.
@@ -106,4 +122,5 @@ pub fn register() {
     zero(&INTAKE_EVENTS, &[]);
     zero(&INTAKE_PAUSED, &[]);
     zero(&UNCHANGED, &[]);
+    zero(&SET_ASIDE, &[]);
 }

@@ -3,7 +3,9 @@
 //! local dead-letter store with the gateway's reason, for the facility's IT staff.
 //!
 //! One sled tree, spaces by first key byte: `q` + sequence → queued entry, `d` + sequence →
-//! dead entry, `v` + document id → what was last taken in of that document from XML
+//! dead entry, `x` + sequence → an entry that could not be read back, set aside with its bytes
+//! as they were (so one unreadable entry never stops delivery or the status, and nothing is
+//! deleted), `v` + document id → what was last taken in of that document from XML
 //! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue keeps intake
 //! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
 //! [origin length u32 BE][origin][trace length u32 BE][trace][EventEnvelope protobuf] (queued
@@ -23,6 +25,7 @@ use crate::revisions::{Delivered, Revision, revise};
 const QUEUED: u8 = b'q';
 const DEAD: u8 = b'd';
 const DELIVERED: u8 = b'v';
+const SET_ASIDE: u8 = b'x';
 
 /// What the outbox can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,7 @@ pub struct Outbox {
     tree: sled::Tree,
     pending: Arc<AtomicU64>,
     dead: Arc<AtomicU64>,
+    set_aside: Arc<AtomicU64>,
     max_pending: u64,
 }
 
@@ -173,11 +177,13 @@ impl Outbox {
         let tree = db.open_tree("outbox")?;
         let pending = tree.scan_prefix([QUEUED]).keys().count() as u64;
         let dead = tree.scan_prefix([DEAD]).keys().count() as u64;
+        let set_aside = tree.scan_prefix([SET_ASIDE]).keys().count() as u64;
         Ok(Self {
             db,
             tree,
             pending: Arc::new(AtomicU64::new(pending)),
             dead: Arc::new(AtomicU64::new(dead)),
+            set_aside: Arc::new(AtomicU64::new(set_aside)),
             max_pending,
         })
     }
@@ -261,16 +267,45 @@ impl Outbox {
         Ok(outcome)
     }
 
-    /// The oldest `n` queued entries, in intake order.
+    /// The oldest `n` queued entries, in intake order. An entry that cannot be read back is set
+    /// aside (see the module comment) and the next one taken in its place.
     pub fn peek(&self, n: usize) -> Result<Vec<Entry>, OutboxError> {
-        self.tree
-            .scan_prefix([QUEUED])
-            .take(n)
-            .map(|r| {
-                let (k, v) = r?;
-                decode(seq_of(&k), &v)
-            })
-            .collect()
+        self.readable(QUEUED, n, &self.pending)
+    }
+
+    /// Up to `n` readable entries of one space, oldest first; unreadable ones are moved to the
+    /// set-aside space on the way, and `count` (that space's counter) is lowered for each.
+    fn readable(&self, space: u8, n: usize, count: &AtomicU64) -> Result<Vec<Entry>, OutboxError> {
+        let mut entries = Vec::new();
+        for r in self.tree.scan_prefix([space]) {
+            if entries.len() == n {
+                break;
+            }
+            let (k, v) = r?;
+            match decode(seq_of(&k), &v) {
+                Ok(entry) => entries.push(entry),
+                Err(_) => self.set_aside(&k, &v, count)?,
+            }
+        }
+        Ok(entries)
+    }
+
+    fn set_aside(&self, k: &[u8], v: &[u8], count: &AtomicU64) -> Result<(), OutboxError> {
+        let seq = seq_of(k);
+        let mut batch = sled::Batch::default();
+        batch.remove(k);
+        batch.insert(&key(SET_ASIDE, seq), v);
+        self.tree.apply_batch(batch)?;
+        count.fetch_sub(1, Ordering::SeqCst);
+        self.set_aside.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!(crate::metrics::SET_ASIDE.name).increment(1);
+        tracing::error!(
+            entry = seq,
+            bytes = v.len(),
+            "an outbox entry cannot be read back; it is set aside, unchanged, and delivery goes on \
+             (see `lienthong-agent status`; keep the outbox folder for support)"
+        );
+        Ok(())
     }
 
     /// Settles delivered entries (gone) and refused ones (moved to the dead store with their
@@ -305,15 +340,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// Dead entries (refused by the gateway), oldest first.
+    /// Dead entries (refused by the gateway), oldest first; unreadable ones are set aside.
     pub fn dead_entries(&self) -> Result<Vec<Entry>, OutboxError> {
-        self.tree
-            .scan_prefix([DEAD])
-            .map(|r| {
-                let (k, v) = r?;
-                decode(seq_of(&k), &v)
-            })
-            .collect()
+        self.readable(DEAD, usize::MAX, &self.dead)
     }
 
     /// Puts every dead entry back in the queue (after a fix), in their original order.
@@ -342,6 +371,11 @@ impl Outbox {
     /// Events the gateway refused.
     pub fn dead(&self) -> u64 {
         self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Entries set aside because they could not be read back.
+    pub fn set_aside_entries(&self) -> u64 {
+        self.set_aside.load(Ordering::SeqCst)
     }
 
     /// The limit of pending events.
@@ -444,6 +478,51 @@ mod tests {
             o.peek(1).expect("peek")[0].origin,
             "01001_a.xml",
             "kept across a retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_is_set_aside_and_delivery_goes_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let o = Outbox::open(dir.path(), 10).expect("open");
+            o.enqueue(vec![env(1)]).await.expect("enqueue");
+            let broken = o.db.generate_id().expect("id");
+            o.tree
+                .insert(key(QUEUED, broken), &b"\x00\x01not an entry"[..])
+                .expect("insert");
+            let dead = o.db.generate_id().expect("id");
+            o.tree.insert(key(DEAD, dead), &b"x"[..]).expect("insert");
+            o.enqueue(vec![env(2)]).await.expect("enqueue");
+        }
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        assert_eq!((o.pending(), o.dead()), (3, 1));
+        let entries = o
+            .peek(10)
+            .expect("an unreadable entry does not fail the read");
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| e.envelope.clone())
+                .collect::<Vec<_>>(),
+            vec![env(1), env(2)]
+        );
+        assert!(o.dead_entries().expect("dead").is_empty());
+        assert_eq!((o.pending(), o.dead(), o.set_aside_entries()), (2, 0, 2));
+        let status = crate::status::current(&o, &Default::default()).expect("status");
+        assert!(
+            status
+                .render()
+                .contains("unreadable entries:   2 (set aside"),
+            "{}",
+            status.render()
+        );
+        drop((o, status));
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        assert_eq!(
+            (o.pending(), o.set_aside_entries()),
+            (2, 2),
+            "set aside for good, the bytes kept"
         );
     }
 }

@@ -46,6 +46,9 @@ pub struct Status {
     /// When the token expires (unix seconds), if it says.
     #[serde(default)]
     pub token_expires_at: Option<u64>,
+    /// Outbox entries that could not be read back, set aside (kept) so delivery goes on.
+    #[serde(default)]
+    pub set_aside: u64,
     /// When this report was written (unix seconds).
     pub written_at: u64,
 }
@@ -118,6 +121,7 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
         delivered_since_start: delivered,
         last_error,
         token_expires_at,
+        set_aside: outbox.set_aside_entries(),
         written_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -127,6 +131,7 @@ pub fn current(outbox: &Outbox, state: &SharedState) -> Result<Status, OutboxErr
     metrics::gauge!(crate::metrics::OLDEST_PENDING_SECONDS.name)
         .set(status.oldest_pending_secs as f64);
     metrics::gauge!(crate::metrics::REJECTED.name).set(status.rejected as f64);
+    metrics::gauge!(crate::metrics::SET_ASIDE_ENTRIES.name).set(status.set_aside as f64);
     let fill = status.pending as f64 / status.max_pending.max(1) as f64;
     metrics::gauge!(crate::metrics::OUTBOX_FILL_RATIO.name).set(fill);
     if let Some(at) = status.token_expires_at {
@@ -231,6 +236,13 @@ impl Status {
             out.push_str(&format!(
                 "token expires in:     {}{advice}\n",
                 token_left(left)
+            ));
+        }
+        if self.set_aside > 0 {
+            out.push_str(&format!(
+                "unreadable entries:   {} (set aside in the outbox, not sent: keep the data \
+                 folder and contact support)\n",
+                self.set_aside
             ));
         }
         for r in &self.recent_rejected {
