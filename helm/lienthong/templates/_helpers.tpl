@@ -329,8 +329,9 @@ annotations:
 {{/* A hash over the contents of the Secrets and ConfigMaps a workload reads only at start,
 as the cluster holds them at install or upgrade (Helm's lookup): a rotated password, key or
 certificate, or an edited policy, changes the pod template on the next `helm upgrade` and so
-restarts the pods. What the services re-read by themselves (token key sets, revocation lists,
-the facility directory) stays out, so that editing it restarts nothing. Without a cluster
+restarts the pods. What the services re-read by themselves (the API servers' certificates and
+client CA, token key sets, revocation lists, the facility directory) stays out, so that
+renewing or editing it restarts nothing. Without a cluster
 (`helm template`) lookup finds nothing and only the names count.
 (dict "ctx" $ "secrets" (list ...) "configMaps" (list ...)) */}}
 {{- define "lienthong.mountedChecksum" -}}
