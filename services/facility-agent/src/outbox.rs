@@ -292,10 +292,25 @@ impl Outbox {
 
     fn set_aside(&self, k: &[u8], v: &[u8], count: &AtomicU64) -> Result<(), OutboxError> {
         let seq = seq_of(k);
-        let mut batch = sled::Batch::default();
-        batch.remove(k);
-        batch.insert(&key(SET_ASIDE, seq), v);
-        self.tree.apply_batch(batch)?;
+        // Moved only if still there as read: the status and a retry may meet the same entry at
+        // once, and only the one that moves it may count it.
+        let moved = self
+            .tree
+            .transaction(|t| {
+                if t.get(k)?.as_deref() != Some(v) {
+                    return Ok(false);
+                }
+                t.remove(k)?;
+                t.insert(&key(SET_ASIDE, seq), v)?;
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => e,
+                sled::transaction::TransactionError::Abort(never) => never,
+            })?;
+        if !moved {
+            return Ok(());
+        }
         count.fetch_sub(1, Ordering::SeqCst);
         self.set_aside.fetch_add(1, Ordering::SeqCst);
         metrics::counter!(crate::metrics::SET_ASIDE.name).increment(1);
