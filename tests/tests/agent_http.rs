@@ -42,6 +42,8 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         http_listen: format!("127.0.0.1:{port}"),
         grpc_listen: format!("127.0.0.1:{grpc_port}"),
         intake_beyond_loopback: false,
+        conversions: 2,
+        intake_wait_secs: 30,
         gateway: GatewayConnection {
             url: format!("https://localhost:{}", gw.addr.port()),
             ca: Some(ca),

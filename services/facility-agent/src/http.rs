@@ -1,13 +1,14 @@
 //! The local HTTP intake, for HIS integrations that push instead of exporting files:
 //! `POST /v1/xml` takes an export (envelope or bare tables), `POST /v1/events` takes events as
 //! JSON Lines of `lienthong.v1.EventEnvelope` (canonical protobuf JSON), `GET /v1/status` the
-//! status. A 200 answer means the events are flushed to the outbox. Listen on loopback: the
-//! HIS runs beside the agent, and the requests carry personal data.
+//! status. A 200 answer means the events are flushed to the outbox; 503 with Retry-After means
+//! no conversion turn came free in time and nothing was queued. Listen on loopback: the HIS
+//! runs beside the agent, and the requests carry personal data.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use prost::Message as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::conversions::{Busy, Conversions, Turn};
 use crate::outbox::{Outbox, OutboxError};
 use crate::revisions::Revision;
 use crate::sender::SharedState;
@@ -28,6 +30,7 @@ use tracing::Instrument as _;
 struct Intake {
     outbox: Outbox,
     state: SharedState,
+    conversions: Conversions,
 }
 
 fn answer(code: StatusCode, body: serde_json::Value) -> Response {
@@ -49,20 +52,59 @@ fn outbox_error(e: OutboxError) -> Response {
     }
 }
 
-async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+fn busy(e: &Busy) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "5")],
+        axum::Json(json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
+/// Waits for a conversion turn, then reads the body: a request waiting for its turn holds
+/// only its connection, not its body.
+async fn admitted(intake: &Intake, body: Body) -> Result<(Turn, Bytes), Response> {
+    let turn = intake.conversions.admit().await.map_err(|e| busy(&e))?;
+    let limit = Limits::default().max_file_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": format!("the body is larger than {limit} bytes (or was cut off); split the export into several requests")}),
+        )
+    })?;
+    Ok((turn, bytes))
+}
+
+fn internal(e: &std::io::Error) -> Response {
+    answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"error": format!("the conversion failed inside the agent ({e}); nothing was queued: send the request again, and report it if it repeats")}),
+    )
+}
+
+async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
     let name = headers
         .get("x-file-name")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("request")
         .to_owned();
-    let c = match convert(&name, &body, &Limits::default(), &ValidationContext::now()) {
-        Ok(c) => c,
-        Err(e) => {
+    let (turn, body) = match admitted(&intake, body).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
+    let file = name.clone();
+    let converted = turn
+        .run(move || convert(&file, &body, &Limits::default(), &ValidationContext::now()))
+        .await;
+    let c = match converted {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             return answer(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string()}),
             );
         }
+        Err(e) => return internal(&e),
     };
     let problems: Vec<String> = c.problems.iter().map(ToString::to_string).collect();
     // As from the inbox: corrections become the next version, unchanged documents are not sent.
@@ -96,15 +138,38 @@ async fn xml(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes)
     )
 }
 
-async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(_) => {
+async fn events(State(intake): State<Arc<Intake>>, body: Body) -> Response {
+    let (turn, body) = match admitted(&intake, body).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
+    let parsed = match turn.run(move || parse_lines(&body)).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(None)) => {
             return answer(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "the body is not UTF-8 JSON Lines"}),
             );
         }
+        Ok(Err(Some(errors))) => {
+            return answer(StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors}));
+        }
+        Err(e) => return internal(&e),
+    };
+    let n = parsed.len();
+    let span = tracing::info_span!("intake", via = "http-events", events = n);
+    if let Err(e) = intake.outbox.enqueue(parsed).instrument(span).await {
+        return outbox_error(e);
+    }
+    answer(StatusCode::OK, json!({"queued": n}))
+}
+
+/// Decodes and validates JSON Lines of envelopes, all or nothing: a request with a bad line
+/// changes nothing, so the HIS can fix and resend it. The error is what is wrong with each bad
+/// line, or none when the body is not text at all.
+fn parse_lines(body: &[u8]) -> Result<Vec<pb::EventEnvelope>, Option<Vec<String>>> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(None);
     };
     let ctx = ValidationContext::now();
     let mut accepted = Vec::new();
@@ -137,16 +202,10 @@ async fn events(State(intake): State<Arc<Intake>>, body: Bytes) -> Response {
             }
         }
     }
-    // All or nothing: a request with a bad line changes nothing, so the HIS can fix and resend.
     if !errors.is_empty() {
-        return answer(StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors}));
+        return Err(Some(errors));
     }
-    let n = accepted.len();
-    let span = tracing::info_span!("intake", via = "http-events", events = n);
-    if let Err(e) = intake.outbox.enqueue(accepted).instrument(span).await {
-        return outbox_error(e);
-    }
-    answer(StatusCode::OK, json!({"queued": n}))
+    Ok(accepted)
 }
 
 async fn status(State(intake): State<Arc<Intake>>) -> Response {
@@ -161,18 +220,110 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     outbox: Outbox,
     state: SharedState,
+    conversions: Conversions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/v1/xml", post(xml))
         .route("/v1/events", post(events))
         .route("/v1/status", get(status))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            Limits::default().max_file_bytes,
-        ))
-        .with_state(Arc::new(Intake { outbox, state }));
+        .with_state(Arc::new(Intake {
+            outbox,
+            state,
+            conversions,
+        }));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::xml::fixtures::{envelope, full_episode};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_without_a_conversion_turn_is_told_to_retry_and_changes_nothing()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1000)?;
+        let conversions = Conversions::new(1, Duration::from_millis(300));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            outbox.clone(),
+            SharedState::default(),
+            conversions.clone(),
+            shutdown.clone(),
+        ));
+        let http = reqwest::Client::new();
+        let export = envelope("01001", &[full_episode("LKH1", "001185012345", true)]);
+
+        // Every turn taken (a large export being converted): the request waits, then is told
+        // to retry, and nothing is queued; the status still answers meanwhile.
+        let held = conversions.admit().await?;
+        let r = http
+            .post(format!("{base}/v1/xml"))
+            .body(export.clone())
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        let body: serde_json::Value = r.json().await?;
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("nothing of this request was queued")
+                && message.contains("send it again"),
+            "{body}"
+        );
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .body("{}")
+            .send()
+            .await?;
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "JSON Lines wait their turn too"
+        );
+        assert_eq!(
+            http.get(format!("{base}/v1/status")).send().await?.status(),
+            StatusCode::OK
+        );
+        assert_eq!(outbox.pending(), 0);
+
+        // The turn given back: the same request is taken.
+        drop(held);
+        let r = http
+            .post(format!("{base}/v1/xml"))
+            .body(export)
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(outbox.pending(), 4);
+
+        // A body above the export limit is refused as too large, not read to its end.
+        let r = http
+            .post(format!("{base}/v1/xml"))
+            .body(vec![b' '; Limits::default().max_file_bytes + 1])
+            .send()
+            .await;
+        // The server may answer and close before the client has sent everything.
+        match r {
+            Ok(r) => assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE),
+            Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+        }
+        assert_eq!(outbox.pending(), 4);
+        shutdown.cancel();
+        server.await??;
+        Ok(())
+    }
 }

@@ -13,15 +13,24 @@ use std::time::SystemTime;
 
 use lienthong_core::validation::ValidationContext;
 
+use crate::conversions::Conversions;
 use crate::outbox::{Outbox, OutboxError};
 use crate::revisions::Revision;
-use crate::xml::{Limits, convert};
+use crate::xml::{Conversion, Limits, TreeError, convert};
 use tracing::Instrument as _;
 
-/// Files seen on the previous look: path → (size, modified).
-#[derive(Debug, Default)]
+/// The inbox watcher: the files seen on the previous look, path → (size, modified).
+#[derive(Debug)]
 pub struct Inbox {
     seen: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    conversions: Conversions,
+}
+
+/// What reading and converting one file gave.
+enum Read {
+    TooLarge,
+    Unreadable(std::io::Error),
+    Converted(Result<Conversion, TreeError>),
 }
 
 /// What one file gave.
@@ -83,6 +92,14 @@ fn read_bounded(file: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 impl Inbox {
+    /// A watcher that converts files in turn with the other intakes.
+    pub fn new(conversions: Conversions) -> Self {
+        Self {
+            seen: HashMap::new(),
+            conversions,
+        }
+    }
+
     /// Looks at the folder once and takes every complete file.
     pub async fn poll(&mut self, dir: &Path, outbox: &Outbox) -> Result<Vec<Taken>, OutboxError> {
         let mut now = HashMap::new();
@@ -143,15 +160,33 @@ impl Inbox {
 
     async fn take(&self, file: &Path, outbox: &Outbox) -> Result<Taken, OutboxError> {
         let name = file.display().to_string();
-        let limits = Limits::default();
-        let bytes = match read_bounded(file, limits.max_file_bytes) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
+        let path = file.to_path_buf();
+        let read = self
+            .conversions
+            .queue()
+            .await
+            .run(move || {
+                let limits = Limits::default();
+                match read_bounded(&path, limits.max_file_bytes) {
+                    Ok(None) => Read::TooLarge,
+                    Err(e) => Read::Unreadable(e),
+                    Ok(Some(bytes)) => Read::Converted(convert(
+                        &path.display().to_string(),
+                        &bytes,
+                        &limits,
+                        &ValidationContext::now(),
+                    )),
+                }
+            })
+            .await
+            .unwrap_or_else(Read::Unreadable);
+        let (events, problems, folder, report) = match read {
+            Read::TooLarge => {
                 refuse(
                     file,
                     &format!(
                         "it is larger than {} bytes; split the export into several files",
-                        limits.max_file_bytes
+                        Limits::default().max_file_bytes
                     ),
                 );
                 return Ok(Taken {
@@ -160,7 +195,7 @@ impl Inbox {
                     problems: 1,
                 });
             }
-            Err(e) => {
+            Read::Unreadable(e) => {
                 tracing::warn!(file = %name, error = %e, "cannot read an inbox file");
                 return Ok(Taken {
                     file: file.to_path_buf(),
@@ -168,11 +203,8 @@ impl Inbox {
                     problems: 1,
                 });
             }
-        };
-        let ctx = ValidationContext::now();
-        let (events, problems, folder, report) = match convert(&name, &bytes, &limits, &ctx) {
-            Err(e) => (Vec::new(), 1, "rejected", Some(format!("{name}: {e}\n"))),
-            Ok(c) => {
+            Read::Converted(Err(e)) => (Vec::new(), 1, "rejected", Some(format!("{name}: {e}\n"))),
+            Read::Converted(Ok(c)) => {
                 let report = (!c.problems.is_empty()).then(|| {
                     c.problems
                         .iter()
@@ -257,7 +289,7 @@ mod tests {
         let huge = std::fs::File::create(inbox.join("huge.xml")).expect("huge");
         huge.set_len(Limits::default().max_file_bytes as u64 + 1)
             .expect("sparse");
-        let mut watch = Inbox::default();
+        let mut watch = Inbox::new(Conversions::new(1, std::time::Duration::from_secs(1)));
         for _ in 0..2 {
             watch.poll(&inbox, &outbox).await.expect("poll");
         }

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod conversions;
 pub mod grpc;
 pub mod http;
 pub mod inbox;
@@ -34,6 +35,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let outbox = outbox::Outbox::open(&config.outbox_dir(), config.max_pending)?;
     tracing::info!(pending = outbox.pending(), rejected = outbox.dead(), inbox = %config.inbox.display(), gateway = %config.gateway.url, "facility agent started");
     let state: sender::SharedState = Arc::new(Mutex::new(sender::SenderState::default()));
+    let conversions = config.conversions();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(sender::run(
         outbox.clone(),
@@ -55,6 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             listener,
             outbox.clone(),
             Arc::clone(&state),
+            conversions.clone(),
             shutdown.clone(),
         ));
     }
@@ -67,12 +70,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         )
         .await?;
         tracing::info!(addr = %config.grpc_listen, "gRPC intake listening");
-        tasks.spawn(grpc::serve(listener, outbox.clone(), shutdown.clone()));
+        tasks.spawn(grpc::serve(
+            listener,
+            outbox.clone(),
+            conversions.clone(),
+            shutdown.clone(),
+        ));
     }
     {
         let (config, outbox, shutdown) = (config.clone(), outbox.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let mut inbox = inbox::Inbox::default();
+            let mut inbox = inbox::Inbox::new(conversions);
             loop {
                 inbox.poll(&config.inbox, &outbox).await?;
                 tokio::select! {

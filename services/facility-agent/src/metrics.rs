@@ -30,6 +30,13 @@ pub const INTAKE_PAUSED: Metric = Metric::counter(
     "Times intake paused because the outbox was full",
 );
 
+/// `lienthong_agent_intake_busy_total`: intake requests told to retry, no conversion turn free
+pub const INTAKE_BUSY: Metric = Metric::counter(
+    "lienthong_agent_intake_busy_total",
+    &[],
+    "HTTP and gRPC intake requests told to retry because no conversion turn came free (nothing queued)",
+);
+
 /// `lienthong_agent_events_total`: events settled with the gateway, by outcome
 pub const EVENTS: Metric = Metric::counter(
     "lienthong_agent_events_total",
@@ -98,6 +105,7 @@ pub const ALL: &[Metric] = &[
     FILES,
     INTAKE_EVENTS,
     INTAKE_PAUSED,
+    INTAKE_BUSY,
     UNCHANGED,
     EVENTS,
     SEND_FAILURES,
@@ -121,6 +129,7 @@ pub fn register() {
     }
     zero(&INTAKE_EVENTS, &[]);
     zero(&INTAKE_PAUSED, &[]);
+    zero(&INTAKE_BUSY, &[]);
     zero(&UNCHANGED, &[]);
     zero(&SET_ASIDE, &[]);
 }
