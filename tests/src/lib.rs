@@ -9,6 +9,7 @@ pub mod deidentifier;
 pub mod gateway;
 pub mod privacy;
 pub mod regional;
+pub mod small_disk;
 pub mod tokens;
 pub mod warehouse;
 

@@ -6,64 +6,17 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lienthong_proto::v1 as pb;
 use lienthong_tests::regional::replica_lag;
+use lienthong_tests::small_disk::{SmallDisk, free_bytes};
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{require_kafka, require_registry, unique_topic};
 
 const EVENTS: usize = 10_000;
 const REGION: &str = "79";
-
-/// A tmpfs of a few megabytes, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("lienthong-small-disk")
-            .arg(dir.path())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "this test fills a disk, a tmpfs it mounts, which needs root: mount said {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(Self { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn grow(&self, size: &str) -> anyhow::Result<()> {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.path())
-            .status()?;
-        anyhow::ensure!(status.success(), "remount of the small disk failed");
-        Ok(())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    rustix::fs::statvfs(path)
-        .map(|s| s.f_bavail * s.f_frsize)
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() -> anyhow::Result<()>

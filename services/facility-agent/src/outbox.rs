@@ -31,8 +31,8 @@ const SET_ASIDE: u8 = b'x';
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     /// sled failed (disk full, corruption).
-    #[error("outbox storage: {0}")]
-    Sled(#[from] sled::Error),
+    #[error("{}", storage_failure(.0))]
+    Sled(sled::Error),
     /// The bound is reached: nothing more is taken in until the gateway drains it.
     #[error(
         "the outbox holds {pending} events, its limit; nothing more is taken in until the gateway is reachable again (raise --max-pending if the disk allows)"
@@ -52,6 +52,24 @@ pub enum OutboxError {
         /// I/O error.
         source: std::io::Error,
     },
+}
+
+impl From<sled::Error> for OutboxError {
+    fn from(e: sled::Error) -> Self {
+        Self::Sled(e)
+    }
+}
+
+/// What a storage failure means for the operator: a full disk is theirs to fix, and nothing
+/// is lost while it lasts (the agent stops; files wait in the inbox, queued events in the
+/// outbox, and the next start goes on from there).
+fn storage_failure(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => format!(
+            "the outbox cannot be written: the disk of the data folder is full ({io}); free space there (or move --data-dir) and start the agent again. Nothing taken in is lost: files wait in the inbox and queued events stay in the outbox"
+        ),
+        other => format!("the outbox cannot be read or written: {other}"),
+    }
 }
 
 /// An entry waiting for (or refused by) the gateway.
@@ -410,6 +428,28 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_says_what_to_free_and_that_nothing_is_lost() {
+        let full = OutboxError::from(sled::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::StorageFull,
+        )));
+        let message = full.to_string();
+        assert!(
+            message.contains("disk of the data folder is full")
+                && message.contains("free space there")
+                && message.contains("Nothing taken in is lost"),
+            "{message}"
+        );
+        // Said once: the cause is in the message, not repeated as a source after it.
+        assert!(std::error::Error::source(&full).is_none());
+        let other = OutboxError::from(sled::Error::Unsupported("x".into()));
+        assert!(
+            other
+                .to_string()
+                .starts_with("the outbox cannot be read or written")
+        );
+    }
 
     fn env(n: u8) -> pb::EventEnvelope {
         pb::EventEnvelope {

@@ -512,6 +512,12 @@ mod tests {
         let store = anyhow::Error::from(StoreError::Sled(sled::Error::Io(full)))
             .context("applying a batch");
         assert_eq!(after_failure(&store), AfterFailure::Restart);
+        let said = format!("{store:#}");
+        assert_eq!(
+            said.matches("No space left on device").count(),
+            1,
+            "the cause is named once: {said}"
+        );
         let corrupt = anyhow::Error::from(StoreError::Corrupt("bundle 7".into()));
         assert_eq!(after_failure(&corrupt), AfterFailure::Restart);
         let dlq = anyhow::anyhow!("dead letter not acknowledged: Message timed out");

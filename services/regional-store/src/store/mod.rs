@@ -61,9 +61,10 @@ use sled::IVec;
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (disk full, corruption).
-    #[error("sled store: {0}")]
-    Sled(#[from] sled::Error),
+    /// sled failed (disk full, corruption). The cause is in the message, not a source, so a
+    /// chain of causes names it once.
+    #[error("the region's store cannot be read or written: {0}")]
+    Sled(sled::Error),
     /// A stored value could not be read back.
     #[error(
         "a value in the region's store is corrupt ({0}); rebuild the region's store from its \
@@ -73,6 +74,12 @@ pub enum StoreError {
     /// The in-memory filing of documents is full.
     #[error(transparent)]
     FilingFull(#[from] crate::filing::FilingFull),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        Self::Sled(e)
+    }
 }
 
 impl From<crate::bundles::Truncated> for StoreError {
