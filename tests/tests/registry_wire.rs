@@ -76,8 +76,13 @@ async fn a_registry_refusing_the_reader_is_a_registry_failure_not_the_message_s(
 async fn bad_frames_give_specific_errors_naming_where_they_came_from() -> anyhow::Result<()> {
     let kafka = require_kafka();
     let registry = require_registry().await;
+    // A topic whose subject the registry knows: an unknown schema id is the message's fault.
     let topic = unique_topic("badframes");
     create_topic(&kafka, &topic, 1).await?;
+    SchemaSet::built_in()
+        .with_topic(lienthong_core::DocumentKind::Referral, &topic)
+        .register(&RegistryClient::new(&registry)?)
+        .await?;
     let producer = lienthong_kafka::EventProducer::new(&kafka, std::time::Duration::from_secs(10))?;
     let cases: [&[u8]; 3] = [
         b"\x0a\x03abc",
@@ -122,6 +127,25 @@ async fn bad_frames_give_specific_errors_naming_where_they_came_from() -> anyhow
     for (i, e) in errors.iter().enumerate() {
         assert!(e.to_string().starts_with(&format!("{topic}[0]@{i}")), "{e}");
     }
+
+    // The same frame on a topic whose subject the registry does not know (a registry that
+    // lost its state): a registry failure, retried, never the message's fault.
+    let unknown_subject = unique_topic("badframes.lost");
+    create_topic(&kafka, &unknown_subject, 1).await?;
+    producer.send(&unknown_subject, b"k", cases[2], &[]).await?;
+    let msg = read_at(&unknown_subject, 0, 0).await?;
+    let lost = codec
+        .decode(msg.payload(), &unknown_subject, 0, 0)
+        .await
+        .expect_err("must not decode");
+    assert!(
+        matches!(&lost, DecodeError::Registry { .. })
+            && lost.to_string().contains(&format!(
+                "has no version of subject {unknown_subject}-value"
+            ))
+            && lost.to_string().contains("not dead-lettered"),
+        "{lost:?}"
+    );
 
     // The analyst's tool reports the same and exits non-zero, without panicking.
     let out = Command::new(workspace_bin("lienthong"))

@@ -8,6 +8,7 @@ use schema_registry_converter::async_impl::proto_raw::{ProtoRawDecoder, ProtoRaw
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
+use crate::client::RegistryClient;
 use crate::error::{DecodeError, Error, Result};
 use crate::frame::FrameError;
 use crate::settings::RegistryArgs;
@@ -47,6 +48,8 @@ impl Decoded {
 pub struct WireCodec {
     encoder: ProtoRawEncoder,
     decoder: ProtoRawDecoder,
+    // Asked, when a schema id is unknown, whether the registry still knows the topic at all.
+    client: RegistryClient,
 }
 
 impl WireCodec {
@@ -63,6 +66,7 @@ impl WireCodec {
         Ok(Self {
             encoder: ProtoRawEncoder::new(settings.clone()),
             decoder: ProtoRawDecoder::new(settings),
+            client: RegistryClient::new(args)?,
         })
     }
 
@@ -166,25 +170,53 @@ impl WireCodec {
                 let text = e.error.clone();
                 let cause = e.cause.clone().unwrap_or_default();
                 let failure = Failure::of(&text, &cause, e.retriable);
-                if failure == Failure::Registry {
-                    // The converter keeps failed look-ups; the retry must ask again.
-                    self.decoder.remove_errors_from_cache();
-                }
                 let message = if cause.is_empty() {
                     text
                 } else {
                     format!("{text}: {cause}")
                 };
-                Err(match failure {
+                let error = match failure {
                     Failure::Registry => DecodeError::Registry { origin, message },
-                    Failure::UnknownSchema => DecodeError::UnknownSchema { origin, schema_id },
+                    Failure::UnknownSchema => self.unknown_schema(topic, origin, schema_id).await,
                     Failure::BadIndexes => DecodeError::Truncated {
                         origin,
                         len: bytes.len(),
                     },
                     Failure::Schema => DecodeError::Schema { origin, message },
-                })
+                };
+                if matches!(error, DecodeError::Registry { .. }) {
+                    // The converter keeps failed look-ups; the retry must ask again.
+                    self.decoder.remove_errors_from_cache();
+                }
+                Err(error)
             }
+        }
+    }
+}
+
+impl WireCodec {
+    /// A schema id the registry does not know is the message's fault only while the registry
+    /// still knows the topic's subject. A registry with no version of it has lost its state
+    /// (started empty, or another registry in its place): every stored message would then be
+    /// dead-lettered, so it is a registry failure, retried until the registry is restored.
+    async fn unknown_schema(&self, topic: &str, origin: String, schema_id: u32) -> DecodeError {
+        let subject = format!("{topic}-value");
+        match self.client.versions(&subject).await {
+            Ok(versions) if !versions.is_empty() => {
+                DecodeError::UnknownSchema { origin, schema_id }
+            }
+            Ok(_) => DecodeError::Registry {
+                origin,
+                message: format!(
+                    "schema id {schema_id} is unknown and the registry has no version of subject {subject}: the registry has lost the schemas the stored messages name (started empty, or another registry in its place); restore its database (docs/backup-restore.md). The message is read again meanwhile, not dead-lettered"
+                ),
+            },
+            Err(e) => DecodeError::Registry {
+                origin,
+                message: format!(
+                    "schema id {schema_id} is unknown, and whether the registry still knows {subject} could not be asked: {e}"
+                ),
+            },
         }
     }
 }
