@@ -316,3 +316,32 @@ pub fn run_pytest(file: &str, env: &[(&str, &std::path::Path)], passed: usize) {
     );
     assert!(stdout.contains(&format!("{passed} passed")), "{stdout}");
 }
+
+/// Every Rust source file under crates/ and services/, with its text.
+pub fn rust_sources() -> Vec<(PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                out.push((path, text));
+            }
+        }
+    }
+    let mut all = Vec::new();
+    for dir in ["crates", "services"] {
+        walk(&repo_root().join(dir), &mut all);
+    }
+    assert!(
+        !all.is_empty(),
+        "no Rust sources under {}",
+        repo_root().display()
+    );
+    all
+}

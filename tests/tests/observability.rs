@@ -5,7 +5,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use lienthong_tests::repo_root;
 
@@ -31,21 +30,10 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 /// Every string literal of the Rust sources under crates/ and services/.
 fn exported_metric_literals() -> String {
-    fn walk(dir: &Path, out: &mut String) {
-        for entry in std::fs::read_dir(dir).expect("source dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push_str(&std::fs::read_to_string(&path).expect("source"));
-            }
-        }
-    }
-    let mut all = String::new();
-    for dir in ["crates", "services"] {
-        walk(&repo_root().join(dir), &mut all);
-    }
-    all
+    lienthong_tests::rust_sources()
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect()
 }
 
 fn assert_exported(exprs: &[String], what: &str) {

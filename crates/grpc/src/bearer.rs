@@ -68,7 +68,7 @@ impl TokenFile {
             }),
             |source| ClientError::Read {
                 path: path.to_owned(),
-                source,
+                cause: source,
             },
         )?;
         Ok(Self {

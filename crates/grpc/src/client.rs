@@ -82,22 +82,22 @@ pub enum ClientError {
     #[error(transparent)]
     Secret(#[from] lienthong_runtime::SecretFileError),
     /// A credential file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// File.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The URL or TLS settings are wrong.
-    #[error("{service} {url}: {source}")]
+    #[error("{service} {url}: {cause}")]
     Transport {
         /// Which API.
         service: &'static str,
         /// URL.
         url: String,
         /// tonic error.
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
     /// The URL is not a URL.
     #[error("{service} URL {url:?} is not a valid URL: {message}")]
@@ -257,7 +257,7 @@ fn untrusted(reason: &str) -> String {
 fn read(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|source| ClientError::Read {
         path: path.clone(),
-        source,
+        cause: source,
     })
 }
 
@@ -267,7 +267,7 @@ impl Endpoint<'_> {
         let transport = |source| ClientError::Transport {
             service: self.service,
             url: self.url.to_owned(),
-            source,
+            cause: source,
         };
         let mut endpoint = Channel::from_shared(self.url.to_owned())
             .map_err(|e| ClientError::Url {

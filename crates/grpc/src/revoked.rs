@@ -19,14 +19,14 @@ use crate::watched::WatchedFile;
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
     /// A file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}: {cause}")]
     Read {
         /// Which file.
         what: &'static str,
         /// Path.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not what it must be.
     #[error("certificate revocation list {path}: {reason}")]
@@ -118,7 +118,7 @@ fn ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, CrlError> {
     let bytes = std::fs::read(path).map_err(|source| CrlError::Read {
         what: "client CA",
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let certs: Vec<Vec<u8>> = Pem::iter_from_buffer(&bytes)
         .filter_map(Result::ok)
@@ -164,7 +164,7 @@ impl RevokedCertificates {
                 |source| CrlError::Read {
                     what: "certificate revocation list",
                     path: crl.to_owned(),
-                    source,
+                    cause: source,
                 },
             )?,
         })

@@ -106,14 +106,14 @@ pub enum ServingError {
     #[error("invalid serving settings: {0}")]
     Config(String),
     /// A TLS file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}: {cause}")]
     Read {
         /// What the file is.
         what: &'static str,
         /// Path.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The token key.
     #[error(transparent)]
@@ -126,7 +126,14 @@ pub enum ServingError {
     Secret(#[from] lienthong_runtime::SecretFileError),
     /// tonic refused the TLS settings.
     #[error("TLS settings: {0}")]
-    Tls(#[from] tonic::transport::Error),
+    Tls(tonic::transport::Error),
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<tonic::transport::Error> for ServingError {
+    fn from(e: tonic::transport::Error) -> Self {
+        Self::Tls(e)
+    }
 }
 
 impl ServingArgs {

@@ -117,7 +117,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServingError> {
     std::fs::read(path).map_err(|source| ServingError::Read {
         what,
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 

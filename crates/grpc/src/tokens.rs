@@ -102,12 +102,12 @@ pub enum TokenError {
     #[error("cannot issue this token: {0}")]
     Request(String),
     /// A key file could not be read or written.
-    #[error("cannot use key file {path}: {source}")]
+    #[error("cannot use key file {path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A key or key set is not what it should be.
     #[error("{path}: {reason}")]
@@ -119,7 +119,14 @@ pub enum TokenError {
     },
     /// Signing failed.
     #[error("cannot sign the token: {0}")]
-    Sign(#[from] jsonwebtoken::errors::Error),
+    Sign(jsonwebtoken::errors::Error),
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        Self::Sign(e)
+    }
 }
 
 fn now_secs() -> u64 {
@@ -172,7 +179,7 @@ impl TokenSigner {
         lienthong_runtime::check_private(path, "token signing key")?;
         let pem = std::fs::read(path).map_err(|source| TokenError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         Self::from_pem(&pem, key_id).map_err(|e| TokenError::Key {
             path: path.to_owned(),
@@ -332,7 +339,7 @@ impl KeySet {
             file: WatchedFile::open(path, "token key set", Box::new(key_set_of), |source| {
                 TokenError::Io {
                     path: path.to_owned(),
-                    source,
+                    cause: source,
                 }
             })?,
         })

@@ -19,12 +19,12 @@ pub enum KeyError {
     #[error("both LIENTHONG_PSEUDONYM_KEY and a pseudonym key file are set; keep one")]
     Ambiguous,
     /// File unreadable.
-    #[error("cannot read pseudonym key file {path}: {source}")]
+    #[error("cannot read pseudonym key file {path}: {cause}")]
     Read {
         /// File.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The key file is readable by every user.
     #[error(transparent)]
@@ -47,7 +47,7 @@ impl PseudonymKeyArgs {
                 crate::secrets::check_private(path, "pseudonym key")?;
                 std::fs::read_to_string(path).map_err(|source| KeyError::Read {
                     path: path.clone(),
-                    source,
+                    cause: source,
                 })?
             }
             (None, None) => String::new(),

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
     /// The file could not be read.
-    #[error("cannot read {what} file {path}: {source}")]
+    #[error("cannot read {what} file {path}: {cause}")]
     Read {
         /// What the file holds (e.g. "SASL password").
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Every user on the machine may read the file.
     #[error(
@@ -35,7 +35,7 @@ pub fn check_private(path: &Path, what: &'static str) -> Result<(), SecretFileEr
     let meta = std::fs::metadata(path).map_err(|source| SecretFileError::Read {
         what,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     #[cfg(unix)]
     {
@@ -62,7 +62,7 @@ pub fn read_secret(path: &Path, what: &'static str) -> Result<String, SecretFile
         .map_err(|source| SecretFileError::Read {
             what,
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })
 }
 

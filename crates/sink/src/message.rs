@@ -38,7 +38,14 @@ pub enum Transient {
     Registry(DecodeError),
     /// The dead letter could not be produced.
     #[error("the dead letter could not be sent: {0}")]
-    DeadLetter(#[from] lienthong_kafka::Error),
+    DeadLetter(lienthong_kafka::Error),
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<lienthong_kafka::Error> for Transient {
+    fn from(e: lienthong_kafka::Error) -> Self {
+        Self::DeadLetter(e)
+    }
 }
 
 /// Where a message was read from, `topic[partition]@offset`; formatted only when an error

@@ -28,13 +28,13 @@ use tracing_subscriber::{EnvFilter, filter, fmt, prelude::*};
 pub enum Error {
     /// The log filter could not be parsed.
     #[error(
-        "invalid log filter {filter:?}: {source}; use RUST_LOG syntax such as `info,lienthong=debug`"
+        "invalid log filter {filter:?}: {cause}; use RUST_LOG syntax such as `info,lienthong=debug`"
     )]
     Filter {
         /// The filter as given.
         filter: String,
         /// Parser error.
-        source: tracing_subscriber::filter::ParseError,
+        cause: tracing_subscriber::filter::ParseError,
     },
     /// Trace export could not be set up.
     #[error(transparent)]
@@ -111,7 +111,7 @@ impl Drop for Telemetry {
 pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<Telemetry, Error> {
     let filter = EnvFilter::try_new(&args.log_filter).map_err(|source| Error::Filter {
         filter: args.log_filter.clone(),
-        source,
+        cause: source,
     })?;
     let trace_args = args.trace.clone();
     // Built off any async worker: the exporter's blocking HTTP client runs a runtime of its own.

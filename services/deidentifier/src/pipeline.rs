@@ -50,7 +50,7 @@ pub enum DeidentifierError {
     Kafka(#[from] lienthong_kafka::Error),
     /// Kafka client.
     #[error("kafka: {0}")]
-    Client(#[from] KafkaError),
+    Client(KafkaError),
     /// Registry settings.
     #[error(transparent)]
     Registry(#[from] lienthong_registry::Error),
@@ -60,6 +60,13 @@ pub enum DeidentifierError {
         "the transactional producer failed for good: {0}; restart the instance (nothing is lost: the open batch is read again)"
     )]
     Fatal(String),
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<KafkaError> for DeidentifierError {
+    fn from(e: KafkaError) -> Self {
+        Self::Client(e)
+    }
 }
 
 /// Lag statistics of the consumer.

@@ -130,12 +130,12 @@ struct PolicyFile {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file could not be read.
-    #[error("cannot read the de-identification policy {path}: {source}")]
+    #[error("cannot read the de-identification policy {path}: {cause}")]
     Read {
         /// File.
         path: String,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not valid TOML of the policy's shape.
     #[error("de-identification policy {origin}: {message}")]
@@ -177,7 +177,7 @@ impl Policy {
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// The address cannot be bound.
-    #[error("cannot listen on {addr} for the {intake} intake: {source}; pick another {flag}")]
+    #[error("cannot listen on {addr} for the {intake} intake: {cause}; pick another {flag}")]
     Bind {
         /// Which intake.
         intake: &'static str,
@@ -18,7 +18,7 @@ pub enum ListenError {
         /// The address asked for.
         addr: String,
         /// Why not.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The address is reachable from other hosts.
     #[error(
@@ -48,7 +48,7 @@ pub async fn bind_intake(
         intake,
         flag,
         addr: addr.to_owned(),
-        source,
+        cause: source,
     };
     let listener = TcpListener::bind(addr).await.map_err(bind)?;
     // The bound address, not the text: a host name resolves to whatever it resolves to.

@@ -45,12 +45,12 @@ pub enum OutboxError {
     #[error("outbox entry {0} is corrupt")]
     Corrupt(u64),
     /// The folder could not be prepared.
-    #[error("outbox folder {path}: {source}")]
+    #[error("outbox folder {path}: {cause}")]
     Folder {
         /// Folder.
         path: std::path::PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -182,7 +182,7 @@ impl Outbox {
     pub fn open(dir: &std::path::Path, max_pending: u64) -> Result<Self, OutboxError> {
         let folder = |source| OutboxError::Folder {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         };
         std::fs::create_dir_all(dir).map_err(folder)?;
         #[cfg(unix)]

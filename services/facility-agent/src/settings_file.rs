@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsFileError {
     /// The file could not be read.
-    #[error("cannot read the settings file {path}: {source}")]
+    #[error("cannot read the settings file {path}: {cause}")]
     Read {
         /// File.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line is wrong.
     #[error("{path} line {line}: {problem}")]
@@ -91,7 +91,7 @@ pub fn load(
 ) -> Result<Vec<(String, String)>, SettingsFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsFileError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     parse(&text, known).map_err(|(line, problem)| SettingsFileError::Line {
         path: path.to_path_buf(),

@@ -33,7 +33,14 @@ pub enum GatewayError {
     Registry(#[from] lienthong_registry::Error),
     /// gRPC transport.
     #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Transport(tonic::transport::Error),
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<tonic::transport::Error> for GatewayError {
+    fn from(e: tonic::transport::Error) -> Self {
+        Self::Transport(e)
+    }
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains.

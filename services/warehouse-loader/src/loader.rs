@@ -31,7 +31,7 @@ pub enum LoaderError {
     Kafka(#[from] lienthong_kafka::Error),
     /// Kafka client.
     #[error("kafka consumer: {0}")]
-    Consumer(#[from] rdkafka::error::KafkaError),
+    Consumer(rdkafka::error::KafkaError),
     /// Registry settings.
     #[error(transparent)]
     Registry(#[from] lienthong_registry::Error),
@@ -40,14 +40,21 @@ pub enum LoaderError {
     Connect(#[from] crate::postgres::PgConnectError),
     /// PostgreSQL could not be migrated at start-up.
     #[error(
-        "PostgreSQL at {dsn}: {source}; check that the role owns the database (--pg-dsn / LIENTHONG_PG_DSN)"
+        "PostgreSQL at {dsn}: {cause}; check that the role owns the database (--pg-dsn / LIENTHONG_PG_DSN)"
     )]
     Postgres {
         /// DSN without password.
         dsn: String,
         /// Client error.
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
+}
+
+// The cause is in the message, not a source: a chain of causes names it once.
+impl From<rdkafka::error::KafkaError> for LoaderError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Self::Consumer(e)
+    }
 }
 
 /// Runs until `shutdown`; finishes the open batch before returning.
@@ -64,7 +71,7 @@ pub async fn run(
     RegistryClient::new(&registry)?.probe().await?;
     let unreachable = |source| LoaderError::Postgres {
         dsn: config.pg.redacted(),
-        source,
+        cause: source,
     };
     let mut clients = Vec::new();
     for _ in 0..config.writers.max(1) {

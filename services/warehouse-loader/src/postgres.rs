@@ -66,12 +66,12 @@ pub enum PgConnectError {
     #[error(transparent)]
     Secret(#[from] lienthong_runtime::SecretFileError),
     /// The TLS client could not be built from the CA file.
-    #[error("PostgreSQL TLS with CA {ca}: {source}; check --pg-tls-ca")]
+    #[error("PostgreSQL TLS with CA {ca}: {cause}; check --pg-tls-ca")]
     Tls {
         /// The CA file (or "system roots").
         ca: String,
         /// OpenSSL's reason.
-        source: openssl::error::ErrorStack,
+        cause: openssl::error::ErrorStack,
     },
     /// The server refused or could not be reached.
     #[error(
@@ -142,7 +142,7 @@ impl PgSettings {
             .map_or_else(|| "system roots".to_owned(), |p| p.display().to_string());
         let tls_error = |source| PgConnectError::Tls {
             ca: ca.clone(),
-            source,
+            cause: source,
         };
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_error)?;
         if let Some(path) = &self.tls_ca {

@@ -111,13 +111,26 @@ impl From<Unusable> for StoreError {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Unusable {
     #[error("cannot read it: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("it is corrupt ({0})")]
     Corrupt(&'static str),
     #[error("it is stale: serial {file} in the file, {store} in the store")]
     Stale { file: u64, store: u64 },
     #[error("the store cannot be read: {0}")]
-    Store(#[from] sled::Error),
+    Store(sled::Error),
+}
+
+// The causes are in the messages, not sources: a chain of causes names each once.
+impl From<std::io::Error> for Unusable {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<sled::Error> for Unusable {
+    fn from(e: sled::Error) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// The serial sled records for the latest checkpoint (0: none yet).
