@@ -31,6 +31,7 @@ struct Intake {
     outbox: Outbox,
     state: SharedState,
     conversions: Conversions,
+    body_wait: std::time::Duration,
 }
 
 fn answer(code: StatusCode, body: serde_json::Value) -> Response {
@@ -62,18 +63,28 @@ fn busy(e: &Busy) -> Response {
 }
 
 /// Waits for a conversion turn, then reads the body: a request waiting for its turn holds
-/// only its connection, not its body.
+/// only its connection, not its body. The body must then arrive within [`BODY_WAIT`]: a slow
+/// upload would hold a turn the inbox and the other requests wait for.
 async fn admitted(intake: &Intake, body: Body) -> Result<(Turn, Bytes), Response> {
     let turn = intake.conversions.admit().await.map_err(|e| busy(&e))?;
     let limit = Limits::default().max_file_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        answer(
+    let wait = intake.body_wait;
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok((turn, bytes)),
+        Ok(Err(_)) => Err(answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"error": format!("the body is larger than {limit} bytes (or was cut off); split the export into several requests")}),
-        )
-    })?;
-    Ok((turn, bytes))
+        )),
+        Err(_) => Err(answer(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": format!("the body did not arrive within {wait:?} of the conversion turn it was given; nothing was queued: send the whole export at once")}),
+        )),
+    }
 }
+
+/// How long a request given a conversion turn may take to send its body (on loopback, the
+/// largest export takes well under a second).
+const BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn internal(e: &std::io::Error) -> Response {
     answer(
@@ -223,19 +234,24 @@ pub async fn serve(
     conversions: Conversions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/v1/xml", post(xml))
-        .route("/v1/events", post(events))
-        .route("/v1/status", get(status))
-        .with_state(Arc::new(Intake {
-            outbox,
-            state,
-            conversions,
-        }));
-    axum::serve(listener, app)
+    let intake = Intake {
+        outbox,
+        state,
+        conversions,
+        body_wait: BODY_WAIT,
+    };
+    axum::serve(listener, routes(intake))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+fn routes(intake: Intake) -> Router {
+    Router::new()
+        .route("/v1/xml", post(xml))
+        .route("/v1/events", post(events))
+        .route("/v1/status", get(status))
+        .with_state(Arc::new(intake))
 }
 
 #[cfg(test)]
@@ -324,6 +340,39 @@ mod tests {
         assert_eq!(outbox.pending(), 4);
         shutdown.cancel();
         server.await??;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_does_not_arrive_gives_its_turn_back() -> anyhow::Result<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let dir = tempfile::tempdir()?;
+        let conversions = Conversions::new(1, Duration::from_secs(5));
+        let intake = Intake {
+            outbox: Outbox::open(&dir.path().join("outbox"), 1000)?,
+            state: SharedState::default(),
+            conversions: conversions.clone(),
+            body_wait: Duration::from_millis(300),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move { axum::serve(listener, routes(intake)).await });
+
+        // Promises a thousand bytes, sends ten, and stays connected.
+        let mut slow = tokio::net::TcpStream::connect(addr).await?;
+        slow.write_all(
+            b"POST /v1/xml HTTP/1.1\r\nhost: agent\r\ncontent-length: 1000\r\n\r\n<GIAMDINH>",
+        )
+        .await?;
+        let mut answer = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer)).await??;
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("send the whole export at once"),
+            "{answer}"
+        );
+        assert!(conversions.admit().await.is_ok(), "the turn is given back");
+        server.abort();
         Ok(())
     }
 }
