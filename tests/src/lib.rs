@@ -345,3 +345,14 @@ pub fn rust_sources() -> Vec<(PathBuf, String)> {
     );
     all
 }
+
+/// How many `.xml` files `dir` holds (0 when it does not exist): an agent's inbox or its done/.
+pub fn xml_files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "xml"))
+                .count()
+        })
+        .unwrap_or(0)
+}

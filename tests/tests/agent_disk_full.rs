@@ -17,7 +17,7 @@ use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_facility_agent::xml::{Limits, convert};
 use lienthong_tests::gateway::{read_all, record_count, start_gateway};
 use lienthong_tests::small_disk::{SmallDisk, free_bytes};
-use lienthong_tests::workspace_bin;
+use lienthong_tests::{workspace_bin, xml_files_in};
 
 const FILES: usize = 8;
 const EPISODES_PER_FILE: usize = 500; // four events each: 16,000 in all
@@ -30,16 +30,6 @@ fn spawn_agent(args: &[String], log: &Path) -> anyhow::Result<Child> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
         .spawn()?)
-}
-
-fn xml_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "xml"))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn delivered(gw: &lienthong_tests::gateway::TestGateway) -> i64 {
@@ -121,7 +111,7 @@ async fn a_full_disk_stops_the_agent_and_a_restart_with_space_delivers_everythin
             && said.contains("Nothing taken in is lost"),
         "the operator is told what happened and what to do: {said}"
     );
-    let waiting = xml_files(&inbox);
+    let waiting = xml_files_in(&inbox);
     assert!(
         waiting > 0,
         "the disk filled before every export was taken in"
@@ -134,7 +124,7 @@ async fn a_full_disk_stops_the_agent_and_a_restart_with_space_delivers_everythin
     gw.resume().await?;
     let mut agent = spawn_agent(&args, &log)?;
     let deadline = Instant::now() + Duration::from_secs(240);
-    while xml_files(&inbox) > 0 || delivered(&gw) < expected.len() as i64 {
+    while xml_files_in(&inbox) > 0 || delivered(&gw) < expected.len() as i64 {
         assert!(
             agent.try_wait()?.is_none(),
             "the agent stopped again: {}",
@@ -143,7 +133,7 @@ async fn a_full_disk_stops_the_agent_and_a_restart_with_space_delivers_everythin
         assert!(
             Instant::now() < deadline,
             "not delivered within 240 s: {} exports waiting, {} of {} events in Kafka",
-            xml_files(&inbox),
+            xml_files_in(&inbox),
             delivered(&gw),
             expected.len()
         );
@@ -163,6 +153,6 @@ async fn a_full_disk_stops_the_agent_and_a_restart_with_space_delivers_everythin
         "every event of every export arrived"
     );
     assert!(seen.values().all(|n| *n == 1), "and exactly once");
-    assert_eq!(xml_files(&inbox.join("done")), FILES);
+    assert_eq!(xml_files_in(&inbox.join("done")), FILES);
     Ok(())
 }

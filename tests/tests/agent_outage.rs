@@ -15,7 +15,7 @@ use lienthong_core::validation::ValidationContext;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_facility_agent::xml::{Limits, convert};
 use lienthong_tests::gateway::{read_all, record_count, start_gateway};
-use lienthong_tests::workspace_bin;
+use lienthong_tests::{workspace_bin, xml_files_in};
 
 const FILES: usize = 10;
 const EPISODES_PER_FILE: usize = 250; // four events each: 10,000 in all
@@ -52,16 +52,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn files_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "xml"))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
@@ -136,13 +126,13 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
         std::fs::rename(&tmp, path)?;
         if i == 3 || i == 7 {
             wait_until("intake of the first files", Duration::from_secs(60), || {
-                files_in(&done) >= i
+                xml_files_in(&done) >= i
             })?;
             agent.kill_and_restart()?;
         }
     }
     wait_until("intake of every file", Duration::from_secs(120), || {
-        files_in(&done) == FILES
+        xml_files_in(&done) == FILES
     })?;
     wait_until("the status report", Duration::from_secs(30), || {
         status(&data).contains("pending events:       10000")
@@ -197,7 +187,7 @@ async fn ten_thousand_events_survive_an_outage_and_two_kills_exactly_once_in_ord
     // A re-exported file: every document unchanged, nothing sent, nothing new in Kafka.
     std::fs::write(inbox.join("01001_00_again.xml"), &exports[0].1)?;
     wait_until("the re-export is taken", Duration::from_secs(30), || {
-        files_in(&done) == FILES + 1
+        xml_files_in(&done) == FILES + 1
     })?;
     wait_until("the re-export is settled", Duration::from_secs(30), || {
         status(&data).contains("pending events:       0 ")
