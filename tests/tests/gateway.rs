@@ -567,6 +567,19 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("OUTCOME_ACCEPTED"), "{stdout}");
+
+    // Without TLS, grpc-go shows the gateway's reason as the call's error.
+    let plain = tokio::process::Command::new(&grpcurl)
+        .args(["-plaintext", &addr, "list"])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("code = Unauthenticated")
+            && stderr.contains(lienthong_grpc::plaintext::TLS_REQUIRED),
+        "{stderr}"
+    );
     gw.stop().await
 }
 

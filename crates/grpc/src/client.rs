@@ -121,6 +121,8 @@ pub enum Why {
     Untrusted(String),
     /// An `https://` URL whose server answered in plain text.
     NotTls,
+    /// An `http://` URL whose server speaks TLS only, and said so.
+    TlsRequired,
     /// Something answered that is no gRPC API of this kind: an `http://` URL to a server that
     /// speaks TLS, or another service's port.
     NotGrpc,
@@ -157,7 +159,9 @@ impl Unreached {
             text.push_str(&c.to_string());
             cause = c.source();
         }
-        let why = if let Some(reason) = text
+        let why = if text.contains(crate::plaintext::TLS_REQUIRED) {
+            Why::TlsRequired
+        } else if let Some(reason) = text
             .split("invalid peer certificate: ")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| !c.is_alphanumeric()).next())
@@ -199,6 +203,10 @@ impl Unreached {
                 "the server at {url} does not speak TLS; the {service} URL should be the \
                  https:// address of its TLS listener (plain http:// only for a development \
                  {service} run with --insecure-dev)"
+            ),
+            Why::TlsRequired => format!(
+                "the {service} at {url} speaks TLS only: its URL must start with https:// \
+                 (and --ca name the CA that signed its certificate, if not a public one)"
             ),
             Why::NotGrpc => format!(
                 "the server at {url} is not a {service} API over this scheme: if it serves \
@@ -409,6 +417,19 @@ mod tests {
                 "received corrupt message of type InvalidContentType"
             )),
             Some(Why::NotTls)
+        );
+        // The answer of a TLS port to plain text, as a call's status or in a GOAWAY.
+        let told = crate::plaintext::TLS_REQUIRED;
+        assert_eq!(
+            why(tonic::Status::unauthenticated(told)),
+            Some(Why::TlsRequired)
+        );
+        assert_eq!(
+            why(tonic::Status::unavailable(format!(
+                "connection error received: security properties do not meet minimum \
+                 requirements (b\"{told}\")"
+            ))),
+            Some(Why::TlsRequired)
         );
         assert_eq!(
             why(tonic::Status::unavailable("HTTP/2 was not negotiated.")),

@@ -7,6 +7,7 @@ pub mod client;
 pub mod connections;
 pub mod identity;
 pub mod metrics;
+pub mod plaintext;
 pub mod rate;
 pub mod revoked;
 pub mod serving;

@@ -20,7 +20,7 @@ pub const REVOKED_CERTIFICATES: Metric = Metric::counter(
 pub const TLS_HANDSHAKE_FAILURES: Metric = Metric::counter(
     "lienthong_grpc_tls_handshake_failures_total",
     &["reason"],
-    "Connections closed before their TLS handshake completed: refused (an untrusted or revoked client certificate, not TLS) or timeout",
+    "Connections closed before their TLS handshake completed: refused (an untrusted or revoked client certificate, not TLS), plaintext (a caller speaking HTTP without TLS, told so) or timeout",
 );
 
 /// Every metric this crate exports.

@@ -25,6 +25,7 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tonic::transport::server::Connected;
 
 use crate::connections::{BoundedIncoming, CountedConnection};
+use crate::plaintext::{self, Opening};
 use crate::serving::ServingError;
 
 /// How often the files are looked at for a change.
@@ -339,9 +340,20 @@ pub fn caller_connections(
             .map(move |connection| {
                 let acceptor = tls.acceptor();
                 async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(connection)).await
-                    {
-                        Ok(Ok(stream)) => Some(CallerConnection::Tls(Box::new(stream))),
+                    let handshake = async {
+                        match plaintext::opening(&connection).await? {
+                            Opening::Tls => acceptor.accept(connection).await.map(Some),
+                            Opening::Closed => Ok(None),
+                            spoken => {
+                                handshake_failed("plaintext");
+                                plaintext::tell(connection, spoken).await;
+                                Ok(None)
+                            }
+                        }
+                    };
+                    match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Ok(Some(stream))) => Some(CallerConnection::Tls(Box::new(stream))),
+                        Ok(Ok(None)) => None,
                         Ok(Err(e)) => {
                             handshake_failed("refused");
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -558,5 +570,85 @@ mod tests {
             .await
             .expect("closed within the timeout");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    /// Everything the server sends after `opening`, until it closes.
+    async fn answer_to(addr: SocketAddr, opening: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut plain = TcpStream::connect(addr).await.expect("connect");
+        plain.write_all(opening).await.expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        // A reset after the answer ends it as a close does.
+        while let Ok(Ok(n @ 1..)) =
+            tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await
+        {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answer
+    }
+
+    /// The HTTP/2 frames in `bytes`: type, flags, stream and payload of each.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while bytes.len() >= 9 {
+            let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+            let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+            out.push((bytes[3], bytes[4], stream, bytes[9..9 + len].to_vec()));
+            bytes = &bytes[9 + len..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_caller_is_told_to_use_tls_and_tls_callers_are_served() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pki, files, first) = setup(dir.path(), false);
+        let (addr, _accepted) = serve(
+            ReloadingTls::new(files).expect("tls"),
+            Duration::from_secs(5),
+        )
+        .await;
+        let tls_required = plaintext::TLS_REQUIRED.as_bytes();
+
+        // A gRPC client without TLS: the preface and its SETTINGS, as grpcurl -plaintext sends.
+        // Then a call's HEADERS on stream 1 (its header block is never decoded).
+        let mut h2c = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        h2c.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        h2c.extend_from_slice(&[0, 0, 1, 1, 4, 0, 0, 0, 1, 0x83]);
+        let answer = answer_to(addr, &h2c).await;
+        let sent = frames(&answer);
+        let kinds: Vec<_> = sent.iter().map(|(kind, _, _, _)| *kind).collect();
+        // SETTINGS, SETTINGS ACK, HEADERS that end stream 1, GOAWAY.
+        assert_eq!(kinds, [4, 4, 1, 7], "{sent:?}");
+        assert_eq!((sent[2].1, sent[2].2), (5, 1));
+        let trailers = &sent[2].3;
+        assert!(
+            trailers.windows(2).any(|w| w == b"16"),
+            "grpc-status 16: {trailers:?}"
+        );
+        assert!(trailers.ends_with(tls_required), "{trailers:?}");
+        assert!(sent[3].3.ends_with(tls_required), "{sent:?}");
+
+        // A client that never calls is told by the GOAWAY alone.
+        let answer = answer_to(addr, &h2c[..33]).await;
+        let kinds: Vec<_> = frames(&answer).iter().map(|f| f.0).collect();
+        assert_eq!(kinds, [4, 4, 7]);
+
+        let answer = answer_to(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let text = String::from_utf8(answer).expect("text");
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(text.contains(plaintext::TLS_REQUIRED), "{text}");
+
+        // Bytes that are neither TLS nor HTTP go to the handshake, which refuses them.
+        let answer = answer_to(addr, b"\x00\x00garbage").await;
+        assert!(
+            !answer.starts_with(b"HTTP/") && answer.len() < 16,
+            "{answer:?}"
+        );
+        assert_eq!(
+            connect(addr, &pki.ca_pem, None).await.expect("tls"),
+            first.der
+        );
     }
 }

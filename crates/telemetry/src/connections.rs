@@ -315,6 +315,12 @@ pub struct CountedConnection {
 }
 
 impl CountedConnection {
+    /// Waits for the caller's first bytes and copies up to `buf.len()` of them without taking
+    /// them from the connection; 0 when the caller closed it.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.peek(buf).await
+    }
+
     fn over(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         let ends = self.ends.as_mut()?;
         ends.as_mut().poll(cx).is_ready().then(|| {
