@@ -14,11 +14,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// Gateway address and the facility's credentials.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConnection {
-    /// Gateway URL (https:// in production).
+    /// Gateway URL: the https:// address of its TLS listener (http:// only for a gateway run
+    /// with --insecure-dev).
     #[arg(
         long = "gateway",
         env = "LIENTHONG_GATEWAY_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://localhost:50051"
     )]
     pub url: String,
     /// CA certificate (PEM) that signed the gateway's certificate, if not a public one.
