@@ -640,6 +640,31 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
         assert!(text.contains(plaintext::TLS_REQUIRED), "{text}");
 
+        // A frame claiming 16 MiB, or a flood of small ones, is not read beyond 64 KiB: the
+        // caller is told by GOAWAY at once.
+        let started = Instant::now();
+        let mut huge = h2c[..33].to_vec();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0]);
+        let kinds: Vec<_> = frames(&answer_to(addr, &huge).await)
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(kinds, [4, 4, 7]);
+        let mut flood = h2c[..24].to_vec();
+        for _ in 0..10_000 {
+            flood.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        }
+        let answer = answer_to(addr, &flood).await;
+        let sent = frames(&answer);
+        assert_eq!(sent.last().map(|f| f.0), Some(7), "ends with GOAWAY");
+        assert!(sent.len() < 64 * 1024 / 9 + 3, "{} frames", sent.len());
+        // Both at once, not after the wait for a first call (a second each).
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+
         // Bytes that are neither TLS nor HTTP go to the handshake, which refuses them.
         let answer = answer_to(addr, b"\x00\x00garbage").await;
         assert!(
