@@ -2,7 +2,8 @@
 //! partition assigned from the beginning, no consumer group and no committed offsets, so every
 //! instance sees every record. The follower first reads up to the end the topic had when it
 //! started — a service serves only once it knows every revocation made before it — then keeps
-//! reading new records as they arrive, until shutdown.
+//! reading new records as they arrive, until shutdown, taking in partitions added to the topic
+//! meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -27,19 +28,7 @@ fn consumer_of(kafka: &KafkaArgs, topic: &str) -> Result<(BaseConsumer, Vec<(i32
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
     let consumer: BaseConsumer = config.create().map_err(Error::Client)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), kafka.timeout())
-        .map_err(|source| Error::Unreachable {
-            bootstrap: kafka.bootstrap.clone(),
-            timeout: kafka.timeout(),
-            source,
-        })?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(&consumer, kafka, topic, kafka.timeout())?;
     if partitions.is_empty() {
         return Err(Error::Topic {
             topic: topic.to_owned(),
@@ -64,6 +53,68 @@ fn consumer_of(kafka: &KafkaArgs, topic: &str) -> Result<(BaseConsumer, Vec<(i32
     Ok((consumer, ends))
 }
 
+/// The partitions of `topic` the brokers list (none when it does not exist or is not readable).
+fn partitions_of(
+    consumer: &BaseConsumer,
+    kafka: &KafkaArgs,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| Error::Unreachable {
+            bootstrap: kafka.bootstrap.clone(),
+            timeout,
+            source,
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// How often a follower looks for partitions added to its topic: a revocation written to a new
+/// partition takes effect within this.
+const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long that look may hold up the reading of records when the brokers do not answer.
+const NEW_PARTITIONS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Assigns, from their beginning, the partitions of `topic` that are not in `known` yet
+/// (added since the follower started), and adds them to it. A look that fails is retried at
+/// the next interval.
+fn assign_added(consumer: &BaseConsumer, kafka: &KafkaArgs, topic: &str, known: &mut Vec<i32>) {
+    let Ok(listed) = partitions_of(consumer, kafka, topic, NEW_PARTITIONS_TIMEOUT) else {
+        return;
+    };
+    let added: Vec<i32> = listed.into_iter().filter(|p| !known.contains(p)).collect();
+    if added.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &added {
+        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Beginning) {
+            tracing::warn!(topic, error = %e, "following the topic: new partitions not assigned");
+            return;
+        }
+    }
+    match consumer.incremental_assign(&tpl) {
+        Ok(()) => {
+            tracing::info!(
+                topic,
+                ?added,
+                "following the topic: new partitions assigned"
+            );
+            known.extend(added);
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "following the topic: new partitions not assigned; retrying");
+        }
+    }
+}
+
 /// Follows `topic` on a blocking thread, calling `apply` with each record's payload. Returns
 /// once the records that existed at the start have been applied (or `catch_up` has passed);
 /// the thread goes on until `shutdown`.
@@ -84,11 +135,18 @@ pub async fn follow(
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let name = topic.to_owned();
+    let kafka = kafka.clone();
     let handle = tokio::task::spawn_blocking(move || {
+        let mut known: Vec<i32> = ends.iter().map(|(p, _)| *p).collect();
+        let mut looked = Instant::now();
         let mut behind: Vec<(i32, i64)> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
         let mut ready = Some(ready_tx);
         caught_up_when_none_behind(&behind, &mut ready);
         while !shutdown.is_cancelled() {
+            if looked.elapsed() >= NEW_PARTITIONS_EVERY {
+                looked = Instant::now();
+                assign_added(&consumer, &kafka, &name, &mut known);
+            }
             match consumer.poll(POLL) {
                 // A transactional topic ends with a commit marker, which is never delivered:
                 // idle, the consumer's position tells whether the end is reached.

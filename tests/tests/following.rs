@@ -1,0 +1,98 @@
+//! A control topic (token revocations, age band widenings) followed whole, on the real broker:
+//! a partition added while the follower runs is read too, so a revocation that lands on it
+//! takes effect within seconds without a restart.
+
+// Test code: failing loudly on a broken fixture is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use lienthong_kafka::follow::Follower;
+use lienthong_tests::{create_topic, require_kafka, unique_topic};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Writes `payload` to partition `partition` of `topic`, retrying while the producer does not
+/// know the partition yet (it was just added).
+async fn write_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key("k")
+            .payload(payload);
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => return Ok(()),
+            Err((e, _)) if Instant::now() < deadline => {
+                println!("partition {partition} not writable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err((e, _)) => anyhow::bail!("cannot write to partition {partition}: {e}"),
+        }
+    }
+}
+
+/// The next payload the follower applied, within `within`.
+async fn next(applied: &mut mpsc::Receiver<String>, within: Duration) -> String {
+    tokio::time::timeout(within, applied.recv())
+        .await
+        .unwrap_or_else(|_| panic!("nothing applied within {within:?}"))
+        .expect("follower alive")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_added_while_following_is_read_within_seconds() -> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let topic = unique_topic("follow");
+    create_topic(&kafka, &topic, 1).await?;
+    // Metadata refreshed every second: the producer learns of the added partition soon.
+    let producer: FutureProducer = kafka
+        .client_config()?
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()?;
+    write_to(&producer, &topic, 0, "before the start").await?;
+
+    let (tx, mut applied) = mpsc::channel(16);
+    let shutdown = CancellationToken::new();
+    let apply = move |payload: &[u8]| {
+        let _ = tx.try_send(String::from_utf8_lossy(payload).into_owned());
+    };
+    let follower = Follower::start(&kafka, Some(&topic), apply, &shutdown)
+        .await?
+        .expect("a topic is given");
+    assert_eq!(
+        next(&mut applied, Duration::from_secs(10)).await,
+        "before the start"
+    );
+
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    for r in admin
+        .create_partitions(&[NewPartitions::new(&topic, 2)], &opts)
+        .await?
+    {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
+    }
+    write_to(&producer, &topic, 1, "on the added partition").await?;
+    let written = Instant::now();
+    // Looked for every 5 s; the record is read from the partition's beginning.
+    assert_eq!(
+        next(&mut applied, Duration::from_secs(20)).await,
+        "on the added partition"
+    );
+    println!("read {:?} after it was written", written.elapsed());
+
+    // The first partition is still followed.
+    write_to(&producer, &topic, 0, "after").await?;
+    assert_eq!(next(&mut applied, Duration::from_secs(10)).await, "after");
+    follower.stop().await;
+    lienthong_tests::delete_topics(&kafka, &[&topic]).await
+}
