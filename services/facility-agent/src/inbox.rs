@@ -79,11 +79,25 @@ fn refuse(file: &Path, why: &str) {
 }
 
 /// The file's bytes, read only up to `limit` (its size is checked first, and the read is
-/// bounded in case it grows meanwhile); None when it is larger.
+/// bounded in case it grows meanwhile); None when it is larger. The listing saw a regular file,
+/// but whoever writes the inbox may have put a link or a pipe in its place since: the open
+/// follows no link and waits for no writer, and what it opened must be a regular file.
 fn read_bounded(file: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read as _;
-    let f = std::fs::File::open(file)?;
-    if f.metadata()?.len() > limit as u64 {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(file)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is no longer a regular file",
+        ));
+    }
+    if meta.len() > limit as u64 {
         return Ok(None);
     }
     let mut bytes = Vec::new();
@@ -273,6 +287,33 @@ mod tests {
     fn report(inbox: &Path, name: &str) -> String {
         std::fs::read_to_string(inbox.join("rejected").join(format!("{name}.report.txt")))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_link_or_a_pipe_put_in_place_of_a_listed_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let elsewhere = dir.path().join("secret.xml");
+        std::fs::write(&elsewhere, "<A/>").expect("target");
+        let link = dir.path().join("link.xml");
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+        assert!(read_bounded(&link, 1024).is_err(), "a link is not followed");
+        // A pipe with no writer: opening it must neither block nor read.
+        let pipe = dir.path().join("pipe.xml");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &pipe,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .expect("mkfifo");
+        let refused = read_bounded(&pipe, 1024).expect_err("not a regular file");
+        assert!(
+            refused.to_string().contains("no longer a regular file"),
+            "{refused}"
+        );
+        assert_eq!(
+            read_bounded(&elsewhere, 1024).expect("regular file"),
+            Some(b"<A/>".to_vec())
+        );
     }
 
     #[tokio::test]
