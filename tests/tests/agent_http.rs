@@ -42,6 +42,7 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         http_listen: format!("127.0.0.1:{port}"),
         grpc_listen: format!("127.0.0.1:{grpc_port}"),
         intake_beyond_loopback: false,
+        intake_host_names: Vec::new(),
         conversions: 2,
         intake_wait_secs: 30,
         gateway: GatewayConnection {
@@ -63,6 +64,31 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
     }
 
     let export = envelope("01001", &[full_episode("LKH1", "001185012345", true)]);
+    // A web page in a browser on this host posting the export: refused, nothing queued (the
+    // export is then taken as new below).
+    let r = http
+        .post(format!("{base}/v1/xml"))
+        .header("origin", "https://forged.example")
+        .header("sec-fetch-site", "cross-site")
+        .body(export.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not from web pages"),
+        "{body}"
+    );
+    // A page served under a name that resolves to this host (DNS rebinding) reading the status.
+    let r = http
+        .get(format!("{base}/v1/status"))
+        .header("host", format!("rebound.example:{port}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 421);
     let r = http
         .post(format!("{base}/v1/xml"))
         .header("x-file-name", "push.xml")

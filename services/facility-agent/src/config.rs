@@ -47,6 +47,11 @@ pub struct AgentConfig {
     /// encryption: only for a container whose ports are published on the host's loopback alone.
     #[arg(long, env = "LIENTHONG_AGENT_INTAKE_BEYOND_LOOPBACK")]
     pub intake_beyond_loopback: bool,
+    /// Host names the HTTP intake answers besides 127.0.0.1, ::1 and localhost (a program that
+    /// reaches the agent's container by its name), comma-separated. Requests addressed to any
+    /// other name are refused, so a web page cannot reach the intake by DNS rebinding.
+    #[arg(long, env = "LIENTHONG_AGENT_INTAKE_HOST_NAMES", value_delimiter = ',')]
+    pub intake_host_names: Vec<String>,
     /// Exports and event batches converted at once, across the inbox and the intakes. Each
     /// holds several times its size in memory while converted (about seven times measured: a
     /// 64 MiB export, about 450 MiB).

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::conversions::{Busy, Conversions, Turn};
+use crate::local_callers::{LocalCallers, Refusal};
 use crate::outbox::{Outbox, OutboxError};
 use crate::revisions::Revision;
 use crate::sender::SharedState;
@@ -32,6 +33,28 @@ struct Intake {
     state: SharedState,
     conversions: Conversions,
     body_wait: std::time::Duration,
+}
+
+/// Refuses, before reading its body, a request not from a program on this host (see
+/// `local_callers`).
+async fn local_only(
+    State(callers): State<Arc<LocalCallers>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match callers.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            metrics::counter!(crate::metrics::INTAKE_REFUSED.name, "reason" => refusal.reason())
+                .increment(1);
+            tracing::warn!(reason = %refusal, "HTTP intake request refused");
+            let code = match refusal {
+                Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+                Refusal::WebPage(_) => StatusCode::FORBIDDEN,
+            };
+            answer(code, json!({"error": refusal.to_string()}))
+        }
+    }
 }
 
 fn answer(code: StatusCode, body: serde_json::Value) -> Response {
@@ -232,6 +255,7 @@ pub async fn serve(
     outbox: Outbox,
     state: SharedState,
     conversions: Conversions,
+    callers: LocalCallers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let intake = Intake {
@@ -240,18 +264,22 @@ pub async fn serve(
         conversions,
         body_wait: BODY_WAIT,
     };
-    axum::serve(listener, routes(intake))
+    axum::serve(listener, routes(intake, callers))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
 }
 
-fn routes(intake: Intake) -> Router {
+fn routes(intake: Intake, callers: LocalCallers) -> Router {
     Router::new()
         .route("/v1/xml", post(xml))
         .route("/v1/events", post(events))
         .route("/v1/status", get(status))
         .with_state(Arc::new(intake))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(callers),
+            local_only,
+        ))
 }
 
 #[cfg(test)]
@@ -275,6 +303,7 @@ mod tests {
             outbox.clone(),
             SharedState::default(),
             conversions.clone(),
+            LocalCallers::default(),
             shutdown.clone(),
         ));
         let http = reqwest::Client::new();
@@ -356,7 +385,9 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move { axum::serve(listener, routes(intake)).await });
+        let server = tokio::spawn(async move {
+            axum::serve(listener, routes(intake, LocalCallers::default())).await
+        });
 
         // Promises a thousand bytes, sends ten, and stays connected.
         let mut slow = tokio::net::TcpStream::connect(addr).await?;

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod inbox;
 pub mod listen;
+pub mod local_callers;
 pub mod metrics;
 pub mod outbox;
 pub mod revisions;
@@ -58,6 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             outbox.clone(),
             Arc::clone(&state),
             conversions.clone(),
+            local_callers::LocalCallers::new(&config.intake_host_names),
             shutdown.clone(),
         ));
     }

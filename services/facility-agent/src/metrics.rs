@@ -37,6 +37,13 @@ pub const INTAKE_BUSY: Metric = Metric::counter(
     "HTTP and gRPC intake requests told to retry because no conversion turn came free (nothing queued)",
 );
 
+/// `lienthong_agent_intake_refused_total`: HTTP intake requests refused as not from a local program
+pub const INTAKE_REFUSED: Metric = Metric::counter(
+    "lienthong_agent_intake_refused_total",
+    &["reason"],
+    "HTTP intake requests refused before being read: addressed to a name that is not loopback (host) or sent by a browser for a web page (web_page)",
+);
+
 /// `lienthong_agent_events_total`: events settled with the gateway, by outcome
 pub const EVENTS: Metric = Metric::counter(
     "lienthong_agent_events_total",
@@ -106,6 +113,7 @@ pub const ALL: &[Metric] = &[
     INTAKE_EVENTS,
     INTAKE_PAUSED,
     INTAKE_BUSY,
+    INTAKE_REFUSED,
     UNCHANGED,
     EVENTS,
     SEND_FAILURES,
@@ -130,6 +138,9 @@ pub fn register() {
     zero(&INTAKE_EVENTS, &[]);
     zero(&INTAKE_PAUSED, &[]);
     zero(&INTAKE_BUSY, &[]);
+    for reason in ["host", "web_page"] {
+        zero(&INTAKE_REFUSED, &[("reason", reason.into())]);
+    }
     zero(&UNCHANGED, &[]);
     zero(&SET_ASIDE, &[]);
 }
