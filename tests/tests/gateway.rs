@@ -583,6 +583,35 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
     gw.stop().await
 }
 
+/// A browser holding a facility's client certificate, sent a web page's cross-site request
+/// (which the browser makes without asking, with the certificate): refused before anything is
+/// read, nothing stored. The same facility's own client publishes.
+#[tokio::test]
+async fn a_web_page_s_request_with_a_facility_certificate_is_refused() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let mut client =
+        pb::ingest_service_client::IngestServiceClient::new(gw.channel_with_cert("79025").await?);
+    for (name, value) in [
+        ("origin", "https://forged.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let mut req = tonic::Request::new(request(events_from("79025", 41, 1)));
+        req.metadata_mut().insert(name, value.parse()?);
+        let status = client.publish(req).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("web page"), "{status:?}");
+    }
+    for topic in gw.topics.values() {
+        assert_eq!(record_count(topic)?, 0);
+    }
+    let answer = client
+        .publish(request(events_from("79025", 41, 1)))
+        .await?
+        .into_inner();
+    assert_eq!(answer.results[0].outcome, pb::Outcome::Accepted as i32);
+    gw.stop().await
+}
+
 /// A body that is not a PublishRequest (field 1 sent as a number where the request holds its
 /// events) is the caller's error: INVALID_ARGUMENT naming the message, counted, nothing stored.
 #[tokio::test]

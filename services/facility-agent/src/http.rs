@@ -392,7 +392,7 @@ mod tests {
         // Promises a thousand bytes, sends ten, and stays connected.
         let mut slow = tokio::net::TcpStream::connect(addr).await?;
         slow.write_all(
-            b"POST /v1/xml HTTP/1.1\r\nhost: agent\r\ncontent-length: 1000\r\n\r\n<GIAMDINH>",
+            b"POST /v1/xml HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1000\r\n\r\n<GIAMDINH>",
         )
         .await?;
         let mut answer = vec![0; 4096];

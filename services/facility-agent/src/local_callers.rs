@@ -3,15 +3,15 @@
 //! reaches it too: a page from anywhere could POST a forged export to `127.0.0.1:8470` (the
 //! browser sends it without asking), or be served under a name that resolves to 127.0.0.1
 //! (DNS rebinding) and read the status. So a request must be addressed to a loopback name (or a
-//! name the operator lists, for a container), and a request a browser sends for a page — it
-//! carries `Origin`, or `Sec-Fetch-Site` other than `none` — is refused. Programs (curl, HTTP
-//! libraries) send neither; an address typed into the server's own browser sends
-//! `Sec-Fetch-Site: none` and may read the status.
+//! name the operator lists, for a container), and a request a browser sends for a page (see
+//! `lienthong_grpc::browser`) is refused; an address typed into the server's own browser may
+//! read the status.
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
+use axum::http::{HeaderMap, HeaderValue};
+use lienthong_grpc::browser::sent_for_a_page;
 
 /// Why a request to the intake was refused before it was read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,19 +58,9 @@ impl LocalCallers {
 
     /// Ok when a request with `headers` comes from a program on this host.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        if let Some(origin) = headers.get(ORIGIN) {
-            return Err(Refusal::WebPage(format!(
-                "it came from the page of origin {:?}",
-                String::from_utf8_lossy(origin.as_bytes())
-            )));
-        }
-        if let Some(site) = headers.get("sec-fetch-site")
-            && site.as_bytes() != b"none"
-        {
-            return Err(Refusal::WebPage(format!(
-                "Sec-Fetch-Site: {}",
-                String::from_utf8_lossy(site.as_bytes())
-            )));
+        let header = |name| headers.get(name).map(|v: &HeaderValue| v.as_bytes());
+        if let Some(why) = sent_for_a_page(header(ORIGIN.as_str()), header("sec-fetch-site")) {
+            return Err(Refusal::WebPage(why));
         }
         // HTTP/1.0 may omit Host; browsers never do.
         let Some(host) = headers.get(HOST) else {
