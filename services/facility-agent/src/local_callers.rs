@@ -45,12 +45,12 @@ pub struct LocalCallers {
 }
 
 impl LocalCallers {
-    /// Loopback, and `names` (case-insensitive, without port).
+    /// Loopback, and `names` (case-insensitive; a port given with a name is ignored).
     pub fn new(names: &[String]) -> Self {
         Self {
             names: names
                 .iter()
-                .map(|n| n.trim().to_ascii_lowercase())
+                .map(|n| without_port(&n.trim().to_ascii_lowercase()).to_owned())
                 .filter(|n| !n.is_empty())
                 .collect(),
         }
@@ -148,7 +148,8 @@ mod tests {
                 "{host}"
             );
         }
-        let listed = LocalCallers::new(&["Agent".into(), " ".into()]);
+        let listed = LocalCallers::new(&["Agent".into(), " ".into(), "his-bridge:8470".into()]);
+        assert_eq!(listed.check(&headers(&[("host", "his-bridge")])), Ok(()));
         assert_eq!(listed.check(&headers(&[("host", "agent:8470")])), Ok(()));
         assert!(listed.check(&headers(&[("host", "other:8470")])).is_err());
     }
