@@ -96,3 +96,62 @@ async fn a_partition_added_while_following_is_read_within_seconds() -> anyhow::R
     follower.stop().await;
     lienthong_tests::delete_topics(&kafka, &[&topic]).await
 }
+
+/// A consumer group member (the warehouse loader, the de-identification service) sees a
+/// partition added to its topic within the 30 s metadata refresh every client is given, and
+/// reads it from its beginning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_reads_a_partition_added_while_it_runs() -> anyhow::Result<()> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    let kafka = require_kafka();
+    let topic = unique_topic("group-grows");
+    create_topic(&kafka, &topic, 1).await?;
+    let consumer: StreamConsumer = kafka
+        .client_config()?
+        .set(
+            "group.id",
+            format!("lienthong-test-{}", uuid::Uuid::new_v4()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[&topic])?;
+    let producer: FutureProducer = kafka
+        .client_config()?
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()?;
+    write_to(&producer, &topic, 0, "first").await?;
+    // Detached: a message still referring to the consumer would hang its drop.
+    let first = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await??
+        .detach();
+    assert_eq!(first.payload(), Some(&b"first"[..]));
+
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    for r in admin
+        .create_partitions(&[NewPartitions::new(&topic, 2)], &opts)
+        .await?
+    {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
+    }
+    write_to(&producer, &topic, 1, "on the added partition").await?;
+    let written = Instant::now();
+    // The rebalance that adds the partition hands partition 0 back from its committed
+    // position (none here): "first" may come again before the new record.
+    let deadline = written + Duration::from_secs(60);
+    let m = loop {
+        let m = tokio::time::timeout_at(deadline.into(), consumer.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("the added partition was not read within 60 s"))??
+            .detach();
+        if m.partition() == 1 {
+            break m;
+        }
+    };
+    assert_eq!(m.payload(), Some(&b"on the added partition"[..]));
+    println!("read {:?} after it was written", written.elapsed());
+    drop(consumer);
+    lienthong_tests::delete_topics(&kafka, &[&topic]).await
+}

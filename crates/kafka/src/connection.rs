@@ -16,6 +16,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
 
+/// How often every client refreshes its topic metadata, in ms.
+const METADATA_REFRESH_MS: &str = "30000";
 /// How long the start-up probe waits for metadata before it looks at what librdkafka reported.
 const PROBE_STEP: Duration = Duration::from_secs(1);
 /// Most queued client events the probe reads between two metadata calls.
@@ -186,7 +188,10 @@ impl KafkaArgs {
             .set("security.protocol", self.security_protocol.as_librdkafka())
             .set("client.id", "lienthong")
             // Fail fast instead of the 60 s default when a broker is gone.
-            .set("socket.connection.setup.timeout.ms", "5000");
+            .set("socket.connection.setup.timeout.ms", "5000")
+            // Partitions added to a topic are seen within 30 s (the default, 5 min, would
+            // leave what producers write to them unread by consumer groups that long).
+            .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
         let tls_files = [
             ("--kafka-tls-ca", &self.kafka_tls_ca),
             ("--kafka-tls-cert", &self.kafka_tls_cert),
