@@ -278,6 +278,24 @@ impl Endpoint<'_> {
             url: self.url.to_owned(),
             cause: source,
         };
+        let scheme = self
+            .url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("https" | "http")) {
+            return Err(ClientError::Url {
+                service: self.service,
+                url: self.url.to_owned(),
+                message: format!(
+                    "it must start with https:// (http:// only for a development {} run with \
+                     --insecure-dev), as in https://{}",
+                    self.service,
+                    self.url
+                        .split_once("://")
+                        .map_or(self.url, |(_, rest)| rest)
+                ),
+            });
+        }
         let mut endpoint = Channel::from_shared(self.url.to_owned())
             .map_err(|e| ClientError::Url {
                 service: self.service,
@@ -286,7 +304,7 @@ impl Endpoint<'_> {
             })?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60));
-        if self.url.starts_with("https://") {
+        if scheme.as_deref() == Some("https") {
             let mut tls = ClientTlsConfig::new().with_enabled_roots();
             if let Some(ca) = self.ca {
                 tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
@@ -442,6 +460,26 @@ mod tests {
             )),
             Some(Why::NotGrpc)
         );
+    }
+
+    #[test]
+    fn a_url_without_its_scheme_says_how_to_write_it() {
+        for url in [
+            "localhost:50051",
+            "grpc://gateway.example:443",
+            "gateway.example",
+        ] {
+            let e = Endpoint { url, ..endpoint() }.channel().expect_err(url);
+            let text = e.to_string();
+            assert!(text.contains("must start with https://"), "{text}");
+        }
+        let e = Endpoint {
+            url: "localhost:50051",
+            ..endpoint()
+        }
+        .channel()
+        .expect_err("no scheme");
+        assert!(e.to_string().contains("https://localhost:50051"), "{e}");
     }
 
     #[test]
