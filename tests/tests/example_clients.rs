@@ -1,5 +1,5 @@
-//! The example clients of examples/ do what a HIS vendor's code does, against a real gateway
-//! with TLS and a bearer token: build a referral from scratch, compute its ids from the
+//! The example clients of examples/ (Java, Python, Node.js) do what a HIS vendor's code does,
+//! against a real gateway with TLS and a bearer token: build a referral from scratch, compute its ids from the
 //! published rules, publish it (ACCEPTED, and the event is in Kafka under the id the client
 //! computed), then publish an invalid one and print the violation codes in Vietnamese.
 
@@ -94,6 +94,22 @@ async fn the_java_example_publishes_a_referral_and_reads_violations() -> anyhow:
     command
         .args(["-B", "-q", "compile", "exec:java"])
         .current_dir(repo_root().join("examples/java"));
+    let out = run_example(&gw, command).await?;
+    check_report(&gw, &out)?;
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_example_publishes_a_referral_and_reads_violations() -> anyhow::Result<()> {
+    let example = repo_root().join("examples/node");
+    assert!(
+        example.join("node_modules/@grpc/grpc-js").is_dir(),
+        "{}/node_modules is missing: deploy/local/test installs it (deploy/local/node-env)",
+        example.display()
+    );
+    let gw = start_gateway(|_| {}).await?;
+    let mut command = Command::new("node");
+    command.arg("publish_referral.mjs").current_dir(&example);
     let out = run_example(&gw, command).await?;
     check_report(&gw, &out)?;
     gw.stop().await
