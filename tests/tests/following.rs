@@ -40,6 +40,25 @@ async fn write_to(
     }
 }
 
+/// Grows `topic` from one partition to two and writes a record to the new one; when it was
+/// written.
+async fn add_a_partition_and_write_to_it(
+    kafka: &lienthong_kafka::KafkaArgs,
+    producer: &FutureProducer,
+    topic: &str,
+) -> anyhow::Result<Instant> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    for r in admin
+        .create_partitions(&[NewPartitions::new(topic, 2)], &opts)
+        .await?
+    {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
+    }
+    write_to(producer, topic, 1, "on the added partition").await?;
+    Ok(Instant::now())
+}
+
 /// The next payload the follower applied, within `within`.
 async fn next(applied: &mut mpsc::Receiver<String>, within: Duration) -> String {
     tokio::time::timeout(within, applied.recv())
@@ -73,16 +92,7 @@ async fn a_partition_added_while_following_is_read_within_seconds() -> anyhow::R
         "before the start"
     );
 
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin
-        .create_partitions(&[NewPartitions::new(&topic, 2)], &opts)
-        .await?
-    {
-        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
-    }
-    write_to(&producer, &topic, 1, "on the added partition").await?;
-    let written = Instant::now();
+    let written = add_a_partition_and_write_to_it(&kafka, &producer, &topic).await?;
     // Looked for every 5 s; the record is read from the partition's beginning.
     assert_eq!(
         next(&mut applied, Duration::from_secs(20)).await,
@@ -128,16 +138,7 @@ async fn a_consumer_group_reads_a_partition_added_while_it_runs() -> anyhow::Res
         .detach();
     assert_eq!(first.payload(), Some(&b"first"[..]));
 
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin
-        .create_partitions(&[NewPartitions::new(&topic, 2)], &opts)
-        .await?
-    {
-        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
-    }
-    write_to(&producer, &topic, 1, "on the added partition").await?;
-    let written = Instant::now();
+    let written = add_a_partition_and_write_to_it(&kafka, &producer, &topic).await?;
     // The rebalance that adds the partition hands partition 0 back from its committed
     // position (none here): "first" may come again before the new record.
     let deadline = written + Duration::from_secs(60);
