@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lienthong_kafka::KafkaArgs;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Kafka settings of the local stack as `.state/env` gives them (`LIENTHONG_KAFKA_*`: SASL_SSL
 /// as the admin principal).
@@ -89,6 +90,44 @@ pub async fn delete_topics(args: &KafkaArgs, names: &[&str]) -> anyhow::Result<(
         r.map_err(|(t, code)| anyhow::anyhow!("cannot delete {t}: {code}"))?;
     }
     Ok(())
+}
+
+/// Grows `topic` to `total` partitions.
+pub async fn add_partitions(args: &KafkaArgs, topic: &str, total: usize) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    for r in admin
+        .create_partitions(&[NewPartitions::new(topic, total)], &opts)
+        .await?
+    {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot add partitions to {t}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Writes `payload` to partition `partition` of `topic`, retrying for up to 30 s while the
+/// producer does not know the partition yet (it was just added).
+pub async fn write_to_partition(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key("k")
+            .payload(payload);
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => return Ok(()),
+            Err((e, _)) if std::time::Instant::now() < deadline => {
+                println!("partition {partition} not writable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err((e, _)) => anyhow::bail!("cannot write to partition {partition}: {e}"),
+        }
+    }
 }
 
 /// Path of a workspace binary built by `cargo test --workspace` (e.g. `lienthong`).

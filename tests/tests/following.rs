@@ -8,37 +8,12 @@
 use std::time::{Duration, Instant};
 
 use lienthong_kafka::follow::Follower;
-use lienthong_tests::{create_topic, require_kafka, unique_topic};
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use lienthong_tests::{
+    add_partitions, create_topic, require_kafka, unique_topic, write_to_partition,
+};
+use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Writes `payload` to partition `partition` of `topic`, retrying while the producer does not
-/// know the partition yet (it was just added).
-async fn write_to(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    payload: &str,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let record = FutureRecord::to(topic)
-            .partition(partition)
-            .key("k")
-            .payload(payload);
-        match producer.send(record, Duration::from_secs(10)).await {
-            Ok(_) => return Ok(()),
-            Err((e, _)) if Instant::now() < deadline => {
-                println!("partition {partition} not writable yet: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err((e, _)) => anyhow::bail!("cannot write to partition {partition}: {e}"),
-        }
-    }
-}
 
 /// Grows `topic` from one partition to two and writes a record to the new one; when it was
 /// written.
@@ -47,16 +22,18 @@ async fn add_a_partition_and_write_to_it(
     producer: &FutureProducer,
     topic: &str,
 ) -> anyhow::Result<Instant> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config()?.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for r in admin
-        .create_partitions(&[NewPartitions::new(topic, 2)], &opts)
-        .await?
-    {
-        r.map_err(|(t, code)| anyhow::anyhow!("cannot add a partition to {t}: {code}"))?;
-    }
+    add_partitions(kafka, topic, 2).await?;
     write_to(producer, topic, 1, "on the added partition").await?;
     Ok(Instant::now())
+}
+
+async fn write_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+) -> anyhow::Result<()> {
+    write_to_partition(producer, topic, partition, payload.as_bytes()).await
 }
 
 /// The next payload the follower applied, within `within`.

@@ -1620,3 +1620,51 @@ async fn a_patient_is_told_exactly_the_accesses_made_to_their_record() -> anyhow
     assert!(err.contains("may not read restricted.accesses"), "{err}");
     Ok(())
 }
+
+/// A partition added to a region's topic while the store serves is assigned within the store's
+/// 30 s look for new partitions and read from its beginning, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_added_while_serving_is_read_without_a_restart() -> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let a = start(&["79"], &t).await?;
+    let topic = t.docs[&DocumentKind::Referral].clone();
+    lienthong_tests::add_partitions(&kafka, &topic, 4).await?;
+
+    let mut g = Generator::new(558, time::OffsetDateTime::now_utc());
+    let e = referral(&mut g, "79025", "79001", "79");
+    let citizen = e
+        .patient()
+        .map(|p| p.citizen_id.clone())
+        .unwrap_or_default();
+    let framed = lienthong_registry::WireCodec::new(&registry)?
+        .encode_for(e.kind(), &topic, &e.encode_to_vec())
+        .await?;
+    let producer: rdkafka::producer::FutureProducer = kafka
+        .client_config()?
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()?;
+    lienthong_tests::write_to_partition(&producer, &topic, 3, &framed).await?;
+    let written = std::time::Instant::now();
+
+    let c = a.client().await?;
+    let read = loop {
+        let request = pb::GetPatientRecordRequest {
+            insurance_card_number: String::new(),
+            citizen_id: citizen.clone(),
+            purpose: pb::PurposeOfUse::Treatment as i32,
+        };
+        let answer = not_yet(c.clone().get_patient_record(authed(request, "79001")).await)?;
+        if answer.is_some_and(|r| r.referrals.len() == 1) {
+            break written.elapsed();
+        }
+        anyhow::ensure!(
+            written.elapsed() < Duration::from_secs(75),
+            "the referral on the added partition was not read within 75 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("read {read:?} after it was written");
+    a.stop().await
+}

@@ -46,14 +46,57 @@ pub fn starting_at_stored(
     parts: &[(String, i32)],
     positions: &impl PositionSource,
 ) -> Result<TopicPartitionList> {
+    listed_at(parts, at_stored(positions))
+}
+
+/// Where a reader starts each partition: at its stored position, or at the beginning where
+/// the store has none.
+pub fn at_stored(positions: &impl PositionSource) -> impl Fn(&str, i32) -> Offset + '_ {
+    |topic, partition| {
+        positions
+            .next_offset(topic, partition)
+            .map_or(Offset::Beginning, Offset::Offset)
+    }
+}
+
+/// The partitions of `parts` listed, each at the offset `start` gives it.
+fn listed_at(
+    parts: &[(String, i32)],
+    start: impl Fn(&str, i32) -> Offset,
+) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition) in parts {
-        let start = positions
-            .next_offset(topic, *partition)
-            .map_or(Offset::Beginning, Offset::Offset);
-        tpl.add_partition_offset(topic, *partition, start)?;
+        tpl.add_partition_offset(topic, *partition, start(topic, *partition))?;
     }
     Ok(tpl)
+}
+
+/// Assigns to `reader`, each at the offset `start` gives it, the partitions of `topics` that
+/// `known` does not hold (added to the topics since the reader started), and returns them.
+/// `lister` answers the metadata request: a reader's own connections may be held by a fetch
+/// long-poll. Partitions only ever grow in Kafka, so none is ever unassigned here.
+pub fn assign_added<X, C, Y, L>(
+    reader: &C,
+    lister: &L,
+    topics: &[&str],
+    known: &[(String, i32)],
+    start: impl Fn(&str, i32) -> Offset,
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+    Y: ConsumerContext,
+    L: Consumer<Y>,
+{
+    let added: Vec<(String, i32)> = partitions(lister, topics, timeout)?
+        .into_iter()
+        .filter(|p| !known.contains(p))
+        .collect();
+    if !added.is_empty() {
+        reader.incremental_assign(&listed_at(&added, start)?)?;
+    }
+    Ok(added)
 }
 
 /// Tells Kafka the stored positions of `parts` (advisory, for lag monitoring): a process

@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, KafkaArgs, Result};
+use crate::{Error, KafkaArgs, Result, assignment};
 
 /// How long one poll waits: the delay between a record's arrival and its effect.
 const POLL: Duration = Duration::from_millis(200);
@@ -28,51 +28,28 @@ fn consumer_of(kafka: &KafkaArgs, topic: &str) -> Result<(BaseConsumer, Vec<(i32
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
     let consumer: BaseConsumer = config.create().map_err(Error::Client)?;
-    let partitions = partitions_of(&consumer, kafka, topic, kafka.timeout())?;
-    if partitions.is_empty() {
-        return Err(Error::Topic {
-            topic: topic.to_owned(),
-            message: "does not exist or is not readable by this principal; run `lienthong topics apply` and `lienthong acls apply`".into(),
-        });
-    }
+    let unreachable = |source| Error::Unreachable {
+        bootstrap: kafka.bootstrap.clone(),
+        timeout: kafka.timeout(),
+        source,
+    };
+    let partitions =
+        assignment::partitions(&consumer, &[topic], kafka.timeout()).map_err(|e| match e {
+            Error::Kafka(source) => unreachable(source),
+            other => other,
+        })?;
     let mut ends = Vec::new();
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
+    for (_, p) in partitions {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, kafka.timeout())
-            .map_err(|source| Error::Unreachable {
-                bootstrap: kafka.bootstrap.clone(),
-                timeout: kafka.timeout(),
-                source,
-            })?;
+            .map_err(unreachable)?;
         ends.push((p, high));
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .map_err(Error::Client)?;
     }
     consumer.assign(&tpl).map_err(Error::Client)?;
     Ok((consumer, ends))
-}
-
-/// The partitions of `topic` the brokers list (none when it does not exist or is not readable).
-fn partitions_of(
-    consumer: &BaseConsumer,
-    kafka: &KafkaArgs,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>> {
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| Error::Unreachable {
-            bootstrap: kafka.bootstrap.clone(),
-            timeout,
-            source,
-        })?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
 }
 
 /// How often a follower looks for partitions added to its topic: a revocation written to a new
@@ -85,23 +62,18 @@ const NEW_PARTITIONS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Assigns, from their beginning, the partitions of `topic` that are not in `known` yet
 /// (added since the follower started), and adds them to it. A look that fails is retried at
 /// the next interval.
-fn assign_added(consumer: &BaseConsumer, kafka: &KafkaArgs, topic: &str, known: &mut Vec<i32>) {
-    let Ok(listed) = partitions_of(consumer, kafka, topic, NEW_PARTITIONS_TIMEOUT) else {
-        return;
-    };
-    let added: Vec<i32> = listed.into_iter().filter(|p| !known.contains(p)).collect();
-    if added.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for p in &added {
-        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Beginning) {
-            tracing::warn!(topic, error = %e, "following the topic: new partitions not assigned");
-            return;
-        }
-    }
-    match consumer.incremental_assign(&tpl) {
-        Ok(()) => {
+fn assign_added(consumer: &BaseConsumer, topic: &str, known: &mut Vec<(String, i32)>) {
+    let from_beginning = |_: &str, _: i32| Offset::Beginning;
+    match assignment::assign_added(
+        consumer,
+        consumer,
+        &[topic],
+        known,
+        from_beginning,
+        NEW_PARTITIONS_TIMEOUT,
+    ) {
+        Ok(added) if added.is_empty() => {}
+        Ok(added) => {
             tracing::info!(
                 topic,
                 ?added,
@@ -110,7 +82,7 @@ fn assign_added(consumer: &BaseConsumer, kafka: &KafkaArgs, topic: &str, known: 
             known.extend(added);
         }
         Err(e) => {
-            tracing::warn!(topic, error = %e, "following the topic: new partitions not assigned; retrying");
+            tracing::warn!(topic, error = %e, "following the topic: new partitions not looked for; retrying");
         }
     }
 }
@@ -135,9 +107,8 @@ pub async fn follow(
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let name = topic.to_owned();
-    let kafka = kafka.clone();
     let handle = tokio::task::spawn_blocking(move || {
-        let mut known: Vec<i32> = ends.iter().map(|(p, _)| *p).collect();
+        let mut known: Vec<(String, i32)> = ends.iter().map(|(p, _)| (name.clone(), *p)).collect();
         let mut looked = Instant::now();
         let mut behind: Vec<(i32, i64)> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
         let mut ready = Some(ready_tx);
@@ -145,7 +116,7 @@ pub async fn follow(
         while !shutdown.is_cancelled() {
             if looked.elapsed() >= NEW_PARTITIONS_EVERY {
                 looked = Instant::now();
-                assign_added(&consumer, &kafka, &name, &mut known);
+                assign_added(&consumer, &name, &mut known);
             }
             match consumer.poll(POLL) {
                 // A transactional topic ends with a commit marker, which is never delivered:

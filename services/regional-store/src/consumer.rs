@@ -241,16 +241,11 @@ impl Watch {
                 let mut added = Vec::new();
                 if look_for_new {
                     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    added = assignment::partitions(&*probe, &names, timeout)?
-                        .into_iter()
-                        .filter(|p| !parts.contains(p))
-                        .collect();
-                    if !added.is_empty() {
-                        consumer.incremental_assign(&assignment::starting_at_stored(
-                            &added, &positions,
-                        )?)?;
-                        assignment::commit_stored(&*consumer, &added, &positions);
-                    }
+                    let stored = assignment::at_stored(&positions);
+                    added = assignment::assign_added(
+                        &*consumer, &*probe, &names, &parts, stored, timeout,
+                    )?;
+                    assignment::commit_stored(&*consumer, &added, &positions);
                 }
                 let all: Vec<(String, i32)> = parts.iter().chain(&added).cloned().collect();
                 let behind = assignment::lag(&*probe, &all, &positions, timeout)?;
