@@ -86,7 +86,8 @@ async fn a_serving_store_swaps_in_a_cli_rebuild_without_restarting() -> anyhow::
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!("region {region} rebuilt")),
+        stdout.contains(&format!("region {region} rebuilt"))
+            && stdout.contains("a running store swaps it in within seconds"),
         "{stdout}"
     );
 

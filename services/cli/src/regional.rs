@@ -92,8 +92,8 @@ pub enum RegionalCommand {
         connection: RegionalConnection,
     },
     /// Replay the topics from the beginning into a fresh store beside the live one
-    /// (`<data-dir>/region-<code>.rebuild`); the live store keeps serving, and the store
-    /// swaps the rebuilt one in at its next start.
+    /// (`<data-dir>/region-<code>.rebuild`); the live store keeps serving and swaps the
+    /// rebuilt one in within seconds (a stopped store at its next start).
     Rebuild {
         /// Region (2025 province code) to rebuild.
         #[arg(long)]
@@ -205,8 +205,9 @@ pub async fn run(cmd: RegionalCommand) -> anyhow::Result<ExitCode> {
             let docs =
                 lienthong_regional_store::rebuild::rebuild(&config, &region, &kafka, codec).await?;
             println!(
-                "region {region} rebuilt in {}: {docs} documents; a running store swaps it in within seconds, a stopped one at its next start",
-                config.data_dir.display()
+                "region {region} rebuilt in {}: {docs} documents; {}",
+                config.data_dir.display(),
+                lienthong_regional_store::rebuild::SWAPPED_IN
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -34,8 +34,9 @@ struct Cli {
     key: PseudonymKeyArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
-    /// Instead of serving: rebuild this region's store from the topics (swapped in at the
-    /// next start; the live store keeps serving meanwhile).
+    /// Instead of serving: rebuild this region's store from the topics beside the live one,
+    /// which keeps serving and swaps the rebuild in within seconds (a stopped store at its
+    /// next start).
     #[arg(long, value_name = "REGION")]
     rebuild: Option<String>,
 }
@@ -57,7 +58,10 @@ fn main() -> ExitCode {
                 codec,
             )
             .await?;
-            println!("region {region} rebuilt: {docs} documents; restart the store to swap it in");
+            println!(
+                "region {region} rebuilt: {docs} documents; {}",
+                lienthong_regional_store::rebuild::SWAPPED_IN
+            );
             return anyhow::Ok(ExitCode::SUCCESS);
         }
         let keyer = cli.key.load()?;

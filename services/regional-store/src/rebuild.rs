@@ -32,6 +32,10 @@ fn rebuild_dir(config: &RegionalConfig, region: &str) -> PathBuf {
     config.data_dir.join(format!("region-{region}.rebuild"))
 }
 
+/// When a completed rebuild replaces the live store, as told to whoever ran it.
+pub const SWAPPED_IN: &str =
+    "a running store swaps it in within seconds, a stopped one at its next start";
+
 /// Replays every topic from the beginning up to its current end into a fresh store.
 /// Returns the number of documents of the rebuilt store.
 pub async fn rebuild(
@@ -115,11 +119,7 @@ pub async fn rebuild(
     let docs = store.len();
     drop(store);
     std::fs::write(dir.join(READY), format!("{docs}\n"))?;
-    tracing::info!(
-        region,
-        docs,
-        "rebuild complete; a running store swaps it in within seconds, otherwise at its next start"
-    );
+    tracing::info!(region, docs, "rebuild complete; {SWAPPED_IN}");
     Ok(docs)
 }
 
