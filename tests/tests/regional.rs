@@ -1032,6 +1032,18 @@ async fn the_cli_queries_every_method_as_tables_and_json() -> anyhow::Result<()>
         !table.contains(&citizen),
         "the table does not print the citizen ID"
     );
+    // Dates as a reader writes them, not as the MoH digits.
+    let issued = match &r {
+        ClinicalEvent::Referral(e) => e.slip.as_ref().and_then(|s| s.issued_at.clone()),
+        _ => None,
+    }
+    .expect("the referral has an issue date");
+    let shown = lienthong_core::XmlDateTime::from_proto(&issued)?.to_string();
+    assert!(
+        table.contains(&shown) && !table.contains(&issued.value),
+        "issued {} shown as {shown}:\n{table}",
+        issued.value
+    );
 
     // record as JSON: the answer message in canonical protobuf JSON.
     let (code, json, err) = cli(&[

@@ -188,6 +188,24 @@ impl XmlDateTime {
     }
 }
 
+/// As a reader writes it, to the precision known: `2026`, `2026-12`, `2026-12-06` or
+/// `2026-12-06 15:23` (Vietnam time).
+impl fmt::Display for XmlDateTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}", self.year)?;
+        if self.precision >= Precision::Month {
+            write!(f, "-{:02}", self.month)?;
+        }
+        if self.precision >= Precision::Day {
+            write!(f, "-{:02}", self.day)?;
+        }
+        if self.precision == Precision::Minute {
+            write!(f, " {:02}:{:02}", self.hour, self.minute)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for XmlDateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "XmlDateTime({})", self.digits())
@@ -216,6 +234,15 @@ mod tests {
             XmlDateTime::parse("19800300").expect("valid").digits(),
             "198003"
         );
+    }
+
+    #[test]
+    fn shows_what_is_known_as_a_reader_writes_it() {
+        let shown = |raw: &str| XmlDateTime::parse(raw).expect("valid").to_string();
+        assert_eq!(shown("202612061523"), "2026-12-06 15:23");
+        assert_eq!(shown("20261206"), "2026-12-06");
+        assert_eq!(shown("19800300"), "1980-03");
+        assert_eq!(shown("19800000"), "1980");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use lienthong_core::XmlDateTime;
 use lienthong_grpc::client::Unreached;
 use lienthong_grpc::{RegionalConnection, authorized};
 use lienthong_kafka::KafkaArgs;
@@ -447,8 +448,13 @@ fn header_cells(h: Option<&pb::EventHeader>) -> (String, String, String) {
     (h.document_id, h.document_version.to_string(), action)
 }
 
+/// A document's date as a reader writes it (`2026-12-06 15:23`); digits that do not parse are
+/// shown as they are.
 fn date(d: Option<&pb::PartialDateTime>) -> String {
-    d.map(|d| d.value.clone()).unwrap_or_default()
+    d.map(|d| {
+        XmlDateTime::from_proto(d).map_or_else(|_| d.value.clone(), |parsed| parsed.to_string())
+    })
+    .unwrap_or_default()
 }
 
 fn name(p: Option<&pb::Patient>) -> String {
@@ -501,13 +507,13 @@ fn appointment_row(t: &mut Table, event: &pb::AppointmentEvent) {
 fn lab_row(t: &mut Table, event: &pb::LabResultEvent) {
     let (doc, version, action) = header_cells(event.header.as_ref());
     let r = event.report.clone().unwrap_or_default();
-    let at = r
-        .lines
-        .iter()
-        .filter_map(|l| l.result_at.as_ref())
-        .map(|d| d.value.clone())
-        .max()
-        .unwrap_or_default();
+    // Digits compare as the times they stand for (a shorter prefix is its earliest instant).
+    let at = date(
+        r.lines
+            .iter()
+            .filter_map(|l| l.result_at.as_ref())
+            .max_by(|a, b| a.value.cmp(&b.value)),
+    );
     let indicators: Vec<String> = r
         .lines
         .iter()
