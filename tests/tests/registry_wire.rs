@@ -347,3 +347,34 @@ async fn services_starting_together_all_set_a_new_subjects_compatibility() -> an
     assert_eq!(level.as_deref(), Some("BACKWARD"));
     Ok(())
 }
+
+/// A set that names its own topics (a test's, or a service's) registers their subjects and
+/// what they import, and adds no version to any other subject: the standard analytics subject,
+/// whose schema imports the referral file, keeps referring to the standard referral subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_named_topics_leaves_every_other_subject_as_it_was() -> anyhow::Result<()> {
+    use lienthong_core::routing::ANALYTICS_REFERRAL_TOPIC;
+    let registry = require_registry().await;
+    let client = RegistryClient::new(&registry)?;
+    let standard = lienthong_registry::contract::value_subject(ANALYTICS_REFERRAL_TOPIC);
+    let before = client.versions(&standard).await?;
+    let topic = unique_topic("named.referral");
+    let registered = SchemaSet::built_in()
+        .with_topic(lienthong_core::DocumentKind::Referral, &topic)
+        .register(&client)
+        .await?;
+    let subjects: Vec<&str> = registered.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "lienthong.v1.common",
+            &lienthong_registry::contract::value_subject(&topic)
+        ]
+    );
+    assert_eq!(
+        client.versions(&standard).await?,
+        before,
+        "{standard} changed"
+    );
+    Ok(())
+}

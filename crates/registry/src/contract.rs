@@ -118,7 +118,10 @@ pub struct Registered {
 #[derive(Debug, Clone)]
 pub struct SchemaSet {
     files: BTreeMap<String, ProtoFile>,
-    /// Standard topic → topic actually used.
+    /// Standard topic → topic actually used. A set that names topics stands for those topics
+    /// alone: it registers and checks their files and what they import, and no other subject
+    /// (a test's registration would otherwise add versions to the standard subjects that refer
+    /// to its own).
     topics: BTreeMap<String, String>,
 }
 
@@ -199,14 +202,27 @@ impl SchemaSet {
         self
     }
 
-    /// Files with every import before its importer.
+    /// The files of the set (those of its named topics, or every file when it names none),
+    /// with every import before its importer.
     pub fn in_dependency_order(&self) -> Result<Vec<&ProtoFile>> {
         let mut order = Vec::new();
         let mut done = BTreeSet::new();
-        for path in self.files.keys() {
+        for path in self.roots() {
             self.visit(path, &mut done, &mut BTreeSet::new(), &mut order)?;
         }
         Ok(order)
+    }
+
+    /// The files the set stands for, before their imports are added.
+    fn roots(&self) -> Vec<&str> {
+        if self.topics.is_empty() {
+            return self.files.keys().map(String::as_str).collect();
+        }
+        TOPIC_FILES
+            .iter()
+            .filter(|(_, topic)| self.topics.contains_key(*topic))
+            .map(|(path, _)| *path)
+            .collect()
     }
 
     fn visit<'a>(
@@ -342,6 +358,34 @@ mod tests {
             let importer = at(s).unwrap_or_else(|| panic!("{s} missing from {order:?}"));
             assert!(common < importer, "{s} before its import: {order:?}");
         }
+    }
+
+    #[test]
+    fn a_set_that_names_topics_stands_for_them_and_their_imports_alone() {
+        let set = SchemaSet::built_in()
+            .with_topic(DocumentKind::Referral, "t.referral")
+            .with_topic_renamed(
+                lienthong_core::routing::ANALYTICS_REFERRAL_TOPIC,
+                "t.analytics.referral",
+            );
+        let subjects: Vec<String> = set
+            .in_dependency_order()
+            .expect("acyclic")
+            .into_iter()
+            .map(|f| f.subject_with(&set.topics))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                "lienthong.v1.common",
+                "t.referral-value",
+                "lienthong.v1.analytics_common",
+                "t.analytics.referral-value",
+            ],
+        );
+        let whole = SchemaSet::built_in();
+        let all = whole.in_dependency_order().expect("acyclic");
+        assert_eq!(all.len(), lienthong_proto::PROTO_SOURCES.len());
     }
 
     #[test]
