@@ -1,7 +1,9 @@
-"""An analytics team's subscriber in Python: confluent-kafka's consumer with its
-SchemaRegistryClient and ProtobufDeserializer, message classes generated from proto/ with
-grpcio-tools. Run by the Rust end-to-end test `python_reads_rust_events`, which publishes the
-events and passes their coordinates and expected field values in LIENTHONG_MANIFEST.
+"""The document topics' wire format read by another language's standard client:
+confluent-kafka's consumer with its SchemaRegistryClient and ProtobufDeserializer, message
+classes generated from proto/ with grpcio-tools, as the admin principal (analytics teams read
+the de-identified topics instead: analytics_reads.py). Run by the Rust end-to-end test
+`python_reads_rust_events`, which publishes the events and passes their coordinates and
+expected field values in LIENTHONG_MANIFEST.
 """
 
 import importlib

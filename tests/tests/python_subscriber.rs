@@ -1,6 +1,8 @@
-//! Another language reads our events: a Python consumer (confluent-kafka + its schema-registry
-//! ProtobufDeserializer, classes generated from proto/ by grpcio-tools) decodes what Rust
-//! published and finds the same field values. This is what analytics teams will do.
+//! Another language reads our wire format: a Python consumer (confluent-kafka + its
+//! schema-registry ProtobufDeserializer, classes generated from proto/ by grpcio-tools) decodes
+//! the document events Rust published, as the admin principal, and finds the same field values.
+//! Analytics teams read the de-identified topics the same way (tests/python/analytics_reads.py,
+//! and the README's subscriber in readme_subscriber.rs).
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
