@@ -676,7 +676,7 @@ fn rendered_manifests_hold_what_the_operator_docs_promise() {
         "{steps}"
     );
     assert!(
-        steps.contains("- schemas\n") && steps.contains("- check\n"),
+        steps.contains("- schemas\n") && steps.contains("- verify\n"),
         "{steps}"
     );
 
@@ -827,7 +827,7 @@ fn production_containers_pass_only_what_the_binaries_accept() {
         ])
     );
     // The registry: the setup job registers schemas as a writer; the services and `helm test`
-    // (`lienthong schemas check`) only read them.
+    // (`lienthong schemas verify`) only read them.
     assert_eq!(
         registry_users,
         set(&[

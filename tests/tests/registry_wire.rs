@@ -378,3 +378,80 @@ async fn registering_named_topics_leaves_every_other_subject_as_it_was() -> anyh
     );
     Ok(())
 }
+
+/// `standing` tells, per subject, whether the registry holds the contract's file and whether
+/// that is the latest version; `lienthong schemas verify` exits 5 when a subject is not current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_tells_a_current_contract_from_a_missing_or_superseded_one() -> anyhow::Result<()> {
+    use lienthong_core::DocumentKind::Referral;
+    use lienthong_registry::contract::value_subject;
+    let registry = require_registry().await;
+    let client = RegistryClient::new(&registry)?;
+    let topic = unique_topic("verify.referral");
+    let subject = value_subject(&topic);
+    let named = |set: SchemaSet| set.with_topic(Referral, &topic);
+    let of = |standing: Vec<lienthong_registry::Standing>| {
+        standing
+            .into_iter()
+            .find(|s| s.subject == subject)
+            .expect("the named subject is reported")
+    };
+
+    // Not registered yet.
+    let missing = of(named(SchemaSet::built_in()).standing(&client).await?);
+    assert_eq!((missing.holds, missing.latest), (None, None));
+
+    // Registered: current.
+    named(SchemaSet::built_in()).register(&client).await?;
+    let current = of(named(SchemaSet::built_in()).standing(&client).await?);
+    assert!(current.is_current(), "{current:?}");
+
+    // A compatible change registered after it: the built-in contract is no longer the latest.
+    let dir = tempfile::tempdir()?;
+    copy_protos(dir.path())?;
+    let referral = dir.path().join("lienthong/v1/referral.proto");
+    let original = std::fs::read_to_string(&referral)?;
+    std::fs::write(
+        &referral,
+        original.replace(
+            "  PartialDateTime issued_at = 28;\n",
+            "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n",
+        ),
+    )?;
+    named(SchemaSet::from_dir(dir.path())?)
+        .register(&client)
+        .await?;
+    let superseded = of(named(SchemaSet::built_in()).standing(&client).await?);
+    assert_eq!(
+        (superseded.holds, superseded.latest),
+        (Some(1), Some(2)),
+        "{superseded:?}"
+    );
+    assert!(!superseded.is_current());
+
+    // The command: a contract the registry does not hold is drift, exit 5, said per subject.
+    let out = Command::new(workspace_bin("lienthong"))
+        .args([
+            "schemas",
+            "verify",
+            "--registry-url",
+            &registry.registry_url,
+            "--proto-dir",
+        ])
+        .arg(dir.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("lienthong.referral.v1-value") && l.contains("not registered")),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lienthong schemas register"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

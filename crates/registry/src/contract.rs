@@ -114,6 +114,25 @@ pub struct Registered {
     pub created: bool,
 }
 
+/// Where one subject stands against a contract: the version holding the contract's file, and
+/// the subject's latest version (the one producers frame their messages with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Subject.
+    pub subject: String,
+    /// The version holding this contract's file (with its references), if any.
+    pub holds: Option<u32>,
+    /// The subject's latest version, if it has any.
+    pub latest: Option<u32>,
+}
+
+impl Standing {
+    /// True when the subject's latest version is this contract's file.
+    pub fn is_current(&self) -> bool {
+        self.holds.is_some() && self.holds == self.latest
+    }
+}
+
 /// All contract files, registrable in dependency order.
 #[derive(Debug, Clone)]
 pub struct SchemaSet {
@@ -290,6 +309,34 @@ impl SchemaSet {
                 subject,
                 id,
                 version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Where each subject stands against this set: whether the registry holds the set's file
+    /// (with references to the versions holding its imports) and whether that is the latest.
+    pub async fn standing(&self, client: &RegistryClient) -> Result<Vec<Standing>> {
+        let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        let mut out = Vec::new();
+        for file in self.in_dependency_order()? {
+            let subject = file.subject_with(&self.topics);
+            let latest = client.versions(&subject).await?.into_iter().max();
+            // A file whose imports are not all held cannot be held either.
+            let holds = match (latest, references(file, &versions)) {
+                (Some(_), Ok(refs)) => client
+                    .lookup(&subject, &file.source, &refs)
+                    .await?
+                    .map(|(_, version)| version),
+                _ => None,
+            };
+            if let Some(version) = holds {
+                versions.insert(file.path.clone(), (subject.clone(), version));
+            }
+            out.push(Standing {
+                subject,
+                holds,
+                latest,
             });
         }
         Ok(out)

@@ -12,7 +12,7 @@ pub mod settings;
 pub mod wire;
 
 pub use client::{Compatibility, RegistryClient};
-pub use contract::{ProtoFile, SchemaSet};
+pub use contract::{ProtoFile, SchemaSet, Standing};
 pub use error::{DecodeError, Error, Result};
 pub use settings::RegistryArgs;
 pub use wire::{Decoded, WireCodec};

@@ -11,8 +11,11 @@ use lienthong_registry::{RegistryArgs, RegistryClient, SchemaSet};
 pub enum SchemasCommand {
     /// Register every .proto of the contract (imports as references), BACKWARD compatibility.
     Register(ProtoDirArgs),
-    /// Check that the .proto files are compatible with what is registered; exit 1 if not.
+    /// Check that the .proto files are compatible with what is registered; exit 3 if not.
     Check(ProtoDirArgs),
+    /// Check that every subject's latest version is this contract's file (what producers frame
+    /// with); exit 5 if one is missing or another version came later.
+    Verify(ProtoDirArgs),
     /// List subjects with their versions and compatibility level.
     List,
 }
@@ -79,6 +82,37 @@ pub async fn run(cmd: SchemasCommand, registry: &RegistryArgs) -> anyhow::Result
             } else {
                 crate::exit::code(crate::exit::REFUSED)
             })
+        }
+        SchemasCommand::Verify(args) => {
+            let standing = args.load()?.standing(&client).await?;
+            let mut table = Table::new(&[
+                ("SUBJECT", Align::Left),
+                ("THIS CONTRACT", Align::Right),
+                ("LATEST", Align::Right),
+                ("", Align::Left),
+            ]);
+            let version = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            for s in &standing {
+                let state = match (s.holds, s.latest) {
+                    _ if s.is_current() => "current",
+                    (None, _) => "not registered",
+                    (Some(_), _) => "a later version is registered",
+                };
+                table.row([
+                    s.subject.clone(),
+                    version(s.holds),
+                    version(s.latest),
+                    state.to_owned(),
+                ]);
+            }
+            table.print();
+            if standing.iter().all(|s| s.is_current()) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "the registry differs from this contract: `lienthong schemas register` registers what is missing; a later version was registered from another copy of the contract (another release, or tests run against this registry)"
+            );
+            Ok(crate::exit::code(crate::exit::DRIFT))
         }
         SchemasCommand::List => {
             let mut table = Table::new(&[
