@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use lienthong_kafka::follow::Follower;
 use lienthong_tests::{
-    add_partitions, create_topic, require_kafka, unique_topic, write_to_partition,
+    add_partitions, create_topic, producer_seeing_new_partitions, require_kafka, unique_topic,
+    write_to_partition,
 };
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
@@ -49,11 +50,7 @@ async fn a_partition_added_while_following_is_read_within_seconds() -> anyhow::R
     let kafka = require_kafka();
     let topic = unique_topic("follow");
     create_topic(&kafka, &topic, 1).await?;
-    // Metadata refreshed every second: the producer learns of the added partition soon.
-    let producer: FutureProducer = kafka
-        .client_config()?
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()?;
+    let producer = producer_seeing_new_partitions(&kafka)?;
     write_to(&producer, &topic, 0, "before the start").await?;
 
     let (tx, mut applied) = mpsc::channel(16);
@@ -104,10 +101,7 @@ async fn a_consumer_group_reads_a_partition_added_while_it_runs() -> anyhow::Res
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[&topic])?;
-    let producer: FutureProducer = kafka
-        .client_config()?
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()?;
+    let producer = producer_seeing_new_partitions(&kafka)?;
     write_to(&producer, &topic, 0, "first").await?;
     // Detached: a message still referring to the consumer would hang its drop.
     let first = tokio::time::timeout(Duration::from_secs(30), consumer.recv())

@@ -259,18 +259,28 @@ fn version(e: &ClinicalEvent, v: u64, action: pb::Action) -> ClinicalEvent {
     n
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+async fn eventually<T, F, Fut>(what: &str, f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    for _ in 0..120 {
+    eventually_within(what, Duration::from_secs(30), f).await
+}
+
+/// What `f` gives once it gives something, asked every 250 ms for up to `within`.
+async fn eventually_within<T, F, Fut>(what: &str, within: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
         if let Some(v) = f().await? {
             return Ok(v);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    anyhow::bail!("{what} did not happen within 30 s")
+    anyhow::bail!("{what} did not happen within {within:?}")
 }
 
 /// Waits until facility 79001 reads `count` referrals in the record of `citizen`.
@@ -290,8 +300,20 @@ async fn record_when(
     facility: &str,
     done: impl Fn(&pb::GetPatientRecordResponse) -> bool,
 ) -> anyhow::Result<pb::GetPatientRecordResponse> {
+    record_within(a, what, citizen, facility, Duration::from_secs(30), done).await
+}
+
+/// [`record_when`], waiting up to `within`.
+async fn record_within(
+    a: &Running,
+    what: &str,
+    citizen: &str,
+    facility: &str,
+    within: Duration,
+    done: impl Fn(&pb::GetPatientRecordResponse) -> bool,
+) -> anyhow::Result<pb::GetPatientRecordResponse> {
     let c = a.client().await?;
-    eventually(what, || {
+    eventually_within(what, within, || {
         let mut c = c.clone();
         let request = pb::GetPatientRecordRequest {
             insurance_card_number: String::new(),
@@ -1653,30 +1675,19 @@ async fn a_partition_added_while_serving_is_read_without_a_restart() -> anyhow::
     let framed = lienthong_registry::WireCodec::new(&registry)?
         .encode_for(e.kind(), &topic, &e.encode_to_vec())
         .await?;
-    let producer: rdkafka::producer::FutureProducer = kafka
-        .client_config()?
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()?;
+    let producer = lienthong_tests::producer_seeing_new_partitions(&kafka)?;
     lienthong_tests::write_to_partition(&producer, &topic, 3, &framed).await?;
     let written = std::time::Instant::now();
 
-    let c = a.client().await?;
-    let read = loop {
-        let request = pb::GetPatientRecordRequest {
-            insurance_card_number: String::new(),
-            citizen_id: citizen.clone(),
-            purpose: pb::PurposeOfUse::Treatment as i32,
-        };
-        let answer = not_yet(c.clone().get_patient_record(authed(request, "79001")).await)?;
-        if answer.is_some_and(|r| r.referrals.len() == 1) {
-            break written.elapsed();
-        }
-        anyhow::ensure!(
-            written.elapsed() < Duration::from_secs(75),
-            "the referral on the added partition was not read within 75 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    println!("read {read:?} after it was written");
+    record_within(
+        &a,
+        "the referral on the added partition",
+        &citizen,
+        "79001",
+        Duration::from_secs(75),
+        |r| r.referrals.len() == 1,
+    )
+    .await?;
+    println!("read {:?} after it was written", written.elapsed());
     a.stop().await
 }
