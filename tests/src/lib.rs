@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lienthong_kafka::KafkaArgs;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -78,6 +81,25 @@ pub async fn create_topic_with(
     );
     for r in admin.create_topics(&[topic], &opts).await? {
         r.map_err(|(t, code)| anyhow::anyhow!("cannot create {t}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Sets topic-level configs of a running topic (the others return to their defaults): the
+/// broker applies them without a restart.
+pub async fn set_topic_configs(
+    args: &KafkaArgs,
+    name: &str,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    let change = configs.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(name)),
+        |c, (k, v)| c.set(k, v),
+    );
+    for r in admin.alter_configs(&[change], &opts).await? {
+        r.map_err(|(t, code)| anyhow::anyhow!("cannot change {t:?}: {code}"))?;
     }
     Ok(())
 }

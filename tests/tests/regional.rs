@@ -1691,3 +1691,70 @@ async fn a_partition_added_while_serving_is_read_without_a_restart() -> anyhow::
     println!("read {:?} after it was written", written.elapsed());
     a.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Result<()> {
+    let kafka = require_kafka();
+    let registry = require_registry().await;
+    let t = topics().await?;
+    let a = start(&["79"], &t).await?;
+    let mut g = Generator::new(5151, time::OffsetDateTime::now_utc());
+    let r = referral(&mut g, "79025", "79001", "79");
+    let citizen = r
+        .patient()
+        .map(|p| p.citizen_id.clone())
+        .unwrap_or_default();
+    publish_to(&registry, &t.docs, std::slice::from_ref(&r)).await?;
+    referrals_of(&a, "the referral", &citizen, 1).await?;
+    let c = a.client().await?;
+    let read = |facility: &'static str| {
+        let mut c = c.clone();
+        let request = pb::GetPatientRecordRequest {
+            citizen_id: citizen.clone(),
+            purpose: pb::PurposeOfUse::Treatment as i32,
+            insurance_card_number: String::new(),
+        };
+        async move { c.get_patient_record(authed(request, facility)).await }
+    };
+    let audited_before = audit_records(&t.audit)?.len();
+
+    // The broker now refuses every audit record (as a full or misconfigured audit topic would).
+    lienthong_tests::set_topic_configs(&kafka, &t.audit, &[("max.message.bytes", "64")]).await?;
+    let withheld = read("79001").await.expect_err("an unaudited answer");
+    assert_eq!(withheld.code(), Code::Unavailable, "{withheld:?}");
+    assert!(
+        withheld.message().contains("could not be audited"),
+        "{}",
+        withheld.message()
+    );
+    // A refusal stays the refusal it was.
+    let refused = read("79777").await.expect_err("no relationship");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        audit_records(&t.audit)?.len(),
+        audited_before,
+        "nothing reached the audit topic"
+    );
+
+    // Once the audit topic takes records again, answers flow, each with its record.
+    lienthong_tests::set_topic_configs(&kafka, &t.audit, &[]).await?;
+    let answer = eventually("an audited answer again", || async {
+        match read("79001").await {
+            Ok(a) => Ok(Some(a.into_inner())),
+            Err(s) if s.code() == Code::Unavailable => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    })
+    .await?;
+    assert_eq!(answer.referrals.len(), 1);
+    let records = audit_records(&t.audit)?;
+    assert!(
+        records
+            .iter()
+            .skip(audited_before)
+            .any(|r| r.caller_facility == "79001"
+                && r.decision == pb::AccessDecision::Allowed as i32),
+        "the answered read is audited: {records:?}"
+    );
+    a.stop().await
+}
