@@ -104,6 +104,40 @@ pub async fn set_topic_configs(
     Ok(())
 }
 
+/// A component of the local stack (`kafka`, `postgres`) stopped with its
+/// `deploy/local/<component>/stop` until this is dropped, when its `start` brings it back and
+/// waits until it is ready: a test that fails half-way still leaves the stack whole for the
+/// tests after it. Only for a test that runs alone (cargo runs test binaries one at a time;
+/// a binary with several such tests serializes them), since every other client of the
+/// component loses it meanwhile.
+pub struct StackComponentStopped(&'static str);
+
+impl StackComponentStopped {
+    /// Stops `component` (blocking until it has stopped).
+    pub fn stop(component: &'static str) -> anyhow::Result<Self> {
+        stack_script(component, "stop")?;
+        Ok(Self(component))
+    }
+}
+
+impl Drop for StackComponentStopped {
+    fn drop(&mut self) {
+        if let Err(e) = stack_script(self.0, "start") {
+            eprintln!("{e:#}");
+        }
+    }
+}
+
+fn stack_script(component: &str, action: &str) -> anyhow::Result<()> {
+    let script = repo_root()
+        .join("deploy/local")
+        .join(component)
+        .join(action);
+    let status = std::process::Command::new(&script).status()?;
+    anyhow::ensure!(status.success(), "{} failed", script.display());
+    Ok(())
+}
+
 /// Deletes topics a run created (benchmarks: hundreds of megabytes each run).
 pub async fn delete_topics(args: &KafkaArgs, names: &[&str]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;

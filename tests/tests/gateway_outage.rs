@@ -9,29 +9,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use lienthong_proto::v1 as pb;
+use lienthong_tests::StackComponentStopped;
 use lienthong_tests::gateway::{events_from, request, start_gateway};
-use lienthong_tests::repo_root;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-
-fn kafka_script(name: &str) -> anyhow::Result<()> {
-    let status = Command::new(repo_root().join("deploy/local/kafka").join(name)).status()?;
-    anyhow::ensure!(status.success(), "deploy/local/kafka/{name} failed");
-    Ok(())
-}
-
-/// Restarts Kafka even if the test fails half-way, so later tests find a broker.
-struct RestartOnDrop;
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        let _ = kafka_script("start");
-    }
-}
 
 async fn event_ids_in(topics: &[String]) -> anyhow::Result<HashSet<String>> {
     let args = lienthong_tests::kafka();
@@ -84,8 +69,7 @@ async fn broker_outage_is_unavailable_never_accepted_and_nothing_acknowledged_is
     );
     note(&before);
 
-    let guard = RestartOnDrop;
-    tokio::task::spawn_blocking(|| kafka_script("stop")).await??;
+    let stopped = tokio::task::spawn_blocking(|| StackComponentStopped::stop("kafka")).await??;
     let during_events = events_from("79025", 501, 30);
     let during = client
         .publish(request(during_events.clone()))
@@ -100,7 +84,7 @@ async fn broker_outage_is_unavailable_never_accepted_and_nothing_acknowledged_is
         assert!(r.retry_after_ms > 0);
     }
 
-    drop(guard); // restarts Kafka and waits until it is ready
+    drop(stopped); // restarts Kafka and waits until it is ready
     // Retry until accepted: the producer reconnects by itself.
     let mut retried = None;
     for _ in 0..30 {

@@ -1,7 +1,12 @@
 //! Two replicas of one region, each a full copy: a query load that fails over between their
 //! addresses goes on while one replica is killed with SIGKILL and restarted; no query fails
 //! after one retry, no answer is partial, and afterwards both stores hold the same region
-//! (one digest over every document and list entry).
+//! (one digest over every document and list entry). Then Kafka stops: both replicas leave the
+//! rotation within their cut-off and answer nothing they cannot audit; once Kafka is back they
+//! serve again and apply what is published next.
+//!
+//! Stops and restarts the local Kafka: this binary holds this one test and runs alone (cargo
+//! runs test binaries one at a time).
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -61,6 +66,16 @@ impl Replica {
         self.http("/readyz")
             .await
             .is_some_and(|b| b.starts_with("HTTP/1.0 200"))
+    }
+
+    /// Messages of the region not yet in this replica's store, as its metrics say.
+    async fn behind(&self) -> Option<i64> {
+        let body = self.http("/metrics").await?;
+        body.lines()
+            .find(|l| l.starts_with("lienthong_regional_behind_messages{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as i64)
     }
 
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -190,7 +205,7 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
     for t in [&receipt, &audit, &dlq] {
         lienthong_tests::create_topic(&kafka, t, 1).await?;
     }
-    let events = keyed_events(4848, 20_000);
+    let mut events = keyed_events(4848, 20_000);
     let region = ProvinceCode::current(REGION).expect("region");
     let facility = busiest_receiver(&events, &region);
     publish_to(&registry, &topics, &events).await?;
@@ -222,6 +237,8 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
                 &kafka.bootstrap,
                 "--registry-url",
                 &registry.registry_url,
+                "--cutoff-secs",
+                "3",
                 "--log",
                 "warn",
             ]
@@ -309,6 +326,53 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
         back_ready_at.zip(killed_at).map(|(b, k)| b - k)
     );
     assert!(first_try_failed > 0, "the kill was never seen by the load");
+
+    // Kafka stops. Each replica leaves the rotation once Kafka has not answered it for the
+    // cut-off (3 s; its lag measurement waits up to the Kafka timeout of 10 s for an answer),
+    // and a query is not answered, since its access cannot be audited.
+    let stopped =
+        tokio::task::spawn_blocking(|| lienthong_tests::StackComponentStopped::stop("kafka"))
+            .await??;
+    let until = Instant::now() + Duration::from_secs(60);
+    for r in &replicas {
+        loop {
+            let readyz = r.http("/readyz").await.unwrap_or_default();
+            if readyz.starts_with("HTTP/1.0 503") && readyz.contains("Kafka unreachable") {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < until,
+                "replica on port {} still ready 60 s after Kafka stopped: {readyz}",
+                r.grpc
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let unaudited = worklist(&pki, replicas[1].grpc, &facility).await;
+    assert!(
+        unaudited.is_err(),
+        "an answer left while its access could not be audited"
+    );
+    drop(stopped); // Kafka starts again and is ready
+
+    for r in &mut replicas {
+        r.wait_ready(Duration::from_secs(120)).await?;
+    }
+    let later = keyed_events(4849, 2_000);
+    publish_to(&registry, &topics, &later).await?;
+    events.extend(later);
+    let until = Instant::now() + Duration::from_secs(120);
+    for r in &replicas {
+        // The gauge follows each second's measurement: 0 once everything published is applied.
+        while r.behind().await != Some(0) {
+            anyhow::ensure!(
+                Instant::now() < until,
+                "replica on port {} did not apply what was published after the outage",
+                r.grpc
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 
     for r in &mut replicas {
         r.stop().await?;

@@ -7,32 +7,19 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use lienthong_tests::deidentifier::analytics_topics_with_schemas as topics_with_schemas;
 use lienthong_tests::warehouse::{
     analytics_keys, connect, fresh_database, publish_analytics as publish_to, wait_for_count,
 };
-use lienthong_tests::{keyed_events, repo_root, require_kafka, require_registry, workspace_bin};
+use lienthong_tests::{
+    StackComponentStopped, keyed_events, require_kafka, require_registry, workspace_bin,
+};
 use lienthong_warehouse_loader::LoaderConfig;
 use tokio_util::sync::CancellationToken;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn postgres_script(name: &str) -> anyhow::Result<()> {
-    let status = Command::new(repo_root().join("deploy/local/postgres").join(name)).status()?;
-    anyhow::ensure!(status.success(), "deploy/local/postgres/{name} failed");
-    Ok(())
-}
-
-/// Restarts PostgreSQL even if the test fails half-way.
-struct RestartOnDrop;
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        let _ = postgres_script("start");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::Result<()> {
@@ -63,8 +50,7 @@ async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::
     .await?;
     drop(db);
 
-    let guard = RestartOnDrop;
-    tokio::task::spawn_blocking(|| postgres_script("stop")).await??;
+    let stopped = tokio::task::spawn_blocking(|| StackComponentStopped::stop("postgres")).await??;
     // The outage is real: the database refuses connections (this repository's PostgreSQL must
     // be the one under test).
     anyhow::ensure!(
@@ -74,7 +60,7 @@ async fn postgres_outage_pauses_loading_then_it_catches_up_exactly() -> anyhow::
     // Published while the database is down: the loader must hold them, not skip them.
     publish_to(&registry, &topics, &keyed_events(7001, 300)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    drop(guard); // PostgreSQL is back
+    drop(stopped); // PostgreSQL is back
     let db = connect(&dsn).await?;
     wait_for_count(
         &db,
