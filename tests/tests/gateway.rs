@@ -548,25 +548,31 @@ async fn grpcurl_lists_the_service_by_reflection_and_publishes_an_event() -> any
         String::from_utf8_lossy(&list.stderr)
     );
 
-    use prost::Message as _;
-    let req = request(events_from("79025", 40, 1));
-    let json = lienthong_proto::json::to_json("lienthong.v1.PublishRequest", &req.encode_to_vec())
-        .map_err(anyhow::Error::msg)?;
-    let out = base(&[
-        "-d",
-        &json.to_string(),
-        &addr,
-        "lienthong.v1.IngestService/Publish",
-    ])
-    .output()
-    .await?;
+    // The request as the README makes it: `lienthong publish … --print request > request.json`,
+    // then `grpcurl -d @ … < request.json`.
+    let printed = tokio::process::Command::new(lienthong_tests::workspace_bin("lienthong"))
+        .args(["publish", "--sample", "3", "--facility", "79025"])
+        .args(["--print", "request"])
+        .output()
+        .await?;
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let request_json = dir.path().join("request.json");
+    std::fs::write(&request_json, &printed.stdout)?;
+    let out = base(&["-d", "@", &addr, "lienthong.v1.IngestService/Publish"])
+        .stdin(std::fs::File::open(&request_json)?)
+        .output()
+        .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("OUTCOME_ACCEPTED"), "{stdout}");
+    assert_eq!(stdout.matches("OUTCOME_ACCEPTED").count(), 3, "{stdout}");
 
     // Without TLS, grpc-go shows the gateway's reason as the call's error.
     let plain = tokio::process::Command::new(&grpcurl)

@@ -38,6 +38,45 @@ pub struct PublishArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Write the events to stdout in protobuf JSON instead of publishing them: `jsonl` one
+    /// `EventEnvelope` per line (for `--file`, after editing), `request` one `PublishRequest`
+    /// (for grpcurl's `-d @`).
+    #[arg(long, value_enum)]
+    print: Option<Printed>,
+}
+
+/// How `--print` writes the events.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Printed {
+    /// JSON Lines of `lienthong.v1.EventEnvelope`.
+    Jsonl,
+    /// One `lienthong.v1.PublishRequest`.
+    Request,
+}
+
+/// The events in protobuf JSON, as `--print` asks.
+fn printed(events: Vec<pb::EventEnvelope>, how: Printed) -> anyhow::Result<String> {
+    let json = |full_name: &str, bytes: Vec<u8>| {
+        lienthong_proto::json::to_json(full_name, &bytes).map_err(anyhow::Error::msg)
+    };
+    Ok(match how {
+        Printed::Jsonl => events
+            .into_iter()
+            .map(|e| {
+                json("lienthong.v1.EventEnvelope", e.encode_to_vec()).map(|v| format!("{v}\n"))
+            })
+            .collect::<anyhow::Result<String>>()?,
+        Printed::Request => {
+            let request = pb::PublishRequest {
+                events,
+                ..Default::default()
+            };
+            format!(
+                "{:#}\n",
+                json("lienthong.v1.PublishRequest", request.encode_to_vec())?
+            )
+        }
+    })
 }
 
 #[derive(Default)]
@@ -92,6 +131,10 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let events = load(&args)?;
     if events.is_empty() {
         bail!("no events to publish");
+    }
+    if let Some(how) = args.print {
+        print!("{}", printed(events, how)?);
+        return Ok(ExitCode::SUCCESS);
     }
     let token = args.connection.token()?;
     let mut client = args.connection.channel()?;
@@ -232,5 +275,36 @@ mod tests {
             .expect("token");
         assert_eq!(token_facility(&token).as_deref(), Some("79025"));
         assert_eq!(token_facility("not-a-token"), None);
+    }
+
+    fn sample() -> Vec<pb::EventEnvelope> {
+        let mut g = Generator::new(7, time::OffsetDateTime::now_utc());
+        (0..3).map(|i| reassign(g.any(i), "79025").into()).collect()
+    }
+
+    #[test]
+    fn printed_lines_read_back_as_the_same_events() -> anyhow::Result<()> {
+        let events = sample();
+        let text = printed(events.clone(), Printed::Jsonl)?;
+        let back = text
+            .lines()
+            .map(|line| {
+                let bytes = lienthong_proto::json::from_json("lienthong.v1.EventEnvelope", line)
+                    .map_err(anyhow::Error::msg)?;
+                Ok(pb::EventEnvelope::decode(bytes.as_slice())?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        assert_eq!(back, events);
+        Ok(())
+    }
+
+    #[test]
+    fn a_printed_request_holds_every_event() -> anyhow::Result<()> {
+        let events = sample();
+        let text = printed(events.clone(), Printed::Request)?;
+        let bytes = lienthong_proto::json::from_json("lienthong.v1.PublishRequest", &text)
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(pb::PublishRequest::decode(bytes.as_slice())?.events, events);
+        Ok(())
     }
 }
