@@ -55,7 +55,7 @@ pub enum DecodeError {
     /// Empty or null value.
     #[error("{origin}: message has no value")]
     Empty {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
     },
     /// First byte is not the Confluent magic byte 0.
@@ -63,7 +63,7 @@ pub enum DecodeError {
         "{origin}: not Confluent-framed (first byte {found:#04x}, expected 0x00); was it produced without the schema registry?"
     )]
     NoMagicByte {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// The byte found.
         found: u8,
@@ -73,7 +73,7 @@ pub enum DecodeError {
         "{origin}: truncated frame ({len} bytes; at least 6 needed for magic byte, schema id and message index)"
     )]
     Truncated {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Length.
         len: usize,
@@ -81,7 +81,7 @@ pub enum DecodeError {
     /// The frame's message indexes are not a path any schema has.
     #[error("{origin}: {reason}")]
     BadFrame {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// What is wrong with the frame.
         reason: crate::frame::FrameError,
@@ -91,7 +91,7 @@ pub enum DecodeError {
         "{origin}: schema id {schema_id} is unknown to the registry; was the message produced against another registry?"
     )]
     UnknownSchema {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Id in the frame.
         schema_id: u32,
@@ -101,7 +101,7 @@ pub enum DecodeError {
         "{origin}: message type {full_name} (schema id {schema_id}) is not a lienthong event this build can read"
     )]
     UnknownMessage {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Schema id.
         schema_id: u32,
@@ -111,7 +111,7 @@ pub enum DecodeError {
     /// The payload does not parse as that message.
     #[error("{origin}: payload is not a valid {full_name}: {message}")]
     Payload {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Message name.
         full_name: String,
@@ -121,7 +121,7 @@ pub enum DecodeError {
     /// The schema of the frame could not be used (unparseable, message index out of range).
     #[error("{origin}: the frame's schema cannot be used: {message}")]
     Schema {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Cause.
         message: String,
@@ -129,7 +129,7 @@ pub enum DecodeError {
     /// The registry could not be reached while decoding (transient: retry later).
     #[error("{origin}: {message}")]
     Registry {
-        /// topic[partition]@offset
+        /// `topic[partition]@offset`
         origin: String,
         /// Cause.
         message: String,

@@ -6,10 +6,10 @@
 //! dead entry, `x` + sequence → an entry that could not be read back, set aside with its bytes
 //! as they were (so one unreadable entry never stops delivery or the status, and nothing is
 //! deleted), `v` + document id → what was last taken in of that document from XML
-//! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue keeps intake
-//! order across restarts. Values: [enqueued at, unix ms, u64 BE][reason length u32 BE][reason]
-//! [origin length u32 BE][origin][trace length u32 BE][trace][EventEnvelope protobuf] (queued
-//! entries have an empty reason; the origin is the export file an event came from, empty for
+//! (`revisions::Delivered`). Sequences come from sled's monotonic id generator, so the queue
+//! keeps intake order across restarts. Values: `[enqueued at, unix ms, u64 BE][reason length
+//! u32 BE][reason][origin length u32 BE][origin][trace length u32 BE][trace][EventEnvelope
+//! protobuf]` (queued entries have an empty reason; the origin is the export file an event came from, empty for
 //! pushed events; the trace is the W3C `traceparent` of the intake that took the event in,
 //! empty when that intake was not traced).
 

@@ -50,7 +50,7 @@ pub struct Truncated {
     at: usize,
 }
 
-/// A bundle being written: records of [key length u32][key][value length u32][value].
+/// A bundle being written: records of `[key length u32][key][value length u32][value]`.
 #[derive(Debug, Default)]
 pub struct BundleWriter {
     bytes: Vec<u8>,
