@@ -1730,6 +1730,29 @@ async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Resul
     // A refusal stays the refusal it was.
     let refused = read("79777").await.expect_err("no relationship");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // An acknowledgement changes nothing when its access cannot be audited.
+    let doc = r
+        .header()
+        .map(|h| h.document_id.clone())
+        .unwrap_or_default();
+    let ack = || {
+        let mut c = c.clone();
+        let request = pb::AcknowledgeReferralRequest {
+            referral_document_id: doc.clone(),
+        };
+        async move { c.acknowledge_referral(authed(request, "79001")).await }
+    };
+    let unaudited = ack().await.expect_err("an unaudited acknowledgement");
+    assert_eq!(unaudited.code(), Code::Unavailable, "{unaudited:?}");
+    assert!(
+        unaudited.message().contains("nothing was changed"),
+        "{}",
+        unaudited.message()
+    );
+    assert!(
+        lienthong_tests::gateway::read_all(&t.receipt)?.is_empty(),
+        "a receipt was published for an unaudited acknowledgement"
+    );
     assert_eq!(
         audit_records(&t.audit)?.len(),
         audited_before,
@@ -1747,14 +1770,20 @@ async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Resul
     })
     .await?;
     assert_eq!(answer.referrals.len(), 1);
+    let acknowledged = ack().await?.into_inner();
+    assert!(!acknowledged.already_received);
+    assert_eq!(lienthong_tests::gateway::read_all(&t.receipt)?.len(), 1);
     let records = audit_records(&t.audit)?;
+    let allowed = |method: &str| {
+        records.iter().skip(audited_before).any(|r| {
+            r.caller_facility == "79001"
+                && r.method == method
+                && r.decision == pb::AccessDecision::Allowed as i32
+        })
+    };
     assert!(
-        records
-            .iter()
-            .skip(audited_before)
-            .any(|r| r.caller_facility == "79001"
-                && r.decision == pb::AccessDecision::Allowed as i32),
-        "the answered read is audited: {records:?}"
+        allowed("GetPatientRecord") && allowed("AcknowledgeReferral"),
+        "the answered read and the acknowledgement are audited: {records:?}"
     );
     a.stop().await
 }

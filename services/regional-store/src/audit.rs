@@ -1,6 +1,8 @@
 //! The access audit: one `AccessAuditEvent` per decision of the query API (allowed, refused,
 //! break-the-glass), framed with its registered schema and written to the audit topic before
-//! the answer leaves. An answer whose audit record Kafka did not acknowledge is withheld.
+//! the answer leaves. An answer whose audit record Kafka did not acknowledge is withheld; an
+//! acknowledgement is audited before its receipt is published, so no unaudited access changes
+//! anything.
 
 use std::sync::Arc;
 
@@ -41,6 +43,9 @@ pub struct AccessRecord {
     pub subject_facility: String,
     /// The referral acknowledged.
     pub document_id: String,
+    /// The decision is in the audit already: written before an effect (a receipt) that must
+    /// not happen unaudited.
+    pub settled: bool,
 }
 
 /// A request id as a client may send it: printable ASCII, at most 128 characters.
@@ -145,6 +150,11 @@ impl AuditLog {
         record: &AccessRecord,
         answer: Result<T, Status>,
     ) -> Result<T, Status> {
+        if record.settled {
+            // Allowed and audited before its effect; an effect that failed is retried by the
+            // caller, and the retry is audited in turn.
+            return answer;
+        }
         let event = record.event(answer.as_ref().map(|_| ()));
         if event.decision == pb::AccessDecision::BreakGlass as i32 {
             metrics::counter!(crate::metrics::BREAK_GLASS.name, "facility" => event.caller_facility.clone())
@@ -163,6 +173,18 @@ impl AuditLog {
                 Err(refusal)
             }
         }
+    }
+
+    /// Writes the record of an allowed request before its effect, so that nothing is
+    /// changed by an access the audit does not hold; `settle` then writes nothing more.
+    pub async fn settle_before_effect(&self, record: &mut AccessRecord) -> Result<(), Status> {
+        self.write(&record.event(Ok(()))).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the access could not be audited, so nothing was changed: {e}; retry"
+            ))
+        })?;
+        record.settled = true;
+        Ok(())
     }
 
     async fn write(&self, event: &pb::AccessAuditEvent) -> Result<(), String> {

@@ -68,6 +68,8 @@ impl QueryApi {
                 already_received: true,
             }));
         }
+        record.reason = "the receiving facility".into();
+        self.audit.settle_before_effect(record).await?;
         let receipt = receipt_of(&h, &receiving);
         let framed = self
             .codec
@@ -103,7 +105,6 @@ impl QueryApi {
             }
             acked.insert(h.document_id.clone(), (d.partition, d.offset));
         }
-        record.reason = "the receiving facility".into();
         Ok(Response::new(pb::AcknowledgeReferralResponse {
             topic: self.receipt_topic.clone(),
             partition: d.partition,
