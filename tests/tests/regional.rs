@@ -212,6 +212,43 @@ fn not_yet<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Resu
     }
 }
 
+/// GetPatientRecord of `citizen` by `facility`, with a purpose and a card number (empty: none).
+async fn patient_record(
+    c: &RegionalQueryServiceClient<Channel>,
+    citizen: &str,
+    facility: &str,
+    purpose: pb::PurposeOfUse,
+    card: &str,
+) -> Result<pb::GetPatientRecordResponse, tonic::Status> {
+    let request = pb::GetPatientRecordRequest {
+        citizen_id: citizen.to_owned(),
+        purpose: purpose as i32,
+        insurance_card_number: card.to_owned(),
+    };
+    c.clone()
+        .get_patient_record(authed(request, facility))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// AcknowledgeReferral of `referral` by `facility`.
+async fn acknowledge(
+    c: &RegionalQueryServiceClient<Channel>,
+    referral: &ClinicalEvent,
+    facility: &str,
+) -> Result<pb::AcknowledgeReferralResponse, tonic::Status> {
+    let request = pb::AcknowledgeReferralRequest {
+        referral_document_id: referral
+            .header()
+            .map(|h| h.document_id.clone())
+            .unwrap_or_default(),
+    };
+    c.clone()
+        .acknowledge_referral(authed(request, facility))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Every access record of an audit topic, decoded from its registered protobuf frame.
 fn audit_records(topic: &str) -> anyhow::Result<Vec<pb::AccessAuditEvent>> {
     use prost::Message as _;
@@ -1223,13 +1260,8 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
     referrals_of(&a, "the referral", &citizen, 1).await?;
     let c = a.client().await?;
     let read = |facility: &'static str, purpose: pb::PurposeOfUse, card: &str| {
-        let mut c = c.clone();
-        let request = pb::GetPatientRecordRequest {
-            citizen_id: citizen.clone(),
-            purpose: purpose as i32,
-            insurance_card_number: card.to_owned(),
-        };
-        async move { c.get_patient_record(authed(request, facility)).await }
+        let (c, citizen, card) = (c.clone(), citizen.clone(), card.to_owned());
+        async move { patient_record(&c, &citizen, facility, purpose, &card).await }
     };
     use pb::PurposeOfUse::{Emergency, Treatment};
 
@@ -1287,7 +1319,7 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
     // Each kind of relationship allows: the receiver of a pending referral, its issuer, the
     // facility that produced a lab report.
     for facility in ["79001", "79025", "79030"] {
-        let answer = read(facility, Treatment, "").await?.into_inner();
+        let answer = read(facility, Treatment, "").await?;
         assert_eq!(answer.referrals.len(), 1, "{facility}");
         assert_eq!(answer.lab_results.len(), 1, "{facility}");
     }
@@ -1311,22 +1343,8 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
         wrong.message()
     );
     // The patient's own card attests presence; the relationship then holds without it.
-    assert_eq!(
-        read("79777", Treatment, &card)
-            .await?
-            .into_inner()
-            .referrals
-            .len(),
-        1
-    );
-    assert_eq!(
-        read("79777", Treatment, "")
-            .await?
-            .into_inner()
-            .referrals
-            .len(),
-        1
-    );
+    assert_eq!(read("79777", Treatment, &card).await?.referrals.len(), 1);
+    assert_eq!(read("79777", Treatment, "").await?.referrals.len(), 1);
     // Lab results follow the same rule.
     let labs = |facility: &'static str| {
         let mut c = c.clone();
@@ -1343,30 +1361,12 @@ async fn reads_need_a_care_relationship_and_every_decision_is_audited() -> anyho
         Code::PermissionDenied
     );
     // Break-the-glass: an emergency answers without a relationship, and is marked.
-    assert_eq!(
-        read("79888", Emergency, "")
-            .await?
-            .into_inner()
-            .referrals
-            .len(),
-        1
-    );
+    assert_eq!(read("79888", Emergency, "").await?.referrals.len(), 1);
 
     // Acknowledging twice publishes one receipt.
-    let doc = r
-        .header()
-        .map(|h| h.document_id.clone())
-        .unwrap_or_default();
-    let ack = || {
-        let mut c = c.clone();
-        let request = pb::AcknowledgeReferralRequest {
-            referral_document_id: doc.clone(),
-        };
-        async move { c.acknowledge_referral(authed(request, "79001")).await }
-    };
-    let first = ack().await?.into_inner();
+    let first = acknowledge(&c, &r, "79001").await?;
     assert!(!first.already_received);
-    let second = ack().await?.into_inner();
+    let second = acknowledge(&c, &r, "79001").await?;
     assert!(second.already_received, "{second:?}");
     assert_eq!(
         (second.partition, second.offset),
@@ -1708,13 +1708,7 @@ async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Resul
     referrals_of(&a, "the referral", &citizen, 1).await?;
     let c = a.client().await?;
     let read = |facility: &'static str| {
-        let mut c = c.clone();
-        let request = pb::GetPatientRecordRequest {
-            citizen_id: citizen.clone(),
-            purpose: pb::PurposeOfUse::Treatment as i32,
-            insurance_card_number: String::new(),
-        };
-        async move { c.get_patient_record(authed(request, facility)).await }
+        patient_record(&c, &citizen, facility, pb::PurposeOfUse::Treatment, "")
     };
     let audited_before = audit_records(&t.audit)?.len();
 
@@ -1731,18 +1725,9 @@ async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Resul
     let refused = read("79777").await.expect_err("no relationship");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     // An acknowledgement changes nothing when its access cannot be audited.
-    let doc = r
-        .header()
-        .map(|h| h.document_id.clone())
-        .unwrap_or_default();
-    let ack = || {
-        let mut c = c.clone();
-        let request = pb::AcknowledgeReferralRequest {
-            referral_document_id: doc.clone(),
-        };
-        async move { c.acknowledge_referral(authed(request, "79001")).await }
-    };
-    let unaudited = ack().await.expect_err("an unaudited acknowledgement");
+    let unaudited = acknowledge(&c, &r, "79001")
+        .await
+        .expect_err("an unaudited acknowledgement");
     assert_eq!(unaudited.code(), Code::Unavailable, "{unaudited:?}");
     assert!(
         unaudited.message().contains("nothing was changed"),
@@ -1763,14 +1748,14 @@ async fn an_answer_whose_access_cannot_be_audited_is_withheld() -> anyhow::Resul
     lienthong_tests::set_topic_configs(&kafka, &t.audit, &[]).await?;
     let answer = eventually("an audited answer again", || async {
         match read("79001").await {
-            Ok(a) => Ok(Some(a.into_inner())),
+            Ok(a) => Ok(Some(a)),
             Err(s) if s.code() == Code::Unavailable => Ok(None),
             Err(s) => Err(s.into()),
         }
     })
     .await?;
     assert_eq!(answer.referrals.len(), 1);
-    let acknowledged = ack().await?.into_inner();
+    let acknowledged = acknowledge(&c, &r, "79001").await?;
     assert!(!acknowledged.already_received);
     assert_eq!(lienthong_tests::gateway::read_all(&t.receipt)?.len(), 1);
     let records = audit_records(&t.audit)?;
