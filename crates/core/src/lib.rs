@@ -7,6 +7,7 @@ pub mod document_id;
 pub mod event;
 pub mod fixtures;
 pub mod ids;
+pub mod printable;
 pub mod province;
 pub mod pseudonym;
 pub mod routing;

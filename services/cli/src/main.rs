@@ -183,7 +183,11 @@ fn main() -> ExitCode {
         .await;
         // An error is printed once, with its causes; its exit code says retry or fix.
         Ok::<_, anyhow::Error>(outcome.unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            // Causes can quote what a server answered: shown, never obeyed by the terminal.
+            eprintln!(
+                "error: {}",
+                lienthong_core::printable::printable_lines(&format!("{e:#}"))
+            );
             exit::code(exit::of_error(&e))
         }))
     })

@@ -241,8 +241,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         events.len() as f64 / secs.max(1e-9),
         parts.join(", ")
     );
+    // The gateway's reasons can quote the events' own values.
     for r in &summary.reasons {
-        println!("  rejected {r}");
+        println!("  rejected {}", lienthong_core::printable::printable(r));
     }
     let count =
         |names: &[&str]| -> usize { names.iter().filter_map(|n| summary.outcomes.get(n)).sum() };

@@ -1,6 +1,7 @@
 //! Tables for people: every column as wide as its widest cell (measured in terminal columns,
 //! so Vietnamese names line up), numbers aligned right, and no cell able to move the cursor.
 
+use lienthong_core::printable::printable;
 use unicode_width::UnicodeWidthStr;
 
 /// How a column's cells sit in it.
@@ -17,19 +18,6 @@ pub enum Align {
 pub struct Table {
     columns: Vec<(&'static str, Align)>,
     rows: Vec<Vec<String>>,
-}
-
-/// A cell as it may be shown: control characters (a stored name could hold an escape
-/// sequence) and bidirectional overrides become U+FFFD, so a cell can neither move the cursor,
-/// break the row, nor reorder what follows it.
-fn printable(cell: &str) -> String {
-    let hostile = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
-    cell.chars()
-        .map(|c| if hostile(c) { '\u{FFFD}' } else { c })
-        .collect()
 }
 
 impl Table {
@@ -50,7 +38,7 @@ impl Table {
         let mut row: Vec<String> = cells
             .into_iter()
             .take(self.columns.len())
-            .map(|c| printable(c.as_ref()))
+            .map(|c| printable(c.as_ref()).into_owned())
             .collect();
         row.resize(self.columns.len(), String::new());
         self.rows.push(row);

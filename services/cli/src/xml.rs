@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use lienthong_core::printable::printable;
 use lienthong_core::validation::ValidationContext;
 use lienthong_facility_agent::xml::{Limits, convert};
 use lienthong_proto::v1 as pb;
@@ -83,7 +84,7 @@ pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
         let conversion = match convert(&name, &bytes, &Limits::default(), &ctx) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("{name}: {e}");
+                eprintln!("{}", printable(&format!("{name}: {e}")));
                 reported += 1;
                 continue;
             }
@@ -95,11 +96,12 @@ pub fn run(cmd: XmlCommand) -> anyhow::Result<ExitCode> {
             println!("{json}");
         }
         for p in &conversion.problems {
-            eprintln!("{p}");
+            eprintln!("{}", printable(&p.to_string()));
         }
         reported += conversion.problems.len();
         eprintln!(
-            "{name}: {} episode(s) converted, {} problem(s)",
+            "{}: {} episode(s) converted, {} problem(s)",
+            printable(&name),
             conversion.episodes,
             conversion.problems.len()
         );

@@ -2,6 +2,7 @@
 //! `lienthong agent status` prints) and exported as metrics; and the retry request
 //! `lienthong agent retry-rejected` leaves for it.
 
+use lienthong_core::printable::printable;
 use serde::Serialize;
 
 use crate::config::AgentConfig;
@@ -224,7 +225,7 @@ impl Status {
             self.max_pending,
             self.oldest_pending_secs,
             self.delivered_since_start,
-            self.last_error.as_deref().unwrap_or("none"),
+            printable(self.last_error.as_deref().unwrap_or("none")),
             self.rejected
         );
         if let Some(left) = self.token_expires_in() {
@@ -245,8 +246,10 @@ impl Status {
                 self.set_aside
             ));
         }
+        // File names, episode keys and the gateway's reasons come from outside: none may
+        // steer the terminal of whoever reads the status.
         for r in &self.recent_rejected {
-            out.push_str(&format!("  {r}\n"));
+            out.push_str(&format!("  {}\n", printable(&r.to_string())));
         }
         out
     }
@@ -281,5 +284,34 @@ mod tests {
         let gone = status(-7200).render();
         assert!(gone.contains("EXPIRED 2 h 0 min ago (replace"), "{gone}");
         assert!(!Status::default().render().contains("token expires"));
+    }
+
+    #[test]
+    fn nothing_from_outside_can_steer_the_terminal() {
+        let hostile = RejectedEvent {
+            event_id: "e1".into(),
+            document_id: "referral/79025/S1".into(),
+            episode: "LK\u{202e}1".into(),
+            file: "\u{1b}]0;owned\u{7}\u{1b}[2J.xml".into(),
+            reason: "name: bad\nREJECTED forged line".into(),
+        };
+        let status = Status {
+            rejected: 1,
+            last_error: Some(hostile.to_string()),
+            recent_rejected: vec![hostile],
+            ..Status::default()
+        };
+        let text = status.render();
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.contains("REJECTED")).count(),
+            2,
+            "one line for the last error, one for the rejected event: {text}"
+        );
     }
 }
