@@ -228,12 +228,13 @@ impl<'a> Checker<'a> {
         let at = time::OffsetDateTime::from_unix_timestamp(t.seconds)
             .ok()
             .filter(|_| (0..1_000_000_000).contains(&t.nanos));
-        let shown = Some(format!("{}s {}ns", t.seconds, t.nanos));
+        // Shown only with an error: this runs for every timestamp of every event.
+        let shown = || Some(format!("{}s {}ns", t.seconds, t.nanos));
         match at {
             None => self.error(
                 "timestamp.invalid",
                 path,
-                shown,
+                shown(),
                 "not a valid timestamp (seconds out of range or nanos not in 0..999,999,999)"
                     .into(),
                 "Dấu thời gian không hợp lệ (giây ngoài phạm vi hoặc nano giây sai)".into(),
@@ -241,7 +242,7 @@ impl<'a> Checker<'a> {
             Some(at) if at < earliest => self.error(
                 "timestamp.too_early",
                 path,
-                shown,
+                shown(),
                 "timestamp lies before 1990, before any electronic record; check the HIS clock \
                  and the field"
                     .into(),
@@ -251,7 +252,7 @@ impl<'a> Checker<'a> {
             Some(at) if at > self.ctx.now + self.ctx.future_skew => self.error(
                 "timestamp.future",
                 path,
-                shown,
+                shown(),
                 "timestamp lies in the future; check the HIS clock".into(),
                 "Dấu thời gian ở tương lai; kiểm tra đồng hồ máy chủ HIS".into(),
             ),

@@ -103,17 +103,20 @@ impl Checker<'_> {
             );
         } else {
             let breaks = kind == TextKind::Narrative;
-            let allowed = if breaks {
-                "only tab and line breaks are allowed in narrative text"
+            // Constant messages: this runs for every text that is not plain ASCII.
+            let en = if breaks {
+                "the text contains the control character {cp}; only tab and line breaks are \
+                 allowed in narrative text; remove it in the HIS export"
             } else {
-                "this field is one line and allows none"
+                "the text contains the control character {cp}; this field is one line and \
+                 allows none; remove it in the HIS export"
             };
             self.first_char(
                 path,
                 value,
                 "text.control",
                 |c| c.is_control() && !(breaks && matches!(c, '\t' | '\n' | '\r')),
-                &format!("the text contains the control character {{cp}}; {allowed}; remove it in the HIS export"),
+                en,
                 "Văn bản chứa ký tự điều khiển {cp}; hãy loại bỏ trong dữ liệu xuất từ HIS",
             );
         }
@@ -203,6 +206,26 @@ mod tests {
         assert_eq!(codes("a\u{7f}", TextKind::Narrative), ["text.control"]);
         assert_eq!(codes("a\u{85}b", TextKind::Narrative), ["text.control"]);
         assert_eq!(codes("a\0b", TextKind::Narrative), ["text.nul"]);
+    }
+
+    #[test]
+    fn a_control_character_is_named_with_the_rule_of_its_field() {
+        let message = |value: &str, kind: TextKind| {
+            let ctx = ValidationContext::now();
+            let mut c = Checker::new(&ctx);
+            c.text_of("f", value, kind);
+            c.out.into_iter().map(|v| v.message).collect::<Vec<_>>()
+        };
+        let line = message("Nguyễn\u{1b}", TextKind::Line);
+        assert!(
+            line[0].contains("U+001B") && line[0].contains("one line"),
+            "{line:?}"
+        );
+        let narrative = message("Sốt\u{7}", TextKind::Narrative);
+        assert!(
+            narrative[0].contains("U+0007") && narrative[0].contains("tab and line breaks"),
+            "{narrative:?}"
+        );
     }
 
     #[test]
