@@ -61,7 +61,7 @@ pub struct Gateway {
     dupes: DuplicateCache,
     in_flight: InFlight,
     rate: FacilityRateLimit,
-    topics: BTreeMap<DocumentKind, String>,
+    topics: BTreeMap<DocumentKind, Arc<str>>,
     /// Largest record each topic takes (its `max.message.bytes`, read from the broker).
     topic_limits: BTreeMap<String, usize>,
     /// The facility directory, when the operator supplies one.
@@ -146,7 +146,11 @@ impl Gateway {
             ),
             in_flight: InFlight::new(config.max_in_flight_events, config.max_in_flight_bytes),
             rate: FacilityRateLimit::new(config.facility_rate, config.facility_burst),
-            topics: config.topics(),
+            topics: config
+                .topics()
+                .into_iter()
+                .map(|(kind, topic)| (kind, Arc::from(topic)))
+                .collect(),
             max_batch: config.max_batch_events,
             produce_timeout: config.produce_timeout(),
             future_skew: Duration::from_secs(config.future_skew_secs),
@@ -340,7 +344,7 @@ impl Gateway {
                 return pb::EventResult {
                     event_id: header.event_id.clone(),
                     outcome: pb::Outcome::Duplicate as i32,
-                    topic: loc.topic,
+                    topic: loc.topic.to_string(),
                     partition: loc.partition,
                     offset: loc.offset,
                     errors,
@@ -371,7 +375,7 @@ impl Gateway {
                 .topics
                 .get(&kind)
                 .cloned()
-                .unwrap_or_else(|| kind.topic().to_owned());
+                .unwrap_or_else(|| Arc::from(kind.topic()));
             let framed = match self
                 .codec
                 .encode_for(kind, &topic, &event.encode_to_vec())
@@ -404,7 +408,7 @@ impl Gateway {
             if let Some(t) = &traceparent {
                 headers.push((lienthong_telemetry::trace::TRACEPARENT, t.as_bytes()));
             }
-            let limit = self.topic_limits.get(&topic).copied();
+            let limit = self.topic_limits.get(&*topic).copied();
             let record_size = framed.len()
                 + key.value.len()
                 + headers
@@ -428,9 +432,9 @@ impl Gateway {
             match sent {
                 Ok(Ok(d)) => {
                     self.dupes.insert(
-                        header.event_id.clone(),
+                        &header.event_id,
                         Location {
-                            topic: topic.clone(),
+                            topic: Arc::clone(&topic),
                             partition: d.partition,
                             offset: d.offset,
                             content,
@@ -441,7 +445,7 @@ impl Gateway {
                     pb::EventResult {
                         event_id: header.event_id.clone(),
                         outcome: pb::Outcome::Accepted as i32,
-                        topic,
+                        topic: topic.to_string(),
                         partition: d.partition,
                         offset: d.offset,
                         errors,
