@@ -32,7 +32,12 @@ where
     match runtime.block_on(main) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Causes can quote what a server or a file held: shown, never obeyed by the
+            // terminal.
+            eprintln!(
+                "error: {}",
+                lienthong_core::printable::printable_lines(&format!("{e:#}"))
+            );
             std::process::ExitCode::FAILURE
         }
     }
