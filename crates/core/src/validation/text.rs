@@ -93,69 +93,80 @@ impl Checker<'_> {
     }
 
     fn characters(&mut self, path: impl Display + Copy, value: &str, kind: TextKind) {
-        if value.contains('\0') {
-            self.error(
-                "text.nul",
-                path,
-                None,
-                "the text contains a NUL character (0x00); remove it in the HIS export".into(),
-                "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
-            );
-        } else {
-            let breaks = kind == TextKind::Narrative;
-            // Constant messages: this runs for every text that is not plain ASCII.
-            let en = if breaks {
-                "the text contains the control character {cp}; only tab and line breaks are \
-                 allowed in narrative text; remove it in the HIS export"
+        // Nearly every text holds none of the characters the rules below look for: one pass
+        // decides whether they need to look at all.
+        let suspicious = value.chars().any(|c| {
+            c.is_control()
+                || is_bidi_control(c)
+                || is_invisible(c)
+                || is_private(c)
+                || c == '\u{FFFD}'
+        });
+        if suspicious {
+            if value.contains('\0') {
+                self.error(
+                    "text.nul",
+                    path,
+                    None,
+                    "the text contains a NUL character (0x00); remove it in the HIS export".into(),
+                    "Văn bản chứa ký tự NUL (0x00); hãy loại bỏ trong dữ liệu xuất từ HIS".into(),
+                );
             } else {
-                "the text contains the control character {cp}; this field is one line and \
-                 allows none; remove it in the HIS export"
-            };
+                let breaks = kind == TextKind::Narrative;
+                // Constant messages: this runs for every text that is not plain ASCII.
+                let en = if breaks {
+                    "the text contains the control character {cp}; only tab and line breaks are \
+                     allowed in narrative text; remove it in the HIS export"
+                } else {
+                    "the text contains the control character {cp}; this field is one line and \
+                     allows none; remove it in the HIS export"
+                };
+                self.first_char(
+                    path,
+                    value,
+                    "text.control",
+                    |c| c.is_control() && !(breaks && matches!(c, '\t' | '\n' | '\r')),
+                    en,
+                    "Văn bản chứa ký tự điều khiển {cp}; hãy loại bỏ trong dữ liệu xuất từ HIS",
+                );
+            }
             self.first_char(
                 path,
                 value,
-                "text.control",
-                |c| c.is_control() && !(breaks && matches!(c, '\t' | '\n' | '\r')),
-                en,
-                "Văn bản chứa ký tự điều khiển {cp}; hãy loại bỏ trong dữ liệu xuất từ HIS",
+                "text.bidi",
+                is_bidi_control,
+                "the text contains the bidirectional control {cp}, which makes it display in another order than it is stored; remove it",
+                "Văn bản chứa ký tự điều khiển hướng {cp} (hiển thị khác với nội dung lưu); hãy loại bỏ",
             );
-        }
-        self.first_char(
-            path,
-            value,
-            "text.bidi",
-            is_bidi_control,
-            "the text contains the bidirectional control {cp}, which makes it display in another order than it is stored; remove it",
-            "Văn bản chứa ký tự điều khiển hướng {cp} (hiển thị khác với nội dung lưu); hãy loại bỏ",
-        );
-        self.first_char(
-            path,
-            value,
-            "text.invisible",
-            is_invisible,
-            "the text contains the invisible character {cp} (a zero-width space, joiner, soft hyphen or the like), which makes it look like another text; remove it",
-            "Văn bản chứa ký tự vô hình {cp} (khoảng trắng độ rộng 0, dấu nối mềm…), khiến văn bản trông giống văn bản khác; hãy loại bỏ",
-        );
-        self.first_char(
-            path,
-            value,
-            "text.private_use",
-            is_private,
-            "the text contains {cp}, a private-use code point or noncharacter that no other system reads the same; remove it",
-            "Văn bản chứa ký tự {cp} thuộc vùng dùng riêng hoặc không phải ký tự; hãy loại bỏ",
-        );
-        if value.contains('\u{FFFD}') {
-            self.error(
-                "text.replacement",
+            self.first_char(
                 path,
-                None,
-                "the text contains U+FFFD, the mark of a character lost in a wrong encoding \
-                 conversion; export the file again in UTF-8"
-                    .into(),
-                "Văn bản chứa ký tự U+FFFD (ký tự bị mất do chuyển mã sai); hãy xuất lại tệp \
-                 theo UTF-8"
-                    .into(),
+                value,
+                "text.invisible",
+                is_invisible,
+                "the text contains the invisible character {cp} (a zero-width space, joiner, soft hyphen or the like), which makes it look like another text; remove it",
+                "Văn bản chứa ký tự vô hình {cp} (khoảng trắng độ rộng 0, dấu nối mềm…), khiến văn bản trông giống văn bản khác; hãy loại bỏ",
             );
+            self.first_char(
+                path,
+                value,
+                "text.private_use",
+                is_private,
+                "the text contains {cp}, a private-use code point or noncharacter that no other system reads the same; remove it",
+                "Văn bản chứa ký tự {cp} thuộc vùng dùng riêng hoặc không phải ký tự; hãy loại bỏ",
+            );
+            if value.contains('\u{FFFD}') {
+                self.error(
+                    "text.replacement",
+                    path,
+                    None,
+                    "the text contains U+FFFD, the mark of a character lost in a wrong encoding \
+                     conversion; export the file again in UTF-8"
+                        .into(),
+                    "Văn bản chứa ký tự U+FFFD (ký tự bị mất do chuyển mã sai); hãy xuất lại tệp \
+                     theo UTF-8"
+                        .into(),
+                );
+            }
         }
         let nfc = match is_nfc_quick(value.chars()) {
             IsNormalized::Yes => true,
