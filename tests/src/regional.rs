@@ -172,6 +172,51 @@ pub async fn catch_up_and_stop(
     Ok(())
 }
 
+/// Events published for a store process to read: fresh document topics (schemas registered)
+/// and receipt topic, the events, and what the store of the region must hold once it has read
+/// them.
+pub struct PublishedRegion {
+    /// Document topics.
+    pub topics: BTreeMap<DocumentKind, String>,
+    /// Receipt topic (empty).
+    pub receipt: String,
+    /// Every event published.
+    pub events: Vec<lienthong_core::ClinicalEvent>,
+    /// The latest version of each document of the region.
+    pub expected: BTreeMap<String, u64>,
+    /// Every topic the store reads.
+    pub all_topics: Vec<String>,
+}
+
+/// Publishes `total` events made from `seed` (a tenth of them second versions that cancel
+/// their document) to fresh topics, for a store of `region`.
+pub async fn publish_region(
+    kafka: &lienthong_kafka::KafkaArgs,
+    registry: &lienthong_registry::RegistryArgs,
+    seed: u64,
+    total: usize,
+    region: &str,
+) -> anyhow::Result<PublishedRegion> {
+    let topics = crate::warehouse::topics_with_schemas(registry).await?;
+    let receipt = unique_topic("region.receipt");
+    crate::create_topic(kafka, &receipt, 1).await?;
+    let events = crate::events_with_second_versions(
+        seed,
+        total - total / 10,
+        lienthong_proto::v1::Action::Cancelled,
+    );
+    let expected = latest_versions(&events, region);
+    crate::warehouse::publish_to(registry, &topics, &events).await?;
+    let all_topics = topics.values().cloned().chain([receipt.clone()]).collect();
+    Ok(PublishedRegion {
+        topics,
+        receipt,
+        events,
+        expected,
+        all_topics,
+    })
+}
+
 /// Checks that the store of `region` under the process data folder `data` holds exactly
 /// `expected` (document → version); returns how many documents that is.
 pub fn assert_latest_versions(

@@ -7,10 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use lienthong_proto::v1 as pb;
 use lienthong_tests::regional::replica_lag;
-use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{require_kafka, require_registry, unique_topic};
+use lienthong_tests::{require_kafka, require_registry};
 
 const EVENTS: usize = 100_000;
 const REGION: &str = "79";
@@ -19,16 +17,11 @@ const REGION: &str = "79";
 async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> anyhow::Result<()> {
     let kafka_args = require_kafka();
     let registry = require_registry().await;
-    let topics = topics_with_schemas(&registry).await?;
-    let receipt = unique_topic("rc.receipt");
-    lienthong_tests::create_topic(&kafka_args, &receipt, 1).await?;
-    let events = lienthong_tests::events_with_second_versions(
-        8080,
-        EVENTS - EVENTS / 10,
-        pb::Action::Cancelled,
-    );
-    let expected = lienthong_tests::regional::latest_versions(&events, REGION);
-    publish_to(&registry, &topics, &events).await?;
+    let published =
+        lienthong_tests::regional::publish_region(&kafka_args, &registry, 8080, EVENTS, REGION)
+            .await?;
+    let (topics, receipt, all_topics) =
+        (&published.topics, &published.receipt, &published.all_topics);
 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
@@ -37,24 +30,23 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         &data,
         &kafka_args,
         &registry,
-        &topics,
-        &receipt,
+        topics,
+        receipt,
     );
     let spawn = || lienthong_tests::regional::spawn_store(&args);
-    let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
-    let total = events.len() as i64;
+    let total = published.events.len() as i64;
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .subsec_nanos() as u64;
     for kill in 1..=4 {
-        let before = replica_lag(REGION, &all_topics)?;
+        let before = replica_lag(REGION, all_topics)?;
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let progress = 5_000 + ((seed >> 33) % 15_000) as i64;
         let mut child = spawn()?;
         let until = Instant::now() + Duration::from_secs(90);
-        while replica_lag(REGION, &all_topics)? > (before - progress).max(0)
+        while replica_lag(REGION, all_topics)? > (before - progress).max(0)
             && Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,20 +54,21 @@ async fn killing_the_store_repeatedly_loses_nothing_and_doubles_nothing() -> any
         child.kill().await?; // SIGKILL
         eprintln!(
             "kill {kill}: lag {} of {total}",
-            replica_lag(REGION, &all_topics)?
+            replica_lag(REGION, all_topics)?
         );
     }
     lienthong_tests::regional::catch_up_and_stop(
         spawn()?,
         REGION,
-        &all_topics,
+        all_topics,
         Duration::from_secs(300),
     )
     .await?;
 
     // The store holds personal data: nothing in it is open to other users.
     lienthong_tests::assert_private(&data)?;
-    let documents = lienthong_tests::regional::assert_latest_versions(&data, REGION, &expected)?;
+    let documents =
+        lienthong_tests::regional::assert_latest_versions(&data, REGION, &published.expected)?;
     eprintln!("region {REGION}: {documents} documents exact after 4 kills");
     Ok(())
 }

@@ -9,11 +9,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lienthong_proto::v1 as pb;
 use lienthong_tests::regional::replica_lag;
 use lienthong_tests::small_disk::{SmallDisk, free_bytes};
-use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
-use lienthong_tests::{require_kafka, require_registry, unique_topic};
+use lienthong_tests::{require_kafka, require_registry};
 
 const EVENTS: usize = 10_000;
 const REGION: &str = "79";
@@ -23,16 +21,11 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
 {
     let kafka_args = require_kafka();
     let registry = require_registry().await;
-    let topics = topics_with_schemas(&registry).await?;
-    let receipt = unique_topic("df.receipt");
-    lienthong_tests::create_topic(&kafka_args, &receipt, 1).await?;
-    let events = lienthong_tests::events_with_second_versions(
-        8181,
-        EVENTS - EVENTS / 10,
-        pb::Action::Cancelled,
-    );
-    let expected = lienthong_tests::regional::latest_versions(&events, REGION);
-    publish_to(&registry, &topics, &events).await?;
+    let published =
+        lienthong_tests::regional::publish_region(&kafka_args, &registry, 8181, EVENTS, REGION)
+            .await?;
+    let (topics, receipt, all_topics) =
+        (&published.topics, &published.receipt, &published.all_topics);
 
     let disk = SmallDisk::mount("3m")?;
     let data: PathBuf = disk.path().join("data");
@@ -41,13 +34,12 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
         &data,
         &kafka_args,
         &registry,
-        &topics,
-        &receipt,
+        topics,
+        receipt,
     );
     // The full disk's errors are expected.
     let log = args.iter().position(|a| a == "--log").expect("--log") + 1;
     args[log] = "error".into();
-    let all_topics: Vec<String> = topics.values().cloned().chain([receipt.clone()]).collect();
 
     let mut child = lienthong_tests::regional::spawn_store(&args)?;
     let status = tokio::time::timeout(Duration::from_secs(180), child.wait())
@@ -62,7 +54,7 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
         !status.success(),
         "a store that cannot write must not exit 0"
     );
-    let behind = replica_lag(REGION, &all_topics)?;
+    let behind = replica_lag(REGION, all_topics)?;
     assert!(behind > 0, "the disk did not fill: nothing left to apply");
     eprintln!("full disk: the store stopped ({status}) with {behind} messages to apply");
 
@@ -70,10 +62,10 @@ async fn a_full_disk_stops_the_store_and_a_restart_with_space_loses_nothing() ->
     lienthong_tests::regional::catch_up_and_stop(
         lienthong_tests::regional::spawn_store(&args)?,
         REGION,
-        &all_topics,
+        all_topics,
         Duration::from_secs(300),
     )
     .await?;
-    lienthong_tests::regional::assert_latest_versions(&data, REGION, &expected)?;
+    lienthong_tests::regional::assert_latest_versions(&data, REGION, &published.expected)?;
     Ok(())
 }
