@@ -213,6 +213,15 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Runs the workspace's `lienthong` command with `args` to its end (for commands that need no
+/// running test service: a blocking call).
+pub fn lienthong_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(workspace_bin("lienthong"))
+        .args(args)
+        .output()
+        .expect("lienthong runs")
+}
+
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -6,17 +6,12 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use lienthong_tests::{create_topic, kafka, require_kafka, unique_topic, workspace_bin};
+use lienthong_tests::{create_topic, kafka, require_kafka, unique_topic};
 
-fn lienthong(args: &[&str]) -> Output {
-    Command::new(workspace_bin("lienthong"))
-        .args(args)
-        .output()
-        .expect("lienthong runs")
-}
+use lienthong_tests::lienthong_cli as lienthong;
 
 fn code(out: &Output) -> i32 {
     out.status.code().expect("exited, not killed")

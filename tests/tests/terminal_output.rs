@@ -5,16 +5,7 @@
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::process::{Command, Output};
-
-use lienthong_tests::workspace_bin;
-
-fn lienthong(args: &[&str]) -> Output {
-    Command::new(workspace_bin("lienthong"))
-        .args(args)
-        .output()
-        .expect("lienthong runs")
-}
+use lienthong_tests::lienthong_cli as lienthong;
 
 /// Control characters other than line breaks, and bidirectional controls.
 fn steering(text: &str) -> Vec<char> {
