@@ -34,6 +34,22 @@ fn a_file_that_cannot_be_read_exits_1_and_one_that_is_refused_exits_3() {
     std::fs::write(&file, "not,a,facility,directory\n\u{0}\n").expect("write");
     let out = lienthong(&["facilities", "check", file.to_str().expect("utf-8")]);
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    // A line that is no event: the file is refused before anything is sent.
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"referral\": {\"header\": {\"documentId\": 5}}}\n",
+    )
+    .expect("write");
+    let out = lienthong(&["publish", "--file", events.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{stderr}");
+    assert!(
+        stderr.contains("events.jsonl:1:"),
+        "the line is named: {stderr}"
+    );
+    let out = lienthong(&["publish", "--file", "/nonexistent/events.jsonl"]);
+    assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -18,6 +18,18 @@ pub const UNAVAILABLE: u8 = 4;
 /// outside its policy (`analytics risk`: k below the floor).
 pub const DRIFT: u8 = 5;
 
+/// Input a command refused as it is (a file line that is no event, …): exit code REFUSED.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// The process exit code for `code`.
 pub fn code(code: u8) -> ExitCode {
     ExitCode::from(code)
@@ -40,17 +52,18 @@ pub fn of_error(e: &anyhow::Error) -> u8 {
         };
     }
     let refused = e.chain().any(|cause| {
-        cause.downcast_ref::<tonic::Status>().is_some_and(|s| {
-            matches!(
-                s.code(),
-                tonic::Code::InvalidArgument
-                    | tonic::Code::PermissionDenied
-                    | tonic::Code::NotFound
-                    | tonic::Code::FailedPrecondition
-                    | tonic::Code::OutOfRange
-                    | tonic::Code::AlreadyExists
-            )
-        })
+        cause.is::<Refused>()
+            || cause.downcast_ref::<tonic::Status>().is_some_and(|s| {
+                matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::NotFound
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::OutOfRange
+                        | tonic::Code::AlreadyExists
+                )
+            })
     });
     if refused {
         return REFUSED;
@@ -101,6 +114,8 @@ mod tests {
             of_error(&anyhow::anyhow!("cannot read events.jsonl")),
             FAILED
         );
+        let invalid_line = anyhow::Error::new(Refused("events.jsonl:3: not an event".into()));
+        assert_eq!(of_error(&invalid_line), REFUSED);
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn load(args: &PublishArgs) -> anyhow::Result<Vec<pb::EventEnvelope>> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
             let bytes = lienthong_proto::json::from_json("lienthong.v1.EventEnvelope", line)
-                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+                .map_err(|e| crate::exit::Refused(format!("{}:{}: {e}", path.display(), i + 1)))?;
             Ok(pb::EventEnvelope::decode(bytes.as_slice())?)
         })
         .collect()
