@@ -50,6 +50,12 @@ fn a_file_that_cannot_be_read_exits_1_and_one_that_is_refused_exits_3() {
     );
     let out = lienthong(&["publish", "--file", "/nonexistent/events.jsonl"]);
     assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    // A malformed citizen ID, refused before the warehouse is asked (as the regional store
+    // refuses one).
+    let out = lienthong(&["audit", "accesses", "--citizen-id", "12"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{stderr}");
+    assert!(stderr.contains("12 or 9 characters"), "{stderr}");
 }
 
 #[test]

@@ -44,7 +44,9 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             pg,
         } => {
             let person =
-                PersonId::parse(&citizen_id).map_err(|e| anyhow::anyhow!("--citizen-id: {e}"))?;
+                // Refused as given (3), as the regional store refuses a malformed ID.
+                PersonId::parse(&citizen_id)
+                    .map_err(|e| crate::exit::Refused(format!("--citizen-id: {e}")))?;
             let keyer = key.load()?;
             let keys: Vec<String> = keyer
                 .all_keys_for(&person)
