@@ -26,7 +26,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
 }
 
 #[test]
-fn a_file_that_cannot_be_read_exits_1_and_one_that_is_refused_exits_3() {
+fn unreadable_input_exits_1_and_input_refused_as_given_exits_3() {
     let out = lienthong(&["facilities", "check", "/nonexistent/facilities.csv"]);
     assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
     let dir = tempfile::tempdir().expect("temporary folder");
@@ -56,6 +56,44 @@ fn a_file_that_cannot_be_read_exits_1_and_one_that_is_refused_exits_3() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), 3, "{stderr}");
     assert!(stderr.contains("12 or 9 characters"), "{stderr}");
+    // A token longer-lived than the services accept would be refused by every one of them.
+    let key = dir.path().join("issuer.pem");
+    let key_set = dir.path().join("keys.json");
+    let out = lienthong(&[
+        "tokens",
+        "keygen",
+        "--key-id",
+        "k1",
+        "--private-key",
+        key.to_str().expect("utf-8"),
+        "--key-set",
+        key_set.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "tokens",
+            "issue",
+            "--facility",
+            "79025",
+            "--scope",
+            "publish",
+            "--key-file",
+            key.to_str().expect("utf-8"),
+            "--key-id",
+            "k1",
+            "--ttl-secs",
+            "31536000",
+        ];
+        args.extend_from_slice(extra);
+        lienthong(&args)
+    };
+    let out = issue(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{stderr}");
+    assert!(stderr.contains("--token-max-lifetime-secs"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert_eq!(code(&issue(&["--max-lifetime-secs", "31536000"])), 0);
 }
 
 #[test]

@@ -53,10 +53,14 @@ pub enum TokensCommand {
         /// lienthong-gateway for publish, lienthong-regional for read and acknowledge.
         #[arg(long = "audience")]
         audiences: Vec<String>,
-        /// Validity in seconds (services refuse tokens longer than their
-        /// --token-max-lifetime-secs, 30 days by default).
+        /// Validity in seconds, at most --max-lifetime-secs.
         #[arg(long, default_value_t = 24 * 3600)]
         ttl_secs: u64,
+        /// The longest lifetime the services accept (their --token-max-lifetime-secs, from the
+        /// same variable): a longer --ttl-secs makes a token every service would refuse, so it
+        /// is refused here.
+        #[arg(long, env = "LIENTHONG_TOKEN_MAX_LIFETIME_SECS", default_value_t = lienthong_grpc::DEFAULT_MAX_TOKEN_LIFETIME_SECS)]
+        max_lifetime_secs: u64,
     },
     /// Revoke a token before its expiry: every gateway and regional store refuses it within
     /// seconds (they follow the revocations topic).
@@ -70,6 +74,10 @@ pub enum TokensCommand {
         /// Why (kept with the revocation).
         #[arg(long, default_value = "")]
         reason: String,
+        /// The longest lifetime the services accept (their --token-max-lifetime-secs): a
+        /// revocation by --jti alone lasts that long, since the token's own expiry is unknown.
+        #[arg(long, env = "LIENTHONG_TOKEN_MAX_LIFETIME_SECS", default_value_t = lienthong_grpc::DEFAULT_MAX_TOKEN_LIFETIME_SECS)]
+        max_lifetime_secs: u64,
         /// The revocations topic the services follow.
         #[arg(long, env = "LIENTHONG_TOKEN_REVOCATIONS_TOPIC", default_value = lienthong_core::routing::REVOCATIONS_TOPIC)]
         topic: String,
@@ -99,6 +107,7 @@ async fn revoke(
     token_file: Option<PathBuf>,
     jti: Option<String>,
     reason: String,
+    max_lifetime_secs: u64,
     topic: &str,
     kafka: &lienthong_kafka::KafkaArgs,
     registry: &lienthong_registry::RegistryArgs,
@@ -123,7 +132,7 @@ async fn revoke(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     // Without the token, revoke for the longest lifetime any service accepts.
     let expires = expires.map_or(
-        now + lienthong_grpc::DEFAULT_MAX_TOKEN_LIFETIME_SECS as i64,
+        now.saturating_add(i64::try_from(max_lifetime_secs).unwrap_or(i64::MAX)),
         |e| i64::try_from(e).unwrap_or(i64::MAX),
     );
     let record = lienthong_proto::v1::TokenRevocation {
@@ -169,10 +178,22 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             token_file,
             jti,
             reason,
+            max_lifetime_secs,
             topic,
             kafka,
             registry,
-        } => revoke(token_file, jti, reason, &topic, &kafka, &registry).await,
+        } => {
+            revoke(
+                token_file,
+                jti,
+                reason,
+                max_lifetime_secs,
+                &topic,
+                &kafka,
+                &registry,
+            )
+            .await
+        }
         TokensCommand::Issue {
             facility,
             scopes,
@@ -181,7 +202,17 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             key_id,
             audiences,
             ttl_secs,
+            max_lifetime_secs,
         } => {
+            if ttl_secs > max_lifetime_secs {
+                return Err(crate::exit::Refused(format!(
+                    "--ttl-secs {ttl_secs} is longer than the services accept \
+                     ({max_lifetime_secs} s, their --token-max-lifetime-secs): every service \
+                     would refuse this token; issue a shorter one, or give --max-lifetime-secs \
+                     when the services are started with a longer maximum"
+                ))
+                .into());
+            }
             let scopes: Vec<Scope> = scopes.into_iter().map(Scope::from).collect();
             let audiences = if audiences.is_empty() {
                 let mut a = Vec::new();
