@@ -215,6 +215,36 @@ fn an_analytics_client_in_python_is_refused_document_topics() {
     lienthong_tests::run_pytest("analytics_refused.py", &[], 1);
 }
 
+/// `lienthong tail` as the analytics principal: a document topic is refused as not
+/// authorized (exit 3), not reported as missing.
+#[test]
+fn lienthong_tail_tells_an_analyst_a_document_topic_is_not_theirs() {
+    require_kafka();
+    let out = std::process::Command::new(lienthong_tests::workspace_bin("lienthong"))
+        .args([
+            "tail",
+            "--topic",
+            "lienthong.referral.v1",
+            "--group",
+            "analytics-tail",
+        ])
+        .args(["--max", "1"])
+        .env("LIENTHONG_KAFKA_SASL_USERNAME", "analytics")
+        .env(
+            "LIENTHONG_KAFKA_SASL_PASSWORD_FILE",
+            env_path("LIENTHONG_KAFKA_USERS_DIR").join("analytics.password"),
+        )
+        .output()
+        .expect("lienthong runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("may not read topic lienthong.referral.v1")
+            && stderr.contains("authorization failed"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn mutual_tls_authenticates_with_a_pki_certificate_and_not_without() {
     require_kafka();

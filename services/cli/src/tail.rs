@@ -66,16 +66,30 @@ pub async fn run(
         .set("enable.auto.offset.store", "false");
     let consumer: StreamConsumer = cfg.create().context("cannot create the tail consumer")?;
     let metadata = consumer.fetch_metadata(Some(&args.topic), kafka.timeout())?;
-    let topic = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
+    let found = metadata.topics().iter().find(|t| t.name() == args.topic);
+    let topic = match found.map(|t| (t, t.error())) {
+        Some((t, None)) if !t.partitions().is_empty() => t,
+        Some((
+            _,
+            Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED),
+        )) => {
+            return Err(crate::exit::Refused(format!(
+                "Kafka user {} may not read topic {} (topic authorization failed): each \
+                 principal reads what the cluster's ACLs grant it (an analytics principal the \
+                 lienthong.analytics.* topics); ask the operators for a grant",
+                kafka.sasl_username.as_deref().unwrap_or("(certificate)"),
+                args.topic
+            ))
+            .into());
+        }
+        _ => {
+            return Err(crate::exit::Refused(format!(
                 "topic {} does not exist; `lienthong topics list` shows the topics",
                 args.topic
-            )
-        })?;
+            ))
+            .into());
+        }
+    };
     let mut tpl = TopicPartitionList::new();
     for p in topic.partitions() {
         tpl.add_partition_offset(
