@@ -94,6 +94,36 @@ fn unreadable_input_exits_1_and_input_refused_as_given_exits_3() {
     assert!(stderr.contains("--token-max-lifetime-secs"), "{stderr}");
     assert!(out.stdout.is_empty(), "no token is printed");
     assert_eq!(code(&issue(&["--max-lifetime-secs", "31536000"])), 0);
+    // A facility code that is none, a key id already in the set: refused as given.
+    let mut bad_facility = vec![
+        "tokens",
+        "issue",
+        "--facility",
+        "ABC",
+        "--scope",
+        "publish",
+        "--key-id",
+        "k1",
+        "--key-file",
+    ];
+    bad_facility.push(key.to_str().expect("utf-8"));
+    assert_eq!(code(&lienthong(&bad_facility)), 3);
+    let again = lienthong(&[
+        "tokens",
+        "keygen",
+        "--key-id",
+        "k1",
+        "--private-key",
+        dir.path().join("other.pem").to_str().expect("utf-8"),
+        "--key-set",
+        key_set.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        code(&again),
+        3,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let mut secret = [0u8; 32];
             rand::rng().fill_bytes(&mut secret);
             let text = format!("{key_id}:{}", hex::encode(secret));
-            PatientKeyer::parse(&text)?;
+            PatientKeyer::parse(&text)
+                .map_err(|e| crate::exit::Refused(format!("--key-id: {e}")))?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }

@@ -127,7 +127,10 @@ async fn revoke(
         (None, None) => bail!("give --token-file or --jti"),
     };
     if jti.trim().is_empty() || jti.len() > 128 || jti.chars().any(char::is_control) {
-        bail!("the token id must be 1 to 128 printable characters");
+        return Err(crate::exit::Refused(
+            "the token id must be 1 to 128 printable characters".into(),
+        )
+        .into());
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     // Without the token, revoke for the longest lifetime any service accepts.
@@ -227,13 +230,22 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
                 audiences
             };
             let signer = TokenSigner::from_file(&key_file, &key_id)?;
-            let token = signer.issue(&TokenRequest {
-                facility,
-                audiences,
-                scopes,
-                individual,
-                ttl_secs,
-            })?;
+            let token = signer
+                .issue(&TokenRequest {
+                    facility,
+                    audiences,
+                    scopes,
+                    individual,
+                    ttl_secs,
+                })
+                .map_err(|e| match e {
+                    // What was asked makes no valid token: refused as given.
+                    lienthong_grpc::TokenError::Subject { .. }
+                    | lienthong_grpc::TokenError::Request(_) => {
+                        anyhow::Error::new(crate::exit::Refused(e.to_string()))
+                    }
+                    other => other.into(),
+                })?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
@@ -245,13 +257,17 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             if key_id.trim().is_empty()
                 || key_id.chars().any(|c| c.is_control() || c.is_whitespace())
             {
-                bail!("--key-id must be a non-empty word without spaces");
+                return Err(crate::exit::Refused(
+                    "--key-id must be a non-empty word without spaces".into(),
+                )
+                .into());
             }
             if private_key.exists() {
-                bail!(
+                return Err(crate::exit::Refused(format!(
                     "{} exists: a signing key is never overwritten; choose another path",
                     private_key.display()
-                );
+                ))
+                .into());
             }
             let mut set: serde_json::Value = match std::fs::read_to_string(&key_set) {
                 Ok(text) => {
@@ -269,10 +285,11 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
                 .as_array_mut()
                 .context("the key set has no \"keys\" array")?;
             if keys.iter().any(|k| k["kid"] == key_id.as_str()) {
-                bail!(
+                return Err(crate::exit::Refused(format!(
                     "{} already holds a key {key_id:?}; choose a new id",
                     key_set.display()
-                );
+                ))
+                .into());
             }
             let (pem, jwk) = lienthong_grpc::generate_signing_key(&key_id)?;
             keys.push(jwk);
