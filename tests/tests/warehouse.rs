@@ -744,3 +744,38 @@ async fn later_batches_update_stored_documents_and_republished_events_are_not_do
     loader.stop().await?;
     Ok(())
 }
+
+/// Replicas starting together against a new database: every one migrates and grants without
+/// error (the migrations' lock covers the grants too, which PostgreSQL refuses to run at once
+/// on one object), and the migrations are applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_preparing_a_new_database_together_all_succeed() -> anyhow::Result<()> {
+    for _ in 0..3 {
+        let dsn = fresh_database().await?;
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(lienthong_tests::warehouse::connect(&dsn).await?);
+        }
+        let prepared = futures::future::join_all(clients.iter_mut().map(|c| {
+            lienthong_warehouse_loader::migrations::prepare(
+                c,
+                "lienthong_analyst",
+                "lienthong_privacy",
+            )
+        }))
+        .await;
+        let mut applied = Vec::new();
+        for p in prepared {
+            applied.extend(p.map_err(|e| {
+                anyhow::anyhow!("{}", lienthong_warehouse_loader::postgres::reason(&e))
+            })?);
+        }
+        applied.sort_unstable();
+        let once: Vec<i32> = (1..=applied.len() as i32).collect();
+        assert_eq!(
+            applied, once,
+            "each migration applied by exactly one replica"
+        );
+    }
+    Ok(())
+}

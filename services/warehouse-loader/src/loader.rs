@@ -40,7 +40,8 @@ pub enum LoaderError {
     Connect(#[from] crate::postgres::PgConnectError),
     /// PostgreSQL could not be migrated at start-up.
     #[error(
-        "PostgreSQL at {dsn}: {cause}; check that the role owns the database (--pg-dsn / LIENTHONG_PG_DSN)"
+        "PostgreSQL at {dsn}: {}; check that the role owns the database (--pg-dsn / LIENTHONG_PG_DSN)",
+        crate::postgres::reason(.cause)
     )]
     Postgres {
         /// DSN without password.
@@ -77,13 +78,7 @@ pub async fn run(
     for _ in 0..config.writers.max(1) {
         clients.push(config.pg.connect().await?);
     }
-    crate::migrations::migrate(&mut clients[0])
-        .await
-        .map_err(unreachable)?;
-    crate::migrations::grant_analyst_reads(&clients[0], &config.analyst_role)
-        .await
-        .map_err(unreachable)?;
-    crate::migrations::grant_access_reads(&clients[0], &config.privacy_role)
+    crate::migrations::prepare(&mut clients[0], &config.analyst_role, &config.privacy_role)
         .await
         .map_err(unreachable)?;
 

@@ -53,6 +53,32 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Er
     result
 }
 
+/// Applies every migration not yet applied and grants the reader roles their reads, all under
+/// the migrations' lock: replicas starting together neither race a migration nor grant on the
+/// same objects at once (PostgreSQL refuses concurrent GRANTs on one object with "tuple
+/// concurrently updated"). Returns the versions applied now.
+pub async fn prepare(
+    client: &mut Client,
+    analyst_role: &str,
+    privacy_role: &str,
+) -> Result<Vec<i32>, tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = async {
+        let applied = apply(client).await?;
+        grant_analyst_reads(client, analyst_role).await?;
+        grant_access_reads(client, privacy_role).await?;
+        Ok(applied)
+    }
+    .await;
+    // Unlock even when a step failed, so the next start can retry.
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    result
+}
+
 /// Grants `role` read access to every view and table of the `public` schema (pseudonymized by
 /// construction) and nothing in `restricted`. Runs after every migration so new tables are
 /// covered; returns false, changing nothing, when the role does not exist.
