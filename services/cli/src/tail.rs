@@ -73,21 +73,19 @@ pub async fn run(
             _,
             Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED),
         )) => {
-            return Err(crate::exit::Refused(format!(
+            anyhow::bail!(crate::exit::Refused(format!(
                 "Kafka user {} may not read topic {} (topic authorization failed): each \
                  principal reads what the cluster's ACLs grant it (an analytics principal the \
                  lienthong.analytics.* topics); ask the operators for a grant",
                 kafka.sasl_username.as_deref().unwrap_or("(certificate)"),
                 args.topic
-            ))
-            .into());
+            )));
         }
         _ => {
-            return Err(crate::exit::Refused(format!(
+            anyhow::bail!(crate::exit::Refused(format!(
                 "topic {} does not exist; `lienthong topics list` shows the topics",
                 args.topic
-            ))
-            .into());
+            )));
         }
     };
     let mut tpl = TopicPartitionList::new();

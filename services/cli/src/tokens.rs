@@ -127,10 +127,9 @@ async fn revoke(
         (None, None) => bail!("give --token-file or --jti"),
     };
     if jti.trim().is_empty() || jti.len() > 128 || jti.chars().any(char::is_control) {
-        return Err(crate::exit::Refused(
+        bail!(crate::exit::Refused(
             "the token id must be 1 to 128 printable characters".into(),
-        )
-        .into());
+        ));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     // Without the token, revoke for the longest lifetime any service accepts.
@@ -208,13 +207,12 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             max_lifetime_secs,
         } => {
             if ttl_secs > max_lifetime_secs {
-                return Err(crate::exit::Refused(format!(
+                bail!(crate::exit::Refused(format!(
                     "--ttl-secs {ttl_secs} is longer than the services accept \
                      ({max_lifetime_secs} s, their --token-max-lifetime-secs): every service \
                      would refuse this token; issue a shorter one, or give --max-lifetime-secs \
                      when the services are started with a longer maximum"
-                ))
-                .into());
+                )));
             }
             let scopes: Vec<Scope> = scopes.into_iter().map(Scope::from).collect();
             let audiences = if audiences.is_empty() {
@@ -257,17 +255,15 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
             if key_id.trim().is_empty()
                 || key_id.chars().any(|c| c.is_control() || c.is_whitespace())
             {
-                return Err(crate::exit::Refused(
+                bail!(crate::exit::Refused(
                     "--key-id must be a non-empty word without spaces".into(),
-                )
-                .into());
+                ));
             }
             if private_key.exists() {
-                return Err(crate::exit::Refused(format!(
+                bail!(crate::exit::Refused(format!(
                     "{} exists: a signing key is never overwritten; choose another path",
                     private_key.display()
-                ))
-                .into());
+                )));
             }
             let mut set: serde_json::Value = match std::fs::read_to_string(&key_set) {
                 Ok(text) => {
@@ -285,11 +281,10 @@ pub async fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
                 .as_array_mut()
                 .context("the key set has no \"keys\" array")?;
             if keys.iter().any(|k| k["kid"] == key_id.as_str()) {
-                return Err(crate::exit::Refused(format!(
+                bail!(crate::exit::Refused(format!(
                     "{} already holds a key {key_id:?}; choose a new id",
                     key_set.display()
-                ))
-                .into());
+                )));
             }
             let (pem, jwk) = lienthong_grpc::generate_signing_key(&key_id)?;
             keys.push(jwk);

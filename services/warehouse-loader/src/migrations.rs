@@ -42,15 +42,7 @@ const LOCK_KEY: i64 = 0x6c69_656e_7468_6f6e; // "lienthon"
 
 /// Applies every migration not yet applied; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
-    let result = apply(client).await;
-    // Unlock even when a migration failed, so the next start can retry.
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
-    result
+    under_lock(client, async |c: &mut Client| apply(c).await).await
 }
 
 /// Applies every migration not yet applied and grants the reader roles their reads, all under
@@ -62,16 +54,24 @@ pub async fn prepare(
     analyst_role: &str,
     privacy_role: &str,
 ) -> Result<Vec<i32>, tokio_postgres::Error> {
+    under_lock(client, async |c: &mut Client| {
+        let applied = apply(c).await?;
+        grant_analyst_reads(c, analyst_role).await?;
+        grant_access_reads(c, privacy_role).await?;
+        Ok(applied)
+    })
+    .await
+}
+
+/// Runs `work` holding the advisory lock that serializes migrations across replicas.
+async fn under_lock<T>(
+    client: &mut Client,
+    work: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, tokio_postgres::Error> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
-    let result = async {
-        let applied = apply(client).await?;
-        grant_analyst_reads(client, analyst_role).await?;
-        grant_access_reads(client, privacy_role).await?;
-        Ok(applied)
-    }
-    .await;
+    let result = work(client).await;
     // Unlock even when a step failed, so the next start can retry.
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
