@@ -455,3 +455,102 @@ async fn verify_tells_a_current_contract_from_a_missing_or_superseded_one() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_frames_with_the_schema_its_build_encodes_not_the_subject_s_latest()
+-> anyhow::Result<()> {
+    use lienthong_core::DocumentKind::Referral;
+    let registry = require_registry().await;
+    let client = RegistryClient::new(&registry)?;
+    let dir = tempfile::tempdir()?;
+    copy_protos(dir.path())?;
+    let referral = dir.path().join("lienthong/v1/referral.proto");
+    let original = std::fs::read_to_string(&referral)?;
+    std::fs::write(
+        &referral,
+        original.replace(
+            "  PartialDateTime issued_at = 28;\n",
+            "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n",
+        ),
+    )?;
+    let newer = || SchemaSet::from_dir(dir.path());
+    let id_of = |registered: Vec<lienthong_registry::contract::Registered>, topic: &str| {
+        registered
+            .into_iter()
+            .find(|r| r.subject == format!("{topic}-value"))
+            .expect("the topic's subject is registered")
+            .id
+    };
+    let payload = keyed_events(29, 10)
+        .into_iter()
+        .find(|e| e.kind() == Referral)
+        .expect("a referral among ten events")
+        .encode_to_vec();
+
+    // This build's contract, then a newer compatible one (as a later release registers it):
+    // this build's producers keep framing with the schema they encode with.
+    let topic = unique_topic("writer.referral");
+    let built = id_of(
+        SchemaSet::built_in()
+            .with_topic(Referral, &topic)
+            .register(&client)
+            .await?,
+        &topic,
+    );
+    let later = id_of(
+        newer()?
+            .with_topic(Referral, &topic)
+            .register(&client)
+            .await?,
+        &topic,
+    );
+    assert_ne!(built, later);
+    let codec = WireCodec::new(&registry)?;
+    let framed = codec.encode_for(Referral, &topic, &payload).await?;
+    let frame = lienthong_registry::frame::parse(&framed)?;
+    assert_eq!(
+        (frame.schema_id, frame.indexes.as_slice()),
+        (built, &[0][..])
+    );
+    let decoded = codec.decode(Some(&framed), &topic, 0, 0).await?;
+    assert_eq!(
+        (decoded.full_name.as_str(), decoded.payload),
+        ("lienthong.v1.ReferralEvent", payload.clone())
+    );
+
+    // A subject holding only another contract: refused, saying what to do, and nothing framed
+    // under an id whose schema is not the payload's.
+    let foreign = unique_topic("writer.foreign");
+    newer()?
+        .with_topic(Referral, &foreign)
+        .register(&client)
+        .await?;
+    let err = codec
+        .encode_for(Referral, &foreign, &payload)
+        .await
+        .expect_err("no version equal to this build's file");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{foreign}-value"))
+            && text.contains("lienthong/v1/referral.proto")
+            && text.contains("lienthong schemas register"),
+        "{text}"
+    );
+    // A subject not registered yet: refused until it is, then framed: a refusal is not
+    // remembered.
+    let fresh = unique_topic("writer.fresh");
+    assert!(codec.encode_for(Referral, &fresh, &payload).await.is_err());
+    let now_held = id_of(
+        SchemaSet::built_in()
+            .with_topic(Referral, &fresh)
+            .register(&client)
+            .await?,
+        &fresh,
+    );
+    let framed = codec.encode_for(Referral, &fresh, &payload).await?;
+    assert_eq!(
+        lienthong_registry::frame::parse(&framed)?.schema_id,
+        now_held
+    );
+    Ok(())
+}

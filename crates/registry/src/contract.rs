@@ -82,6 +82,23 @@ impl ProtoFile {
             .collect()
     }
 
+    /// Fully-qualified name of the file's first top-level message: for a topic's file, the
+    /// message its values are.
+    pub fn first_message(&self) -> Option<String> {
+        let declared = |keyword: &str| {
+            self.source.lines().find_map(|l| {
+                let rest = l.strip_prefix(keyword)?;
+                let name = rest.split(|c: char| c == ';' || c == '{' || c.is_whitespace());
+                name.into_iter().find(|n| !n.is_empty()).map(str::to_owned)
+            })
+        };
+        let message = declared("message ")?;
+        Some(match declared("package ") {
+            Some(package) => format!("{package}.{message}"),
+            None => message,
+        })
+    }
+
     /// The registry subject of this file, with the standard topics.
     pub fn subject(&self) -> String {
         self.subject_with(&BTreeMap::new())
@@ -114,8 +131,8 @@ pub struct Registered {
     pub created: bool,
 }
 
-/// Where one subject stands against a contract: the version holding the contract's file, and
-/// the subject's latest version (the one producers frame their messages with).
+/// Where one subject stands against a contract: the version holding the contract's file (the
+/// one producers of this contract frame their messages with), and the subject's latest version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
     /// Subject.
@@ -342,6 +359,57 @@ impl SchemaSet {
         Ok(out)
     }
 
+    /// The schema id a producer of this contract frames `full_name` with as a value of `topic`:
+    /// the version of `<topic>-value` equal to the contract's file, whose references are the
+    /// versions equal to the contract's imports. Never the subject's latest version, which
+    /// may be a newer contract than the one the payload was encoded with.
+    pub async fn writer_id(
+        &self,
+        client: &RegistryClient,
+        topic: &str,
+        full_name: &str,
+    ) -> Result<u32> {
+        let file = TOPIC_FILES
+            .iter()
+            .filter_map(|(path, _)| self.files.get(*path))
+            .find(|f| f.first_message().as_deref() == Some(full_name))
+            .ok_or_else(|| Error::Proto {
+                path: full_name.to_owned(),
+                message: "is not the value message of any topic of the contract".into(),
+            })?;
+        let mut order = Vec::new();
+        self.visit(
+            &file.path,
+            &mut BTreeSet::new(),
+            &mut BTreeSet::new(),
+            &mut order,
+        )?;
+        let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        // The file itself comes last, after every file it imports.
+        for f in order {
+            let subject = if f.path == file.path {
+                value_subject(topic)
+            } else {
+                f.subject()
+            };
+            let refs = references(f, &versions)?;
+            let Some((id, version)) = client.lookup(&subject, &f.source, &refs).await? else {
+                return Err(Error::NotHeld {
+                    subject,
+                    path: f.path.clone(),
+                });
+            };
+            if f.path == file.path {
+                return Ok(id);
+            }
+            versions.insert(f.path.clone(), (subject, version));
+        }
+        Err(Error::Proto {
+            path: file.path.clone(),
+            message: "missing from its own dependency order".into(),
+        })
+    }
+
     /// Checks every file against the latest registered version of its subject.
     pub async fn check(&self, client: &RegistryClient) -> Result<Vec<(String, Compatibility)>> {
         let mut versions: BTreeMap<String, (String, u32)> = BTreeMap::new();
@@ -405,6 +473,31 @@ mod tests {
             let importer = at(s).unwrap_or_else(|| panic!("{s} missing from {order:?}"));
             assert!(common < importer, "{s} before its import: {order:?}");
         }
+    }
+
+    #[test]
+    fn each_topic_file_opens_with_the_message_its_topic_carries() {
+        let set = SchemaSet::built_in();
+        let first = |topic: &str| {
+            let (path, _) = TOPIC_FILES
+                .iter()
+                .find(|(_, t)| *t == topic)
+                .expect("a topic file");
+            set.files[*path].first_message()
+        };
+        for kind in DocumentKind::ALL {
+            assert_eq!(first(kind.topic()).as_deref(), Some(kind.message_name()));
+        }
+        assert_eq!(
+            first(lienthong_core::routing::REVOCATIONS_TOPIC).as_deref(),
+            Some("lienthong.v1.TokenRevocation")
+        );
+        // Imports are no topic's file: their first message is not framed by anyone.
+        let common = &set.files["lienthong/v1/common.proto"];
+        assert_eq!(
+            common.first_message().as_deref(),
+            Some("lienthong.v1.PartialDateTime")
+        );
     }
 
     #[test]

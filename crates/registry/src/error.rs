@@ -37,6 +37,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The registry holds no version of a subject equal to this build's file.
+    #[error(
+        "the schema registry holds no version of {subject} equal to this build's {path}; register this build's schemas with `lienthong schemas register`"
+    )]
+    NotHeld {
+        /// Subject.
+        subject: String,
+        /// The contract file.
+        path: String,
+    },
     /// Encoding a message failed.
     #[error("cannot frame a {message_name} for {topic}: {message}")]
     Encode {

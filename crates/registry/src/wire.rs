@@ -1,14 +1,18 @@
 //! The Confluent protobuf wire format: `0x00`, 4-byte big-endian schema id, message indexes
 //! (zig-zag varints; `[0]` is written as a single 0 byte), then the protobuf payload.
-//! Framing and unframing go through `schema_registry_converter`, which looks the schema up in
-//! the registry once per subject (encode) or schema id (decode) and caches it.
+//! A producer frames with the id of the exact schema its build encodes with, looked up once per
+//! topic; unframing goes through `schema_registry_converter`, which looks the schema up once
+//! per schema id and caches it.
 
 use lienthong_core::{ClinicalEvent, DocumentKind};
-use schema_registry_converter::async_impl::proto_raw::{ProtoRawDecoder, ProtoRawEncoder};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use schema_registry_converter::async_impl::proto_raw::ProtoRawDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 
 use crate::client::RegistryClient;
+use crate::contract::SchemaSet;
 use crate::error::{DecodeError, Error, Result};
 use crate::frame::FrameError;
 use crate::settings::RegistryArgs;
@@ -46,10 +50,13 @@ impl Decoded {
 
 /// Frames and unframes lienthong events against one registry.
 pub struct WireCodec {
-    encoder: ProtoRawEncoder,
     decoder: ProtoRawDecoder,
-    // Asked, when a schema id is unknown, whether the registry still knows the topic at all.
+    // Asked for the ids producers frame with, and, when a consumed schema id is unknown,
+    // whether the registry still knows the topic at all.
     client: RegistryClient,
+    contract: SchemaSet,
+    // Topic → (value message, schema id) this build frames it with.
+    writers: RwLock<HashMap<String, (String, u32)>>,
 }
 
 impl WireCodec {
@@ -64,9 +71,10 @@ impl WireCodec {
             .build_with(args.http_client_builder()?)
             .map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
         Ok(Self {
-            encoder: ProtoRawEncoder::new(settings.clone()),
             decoder: ProtoRawDecoder::new(settings),
             client: RegistryClient::new(args)?,
+            contract: SchemaSet::built_in(),
+            writers: RwLock::default(),
         })
     }
 
@@ -86,42 +94,43 @@ impl WireCodec {
             .await
     }
 
-    /// Frames an encoded message named `full_name` for `topic` (subject `<topic>-value`).
+    /// Frames an encoded message named `full_name` for `topic` (subject `<topic>-value`) with
+    /// the id of the schema this build encodes it with (see [`SchemaSet::writer_id`]), looked
+    /// up once per topic.
     pub async fn encode_message(
         &self,
         topic: &str,
         full_name: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>> {
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        crate::retry::transient_failures(
-            topic,
-            || async {
-                let framed = self
-                    .encoder
-                    .encode(payload, full_name, strategy.clone())
-                    .await;
-                // Failures are cached by the converter; clear them so a later call can
-                // succeed once the schema is registered or the registry reachable.
-                if framed.is_err() {
-                    self.encoder.remove_errors_from_cache();
-                }
-                framed
-            },
-            |e| e.retriable,
-        )
-        .await
-        .map_err(|e| {
-            let cause = e.cause.map(|c| format!(" ({c})")).unwrap_or_default();
-            Error::Encode {
-                topic: topic.to_owned(),
-                message_name: full_name.to_owned(),
-                message: format!(
-                    "{}{cause}; register the schemas with `lienthong schemas register`",
-                    e.error
-                ),
+        let cached = self
+            .writers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+            .filter(|(name, _)| name == full_name)
+            .map(|(_, id)| *id);
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id = self
+                    .contract
+                    .writer_id(&self.client, topic, full_name)
+                    .await
+                    .map_err(|e| Error::Encode {
+                        topic: topic.to_owned(),
+                        message_name: full_name.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                self.writers
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(topic.to_owned(), (full_name.to_owned(), id));
+                id
             }
-        })
+        };
+        // Every topic's value is the first message of its file: index path [0].
+        Ok(crate::frame::write(id, &[0], payload))
     }
 
     /// Removes the frame of a message read from `topic[partition]@offset`.
