@@ -70,12 +70,18 @@ impl Replica {
 
     /// Messages of the region not yet in this replica's store, as its metrics say.
     async fn behind(&self) -> Option<i64> {
+        self.metric("lienthong_regional_behind_messages{")
+            .await
+            .map(|v| v as i64)
+    }
+
+    /// The value of the first exported sample whose line starts with `prefix`.
+    async fn metric(&self, prefix: &str) -> Option<f64> {
         let body = self.http("/metrics").await?;
         body.lines()
-            .find(|l| l.starts_with("lienthong_regional_behind_messages{"))
+            .find(|l| l.starts_with(prefix))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v as i64)
     }
 
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -348,10 +354,26 @@ async fn two_replicas_answer_alike_through_a_kill_and_a_restart() -> anyhow::Res
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let unaudited = worklist(&pki, replicas[1].grpc, &facility).await;
+    // Refused at once, saying why (not after the producer's timeout), so the caller turns to
+    // another replica.
+    let unaudited = worklist(&pki, replicas[1].grpc, &facility)
+        .await
+        .expect_err("an answer left while its access could not be audited");
+    let status = unaudited
+        .downcast_ref::<tonic::Status>()
+        .expect("refused by the replica");
     assert!(
-        unaudited.is_err(),
-        "an answer left while its access could not be audited"
+        status.code() == tonic::Code::Unavailable
+            && status.message().contains("could not be audited")
+            && status.message().contains("has not answered this replica"),
+        "{status:?}"
+    );
+    assert!(
+        replicas[1]
+            .metric("lienthong_regional_audit_failures_total{reason=\"kafka_unreachable\"}")
+            .await
+            .is_some_and(|n| n >= 1.0),
+        "the withheld answer is counted"
     );
     drop(stopped); // Kafka starts again and is ready
 

@@ -139,6 +139,10 @@ pub struct AuditLog {
     pub codec: Arc<WireCodec>,
     /// Audit topic.
     pub topic: String,
+    /// Whether Kafka answers: while it is known not to, a record is not tried, so that a
+    /// caller hears at once (and turns to another replica) instead of after the producer's
+    /// timeout.
+    pub health: crate::health::RegionHealth,
 }
 
 impl AuditLog {
@@ -188,6 +192,22 @@ impl AuditLog {
     }
 
     async fn write(&self, event: &pb::AccessAuditEvent) -> Result<(), String> {
+        if let Some(seconds) = self.health.kafka_unreachable() {
+            metrics::counter!(crate::metrics::AUDIT_FAILURES.name, "reason" => "kafka_unreachable")
+                .increment(1);
+            return Err(format!(
+                "Kafka, which holds the access audit, has not answered this replica for {seconds} s"
+            ));
+        }
+        let stored = self.send(event).await;
+        if stored.is_err() {
+            metrics::counter!(crate::metrics::AUDIT_FAILURES.name, "reason" => "not_acknowledged")
+                .increment(1);
+        }
+        stored
+    }
+
+    async fn send(&self, event: &pb::AccessAuditEvent) -> Result<(), String> {
         let framed = self
             .codec
             .encode_message(&self.topic, MESSAGE, &event.encode_to_vec())

@@ -87,6 +87,18 @@ impl RegionHealth {
             .unwrap_or(Condition::Opening)
     }
 
+    /// How long Kafka has not answered this instance, once that is beyond the cut-off for any
+    /// region it serves (all of them share one cluster); None while it answers.
+    pub fn kafka_unreachable(&self) -> Option<u64> {
+        self.lock()
+            .values()
+            .filter_map(|c| match c {
+                Condition::CutOff { seconds } => Some(*seconds),
+                _ => None,
+            })
+            .max()
+    }
+
     /// Records `region`'s condition and shows the whole instance's readiness.
     pub async fn set(&self, region: &str, condition: Condition) {
         let changed = {
@@ -154,6 +166,22 @@ mod tests {
                 .reason()
                 .is_some_and(|r| r.contains("5000 messages behind"))
         );
+    }
+
+    #[tokio::test]
+    async fn kafka_is_unreachable_once_any_region_is_cut_off() {
+        let regions = ["79".to_owned(), "01".to_owned()];
+        let health = RegionHealth::unobserved(&regions).await;
+        assert_eq!(health.kafka_unreachable(), None, "opening is not cut off");
+        health.set("79", Condition::Serving).await;
+        health.set("01", Condition::CatchingUp { behind: 3 }).await;
+        assert_eq!(health.kafka_unreachable(), None);
+        health.set("01", Condition::CutOff { seconds: 4 }).await;
+        health.set("79", Condition::CutOff { seconds: 7 }).await;
+        assert_eq!(health.kafka_unreachable(), Some(7));
+        health.set("79", Condition::Serving).await;
+        health.set("01", Condition::Serving).await;
+        assert_eq!(health.kafka_unreachable(), None, "answering again");
     }
 
     #[tokio::test]

@@ -100,6 +100,13 @@ pub const ACCESS_REFUSED: Metric = Metric::counter(
     "Patient reads refused: no care relationship (no_relationship), a card that does not match (card_mismatch), or over the facility's read limit (read_limit)",
 );
 
+/// `lienthong_regional_audit_failures_total`: access records not stored (their answers withheld)
+pub const AUDIT_FAILURES: Metric = Metric::counter(
+    "lienthong_regional_audit_failures_total",
+    &["reason"],
+    "Access records not stored, so their answers were withheld: Kafka known unreachable (kafka_unreachable, refused at once) or the record not acknowledged (not_acknowledged)",
+);
+
 /// `lienthong_regional_ready`: 1 while the region's store is open, caught up and in touch with Kafka
 pub const READY: Metric = Metric::gauge(
     "lienthong_regional_ready",
@@ -144,6 +151,7 @@ pub const ALL: &[Metric] = &[
     QUERY_SECONDS,
     BREAK_GLASS,
     ACCESS_REFUSED,
+    AUDIT_FAILURES,
     READY,
     BEHIND,
     CHECKPOINT_SECONDS,
@@ -206,6 +214,9 @@ pub fn register(regions: &[String]) {
     zero(&BATCH_RETRIES, &[]);
     for reason in ["no_relationship", "card_mismatch", "read_limit"] {
         zero(&ACCESS_REFUSED, &[("reason", reason.into())]);
+    }
+    for reason in ["kafka_unreachable", "not_acknowledged"] {
+        zero(&AUDIT_FAILURES, &[("reason", reason.into())]);
     }
     for method in QUERY_METHODS {
         for code in QUERY_OUTCOMES {

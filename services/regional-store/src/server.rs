@@ -62,7 +62,7 @@ pub async fn run(
     let codec = Arc::new(WireCodec::new(&registry)?);
     let producer = EventProducer::new(&kafka, Duration::from_secs(15))?;
 
-    let stores = LiveStores::opening(&config.regions, region_health);
+    let stores = LiveStores::opening(&config.regions, region_health.clone());
     let mut tasks = JoinSet::new();
     for region in &config.regions {
         tasks.spawn(supervise_region(
@@ -87,6 +87,7 @@ pub async fn run(
             producer: producer.clone(),
             codec,
             topic: config.audit_topic.clone(),
+            health: region_health.clone(),
         },
         receipt_topic: config.topic_receipt.clone(),
         care: crate::care::CareRule { window },
