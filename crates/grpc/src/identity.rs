@@ -166,9 +166,10 @@ impl Authenticator {
     /// The caller of a request; None only in insecure development mode.
     pub fn identify<T>(&self, req: &Request<T>) -> Result<Option<Identity>, Status> {
         let header = |name: &str| req.metadata().get(name).map(|v| v.as_bytes());
-        if let Some(why) =
-            crate::browser::sent_for_a_page(header("origin"), header("sec-fetch-site"))
-        {
+        if let Some(why) = lienthong_telemetry::browser::sent_for_a_page(
+            header("origin"),
+            header("sec-fetch-site"),
+        ) {
             return Err(Status::permission_denied(format!(
                 "a request a browser sent for a web page is refused ({why}): this API serves facilities' systems, whose gRPC clients send no Origin"
             )));

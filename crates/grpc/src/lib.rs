@@ -3,7 +3,6 @@
 //! connection the facility agent and the CLI open to the gateway.
 
 pub mod bearer;
-pub mod browser;
 pub mod client;
 pub mod connections;
 pub mod identity;

@@ -5,6 +5,7 @@
 //! Each crate that exports metrics lists them in a `metrics` module of [`Metric`]s, described
 //! and registered at zero at start, so an alert on `increase(...) > 0` sees the first event.
 
+pub mod browser;
 mod catalogue;
 pub mod connections;
 pub mod health;
@@ -188,13 +189,7 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
             upkeep.run_upkeep();
         }
     });
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || std::future::ready(handle.render())),
-        )
-        .route("/livez", axum::routing::get(|| async { "alive\n" }))
-        .route("/readyz", axum::routing::get(readyz));
+    let app = endpoints(handle);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics and health endpoint stopped");
@@ -203,6 +198,41 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     process::start();
     tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /livez and /readyz");
     Ok(())
+}
+
+/// The endpoint's routes. A request a browser sends for a web page is refused: a page served
+/// under a name that resolves to an endpoint bound to loopback (DNS rebinding) would otherwise
+/// read it; Prometheus, probes and curl send no such marks.
+fn endpoints(handle: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
+        .route("/livez", axum::routing::get(|| async { "alive\n" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .layer(axum::middleware::from_fn(programs_only))
+}
+
+async fn programs_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let page = {
+        let header = |name: &str| request.headers().get(name).map(|v| v.as_bytes());
+        browser::sent_for_a_page(header("origin"), header("sec-fetch-site"))
+    };
+    match page {
+        None => next.run(request).await,
+        Some(why) => (
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "the metrics and health endpoints answer programs (Prometheus, probes, curl), not web pages: {why}\n"
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz() -> (axum::http::StatusCode, String) {
@@ -218,6 +248,54 @@ async fn readyz() -> (axum::http::StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_endpoints_answer_programs_and_refuse_web_pages() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, endpoints(handle))
+                .await
+                .expect("serve");
+        });
+        let get = |path: &'static str, extra: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: rebound.example:9090\r\n{extra}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .expect("request");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).await.expect("answer");
+            answer
+        };
+        for path in ["/metrics", "/livez"] {
+            assert!(get(path, "").await.starts_with("HTTP/1.1 200"), "{path}");
+            // An address typed into a browser on the host.
+            assert!(
+                get(path, "Sec-Fetch-Site: none\r\n")
+                    .await
+                    .starts_with("HTTP/1.1 200")
+            );
+            for page in [
+                "Sec-Fetch-Site: same-origin\r\n",
+                "Sec-Fetch-Site: cross-site\r\n",
+                "Origin: http://rebound.example:9090\r\n",
+            ] {
+                let answer = get(path, page).await;
+                assert!(
+                    answer.starts_with("HTTP/1.1 403") && answer.contains("not web pages"),
+                    "{path} {page}: {answer}"
+                );
+            }
+        }
+        server.abort();
+    }
 
     #[test]
     fn a_bad_filter_is_a_clear_error() {

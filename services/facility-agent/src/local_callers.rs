@@ -4,14 +4,14 @@
 //! browser sends it without asking), or be served under a name that resolves to 127.0.0.1
 //! (DNS rebinding) and read the status. So a request must be addressed to a loopback name (or a
 //! name the operator lists, for a container), and a request a browser sends for a page (see
-//! `lienthong_grpc::browser`) is refused; an address typed into the server's own browser may
+//! `lienthong_telemetry::browser`) is refused; an address typed into the server's own browser may
 //! read the status.
 
 use std::net::IpAddr;
 
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue};
-use lienthong_grpc::browser::sent_for_a_page;
+use lienthong_telemetry::browser::sent_for_a_page;
 
 /// Why a request to the intake was refused before it was read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
