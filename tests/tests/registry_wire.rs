@@ -223,6 +223,26 @@ fn copy_protos(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// referral.proto with one optional field added: a compatible change.
+fn with_a_new_field(referral: &str) -> String {
+    referral.replace(
+        "  PartialDateTime issued_at = 28;\n",
+        "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n",
+    )
+}
+
+/// A proto root holding the contract with that compatible change, as a later release has it.
+fn newer_contract() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    copy_protos(dir.path())?;
+    let referral = dir.path().join("lienthong/v1/referral.proto");
+    std::fs::write(
+        &referral,
+        with_a_new_field(&std::fs::read_to_string(&referral)?),
+    )?;
+    Ok(dir)
+}
+
 #[tokio::test]
 async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::Result<()> {
     let registry = require_registry().await;
@@ -283,7 +303,7 @@ async fn incompatible_changes_are_refused_and_compatible_ones_pass() -> anyhow::
     );
 
     // A new optional field is a compatible change.
-    std::fs::write(&referral, original.replace("  PartialDateTime issued_at = 28;\n", "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n"))?;
+    std::fs::write(&referral, with_a_new_field(&original))?;
     let out = check()?;
     assert!(
         out.status.success(),
@@ -407,17 +427,7 @@ async fn verify_tells_a_current_contract_from_a_missing_or_superseded_one() -> a
     assert!(current.is_current(), "{current:?}");
 
     // A compatible change registered after it: the built-in contract is no longer the latest.
-    let dir = tempfile::tempdir()?;
-    copy_protos(dir.path())?;
-    let referral = dir.path().join("lienthong/v1/referral.proto");
-    let original = std::fs::read_to_string(&referral)?;
-    std::fs::write(
-        &referral,
-        original.replace(
-            "  PartialDateTime issued_at = 28;\n",
-            "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n",
-        ),
-    )?;
+    let dir = newer_contract()?;
     named(SchemaSet::from_dir(dir.path())?)
         .register(&client)
         .await?;
@@ -462,17 +472,7 @@ async fn a_producer_frames_with_the_schema_its_build_encodes_not_the_subject_s_l
     use lienthong_core::DocumentKind::Referral;
     let registry = require_registry().await;
     let client = RegistryClient::new(&registry)?;
-    let dir = tempfile::tempdir()?;
-    copy_protos(dir.path())?;
-    let referral = dir.path().join("lienthong/v1/referral.proto");
-    let original = std::fs::read_to_string(&referral)?;
-    std::fs::write(
-        &referral,
-        original.replace(
-            "  PartialDateTime issued_at = 28;\n",
-            "  PartialDateTime issued_at = 28;\n  // test-only addition\n  optional string note = 29;\n",
-        ),
-    )?;
+    let dir = newer_contract()?;
     let newer = || SchemaSet::from_dir(dir.path());
     let id_of = |registered: Vec<lienthong_registry::contract::Registered>, topic: &str| {
         registered
