@@ -554,3 +554,39 @@ async fn a_producer_frames_with_the_schema_its_build_encodes_not_the_subject_s_l
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_framed_together_while_the_schema_is_looked_up_keep_their_order()
+-> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use lienthong_core::DocumentKind::Referral;
+    let registry = require_registry().await;
+    let topic = unique_topic("writer.order");
+    SchemaSet::built_in()
+        .with_topic(Referral, &topic)
+        .register(&RegistryClient::new(&registry)?)
+        .await?;
+    // A fresh codec: the first messages all wait for the one look-up of the topic's id.
+    let codec = WireCodec::new(&registry)?;
+    let finished = std::sync::Mutex::new(Vec::new());
+    let mut framing: futures::stream::FuturesUnordered<_> = (0..300)
+        .map(|i| {
+            let (codec, finished, topic) = (&codec, &finished, &topic);
+            async move {
+                codec.encode_for(Referral, topic, &[i as u8]).await?;
+                finished.lock().unwrap().push(i);
+                anyhow::Ok(())
+            }
+        })
+        .collect();
+    while let Some(framed) = framing.next().await {
+        framed?;
+    }
+    drop(framing);
+    let finished = finished.into_inner().unwrap();
+    assert!(
+        finished.windows(2).all(|w| w[0] < w[1]),
+        "framed out of order: {finished:?}"
+    );
+    Ok(())
+}

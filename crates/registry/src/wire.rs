@@ -4,10 +4,12 @@
 //! topic; unframing goes through `schema_registry_converter`, which looks the schema up once
 //! per schema id and caches it.
 
-use lienthong_core::{ClinicalEvent, DocumentKind};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex};
 
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
+use lienthong_core::{ClinicalEvent, DocumentKind};
 use schema_registry_converter::async_impl::proto_raw::ProtoRawDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
@@ -53,11 +55,14 @@ pub struct WireCodec {
     decoder: ProtoRawDecoder,
     // Asked for the ids producers frame with, and, when a consumed schema id is unknown,
     // whether the registry still knows the topic at all.
-    client: RegistryClient,
-    contract: SchemaSet,
-    // Topic → (value message, schema id) this build frames it with.
-    writers: RwLock<HashMap<String, (String, u32)>>,
+    client: Arc<RegistryClient>,
+    contract: Arc<SchemaSet>,
+    // Topic → (value message, look-up of the schema id this build frames it with).
+    writers: Mutex<HashMap<String, (String, WriterLookup)>>,
 }
+
+/// A schema id look-up, or its failure, shared by every message waiting for it.
+type WriterLookup = Shared<BoxFuture<'static, Result<u32, Arc<String>>>>;
 
 impl WireCodec {
     /// A codec for the configured registry.
@@ -72,9 +77,9 @@ impl WireCodec {
             .map_err(|e| Error::Config(format!("schema registry client: {e}")))?;
         Ok(Self {
             decoder: ProtoRawDecoder::new(settings),
-            client: RegistryClient::new(args)?,
-            contract: SchemaSet::built_in(),
-            writers: RwLock::default(),
+            client: Arc::new(RegistryClient::new(args)?),
+            contract: Arc::new(SchemaSet::built_in()),
+            writers: Mutex::default(),
         })
     }
 
@@ -103,34 +108,57 @@ impl WireCodec {
         full_name: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>> {
-        let cached = self
-            .writers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(topic)
-            .filter(|(name, _)| name == full_name)
-            .map(|(_, id)| *id);
-        let id = match cached {
-            Some(id) => id,
-            None => {
-                let id = self
-                    .contract
-                    .writer_id(&self.client, topic, full_name)
-                    .await
-                    .map_err(|e| Error::Encode {
-                        topic: topic.to_owned(),
-                        message_name: full_name.to_owned(),
-                        message: e.to_string(),
-                    })?;
-                self.writers
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(topic.to_owned(), (full_name.to_owned(), id));
-                id
+        let lookup = self.writer_lookup(topic, full_name);
+        match lookup.clone().await {
+            // Every topic's value is the first message of its file: index path [0].
+            Ok(id) => Ok(crate::frame::write(id, &[0], payload)),
+            Err(message) => {
+                // A failed look-up is not kept: the next message asks again.
+                let mut writers = self.writers();
+                if writers
+                    .get(topic)
+                    .is_some_and(|(_, kept)| kept.ptr_eq(&lookup))
+                {
+                    writers.remove(topic);
+                }
+                Err(Error::Encode {
+                    topic: topic.to_owned(),
+                    message_name: full_name.to_owned(),
+                    message: message.to_string(),
+                })
             }
-        };
-        // Every topic's value is the first message of its file: index path [0].
-        Ok(crate::frame::write(id, &[0], payload))
+        }
+    }
+
+    /// The look-up of `topic`'s writer id, shared by every message framed while it runs: they
+    /// all wake together when it ends, in the order they asked, so messages framed
+    /// concurrently are handed to the producer in the order their framing began (one
+    /// patient's events stay in order).
+    fn writer_lookup(&self, topic: &str, full_name: &str) -> WriterLookup {
+        let mut writers = self.writers();
+        if let Some((name, lookup)) = writers.get(topic)
+            && name == full_name
+        {
+            return lookup.clone();
+        }
+        let (client, contract) = (Arc::clone(&self.client), Arc::clone(&self.contract));
+        let (t, name) = (topic.to_owned(), full_name.to_owned());
+        let lookup = async move {
+            contract
+                .writer_id(&client, &t, &name)
+                .await
+                .map_err(|e| Arc::new(e.to_string()))
+        }
+        .boxed()
+        .shared();
+        writers.insert(topic.to_owned(), (full_name.to_owned(), lookup.clone()));
+        lookup
+    }
+
+    fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, WriterLookup)>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Removes the frame of a message read from `topic[partition]@offset`.

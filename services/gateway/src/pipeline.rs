@@ -388,7 +388,7 @@ impl Gateway {
                     let mut r = result(
                         &header.event_id,
                         pb::Outcome::Unavailable,
-                        format!("schema registry unavailable: {e}"),
+                        format!("{e}; nothing was stored: retry"),
                     );
                     r.retry_after_ms = 1000;
                     return r;
