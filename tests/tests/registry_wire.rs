@@ -490,13 +490,11 @@ async fn a_producer_frames_with_the_schema_its_build_encodes_not_the_subject_s_l
     // This build's contract, then a newer compatible one (as a later release registers it):
     // this build's producers keep framing with the schema they encode with.
     let topic = unique_topic("writer.referral");
-    let built = id_of(
-        SchemaSet::built_in()
-            .with_topic(Referral, &topic)
-            .register(&client)
-            .await?,
-        &topic,
-    );
+    let registered = SchemaSet::built_in()
+        .with_topic(Referral, &topic)
+        .register(&client)
+        .await?;
+    let built = id_of(registered.clone(), &topic);
     let later = id_of(
         newer()?
             .with_topic(Referral, &topic)
@@ -517,6 +515,15 @@ async fn a_producer_frames_with_the_schema_its_build_encodes_not_the_subject_s_l
         (decoded.full_name.as_str(), decoded.payload),
         ("lienthong.v1.ReferralEvent", payload.clone())
     );
+
+    // A service that has just registered its contract frames with the registered ids without
+    // asking the registry again (this codec's registry address answers nothing).
+    let mut away = registry.clone();
+    away.registry_url = "https://127.0.0.1:9/apis/ccompat/v7".into();
+    let remembering = WireCodec::new(&away)?;
+    remembering.remember(&registered);
+    let framed = remembering.encode_for(Referral, &topic, &payload).await?;
+    assert_eq!(lienthong_registry::frame::parse(&framed)?.schema_id, built);
 
     // A subject holding only another contract: refused, saying what to do, and nothing framed
     // under an id whose schema is not the payload's.

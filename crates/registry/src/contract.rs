@@ -129,6 +129,9 @@ pub struct Registered {
     pub version: u32,
     /// True when this call created the version.
     pub created: bool,
+    /// For a topic's subject, the topic and the message its values are: what a producer
+    /// frames with this id.
+    pub value_of: Option<(String, String)>,
 }
 
 /// Where one subject stands against a contract: the version holding the contract's file (the
@@ -321,11 +324,18 @@ impl SchemaSet {
             };
             tracing::debug!(%subject, id, version, "schema registered");
             versions.insert(file.path.clone(), (subject.clone(), version));
+            let topic = subject.strip_suffix("-value").map(str::to_owned);
+            let value_of = TOPIC_FILES
+                .iter()
+                .any(|(path, _)| *path == file.path)
+                .then(|| topic.zip(file.first_message()))
+                .flatten();
             out.push(Registered {
                 created,
                 subject,
                 id,
                 version,
+                value_of,
             });
         }
         Ok(out)

@@ -130,6 +130,18 @@ impl WireCodec {
         }
     }
 
+    /// Frames the values of the topics just registered with their registered ids, asking the
+    /// registry nothing more.
+    pub fn remember(&self, registered: &[crate::contract::Registered]) {
+        let mut writers = self.writers();
+        for r in registered {
+            if let Some((topic, message)) = &r.value_of {
+                let known = futures::future::ready(Ok(r.id)).boxed().shared();
+                writers.insert(topic.clone(), (message.clone(), known));
+            }
+        }
+    }
+
     /// The look-up of `topic`'s writer id, shared by every message framed while it runs: they
     /// all wake together when it ends, in the order they asked, so messages framed
     /// concurrently are handed to the producer in the order their framing began (one

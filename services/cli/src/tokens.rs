@@ -151,11 +151,13 @@ async fn revoke(
         }),
     };
     kafka.probe().await?;
-    lienthong_registry::SchemaSet::built_in()
+    let registered = lienthong_registry::SchemaSet::built_in()
         .with_revocations_topic(topic)
         .register(&lienthong_registry::RegistryClient::new(registry)?)
         .await?;
-    let framed = lienthong_registry::WireCodec::new(registry)?
+    let codec = lienthong_registry::WireCodec::new(registry)?;
+    codec.remember(&registered);
+    let framed = codec
         .encode_message(
             topic,
             "lienthong.v1.TokenRevocation",

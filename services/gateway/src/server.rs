@@ -101,10 +101,12 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let codec = WireCodec::new(&registry)?;
+    codec.remember(&registered);
     let gateway = Arc::new(Gateway::new(
         &config,
         producer,
-        WireCodec::new(&registry)?,
+        codec,
         keyer,
         auth,
         topic_limits,

@@ -58,8 +58,9 @@ pub async fn run(
     for kind in DocumentKind::ALL {
         schemas = schemas.with_topic(kind, config.topic(kind));
     }
-    schemas.register(&RegistryClient::new(&registry)?).await?;
+    let registered = schemas.register(&RegistryClient::new(&registry)?).await?;
     let codec = Arc::new(WireCodec::new(&registry)?);
+    codec.remember(&registered);
     let producer = EventProducer::new(&kafka, Duration::from_secs(15))?;
 
     let stores = LiveStores::opening(&config.regions, region_health.clone());
