@@ -15,6 +15,13 @@ use crate::{create_topic, kafka};
 pub async fn analytics_topics_with_schemas(
     registry: &RegistryArgs,
 ) -> anyhow::Result<AnalyticsTopics> {
+    let topics = analytics_topics().await?;
+    register_analytics_schemas(registry, &topics).await?;
+    Ok(topics)
+}
+
+/// Fresh analytics topics (3 partitions each), their schemas not registered.
+pub async fn analytics_topics() -> anyhow::Result<AnalyticsTopics> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let name = |k: AnalyticsKind| {
         format!(
@@ -28,13 +35,23 @@ pub async fn analytics_topics_with_schemas(
         analytics_topic_lab_result: name(AnalyticsKind::LabResult),
         analytics_topic_receipt: name(AnalyticsKind::Receipt),
     };
-    let mut set = SchemaSet::built_in();
     for kind in AnalyticsKind::ALL {
         create_topic(&kafka(), topics.of(kind), 3).await?;
+    }
+    Ok(topics)
+}
+
+/// Registers the analytics schemas under `topics`.
+pub async fn register_analytics_schemas(
+    registry: &RegistryArgs,
+    topics: &AnalyticsTopics,
+) -> anyhow::Result<()> {
+    let mut set = SchemaSet::built_in();
+    for kind in AnalyticsKind::ALL {
         set = set.with_topic_renamed(kind.topic(), topics.of(kind));
     }
     set.register(&RegistryClient::new(registry)?).await?;
-    Ok(topics)
+    Ok(())
 }
 
 /// A fresh age band widenings topic (one partition, as the real one) with its schema

@@ -542,3 +542,66 @@ async fn age_bands_the_risk_widened_stay_wide_after_a_restart() -> anyhow::Resul
     assert_eq!(after.len(), 2, "the second run widened nothing itself");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn analytics_wait_for_their_contract_and_flow_once_it_is_registered() -> anyhow::Result<()> {
+    use lienthong_tests::deidentifier as deid;
+    let _ = require_kafka();
+    let registry = require_registry().await;
+    let documents = topics_with_schemas(&registry).await?;
+    let receipts = lienthong_tests::unique_topic("deid.receipt");
+    create_topic(&kafka(), &receipts, 3).await?;
+    let analytics = deid::analytics_topics().await?;
+    let group = format!("deid-unregistered-{}", uuid::Uuid::new_v4().simple());
+    let mut config = lienthong_deidentifier::DeidentifierConfig::new(
+        deid::analytics_key_file().into(),
+        &group,
+        lienthong_kafka::topics::DocumentTopics::from_map(&documents),
+        &receipts,
+        analytics.clone(),
+    );
+    config.transactional_id = Some(format!("{group}-0"));
+    config.age_bands_topic = deid::age_bands_topic_with_schema(&registry).await?;
+    let inputs = config.input_topics();
+    let events = lienthong_tests::keyed_events(5151, 30);
+    publish_to(&registry, &documents, &events).await?;
+
+    // The registry holds no analytics contract: nothing is framed under an id whose schema is
+    // not the payload's, nothing is committed, and the service waits rather than stopping.
+    let service = deid::RunningDeidentifier::spawn(config, &registry);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
+    assert_eq!(deid::committed(&group, &inputs, 3)?, 0);
+
+    // Registered, every event flows, framed with the registered schema.
+    deid::register_analytics_schemas(&registry, &analytics).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while deid::committed(&group, &inputs, 3).unwrap_or(0) < events.len() as i64 {
+        anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every event was committed within 120 s of the registration"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    service.stop().await?;
+    let topic = analytics.of(AnalyticsKind::Referral);
+    let held = lienthong_registry::SchemaSet::built_in()
+        .writer_id(
+            &lienthong_registry::RegistryClient::new(&registry)?,
+            topic,
+            AnalyticsKind::Referral.message_name(),
+        )
+        .await?;
+    let referrals = events
+        .iter()
+        .filter(|e| e.kind() == DocumentKind::Referral)
+        .count();
+    assert!(referrals > 0, "the fixtures hold referrals");
+    let framed = read_committed(&[topic], 3, referrals).await?;
+    assert_eq!(framed.len(), referrals);
+    for (_, value, _) in framed {
+        assert_eq!(lienthong_registry::frame::parse(&value)?.schema_id, held);
+    }
+    Ok(())
+}
