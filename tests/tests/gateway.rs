@@ -312,6 +312,53 @@ async fn an_event_id_reused_with_other_content_is_rejected_not_called_duplicate(
     gw.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_in_concurrent_requests_is_stored_once() -> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let client = gw.client_with_cert("79025").await?;
+    let event = events_from("79025", 43, 1).remove(0);
+    let topic = gw.topics[&event.kind()].clone();
+    let mut other = event.clone();
+    other.header_mut().source_system = "another HIS".into();
+    // Clients that timed out and retried while the first request was still being produced,
+    // and some carrying other content under the same event_id.
+    let sent: Vec<bool> = (0..16).map(|i| i % 4 == 3).collect();
+    let answers = futures::future::try_join_all(sent.iter().map(|&is_other| {
+        let mut client = client.clone();
+        let e = if is_other {
+            other.clone()
+        } else {
+            event.clone()
+        };
+        async move {
+            client
+                .publish(request(vec![e]))
+                .await
+                .map(|a| a.into_inner().results.remove(0))
+        }
+    }))
+    .await?;
+    let accepted: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].outcome() == pb::Outcome::Accepted)
+        .collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    let (winner, at) = (sent[accepted[0]], &answers[accepted[0]]);
+    for (a, &is_other) in answers.iter().zip(&sent) {
+        if is_other == winner {
+            assert!(
+                matches!(a.outcome(), pb::Outcome::Accepted | pb::Outcome::Duplicate)
+                    && (a.partition, a.offset) == (at.partition, at.offset),
+                "{a:?}"
+            );
+        } else {
+            assert_eq!(a.outcome(), pb::Outcome::Rejected, "{a:?}");
+            assert_eq!(a.errors[0].code, "header.event_id_conflict");
+        }
+    }
+    assert_eq!(record_count(&topic)?, 1);
+    gw.stop().await
+}
+
 #[tokio::test]
 async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<()> {
     let gw = start_gateway(|_| {}).await?;

@@ -15,7 +15,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::config::GatewayConfig;
-use crate::dedupe::{DuplicateCache, Location};
+use crate::dedupe::{DuplicateCache, Location, Seen};
 use crate::directory::DirectoryFile;
 use crate::limits::InFlight;
 use lienthong_grpc::FacilityRateLimit;
@@ -86,6 +86,55 @@ const RECORD_OVERHEAD: usize = 256;
 
 /// The permanent answer to an event larger than its topic takes: REJECTED `event.too_large`
 /// with the size and the limit (None: the broker refused it before its limit was known).
+/// The answer to an event accepted before with the same content: where it was stored.
+fn duplicate(
+    event_id: &str,
+    kind: DocumentKind,
+    loc: &Location,
+    errors: Vec<pb::ValidationError>,
+) -> pb::EventResult {
+    record(kind.as_str(), "duplicate");
+    pb::EventResult {
+        event_id: event_id.to_owned(),
+        outcome: pb::Outcome::Duplicate as i32,
+        topic: loc.topic.to_string(),
+        partition: loc.partition,
+        offset: loc.offset,
+        errors,
+        ..Default::default()
+    }
+}
+
+/// The refusal of an event_id stored, or being published, with other content: a corrected
+/// document under the id of a stored version would otherwise be answered DUPLICATE and lost.
+fn conflict(event_id: &str, kind: DocumentKind, publishing: bool) -> pb::EventResult {
+    let (state, state_vi) = if publishing {
+        ("is being published", "đang được gửi")
+    } else {
+        ("was stored", "đã được lưu")
+    };
+    record(kind.as_str(), "rejected");
+    metrics::counter!(crate::metrics::REJECTS.name, "code" => "header.event_id_conflict")
+        .increment(1);
+    let why = format!(
+        "event_id {event_id} {state} with other content; a changed document is a new version: \
+         raise document_version and derive its event_id"
+    );
+    let mut r = result(event_id, pb::Outcome::Rejected, why.clone());
+    r.errors.push(pb::ValidationError {
+        code: "header.event_id_conflict".into(),
+        severity: pb::ErrorSeverity::Error as i32,
+        path: "header.event_id".into(),
+        value: event_id.to_owned(),
+        message: why,
+        message_vi: format!(
+            "event_id {state_vi} với nội dung khác; chứng từ sửa đổi phải gửi phiên bản mới \
+             (tăng document_version)"
+        ),
+    });
+    r
+}
+
 fn too_large(event_id: &str, topic: &str, size: usize, limit: Option<usize>) -> pb::EventResult {
     metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.too_large").increment(1);
     let limit_text = limit.map_or_else(
@@ -314,43 +363,34 @@ impl Gateway {
                 return r;
             }
             let content = event.content_digest();
-            if let Some(loc) = self.dupes.get(&header.event_id) {
-                if loc.content != content {
-                    // A corrected document under the id of a stored version would otherwise be
-                    // answered DUPLICATE and silently lost.
-                    record(kind.as_str(), "rejected");
-                    metrics::counter!(crate::metrics::REJECTS.name, "code" => "header.event_id_conflict")
-                        .increment(1);
-                    let why = format!(
-                        "event_id {} was stored with other content; a changed document is a new \
-                         version: raise document_version and derive its event_id",
-                        header.event_id
-                    );
-                    let mut r = result(&header.event_id, pb::Outcome::Rejected, why.clone());
-                    r.errors.push(pb::ValidationError {
-                        code: "header.event_id_conflict".into(),
-                        severity: pb::ErrorSeverity::Error as i32,
-                        path: "header.event_id".into(),
-                        value: header.event_id.clone(),
-                        message: why,
-                        message_vi:
-                            "event_id đã được lưu với nội dung khác; chứng từ sửa đổi phải \
-                                     gửi phiên bản mới (tăng document_version)"
-                                .into(),
-                    });
-                    return r;
+            let claim = match self.dupes.claim(&header.event_id, content) {
+                Seen::New(claim) => claim,
+                Seen::Stored(loc) if loc.content == content => {
+                    return duplicate(&header.event_id, kind, &loc, errors);
                 }
-                record(kind.as_str(), "duplicate");
-                return pb::EventResult {
-                    event_id: header.event_id.clone(),
-                    outcome: pb::Outcome::Duplicate as i32,
-                    topic: loc.topic.to_string(),
-                    partition: loc.partition,
-                    offset: loc.offset,
-                    errors,
-                    ..Default::default()
-                };
-            }
+                Seen::Stored(_) => return conflict(&header.event_id, kind, false),
+                Seen::Publishing {
+                    content: theirs, ..
+                } if theirs != content => {
+                    return conflict(&header.event_id, kind, true);
+                }
+                Seen::Publishing { outcome, .. } => {
+                    return match outcome.await {
+                        Some(loc) => duplicate(&header.event_id, kind, &loc, errors),
+                        None => {
+                            record(kind.as_str(), "unavailable");
+                            let mut r = result(
+                                &header.event_id,
+                                pb::Outcome::Unavailable,
+                                "another request was publishing the same event and it was not \
+                                 stored: retry it",
+                            );
+                            r.retry_after_ms = 1000;
+                            r
+                        }
+                    };
+                }
+            };
             // Validation guarantees a parseable identity number.
             let citizen_id = event
                 .patient()
@@ -395,8 +435,7 @@ impl Gateway {
                 }
             };
             // The consumers continue the publishing request's trace from this header.
-            let traceparent =
-                lienthong_telemetry::trace::traceparent_of(&tracing::Span::current());
+            let traceparent = lienthong_telemetry::trace::traceparent_of(&tracing::Span::current());
             let mut headers: Vec<(&str, &[u8])> = vec![
                 ("lienthong-event-id", header.event_id.as_bytes()),
                 ("lienthong-message-type", kind.message_name().as_bytes()),
@@ -431,15 +470,12 @@ impl Gateway {
                 .record(started.elapsed().as_secs_f64());
             match sent {
                 Ok(Ok(d)) => {
-                    self.dupes.insert(
-                        &header.event_id,
-                        Location {
-                            topic: Arc::clone(&topic),
-                            partition: d.partition,
-                            offset: d.offset,
-                            content,
-                        },
-                    );
+                    claim.stored(Location {
+                        topic: Arc::clone(&topic),
+                        partition: d.partition,
+                        offset: d.offset,
+                        content,
+                    });
                     record(kind.as_str(), "accepted");
                     errors.retain(|e| e.severity == pb::ErrorSeverity::Warning as i32);
                     pb::EventResult {
