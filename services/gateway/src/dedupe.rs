@@ -120,7 +120,8 @@ impl DuplicateCache {
     }
 
     /// Where `event_id` was stored, if it was accepted within the window.
-    pub fn get(&self, event_id: &str) -> Option<Location> {
+    #[cfg(test)]
+    fn get(&self, event_id: &str) -> Option<Location> {
         let id = id_bits(event_id)?;
         self.stored(&self.lock(), id)
     }

@@ -84,8 +84,6 @@ fn result(event_id: &str, outcome: pb::Outcome, message: impl Into<String>) -> p
 /// room to spare: an event this close to the limit is refused here rather than by the broker.
 const RECORD_OVERHEAD: usize = 256;
 
-/// The permanent answer to an event larger than its topic takes: REJECTED `event.too_large`
-/// with the size and the limit (None: the broker refused it before its limit was known).
 /// The answer to an event accepted before with the same content: where it was stored.
 fn duplicate(
     event_id: &str,
@@ -135,6 +133,8 @@ fn conflict(event_id: &str, kind: DocumentKind, publishing: bool) -> pb::EventRe
     r
 }
 
+/// The permanent answer to an event larger than its topic takes: REJECTED `event.too_large`
+/// with the size and the limit (None: the broker refused it before its limit was known).
 fn too_large(event_id: &str, topic: &str, size: usize, limit: Option<usize>) -> pb::EventResult {
     metrics::counter!(crate::metrics::REJECTS.name, "code" => "event.too_large").increment(1);
     let limit_text = limit.map_or_else(
