@@ -365,10 +365,13 @@ async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<
     let mut client = gw.client_with_cert("79025").await?;
     let event = events_from("79025", 41, 2);
     let topic = gw.topics[&event[0].kind()].clone();
+    let mut other = event[0].clone();
+    other.header_mut().source_system = "another HIS".into();
     let twice = vec![
         event[0].clone(),
         event[0].clone(),
         event[1].clone(),
+        other,
         event[0].clone(),
     ];
     let answer = client.publish(request(twice)).await?.into_inner();
@@ -378,12 +381,18 @@ async fn the_same_event_twice_in_one_request_is_stored_once() -> anyhow::Result<
             pb::Outcome::Accepted,
             pb::Outcome::Duplicate,
             pb::Outcome::Accepted,
+            pb::Outcome::Rejected,
             pb::Outcome::Duplicate
-        ]
+        ],
+        "{answer:?}"
     );
     let at = |i: usize| (answer.results[i].partition, answer.results[i].offset);
     assert_eq!(at(1), at(0), "the copy names where the first was stored");
-    assert_eq!(at(3), at(0));
+    assert_eq!(at(4), at(0));
+    assert_eq!(
+        answer.results[3].errors[0].code, "header.event_id_conflict",
+        "a copy with other content is no repeat: {answer:?}"
+    );
     let stored: i64 = [&topic, &gw.topics[&event[1].kind()]]
         .into_iter()
         .collect::<std::collections::BTreeSet<_>>()
@@ -407,12 +416,25 @@ async fn an_event_larger_than_the_topic_accepts_is_rejected_not_retried() -> any
         .clinical_signs = "sốt ".repeat(300_000);
     let event = lienthong_core::fixtures::reassign(ClinicalEvent::Referral(referral), "79025");
     let topic = gw.topics[&event.kind()].clone();
-    let answer = client.publish(request(vec![event])).await?.into_inner();
+    // Twice in one request: the copy is as permanent a refusal as the first.
+    let answer = client
+        .publish(request(vec![event.clone(), event]))
+        .await?
+        .into_inner();
     assert_eq!(
         outcomes(&answer.results),
-        vec![pb::Outcome::Rejected],
+        vec![pb::Outcome::Rejected, pb::Outcome::Rejected],
         "{answer:?}"
     );
+    // Both refused alike (the sizes may differ by a byte: each carries its own recorded_at).
+    let refusal = |r: &pb::EventResult| {
+        r.errors
+            .iter()
+            .map(|e| (e.code.clone(), e.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(refusal(&answer.results[0]), refusal(&answer.results[1]));
+    assert_eq!(answer.results[1].retry_after_ms, 0);
     let r = &answer.results[0];
     assert_eq!(r.retry_after_ms, 0, "nothing to retry");
     assert!(

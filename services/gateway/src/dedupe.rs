@@ -2,9 +2,9 @@
 //! again. Correctness does not depend on it: every sink dedupes by event_id too.
 //!
 //! An event_id being published right now is claimed by the request publishing it: another
-//! request carrying it meanwhile (a client that timed out and retried) waits for that outcome
-//! instead of producing a second copy, and one carrying other content is told of the conflict
-//! at once.
+//! request carrying it meanwhile (a client that timed out and retried), or a later copy in the
+//! same request, waits for that outcome instead of producing a second copy, and one carrying
+//! other content is told of the conflict at once.
 //!
 //! Ids are kept as the 128 bits of their UUID (validation makes every accepted `event_id` the
 //! UUID of its document version) and topics as shared names, so an entry allocates nothing of

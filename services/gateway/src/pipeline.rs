@@ -1,7 +1,7 @@
 //! The per-event pipeline: decode → validate → authorize → pseudonymize → frame → produce →
 //! answer after the delivery report. Nothing is ACCEPTED before Kafka has it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -266,37 +266,15 @@ impl Gateway {
             now: time::OffsetDateTime::now_utc(),
             future_skew: self.future_skew,
         };
-        // An event_id met again in the same request is not published twice: its later
-        // copies wait for the first and are answered as a retry of it would be.
-        let mut first_of: HashMap<String, usize> = HashMap::new();
-        let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(n);
-        let mut unique = Vec::with_capacity(n);
-        for env in req.events {
-            match event_id_of(&env).filter(|id| !id.is_empty()) {
-                Some(id) if first_of.contains_key(&id) => copy_of.push(first_of.get(&id).copied()),
-                id => {
-                    if let Some(id) = id {
-                        first_of.insert(id, unique.len());
-                    }
-                    copy_of.push(None);
-                    unique.push(env);
-                }
-            }
-        }
-        let published =
-            futures::future::join_all(unique.into_iter().map(|env| self.publish_event(env, &ctx)))
-                .await;
-        let mut next = 0;
-        let results = copy_of
-            .into_iter()
-            .map(|copy| match copy {
-                Some(first) => as_repeat(&published[first]),
-                None => {
-                    next += 1;
-                    published[next - 1].clone()
-                }
-            })
-            .collect();
+        // The events are polled in request order and each claims its event_id before its
+        // first await, so of two copies in one request the first publishes and the later
+        // waits for it (see `dedupe`): a repeat is produced once, other content is a conflict.
+        let results = futures::future::join_all(
+            req.events
+                .into_iter()
+                .map(|env| self.publish_event(env, &ctx)),
+        )
+        .await;
         metrics::gauge!(crate::metrics::IN_FLIGHT.name)
             .set(self.in_flight.in_flight().saturating_sub(n) as f64);
         Ok(pb::PublishResponse {
@@ -363,32 +341,36 @@ impl Gateway {
                 return r;
             }
             let content = event.content_digest();
-            let claim = match self.dupes.claim(&header.event_id, content) {
-                Seen::New(claim) => claim,
-                Seen::Stored(loc) if loc.content == content => {
-                    return duplicate(&header.event_id, kind, &loc, errors);
-                }
-                Seen::Stored(_) => return conflict(&header.event_id, kind, false),
-                Seen::Publishing {
-                    content: theirs, ..
-                } if theirs != content => {
-                    return conflict(&header.event_id, kind, true);
-                }
-                Seen::Publishing { outcome, .. } => {
-                    return match outcome.await {
-                        Some(loc) => duplicate(&header.event_id, kind, &loc, errors),
+            // A copy that waited for another publication which stored nothing claims once more
+            // and publishes itself, so its answer is its own (a size refusal stays permanent).
+            let mut waited = false;
+            let claim = loop {
+                match self.dupes.claim(&header.event_id, content) {
+                    Seen::New(claim) => break claim,
+                    Seen::Stored(loc) if loc.content == content => {
+                        return duplicate(&header.event_id, kind, &loc, errors);
+                    }
+                    Seen::Stored(_) => return conflict(&header.event_id, kind, false),
+                    Seen::Publishing {
+                        content: theirs, ..
+                    } if theirs != content => {
+                        return conflict(&header.event_id, kind, true);
+                    }
+                    Seen::Publishing { outcome, .. } => match outcome.await {
+                        Some(loc) => return duplicate(&header.event_id, kind, &loc, errors),
+                        None if !waited => waited = true,
                         None => {
                             record(kind.as_str(), "unavailable");
                             let mut r = result(
                                 &header.event_id,
                                 pb::Outcome::Unavailable,
-                                "another request was publishing the same event and it was not \
+                                "another copy of this event was being published and was not \
                                  stored: retry it",
                             );
                             r.retry_after_ms = 1000;
-                            r
+                            return r;
                         }
-                    };
+                    },
                 }
             };
             // Validation guarantees a parseable identity number.
@@ -523,17 +505,6 @@ impl Gateway {
         .instrument(span)
         .await
     }
-}
-
-/// The answer to a second copy of an event in one request: DUPLICATE of the first where the
-/// first was stored, the first's own answer otherwise.
-fn as_repeat(first: &pb::EventResult) -> pb::EventResult {
-    let mut r = first.clone();
-    if first.outcome == pb::Outcome::Accepted as i32 {
-        r.outcome = pb::Outcome::Duplicate as i32;
-        r.message = "the same event appears earlier in this request; stored once".into();
-    }
-    r
 }
 
 fn record(kind: &'static str, outcome: &'static str) {
