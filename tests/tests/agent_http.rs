@@ -1,7 +1,8 @@
 //! The facility agent's local HTTP intake with a real gateway behind it: an XML export and
 //! JSON Lines events are queued and delivered; a request with a bad line changes nothing and
-//! names the line; the gateway's own Publish API, served by the agent, queues valid events and
-//! refuses invalid ones with their reasons.
+//! names the line; an event the gateway refuses is set aside without holding back the rest;
+//! the gateway's own Publish API, served by the agent, queues valid events and refuses invalid
+//! ones with their reasons.
 
 // Test code: failing loudly on a broken fixture is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -138,6 +139,16 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         r.json::<serde_json::Value>().await?["queued"].as_u64(),
         Some(2)
     );
+    // An event of a facility this agent's token does not speak for (a HIS set up for a second
+    // site): the gateway refuses that event alone, the agent sets it aside with the reason,
+    // and everything queued after it is still delivered.
+    let foreign = json_line(events_from("79025", 93, 1).remove(0))?;
+    let r = http
+        .post(format!("{base}/v1/events"))
+        .body(foreign)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
 
     // The gateway's own API, served by the agent: two events queued, one refused with reasons.
     let mut grpc = lienthong_proto::v1::ingest_service_client::IngestServiceClient::connect(
@@ -211,7 +222,7 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
             .json()
             .await?;
         if total == 11
-            && status["rejected"].as_u64() == Some(1)
+            && status["rejected"].as_u64() == Some(2)
             && status["pending"].as_u64() == Some(0)
         {
             break;
@@ -237,6 +248,14 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         status["recent_rejected"][0]["event_id"]
             .as_str()
             .is_some_and(|id| !id.is_empty()),
+        "{status}"
+    );
+    let foreign = status["recent_rejected"][1]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        foreign.starts_with("header.source_facility_forbidden at header.source_facility_code")
+            && foreign.contains("79025"),
         "{status}"
     );
     // The rejection is named where staff look first: the document, its episode, the reason.

@@ -111,14 +111,25 @@ async fn every_rejection_class_has_a_precise_answer_and_produces_nothing() -> an
     assert_eq!(outcomes(&resp.results), vec![pb::Outcome::Rejected]);
     assert_eq!(resp.results[0].errors[0].code, "event.unknown_kind");
 
-    // Wrong facility for the identity: the whole request is refused.
+    // Wrong facility for the identity: REJECTED naming the facility and the caller.
     let other = events_from("01001", 33, 1);
-    let status = client
-        .publish(request(other))
-        .await
-        .expect_err("must be refused");
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("01001"), "{}", status.message());
+    let resp = client.publish(request(other)).await?.into_inner();
+    assert_eq!(outcomes(&resp.results), vec![pb::Outcome::Rejected]);
+    let refused = &resp.results[0];
+    assert_eq!(refused.errors.len(), 1, "{refused:?}");
+    let e = &refused.errors[0];
+    assert_eq!(
+        (e.code.as_str(), e.path.as_str(), e.value.as_str()),
+        (
+            "header.source_facility_forbidden",
+            "header.source_facility_code",
+            "01001"
+        )
+    );
+    assert!(
+        refused.message.contains("79025") && !e.message_vi.is_empty(),
+        "{refused:?}"
+    );
 
     // No identity at all.
     let mut anonymous = gw.client_without_cert().await?;
@@ -244,18 +255,23 @@ async fn tokens_and_hubs_authorize_publishing() -> anyhow::Result<()> {
             "{caller} for {source}"
         );
     }
-    let mut req = tonic::Request::new(request(events_from("01001", 38, 1)));
+    // An event of a facility outside the hub is refused alone; its member's is stored.
+    let mut mixed = events_from("01001", 38, 1);
+    mixed.extend(events_from("79026", 39, 1));
+    let mut req = tonic::Request::new(request(mixed));
     req.metadata_mut().insert(
         "authorization",
         format!("Bearer {}", gw.token("79000", 300)).parse()?,
     );
+    let resp = client.publish(req).await?.into_inner();
     assert_eq!(
-        client
-            .publish(req)
-            .await
-            .expect_err("not its facility")
-            .code(),
-        Code::PermissionDenied
+        outcomes(&resp.results),
+        vec![pb::Outcome::Rejected, pb::Outcome::Accepted],
+        "{resp:?}"
+    );
+    assert_eq!(
+        resp.results[0].errors[0].code, "header.source_facility_forbidden",
+        "not a member of the hub: {resp:?}"
     );
     gw.stop().await
 }

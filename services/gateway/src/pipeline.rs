@@ -26,8 +26,6 @@ use lienthong_grpc::{Authenticator, Identity};
 pub enum RequestError {
     /// Too many events in one request.
     TooLarge(String),
-    /// The caller may not publish for a source facility.
-    Forbidden(String),
     /// At capacity or over the facility's rate: retry after the delay.
     Exhausted(String, Duration),
 }
@@ -37,7 +35,6 @@ impl RequestError {
     pub fn into_status(self) -> Status {
         match self {
             Self::TooLarge(m) => Status::invalid_argument(m),
-            Self::Forbidden(m) => Status::permission_denied(m),
             Self::Exhausted(m, after) => {
                 let mut s = Status::resource_exhausted(format!(
                     "{m}; retry after {} ms",
@@ -128,6 +125,35 @@ fn conflict(event_id: &str, kind: DocumentKind, publishing: bool) -> pb::EventRe
         message_vi: format!(
             "event_id {state_vi} với nội dung khác; chứng từ sửa đổi phải gửi phiên bản mới \
              (tăng document_version)"
+        ),
+    });
+    r
+}
+
+/// The refusal of an event whose source facility the caller does not speak for: it is
+/// neither that facility nor the hub of it.
+fn not_the_callers(header: &pb::EventHeader, caller: Option<&Identity>) -> pb::EventResult {
+    let code = "header.source_facility_forbidden";
+    metrics::counter!(crate::metrics::REJECTS.name, "code" => code).increment(1);
+    let source = &header.source_facility_code;
+    let who = caller.map_or("an anonymous caller".to_owned(), |c| {
+        format!("facility {}", c.facility)
+    });
+    let why = format!(
+        "source facility {source:?} is not {who} nor one of its hub's members: publish each \
+         facility's events with its own certificate or token, or ask the operator to add it to \
+         the hub"
+    );
+    let mut r = result(&header.event_id, pb::Outcome::Rejected, why.clone());
+    r.errors.push(pb::ValidationError {
+        code: code.into(),
+        severity: pb::ErrorSeverity::Error as i32,
+        path: "header.source_facility_code".into(),
+        value: source.clone(),
+        message: why,
+        message_vi: format!(
+            "Cơ sở gửi {source:?} không phải là cơ sở của chứng thư hoặc token đang dùng, cũng \
+             không thuộc nhóm (hub) của cơ sở đó"
         ),
     });
     r
@@ -229,20 +255,6 @@ impl Gateway {
                 self.max_batch
             )));
         }
-        // A caller publishing for a facility it does not speak for is refused as a whole:
-        // it is a configuration error or an attack, never a data problem.
-        for (i, env) in req.events.iter().enumerate() {
-            if let Some(source) = source_facility(env)
-                && !self.auth.may_act_for(caller, &source)
-            {
-                let who = caller.map_or("this caller".to_owned(), |c| {
-                    format!("facility {}", c.facility)
-                });
-                return Err(RequestError::Forbidden(format!(
-                    "event {i} has source facility {source:?}, which {who} may not publish for"
-                )));
-            }
-        }
         let rate_key = caller.map_or("insecure-dev", |c| c.facility.as_str());
         if let Err(after) = self.rate.try_take(rate_key, n) {
             metrics::counter!(crate::metrics::THROTTLED.name, "reason" => "rate")
@@ -272,7 +284,7 @@ impl Gateway {
         let results = futures::future::join_all(
             req.events
                 .into_iter()
-                .map(|env| self.publish_event(env, &ctx)),
+                .map(|env| self.publish_event(caller, env, &ctx)),
         )
         .await;
         metrics::gauge!(crate::metrics::IN_FLIGHT.name)
@@ -285,6 +297,7 @@ impl Gateway {
 
     async fn publish_event(
         &self,
+        caller: Option<&Identity>,
         env: pb::EventEnvelope,
         ctx: &ValidationContext,
     ) -> pb::EventResult {
@@ -312,6 +325,14 @@ impl Gateway {
         let header = event.header().cloned().unwrap_or_default();
         let span = tracing::info_span!("event", event_id = %header.event_id, facility = %header.source_facility_code, kind = kind.as_str());
         async move {
+            // Refused per event, not per request: a facility's agent then sets the one event
+            // aside for its staff and goes on delivering the others.
+            if event.header().is_some()
+                && !self.auth.may_act_for(caller, &header.source_facility_code)
+            {
+                record(kind.as_str(), "rejected");
+                return not_the_callers(&header, caller);
+            }
             let mut violations = event.validate(ctx);
             if let Some(directory) = &self.directory {
                 // Validity is judged on the day the document was made, not the day it arrives.
@@ -519,10 +540,6 @@ fn envelope_header(env: &pb::EventEnvelope) -> Option<&pb::EventHeader> {
         Event::Appointment(e) => e.header.as_ref(),
         Event::LabResult(e) => e.header.as_ref(),
     }
-}
-
-fn source_facility(env: &pb::EventEnvelope) -> Option<String> {
-    envelope_header(env).map(|h| h.source_facility_code.clone())
 }
 
 /// The event_id of an envelope's event, if any.
