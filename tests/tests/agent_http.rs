@@ -14,55 +14,107 @@ use lienthong_facility_agent::AgentConfig;
 use lienthong_facility_agent::xml::fixtures::{envelope, full_episode};
 use lienthong_grpc::GatewayConnection;
 use lienthong_proto::v1::Outcome;
-use lienthong_tests::gateway::{envelope as wrap, events_from, record_count, start_gateway};
+use lienthong_tests::gateway::{
+    TestGateway, envelope as wrap, events_from, record_count, start_gateway,
+};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+
+/// A facility agent of 01001 (by token) with its HTTP intake up, delivering to `gw`.
+struct Agent {
+    base: String,
+    port: u16,
+    grpc_port: u16,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    async fn start(gw: &TestGateway) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, gw.pki.ca_pem())?;
+        let token = dir.path().join("token");
+        std::fs::write(&token, gw.token("01001", 600))?;
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (port, grpc_port) = (free_port()?, free_port()?);
+        let config = AgentConfig {
+            data_dir: dir.path().join("agent"),
+            inbox: dir.path().join("inbox"),
+            poll_ms: 200,
+            batch: 100,
+            max_request_bytes: 3 * 1024 * 1024,
+            max_pending: 1000,
+            http_listen: format!("127.0.0.1:{port}"),
+            grpc_listen: format!("127.0.0.1:{grpc_port}"),
+            intake_beyond_loopback: false,
+            intake_host_names: Vec::new(),
+            conversions: 2,
+            intake_wait_secs: 30,
+            gateway: GatewayConnection {
+                url: format!("https://localhost:{}", gw.addr.port()),
+                ca: Some(ca),
+                cert: None,
+                key: None,
+                token_file: Some(token),
+            },
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(lienthong_facility_agent::run(config, shutdown.clone()));
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/v1/status")).send().await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "the HTTP intake did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self {
+            base,
+            port,
+            grpc_port,
+            http,
+            shutdown,
+            task,
+            _dir: dir,
+        })
+    }
+
+    async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/status", self.base))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+fn json_line(e: ClinicalEvent) -> anyhow::Result<String> {
+    lienthong_proto::json::to_json("lienthong.v1.EventEnvelope", &wrap(e).encode_to_vec())
+        .map(|v| v.to_string())
+        .map_err(anyhow::Error::msg)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
     // No clock-skew allowance at this gateway (the agent allows 10 minutes): an event dated a
     // few minutes ahead passes the agent and is REJECTED by the gateway.
     let gw = start_gateway(|c| c.future_skew_secs = 0).await?;
-    let dir = tempfile::tempdir()?;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, gw.pki.ca_pem())?;
-    let token = dir.path().join("token");
-    std::fs::write(&token, gw.token("01001", 600))?;
-    let free_port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (port, grpc_port) = (free_port()?, free_port()?);
-    let config = AgentConfig {
-        data_dir: dir.path().join("agent"),
-        inbox: dir.path().join("inbox"),
-        poll_ms: 200,
-        batch: 100,
-        max_pending: 1000,
-        http_listen: format!("127.0.0.1:{port}"),
-        grpc_listen: format!("127.0.0.1:{grpc_port}"),
-        intake_beyond_loopback: false,
-        intake_host_names: Vec::new(),
-        conversions: 2,
-        intake_wait_secs: 30,
-        gateway: GatewayConnection {
-            url: format!("https://localhost:{}", gw.addr.port()),
-            ca: Some(ca),
-            cert: None,
-            key: None,
-            token_file: Some(token),
-        },
-    };
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(lienthong_facility_agent::run(config, shutdown.clone()));
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{base}/v1/status")).send().await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the HTTP intake did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let agent = Agent::start(&gw).await?;
+    let (http, base) = (&agent.http, &agent.base);
+    let (port, grpc_port) = (agent.port, agent.grpc_port);
 
     let export = envelope("01001", &[full_episode("LKH1", "001185012345", true)]);
     // A web page in a browser on this host posting the export: refused, nothing queued (the
@@ -104,11 +156,6 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
         "{body}"
     );
 
-    let json_line = |e| {
-        lienthong_proto::json::to_json("lienthong.v1.EventEnvelope", &wrap(e).encode_to_vec())
-            .map(|v| v.to_string())
-            .map_err(anyhow::Error::msg)
-    };
     let good: Vec<String> = events_from("01001", 91, 2)
         .into_iter()
         .map(json_line)
@@ -273,7 +320,65 @@ async fn xml_and_json_pushed_over_http_reach_kafka() -> anyhow::Result<()> {
             .is_some_and(|e| e.starts_with("REJECTED referral/") && e.contains("future")),
         "the status does not say `none` while events are refused: {status}"
     );
-    shutdown.cancel();
-    agent.await??;
+    agent.stop().await?;
+    gw.stop().await
+}
+
+/// Events are sent in requests the gateway takes: six events of about 800 kB (each under the
+/// topic's 1 MB limit, together over the gateway's 4 MiB request limit) all arrive, and an
+/// event larger than any request is set aside as too large without holding back the event
+/// queued after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_stay_within_the_gateways_size_and_an_oversized_event_is_set_aside()
+-> anyhow::Result<()> {
+    let gw = start_gateway(|_| {}).await?;
+    let agent = Agent::start(&gw).await?;
+    let with_text = |seed: u64, bytes: usize| -> anyhow::Result<String> {
+        let mut g = lienthong_core::fixtures::Generator::new(seed, time::OffsetDateTime::now_utc());
+        let mut referral = g.referral();
+        referral
+            .slip
+            .get_or_insert_with(Default::default)
+            .course_of_illness = "Bệnh nhân sốt cao. ".repeat(bytes / 22);
+        json_line(lienthong_core::fixtures::reassign(
+            ClinicalEvent::Referral(referral),
+            "01001",
+        ))
+    };
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| with_text(500 + i, 800_000))
+        .collect::<anyhow::Result<_>>()?;
+    lines.push(with_text(510, 3_500_000)?);
+    lines.push(with_text(511, 1_000)?);
+    let r = agent
+        .http
+        .post(format!("{}/v1/events", agent.base))
+        .body(lines.join("\n"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    let topic = gw.topics[&lienthong_core::DocumentKind::Referral].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = agent.status().await?;
+        if record_count(&topic)? == 7 && status["pending"].as_u64() == Some(0) {
+            break status;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "delivered {} of 7; status {status}",
+            record_count(&topic)?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["rejected"].as_u64(), Some(1), "{status}");
+    let reason = status["recent_rejected"][0]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        reason.starts_with("event.too_large at event:") && reason.contains("--max-request-bytes"),
+        "{status}"
+    );
+    agent.stop().await?;
     gw.stop().await
 }

@@ -24,6 +24,11 @@ pub struct AgentConfig {
     /// Events per request to the gateway.
     #[arg(long, env = "LIENTHONG_AGENT_BATCH", default_value_t = 200)]
     pub batch: usize,
+    /// Bytes of events per request to the gateway; keep it below the gateway's
+    /// `--max-message-bytes` (4 MiB by default). An event larger than this alone is set aside
+    /// as rejected (`event.too_large`): no request could carry it.
+    #[arg(long, env = "LIENTHONG_AGENT_MAX_REQUEST_BYTES", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(65_536..=67_108_864))]
+    pub max_request_bytes: u32,
     /// Most events the outbox holds; intake pauses (files wait in the inbox) at this bound.
     #[arg(long, env = "LIENTHONG_AGENT_MAX_PENDING", default_value_t = 2_000_000)]
     pub max_pending: u64,

@@ -41,7 +41,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     tasks.spawn(sender::run(
         outbox.clone(),
         config.gateway.clone(),
-        config.batch,
+        sender::RequestSize {
+            events: config.batch,
+            bytes: config.max_request_bytes as usize,
+        },
         Arc::clone(&state),
         shutdown.clone(),
     ));

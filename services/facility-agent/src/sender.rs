@@ -2,6 +2,10 @@
 //! leaves the outbox only when the gateway answered ACCEPTED or DUPLICATE. REJECTED entries go
 //! to the dead store with the gateway's reason; anything else (gateway down, busy, a timeout)
 //! is retried with exponential backoff and jitter, for as long as it takes.
+//!
+//! A request carries at most a count and a size of events, so no request is larger than the
+//! gateway takes: a refused request would be retried for ever and hold back every event queued
+//! after it. An event too large for any request is set aside at once, as the gateway would.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,6 +13,7 @@ use std::time::Duration;
 use lienthong_grpc::GatewayConnection;
 use lienthong_grpc::client::Unreached;
 use lienthong_proto::v1 as pb;
+use prost::Message as _;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +34,63 @@ pub struct SenderState {
 
 /// Shared sender state.
 pub type SharedState = Arc<Mutex<SenderState>>;
+
+/// The most one request to the gateway carries.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSize {
+    /// Events.
+    pub events: usize,
+    /// Encoded bytes of those events.
+    pub bytes: usize,
+}
+
+/// What an event adds to a request: its envelope, and the tag and length that frame it.
+fn request_bytes(entry: &Entry) -> usize {
+    let len = entry.envelope.encoded_len();
+    len + prost::encoding::encoded_len_varint(len as u64) + 1
+}
+
+/// The longest run of `entries`, from the oldest, that fits `budget` bytes; never empty when
+/// `entries` is not (a first entry larger than the budget is returned alone).
+fn within_bytes(mut entries: Vec<Entry>, budget: usize) -> Vec<Entry> {
+    let mut total = 0;
+    let fit = entries
+        .iter()
+        .take_while(|e| {
+            total += request_bytes(e);
+            total <= budget
+        })
+        .count()
+        .max(1);
+    entries.truncate(fit);
+    entries
+}
+
+/// The rejection of an event no request can carry, in the gateway's words for one.
+fn too_large(entry: &Entry, budget: usize) -> pb::EventResult {
+    let size = request_bytes(entry);
+    let why = format!(
+        "the event is {size} bytes, more than a request to the gateway carries ({budget} bytes, \
+         --max-request-bytes); shorten its free text and export it again as a new version \
+         (retrying will not help)"
+    );
+    pb::EventResult {
+        outcome: pb::Outcome::Rejected as i32,
+        message: why.clone(),
+        errors: vec![pb::ValidationError {
+            code: "event.too_large".into(),
+            path: "event".into(),
+            value: budget.to_string(),
+            message: why,
+            message_vi: format!(
+                "Sự kiện {size} byte, lớn hơn giới hạn một yêu cầu gửi cổng tiếp nhận ({budget} \
+                 byte); hãy rút gọn nội dung văn bản và xuất lại"
+            ),
+            severity: pb::ErrorSeverity::Error as i32,
+        }],
+        ..Default::default()
+    }
+}
 
 fn jittered(d: Duration) -> Duration {
     // Up to 50 % more, so that thousands of agents coming back after an outage spread out.
@@ -54,7 +116,7 @@ fn reason(r: &pb::EventResult) -> String {
 pub async fn run(
     outbox: Outbox,
     gateway: GatewayConnection,
-    batch: usize,
+    size: RequestSize,
     state: SharedState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -79,12 +141,18 @@ pub async fn run(
         if let Ok(mut s) = state.lock() {
             s.token_expires_at = bearer.as_ref().and_then(|b| b.expires_at);
         }
-        let entries = of_one_trace(outbox.peek(batch.max(1))?);
+        let entries = within_bytes(of_one_trace(outbox.peek(size.events.max(1))?), size.bytes);
         if entries.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {},
                 _ = shutdown.cancelled() => return Ok(()),
             }
+            continue;
+        }
+        if let [only] = entries.as_slice()
+            && request_bytes(only) > size.bytes
+        {
+            settle(&outbox, &entries, &[too_large(only, size.bytes)], &state).await?;
             continue;
         }
         let mut request = gateway.request(
@@ -258,6 +326,64 @@ mod tests {
         let untraced = vec![entry(1, ""), entry(2, ""), entry(3, t1)];
         assert_eq!(seqs(of_one_trace(untraced)), [1, 2]);
         assert!(of_one_trace(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_request_holds_what_fits_its_bytes_and_at_least_one_event() {
+        let entry = |seq: u64, text_bytes: usize| {
+            let mut envelope = env(&seq.to_string());
+            if let Some(pb::event_envelope::Event::Appointment(a)) = &mut envelope.event {
+                a.header.get_or_insert_with(Default::default).source_system =
+                    "x".repeat(text_bytes);
+            }
+            Entry {
+                seq,
+                enqueued_ms: 0,
+                reason: String::new(),
+                origin: String::new(),
+                trace: String::new(),
+                envelope,
+            }
+        };
+        let seqs = |v: Vec<Entry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let sizes: Vec<usize> = [1, 2, 3].map(|s| request_bytes(&entry(s, 1000))).to_vec();
+        let three = || vec![entry(1, 1000), entry(2, 1000), entry(3, 1000)];
+        assert_eq!(seqs(within_bytes(three(), sizes[0] + sizes[1])), [1, 2]);
+        assert_eq!(seqs(within_bytes(three(), sizes.iter().sum())), [1, 2, 3]);
+        assert_eq!(seqs(within_bytes(three(), sizes[0] + sizes[1] - 1)), [1]);
+        assert_eq!(seqs(within_bytes(three(), 10)), [1], "never empty");
+        assert!(within_bytes(Vec::new(), 10).is_empty());
+        // The size counted is the size sent.
+        let request = pb::PublishRequest {
+            events: three().into_iter().map(|e| e.envelope).collect(),
+            request_id: String::new(),
+        };
+        assert_eq!(request.encoded_len(), sizes.iter().sum::<usize>());
+    }
+
+    #[tokio::test]
+    async fn an_event_no_request_can_carry_is_set_aside_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outbox = Outbox::open(dir.path(), 100).expect("open");
+        outbox.enqueue(vec![env("big")]).await.expect("enqueue");
+        let entries = outbox.peek(10).expect("peek");
+        let state = SharedState::default();
+        let wait = settle(&outbox, &entries, &[too_large(&entries[0], 16)], &state)
+            .await
+            .expect("settle");
+        assert!(wait.is_none(), "nothing to retry");
+        assert_eq!(outbox.pending(), 0);
+        let dead = outbox.dead_entries().expect("dead");
+        assert!(
+            dead[0]
+                .reason
+                .starts_with("event.too_large at event: the event is ")
+                && dead[0].reason.contains("(16 bytes, --max-request-bytes)"),
+            "{}",
+            dead[0].reason
+        );
+        let last = state.lock().expect("lock").last_error.clone();
+        assert!(last.is_some_and(|e| e.starts_with("REJECTED")));
     }
 
     #[tokio::test]
