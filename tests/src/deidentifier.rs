@@ -173,9 +173,10 @@ impl RunningDeidentifier {
         }
     }
 
-    /// True once the service has stopped, by itself unless [`Self::stop`] was called.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+    /// Fails with the service's own outcome once it has stopped by itself, so a test waiting
+    /// for its output says why it ended instead of timing out.
+    pub async fn ensure_running(&mut self) -> anyhow::Result<()> {
+        ended_by_itself("the de-identification service", &mut self.task).await
     }
 
     /// Stops the service gracefully; its error, if it failed.
@@ -183,5 +184,21 @@ impl RunningDeidentifier {
         self.shutdown.cancel();
         self.task.await??;
         Ok(())
+    }
+}
+
+/// Fails with `task`'s outcome when it has ended (it ran until shutdown otherwise); `what` names
+/// it. Called once: the failure ends the test.
+pub async fn ended_by_itself<E: std::fmt::Display>(
+    what: &str,
+    task: &mut tokio::task::JoinHandle<Result<(), E>>,
+) -> anyhow::Result<()> {
+    if !task.is_finished() {
+        return Ok(());
+    }
+    match task.await {
+        Ok(Ok(())) => anyhow::bail!("{what} stopped by itself without an error"),
+        Ok(Err(e)) => anyhow::bail!("{what} stopped by itself: {e}"),
+        Err(e) => anyhow::bail!("{what} panicked: {e}"),
     }
 }

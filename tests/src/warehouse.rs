@@ -318,6 +318,13 @@ pub async fn start_warehouse_path(
 }
 
 impl WarehousePath {
+    /// Fails with the outcome of the loader or the de-identification service once either has
+    /// stopped by itself.
+    pub async fn ensure_running(&mut self) -> anyhow::Result<()> {
+        crate::deidentifier::ended_by_itself("the warehouse loader", &mut self.loader).await?;
+        self.deidentifier.ensure_running().await
+    }
+
     /// Stops the loader, then the de-identification service; the first error either had.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

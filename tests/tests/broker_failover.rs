@@ -75,6 +75,25 @@ struct Answers {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-broker cluster: deploy/local/failover-test runs it"]
 async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()> {
+    // What the consuming services log about their retries and recoveries is part of the
+    // test's account of the outage.
+    let _telemetry = lienthong_telemetry::init(
+        &lienthong_telemetry::TelemetryArgs {
+            log_filter: "lienthong_deidentifier=warn,lienthong_warehouse_loader=warn,\
+                         lienthong_regional_store=warn,lienthong_sink=warn"
+                .into(),
+            log_format: lienthong_telemetry::LogFormat::Pretty,
+            metrics_addr: None,
+            trace: lienthong_telemetry::trace::TraceArgs {
+                otlp_endpoint: None,
+                otlp_ca: None,
+                otlp_cert: None,
+                otlp_key: None,
+                trace_sample_ratio: 0.0,
+            },
+        },
+        "lienthong-failover-test",
+    )?;
     let kafka = require_kafka();
     let registry = require_registry().await;
     let gw = start_gateway(|_| {}).await?;
@@ -82,7 +101,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
     busiest_leader(&doc_topics)?;
     let receipt = unique_topic("fo.receipt");
     lienthong_tests::create_topic(&kafka, &receipt, 3).await?;
-    let warehouse = start_warehouse_path(&registry, &gw.topics, &receipt).await?;
+    let mut warehouse = start_warehouse_path(&registry, &gw.topics, &receipt).await?;
     let store_dir = tempfile::tempdir()?;
     let mut regional_config =
         lienthong_tests::regional::config(&["79"], store_dir.path(), &gw.topics, &receipt);
@@ -257,6 +276,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
         if rows == EVENTS as i64 {
             break;
         }
+        warehouse.ensure_running().await?;
         anyhow::ensure!(
             Instant::now() < until,
             "the warehouse holds {rows} of {EVENTS} events after 300 s"

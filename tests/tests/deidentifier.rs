@@ -406,10 +406,10 @@ async fn run_until_committed(
     until: i64,
 ) -> anyhow::Result<()> {
     let (group, inputs) = (config.group.clone(), config.input_topics());
-    let service = lienthong_tests::deidentifier::RunningDeidentifier::spawn(config, registry);
+    let mut service = lienthong_tests::deidentifier::RunningDeidentifier::spawn(config, registry);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
+        service.ensure_running().await?;
         let done = lienthong_tests::deidentifier::committed(&group, &inputs, 3).unwrap_or(0);
         if done >= until {
             break;
@@ -568,16 +568,16 @@ async fn analytics_wait_for_their_contract_and_flow_once_it_is_registered() -> a
 
     // The registry holds no analytics contract: nothing is framed under an id whose schema is
     // not the payload's, nothing is committed, and the service waits rather than stopping.
-    let service = deid::RunningDeidentifier::spawn(config, &registry);
+    let mut service = deid::RunningDeidentifier::spawn(config, &registry);
     tokio::time::sleep(Duration::from_secs(8)).await;
-    anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
+    service.ensure_running().await?;
     assert_eq!(deid::committed(&group, &inputs, 3)?, 0);
 
     // Registered, every event flows, framed with the registered schema.
     deid::register_analytics_schemas(&registry, &analytics).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while deid::committed(&group, &inputs, 3).unwrap_or(0) < events.len() as i64 {
-        anyhow::ensure!(!service.is_finished(), "the service stopped by itself");
+        service.ensure_running().await?;
         anyhow::ensure!(
             Instant::now() < deadline,
             "not every event was committed within 120 s of the registration"

@@ -10,12 +10,13 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
 use lienthong_core::{ClinicalEvent, PatientKeyer};
 use lienthong_deidentifier::{Deidentifier, DeidentifierConfig, Policy};
 use lienthong_kafka::topics::DocumentTopics;
 use lienthong_tests::deidentifier::{
-    age_bands_topic_with_schema, analytics_topics_with_schemas, committed,
+    age_bands_topic_with_schema, analytics_topics_with_schemas, committed, ended_by_itself,
 };
 use lienthong_tests::warehouse::{publish_to, topics_with_schemas};
 use lienthong_tests::{create_topic, keyed_events, require_kafka, require_registry, unique_topic};
@@ -91,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let inputs = config.input_topics();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let service = tokio::spawn(lienthong_deidentifier::run(
+    let mut service = tokio::spawn(lienthong_deidentifier::run(
         config,
         kafka,
         registry,
@@ -114,10 +115,9 @@ async fn main() -> anyhow::Result<()> {
         if done >= total {
             break;
         }
-        anyhow::ensure!(
-            !service.is_finished(),
-            "the service stopped at {done}/{total}"
-        );
+        ended_by_itself("the de-identification service", &mut service)
+            .await
+            .with_context(|| format!("at {done}/{total} events"))?;
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(1800),
             "stalled at {done}/{total}"

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod risk;
+mod transaction;
 pub mod transform;
 pub mod widening;
 

@@ -30,6 +30,20 @@ pub const TRANSACTION_SECONDS: Metric = Metric::histogram(
     "Time to produce one batch and commit its transaction with its offsets",
 );
 
+/// `lienthong_deidentifier_producer_replacements_total`: transactional producers replaced after a wedged call
+pub const PRODUCER_REPLACEMENTS: Metric = Metric::counter(
+    "lienthong_deidentifier_producer_replacements_total",
+    &[],
+    "Transactional producers replaced because a call did not return long after its timeout (its batch is produced again)",
+);
+
+/// `lienthong_deidentifier_rewinds_total`: batches read again after the consumer's group membership was lost
+pub const REWINDS: Metric = Metric::counter(
+    "lienthong_deidentifier_rewinds_total",
+    &[],
+    "Times the consumer's group membership was gone at commit: the open batches were aborted and read again from the committed offsets",
+);
+
 /// `lienthong_analytics_risk_min_group_size`: smallest group of distinct patients sharing the kept quasi-identifiers
 pub const RISK_MIN_GROUP: Metric = Metric::gauge(
     "lienthong_analytics_risk_min_group_size",
@@ -71,6 +85,8 @@ pub const ALL: &[Metric] = &[
     TRANSACTIONS,
     BATCH_RETRIES,
     TRANSACTION_SECONDS,
+    PRODUCER_REPLACEMENTS,
+    REWINDS,
     RISK_MIN_GROUP,
     RISK_SHARE_BELOW,
     RISK_WINDOW_EVENTS,
@@ -89,4 +105,6 @@ pub fn register() {
         zero(&TRANSACTIONS, &[("outcome", outcome.into())]);
     }
     zero(&BATCH_RETRIES, &[]);
+    zero(&PRODUCER_REPLACEMENTS, &[]);
+    zero(&REWINDS, &[]);
 }

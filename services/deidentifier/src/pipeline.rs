@@ -5,8 +5,9 @@
 //! - The consumed offsets of a batch are committed only inside the transaction that holds the
 //!   batch's analytics events (send_offsets_to_transaction), so a crash at any instant leaves
 //!   either both or neither; read_committed readers never see an aborted batch.
-//! - A batch is retried as a whole in a new transaction after an abortable failure; the next
-//!   batch may be read and prepared meanwhile, but nothing of it is produced before it commits.
+//! - A batch is retried as a whole in a new transaction after an abortable failure, and a
+//!   commit that timed out is resumed, never abandoned (see `transaction`); the next batch may
+//!   be read and prepared meanwhile, but nothing of it is produced before it commits.
 //! - Poison (undecodable, invalid) is dead-lettered, durably, before the transaction that moves
 //!   the offset past it; a dead letter may be sent twice if that transaction then aborts.
 //! - Age bands only widen: an instance starts under the widest bands recorded for its policy
@@ -16,7 +17,7 @@
 //!   and a restarted instance with the same transactional id aborts what its predecessor left.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lienthong_kafka::consumption::{StageFree, batch_ends, fill_batch, record_lag};
 use lienthong_kafka::follow::Follower;
@@ -24,18 +25,18 @@ use lienthong_kafka::trace::sampled_traceparent;
 use lienthong_kafka::{EventProducer, KafkaArgs};
 use lienthong_registry::{RegistryArgs, RegistryClient, WireCodec};
 use lienthong_sink::{Consumed, MessageReader, Retrying};
-use lienthong_telemetry::trace::{TRACEPARENT, continue_trace, traceparent_of};
+use lienthong_telemetry::trace::{continue_trace, traceparent_of};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, DeidentifierConfig};
 use crate::risk::{Risk, RiskWindow, coarsened_width};
+use crate::transaction::{Framed, Transactions, Uncommitted};
 use crate::transform::{AnalyticsEvent, Deidentifier};
 use crate::widening::{Widenings, adopted_width};
 
@@ -117,20 +118,18 @@ pub async fn run(
 
     let codec = WireCodec::new(&registry)?;
     let dlq = EventProducer::new(&kafka, Duration::from_secs(30))?;
-    let consumer: StreamConsumer<Lag> =
-        consumer_config(&kafka, &config)?.create_with_context(Lag {
-            group: config.group.clone(),
-        })?;
     let inputs = config.input_topics();
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
     lienthong_kafka::metrics::register_consumer(&config.group, &topics);
 
     let transactional_id = config.transactional_id();
-    let producer: FutureProducer = producer_config(&kafka, &config, &transactional_id)?.create()?;
-    blocking(&producer, |p| p.init_transactions(Duration::from_secs(60)))
-        .await
-        .map_err(|e| DeidentifierError::Fatal(format!("init_transactions: {e}")))?;
+    let mut transactions = Transactions::start(
+        producer_config(&kafka, &config, &transactional_id)?,
+        Duration::from_millis(config.transaction_timeout_ms),
+        &shutdown,
+    )
+    .await
+    .map_err(|e| DeidentifierError::Fatal(e.to_string()))?;
     tracing::info!(
         group = %config.group,
         %transactional_id,
@@ -147,85 +146,135 @@ pub async fn run(
         dlq_topic: &config.dlq_topic,
         group: &config.group,
     };
-    // Pipelined: while batch n's transaction commits (waiting on the broker), batch n+1 is
-    // fetched, de-identified and framed. Nothing of n+1 is produced before n has committed,
-    // so a retried or abandoned transaction never has a later batch's events before it.
-    let prepare = |deidentifier: &Deidentifier, free: StageFree| {
-        let (reader, codec, config, consumer, shutdown) =
-            (&reader, &codec, &config, &consumer, &shutdown);
-        let deidentifier = deidentifier.clone();
-        async move {
-            let batch = next_batch(consumer, config, free, shutdown).await?;
-            let Deidentified { events, spans } =
-                deidentify(reader, &deidentifier, &batch, shutdown).await?;
-            let framed = frame(codec, config, &events, shutdown).await?;
-            Some(Prepared {
+    // This instance's own widening whose record no committed transaction holds yet: the
+    // next batch produced carries it.
+    let mut unrecorded: Option<Risk> = None;
+    'rejoin: loop {
+        let consumer = subscribed(&kafka, &config, &topics)?;
+        // Pipelined: while batch n's transaction commits (waiting on the broker), batch n+1 is
+        // fetched, de-identified and framed. Nothing of n+1 is produced before n has committed,
+        // so a retried or abandoned transaction never has a later batch's events before it.
+        let prepare = |deidentifier: &Deidentifier, free: StageFree| {
+            let (reader, codec, config, consumer, shutdown) =
+                (&reader, &codec, &config, &consumer, &shutdown);
+            let deidentifier = deidentifier.clone();
+            async move {
+                let batch = next_batch(consumer, config, free, shutdown).await?;
+                let Deidentified { events, spans } =
+                    deidentify(reader, &deidentifier, &batch, shutdown).await?;
+                let framed = frame(codec, config, &events, shutdown).await?;
+                Some(Prepared {
+                    batch,
+                    events,
+                    framed,
+                    spans,
+                })
+            }
+        };
+        let mut next = prepare(&deidentifier, StageFree::now()).await;
+        if let (Some(risk), Some(first)) = (&unrecorded, next.as_mut()) {
+            match frame_widening(&codec, &config, &deidentifier, risk, &shutdown).await {
+                Some(record) => first.framed.push(record),
+                None => break,
+            }
+        }
+        while let Some(current) = next.take() {
+            let Prepared {
                 batch,
                 events,
                 framed,
                 spans,
-            })
-        }
-    };
-    let mut next = prepare(&deidentifier, StageFree::now()).await;
-    while let Some(current) = next.take() {
-        let Prepared {
-            batch,
-            events,
-            framed,
-            spans,
-        } = current;
-        // Settled as soon as the transaction is, not when the next batch has arrived (the join
-        // below waits for that too, which takes as long as the topics stay quiet).
-        let (busy, producer_free) = StageFree::busy();
-        let committing = async {
-            let committed = commit(&producer, &consumer, &batch, &framed, &config, &shutdown).await;
-            drop(busy);
-            if matches!(committed, Ok(true)) {
-                // The traced events' stage ends with the commit that made their records visible.
-                drop(spans);
-                for e in &events {
-                    metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str())
-                        .increment(1);
-                    if let Some((q, patient)) = &e.quasi {
-                        window.add(q.clone(), patient.clone());
+            } = current;
+            let records_widening = framed.iter().any(|f| f.topic == config.age_bands_topic);
+            // Settled as soon as the transaction is, not when the next batch has arrived (the
+            // join below waits for that too, which takes as long as the topics stay quiet).
+            let (busy, producer_free) = StageFree::busy();
+            let committing = async {
+                let committed = commit(&mut transactions, &consumer, &batch, &framed).await;
+                drop(busy);
+                if matches!(committed, Ok(Outcome::Committed)) {
+                    // The traced events' stage ends with the commit that made their records
+                    // visible.
+                    drop(spans);
+                    for e in &events {
+                        metrics::counter!(crate::metrics::EVENTS.name, "kind" => e.kind.as_str())
+                            .increment(1);
+                        if let Some((q, patient)) = &e.quasi {
+                            window.add(q.clone(), patient.clone());
+                        }
                     }
                 }
-            }
-            committed
-        };
-        let (committed, following) =
-            tokio::join!(committing, prepare(&deidentifier, producer_free));
-        if !committed? {
-            break;
-        }
-        let width = deidentifier.age_band_width();
-        let widened = watch_risk(&mut window, &mut deidentifier);
-        adopt_recorded(&widenings, &mut deidentifier, &mut window);
-        // A batch prepared under bands that have just widened is prepared again; when this
-        // instance's own risk watch widened them, the batch's transaction records it.
-        next = match following {
-            Some(f) if deidentifier.age_band_width() != width => {
-                let read = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
-                let mut framed = match &read {
-                    Some(read) => frame(&codec, &config, &read.events, &shutdown).await,
-                    None => None,
+                committed
+            };
+            let (committed, following) = {
+                let mut committing = std::pin::pin!(committing);
+                let mut preparing = std::pin::pin!(prepare(&deidentifier, producer_free));
+                let mut prepared = None;
+                let committed = loop {
+                    tokio::select! {
+                        c = &mut committing => break c,
+                        p = &mut preparing, if prepared.is_none() => prepared = Some(p),
+                    }
                 };
-                if let (Some(risk), Some(framed)) = (widened, framed.as_mut()) {
-                    match frame_widening(&codec, &config, &deidentifier, &risk, &shutdown).await {
-                        Some(record) => framed.push(record),
-                        None => break,
-                    }
+                // A batch that did not commit leaves the next one unwanted: not waited for
+                // (with its consumer's membership gone, it may never fill).
+                let following = match (&committed, prepared) {
+                    (Ok(Outcome::Committed), Some(p)) => p,
+                    (Ok(Outcome::Committed), None) => preparing.await,
+                    _ => None,
+                };
+                (committed, following)
+            };
+            match committed? {
+                Outcome::Committed => {}
+                Outcome::Stopping => break 'rejoin,
+                Outcome::Rewind(why) => {
+                    // The prepared batch was read by the same lost membership: it goes too.
+                    metrics::counter!(crate::metrics::REWINDS.name).increment(1);
+                    tracing::warn!(
+                        error = %why,
+                        "the consumer's group membership is gone; rejoining and reading again \
+                         from the committed offsets"
+                    );
+                    continue 'rejoin;
                 }
-                read.zip(framed).map(|(read, framed)| Prepared {
-                    batch: f.batch,
-                    events: read.events,
-                    framed,
-                    spans: read.spans,
-                })
             }
-            following => following,
-        };
+            if records_widening {
+                unrecorded = None;
+            }
+            let width = deidentifier.age_band_width();
+            let widened = watch_risk(&mut window, &mut deidentifier);
+            adopt_recorded(&widenings, &mut deidentifier, &mut window);
+            if widened.is_some() {
+                unrecorded = widened;
+            }
+            // A batch prepared under bands that have just widened is prepared again; when this
+            // instance's own risk watch widened them, the batch's transaction records it.
+            next = match following {
+                Some(f) if deidentifier.age_band_width() != width => {
+                    let read = deidentify(&reader, &deidentifier, &f.batch, &shutdown).await;
+                    let mut framed = match &read {
+                        Some(read) => frame(&codec, &config, &read.events, &shutdown).await,
+                        None => None,
+                    };
+                    if let (Some(risk), Some(framed)) = (&unrecorded, framed.as_mut()) {
+                        match frame_widening(&codec, &config, &deidentifier, risk, &shutdown).await
+                        {
+                            Some(record) => framed.push(record),
+                            None => break 'rejoin,
+                        }
+                    }
+                    read.zip(framed).map(|(read, framed)| Prepared {
+                        batch: f.batch,
+                        events: read.events,
+                        framed,
+                        spans: read.spans,
+                    })
+                }
+                following => following,
+            };
+        }
+        break;
     }
     if let Some(follower) = follower {
         follower.stop().await;
@@ -337,16 +386,6 @@ async fn next_batch(
     None
 }
 
-struct Framed {
-    topic: String,
-    key: String,
-    value: Vec<u8>,
-    /// The source event's acceptance time, kept as the record's timestamp.
-    timestamp: Option<i64>,
-    /// The `traceparent` header, for a traced event.
-    trace: Option<String>,
-}
-
 /// Frames every event (the schema id is looked up once, then cached); None when stopping.
 async fn frame(
     codec: &WireCodec,
@@ -442,113 +481,54 @@ async fn encode(
     }
 }
 
-/// Produces the batch and commits it with its offsets; retried in a new transaction after an
-/// abortable failure. Ok(false) when stopping before it committed.
+/// What became of a batch's transaction.
+enum Outcome {
+    /// Committed with its offsets.
+    Committed,
+    /// Not committed: stopping.
+    Stopping,
+    /// Not committed: the batch was read under a group membership that is gone.
+    Rewind(String),
+}
+
+/// Commits the batch's records with its offsets.
 async fn commit(
-    producer: &FutureProducer,
+    transactions: &mut Transactions<'_>,
     consumer: &StreamConsumer<Lag>,
     batch: &[OwnedMessage],
     framed: &[Framed],
-    config: &DeidentifierConfig,
-    shutdown: &CancellationToken,
-) -> Result<bool, DeidentifierError> {
+) -> Result<Outcome, DeidentifierError> {
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), end) in batch_ends(batch) {
         offsets.add_partition_offset(topic, partition, Offset::Offset(end))?;
     }
-    let timeout = Duration::from_millis(config.transaction_timeout_ms);
-    let mut retrying = Retrying::new("a transaction failed", crate::metrics::BATCH_RETRIES.name);
-    loop {
-        let started = Instant::now();
-        let attempt = transaction(producer, consumer, &offsets, framed, timeout).await;
-        match attempt {
-            Ok(()) => {
-                metrics::counter!(crate::metrics::TRANSACTIONS.name, "outcome" => "committed")
-                    .increment(1);
-                metrics::histogram!(crate::metrics::TRANSACTION_SECONDS.name)
-                    .record(started.elapsed().as_secs_f64());
-                return Ok(true);
-            }
-            Err(e) => {
-                metrics::counter!(crate::metrics::TRANSACTIONS.name, "outcome" => "aborted")
-                    .increment(1);
-                let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort() || t.is_retriable())
-                    || !matches!(e, KafkaError::Transaction(_));
-                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal())
-                    || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced);
-                // Aborting is harmless when nothing is open, and required when something is.
-                let aborted = blocking(producer, move |p| p.abort_transaction(timeout)).await;
-                if fatal || !abortable || aborted.is_err() {
-                    let abort = aborted
-                        .err()
-                        .map(|a| format!("; abort: {a}"))
-                        .unwrap_or_default();
-                    return Err(DeidentifierError::Fatal(format!("{e}{abort}")));
-                }
-                retrying.failed(&e);
-                if !retrying.wait(shutdown).await {
-                    return Ok(false);
-                }
-            }
-        }
-    }
-}
-
-/// One attempt: begin, produce every record, add the offsets, commit.
-async fn transaction(
-    producer: &FutureProducer,
-    consumer: &StreamConsumer<Lag>,
-    offsets: &TopicPartitionList,
-    framed: &[Framed],
-    timeout: Duration,
-) -> Result<(), KafkaError> {
-    producer.begin_transaction()?;
-    for f in framed {
-        let mut record = FutureRecord::to(&f.topic)
-            .key(f.key.as_bytes())
-            .payload(&f.value);
-        if let Some(ts) = f.timestamp {
-            record = record.timestamp(ts);
-        }
-        if let Some(trace) = &f.trace {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: TRACEPARENT,
-                value: Some(trace.as_bytes()),
-            }));
-        }
-        loop {
-            match producer.send_result(record) {
-                // Delivery is confirmed by the commit, which fails if any record failed.
-                Ok(_delivery) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: the local queue drains as the broker acknowledges.
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
-    }
     let group = consumer
         .group_metadata()
         .ok_or(KafkaError::MessageProduction(RDKafkaErrorCode::State))?;
-    let offsets = offsets.clone();
-    blocking(producer, move |p| {
-        p.send_offsets_to_transaction(&offsets, &group, timeout)?;
-        p.commit_transaction(timeout)
-    })
-    .await
+    match transactions
+        .commit(framed, &offsets, &Arc::new(group))
+        .await
+    {
+        Ok(()) => Ok(Outcome::Committed),
+        Err(Uncommitted::Stopping) => Ok(Outcome::Stopping),
+        Err(Uncommitted::Rewind(why)) => Ok(Outcome::Rewind(why)),
+        Err(Uncommitted::Fatal(e)) => Err(DeidentifierError::Fatal(e)),
+    }
 }
 
-/// Runs a blocking producer call off the async workers.
-async fn blocking<T: Send + 'static>(
-    producer: &FutureProducer,
-    call: impl FnOnce(&FutureProducer) -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || call(&producer))
-        .await
-        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+/// A consumer of the input topics in the service's group, subscribed: it starts from the
+/// group's committed offsets.
+fn subscribed(
+    kafka: &KafkaArgs,
+    config: &DeidentifierConfig,
+    topics: &[&str],
+) -> Result<StreamConsumer<Lag>, DeidentifierError> {
+    let consumer: StreamConsumer<Lag> =
+        consumer_config(kafka, config)?.create_with_context(Lag {
+            group: config.group.clone(),
+        })?;
+    consumer.subscribe(topics)?;
+    Ok(consumer)
 }
 
 /// Updates the risk gauges, and widens the age bands when a full window shows a group below
