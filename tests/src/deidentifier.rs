@@ -128,6 +128,8 @@ pub fn document_key(document_id: &str) -> String {
 pub struct RunningDeidentifier {
     /// The analytics topics it produces to.
     pub analytics: AnalyticsTopics,
+    /// Its consumer group.
+    pub group: String,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Result<(), lienthong_deidentifier::DeidentifierError>>,
 }
@@ -158,7 +160,7 @@ impl RunningDeidentifier {
         config: lienthong_deidentifier::DeidentifierConfig,
         registry: &RegistryArgs,
     ) -> Self {
-        let analytics = config.analytics.clone();
+        let (analytics, group) = (config.analytics.clone(), config.group.clone());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(lienthong_deidentifier::run(
             config,
@@ -168,6 +170,7 @@ impl RunningDeidentifier {
         ));
         Self {
             analytics,
+            group,
             shutdown,
             task,
         }

@@ -1,6 +1,8 @@
-//! A broker of the three-node cluster killed under load: 100,000 events are published through
-//! the gateway while the broker leading most of the document topics' partitions is killed with
-//! SIGKILL and restarted 20 s later. Publishing goes on meanwhile; every answer is ACCEPTED (or DUPLICATE on a retry), UNAVAILABLE or
+//! A broker of the three-node cluster killed under load: events are published through the
+//! gateway while a broker is killed with SIGKILL and restarted 20 s later; 100,000 with the
+//! broker leading most of the document topics' partitions as the victim, 30,000 with the
+//! coordinator of the de-identification service's consumer group. Publishing goes on
+//! meanwhile; every answer is ACCEPTED (or DUPLICATE on a retry), UNAVAILABLE or
 //! RESOURCE_EXHAUSTED; what is not accepted is retried, as a facility agent does; afterwards
 //! both sinks (the regional store, and the warehouse through the de-identification service)
 //! hold every accepted event exactly once.
@@ -26,7 +28,6 @@ use lienthong_tests::{repo_root, require_kafka, require_registry, unique_topic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
-const EVENTS: usize = 100_000;
 const CHUNK: usize = 250;
 const PUBLISHERS: usize = 4;
 
@@ -59,6 +60,30 @@ fn busiest_leader(topics: &[String]) -> anyhow::Result<(i32, usize)> {
         .ok_or_else(|| anyhow::anyhow!("no partition leaders"))
 }
 
+/// The broker coordinating consumer `group`: the leader of the `__consumer_offsets` partition
+/// the group's offsets live in (Kafka's choice: the group id's Java hash code, sign bit
+/// cleared, modulo the partition count).
+fn group_coordinator(group: &str) -> anyhow::Result<i32> {
+    let kafka = lienthong_tests::kafka();
+    let consumer: BaseConsumer = kafka.client_config()?.create()?;
+    let md = consumer.fetch_metadata(Some("__consumer_offsets"), kafka.timeout())?;
+    let partitions = md
+        .topics()
+        .first()
+        .map(|t| t.partitions())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no metadata for __consumer_offsets"))?;
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let index = (hash & 0x7fff_ffff) % i32::try_from(partitions.len())?;
+    partitions
+        .iter()
+        .find(|p| p.id() == index)
+        .map(|p| p.leader())
+        .ok_or_else(|| anyhow::anyhow!("__consumer_offsets has no partition {index}"))
+}
+
 /// What the publishers saw.
 #[derive(Default)]
 struct Answers {
@@ -72,28 +97,55 @@ struct Answers {
     failed_calls: usize,
 }
 
+/// Which broker a scenario kills.
+#[derive(Clone, Copy)]
+enum Victim {
+    /// The broker leading most partitions of the document topics.
+    BusiestLeader,
+    /// The coordinator of the de-identification service's consumer group, whose offsets go
+    /// into its transactions: the broker whose death librdkafka handles worst.
+    DeidentifierGroupCoordinator,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-broker cluster: deploy/local/failover-test runs it"]
 async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()> {
+    survive_a_broker_kill(100_000, Victim::BusiestLeader).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the three-broker cluster: deploy/local/failover-test runs it"]
+async fn a_killed_group_coordinator_stops_neither_sink() -> anyhow::Result<()> {
+    survive_a_broker_kill(30_000, Victim::DeidentifierGroupCoordinator).await
+}
+
+/// Publishes `events` events while `victim` is killed and restarted; checks every answer and
+/// both sinks.
+async fn survive_a_broker_kill(events_count: usize, victim: Victim) -> anyhow::Result<()> {
     // What the consuming services log about their retries and recoveries is part of the
-    // test's account of the outage.
-    let _telemetry = lienthong_telemetry::init(
-        &lienthong_telemetry::TelemetryArgs {
-            log_filter: "lienthong_deidentifier=warn,lienthong_warehouse_loader=warn,\
-                         lienthong_regional_store=warn,lienthong_sink=warn"
-                .into(),
-            log_format: lienthong_telemetry::LogFormat::Pretty,
-            metrics_addr: None,
-            trace: lienthong_telemetry::trace::TraceArgs {
-                otlp_endpoint: None,
-                otlp_ca: None,
-                otlp_cert: None,
-                otlp_key: None,
-                trace_sample_ratio: 0.0,
+    // test's account of the outage (installed once per process: the scenarios share it).
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    let mut telemetry = None;
+    LOGS.call_once(|| {
+        telemetry = Some(lienthong_telemetry::init(
+            &lienthong_telemetry::TelemetryArgs {
+                log_filter: "lienthong_deidentifier=warn,lienthong_warehouse_loader=warn,\
+                             lienthong_regional_store=warn,lienthong_sink=warn"
+                    .into(),
+                log_format: lienthong_telemetry::LogFormat::Pretty,
+                metrics_addr: None,
+                trace: lienthong_telemetry::trace::TraceArgs {
+                    otlp_endpoint: None,
+                    otlp_ca: None,
+                    otlp_cert: None,
+                    otlp_key: None,
+                    trace_sample_ratio: 0.0,
+                },
             },
-        },
-        "lienthong-failover-test",
-    )?;
+            "lienthong-failover-test",
+        ));
+    });
+    let _telemetry = telemetry.transpose()?;
     let kafka = require_kafka();
     let registry = require_registry().await;
     let gw = start_gateway(|_| {}).await?;
@@ -127,7 +179,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
     let mut regional = start_regional().await?;
 
     // Every event of facility 79025 concerns region 79.
-    let events: Vec<ClinicalEvent> = events_from("79025", 7979, EVENTS);
+    let events: Vec<ClinicalEvent> = events_from("79025", 7979, events_count);
     let queue: Arc<Mutex<Vec<Vec<ClinicalEvent>>>> = Arc::new(Mutex::new(
         events.chunks(CHUNK).map(<[_]>::to_vec).collect(),
     ));
@@ -183,14 +235,23 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
 
     // The kill, once a third is accepted; the restart 20 seconds later.
     let accepted = || answers.lock().unwrap().accepted.len();
-    while accepted() < EVENTS / 3 {
+    while accepted() < events_count / 3 {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
             "a third of the events not accepted within 300 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (victim, led) = busiest_leader(&doc_topics)?;
+    let (victim, role) = match victim {
+        Victim::BusiestLeader => {
+            let (broker, led) = busiest_leader(&doc_topics)?;
+            (broker, format!("leader of {led} document partitions"))
+        }
+        Victim::DeidentifierGroupCoordinator => (
+            group_coordinator(&warehouse.deidentifier.group)?,
+            "coordinator of the de-identification service's group".to_owned(),
+        ),
+    };
     let pid_file = state_dir().join(format!("kafka/node-{victim}/kafka.pid"));
     let pid = std::fs::read_to_string(&pid_file)?.trim().to_owned();
     let killed = std::process::Command::new("kill")
@@ -199,7 +260,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
     anyhow::ensure!(killed.success(), "kill -9 {pid} (broker {victim}) failed");
     let killed_at = Instant::now();
     eprintln!(
-        "broker {victim} (leader of {led} document partitions) killed after {} accepted",
+        "broker {victim} ({role}) killed after {} accepted",
         accepted()
     );
     // Long enough for the controller to fence the broker and elect new leaders: publishing
@@ -273,13 +334,13 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
             .await?;
         let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
         assert_eq!(rows, distinct, "an event loaded twice");
-        if rows == EVENTS as i64 {
+        if rows == events_count as i64 {
             break;
         }
         warehouse.ensure_running().await?;
         anyhow::ensure!(
             Instant::now() < until,
-            "the warehouse holds {rows} of {EVENTS} events after 300 s"
+            "the warehouse holds {rows} of {events_count} events after 300 s"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -321,7 +382,7 @@ async fn a_killed_broker_loses_nothing_that_was_accepted() -> anyhow::Result<()>
         regional = start_regional().await?;
     }
     eprintln!(
-        "both sinks hold all {EVENTS} events exactly once ({} documents in region 79)",
+        "both sinks hold all {events_count} events exactly once ({} documents in region 79)",
         expected.len()
     );
     warehouse.stop().await?;
